@@ -1,0 +1,1 @@
+//! Examples live in `rust/`, `c/`, `go/` and `python/`.

@@ -1,0 +1,1 @@
+//! sdm client library.

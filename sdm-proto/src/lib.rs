@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod api;
+pub mod error;
+pub mod handshake;
+pub mod lease;
+pub mod resource;
+pub mod token;
+
+pub use error::ErrorKind;
+pub use lease::Lease;
+pub use resource::ResourceKind;
+pub use token::{Token, TokenKind};
+
+/// Seconds since the Unix epoch, as every timestamp on the wire is expressed.
+pub fn unix_now() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}
+
+/// SHA-256 of `data`, the one hash used for token secrets and CA fingerprints.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
