@@ -1,1 +1,28 @@
-//! sdm client library.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod admin;
+mod api;
+pub mod blocking;
+mod dial;
+mod endpoint;
+mod error;
+mod gateway;
+mod lease;
+mod resource;
+pub mod runtime;
+mod session;
+mod status;
+mod tls;
+mod tunnel;
+
+pub use dial::DialStream;
+pub use error::{Error, ErrorKind, Result};
+pub use resource::{Resource, ResourceClass, ResourceKind};
+pub use sdm_proto::api::AccountKind;
+pub use session::{
+    API_URL_ENV_VAR, Account, ConnectOptions, Session, SessionBuilder, TOKEN_ENV_VARS,
+};
+pub use status::{ConnectionState, ResourceStatus, Status};
+pub use tunnel::Tunnel;

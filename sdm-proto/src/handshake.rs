@@ -178,7 +178,10 @@ mod tests {
     fn hello_rejects_garbage_early() {
         assert_eq!(decode_hello(b"GET / HTTP/1.1"), Err(HandshakeError::Magic));
         assert_eq!(decode_hello(b"X"), Err(HandshakeError::Magic));
-        assert_eq!(decode_hello(b"SDMG\x07\x00\x00\x00"), Err(HandshakeError::Version(7)));
+        assert_eq!(
+            decode_hello(b"SDMG\x07\x00\x00\x00"),
+            Err(HandshakeError::Version(7))
+        );
         assert_eq!(
             decode_hello(b"SDMG\x01\x00\xff\xff"),
             Err(HandshakeError::TooLong(65535))

@@ -236,7 +236,10 @@ mod tests {
         );
         assert_eq!(v.verify(&bytes, 1061, 0), Err(LeaseError::Expired(1060)));
         assert!(v.verify(&bytes, 1061, 60).is_ok());
-        assert_eq!(v.verify(&bytes, 900, 60), Err(LeaseError::NotYetValid(1000)));
+        assert_eq!(
+            v.verify(&bytes, 900, 60),
+            Err(LeaseError::NotYetValid(1000))
+        );
         assert_eq!(v.verify(&bytes[..10], 1010, 0), Err(LeaseError::Malformed));
         assert_eq!(v.verify(&[], 1010, 0), Err(LeaseError::Malformed));
     }

@@ -1,0 +1,180 @@
+//! The admin API: service accounts, resources and grants. What `sdm admin` and automation use.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sdm_proto::api::{
+    AccountInfo, AccountKind, AccountList, AdminResource, AdminResourceList, CreateAccount,
+    CreateGrant, CreateResource, CreatedAccount, GrantInfo, GrantList, routes,
+};
+use sdm_proto::{Token, TokenKind};
+
+use crate::api::ApiClient;
+use crate::error::{Error, ErrorKind, Result};
+use crate::session::API_URL_ENV_VAR;
+
+pub use sdm_proto::api::{
+    AccountInfo as Account, AccountStatus, AdminResource as ResourceDetails,
+    CreateResource as NewResource, CreatedAccount as NewAccount, Credentials, GrantInfo as Grant,
+};
+
+/// Environment variable [`AdminClient::from_env`] reads.
+pub const ADMIN_TOKEN_ENV_VAR: &str = "SDM_ADMIN_TOKEN";
+
+/// A client for the admin API, authenticated with an admin token (`sdm_adm_…`).
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    api: Arc<ApiClient>,
+}
+
+impl AdminClient {
+    /// A client for the installation the admin token belongs to (`SDM_API_URL` overrides
+    /// the URL it carries).
+    pub fn new(token: &str) -> Result<AdminClient> {
+        let url = std::env::var(API_URL_ENV_VAR)
+            .ok()
+            .filter(|u| !u.trim().is_empty());
+        AdminClient::with_api_url(token, url.as_deref())
+    }
+
+    /// A client for the token, talking to `api_url` instead of the URL in the token.
+    pub fn with_api_url(token: &str, api_url: Option<&str>) -> Result<AdminClient> {
+        let token = Token::parse(token).map_err(|e| {
+            Error::new(ErrorKind::InvalidToken, format!("invalid token: {e}")).with_source(e)
+        })?;
+        if token.kind != TokenKind::Admin {
+            return Err(Error::new(
+                ErrorKind::Forbidden,
+                "this is a service account token; the admin API needs an admin token (sdm_adm_…)",
+            ));
+        }
+        Ok(AdminClient {
+            api: ApiClient::new(&token, api_url, Duration::from_secs(30))?,
+        })
+    }
+
+    /// A client with the token in `SDM_ADMIN_TOKEN`.
+    pub fn from_env() -> Result<AdminClient> {
+        let token = std::env::var(ADMIN_TOKEN_ENV_VAR)
+            .map_err(|_| Error::new(ErrorKind::InvalidToken, "SDM_ADMIN_TOKEN is not set"))?;
+        AdminClient::new(&token)
+    }
+
+    /// Creates a service account; its token is in the result and is never shown again.
+    pub async fn create_service_account(&self, name: &str) -> Result<CreatedAccount> {
+        self.create_account(name, AccountKind::Service).await
+    }
+
+    /// Creates an account of either kind.
+    pub async fn create_account(&self, name: &str, kind: AccountKind) -> Result<CreatedAccount> {
+        let body = CreateAccount {
+            name: name.to_owned(),
+            kind,
+        };
+        self.api.post(routes::ADMIN_ACCOUNTS, &body, false).await
+    }
+
+    /// Every account, sorted by name.
+    pub async fn list_accounts(&self) -> Result<Vec<AccountInfo>> {
+        let list: AccountList = self.api.get(routes::ADMIN_ACCOUNTS).await?;
+        Ok(list.accounts)
+    }
+
+    /// Refuses the account's logins and connections until [`unsuspend_account`](Self::unsuspend_account).
+    pub async fn suspend_account(&self, account: &str) -> Result<AccountInfo> {
+        let path = format!("{}/{}/suspend", routes::ADMIN_ACCOUNTS, segment(account)?);
+        self.api.post(&path, &(), true).await
+    }
+
+    /// Lets a suspended account in again.
+    pub async fn unsuspend_account(&self, account: &str) -> Result<AccountInfo> {
+        let path = format!("{}/{}/unsuspend", routes::ADMIN_ACCOUNTS, segment(account)?);
+        self.api.post(&path, &(), true).await
+    }
+
+    /// Deletes an account with its tokens and grants.
+    pub async fn delete_account(&self, account: &str) -> Result<()> {
+        let path = format!("{}/{}", routes::ADMIN_ACCOUNTS, segment(account)?);
+        self.api.delete(&path).await
+    }
+
+    /// Revokes the account's tokens and issues a new one (shown once, in the result).
+    pub async fn rotate_token(&self, account: &str) -> Result<CreatedAccount> {
+        let path = format!("{}/{}/tokens", routes::ADMIN_ACCOUNTS, segment(account)?);
+        self.api.post(&path, &(), false).await
+    }
+
+    /// Creates a resource (credentials, if any, are stored encrypted and never returned).
+    pub async fn create_resource(&self, resource: &CreateResource) -> Result<AdminResource> {
+        self.api
+            .post(routes::ADMIN_RESOURCES, resource, false)
+            .await
+    }
+
+    /// Every resource, sorted by name.
+    pub async fn list_resources(&self) -> Result<Vec<AdminResource>> {
+        let list: AdminResourceList = self.api.get(routes::ADMIN_RESOURCES).await?;
+        Ok(list.resources)
+    }
+
+    /// Deletes a resource and its grants.
+    pub async fn delete_resource(&self, resource: &str) -> Result<()> {
+        let path = format!("{}/{}", routes::ADMIN_RESOURCES, segment(resource)?);
+        self.api.delete(&path).await
+    }
+
+    /// Grants `resource` (id or name) to `account` (id or name).
+    pub async fn grant(&self, account: &str, resource: &str) -> Result<GrantInfo> {
+        let path = format!("{}/{}/grants", routes::ADMIN_ACCOUNTS, segment(account)?);
+        let body = CreateGrant {
+            resource: resource.to_owned(),
+        };
+        self.api.post(&path, &body, true).await
+    }
+
+    /// Removes a grant.
+    pub async fn revoke(&self, account: &str, resource: &str) -> Result<()> {
+        let path = format!(
+            "{}/{}/grants/{}",
+            routes::ADMIN_ACCOUNTS,
+            segment(account)?,
+            segment(resource)?
+        );
+        self.api.delete(&path).await
+    }
+
+    /// The account's grants.
+    pub async fn list_grants(&self, account: &str) -> Result<Vec<GrantInfo>> {
+        let path = format!("{}/{}/grants", routes::ADMIN_ACCOUNTS, segment(account)?);
+        let list: GrantList = self.api.get(&path).await?;
+        Ok(list.grants)
+    }
+}
+
+/// A name or id as one URL path segment (percent-encoded).
+fn segment(value: &str) -> Result<String> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid_argument("name must not be empty"));
+    }
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(segment("etl-bot_1.x").unwrap(), "etl-bot_1.x");
+        assert_eq!(segment("a/b c").unwrap(), "a%2Fb%20c");
+        assert!(segment(" ").is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Opening connections to gateways: TCP, TLS 1.3 with the pinned CA, HELLO with the lease;
+//! the next gateway is tried when one fails.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use sdm_proto::api::GatewayInfo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::stream::GatewayStream;
+use crate::error::{Error, ErrorKind, Result, describe_io};
+use crate::lease::ActiveLease;
+use crate::tls;
+
+/// Connects to gateways; shared by everything in one session (it holds the TLS session cache).
+pub(crate) struct Connector {
+    tls: TlsConnector,
+    connect_timeout: Duration,
+    /// Index (in the lease's gateway list) of the gateway that worked last; tried first.
+    preferred: AtomicUsize,
+}
+
+impl Connector {
+    pub(crate) fn new(ca_fingerprint: [u8; 32], connect_timeout: Duration) -> Result<Connector> {
+        let config = tls::client_config(ca_fingerprint, tls::ALPN_GATEWAY)
+            .map_err(|e| Error::internal(format!("TLS setup failed: {e}")))?;
+        Ok(Connector {
+            tls: TlsConnector::from(config),
+            connect_timeout,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// A connection whose HELLO (and, with `open`, OPEN) has been sent. Tries every gateway
+    /// of the lease, starting with the one that worked last.
+    pub(crate) async fn connect(
+        &self,
+        lease: &Arc<ActiveLease>,
+        resource: &str,
+        open: bool,
+    ) -> Result<GatewayStream> {
+        let gateways = &lease.gateways;
+        if gateways.is_empty() {
+            return Err(Error::new(
+                ErrorKind::GatewayUnreachable,
+                format!("no gateway is serving resource {resource:?} right now; try again later"),
+            ));
+        }
+        let first = self.preferred.load(Ordering::Relaxed) % gateways.len();
+        let mut failures = Vec::new();
+        for i in 0..gateways.len() {
+            let index = (first + i) % gateways.len();
+            let gateway = &gateways[index];
+            match self.connect_one(gateway, &lease.hello, open).await {
+                Ok(stream) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(stream);
+                }
+                Err(reason) => {
+                    tracing::debug!(gateway = %gateway.address, %reason, "gateway failed");
+                    failures.push(format!("{} ({}): {reason}", gateway.name, gateway.address));
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::GatewayUnreachable,
+            format!(
+                "could not reach a gateway for resource {resource:?}: {}",
+                failures.join("; ")
+            ),
+        ))
+    }
+
+    async fn connect_one(
+        &self,
+        gateway: &GatewayInfo,
+        hello: &[u8],
+        open: bool,
+    ) -> std::result::Result<GatewayStream, String> {
+        let server_name = tls::server_name(&gateway.server_name)
+            .ok_or_else(|| format!("invalid server name {:?}", gateway.server_name))?;
+        let work = async {
+            let tcp = TcpStream::connect(gateway.address.as_str())
+                .await
+                .map_err(|e| describe_io(&e))?;
+            tune_socket(&tcp);
+            let mut tls = self
+                .tls
+                .connect(server_name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {}", describe_io(&e)))?;
+            // HELLO and OPEN go out in one TLS record.
+            let mut first = Vec::with_capacity(hello.len() + 1);
+            first.extend_from_slice(hello);
+            if open {
+                first.push(sdm_proto::handshake::OPEN);
+            }
+            tls.write_all(&first).await.map_err(|e| describe_io(&e))?;
+            tls.flush().await.map_err(|e| describe_io(&e))?;
+            Ok(GatewayStream::after_hello(tls, gateway.name.clone()))
+        };
+        tokio::time::timeout(self.connect_timeout, work)
+            .await
+            .map_err(|_| format!("timed out after {:?}", self.connect_timeout))?
+    }
+}
+
+/// Low latency over buffering: every hop sets TCP_NODELAY (Nagle plus delayed ACKs costs
+/// tens of milliseconds per request/response exchange).
+pub(crate) fn tune_socket(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}

@@ -1,0 +1,103 @@
+//! Warm connections: a tunnel keeps a few gateway connections with TLS done and the lease
+//! accepted, so a new local connection costs one OPEN byte instead of a handshake.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::{Connector, GatewayStream};
+use crate::error::Result;
+use crate::lease::ActiveLease;
+
+/// Warm connections are used within this age; gateways drop unopened connections after 60 s.
+const MAX_AGE: Duration = Duration::from_secs(20);
+
+struct Warm {
+    stream: GatewayStream,
+    lease_id: Uuid,
+    since: Instant,
+}
+
+/// A small queue of ready gateway connections for one tunnel.
+pub(crate) struct WarmPool {
+    idle: Mutex<VecDeque<Warm>>,
+    target: usize,
+    filling: AtomicBool,
+}
+
+impl WarmPool {
+    pub(crate) fn new(target: usize) -> WarmPool {
+        WarmPool {
+            idle: Mutex::new(VecDeque::new()),
+            target,
+            filling: AtomicBool::new(false),
+        }
+    }
+
+    /// A ready connection for the current lease, if one is waiting and still alive.
+    pub(crate) fn take(&self, lease: &ActiveLease) -> Option<GatewayStream> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(mut warm) = idle.pop_front() {
+            if warm.lease_id == lease.lease_id
+                && warm.since.elapsed() < MAX_AGE
+                && !warm.stream.looks_closed()
+            {
+                return Some(warm.stream);
+            }
+        }
+        None
+    }
+
+    fn len(&self) -> usize {
+        self.idle.lock().map(|i| i.len()).unwrap_or(usize::MAX)
+    }
+
+    /// Whether a refill should start (nobody is filling and the pool is short).
+    pub(crate) fn claim_fill(&self) -> bool {
+        self.target > 0
+            && self.len() < self.target
+            && self
+                .filling
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    /// Tops the pool up; call only after [`claim_fill`](Self::claim_fill) returned true.
+    pub(crate) async fn fill(
+        &self,
+        connector: &Connector,
+        lease: &Arc<ActiveLease>,
+        resource: &str,
+    ) {
+        let result: Result<()> = async {
+            while self.len() < self.target {
+                let mut stream = connector.connect(lease, resource, false).await?;
+                stream.wait_ready().await?;
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.push_back(Warm {
+                        stream,
+                        lease_id: lease.lease_id,
+                        since: Instant::now(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, resource, "could not warm a gateway connection");
+        }
+        self.filling.store(false, Ordering::Release);
+    }
+
+    /// Drops every idle connection.
+    pub(crate) fn clear(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! A connection to a gateway that reads the gateway's handshake replies before handing out
+//! the resource's bytes, so application data can be written before the resource is connected.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use sdm_proto::handshake::{self, Reply};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::error::{Error, ErrorKind};
+
+#[derive(Debug)]
+enum State {
+    AwaitReady,
+    AwaitConnected,
+    Streaming,
+    Failed(ErrorKind, String),
+}
+
+/// A TLS connection to a gateway, in handshake or streaming state.
+pub(crate) struct GatewayStream {
+    io: TlsStream<TcpStream>,
+    state: State,
+    /// Handshake bytes read so far; after CONNECTED, application bytes that came with it.
+    buf: Vec<u8>,
+    pos: usize,
+    gateway: String,
+}
+
+impl std::fmt::Debug for GatewayStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayStream")
+            .field("gateway", &self.gateway)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayStream {
+    /// A stream whose HELLO has been sent; the READY reply is still to come.
+    pub(crate) fn after_hello(io: TlsStream<TcpStream>, gateway: String) -> GatewayStream {
+        GatewayStream {
+            io,
+            state: State::AwaitReady,
+            buf: Vec::new(),
+            pos: 0,
+            gateway,
+        }
+    }
+
+    /// Waits for READY (the lease was accepted), leaving CONNECTED to come after OPEN.
+    pub(crate) async fn wait_ready(&mut self) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.poll_handshake(cx, true)).await
+    }
+
+    /// Waits for CONNECTED (the gateway reached the resource).
+    pub(crate) async fn wait_connected(&mut self) -> Result<(), Error> {
+        std::future::poll_fn(|cx| self.poll_handshake(cx, false)).await
+    }
+
+    /// Sends OPEN on a stream that is waiting after READY.
+    pub(crate) async fn send_open(&mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.io.write_all(&[handshake::OPEN]).await?;
+        self.io.flush().await
+    }
+
+    /// Whether the gateway has closed this (idle) connection, checked without blocking.
+    pub(crate) fn looks_closed(&mut self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        // Idle connections carry nothing until OPEN, so anything readable means the peer
+        // closed or misbehaved; only "would block" is healthy.
+        !matches!(
+            Pin::new(&mut self.io.get_mut().0).poll_peek(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    pub(crate) fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// Drives the handshake until READY (`stop_at_ready`) or CONNECTED, or a failure.
+    fn poll_handshake(
+        &mut self,
+        cx: &mut Context<'_>,
+        stop_at_ready: bool,
+    ) -> Poll<Result<(), Error>> {
+        loop {
+            match &self.state {
+                State::Streaming => return Poll::Ready(Ok(())),
+                State::AwaitConnected if stop_at_ready => return Poll::Ready(Ok(())),
+                State::Failed(kind, message) => {
+                    return Poll::Ready(Err(Error::new(*kind, message.clone())));
+                }
+                State::AwaitReady | State::AwaitConnected => {}
+            }
+            match handshake::decode_reply(&self.buf[self.pos..]) {
+                Ok(Some((reply, n))) => {
+                    self.pos += n;
+                    self.state = match (&self.state, reply) {
+                        (State::AwaitReady, Reply::Ready) => State::AwaitConnected,
+                        (State::AwaitConnected, Reply::Connected) => State::Streaming,
+                        (_, Reply::Error { kind, message }) => State::Failed(kind, message),
+                        (_, other) => State::Failed(
+                            ErrorKind::Internal,
+                            format!("gateway {} sent {other:?} out of order", self.gateway),
+                        ),
+                    };
+                    if self.pos == self.buf.len() {
+                        self.buf.clear();
+                        self.pos = 0;
+                    }
+                }
+                Ok(None) => {
+                    let mut chunk = [0u8; 2048];
+                    let mut rb = ReadBuf::new(&mut chunk);
+                    match ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
+                        Ok(()) if rb.filled().is_empty() => {
+                            self.state = State::Failed(
+                                ErrorKind::GatewayUnreachable,
+                                format!(
+                                    "gateway {} closed the connection during the handshake",
+                                    self.gateway
+                                ),
+                            );
+                        }
+                        Ok(()) => self.buf.extend_from_slice(rb.filled()),
+                        Err(e) => {
+                            self.state = State::Failed(
+                                ErrorKind::GatewayUnreachable,
+                                format!(
+                                    "gateway {} failed during the handshake: {}",
+                                    self.gateway,
+                                    crate::error::describe_io(&e)
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.state = State::Failed(
+                        ErrorKind::Internal,
+                        format!("gateway {} sent a malformed handshake: {e}", self.gateway),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Recovers the sdm error carried inside an I/O error from a [`GatewayStream`].
+pub(crate) fn error_from_io(e: &io::Error) -> Option<Error> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .map(Error::detached)
+}
+
+impl AsyncRead for GatewayStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !matches!(this.state, State::Streaming) {
+            ready!(this.poll_handshake(cx, false)).map_err(io::Error::other)?;
+        }
+        if this.pos < this.buf.len() {
+            let n = out.remaining().min(this.buf.len() - this.pos);
+            out.put_slice(&this.buf[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.buf.len() {
+                this.buf = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for GatewayStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

@@ -1,0 +1,78 @@
+//! The one process-wide runtime that drives tunnels for the blocking API and the C and Python
+//! bindings.
+//!
+//! Tokio does not survive `fork()`: a child inherits the parent's runtime state but not its
+//! threads. The runtime is therefore tagged with the process id that built it; in a forked
+//! child it is abandoned (never dropped, which could touch the parent's state) and a new one is
+//! built on first use.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+use tokio::runtime::Runtime;
+
+use crate::error::{Error, Result};
+
+struct Owned {
+    pid: u32,
+    runtime: Runtime,
+}
+
+static CURRENT: AtomicPtr<Owned> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The process-wide runtime, built on first use (and again after a fork).
+pub fn runtime() -> Result<&'static Runtime> {
+    let pid = std::process::id();
+    let current = CURRENT.load(Ordering::Acquire);
+    // SAFETY: pointers stored in CURRENT come from Box::into_raw and are never freed, so a
+    // non-null pointer is valid for the rest of the process.
+    if let Some(owned) = unsafe { current.as_ref() }
+        && owned.pid == pid
+    {
+        return Ok(&owned.runtime);
+    }
+    let built = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .thread_name("sdm-io")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| {
+            Error::internal(format!("could not start the sdm runtime: {e}")).with_source(e)
+        })?;
+    let fresh = Box::into_raw(Box::new(Owned {
+        pid,
+        runtime: built,
+    }));
+    match CURRENT.compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire) {
+        // The previous runtime (if any) belonged to a parent process: leaked on purpose.
+        Ok(_) => {
+            // SAFETY: `fresh` was just published and is never freed.
+            Ok(unsafe { &(*fresh).runtime })
+        }
+        Err(_) => {
+            // Another thread won the race; discard ours (it never ran anything).
+            // SAFETY: `fresh` was never published, so this thread owns it.
+            let ours = unsafe { Box::from_raw(fresh) };
+            ours.runtime.shutdown_background();
+            runtime()
+        }
+    }
+}
+
+fn worker_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+/// Runs `future` to completion on the process-wide runtime, blocking this thread.
+///
+/// Fails with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when called from
+/// inside an async runtime, where blocking would stall it; use the async API there.
+pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::invalid_argument(
+            "the blocking sdm API was called from inside an async runtime; use the async API (sdm_core::Session) there",
+        ));
+    }
+    Ok(runtime()?.block_on(future))
+}

@@ -1,0 +1,446 @@
+//! A logged-in session: the entry point of the library.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use sdm_proto::Token;
+use sdm_proto::api::{
+    AccountKind, LoginRequest, LoginResponse, LogoutRequest, ResourceList, routes,
+};
+use uuid::Uuid;
+
+use crate::api::ApiClient;
+use crate::dial::DialStream;
+use crate::error::{Error, ErrorKind, Result};
+use crate::gateway::{Connector, GatewayStream, WarmPool};
+use crate::lease::LeaseSlot;
+use crate::resource::{Resource, resolve};
+use crate::status::{ConnectionState, ResourceStatus, Status};
+use crate::tunnel::{Tunnel, TunnelShared};
+
+/// Environment variables read by [`Session::from_env`], in order.
+pub const TOKEN_ENV_VARS: [&str; 2] = ["SDM_ADMIN_TOKEN", "SDM_SERVICE_TOKEN"];
+/// Environment variable that overrides the control plane URL carried by the token.
+pub const API_URL_ENV_VAR: &str = "SDM_API_URL";
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const GATEWAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a resource list is reused to resolve names for `connect` and `dial`.
+const RESOURCE_CACHE: Duration = Duration::from_secs(5);
+const DEFAULT_WARM_CONNECTIONS: usize = 2;
+
+/// The account a session is logged in as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Account {
+    /// Account id.
+    pub id: Uuid,
+    /// Account name.
+    pub name: String,
+    /// Service account or admin.
+    pub kind: AccountKind,
+}
+
+/// Options for [`Session::connect_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Local port to listen on; default: the resource's port override, else a free port.
+    pub port: Option<u16>,
+    /// Local address to listen on; default 127.0.0.1. Anything but loopback exposes the
+    /// resource to other machines and must be asked for explicitly.
+    pub bind: Option<IpAddr>,
+}
+
+impl ConnectOptions {
+    /// Listen on this local port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Listen on this local address instead of 127.0.0.1.
+    pub fn bind(mut self, addr: IpAddr) -> Self {
+        self.bind = Some(addr);
+        self
+    }
+}
+
+/// Configures a login. Obtain with [`Session::builder`].
+#[derive(Clone, Default)]
+pub struct SessionBuilder {
+    token: Option<String>,
+    api_url: Option<String>,
+    labels: BTreeMap<String, String>,
+    timeout: Option<Duration>,
+    warm_connections: Option<usize>,
+}
+
+impl std::fmt::Debug for SessionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionBuilder")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("api_url", &self.api_url)
+            .field("labels", &self.labels)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl SessionBuilder {
+    /// The service account token (default: `SDM_ADMIN_TOKEN`, then `SDM_SERVICE_TOKEN`).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Overrides the control plane URL in the token (default: `SDM_API_URL`, then the token's).
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+
+    /// Job labels recorded with every connection of the session (e.g. `dag_id`, `task_id`).
+    pub fn labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.labels
+            .extend(labels.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Time limit of each control plane call (default 30 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Gateway connections each tunnel keeps ready so that new local connections skip the TLS
+    /// handshake (default 2; 0 turns it off).
+    pub fn warm_connections(mut self, n: usize) -> Self {
+        self.warm_connections = Some(n);
+        self
+    }
+
+    /// Logs in.
+    pub async fn login(self) -> Result<Session> {
+        let token_text = match self.token {
+            Some(t) => t,
+            None => token_from_env()?,
+        };
+        let token = Token::parse(&token_text).map_err(|e| {
+            Error::new(ErrorKind::InvalidToken, format!("invalid token: {e}")).with_source(e)
+        })?;
+        let url_override = self.api_url.or_else(|| {
+            std::env::var(API_URL_ENV_VAR)
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+        });
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(Error::invalid_argument("timeout must be more than zero"));
+        }
+        let api = ApiClient::new(&token, url_override.as_deref(), timeout)?;
+        let connector = Connector::new(token.ca_fingerprint, GATEWAY_CONNECT_TIMEOUT.min(timeout))?;
+        let request = LoginRequest {
+            labels: self.labels,
+            client: format!("sdm-core/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let response: LoginResponse = api.post(routes::LOGIN, &request, true).await?;
+        tracing::debug!(account = %response.account.name, session = %response.session_id, "logged in");
+        Ok(Session {
+            core: Arc::new(SessionCore {
+                api,
+                id: response.session_id,
+                account: Account {
+                    id: response.account.id,
+                    name: response.account.name,
+                    kind: response.account.kind,
+                },
+                connector,
+                warm_connections: self.warm_connections.unwrap_or(DEFAULT_WARM_CONNECTIONS),
+                leases: Mutex::new(HashMap::new()),
+                resources: Mutex::new(None),
+                tunnels: Mutex::new(Vec::new()),
+                logged_out: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+fn token_from_env() -> Result<String> {
+    TOKEN_ENV_VARS
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidToken,
+                "no token given and neither SDM_ADMIN_TOKEN nor SDM_SERVICE_TOKEN is set",
+            )
+        })
+}
+
+/// A logged-in service account: lists its resources and opens tunnels to them.
+///
+/// Cheap to clone; clones share the session. Tunnels keep the session alive while they are open.
+#[derive(Clone)]
+pub struct Session {
+    core: Arc<SessionCore>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("account", &self.core.account.name)
+            .field("id", &self.core.id)
+            .field("api_url", &self.core.api.url())
+            .finish()
+    }
+}
+
+/// What tunnels and dials share: the API client, leases, gateway connector.
+pub(crate) struct SessionCore {
+    pub(crate) api: Arc<ApiClient>,
+    pub(crate) id: Uuid,
+    account: Account,
+    pub(crate) connector: Connector,
+    pub(crate) warm_connections: usize,
+    leases: Mutex<HashMap<Uuid, Arc<LeaseSlot>>>,
+    resources: Mutex<Option<(Instant, Vec<Resource>)>>,
+    tunnels: Mutex<Vec<Weak<TunnelShared>>>,
+    logged_out: AtomicBool,
+}
+
+impl Session {
+    /// Logs in with a service account token; everything else comes from the token.
+    pub async fn login(token: &str) -> Result<Session> {
+        Session::builder().token(token).login().await
+    }
+
+    /// Logs in with the token in `SDM_ADMIN_TOKEN` (or `SDM_SERVICE_TOKEN`).
+    pub async fn from_env() -> Result<Session> {
+        Session::builder().login().await
+    }
+
+    /// A login with options (API URL override, job labels, timeouts).
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder::default()
+    }
+
+    /// The account logged in.
+    pub fn account(&self) -> &Account {
+        &self.core.account
+    }
+
+    /// The session id (audit records carry it).
+    pub fn id(&self) -> Uuid {
+        self.core.id
+    }
+
+    /// The control plane URL in use.
+    pub fn api_url(&self) -> &str {
+        self.core.api.url()
+    }
+
+    /// The resources granted to the account, sorted by name.
+    pub async fn list_resources(&self) -> Result<Vec<Resource>> {
+        self.core.check_open()?;
+        self.core.fetch_resources().await
+    }
+
+    /// Opens a tunnel to the resource `name` (an exact name, else a unique substring): a local
+    /// listener on 127.0.0.1 that any driver can connect to.
+    pub async fn connect(&self, name: &str) -> Result<Tunnel> {
+        self.connect_with(name, ConnectOptions::default()).await
+    }
+
+    /// [`connect`](Self::connect) with a chosen local port or address.
+    pub async fn connect_with(&self, name: &str, options: ConnectOptions) -> Result<Tunnel> {
+        self.core.check_open()?;
+        let resource = self.core.resolve(name).await?;
+        let slot = self.core.lease_slot(resource.id);
+        // Fail now, not on the first local connection, when the account may not connect.
+        slot.get(&self.core.api, self.core.id).await?;
+        let ip = options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let port = options.port.or(resource.port_override).unwrap_or(0);
+        let tunnel =
+            Tunnel::start(self.core.clone(), resource, slot, SocketAddr::new(ip, port)).await?;
+        if let Ok(mut tunnels) = self.core.tunnels.lock() {
+            tunnels.retain(|t| t.strong_count() > 0);
+            tunnels.push(tunnel.downgrade());
+        }
+        Ok(tunnel)
+    }
+
+    /// A connection to the resource `name` inside this process, without a local listener.
+    /// Returns once the gateway has reached the resource.
+    pub async fn dial(&self, name: &str) -> Result<DialStream> {
+        self.core.check_open()?;
+        let resource = self.core.resolve(name).await?;
+        let slot = self.core.lease_slot(resource.id);
+        let mut stream = self.core.open_stream(&slot, &resource.name, None).await?;
+        stream.wait_connected().await?;
+        Ok(DialStream::new(stream))
+    }
+
+    /// Every granted resource with its connection state, as `sdm status` prints it.
+    pub async fn status(&self) -> Result<Status> {
+        self.core.check_open()?;
+        let resources = self.core.fetch_resources().await?;
+        let open = self.open_tunnels();
+        let rows = resources
+            .into_iter()
+            .map(|resource| {
+                let tunnel = open.iter().find(|t| t.resource.id == resource.id);
+                let state = match tunnel {
+                    Some(t) => ConnectionState::Connected {
+                        local_addr: t.local_addr,
+                        connections: t.active_connections(),
+                    },
+                    None => ConnectionState::NotConnected,
+                };
+                ResourceStatus::new(resource, state)
+            })
+            .collect();
+        Ok(Status::new(self.core.account.clone(), rows))
+    }
+
+    /// Closes this session's open tunnels to the resource `name` (exact name or unique
+    /// substring among the connected resources) and waits until their ports are released.
+    pub async fn disconnect(&self, name: &str) -> Result<()> {
+        let open = self.open_tunnels();
+        let connected: Vec<Resource> = open.iter().map(|t| t.resource.clone()).collect();
+        let target = resolve(&connected, name).map_err(|e| match e.kind() {
+            ErrorKind::ResourceNotFound => Error::new(
+                ErrorKind::ResourceNotFound,
+                format!("no open tunnel matches {name:?}"),
+            ),
+            _ => e,
+        })?;
+        for t in open.iter().filter(|t| t.resource.id == target.id) {
+            t.close(None);
+            t.wait_closed().await;
+        }
+        Ok(())
+    }
+
+    /// Closes every open tunnel of this session.
+    pub async fn disconnect_all(&self) {
+        for t in self.open_tunnels() {
+            t.close(None);
+            t.wait_closed().await;
+        }
+    }
+
+    /// Closes every tunnel and ends the session on the control plane; later calls fail with
+    /// [`ErrorKind::Closed`].
+    pub async fn logout(&self) -> Result<()> {
+        if self.core.logged_out.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.disconnect_all().await;
+        self.core
+            .api
+            .post_no_content(
+                routes::LOGOUT,
+                &LogoutRequest {
+                    session_id: self.core.id,
+                },
+            )
+            .await
+    }
+
+    fn open_tunnels(&self) -> Vec<Arc<TunnelShared>> {
+        match self.core.tunnels.lock() {
+            Ok(tunnels) => tunnels
+                .iter()
+                .filter_map(Weak::upgrade)
+                .filter(|t| t.is_open())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl SessionCore {
+    fn check_open(&self) -> Result<()> {
+        if self.logged_out.load(Ordering::Acquire) {
+            return Err(Error::closed("the session was logged out; log in again"));
+        }
+        Ok(())
+    }
+
+    async fn fetch_resources(&self) -> Result<Vec<Resource>> {
+        let list: ResourceList = self.api.get(routes::RESOURCES).await?;
+        let mut resources: Vec<Resource> = list.resources.into_iter().map(Resource::from).collect();
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Ok(mut cache) = self.resources.lock() {
+            *cache = Some((Instant::now(), resources.clone()));
+        }
+        Ok(resources)
+    }
+
+    /// The resource `name` picks, from a recent list if there is one.
+    async fn resolve(&self, name: &str) -> Result<Resource> {
+        let cached = match self.resources.lock() {
+            Ok(cache) => cache
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < RESOURCE_CACHE)
+                .map(|(_, list)| list.clone()),
+            Err(_) => None,
+        };
+        if let Some(list) = cached
+            && let Ok(found) = resolve(&list, name)
+        {
+            return Ok(found.clone());
+        }
+        let list = self.fetch_resources().await?;
+        resolve(&list, name).cloned()
+    }
+
+    fn lease_slot(&self, resource_id: Uuid) -> Arc<LeaseSlot> {
+        match self.leases.lock() {
+            Ok(mut leases) => leases
+                .entry(resource_id)
+                .or_insert_with(|| Arc::new(LeaseSlot::new(resource_id)))
+                .clone(),
+            Err(_) => Arc::new(LeaseSlot::new(resource_id)),
+        }
+    }
+
+    /// A gateway connection with OPEN sent: a warm one from `pool` when there is one,
+    /// else a new one. The pool is topped up in the background.
+    pub(crate) async fn open_stream(
+        self: &Arc<Self>,
+        slot: &LeaseSlot,
+        resource: &str,
+        pool: Option<&Arc<WarmPool>>,
+    ) -> Result<GatewayStream> {
+        let lease = slot.get(&self.api, self.id).await?;
+        if let Some(pool) = pool {
+            let warm = pool.take(&lease);
+            if pool.claim_fill() {
+                let (core, pool, lease, resource) = (
+                    self.clone(),
+                    pool.clone(),
+                    lease.clone(),
+                    resource.to_owned(),
+                );
+                tokio::spawn(async move { pool.fill(&core.connector, &lease, &resource).await });
+            }
+            if let Some(mut stream) = warm {
+                match stream.send_open().await {
+                    Ok(()) => return Ok(stream),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "warm connection failed; opening a new one")
+                    }
+                }
+            }
+        }
+        self.connector.connect(&lease, resource, true).await
+    }
+}

@@ -1,0 +1,176 @@
+//! What `sdm status` shows: every granted resource and whether this session is connected to it.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::resource::{Resource, ResourceClass};
+use crate::session::Account;
+
+/// The session's resources and their connection state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Who is logged in.
+    pub account: Account,
+    /// Every granted resource, sorted by name.
+    pub resources: Vec<ResourceStatus>,
+}
+
+/// One row of the status table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResourceStatus {
+    /// The resource.
+    pub resource: Resource,
+    /// Connected (with the local address) or not.
+    pub state: ConnectionState,
+}
+
+/// Whether a tunnel to a resource is open in this session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// A tunnel is open.
+    Connected {
+        /// Where it listens.
+        local_addr: SocketAddr,
+        /// Local connections being carried.
+        connections: usize,
+    },
+    /// No tunnel is open.
+    NotConnected,
+}
+
+impl ResourceStatus {
+    pub(crate) fn new(resource: Resource, state: ConnectionState) -> ResourceStatus {
+        ResourceStatus { resource, state }
+    }
+
+    /// The local port: the tunnel's when connected, else the resource's fixed port, if any.
+    pub fn port(&self) -> Option<u16> {
+        match &self.state {
+            ConnectionState::Connected { local_addr, .. } => Some(local_addr.port()),
+            ConnectionState::NotConnected => self.resource.port_override,
+        }
+    }
+
+    /// Whether a tunnel is open.
+    pub fn is_connected(&self) -> bool {
+        matches!(self.state, ConnectionState::Connected { .. })
+    }
+}
+
+impl Status {
+    pub(crate) fn new(account: Account, resources: Vec<ResourceStatus>) -> Status {
+        Status { account, resources }
+    }
+}
+
+/// The table of the service-account guide: a section per resource class, columns aligned.
+///
+/// ```text
+/// DATASOURCE NAME     STATUS            PORT      TYPE
+/// pgsql_1_31          not connected     5432      postgres
+/// SSH SERVER          STATUS            PORT      TYPE
+/// server-245a         not connected     61334     ssh
+/// ```
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name_width = self
+            .resources
+            .iter()
+            .map(|r| r.resource.name.chars().count() + 2)
+            .chain([20])
+            .max()
+            .unwrap_or(20);
+        if self.resources.is_empty() {
+            return writeln!(f, "No resources are granted to {}.", self.account.name);
+        }
+        for (class, title) in [
+            (ResourceClass::Datasource, "DATASOURCE NAME"),
+            (ResourceClass::Server, "SSH SERVER"),
+        ] {
+            let rows: Vec<&ResourceStatus> = self
+                .resources
+                .iter()
+                .filter(|r| r.resource.kind.class() == class)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            writeln!(f, "{title:<name_width$}{:<18}{:<10}TYPE", "STATUS", "PORT")?;
+            for row in rows {
+                let status = if row.is_connected() {
+                    "connected"
+                } else {
+                    "not connected"
+                };
+                let port = row.port().map_or_else(|| "-".to_owned(), |p| p.to_string());
+                writeln!(
+                    f,
+                    "{:<name_width$}{status:<18}{port:<10}{}",
+                    row.resource.name, row.resource.kind
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sdm_proto::api::AccountKind;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ResourceKind;
+
+    fn res(name: &str, kind: ResourceKind, port: Option<u16>) -> Resource {
+        Resource {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            kind,
+            tags: BTreeMap::new(),
+            port_override: port,
+            healthy: true,
+        }
+    }
+
+    #[test]
+    fn renders_the_guide_table() {
+        let status = Status::new(
+            Account {
+                id: Uuid::nil(),
+                name: "etl".into(),
+                kind: AccountKind::Service,
+            },
+            vec![
+                ResourceStatus::new(
+                    res("pgsql_1_31", ResourceKind::Postgres, Some(5432)),
+                    ConnectionState::NotConnected,
+                ),
+                ResourceStatus::new(
+                    res("server-245a", ResourceKind::Ssh, Some(61334)),
+                    ConnectionState::NotConnected,
+                ),
+                ResourceStatus::new(
+                    res("warehouse", ResourceKind::Postgres, None),
+                    ConnectionState::Connected {
+                        local_addr: "127.0.0.1:40001".parse().unwrap(),
+                        connections: 0,
+                    },
+                ),
+            ],
+        );
+        let expected = "\
+DATASOURCE NAME     STATUS            PORT      TYPE
+pgsql_1_31          not connected     5432      postgres
+warehouse           connected         40001     postgres
+SSH SERVER          STATUS            PORT      TYPE
+server-245a         not connected     61334     ssh
+";
+        assert_eq!(status.to_string(), expected);
+    }
+}

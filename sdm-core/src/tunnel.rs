@@ -1,0 +1,349 @@
+//! Tunnels: a local listener whose connections are carried through a gateway to a resource.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::gateway::{WarmPool, error_from_io, tune_socket};
+use crate::lease::LeaseSlot;
+use crate::resource::Resource;
+use crate::session::SessionCore;
+
+/// Copy buffer per direction: large enough for full TLS records and bulk transfers.
+const COPY_BUFFER: usize = 64 * 1024;
+/// Renewal retries back off up to this long between attempts.
+const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
+
+/// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
+///
+/// The tunnel closes when dropped, when [`close`](Tunnel::close) is called, when its session
+/// logs out, or when the control plane refuses to renew its lease (access revoked).
+#[must_use = "a tunnel closes when it is dropped"]
+pub struct Tunnel {
+    shared: Arc<TunnelShared>,
+}
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel")
+            .field("resource", &self.shared.resource.name)
+            .field("local_addr", &self.shared.local_addr)
+            .field("open", &self.shared.is_open())
+            .finish()
+    }
+}
+
+pub(crate) struct TunnelShared {
+    pub(crate) resource: Resource,
+    pub(crate) local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    reason: Mutex<Option<Error>>,
+    connections: AtomicUsize,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+    pool: Arc<WarmPool>,
+}
+
+impl Tunnel {
+    pub(crate) async fn start(
+        core: Arc<SessionCore>,
+        resource: Resource,
+        slot: Arc<LeaseSlot>,
+        addr: SocketAddr,
+    ) -> Result<Tunnel> {
+        let listener = bind(addr, &resource.name).await?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::internal(format!("listener has no address: {e}")))?;
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(TunnelShared {
+            resource,
+            local_addr,
+            shutdown,
+            reason: Mutex::new(None),
+            connections: AtomicUsize::new(0),
+            accept_task: Mutex::new(None),
+            pool: Arc::new(WarmPool::new(core.warm_connections)),
+        });
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            core.clone(),
+            slot.clone(),
+            Arc::downgrade(&shared),
+            shared.shutdown.subscribe(),
+        ));
+        if let Ok(mut task) = shared.accept_task.lock() {
+            *task = Some(accept);
+        }
+        tokio::spawn(renew_loop(
+            core.clone(),
+            slot.clone(),
+            Arc::downgrade(&shared),
+        ));
+        // Warm the pool now so that the first local connection skips the handshake too.
+        if shared.pool.claim_fill() {
+            let (pool, name) = (shared.pool.clone(), shared.resource.name.clone());
+            tokio::spawn(async move {
+                if let Ok(lease) = slot.get(&core.api, core.id).await {
+                    pool.fill(&core.connector, &lease, &name).await;
+                }
+            });
+        }
+        tracing::info!(resource = %shared.resource.name, %local_addr, "tunnel open");
+        Ok(Tunnel { shared })
+    }
+
+    /// The resource this tunnel reaches.
+    pub fn resource(&self) -> &crate::Resource {
+        &self.shared.resource
+    }
+
+    /// Where clients connect, e.g. `127.0.0.1:5432`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The local IP address as text (`"127.0.0.1"`).
+    pub fn host(&self) -> String {
+        self.shared.local_addr.ip().to_string()
+    }
+
+    /// The local port.
+    pub fn port(&self) -> u16 {
+        self.shared.local_addr.port()
+    }
+
+    /// Whether the tunnel still accepts connections.
+    pub fn is_open(&self) -> bool {
+        self.shared.is_open()
+    }
+
+    /// Why the tunnel closed, when something other than the owner closed it (for example
+    /// [`ErrorKind::Unauthenticated`] after the account was suspended).
+    pub fn close_reason(&self) -> Option<Error> {
+        self.shared
+            .reason
+            .lock()
+            .ok()
+            .and_then(|r| r.as_ref().map(Error::detached))
+    }
+
+    /// Local connections currently being carried.
+    pub fn active_connections(&self) -> usize {
+        self.shared.active_connections()
+    }
+
+    /// Stops listening and closes every connection of this tunnel. Returns at once; use
+    /// [`closed`](Self::closed) to wait until the local port is released.
+    pub fn close(&self) {
+        self.shared.close(None);
+    }
+
+    /// Waits until the tunnel is closed and its local port released.
+    pub async fn closed(&self) {
+        let mut rx = self.shared.shutdown.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
+        self.shared.wait_closed().await;
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<TunnelShared> {
+        Arc::downgrade(&self.shared)
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.shared.close(None);
+    }
+}
+
+impl TunnelShared {
+    pub(crate) fn is_open(&self) -> bool {
+        !*self.shutdown.borrow()
+    }
+
+    pub(crate) fn active_connections(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Closes the tunnel, recording `reason` when it was not the owner's decision.
+    pub(crate) fn close(&self, reason: Option<Error>) {
+        if !self.is_open() {
+            return;
+        }
+        if let Some(reason) = reason {
+            tracing::warn!(resource = %self.resource.name, error = %reason, "tunnel closed");
+            if let Ok(mut r) = self.reason.lock() {
+                *r = Some(reason);
+            }
+        } else {
+            tracing::info!(resource = %self.resource.name, "tunnel closed");
+        }
+        self.shutdown.send_replace(true);
+        self.pool.clear();
+    }
+
+    /// Waits for the accept loop to end (the listener is then dropped and the port free).
+    pub(crate) async fn wait_closed(&self) {
+        let task = self.accept_task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr, resource: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        use std::io::ErrorKind as K;
+        let (kind, message) = match e.kind() {
+            K::AddrInUse => (
+                ErrorKind::PortInUse,
+                format!(
+                    "cannot open a tunnel to {resource:?} on {addr}: the port is already in use; \
+                     choose another port or stop what is using it"
+                ),
+            ),
+            K::PermissionDenied => (
+                ErrorKind::InvalidArgument,
+                format!(
+                    "cannot listen on {addr}: permission denied (ports below 1024 need privileges)"
+                ),
+            ),
+            _ => (
+                ErrorKind::InvalidArgument,
+                format!("cannot listen on {addr}: {e}"),
+            ),
+        };
+        Error::new(kind, message).with_source(e)
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    core: Arc<SessionCore>,
+    slot: Arc<LeaseSlot>,
+    tunnel: Weak<TunnelShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|closed| *closed) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a local connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(shared) = tunnel.upgrade() else {
+            break;
+        };
+        tokio::spawn(carry(
+            socket,
+            peer,
+            core.clone(),
+            slot.clone(),
+            shared,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Carries one local connection through a gateway until either side closes or the tunnel does.
+async fn carry(
+    mut local: TcpStream,
+    peer: SocketAddr,
+    core: Arc<SessionCore>,
+    slot: Arc<LeaseSlot>,
+    tunnel: Arc<TunnelShared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tune_socket(&local);
+    tunnel.connections.fetch_add(1, Ordering::Relaxed);
+    let name = tunnel.resource.name.as_str();
+    let work = async {
+        let mut remote = core.open_stream(&slot, name, Some(&tunnel.pool)).await?;
+        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, COPY_BUFFER, COPY_BUFFER)
+            .await
+            .map_err(|e| {
+                error_from_io(&e).unwrap_or_else(|| {
+                    Error::new(ErrorKind::Closed, format!("connection ended: {e}"))
+                })
+            })
+    };
+    let outcome = tokio::select! {
+        r = work => r.map(|_| ()),
+        _ = shutdown.wait_for(|closed| *closed) => Ok(()),
+    };
+    if let Err(e) = outcome {
+        match e.kind() {
+            ErrorKind::Closed => {
+                tracing::debug!(resource = name, %peer, error = %e, "connection ended")
+            }
+            _ => tracing::warn!(resource = name, %peer, error = %e, "connection failed"),
+        }
+    }
+    tunnel.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Renews the tunnel's lease at half its lifetime while the tunnel is open. Transient failures
+/// retry with jittered backoff (the current lease keeps working meanwhile); a refusal (account
+/// suspended, grant removed) closes the tunnel with that reason.
+async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<TunnelShared>) {
+    let Some(mut shutdown) = tunnel.upgrade().map(|t| t.shutdown.subscribe()) else {
+        return;
+    };
+    let mut backoff = Duration::from_secs(1);
+    let mut due = false;
+    loop {
+        let result = if due {
+            slot.renew(&core.api, core.id).await
+        } else {
+            slot.get(&core.api, core.id).await
+        };
+        let wait_until = match result {
+            Ok(lease) => {
+                backoff = Duration::from_secs(1);
+                tokio::time::Instant::from_std(lease.renew_at())
+            }
+            Err(e) if e.retryable() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "lease renewal failed; retrying");
+                let at = tokio::time::Instant::now() + jitter(backoff);
+                backoff = (backoff * 2).min(MAX_RENEW_BACKOFF);
+                at
+            }
+            Err(e) => {
+                if let Some(t) = tunnel.upgrade() {
+                    t.close(Some(e));
+                }
+                return;
+            }
+        };
+        tokio::select! {
+            _ = shutdown.wait_for(|closed| *closed) => return,
+            _ = tokio::time::sleep_until(wait_until) => {}
+        }
+        if tunnel.strong_count() == 0 {
+            return;
+        }
+        due = true;
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.5), so that many clients do not retry in step.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    let unit = (h.finish() % 1000) as f64 / 1000.0;
+    d.mul_f64(0.5 + unit)
+}
