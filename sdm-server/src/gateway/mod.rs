@@ -1,0 +1,109 @@
+//! The gateway: accepts TLS connections from clients, verifies their lease offline, asks the
+//! [`Directory`] where the resource lives, connects to it and splices bytes both ways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sdm_proto::lease::LeaseVerifier;
+use sdm_proto::{ErrorKind, Lease, ResourceKind};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+mod connection;
+mod listener;
+
+/// Where a lease may go, as decided by the control plane's state.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + 'static {
+    /// The upstream for a lease whose signature and expiry were already verified, or why not:
+    /// the account is suspended or gone (`Unauthenticated`), the session ended
+    /// (`Unauthenticated`), the grant was removed (`Forbidden`), the resource was deleted
+    /// (`ResourceNotFound`).
+    async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied>;
+}
+
+/// A resource's address, as the gateway needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Resource name (for messages and logs).
+    pub resource_name: String,
+    /// What it speaks.
+    pub kind: ResourceKind,
+    /// Host to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+}
+
+/// A refusal, sent to the client as a handshake error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The error kind the client reports.
+    pub kind: ErrorKind,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+/// How a gateway runs.
+pub struct GatewayConfig {
+    /// Name shown to clients and in logs.
+    pub name: String,
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// TLS 1.3 configuration (certificate chain: leaf then CA; ALPN `sdm/1`).
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Verifies lease signatures.
+    pub leases: LeaseVerifier,
+    /// Decides where leases go.
+    pub directory: Arc<dyn Directory>,
+    /// How long a client has to complete TLS and the HELLO.
+    pub handshake_timeout: Duration,
+}
+
+/// A running gateway.
+pub struct Gateway {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds and starts serving in the background.
+    pub async fn start(config: GatewayConfig) -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (shutdown, _) = watch::channel(false);
+        let task = tokio::spawn(listener::serve(
+            listener,
+            Arc::new(config),
+            shutdown.subscribe(),
+        ));
+        tracing::info!(address = %local_addr, "gateway listening");
+        Ok(Gateway {
+            local_addr,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting and closes open connections.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
