@@ -1,1 +1,15 @@
-//! sdm server.
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod api;
+pub mod control;
+pub mod gateway;
+pub mod keys;
+mod server;
+pub mod store;
+
+pub use server::{
+    DEFAULT_GATEWAY_LISTEN, DEFAULT_LEASE_TTL, DEFAULT_LISTEN, FIRST_ADMIN_NAME, LEASE_TTL_RANGE,
+    RunningServer, Server, ServerBuilder, ServerError,
+};

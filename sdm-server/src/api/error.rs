@@ -1,0 +1,99 @@
+//! [`ApiError`]: every failure of the API as `(status, {"error": {"kind", "message"}})`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use sdm_proto::ErrorKind;
+use sdm_proto::error::{ApiError as WireError, ApiErrorBody};
+
+use crate::store::StoreError;
+
+/// An API failure: status, error kind and a message for a person.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    kind: ErrorKind,
+    message: String,
+}
+
+/// The message of every failed token check, whichever check failed.
+pub(crate) const TOKEN_NOT_VALID: &str = "token is not valid: it was revoked, or its account was \
+     deleted or suspended; ask an admin for a new token";
+
+impl ApiError {
+    /// An error answered with the kind's usual status.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(kind.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The same error with another status.
+    pub(crate) fn with_status(mut self, status: StatusCode) -> ApiError {
+        self.status = status;
+        self
+    }
+
+    /// `invalid_argument`, 400.
+    pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::InvalidArgument, message)
+    }
+
+    /// `unauthenticated`, 401.
+    pub(crate) fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Unauthenticated, message)
+    }
+
+    /// An unexpected failure: logged with its source chain, answered without details.
+    pub(crate) fn internal(context: &str, error: &(dyn std::error::Error + 'static)) -> ApiError {
+        let mut chain = error.to_string();
+        let mut source = error.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(error = %chain, "{context}");
+        ApiError::new(
+            ErrorKind::Internal,
+            "internal error in the sdm control plane; the server log has the details",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict { .. } => {
+                ApiError::invalid(e.to_string()).with_status(StatusCode::CONFLICT)
+            }
+            StoreError::LastAdmin => ApiError::invalid(e.to_string()),
+            StoreError::NotFound(what) => ApiError::invalid(format!(
+                "the {what} was deleted while this request ran; try again"
+            ))
+            .with_status(StatusCode::NOT_FOUND),
+            _ => ApiError::internal("a database operation failed", &e),
+        }
+    }
+}
+
+/// The JSON error response.
+pub(crate) fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Response {
+    let body = ApiErrorBody {
+        error: WireError {
+            kind: kind.as_str().to_owned(),
+            message,
+            candidates: Vec::new(),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.status, self.kind, self.message)
+    }
+}

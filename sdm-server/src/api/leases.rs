@@ -1,0 +1,113 @@
+//! `POST /v1/leases`: a signed, short-lived permission to reach one granted resource.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sdm_proto::api::{GatewayInfo, LeaseGrant, LeaseRequest};
+use sdm_proto::{ErrorKind, Lease};
+use uuid::Uuid;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::error::ApiError;
+use super::json::Json;
+use crate::control::GATEWAY_LIVENESS;
+
+/// The gateways that reported within [`GATEWAY_LIVENESS`], most recently seen first.
+pub(crate) async fn live_gateways(
+    state: &ApiState,
+    now: i64,
+) -> Result<Vec<GatewayInfo>, ApiError> {
+    let window = i64::try_from(GATEWAY_LIVENESS.as_secs()).unwrap_or(i64::MAX);
+    let mut gateways: Vec<_> = state
+        .store
+        .list_gateways()
+        .await?
+        .into_iter()
+        .filter(|g| now.saturating_sub(g.last_seen) <= window)
+        .collect();
+    gateways.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then(a.name.cmp(&b.name)));
+    Ok(gateways
+        .into_iter()
+        .map(|g| GatewayInfo {
+            id: g.id,
+            name: g.name,
+            address: g.address,
+            server_name: g.server_name,
+        })
+        .collect())
+}
+
+/// Signs a lease for a resource granted to the caller, in one of the caller's open sessions.
+pub(crate) async fn issue(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Json(request): Json<LeaseRequest>,
+) -> Result<axum::Json<LeaseGrant>, ApiError> {
+    let session = state.store.get_session(request.session_id).await?;
+    let open = matches!(
+        &session,
+        Some(s) if s.account_id == caller.account.id && s.ended_at.is_none()
+    );
+    if !open {
+        return Err(ApiError::unauthenticated(format!(
+            "session {} is not open for this account (it ended or never existed); log in again",
+            request.session_id
+        )));
+    }
+    // An ungranted resource and a missing one look the same, so that existence does not leak.
+    let resource = if state
+        .store
+        .has_grant(caller.account.id, request.resource_id)
+        .await?
+    {
+        state.store.get_resource(request.resource_id).await?
+    } else {
+        None
+    };
+    let Some(resource) = resource else {
+        return Err(ApiError::new(
+            ErrorKind::ResourceNotFound,
+            format!(
+                "no resource with id {} is available to account {}; list resources to see what it may use",
+                request.resource_id, caller.account.name
+            ),
+        ));
+    };
+    let now = sdm_proto::unix_now();
+    let gateways = live_gateways(&state, now).await?;
+    if gateways.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::GatewayUnreachable,
+            format!(
+                "no gateway has reported in the last {} s; check that the sdm-server gateway is running",
+                GATEWAY_LIVENESS.as_secs()
+            ),
+        ));
+    }
+    let ttl = state.lease_ttl.as_secs();
+    let lease = Lease {
+        id: Uuid::new_v4(),
+        account_id: caller.account.id,
+        resource_id: resource.id,
+        session_id: request.session_id,
+        issued_at: now,
+        expires_at: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
+    };
+    let signed = state.signer.sign(&lease);
+    tracing::info!(
+        account = %caller.account.name,
+        resource = %resource.name,
+        session = %lease.session_id,
+        lease = %lease.id,
+        "lease issued"
+    );
+    Ok(axum::Json(LeaseGrant {
+        lease: URL_SAFE_NO_PAD.encode(signed),
+        lease_id: lease.id,
+        ttl_secs: ttl,
+        gateways,
+    }))
+}

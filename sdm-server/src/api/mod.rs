@@ -1,0 +1,188 @@
+//! The control plane's HTTPS JSON API (routes in `docs/PROTOCOL.md` and
+//! [`sdm_proto::api::routes`]).
+//!
+//! Every error, including a route that does not exist, a wrong method, a malformed or oversized
+//! body, comes back as `{"error":{"kind":…,"message":…}}` with a 4xx or 5xx status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use sdm_proto::ErrorKind;
+use sdm_proto::api::{MAX_BODY_BYTES, routes};
+use sdm_proto::lease::LeaseSigner;
+
+use crate::keys::SecretBox;
+use crate::store::Store;
+
+mod accounts;
+mod auth;
+mod error;
+mod grants;
+mod json;
+mod leases;
+mod resources;
+pub(crate) mod serve;
+mod sessions;
+mod validate;
+
+pub(crate) use accounts::new_token;
+
+/// How long one request may take, body included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest error text from a lower layer that is carried into a JSON error body.
+const MAX_PLAIN_ERROR_BYTES: usize = 4096;
+
+/// What the handlers share.
+pub(crate) struct ApiState {
+    /// Accounts, resources, grants, sessions, gateways.
+    pub(crate) store: Arc<dyn Store>,
+    /// Signs leases.
+    pub(crate) signer: Arc<LeaseSigner>,
+    /// Seals stored credentials.
+    pub(crate) secrets: Arc<SecretBox>,
+    /// The URL new tokens carry.
+    pub(crate) api_url: String,
+    /// The CA fingerprint new tokens carry.
+    pub(crate) ca_fingerprint: [u8; 32],
+    /// Lifetime of issued leases.
+    pub(crate) lease_ttl: Duration,
+}
+
+/// The API's routes.
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route(routes::HEALTH, get(health))
+        .route(routes::LOGIN, post(sessions::login))
+        .route(routes::LOGOUT, post(sessions::logout))
+        .route(routes::RESOURCES, get(resources::list_granted))
+        .route(routes::LEASES, post(leases::issue))
+        .route(
+            routes::ADMIN_ACCOUNTS,
+            get(accounts::list).post(accounts::create),
+        )
+        .route(
+            "/v1/admin/accounts/{account}",
+            get(accounts::show).delete(accounts::delete),
+        )
+        .route(
+            "/v1/admin/accounts/{account}/suspend",
+            post(accounts::suspend),
+        )
+        .route(
+            "/v1/admin/accounts/{account}/unsuspend",
+            post(accounts::unsuspend),
+        )
+        .route(
+            "/v1/admin/accounts/{account}/tokens",
+            post(accounts::rotate_token),
+        )
+        .route(
+            "/v1/admin/accounts/{account}/grants",
+            get(grants::list).post(grants::create),
+        )
+        .route(
+            "/v1/admin/accounts/{account}/grants/{resource}",
+            delete(grants::delete),
+        )
+        .route(
+            routes::ADMIN_RESOURCES,
+            get(resources::list_all).post(resources::create),
+        )
+        .route(
+            "/v1/admin/resources/{resource}",
+            get(resources::show).delete(resources::delete),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(deadline_and_log))
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(request: Request) -> error::ApiError {
+    error::ApiError::invalid(format!(
+        "no such API route: {} {}; see docs/PROTOCOL.md for the routes",
+        request.method(),
+        request.uri().path()
+    ))
+    .with_status(StatusCode::NOT_FOUND)
+}
+
+/// Turns any error response that lower layers made in plain text (wrong method, bad path
+/// parameters) into the JSON error body.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => {
+            "this route does not accept that HTTP method; see docs/PROTOCOL.md".to_owned()
+        }
+        (_, false) => text,
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+    };
+    let kind = if status.is_server_error() {
+        ErrorKind::Internal
+    } else {
+        ErrorKind::InvalidArgument
+    };
+    let mut json = error::error_response(status, kind, message);
+    // Keep headers such as `Allow` on a 405.
+    for (name, value) in parts.headers.iter() {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    json
+}
+
+/// Bounds each request's time and logs its outcome (method, path and status; never headers or
+/// bodies, which carry tokens and passwords).
+async fn deadline_and_log(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::new(
+            ErrorKind::Timeout,
+            format!(
+                "the request took longer than {} s and was abandoned; try again",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+        .into_response(),
+    };
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(%method, %path, status = status.as_u16(), "request failed");
+    } else {
+        tracing::debug!(%method, %path, status = status.as_u16(), "request");
+    }
+    response
+}

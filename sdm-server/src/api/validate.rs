@@ -1,0 +1,126 @@
+//! Checks on what callers send, with messages that say what is allowed.
+
+use std::collections::BTreeMap;
+
+use super::error::ApiError;
+
+/// Longest account or resource name.
+pub(crate) const MAX_NAME_LEN: usize = 64;
+/// Most labels on a session, or tags on a resource.
+pub(crate) const MAX_LABELS: usize = 32;
+/// Longest label or tag key.
+pub(crate) const MAX_LABEL_KEY_LEN: usize = 64;
+/// Longest label or tag value.
+pub(crate) const MAX_LABEL_VALUE_LEN: usize = 256;
+/// Longest client string, user name or database name.
+pub(crate) const MAX_TEXT_LEN: usize = 256;
+/// Longest host name (DNS limit).
+pub(crate) const MAX_HOSTNAME_LEN: usize = 253;
+/// Longest stored password.
+pub(crate) const MAX_PASSWORD_LEN: usize = 4096;
+
+/// An account or resource name: 1–64 characters of `A-Z a-z 0-9 . _ -`.
+pub(crate) fn name(what: &str, value: &str) -> Result<(), ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_NAME_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "invalid {what} name {value:?}: use 1 to {MAX_NAME_LEN} letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// Session labels or resource tags: at most 32, keys 1–64 characters, values up to 256.
+pub(crate) fn labels(what: &str, map: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if map.len() > MAX_LABELS {
+        return Err(ApiError::invalid(format!(
+            "too many {what}: {} given, at most {MAX_LABELS} allowed",
+            map.len()
+        )));
+    }
+    for (key, value) in map {
+        if key.is_empty() || key.chars().count() > MAX_LABEL_KEY_LEN {
+            return Err(ApiError::invalid(format!(
+                "{what} key {key:?} must have 1 to {MAX_LABEL_KEY_LEN} characters"
+            )));
+        }
+        if value.chars().count() > MAX_LABEL_VALUE_LEN {
+            return Err(ApiError::invalid(format!(
+                "the value of {what} {key:?} is longer than {MAX_LABEL_VALUE_LEN} characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Free text such as the client string: at most `max` characters.
+pub(crate) fn text(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(format!(
+            "{what} is longer than {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A host name or IP address the gateway can connect to.
+pub(crate) fn hostname(value: &str) -> Result<(), ApiError> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_HOSTNAME_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(format!(
+            "invalid hostname {value:?}: give a host name or IP address (at most \
+             {MAX_HOSTNAME_LEN} characters, no scheme, port or path)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["etl", "etl-bot_2.prod", &"a".repeat(64)] {
+            assert!(name("account", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "with space", "é", "a/b", &"a".repeat(65)] {
+            assert!(name("account", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_bounds() {
+        let mut m = BTreeMap::new();
+        m.insert("dag_id".to_owned(), "x".repeat(256));
+        assert!(labels("label", &m).is_ok());
+        m.insert("k".to_owned(), "x".repeat(257));
+        assert!(labels("label", &m).is_err());
+        let many: BTreeMap<_, _> = (0..33).map(|i| (i.to_string(), String::new())).collect();
+        assert!(labels("label", &many).is_err());
+        let long_key = BTreeMap::from([("k".repeat(65), String::new())]);
+        assert!(labels("label", &long_key).is_err());
+        let empty_key = BTreeMap::from([(String::new(), String::new())]);
+        assert!(labels("label", &empty_key).is_err());
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in ["db.internal", "10.0.0.5", "::1", "pg_1"] {
+            assert!(hostname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "https://db", "db:5432/x", "a b", &"a".repeat(254)] {
+            assert!(hostname(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! [`StoreDirectory`]: the gateway's [`Directory`] over the control plane's [`Store`].
+//!
+//! Nothing is cached: every connection reads the current state, so suspending an account,
+//! ending a session or removing a grant refuses the next connection at once.
+
+use std::sync::Arc;
+
+use sdm_proto::api::AccountStatus;
+use sdm_proto::{ErrorKind, Lease};
+
+use crate::gateway::{Denied, Directory, Upstream};
+use crate::store::{Store, StoreError};
+
+/// Answers the gateway from the store.
+#[derive(Clone)]
+pub struct StoreDirectory {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for StoreDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreDirectory").finish_non_exhaustive()
+    }
+}
+
+fn denied(kind: ErrorKind, message: String) -> Denied {
+    Denied { kind, message }
+}
+
+fn unavailable(e: StoreError) -> Denied {
+    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "the gateway could not read the control plane's state");
+    denied(
+        ErrorKind::Internal,
+        "the control plane's database is unavailable; try again shortly".into(),
+    )
+}
+
+impl StoreDirectory {
+    /// A directory reading `store`.
+    pub fn new(store: Arc<dyn Store>) -> StoreDirectory {
+        StoreDirectory { store }
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for StoreDirectory {
+    async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied> {
+        let account = self
+            .store
+            .get_account(lease.account_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                denied(
+                    ErrorKind::Unauthenticated,
+                    format!(
+                        "account {} was deleted; ask an admin for a new service account",
+                        lease.account_id
+                    ),
+                )
+            })?;
+        if account.status != AccountStatus::Active {
+            return Err(denied(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "account {} is suspended; ask an admin to unsuspend it",
+                    account.name
+                ),
+            ));
+        }
+        let session = self
+            .store
+            .get_session(lease.session_id)
+            .await
+            .map_err(unavailable)?;
+        match session {
+            Some(s) if s.account_id == account.id && s.ended_at.is_none() => {}
+            _ => {
+                return Err(denied(
+                    ErrorKind::Unauthenticated,
+                    "the login session has ended (logout, token rotation or deletion); log in again"
+                        .into(),
+                ));
+            }
+        }
+        let resource = self
+            .store
+            .get_resource(lease.resource_id)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                denied(
+                    ErrorKind::ResourceNotFound,
+                    format!("resource {} was deleted", lease.resource_id),
+                )
+            })?;
+        if !self
+            .store
+            .has_grant(account.id, resource.id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(denied(
+                ErrorKind::Forbidden,
+                format!(
+                    "access to resource {} was revoked for account {}",
+                    resource.name, account.name
+                ),
+            ));
+        }
+        Ok(Upstream {
+            resource_name: resource.name,
+            kind: resource.kind,
+            host: resource.hostname,
+            port: resource.port,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sdm_proto::ResourceKind;
+    use sdm_proto::api::AccountKind;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::store::{
+        AccountRecord, GrantRecord, ResourceRecord, SessionRecord, SqliteStore, TokenRecord,
+    };
+
+    struct Fixture {
+        store: Arc<SqliteStore>,
+        directory: StoreDirectory,
+        lease: Lease,
+        account: AccountRecord,
+    }
+
+    async fn fixture() -> Fixture {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let account = AccountRecord {
+            id: Uuid::new_v4(),
+            name: "etl".into(),
+            kind: AccountKind::Service,
+            status: AccountStatus::Active,
+            created_at: 1,
+        };
+        store
+            .create_account(
+                account.clone(),
+                TokenRecord {
+                    id: Uuid::new_v4(),
+                    account_id: account.id,
+                    secret_hash: vec![0; 32],
+                    created_at: 1,
+                    revoked_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        let resource = ResourceRecord {
+            id: Uuid::new_v4(),
+            name: "pg".into(),
+            kind: ResourceKind::Postgres,
+            hostname: "127.0.0.1".into(),
+            port: 5432,
+            port_override: None,
+            tags: BTreeMap::new(),
+            username: None,
+            database: None,
+            password_sealed: None,
+            created_at: 1,
+        };
+        store.create_resource(resource.clone()).await.unwrap();
+        store
+            .grant(GrantRecord {
+                account_id: account.id,
+                resource_id: resource.id,
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        let session = SessionRecord {
+            id: Uuid::new_v4(),
+            account_id: account.id,
+            labels: BTreeMap::new(),
+            client: String::new(),
+            created_at: 1,
+            ended_at: None,
+        };
+        store.create_session(session.clone()).await.unwrap();
+        let lease = Lease {
+            id: Uuid::new_v4(),
+            account_id: account.id,
+            resource_id: resource.id,
+            session_id: session.id,
+            issued_at: 1,
+            expires_at: 2,
+        };
+        Fixture {
+            directory: StoreDirectory::new(store.clone()),
+            store,
+            lease,
+            account,
+        }
+    }
+
+    async fn refusal(f: &Fixture) -> Denied {
+        f.directory.authorize(&f.lease).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_granted_lease_gets_the_upstream() {
+        let f = fixture().await;
+        let up = f.directory.authorize(&f.lease).await.unwrap();
+        assert_eq!(
+            up,
+            Upstream {
+                resource_name: "pg".into(),
+                kind: ResourceKind::Postgres,
+                host: "127.0.0.1".into(),
+                port: 5432,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn suspension_is_immediate_and_reversible() {
+        let f = fixture().await;
+        f.store
+            .set_account_status(f.account.id, AccountStatus::Suspended)
+            .await
+            .unwrap();
+        let d = refusal(&f).await;
+        assert_eq!(d.kind, ErrorKind::Unauthenticated);
+        assert!(d.message.contains("suspended"), "{}", d.message);
+        f.store
+            .set_account_status(f.account.id, AccountStatus::Active)
+            .await
+            .unwrap();
+        f.directory.authorize(&f.lease).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deleted_account_is_refused() {
+        let f = fixture().await;
+        f.store.delete_account(f.account.id, 5).await.unwrap();
+        let d = refusal(&f).await;
+        assert_eq!(d.kind, ErrorKind::Unauthenticated);
+        assert!(d.message.contains("deleted"), "{}", d.message);
+    }
+
+    #[tokio::test]
+    async fn a_revoked_grant_is_forbidden() {
+        let f = fixture().await;
+        f.store
+            .revoke_grant(f.account.id, f.lease.resource_id)
+            .await
+            .unwrap();
+        let d = refusal(&f).await;
+        assert_eq!(d.kind, ErrorKind::Forbidden);
+        assert!(
+            d.message.contains("access to resource pg was revoked"),
+            "{}",
+            d.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_resource_is_not_found() {
+        let f = fixture().await;
+        f.store.delete_resource(f.lease.resource_id).await.unwrap();
+        assert_eq!(refusal(&f).await.kind, ErrorKind::ResourceNotFound);
+    }
+
+    #[tokio::test]
+    async fn ended_foreign_or_unknown_sessions_are_refused() {
+        let mut f = fixture().await;
+        f.store.end_session(f.lease.session_id, 3).await.unwrap();
+        assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
+        f.lease.session_id = Uuid::new_v4();
+        assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
+        // A session that belongs to another account.
+        let other = SessionRecord {
+            id: Uuid::new_v4(),
+            account_id: Uuid::new_v4(),
+            labels: BTreeMap::new(),
+            client: String::new(),
+            created_at: 1,
+            ended_at: None,
+        };
+        f.store.create_session(other.clone()).await.unwrap();
+        f.lease.session_id = other.id;
+        assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
+    }
+}

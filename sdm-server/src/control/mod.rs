@@ -1,0 +1,17 @@
+//! The control plane's decisions that other parts consult: the gateway's [`Directory`] (where a
+//! verified lease may go) and the gateway liveness rules.
+//!
+//! [`Directory`]: crate::gateway::Directory
+
+use std::time::Duration;
+
+mod directory;
+
+pub use directory::StoreDirectory;
+
+/// A gateway that has not reported for longer than this is not offered to clients, and a
+/// resource with no such gateway is listed as unhealthy.
+pub const GATEWAY_LIVENESS: Duration = Duration::from_secs(60);
+
+/// How often a running gateway reports (well within [`GATEWAY_LIVENESS`]).
+pub const GATEWAY_HEARTBEAT: Duration = Duration::from_secs(20);

@@ -1,0 +1,298 @@
+//! The control plane's state behind one [`Store`] trait, so that the backend (embedded SQLite
+//! today, PostgreSQL later) is a detail: SQL dialects stay inside their backend.
+//!
+//! Records are plain structs. Ids are generated and timestamps (Unix seconds) are taken by the
+//! caller, so backends only store and check.
+
+use std::collections::BTreeMap;
+
+use sdm_proto::ResourceKind;
+use sdm_proto::api::{AccountKind, AccountStatus};
+use uuid::Uuid;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// An account: a service account (a job's identity) or an admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Account id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Service or admin.
+    pub kind: AccountKind,
+    /// Active or suspended.
+    pub status: AccountStatus,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A token: only the hash of its secret is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The token id (carried in the token, not secret).
+    pub id: Uuid,
+    /// Its account.
+    pub account_id: Uuid,
+    /// SHA-256 of the token's secret.
+    pub secret_hash: Vec<u8>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("account_id", &self.account_id)
+            .field("created_at", &self.created_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A resource: where the gateway connects and with which (sealed) credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResourceRecord {
+    /// Resource id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// What it speaks.
+    pub kind: ResourceKind,
+    /// Upstream host.
+    pub hostname: String,
+    /// Upstream port.
+    pub port: u16,
+    /// Fixed local port for clients.
+    pub port_override: Option<u16>,
+    /// Free-form tags.
+    pub tags: BTreeMap<String, String>,
+    /// Upstream user name.
+    pub username: Option<String>,
+    /// Upstream database.
+    pub database: Option<String>,
+    /// Upstream password, sealed with the [`SecretBox`](crate::keys::SecretBox).
+    pub password_sealed: Option<Vec<u8>>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for ResourceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourceRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("hostname", &self.hostname)
+            .field("port", &self.port)
+            .field("port_override", &self.port_override)
+            .field("tags", &self.tags)
+            .field("username", &self.username)
+            .field("database", &self.database)
+            .field("has_password", &self.password_sealed.is_some())
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A login session; leases are bound to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Session id.
+    pub id: Uuid,
+    /// Who logged in.
+    pub account_id: Uuid,
+    /// Job labels.
+    pub labels: BTreeMap<String, String>,
+    /// Client library and version.
+    pub client: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When it ended (logout, token rotation, account deletion).
+    pub ended_at: Option<i64>,
+}
+
+/// A gateway that registered itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRecord {
+    /// Gateway id (kept across restarts: gateways are upserted by name).
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// `host:port` clients connect to.
+    pub address: String,
+    /// The name its certificate is issued for.
+    pub server_name: String,
+    /// Unix seconds of its last heartbeat.
+    pub last_seen: i64,
+}
+
+/// A direct grant of a resource to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// The account.
+    pub account_id: Uuid,
+    /// The resource.
+    pub resource_id: Uuid,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A unique name is taken.
+    #[error("{entity} named {name:?} already exists")]
+    Conflict {
+        /// `"an account"`, `"a resource"`.
+        entity: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// The row to change does not exist (any more).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The change would leave no active admin account.
+    #[error(
+        "this is the last active admin account; create or unsuspend another admin account first"
+    )]
+    LastAdmin,
+    /// The database was written by a newer version.
+    #[error(
+        "the database has schema version {found} but this sdm-server knows only up to {known}; \
+         upgrade sdm-server"
+    )]
+    TooNew {
+        /// Version in the database.
+        found: i64,
+        /// Highest version this build knows.
+        known: i64,
+    },
+    /// The backend failed.
+    #[error("database error while trying to {context}")]
+    Backend {
+        /// What was being done.
+        context: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(
+        context: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> StoreError {
+        StoreError::Backend {
+            context,
+            source: source.into(),
+        }
+    }
+}
+
+/// The control plane's state. Every method is one transaction.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- accounts ---
+
+    /// Creates an account together with its first token. `Conflict` if the name is taken.
+    async fn create_account(
+        &self,
+        account: AccountRecord,
+        token: TokenRecord,
+    ) -> Result<(), StoreError>;
+    /// The account with this id.
+    async fn get_account(&self, id: Uuid) -> Result<Option<AccountRecord>, StoreError>;
+    /// The account with this name.
+    async fn find_account_by_name(&self, name: &str) -> Result<Option<AccountRecord>, StoreError>;
+    /// All accounts, sorted by name.
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// Sets an account's status and returns it. `NotFound` if it does not exist, `LastAdmin` if it
+    /// would suspend the last active admin.
+    async fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> Result<AccountRecord, StoreError>;
+    /// Deletes an account, its tokens and grants, and ends its open sessions at `now`.
+    /// `NotFound` if it does not exist, `LastAdmin` if it is the last active admin.
+    async fn delete_account(&self, id: Uuid, now: i64) -> Result<(), StoreError>;
+    /// How many admin accounts exist (active or not).
+    async fn count_admins(&self) -> Result<u64, StoreError>;
+
+    // --- tokens ---
+
+    /// Adds a token to an existing account (`NotFound` if it does not exist).
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+    /// The token with this id, revoked or not.
+    async fn get_token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revokes every live token of an account and ends its open sessions (so that its tunnels
+    /// close); returns how many tokens were revoked.
+    async fn revoke_tokens(&self, account_id: Uuid, now: i64) -> Result<u64, StoreError>;
+    /// [`revoke_tokens`](Store::revoke_tokens) then [`insert_token`](Store::insert_token), as one
+    /// transaction, with `token.created_at` as the time.
+    async fn rotate_token(&self, token: TokenRecord) -> Result<(), StoreError>;
+
+    // --- resources ---
+
+    /// Creates a resource. `Conflict` if the name is taken.
+    async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError>;
+    /// The resource with this id.
+    async fn get_resource(&self, id: Uuid) -> Result<Option<ResourceRecord>, StoreError>;
+    /// The resource with this name.
+    async fn find_resource_by_name(&self, name: &str)
+    -> Result<Option<ResourceRecord>, StoreError>;
+    /// All resources, sorted by name.
+    async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError>;
+    /// Deletes a resource and its grants. `NotFound` if it does not exist.
+    async fn delete_resource(&self, id: Uuid) -> Result<(), StoreError>;
+
+    // --- grants ---
+
+    /// Grants a resource to an account and returns the grant; granting twice keeps the first
+    /// grant. `NotFound` if the account or resource does not exist.
+    async fn grant(&self, grant: GrantRecord) -> Result<GrantRecord, StoreError>;
+    /// Removes a grant; whether there was one.
+    async fn revoke_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError>;
+    /// An account's grants.
+    async fn list_grants(&self, account_id: Uuid) -> Result<Vec<GrantRecord>, StoreError>;
+    /// Whether the account was granted the resource.
+    async fn has_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError>;
+    /// The resources granted to an account, sorted by name.
+    async fn list_granted_resources(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Vec<ResourceRecord>, StoreError>;
+
+    // --- sessions ---
+
+    /// Records a new session.
+    async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError>;
+    /// The session with this id, open or ended.
+    async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError>;
+    /// Ends a session at `now`; whether it was open.
+    async fn end_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError>;
+
+    // --- gateways ---
+
+    /// Registers a gateway or refreshes it (by name: an existing gateway keeps its id); returns
+    /// the stored record.
+    async fn upsert_gateway(&self, gateway: GatewayRecord) -> Result<GatewayRecord, StoreError>;
+    /// All registered gateways, sorted by name.
+    async fn list_gateways(&self) -> Result<Vec<GatewayRecord>, StoreError>;
+
+    // --- settings ---
+
+    /// An installation setting.
+    async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a setting unless it is already set; whether it was stored.
+    async fn put_setting_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+}

@@ -1,0 +1,1155 @@
+//! The embedded backend: one SQLite file (`sdm.db`, mode 0600) in WAL mode.
+//!
+//! One connection behind a mutex serves every call: SQLite writes are serialised anyway, and the
+//! control plane's queries are small and indexed. Each call runs on tokio's blocking pool
+//! (`spawn_blocking`) so that a slow disk never stalls the runtime's workers; unlike
+//! `block_in_place` it also works on a current-thread runtime, which tests use.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use sdm_proto::ResourceKind;
+use sdm_proto::api::{AccountKind, AccountStatus};
+use uuid::Uuid;
+
+use super::{
+    AccountRecord, GatewayRecord, GrantRecord, ResourceRecord, SessionRecord, Store, StoreError,
+    TokenRecord,
+};
+
+/// File name of the database in the data directory.
+pub const FILE: &str = "sdm.db";
+
+/// Versioned migrations, applied in order, each once.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite [`Store`].
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for rusqlite::Result<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::backend(context, e))
+    }
+}
+
+fn constraint(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == code)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    constraint(e, rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE)
+        || constraint(e, rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
+    constraint(e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+fn conversion(column: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        column,
+        rusqlite::types::Type::Text,
+        Box::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            message,
+        )),
+    )
+}
+
+fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(i)?;
+    Uuid::parse_str(&text).map_err(|_| conversion(i, format!("bad uuid {text:?}")))
+}
+
+fn map_at(row: &Row<'_>, i: usize) -> rusqlite::Result<BTreeMap<String, String>> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|_| conversion(i, "bad JSON map".into()))
+}
+
+fn json(map: &BTreeMap<String, String>) -> Result<String, StoreError> {
+    serde_json::to_string(map).map_err(|e| StoreError::backend("encode a map as JSON", e))
+}
+
+fn kind_str(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::Service => "service",
+        AccountKind::Admin => "admin",
+    }
+}
+
+fn status_str(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Active => "active",
+        AccountStatus::Suspended => "suspended",
+    }
+}
+
+fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
+    let value: Option<i64> = row.get(i)?;
+    value
+        .map(|p| u16::try_from(p).map_err(|_| conversion(i, format!("bad port {p}"))))
+        .transpose()
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, kind, status, created_at";
+
+fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
+    let kind: String = row.get(2)?;
+    let status: String = row.get(3)?;
+    Ok(AccountRecord {
+        id: uuid_at(row, 0)?,
+        name: row.get(1)?,
+        kind: match kind.as_str() {
+            "service" => AccountKind::Service,
+            "admin" => AccountKind::Admin,
+            other => return Err(conversion(2, format!("bad account kind {other:?}"))),
+        },
+        status: match status.as_str() {
+            "active" => AccountStatus::Active,
+            "suspended" => AccountStatus::Suspended,
+            other => return Err(conversion(3, format!("bad account status {other:?}"))),
+        },
+        created_at: row.get(4)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, account_id, secret_hash, created_at, revoked_at";
+
+fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    Ok(TokenRecord {
+        id: uuid_at(row, 0)?,
+        account_id: uuid_at(row, 1)?,
+        secret_hash: row.get(2)?,
+        created_at: row.get(3)?,
+        revoked_at: row.get(4)?,
+    })
+}
+
+const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
+     r.tags, r.username, r.database, r.password_sealed, r.created_at";
+
+fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
+    let kind: String = row.get(2)?;
+    Ok(ResourceRecord {
+        id: uuid_at(row, 0)?,
+        name: row.get(1)?,
+        kind: ResourceKind::from_name(&kind),
+        hostname: row.get(3)?,
+        port: port_at(row, 4)?.ok_or_else(|| conversion(4, "missing port".into()))?,
+        port_override: port_at(row, 5)?,
+        tags: map_at(row, 6)?,
+        username: row.get(7)?,
+        database: row.get(8)?,
+        password_sealed: row.get(9)?,
+        created_at: row.get(10)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at";
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: uuid_at(row, 0)?,
+        account_id: uuid_at(row, 1)?,
+        labels: map_at(row, 2)?,
+        client: row.get(3)?,
+        created_at: row.get(4)?,
+        ended_at: row.get(5)?,
+    })
+}
+
+const GATEWAY_COLUMNS: &str = "id, name, address, server_name, last_seen";
+
+fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
+    Ok(GatewayRecord {
+        id: uuid_at(row, 0)?,
+        name: row.get(1)?,
+        address: row.get(2)?,
+        server_name: row.get(3)?,
+        last_seen: row.get(4)?,
+    })
+}
+
+fn grant_row(row: &Row<'_>) -> rusqlite::Result<GrantRecord> {
+    Ok(GrantRecord {
+        account_id: uuid_at(row, 0)?,
+        resource_id: uuid_at(row, 1)?,
+        created_at: row.get(2)?,
+    })
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .context("set busy_timeout")?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .context("enable WAL mode")?;
+    if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+        tracing::warn!(journal_mode = %mode, "SQLite did not switch to WAL mode");
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .context("enable foreign keys")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .context("set synchronous mode")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction().context("start the migration")?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY,
+             applied_at INTEGER NOT NULL
+         )",
+    )
+    .context("create schema_migrations")?;
+    let current: i64 = tx
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
+        .context("read the schema version")?;
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.execute_batch(sql).context("apply a schema migration")?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            params![version, sdm_proto::unix_now()],
+        )
+        .context("record a schema migration")?;
+        tracing::info!(version, "applied database migration");
+    }
+    tx.commit().context("commit the migration")
+}
+
+/// Creates the database file with mode 0600 before SQLite does (SQLite would use the umask;
+/// its `-wal` and `-shm` files then copy the database's mode).
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::backend("create the database file", e)),
+    }
+}
+
+fn remaining_active_admins(tx: &Transaction<'_>, except: Uuid) -> Result<i64, StoreError> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM accounts
+         WHERE kind = 'admin' AND status = 'active' AND id <> ?1",
+        [except.to_string()],
+        |r| r.get(0),
+    )
+    .context("count active admins")
+}
+
+fn get_account_tx(tx: &Transaction<'_>, id: Uuid) -> Result<Option<AccountRecord>, StoreError> {
+    tx.query_row(
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"),
+        [id.to_string()],
+        account_row,
+    )
+    .optional()
+    .context("read an account")
+}
+
+fn insert_token_tx(tx: &Transaction<'_>, token: &TokenRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO tokens (id, account_id, secret_hash, created_at, revoked_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            token.id.to_string(),
+            token.account_id.to_string(),
+            token.secret_hash,
+            token.created_at,
+            token.revoked_at
+        ],
+    )
+    .map_err(|e| {
+        if is_foreign_key_violation(&e) {
+            StoreError::NotFound("account")
+        } else {
+            StoreError::backend("insert a token", e)
+        }
+    })?;
+    Ok(())
+}
+
+fn revoke_tokens_tx(tx: &Transaction<'_>, account_id: Uuid, now: i64) -> Result<u64, StoreError> {
+    let id = account_id.to_string();
+    let revoked = tx
+        .execute(
+            "UPDATE tokens SET revoked_at = ?2 WHERE account_id = ?1 AND revoked_at IS NULL",
+            params![id, now],
+        )
+        .context("revoke tokens")?;
+    tx.execute(
+        "UPDATE sessions SET ended_at = ?2 WHERE account_id = ?1 AND ended_at IS NULL",
+        params![id, now],
+    )
+    .context("end sessions")?;
+    Ok(u64::try_from(revoked).unwrap_or(u64::MAX))
+}
+
+impl SqliteStore {
+    /// Opens (creating it with mode 0600 if needed) the database at `path` and applies pending
+    /// migrations. Blocking: call it from a blocking context.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        create_private(path)?;
+        let mut conn = Connection::open(path).context("open the database")?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// A private in-memory database, for tests and experiments.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let mut conn = Connection::open_in_memory().context("open an in-memory database")?;
+        configure(&conn)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held cannot leave a transaction half applied (an
+            // unfinished `Transaction` rolls back on drop), so the connection stays usable.
+            let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::backend("run a database task", e))?
+    }
+
+    /// Runs `f` inside a transaction, committed when `f` succeeds.
+    async fn transaction<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction().context("start a transaction")?;
+            let value = f(&tx)?;
+            tx.commit().context("commit a transaction")?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_account(
+        &self,
+        account: AccountRecord,
+        token: TokenRecord,
+    ) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            tx.execute(
+                "INSERT INTO accounts (id, name, kind, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    account.id.to_string(),
+                    account.name,
+                    kind_str(account.kind),
+                    status_str(account.status),
+                    account.created_at
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        entity: "an account",
+                        name: account.name.clone(),
+                    }
+                } else {
+                    StoreError::backend("create an account", e)
+                }
+            })?;
+            insert_token_tx(tx, &token)
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: Uuid) -> Result<Option<AccountRecord>, StoreError> {
+        self.transaction(move |tx| get_account_tx(tx, id)).await
+    }
+
+    async fn find_account_by_name(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = ?1"),
+                [name],
+                account_row,
+            )
+            .optional()
+            .context("find an account")
+        })
+        .await
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name"
+                ))
+                .context("list accounts")?;
+            let rows = stmt.query_map([], account_row).context("list accounts")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .context("list accounts")
+        })
+        .await
+    }
+
+    async fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> Result<AccountRecord, StoreError> {
+        self.transaction(move |tx| {
+            let mut account = get_account_tx(tx, id)?.ok_or(StoreError::NotFound("account"))?;
+            if account.kind == AccountKind::Admin
+                && account.status == AccountStatus::Active
+                && status != AccountStatus::Active
+                && remaining_active_admins(tx, id)? == 0
+            {
+                return Err(StoreError::LastAdmin);
+            }
+            tx.execute(
+                "UPDATE accounts SET status = ?2 WHERE id = ?1",
+                params![id.to_string(), status_str(status)],
+            )
+            .context("set an account's status")?;
+            account.status = status;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: Uuid, now: i64) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            let account = get_account_tx(tx, id)?.ok_or(StoreError::NotFound("account"))?;
+            if account.kind == AccountKind::Admin
+                && account.status == AccountStatus::Active
+                && remaining_active_admins(tx, id)? == 0
+            {
+                return Err(StoreError::LastAdmin);
+            }
+            tx.execute(
+                "UPDATE sessions SET ended_at = ?2 WHERE account_id = ?1 AND ended_at IS NULL",
+                params![id.to_string(), now],
+            )
+            .context("end an account's sessions")?;
+            // Tokens and grants go with the account (ON DELETE CASCADE).
+            tx.execute("DELETE FROM accounts WHERE id = ?1", [id.to_string()])
+                .context("delete an account")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn count_admins(&self) -> Result<u64, StoreError> {
+        self.run(|conn| {
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM accounts WHERE kind = 'admin'",
+                    [],
+                    |r| r.get(0),
+                )
+                .context("count admins")?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.transaction(move |tx| insert_token_tx(tx, &token))
+            .await
+    }
+
+    async fn get_token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
+                [id.to_string()],
+                token_row,
+            )
+            .optional()
+            .context("read a token")
+        })
+        .await
+    }
+
+    async fn revoke_tokens(&self, account_id: Uuid, now: i64) -> Result<u64, StoreError> {
+        self.transaction(move |tx| revoke_tokens_tx(tx, account_id, now))
+            .await
+    }
+
+    async fn rotate_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            get_account_tx(tx, token.account_id)?.ok_or(StoreError::NotFound("account"))?;
+            revoke_tokens_tx(tx, token.account_id, token.created_at)?;
+            insert_token_tx(tx, &token)
+        })
+        .await
+    }
+
+    async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+        let tags = json(&resource.tags)?;
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
+                                        username, database, password_sealed, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    resource.id.to_string(),
+                    resource.name,
+                    resource.kind.as_str(),
+                    resource.hostname,
+                    resource.port,
+                    resource.port_override,
+                    tags,
+                    resource.username,
+                    resource.database,
+                    resource.password_sealed,
+                    resource.created_at
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict {
+                        entity: "a resource",
+                        name: resource.name.clone(),
+                    }
+                } else {
+                    StoreError::backend("create a resource", e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_resource(&self, id: Uuid) -> Result<Option<ResourceRecord>, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.id = ?1"),
+                [id.to_string()],
+                resource_row,
+            )
+            .optional()
+            .context("read a resource")
+        })
+        .await
+    }
+
+    async fn find_resource_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<ResourceRecord>, StoreError> {
+        let name = name.to_owned();
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.name = ?1"),
+                [name],
+                resource_row,
+            )
+            .optional()
+            .context("find a resource")
+        })
+        .await
+    }
+
+    async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources r ORDER BY r.name"
+                ))
+                .context("list resources")?;
+            let rows = stmt.query_map([], resource_row).context("list resources")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .context("list resources")
+        })
+        .await
+    }
+
+    async fn delete_resource(&self, id: Uuid) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .execute("DELETE FROM resources WHERE id = ?1", [id.to_string()])
+                .context("delete a resource")?;
+            if n == 0 {
+                return Err(StoreError::NotFound("resource"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn grant(&self, grant: GrantRecord) -> Result<GrantRecord, StoreError> {
+        self.transaction(move |tx| {
+            tx.execute(
+                "INSERT INTO grants (account_id, resource_id, created_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account_id, resource_id) DO NOTHING",
+                params![
+                    grant.account_id.to_string(),
+                    grant.resource_id.to_string(),
+                    grant.created_at
+                ],
+            )
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    StoreError::NotFound("account or resource")
+                } else {
+                    StoreError::backend("grant a resource", e)
+                }
+            })?;
+            tx.query_row(
+                "SELECT account_id, resource_id, created_at FROM grants
+                 WHERE account_id = ?1 AND resource_id = ?2",
+                params![grant.account_id.to_string(), grant.resource_id.to_string()],
+                grant_row,
+            )
+            .context("read a grant")
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM grants WHERE account_id = ?1 AND resource_id = ?2",
+                    params![account_id.to_string(), resource_id.to_string()],
+                )
+                .context("revoke a grant")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn list_grants(&self, account_id: Uuid) -> Result<Vec<GrantRecord>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT g.account_id, g.resource_id, g.created_at
+                     FROM grants g JOIN resources r ON r.id = g.resource_id
+                     WHERE g.account_id = ?1 ORDER BY r.name",
+                )
+                .context("list grants")?;
+            let rows = stmt
+                .query_map([account_id.to_string()], grant_row)
+                .context("list grants")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .context("list grants")
+        })
+        .await
+    }
+
+    async fn has_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM grants WHERE account_id = ?1 AND resource_id = ?2)",
+                params![account_id.to_string(), resource_id.to_string()],
+                |r| r.get(0),
+            )
+            .context("check a grant")
+        })
+        .await
+    }
+
+    async fn list_granted_resources(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Vec<ResourceRecord>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {RESOURCE_COLUMNS} FROM resources r
+                     JOIN grants g ON g.resource_id = r.id
+                     WHERE g.account_id = ?1 ORDER BY r.name"
+                ))
+                .context("list granted resources")?;
+            let rows = stmt
+                .query_map([account_id.to_string()], resource_row)
+                .context("list granted resources")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .context("list granted resources")
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        let labels = json(&session.labels)?;
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO sessions (id, account_id, labels, client, created_at, ended_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    session.id.to_string(),
+                    session.account_id.to_string(),
+                    labels,
+                    session.client,
+                    session.created_at,
+                    session.ended_at
+                ],
+            )
+            .context("create a session")?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
+                [id.to_string()],
+                session_row,
+            )
+            .optional()
+            .context("read a session")
+        })
+        .await
+    }
+
+    async fn end_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE sessions SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+                    params![id.to_string(), now],
+                )
+                .context("end a session")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn upsert_gateway(&self, gateway: GatewayRecord) -> Result<GatewayRecord, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                &format!(
+                    "INSERT INTO gateways (id, name, address, server_name, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (name) DO UPDATE SET
+                         address = excluded.address,
+                         server_name = excluded.server_name,
+                         last_seen = excluded.last_seen
+                     RETURNING {GATEWAY_COLUMNS}"
+                ),
+                params![
+                    gateway.id.to_string(),
+                    gateway.name,
+                    gateway.address,
+                    gateway.server_name,
+                    gateway.last_seen
+                ],
+                gateway_row,
+            )
+            .context("register a gateway")
+        })
+        .await
+    }
+
+    async fn list_gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+        self.run(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {GATEWAY_COLUMNS} FROM gateways ORDER BY name"
+                ))
+                .context("list gateways")?;
+            let rows = stmt.query_map([], gateway_row).context("list gateways")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .context("list gateways")
+        })
+        .await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .context("read a setting")
+        })
+        .await
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO NOTHING",
+                    params![key, value],
+                )
+                .context("store a setting")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str, kind: AccountKind) -> AccountRecord {
+        AccountRecord {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            kind,
+            status: AccountStatus::Active,
+            created_at: 100,
+        }
+    }
+
+    fn token(account_id: Uuid) -> TokenRecord {
+        TokenRecord {
+            id: Uuid::new_v4(),
+            account_id,
+            secret_hash: vec![1; 32],
+            created_at: 100,
+            revoked_at: None,
+        }
+    }
+
+    fn resource(name: &str) -> ResourceRecord {
+        ResourceRecord {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            kind: ResourceKind::Postgres,
+            hostname: "db.internal".into(),
+            port: 5432,
+            port_override: Some(15432),
+            tags: BTreeMap::from([("env".into(), "prod".into())]),
+            username: Some("app".into()),
+            database: None,
+            password_sealed: Some(vec![9; 40]),
+            created_at: 100,
+        }
+    }
+
+    fn session(account_id: Uuid) -> SessionRecord {
+        SessionRecord {
+            id: Uuid::new_v4(),
+            account_id,
+            labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
+            client: "test".into(),
+            created_at: 100,
+            ended_at: None,
+        }
+    }
+
+    async fn store_with(name: &str, kind: AccountKind) -> (SqliteStore, AccountRecord) {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let a = account(name, kind);
+        store.create_account(a.clone(), token(a.id)).await.unwrap();
+        (store, a)
+    }
+
+    #[tokio::test]
+    async fn accounts_round_trip_and_names_are_unique() {
+        let (store, a) = store_with("etl", AccountKind::Service).await;
+        assert_eq!(store.get_account(a.id).await.unwrap(), Some(a.clone()));
+        assert_eq!(
+            store.find_account_by_name("etl").await.unwrap(),
+            Some(a.clone())
+        );
+        let dup = account("etl", AccountKind::Admin);
+        let err = store.create_account(dup.clone(), token(dup.id)).await;
+        assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
+        // The failed create left nothing behind, not even its token.
+        assert_eq!(store.list_accounts().await.unwrap(), vec![a.clone()]);
+        assert_eq!(store.count_admins().await.unwrap(), 0);
+        let b = account("analytics", AccountKind::Service);
+        store.create_account(b.clone(), token(b.id)).await.unwrap();
+        let names: Vec<_> = store
+            .list_accounts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["analytics", "etl"]);
+        let s = store
+            .set_account_status(a.id, AccountStatus::Suspended)
+            .await
+            .unwrap();
+        assert_eq!(s.status, AccountStatus::Suspended);
+        assert!(matches!(
+            store
+                .set_account_status(Uuid::new_v4(), AccountStatus::Active)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn deleting_an_account_cascades() {
+        let (store, a) = store_with("etl", AccountKind::Service).await;
+        let t = token(a.id);
+        store.insert_token(t.clone()).await.unwrap();
+        let r = resource("pg");
+        store.create_resource(r.clone()).await.unwrap();
+        store
+            .grant(GrantRecord {
+                account_id: a.id,
+                resource_id: r.id,
+                created_at: 5,
+            })
+            .await
+            .unwrap();
+        let s = session(a.id);
+        store.create_session(s.clone()).await.unwrap();
+        store.delete_account(a.id, 200).await.unwrap();
+        assert_eq!(store.get_account(a.id).await.unwrap(), None);
+        assert_eq!(store.get_token(t.id).await.unwrap(), None);
+        assert!(!store.has_grant(a.id, r.id).await.unwrap());
+        assert_eq!(
+            store.get_session(s.id).await.unwrap().unwrap().ended_at,
+            Some(200)
+        );
+        assert!(matches!(
+            store.delete_account(a.id, 200).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.insert_token(token(a.id)).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_last_active_admin_stays() {
+        let (store, admin) = store_with("admin", AccountKind::Admin).await;
+        assert_eq!(store.count_admins().await.unwrap(), 1);
+        assert!(matches!(
+            store.delete_account(admin.id, 1).await,
+            Err(StoreError::LastAdmin)
+        ));
+        assert!(matches!(
+            store
+                .set_account_status(admin.id, AccountStatus::Suspended)
+                .await,
+            Err(StoreError::LastAdmin)
+        ));
+        let second = account("admin2", AccountKind::Admin);
+        store
+            .create_account(second.clone(), token(second.id))
+            .await
+            .unwrap();
+        store
+            .set_account_status(second.id, AccountStatus::Suspended)
+            .await
+            .unwrap();
+        // A suspended second admin does not count.
+        assert!(matches!(
+            store.delete_account(admin.id, 1).await,
+            Err(StoreError::LastAdmin)
+        ));
+        store
+            .set_account_status(second.id, AccountStatus::Active)
+            .await
+            .unwrap();
+        store.delete_account(admin.id, 1).await.unwrap();
+        assert_eq!(store.count_admins().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn rotation_revokes_tokens_and_ends_sessions() {
+        let (store, a) = store_with("etl", AccountKind::Service).await;
+        let old = token(a.id);
+        store.insert_token(old.clone()).await.unwrap();
+        let s = session(a.id);
+        store.create_session(s.clone()).await.unwrap();
+        let mut new = token(a.id);
+        new.created_at = 300;
+        store.rotate_token(new.clone()).await.unwrap();
+        assert_eq!(
+            store.get_token(old.id).await.unwrap().unwrap().revoked_at,
+            Some(300)
+        );
+        assert_eq!(store.get_token(new.id).await.unwrap(), Some(new));
+        assert_eq!(
+            store.get_session(s.id).await.unwrap().unwrap().ended_at,
+            Some(300)
+        );
+        assert_eq!(store.revoke_tokens(a.id, 400).await.unwrap(), 1);
+        assert!(matches!(
+            store.rotate_token(token(Uuid::new_v4())).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn resources_and_grants() {
+        let (store, a) = store_with("etl", AccountKind::Service).await;
+        let pg = resource("pg");
+        let redis = ResourceRecord {
+            kind: ResourceKind::Other("kafka".into()),
+            password_sealed: None,
+            ..resource("kafka")
+        };
+        store.create_resource(pg.clone()).await.unwrap();
+        store.create_resource(redis.clone()).await.unwrap();
+        assert!(matches!(
+            store.create_resource(resource("pg")).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(store.get_resource(pg.id).await.unwrap(), Some(pg.clone()));
+        assert_eq!(
+            store.find_resource_by_name("kafka").await.unwrap(),
+            Some(redis.clone())
+        );
+        assert_eq!(store.list_resources().await.unwrap().len(), 2);
+        let g = GrantRecord {
+            account_id: a.id,
+            resource_id: pg.id,
+            created_at: 7,
+        };
+        assert_eq!(store.grant(g.clone()).await.unwrap(), g);
+        // Granting again keeps the first grant.
+        let again = GrantRecord {
+            created_at: 8,
+            ..g.clone()
+        };
+        assert_eq!(store.grant(again).await.unwrap(), g);
+        assert_eq!(store.list_grants(a.id).await.unwrap(), vec![g.clone()]);
+        assert_eq!(
+            store.list_granted_resources(a.id).await.unwrap(),
+            vec![pg.clone()]
+        );
+        assert!(matches!(
+            store
+                .grant(GrantRecord {
+                    resource_id: Uuid::new_v4(),
+                    ..g.clone()
+                })
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(store.revoke_grant(a.id, pg.id).await.unwrap());
+        assert!(!store.revoke_grant(a.id, pg.id).await.unwrap());
+        store.grant(g.clone()).await.unwrap();
+        store.delete_resource(pg.id).await.unwrap();
+        assert!(!store.has_grant(a.id, pg.id).await.unwrap());
+        assert!(matches!(
+            store.delete_resource(pg.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn sessions_gateways_and_settings() {
+        let (store, a) = store_with("etl", AccountKind::Service).await;
+        let s = session(a.id);
+        store.create_session(s.clone()).await.unwrap();
+        assert_eq!(store.get_session(s.id).await.unwrap(), Some(s.clone()));
+        assert!(store.end_session(s.id, 150).await.unwrap());
+        assert!(!store.end_session(s.id, 160).await.unwrap());
+        assert_eq!(
+            store.get_session(s.id).await.unwrap().unwrap().ended_at,
+            Some(150)
+        );
+        let gw = GatewayRecord {
+            id: Uuid::new_v4(),
+            name: "default".into(),
+            address: "127.0.0.1:8444".into(),
+            server_name: "127.0.0.1".into(),
+            last_seen: 10,
+        };
+        assert_eq!(store.upsert_gateway(gw.clone()).await.unwrap(), gw);
+        let moved = GatewayRecord {
+            id: Uuid::new_v4(),
+            address: "127.0.0.1:9444".into(),
+            last_seen: 20,
+            ..gw.clone()
+        };
+        let stored = store.upsert_gateway(moved).await.unwrap();
+        assert_eq!(stored.id, gw.id, "a gateway keeps its id across restarts");
+        assert_eq!(stored.address, "127.0.0.1:9444");
+        assert_eq!(store.list_gateways().await.unwrap(), vec![stored]);
+        assert!(store.put_setting_if_absent("k", vec![1]).await.unwrap());
+        assert!(!store.put_setting_if_absent("k", vec![2]).await.unwrap());
+        assert_eq!(store.get_setting("k").await.unwrap(), Some(vec![1]));
+        assert_eq!(store.get_setting("nope").await.unwrap(), None);
+    }
+
+    #[test]
+    fn file_database_is_private_and_migrations_are_idempotent() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        drop(SqliteStore::open(&path).unwrap());
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        let conn = store.conn.lock().unwrap();
+        let versions: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, 1);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)",
+            [],
+        )
+        .unwrap();
+        drop(conn);
+        drop(store);
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
+    }
+}
