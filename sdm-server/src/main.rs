@@ -1,1 +1,246 @@
-fn main() {}
+//! `sdm-server`: the sdm control plane and gateway in one process.
+//!
+//! Exit codes: 0 after a clean stop, 1 when the server fails, 2 for a usage error.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sdm_server::{LEASE_TTL_RANGE, RunningServer, Server};
+
+#[derive(Parser)]
+#[command(
+    name = "sdm-server",
+    version,
+    about = "The sdm control plane and gateway: service accounts, grants, leases, tunnels."
+)]
+struct Cli {
+    /// Log filter, e.g. `info` or `sdm_server=debug` (overrides RUST_LOG; default: info).
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane and one gateway on an embedded SQLite database.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Directory for keys and the database (created with mode 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// Address of the HTTPS API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Address of the gateway.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8444")]
+    gateway_listen: SocketAddr,
+    /// URL clients reach the API at (https://host:port), when it differs from --listen.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Address clients reach the gateway at (host:port), when it differs from --gateway-listen.
+    #[arg(long, value_name = "HOST:PORT")]
+    gateway_public_addr: Option<String>,
+    /// Also write the first admin token to this new file (mode 0600) when it is created.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Lease lifetime: seconds, or a number with s, m or h (10 s to 24 h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "300")]
+    lease_ttl: Duration,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 300, 300s, 5m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("unknown unit in {text:?}; use s, m or h")),
+    };
+    let ttl = Duration::from_secs(secs);
+    let (min, max) = LEASE_TTL_RANGE;
+    if ttl < min || ttl > max {
+        return Err(format!(
+            "{} s is out of range ({} s to {} s)",
+            secs,
+            min.as_secs(),
+            max.as_secs()
+        ));
+    }
+    Ok(ttl)
+}
+
+/// The error and its sources on one line.
+fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version exit 0; usage errors exit 2.
+        Err(e) => e.exit(),
+    };
+    let filter = match &cli.log {
+        Some(f) => tracing_subscriber::EnvFilter::try_new(f),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .or_else(|_| tracing_subscriber::EnvFilter::try_new("info")),
+    };
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("sdm-server: invalid log filter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sdm-server: error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let Command::Serve(args) = cli.command;
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sdm-server: error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    // Refuse early, before creating anything, when a fresh installation could not write its
+    // token where asked.
+    if let Some(path) = &args.admin_token_file {
+        let fresh = !args.data_dir.join("sdm.db").exists();
+        if fresh && path.exists() {
+            return Err(format!(
+                "--admin-token-file {} already exists; remove it or choose another path",
+                path.display()
+            ));
+        }
+    }
+    let mut builder = Server::builder()
+        .data_dir(&args.data_dir)
+        .listen(args.listen)
+        .gateway_listen(args.gateway_listen)
+        .lease_ttl(args.lease_ttl);
+    if let Some(url) = &args.public_url {
+        builder = builder.public_url(url.clone());
+    }
+    if let Some(addr) = &args.gateway_public_addr {
+        builder = builder.gateway_public_addr(addr.clone());
+    }
+    let server = builder.start().await.map_err(|e| one_line(&e))?;
+    let fingerprint: String = server
+        .ca_fingerprint()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    tracing::info!(ca_fingerprint = %fingerprint, "clients pin this CA (tokens carry it)");
+    if let Some(token) = server.admin_token() {
+        eprintln!(
+            "sdm-server: created the first admin account. Its token is printed below on stdout; \
+             it will not be shown again, so store it now (e.g. SDM_ADMIN_TOKEN in a secret store)."
+        );
+        let written = args
+            .admin_token_file
+            .as_deref()
+            .map(|path| write_token_file(path, token));
+        println!("{token}");
+        let _ = std::io::stdout().flush();
+        if let Some(Err(e)) = written {
+            server.shutdown().await;
+            return Err(e);
+        }
+    }
+    let result = wait_for_signal().await;
+    server_shutdown(server).await;
+    result
+}
+
+async fn server_shutdown(server: RunningServer) {
+    tracing::info!("shutting down");
+    server.shutdown().await;
+}
+
+fn write_token_file(path: &Path, token: &str) -> Result<(), String> {
+    let fail = |e: std::io::Error| {
+        format!(
+            "cannot write the admin token to {}: {e} (the token was printed on stdout)",
+            path.display()
+        )
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    file.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(fail)?;
+    tracing::info!(path = %path.display(), "wrote the admin token");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_forms() {
+        assert_eq!(parse_ttl("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_ttl("45s").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_ttl("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "abc", "5d", "1", "25h", "-5"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -263,13 +263,12 @@ impl RunningServer {
                 tracing::warn!("the API did not stop in time");
             }
         }
-        if let Some(gateway) = self.gateway.take() {
-            if tokio::time::timeout(SHUTDOWN_DRAIN, gateway.shutdown())
+        if let Some(gateway) = self.gateway.take()
+            && tokio::time::timeout(SHUTDOWN_DRAIN, gateway.shutdown())
                 .await
                 .is_err()
-            {
-                tracing::warn!("the gateway did not stop in time");
-            }
+        {
+            tracing::warn!("the gateway did not stop in time");
         }
         tracing::info!("sdm-server stopped");
     }

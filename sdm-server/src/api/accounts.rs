@@ -29,10 +29,10 @@ pub(crate) fn info(a: &AccountRecord) -> AccountInfo {
 
 /// The account named `key`, or with id `key`.
 pub(crate) async fn resolve(state: &ApiState, key: &str) -> Result<AccountRecord, ApiError> {
-    if let Ok(id) = Uuid::parse_str(key) {
-        if let Some(a) = state.store.get_account(id).await? {
-            return Ok(a);
-        }
+    if let Ok(id) = Uuid::parse_str(key)
+        && let Some(a) = state.store.get_account(id).await?
+    {
+        return Ok(a);
     }
     state.store.find_account_by_name(key).await?.ok_or_else(|| {
         ApiError::invalid(format!("no account is named {key:?} or has that id"))

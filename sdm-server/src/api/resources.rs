@@ -35,10 +35,10 @@ fn admin_view(r: ResourceRecord) -> AdminResource {
 
 /// The resource named `key`, or with id `key`.
 pub(crate) async fn resolve(state: &ApiState, key: &str) -> Result<ResourceRecord, ApiError> {
-    if let Ok(id) = Uuid::parse_str(key) {
-        if let Some(r) = state.store.get_resource(id).await? {
-            return Ok(r);
-        }
+    if let Ok(id) = Uuid::parse_str(key)
+        && let Some(r) = state.store.get_resource(id).await?
+    {
+        return Ok(r);
     }
     state
         .store
