@@ -19,8 +19,9 @@ const MAX_CONNECTIONS: usize = 1024;
 /// Time a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's headers; an idle keep-alive connection is closed after
-/// it too.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// it too. Longer than the 30 s clients keep a connection idle, so that a client never reuses a
+/// connection the server is closing.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(45);
 /// Pause after a failed `accept` (for example: out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
