@@ -141,6 +141,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut signals = Signals::install()?;
     // Refuse early, before creating anything, when a fresh installation could not write its
     // token where asked.
     if let Some(path) = &args.admin_token_file {
@@ -186,9 +187,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             return Err(e);
         }
     }
-    let result = wait_for_signal().await;
+    signals.recv().await;
     server_shutdown(server).await;
-    result
+    Ok(())
 }
 
 async fn server_shutdown(server: RunningServer) {
@@ -216,17 +217,30 @@ fn write_token_file(path: &Path, token: &str) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot listen for SIGINT: {e}"))?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, listened for from before the server starts so that a signal during
+/// start-up stops it cleanly too.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())
+                .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?,
+            interrupt: signal(SignalKind::interrupt())
+                .map_err(|e| format!("cannot listen for SIGINT: {e}"))?,
+        })
     }
-    Ok(())
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
 
 #[cfg(test)]

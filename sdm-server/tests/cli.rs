@@ -20,10 +20,17 @@ struct Running {
 }
 
 fn spawn(args: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sdm-server"))
+    spawn_with_key(args, None)
+}
+
+fn spawn_with_key(args: &[&str], secret_key: Option<&str>) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sdm-server"));
+    command.env_remove("RUST_LOG").env_remove("SDM_SECRET_KEY");
+    if let Some(key) = secret_key {
+        command.env("SDM_SECRET_KEY", key);
+    }
+    let mut child = command
         .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("SDM_SECRET_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -232,4 +239,46 @@ fn runtime_failures_exit_1_with_one_line() {
     assert!(line.contains("cannot listen for the API"), "{line}");
     let (code, _, _) = run.wait();
     assert_eq!(code, 1);
+}
+
+#[test]
+fn the_secret_key_can_come_from_the_environment_and_must_not_change() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "serve",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--gateway-listen",
+        "127.0.0.1:0",
+    ];
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut first = spawn_with_key(&args, Some(&key));
+    first.wait_for_stderr("sdm-server is running");
+    first.signal(libc::SIGTERM);
+    let (code, _, stderr) = first.wait();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        !data.join("secret.key").exists(),
+        "the key came from SDM_SECRET_KEY"
+    );
+
+    let other = base64::engine::general_purpose::STANDARD.encode([8u8; 32]);
+    let mut wrong = spawn_with_key(&args, Some(&other));
+    let line = wrong.wait_for_stderr("sdm-server: error:");
+    assert!(line.contains("does not match this database"), "{line}");
+    assert_eq!(wrong.wait().0, 1);
+
+    let mut missing = spawn(&args);
+    let line = missing.wait_for_stderr("sdm-server: error:");
+    assert!(line.contains("secret.key is missing"), "{line}");
+    assert_eq!(missing.wait().0, 1);
+
+    let mut malformed = spawn_with_key(&args, Some("short"));
+    let line = malformed.wait_for_stderr("sdm-server: error:");
+    assert!(line.contains("SDM_SECRET_KEY"), "{line}");
+    assert_eq!(malformed.wait().0, 1);
 }
