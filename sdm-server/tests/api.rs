@@ -757,3 +757,44 @@ async fn shutdown_stops_serving() {
     assert!(tokio::net::TcpStream::connect(api).await.is_err());
     assert!(tokio::net::TcpStream::connect(gateway).await.is_err());
 }
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestServer::start().await;
+    let api = t.server.api_addr();
+    let mut raw = t.client.connect_raw().await;
+    // Headers now, body later: the request is in flight when shutdown starts.
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: sdm\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+        routes::LOGIN,
+        t.admin()
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = tokio::spawn(t.server.shutdown());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(api).await.is_err(),
+        "no new connections once shutdown started"
+    );
+    raw.write_all(b"{}").await.unwrap();
+    raw.flush().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        raw.read_to_end(&mut answer),
+    )
+    .await
+    .unwrap()
+    .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("session_id"), "{answer}");
+    tokio::time::timeout(std::time::Duration::from_secs(5), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}

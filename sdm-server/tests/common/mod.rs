@@ -134,6 +134,13 @@ impl Client {
         }
     }
 
+    /// A TLS connection to the API, for tests that write raw HTTP.
+    pub async fn connect_raw(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        self.connector.connect(name, tcp).await.unwrap()
+    }
+
     /// Sends one request on a new connection.
     pub async fn request(
         &self,
