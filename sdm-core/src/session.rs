@@ -261,7 +261,9 @@ impl Session {
     /// [`connect`](Self::connect) with a chosen local port or address.
     pub async fn connect_with(&self, name: &str, options: ConnectOptions) -> Result<Tunnel> {
         self.core.check_open()?;
-        let resource = self.core.resolve(name).await?;
+        // A fresh list: a tunnel lives long, so it must not start from a stale grant.
+        let resources = self.core.fetch_resources().await?;
+        let resource = resolve(&resources, name)?.clone();
         let slot = self.core.lease_slot(resource.id);
         // Fail now, not on the first local connection, when the account may not connect.
         slot.get(&self.core.api, self.core.id).await?;

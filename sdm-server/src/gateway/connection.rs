@@ -37,7 +37,12 @@ pub(super) async fn handle(
     }
 }
 
-async fn serve(socket: TcpStream, peer: SocketAddr, config: &GatewayConfig, acceptor: &TlsAcceptor) {
+async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    config: &GatewayConfig,
+    acceptor: &TlsAcceptor,
+) {
     let greeting = tokio::time::timeout(config.handshake_timeout, greet(socket, acceptor)).await;
     let (mut client, lease_bytes, mut pending) = match greeting {
         Ok(Ok(parts)) => parts,
@@ -100,18 +105,28 @@ async fn serve(socket: TcpStream, peer: SocketAddr, config: &GatewayConfig, acce
         return;
     }
     tracing::debug!(%peer, resource = %upstream.resource_name, account = %lease.account_id, "connection open");
-    let result =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut remote, COPY_BUFFER, COPY_BUFFER).await;
+    let result = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut remote,
+        COPY_BUFFER,
+        COPY_BUFFER,
+    )
+    .await;
     match result {
         Ok((up, down)) => {
             tracing::debug!(%peer, resource = %upstream.resource_name, bytes_up = up, bytes_down = down, "connection closed")
         }
-        Err(e) => tracing::debug!(%peer, resource = %upstream.resource_name, error = %e, "connection ended"),
+        Err(e) => {
+            tracing::debug!(%peer, resource = %upstream.resource_name, error = %e, "connection ended")
+        }
     }
 }
 
 /// TLS, then the HELLO. Returns the lease bytes and whatever the client sent after the HELLO.
-async fn greet(socket: TcpStream, acceptor: &TlsAcceptor) -> Result<(Client, Vec<u8>, Vec<u8>), String> {
+async fn greet(
+    socket: TcpStream,
+    acceptor: &TlsAcceptor,
+) -> Result<(Client, Vec<u8>, Vec<u8>), String> {
     let mut client = acceptor
         .accept(socket)
         .await
@@ -159,7 +174,10 @@ async fn admit(config: &GatewayConfig, lease_bytes: &[u8]) -> Result<(Lease, Ups
     Ok((lease, upstream))
 }
 
-async fn connect_upstream(config: &GatewayConfig, upstream: &Upstream) -> Result<TcpStream, Denied> {
+async fn connect_upstream(
+    config: &GatewayConfig,
+    upstream: &Upstream,
+) -> Result<TcpStream, Denied> {
     let target = (upstream.host.as_str(), upstream.port);
     let refused = |reason: String| Denied {
         kind: ErrorKind::UpstreamRefused,

@@ -1,0 +1,290 @@
+//! Tunnels to a real PostgreSQL: drivers, psql, concurrency, large results, lifecycle.
+
+use std::time::Duration;
+
+use sdm_core::{ConnectOptions, ConnectionState, ErrorKind, ResourceKind, Session};
+use sdm_testkit::{EchoServer, free_port};
+
+use crate::common::{Fixture, eventually, pg, pg_client};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_list_connect_and_query() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.pg_resource("pgsql_1_31").await;
+    fx.tcp_resource("server-245a", echo.port(), None).await;
+    fx.pg_resource("payroll").await; // exists, but not granted
+    let session = fx
+        .session_with("etl-bot", &["pgsql_1_31", "server-245a"])
+        .await;
+    assert_eq!(session.account().name, "etl-bot");
+
+    let resources = session.list_resources().await.unwrap();
+    let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["pgsql_1_31", "server-245a"]);
+    assert_eq!(resources[0].kind, ResourceKind::Postgres);
+    assert_eq!(
+        resources[0].tags.get("env").map(String::as_str),
+        Some("test")
+    );
+    assert_eq!(resources[1].kind, ResourceKind::Tcp);
+
+    let tunnel = session.connect("pgsql").await.unwrap();
+    assert_eq!(tunnel.resource().name, "pgsql_1_31");
+    assert!(tunnel.local_addr().ip().is_loopback());
+    assert!(tunnel.is_open());
+
+    let client = pg_client(&tunnel.host(), tunnel.port()).await;
+    let row = client
+        .query_one("SELECT current_user::text, 40 + 2, version()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), pg().superuser());
+    assert_eq!(row.get::<_, i32>(1), 42);
+    assert!(row.get::<_, String>(2).starts_with("PostgreSQL"));
+
+    let status = session.status().await.unwrap();
+    let pgsql = &status.resources[0];
+    assert!(
+        matches!(pgsql.state, ConnectionState::Connected { local_addr, .. } if local_addr == tunnel.local_addr())
+    );
+    assert!(!status.resources[1].is_connected());
+    let table = status.to_string();
+    assert!(table.contains("DATASOURCE NAME"), "{table}");
+    assert!(
+        table.contains(&format!(
+            "pgsql_1_31          connected         {:<10}postgres",
+            tunnel.port()
+        )),
+        "{table}"
+    );
+    assert!(
+        table.contains("server-245a         not connected     -         tcp"),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_binary_queries_through_the_tunnel() {
+    let fx = Fixture::start().await;
+    fx.pg_resource("warehouse").await;
+    let session = fx.session_with("bi-extract", &["warehouse"]).await;
+    let tunnel = session.connect("ware").await.unwrap();
+    let (host, port) = (tunnel.host(), tunnel.port());
+    let out = tokio::task::spawn_blocking(move || {
+        let pg = pg();
+        std::process::Command::new(pg.bin("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                &host,
+                "-p",
+                &port.to_string(),
+                "-U",
+                pg.superuser(),
+                "-d",
+                "postgres",
+            ])
+            .args([
+                "-c",
+                "SELECT 'through-' || 'sdm', count(*) FROM generate_series(1, 1000)",
+            ])
+            .env("PGPASSWORD", pg.password())
+            .env("PGSSLMODE", "disable")
+            .env("PGCONNECT_TIMEOUT", "20")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "through-sdm|1000"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_share_one_tunnel() {
+    let fx = Fixture::start().await;
+    fx.pg_resource("pgsql").await;
+    let session = fx.session_with("etl", &["pgsql"]).await;
+    let tunnel = session.connect("pgsql").await.unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..8i32 {
+        let (host, port) = (tunnel.host(), tunnel.port());
+        tasks.push(tokio::spawn(async move {
+            let client = pg_client(&host, port).await;
+            let mut sum = 0i64;
+            for i in 0..25i32 {
+                let row = client
+                    .query_one("SELECT $1::int * 1000 + $2::int", &[&worker, &i])
+                    .await
+                    .unwrap();
+                sum += i64::from(row.get::<_, i32>(0));
+            }
+            sum
+        }));
+    }
+    for (worker, task) in tasks.into_iter().enumerate() {
+        let expected: i64 = (0..25).map(|i| worker as i64 * 1000 + i).sum();
+        assert_eq!(task.await.unwrap(), expected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_result_arrives_intact() {
+    let fx = Fixture::start().await;
+    fx.pg_resource("pgsql").await;
+    let session = fx.session_with("etl", &["pgsql"]).await;
+    let tunnel = session.connect("pgsql").await.unwrap();
+    let client = pg_client(&tunnel.host(), tunnel.port()).await;
+    // 48 rows of 1 MB each, every row a different letter: order and content are both checked.
+    let rows = client
+        .query(
+            "SELECT i, repeat(chr(65 + i % 26), 1000000) FROM generate_series(0, 47) AS i ORDER BY i",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 48);
+    for (i, row) in rows.iter().enumerate() {
+        let text: &str = row.get(1);
+        let letter = char::from(b'A' + (i % 26) as u8);
+        assert_eq!(text.len(), 1_000_000, "row {i}");
+        assert!(text.chars().all(|c| c == letter), "row {i} corrupted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_releases_the_port_and_it_can_be_reused() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo", echo.port(), None).await;
+    let session = fx.session_with("etl", &["echo"]).await;
+    let port = free_port();
+    let tunnel = session
+        .connect_with("echo", ConnectOptions::default().port(port))
+        .await
+        .unwrap();
+    assert_eq!(tunnel.port(), port);
+    assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+    tunnel.close();
+    tunnel.closed().await;
+    assert!(!tunnel.is_open());
+    assert!(tunnel.close_reason().is_none());
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+    );
+    assert!(!session.status().await.unwrap().resources[0].is_connected());
+
+    // Dropping closes too, and the same port is free again.
+    let again = session
+        .connect_with("echo", ConnectOptions::default().port(port))
+        .await
+        .unwrap();
+    assert_eq!(echo_once(again.local_addr()).await, b"ping");
+    drop(again);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_and_logout_close_tunnels() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo-a", echo.port(), None).await;
+    fx.tcp_resource("echo-b", echo.port(), None).await;
+    let session = fx.session_with("etl", &["echo-a", "echo-b"]).await;
+    let a = session.connect("echo-a").await.unwrap();
+    let b = session.connect("echo-b").await.unwrap();
+    session.disconnect("echo-a").await.unwrap();
+    assert!(!a.is_open());
+    assert!(b.is_open());
+    assert_eq!(
+        session
+            .disconnect("nothing-like-this")
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::ResourceNotFound
+    );
+    session.logout().await.unwrap();
+    assert!(!b.is_open());
+    assert_eq!(
+        session.list_resources().await.unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_override_is_used_and_a_taken_port_is_port_in_use() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    let fixed = free_port();
+    fx.tcp_resource("fixed-port", echo.port(), Some(fixed))
+        .await;
+    let session = fx.session_with("etl", &["fixed-port"]).await;
+    let tunnel = session.connect("fixed").await.unwrap();
+    assert_eq!(tunnel.port(), fixed);
+    let status = session.status().await.unwrap();
+    assert_eq!(status.resources[0].port(), Some(fixed));
+
+    // The port is now taken (by the first tunnel): a second one cannot listen there.
+    let err = session.connect("fixed").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PortInUse);
+    assert!(err.message().contains(&fixed.to_string()), "{err}");
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = other.local_addr().unwrap().port();
+    let err = session
+        .connect_with("fixed", ConnectOptions::default().port(taken))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PortInUse);
+    assert!(!err.retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_options_and_no_warm_connections() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo", echo.port(), None).await;
+    let token = fx.service_account("airflow").await;
+    fx.admin.grant("airflow", "echo").await.unwrap();
+    let session = Session::builder()
+        .token(&token)
+        .api_url(fx.server.api_url())
+        .labels([("dag_id", "nightly_etl"), ("task_id", "extract")])
+        .timeout(Duration::from_secs(20))
+        .warm_connections(0)
+        .login()
+        .await
+        .unwrap();
+    let tunnel = session.connect("echo").await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+    }
+}
+
+pub async fn echo_once(addr: std::net::SocketAddr) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).await.unwrap();
+    buf.to_vec()
+}
