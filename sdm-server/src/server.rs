@@ -123,6 +123,7 @@ impl Server {
             gateway_public_addr: None,
             gateway_name: "embedded".to_owned(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            gateway_handshake_timeout: GATEWAY_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -137,6 +138,7 @@ pub struct ServerBuilder {
     gateway_public_addr: Option<String>,
     gateway_name: String,
     lease_ttl: Duration,
+    gateway_handshake_timeout: Duration,
 }
 
 impl ServerBuilder {
@@ -175,6 +177,13 @@ impl ServerBuilder {
     /// registered by name, so a restart keeps the gateway's id.
     pub fn gateway_name(mut self, name: impl Into<String>) -> Self {
         self.gateway_name = name.into();
+        self
+    }
+
+    /// How long a client has to finish TLS and the gateway HELLO (default 10 s); slower
+    /// clients are dropped.
+    pub fn gateway_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.gateway_handshake_timeout = timeout;
         self
     }
 
@@ -575,7 +584,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         tls: gateway_tls,
         leases: LeaseVerifier::new([lease_public_key.clone()]),
         directory: Arc::new(StoreDirectory::new(store.clone())),
-        handshake_timeout: GATEWAY_HANDSHAKE_TIMEOUT,
+        handshake_timeout: b.gateway_handshake_timeout,
     })
     .await
     .map_err(|source| ServerError::Bind {
