@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests use, only those that are missing. Needs root (CI runs
-# as root); as another user it only reports what is missing.
+# Installs the Debian packages the test suites use, only those that are missing. Needs root
+# (CI runs as root); as another user it only reports what is missing.
 set -euo pipefail
 
-need=()
-have() { command -v "$1" >/dev/null 2>&1; }
-pg_bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+# One list for every suite: PostgreSQL server and client (Rust, C, Go, Python tests), libpq for
+# the C tests, pkg-config for linking libsdm, OpenSSH server and client for the CLI tests.
+packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client)
 
-have psql || need+=(postgresql-client)
-{ have initdb || [ -x "$(pg_bindir)/initdb" ]; } || need+=(postgresql)
-
-if [ ${#need[@]} -eq 0 ]; then
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
   echo "all system packages present"
   exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  echo "missing packages (install them as root): ${need[*]}" >&2
+  echo "missing packages (install them as root): ${missing[*]}" >&2
   exit 1
 fi
-echo "installing: ${need[*]}"
+echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}"
+# Debian's postgresql package would start a cluster of its own; the tests start theirs.
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -25,4 +25,11 @@ cargo test --workspace --release --locked
 step "quickstart example"
 cargo run --release --locked --example quickstart
 
+# Suites of the other surfaces (C, Go, Python, …): one script each, run in name order.
+for suite in scripts/suites/*.sh; do
+  [ -e "$suite" ] || continue
+  step "suite $(basename "$suite" .sh)"
+  "$suite"
+done
+
 step "all test suites passed"

@@ -98,7 +98,9 @@ impl Setup {
         .with_root_certificates(roots)
         .with_no_client_auth();
         config.alpn_protocols = vec![b"sdm/1".to_vec()];
-        let tcp = TcpStream::connect(self.server.gateway_addr()).await.unwrap();
+        let tcp = TcpStream::connect(self.server.gateway_addr())
+            .await
+            .unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
             .await
@@ -120,7 +122,10 @@ impl Setup {
                     return reply;
                 }
             }
-            let n = tokio::time::timeout(WAIT, tls.read(&mut chunk)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(WAIT, tls.read(&mut chunk))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "the gateway closed without a reply");
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -128,10 +133,16 @@ impl Setup {
 
     /// The real client still gets through.
     async fn still_serves(&self) {
-        let mut stream = tokio::time::timeout(WAIT, self.session.dial("echo")).await.unwrap().unwrap();
+        let mut stream = tokio::time::timeout(WAIT, self.session.dial("echo"))
+            .await
+            .unwrap()
+            .unwrap();
         stream.write_all(b"alive").await.unwrap();
         let mut back = [0u8; 5];
-        tokio::time::timeout(WAIT, stream.read_exact(&mut back)).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, stream.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&back, b"alive");
     }
 }
@@ -196,7 +207,10 @@ async fn forged_tampered_expired_and_foreign_leases_are_refused() {
     let mut elsewhere = s.lease();
     elsewhere.resource_id = Uuid::new_v4();
     let (kind, _) = refused(s.present(&signer.sign(&elsewhere)).await);
-    assert!(matches!(kind, ErrorKind::ResourceNotFound | ErrorKind::Forbidden), "{kind}");
+    assert!(
+        matches!(kind, ErrorKind::ResourceNotFound | ErrorKind::Forbidden),
+        "{kind}"
+    );
 
     let (kind, _) = refused(s.present(b"not a lease at all").await);
     assert_eq!(kind, ErrorKind::Unauthenticated);
@@ -208,9 +222,14 @@ async fn forged_tampered_expired_and_foreign_leases_are_refused() {
 async fn garbage_after_tls_gets_an_error_and_a_close() {
     let s = setup().await;
     let mut tls = s.tls().await;
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 2048];
-    let n = tokio::time::timeout(WAIT, tls.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let (reply, _) = handshake::decode_reply(&buf[..n]).unwrap().unwrap();
     let (kind, message) = refused(reply);
     assert_eq!(kind, ErrorKind::InvalidArgument);
@@ -224,13 +243,18 @@ async fn plaintext_garbage_and_half_handshakes_are_dropped() {
     let s = setup().await;
     // Not TLS at all.
     let mut plain = TcpStream::connect(s.server.gateway_addr()).await.unwrap();
-    plain.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3]).await.unwrap();
+    plain
+        .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3])
+        .await
+        .unwrap();
     plain.write_all(b"\x00garbage\r\n").await.unwrap();
     assert!(closed_by_peer(&mut plain).await);
 
     // Half a TLS record, then silence: dropped after the handshake timeout.
     let mut half = TcpStream::connect(s.server.gateway_addr()).await.unwrap();
-    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .await
+        .unwrap();
     // TLS done, half a HELLO, then silence.
     let mut stalled_hello = s.tls().await;
     stalled_hello.write_all(b"SDMG\x01\x00\x00").await.unwrap();
@@ -240,9 +264,18 @@ async fn plaintext_garbage_and_half_handshakes_are_dropped() {
     // Others are served while the stallers wait.
     s.still_serves().await;
 
-    assert!(closed_by_peer(&mut half).await, "half a TLS handshake was not dropped");
-    assert!(closed_by_peer(&mut stalled_hello).await, "half a HELLO was not dropped");
-    assert!(closed_by_peer(&mut silent).await, "a silent client was not dropped");
+    assert!(
+        closed_by_peer(&mut half).await,
+        "half a TLS handshake was not dropped"
+    );
+    assert!(
+        closed_by_peer(&mut stalled_hello).await,
+        "half a HELLO was not dropped"
+    );
+    assert!(
+        closed_by_peer(&mut silent).await,
+        "a silent client was not dropped"
+    );
     s.still_serves().await;
 }
 
@@ -252,7 +285,10 @@ async fn an_oversized_lease_length_is_refused_without_reading_it() {
     let mut tls = s.tls().await;
     tls.write_all(b"SDMG\x01\x00\xff\xff").await.unwrap();
     let mut buf = vec![0u8; 2048];
-    let n = tokio::time::timeout(WAIT, tls.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(WAIT, tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let (reply, _) = handshake::decode_reply(&buf[..n]).unwrap().unwrap();
     let (kind, message) = refused(reply);
     assert_eq!(kind, ErrorKind::InvalidArgument);
