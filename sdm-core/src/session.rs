@@ -252,6 +252,16 @@ impl Session {
         self.core.fetch_resources().await
     }
 
+    /// The granted resource `name` picks, by the rules of [`connect`](Self::connect): an exact
+    /// name or id, else a unique case-insensitive name, else a unique substring. Reads a fresh
+    /// list. Fails with [`ErrorKind::ResourceNotFound`] or [`ErrorKind::AmbiguousResource`]
+    /// (with [`Error::candidates`]).
+    pub async fn resolve(&self, name: &str) -> Result<Resource> {
+        self.core.check_open()?;
+        let resources = self.core.fetch_resources().await?;
+        resolve(&resources, name).cloned()
+    }
+
     /// Opens a tunnel to the resource `name` (an exact name, else a unique substring): a local
     /// listener on 127.0.0.1 that any driver can connect to.
     pub async fn connect(&self, name: &str) -> Result<Tunnel> {

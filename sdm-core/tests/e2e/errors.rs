@@ -120,6 +120,12 @@ async fn ungranted_and_ambiguous_names() {
     assert_eq!(err.kind(), ErrorKind::AmbiguousResource);
     assert_eq!(err.candidates(), ["pg-analytics", "pg-billing"]);
     assert!(err.message().contains("pg-analytics, pg-billing"), "{err}");
+    // resolve() picks by the same rules without connecting.
+    assert_eq!(session.resolve("billing").await.unwrap().name, "pg-billing");
+    let err = session.resolve("pg-").await.unwrap_err();
+    assert_eq!(err.candidates(), ["pg-analytics", "pg-billing"]);
+    let err = session.resolve("secret").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ResourceNotFound);
 
     // A grant removed after listing: connect no longer sees it.
     session.connect("billing").await.unwrap().close();
