@@ -1,0 +1,178 @@
+"""``Tunnel``: a local address that carries connections to a resource."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Optional, Tuple, Type
+from urllib.parse import quote, urlencode
+
+from . import _native
+from .errors import Error, InvalidArgumentError
+from ._resource import Resource
+
+__all__ = ["Tunnel"]
+
+# SQLAlchemy drivers whose URLs take libpq's sslmode parameter.
+_LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg_async", "psycopg2cffi")
+
+
+class Tunnel:
+    """An open tunnel: point any driver at ``host``/``port`` (``address``).
+
+    Open until ``close()``, the end of its ``with`` block, ``Session.disconnect()``,
+    ``Session.logout()``/``close()``, or until access is revoked (``close_reason`` then says
+    why). The session keeps it open while it lives, so it need not be kept in a variable.
+
+    A tunnel belongs to the process that opened it: in a forked child, ``is_open`` is false and
+    ``close()`` leaves the parent's tunnel alone; open the child's own tunnels there.
+    """
+
+    __slots__ = ("_raw", "_resource", "__weakref__")
+
+    def __init__(self, raw: _native.RawTunnel) -> None:
+        self._raw = raw
+        self._resource = Resource._from_raw(raw.resource)
+
+    @property
+    def resource(self) -> Resource:
+        """The resource this tunnel reaches."""
+        return self._resource
+
+    @property
+    def host(self) -> str:
+        """The local IP address, e.g. ``"127.0.0.1"``."""
+        return self._raw.host
+
+    @property
+    def port(self) -> int:
+        """The local port."""
+        return self._raw.port
+
+    @property
+    def address(self) -> Tuple[str, int]:
+        """``(host, port)``, as ``socket.create_connection`` takes it."""
+        return (self._raw.host, self._raw.port)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the tunnel accepts connections."""
+        return self._raw.is_open
+
+    @property
+    def active_connections(self) -> int:
+        """Local connections the tunnel carries now."""
+        return self._raw.active_connections
+
+    @property
+    def close_reason(self) -> Optional[Error]:
+        """Why the tunnel closed when something other than its owner closed it, e.g. an
+        ``UnauthenticatedError`` after the account was suspended; else ``None``."""
+        reason = self._raw.close_reason
+        return reason if isinstance(reason, Error) else None
+
+    def close(self) -> None:
+        """Closes the tunnel and its connections; returns once the local port is free."""
+        self._raw.close()
+
+    async def aclose(self) -> None:
+        """``close()`` for async code: awaits until the local port is free."""
+        await self._raw.close_async()
+
+    def dsn(
+        self,
+        dbname: Optional[str] = None,
+        *,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+    ) -> str:
+        """A PostgreSQL connection URI for this tunnel, for psycopg, asyncpg, libpq and psql.
+
+        ``postgresql://[user[:password]@]127.0.0.1:PORT[/dbname]?sslmode=disable``. The hop to
+        the tunnel is local and the tunnel itself is TLS, so the driver does not negotiate TLS.
+        ``user``/``password`` are for a database that asks the client to log in.
+        """
+        self._require_postgres("dsn")
+        return self._url("postgresql", dbname, user, password, {"sslmode": "disable"})
+
+    def sqlalchemy_url(
+        self,
+        driver: str = "psycopg",
+        *,
+        dbname: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+    ) -> str:
+        """A SQLAlchemy URL for this tunnel, e.g. ``postgresql+psycopg://127.0.0.1:PORT/app``.
+
+        ``driver`` is the SQLAlchemy dialect driver: ``"psycopg"`` (psycopg 3), ``"psycopg2"``,
+        ``"pg8000"``, ``"asyncpg"``, … For libpq-based drivers the URL sets
+        ``sslmode=disable`` (see ``dsn()``).
+        """
+        self._require_postgres("sqlalchemy_url")
+        if not driver or not driver.replace("_", "").isalnum():
+            raise InvalidArgumentError(f"invalid SQLAlchemy driver name {driver!r}")
+        query = {"sslmode": "disable"} if driver in _LIBPQ_DRIVERS else {}
+        return self._url(f"postgresql+{driver}", dbname, user, password, query)
+
+    def _require_postgres(self, what: str) -> None:
+        if self._resource.kind != "postgres":
+            raise InvalidArgumentError(
+                f"{what}() is for postgres resources; {self._resource.name!r} is "
+                f"{self._resource.kind!r}: connect to {self.host}:{self.port} directly"
+            )
+
+    def _url(
+        self,
+        scheme: str,
+        dbname: Optional[str],
+        user: Optional[str],
+        password: Optional[str],
+        query: dict[str, str],
+    ) -> str:
+        credentials = ""
+        if user is not None:
+            credentials = quote(user, safe="")
+            if password is not None:
+                credentials += ":" + quote(password, safe="")
+            credentials += "@"
+        elif password is not None:
+            raise InvalidArgumentError("a password needs a user")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = "/" + quote(dbname, safe="") if dbname else ""
+        suffix = "?" + urlencode(query) if query else ""
+        return f"{scheme}://{credentials}{host}:{self.port}{path}{suffix}"
+
+    def __enter__(self) -> Tunnel:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Tunnel:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        await self.aclose()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError(
+            "an sdm.Tunnel belongs to the process that opened it and cannot be pickled; "
+            "pass the Session to the other process and connect there"
+        )
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        if self._raw.pid != os.getpid():
+            state = f"of process {self._raw.pid}"
+        return f"<sdm.Tunnel {self._resource.name!r} at {self.host}:{self.port} {state}>"

@@ -1,0 +1,207 @@
+"""Shared fixtures: a real sdm installation (sdm-server, PostgreSQL, an echo server) started by
+`sdm-fixture`, and helpers. Every wait here is bounded."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+import sdm
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE_BIN = Path(os.environ.get("SDM_FIXTURE_BIN", ROOT / "target" / "release" / "sdm-fixture"))
+# Bounds of waits (not expectations): a healthy run takes a fraction of these.
+START_TIMEOUT = 120.0
+COMMAND_TIMEOUT = 60.0
+
+
+class Fixture:
+    """A running `sdm-fixture`: its description (`info`) and its command channel."""
+
+    def __init__(self, *args: str) -> None:
+        if not FIXTURE_BIN.exists():
+            pytest.fail(
+                f"{FIXTURE_BIN} is missing: build it with `cargo build --release -p sdm-fixture`"
+            )
+        self.proc = subprocess.Popen(
+            [str(FIXTURE_BIN), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        first = self._next_line(START_TIMEOUT, "start")
+        self.info: Dict[str, Any] = json.loads(first)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _next_line(self, timeout: float, what: str) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            pytest.fail(f"sdm-fixture gave no answer to {what!r} within {timeout:.0f} s")
+        if line is None:
+            pytest.fail(f"sdm-fixture exited (code {self.proc.poll()}) before answering {what!r}")
+        return line
+
+    def __getitem__(self, key: str) -> Any:
+        return self.info[key]
+
+    def command(self, line: str) -> Dict[str, Any]:
+        """Sends one command (`account NAME`, `grant A R`, `suspend A`, …); fails the test when
+        the fixture reports an error."""
+        with self._lock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+            answer: Dict[str, Any] = json.loads(self._next_line(COMMAND_TIMEOUT, line))
+        if not answer.get("ok"):
+            pytest.fail(f"sdm-fixture command {line!r} failed: {answer.get('error')}")
+        return answer
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def fixture() -> Iterator[Fixture]:
+    """sdm-server + PostgreSQL + echo server, with the service account `etl`."""
+    f = Fixture()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture(scope="session")
+def short_lease_fixture() -> Iterator[Fixture]:
+    """A second installation without PostgreSQL whose leases live 10 s (the shortest the server
+    allows), so revocation shows up
+    in open tunnels within about 5 s."""
+    f = Fixture("--no-postgres", "--lease-ttl", "10")
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+@pytest.fixture()
+def session(fixture: Fixture) -> Iterator[sdm.Session]:
+    """A fresh login of `etl`, closed after the test."""
+    with sdm.login(fixture["token"], labels={"test": "pytest"}) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def pg(fixture: Fixture) -> Dict[str, Any]:
+    """The PostgreSQL credentials (no credential injection yet: drivers log in themselves)."""
+    info: Dict[str, Any] = fixture["pg"]
+    return info
+
+
+_account_counter = [0]
+
+
+@pytest.fixture()
+def new_account(fixture: Fixture) -> Any:
+    """Creates a fresh service account with the given grants; returns (name, token)."""
+
+    def make(*grants: str, on: Fixture = fixture) -> "tuple[str, str]":
+        _account_counter[0] += 1
+        name = f"acct-{os.getpid()}-{_account_counter[0]}"
+        token = on.command(f"account {name}")["token"]
+        for resource in grants:
+            on.command(f"grant {name} {resource}")
+        return name, token
+
+    return make
+
+
+class SilentServer:
+    """A TCP listener that accepts connections and never answers: an sdm API that hangs.
+
+    `accepted` is set when a client connects; `wait_client_gone()` waits until the client closed
+    the connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port: int = self.sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.accepted = threading.Event()
+        self.conns: List[socket.socket] = []
+        self.on_accept: Optional[Any] = None
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            self.accepted.set()
+            if self.on_accept is not None:
+                self.on_accept(conn)
+
+    def wait_client_gone(self, timeout: float) -> bool:
+        """True once the first client closed its connection (reads until EOF)."""
+        if not self.accepted.wait(timeout) or not self.conns:
+            return False
+        conn = self.conns[0]
+        conn.settimeout(timeout)
+        try:
+            while conn.recv(65536):
+                pass
+        except socket.timeout:
+            return False
+        except OSError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture()
+def silent_server() -> Iterator[SilentServer]:
+    s = SilentServer()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def query_psycopg(dsn: str, sql: str = "select 1") -> Any:
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=30) as conn:
+        row = conn.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
