@@ -1,0 +1,431 @@
+//! What the agent holds: one `sdm_core::Session` and its tunnels, and how each request acts on
+//! them.
+
+use std::sync::Mutex as StdMutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sdm_core::{ConnectOptions, ConnectionState, ResourceClass, Session, Status, Tunnel};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+
+use crate::protocol::{
+    AccountInfo, AgentInfo, ErrorReply, Failure, NOT_LOGGED_IN, PROTOCOL_VERSION, Reply, Request,
+    ResourceRow, SessionInfo, StatusReport, TunnelInfo,
+};
+
+/// Bound on telling the server about a logout when the agent stops.
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on waiting for a request in progress before the agent stops anyway.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The agent's state, shared by every connection.
+pub(crate) struct Agent {
+    started_at: i64,
+    inner: Mutex<Inner>,
+    /// What `ping` reports, readable while a long request holds `inner`.
+    snapshot: StdMutex<(Option<SessionInfo>, usize)>,
+    stop: watch::Sender<bool>,
+    stopped: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Inner {
+    session: Option<Active>,
+    tunnels: Vec<Tunnel>,
+}
+
+struct Active {
+    session: Session,
+    info: SessionInfo,
+}
+
+impl Agent {
+    pub(crate) fn new() -> Agent {
+        Agent {
+            started_at: now(),
+            inner: Mutex::new(Inner::default()),
+            snapshot: StdMutex::new((None, 0)),
+            stop: watch::channel(false).0,
+            stopped: watch::channel(false).0,
+        }
+    }
+
+    /// Resolves once something asked the agent to stop (a logout).
+    pub(crate) async fn stop_requested(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// A receiver that turns true when the agent stops.
+    pub(crate) fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Asks the main loop to stop.
+    pub(crate) fn request_stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Called by the main loop once the socket is gone and the lock released.
+    pub(crate) fn mark_stopped(&self) {
+        self.stop.send_replace(true);
+        self.stopped.send_replace(true);
+    }
+
+    /// The agent and its session, as `ping` reports it.
+    pub(crate) fn info(&self) -> AgentInfo {
+        let (session, tunnels) = self.snapshot.lock().map(|s| s.clone()).unwrap_or((None, 0));
+        AgentInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol: PROTOCOL_VERSION,
+            started_at: self.started_at,
+            session,
+            tunnels,
+        }
+    }
+
+    /// Logs in, replacing the current session (whose tunnels close) only once the new one works.
+    pub(crate) async fn login(
+        &self,
+        token: String,
+        api_url: Option<String>,
+    ) -> Result<Option<AccountInfo>, sdm_core::Error> {
+        let mut builder = Session::builder().token(token);
+        if let Some(url) = api_url {
+            builder = builder.api_url(url);
+        }
+        let session = builder.login().await?;
+        let info = SessionInfo {
+            account: account_info(&session),
+            id: session.id(),
+            api_url: session.api_url().to_owned(),
+            logged_in_at: now(),
+        };
+        tracing::info!(account = %info.account.name, session = %info.id, api = %info.api_url, "logged in");
+        let mut inner = self.inner.lock().await;
+        inner.tunnels.clear();
+        let old = inner.session.replace(Active { session, info });
+        self.publish(&inner);
+        drop(inner);
+        Ok(match old {
+            Some(old) => {
+                end(old.session).await;
+                Some(old.info.account)
+            }
+            None => None,
+        })
+    }
+
+    /// Ends the session (if any) on the server and closes every tunnel. Returns a warning when
+    /// the server could not be told.
+    pub(crate) async fn end_session(&self) -> Option<String> {
+        let mut inner = match tokio::time::timeout(BUSY_TIMEOUT, self.inner.lock()).await {
+            Ok(inner) => inner,
+            Err(_) => {
+                return Some(
+                    "a request in progress did not finish; the session was not ended on the server"
+                        .into(),
+                );
+            }
+        };
+        inner.tunnels.clear();
+        let active = inner.session.take();
+        self.publish(&inner);
+        drop(inner);
+        match active {
+            Some(active) => end(active.session).await,
+            None => None,
+        }
+    }
+
+    /// Answers every request but `Logout` (which the connection handles with the main loop).
+    pub(crate) async fn handle(&self, request: Request) -> Reply {
+        let result = match request {
+            Request::Ping => Ok(Reply::Agent(self.info())),
+            Request::Login { token, api_url } => match self.login(token, api_url).await {
+                Ok(replaced) => Ok(Reply::LoggedIn {
+                    agent: self.info(),
+                    replaced,
+                }),
+                Err(e) => Err(ErrorReply::from(&e)),
+            },
+            Request::Status => self.status().await,
+            Request::Connect { name, port } => self.connect(&name, port).await,
+            Request::ConnectAll => self.connect_all().await,
+            Request::Disconnect { name } => self.disconnect(Some(&name)).await,
+            Request::DisconnectAll => self.disconnect(None).await,
+            Request::Logout => Ok(Reply::LoggedOut {
+                warning: self.end_session().await,
+            }),
+        };
+        result.unwrap_or_else(Reply::Error)
+    }
+
+    /// Waits until the main loop has stopped listening and let go of the lock.
+    pub(crate) async fn wait_stopped(&self) {
+        let mut rx = self.stopped.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    async fn status(&self) -> Result<Reply, ErrorReply> {
+        let mut inner = self.inner.lock().await;
+        prune(&mut inner);
+        let active = logged_in(&inner)?;
+        let status = active.session.status().await.map_err(|e| err(&e))?;
+        let report = report(&active.info, &status);
+        let table = status.to_string();
+        self.publish(&inner);
+        Ok(Reply::Status {
+            status: report,
+            table,
+        })
+    }
+
+    async fn connect(&self, name: &str, port: Option<u16>) -> Result<Reply, ErrorReply> {
+        let mut inner = self.inner.lock().await;
+        prune(&mut inner);
+        let session = logged_in(&inner)?.session.clone();
+        let resource = session.resolve(name).await.map_err(|e| err(&e))?;
+        if let Some(open) = inner
+            .tunnels
+            .iter()
+            .find(|t| t.resource().id == resource.id)
+        {
+            if let Some(p) = port.filter(|p| *p != open.port()) {
+                return Err(ErrorReply::new(
+                    sdm_core::ErrorKind::InvalidArgument.as_str(),
+                    format!(
+                        "{} is already connected on {}; run `sdm disconnect {}` first to move it \
+                         to port {p}",
+                        resource.name,
+                        open.local_addr(),
+                        resource.name
+                    ),
+                ));
+            }
+            return Ok(Reply::Connected {
+                tunnel: tunnel_info(open),
+                already: true,
+            });
+        }
+        let mut options = ConnectOptions::default();
+        if let Some(p) = port {
+            options = options.port(p);
+        }
+        let tunnel = session
+            .connect_with(&resource.id.to_string(), options)
+            .await
+            .map_err(|e| err(&e))?;
+        tracing::info!(resource = %resource.name, addr = %tunnel.local_addr(), "connected");
+        let info = tunnel_info(&tunnel);
+        inner.tunnels.push(tunnel);
+        self.publish(&inner);
+        Ok(Reply::Connected {
+            tunnel: info,
+            already: false,
+        })
+    }
+
+    async fn connect_all(&self) -> Result<Reply, ErrorReply> {
+        let mut inner = self.inner.lock().await;
+        prune(&mut inner);
+        let session = logged_in(&inner)?.session.clone();
+        let resources = session.list_resources().await.map_err(|e| err(&e))?;
+        let mut tasks = JoinSet::new();
+        for resource in resources {
+            if inner.tunnels.iter().any(|t| t.resource().id == resource.id) {
+                continue;
+            }
+            let session = session.clone();
+            tasks.spawn(async move {
+                let result = session
+                    .connect_with(&resource.id.to_string(), ConnectOptions::default())
+                    .await;
+                (resource.name, result)
+            });
+        }
+        let mut failures = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(tunnel))) => {
+                    tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), "connected");
+                    inner.tunnels.push(tunnel);
+                }
+                Ok((resource, Err(e))) => failures.push(Failure {
+                    resource,
+                    error: err(&e),
+                }),
+                Err(e) => failures.push(Failure {
+                    resource: String::new(),
+                    error: ErrorReply::new("internal", format!("a connect task failed: {e}")),
+                }),
+            }
+        }
+        inner
+            .tunnels
+            .sort_by(|a, b| a.resource().name.cmp(&b.resource().name));
+        failures.sort_by(|a, b| a.resource.cmp(&b.resource));
+        self.publish(&inner);
+        Ok(Reply::ConnectedAll {
+            tunnels: inner.tunnels.iter().map(tunnel_info).collect(),
+            failures,
+        })
+    }
+
+    async fn disconnect(&self, name: Option<&str>) -> Result<Reply, ErrorReply> {
+        let mut inner = self.inner.lock().await;
+        prune(&mut inner);
+        let session = logged_in(&inner)?.session.clone();
+        match name {
+            Some(name) => session.disconnect(name).await.map_err(|e| err(&e))?,
+            None => session.disconnect_all().await,
+        }
+        let mut resources = Vec::new();
+        inner.tunnels.retain(|t| {
+            if t.is_open() {
+                true
+            } else {
+                resources.push(t.resource().name.clone());
+                false
+            }
+        });
+        for r in &resources {
+            tracing::info!(resource = %r, "disconnected");
+        }
+        self.publish(&inner);
+        Ok(Reply::Disconnected { resources })
+    }
+
+    fn publish(&self, inner: &Inner) {
+        if let Ok(mut snapshot) = self.snapshot.lock() {
+            *snapshot = (
+                inner.session.as_ref().map(|a| a.info.clone()),
+                inner.tunnels.iter().filter(|t| t.is_open()).count(),
+            );
+        }
+    }
+}
+
+/// Ends a session on the server, within [`LOGOUT_TIMEOUT`]; a warning when that failed.
+async fn end(session: Session) -> Option<String> {
+    let account = session.account().name.clone();
+    match tokio::time::timeout(LOGOUT_TIMEOUT, session.logout()).await {
+        Ok(Ok(())) => {
+            tracing::info!(%account, "logged out");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%account, error = %e, "the server could not be told about the logout");
+            Some(format!(
+                "the session of {account} could not be ended on the server: {}",
+                e.message()
+            ))
+        }
+        Err(_) => {
+            tracing::warn!(%account, "logging out on the server timed out");
+            Some(format!(
+                "the session of {account} could not be ended on the server: no answer within {} s",
+                LOGOUT_TIMEOUT.as_secs()
+            ))
+        }
+    }
+}
+
+/// Forgets tunnels that closed on their own (access revoked), logging why.
+fn prune(inner: &mut Inner) {
+    inner.tunnels.retain(|t| {
+        if t.is_open() {
+            return true;
+        }
+        match t.close_reason() {
+            Some(reason) => {
+                tracing::warn!(resource = %t.resource().name, error = %reason, "tunnel closed")
+            }
+            None => tracing::info!(resource = %t.resource().name, "tunnel closed"),
+        }
+        false
+    });
+}
+
+fn logged_in(inner: &Inner) -> Result<&Active, ErrorReply> {
+    inner.session.as_ref().ok_or_else(|| {
+        ErrorReply::new(
+            NOT_LOGGED_IN,
+            "not logged in: the sdm agent runs but has no session; run `sdm login`",
+        )
+    })
+}
+
+fn err(e: &sdm_core::Error) -> ErrorReply {
+    ErrorReply::from(e)
+}
+
+fn account_info(session: &Session) -> AccountInfo {
+    let a = session.account();
+    AccountInfo {
+        id: a.id,
+        name: a.name.clone(),
+        kind: a.kind,
+    }
+}
+
+fn tunnel_info(t: &Tunnel) -> TunnelInfo {
+    TunnelInfo {
+        resource: t.resource().name.clone(),
+        kind: t.resource().kind.clone(),
+        local_address: t.local_addr().to_string(),
+        port: t.port(),
+    }
+}
+
+/// The data behind the status table.
+pub(crate) fn report(session: &SessionInfo, status: &Status) -> StatusReport {
+    let resources = status
+        .resources
+        .iter()
+        .map(|row| {
+            let (local_address, connections) = match &row.state {
+                ConnectionState::Connected {
+                    local_addr,
+                    connections,
+                } => (Some(local_addr.to_string()), *connections),
+                _ => (None, 0),
+            };
+            let r = &row.resource;
+            ResourceRow {
+                id: r.id,
+                name: r.name.clone(),
+                kind: r.kind.clone(),
+                class: match r.kind.class() {
+                    ResourceClass::Server => "server".to_owned(),
+                    ResourceClass::Datasource => "datasource".to_owned(),
+                },
+                tags: r.tags.clone(),
+                healthy: r.healthy,
+                status: if row.is_connected() {
+                    "connected".to_owned()
+                } else {
+                    "not_connected".to_owned()
+                },
+                port: row.port(),
+                port_override: r.port_override,
+                local_address,
+                connections,
+            }
+        })
+        .collect();
+    StatusReport {
+        account: session.account.clone(),
+        api_url: session.api_url.clone(),
+        resources,
+    }
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,370 @@
+//! The command line: every command, option and help text.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+/// Reach databases and servers with a service account token.
+///
+/// `sdm login` starts a local agent that holds the session and its tunnels; `status`,
+/// `connect`, `disconnect` and `logout` talk to it. Exit codes are listed in the README of
+/// sdm-cli.
+#[derive(Debug, Parser)]
+#[command(name = "sdm", version, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// The agent's directory (socket, pid file, log). Default: ~/.sdm
+    #[arg(long, global = true, env = "SDM_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in with a token and start the agent if none runs (returns once it is ready).
+    ///
+    /// The token comes from --token, else SDM_ADMIN_TOKEN, else SDM_SERVICE_TOKEN; it is
+    /// passed to the agent over its socket and kept in memory only, so it can be dropped from
+    /// the environment afterwards. Logging in again replaces the session (its tunnels close).
+    Login(LoginArgs),
+    /// End the session, close every tunnel and stop the agent.
+    Logout,
+    /// Show every granted resource and whether a tunnel to it is open.
+    Status(JsonArg),
+    /// Open a tunnel to a resource (exact name, else a unique substring), or to all of them.
+    ///
+    /// The tunnel listens on 127.0.0.1: on PORT if given, else on the port the admin fixed for
+    /// the resource, else on a free port. It lives in the agent until `sdm disconnect` or
+    /// `sdm logout`.
+    #[command(group(ArgGroup::new("target").required(true).args(["name", "all"])))]
+    Connect(ConnectArgs),
+    /// Close the tunnel to a resource, or every tunnel.
+    #[command(group(ArgGroup::new("target").required(true).args(["name", "all"])))]
+    Disconnect(DisconnectArgs),
+    /// Exit 0 when the agent runs and is logged in; print details.
+    Ready(JsonArg),
+    /// Run the agent: in the foreground, or with --daemon in the background.
+    ///
+    /// With a token (--token, SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN) it logs in at once;
+    /// otherwise it waits for `sdm login`. SIGTERM, SIGINT and SIGHUP stop it cleanly.
+    Listen(ListenArgs),
+    /// Manage accounts, resources and grants (needs an admin token).
+    Admin(AdminArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The token (prefer the environment: a command line is visible to other users).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Resource name or a unique part of it.
+    pub name: Option<String>,
+    /// Local port to listen on.
+    #[arg(value_parser = clap::value_parser!(u16).range(1..), conflicts_with = "all")]
+    pub port: Option<u16>,
+    /// Connect every granted resource not connected yet.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    /// Resource name or a unique part of it.
+    pub name: Option<String>,
+    /// Close every tunnel.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Start the agent in the background and return once it is ready.
+    #[arg(long)]
+    pub daemon: bool,
+    /// Log in with this token at start (prefer the environment).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The admin token (default: SDM_ADMIN_TOKEN; prefer the environment).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Service accounts (and admins): create, list, suspend, unsuspend, delete, rotate.
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    /// Datasources (databases).
+    #[command(subcommand)]
+    Datasources(DatasourcesCommand),
+    /// Servers reached over SSH or raw TCP.
+    #[command(subcommand)]
+    Servers(ServersCommand),
+    /// Every resource: list or delete.
+    #[command(subcommand)]
+    Resources(ResourcesCommand),
+    /// Grant a resource to an account.
+    Grant(GrantArgs),
+    /// Remove a grant.
+    Revoke(GrantArgs),
+    /// Organisation settings.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+    /// The connection audit trail.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// Create a service account; its token is printed once, alone on stdout.
+    Create {
+        /// Account name: 1 to 64 letters, digits, '.', '_' or '-'.
+        name: String,
+    },
+    /// List every account; service accounts are marked `service`.
+    List,
+    /// Refuse the account's logins and connections until unsuspended.
+    Suspend {
+        /// Account name or id.
+        name: String,
+    },
+    /// Let a suspended account in again.
+    Unsuspend {
+        /// Account name or id.
+        name: String,
+    },
+    /// Delete the account with its tokens and grants.
+    Delete {
+        /// Account name or id.
+        name: String,
+    },
+    /// Revoke the account's tokens and print a new one, once, alone on stdout.
+    Rotate {
+        /// Account name or id.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasourcesCommand {
+    /// Add a datasource.
+    Add(DatasourceAddArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DatasourceKind {
+    /// PostgreSQL.
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("secret").required(true).args(["password", "password_stdin"])))]
+pub struct DatasourceAddArgs {
+    /// What it speaks.
+    #[arg(value_enum)]
+    pub kind: DatasourceKind,
+    /// Resource name: 1 to 64 letters, digits, '.', '_' or '-'.
+    pub name: String,
+    /// Host name or IP address the gateway connects to.
+    #[arg(long)]
+    pub hostname: String,
+    /// Port the gateway connects to.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Database name.
+    #[arg(long)]
+    pub database: String,
+    /// User the gateway logs in as.
+    #[arg(long)]
+    pub username: String,
+    /// Password (stored encrypted; prefer --password-stdin: a command line is visible to
+    /// other users).
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub common: ResourceOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServersCommand {
+    /// Add a server.
+    Add(ServerAddArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerKind {
+    /// An SSH server.
+    Ssh,
+    /// Any TCP service, passed through untouched.
+    Tcp,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerAddArgs {
+    /// What it speaks.
+    #[arg(value_enum)]
+    pub kind: ServerKind,
+    /// Resource name: 1 to 64 letters, digits, '.', '_' or '-'.
+    pub name: String,
+    /// Host name or IP address the gateway connects to.
+    #[arg(long)]
+    pub hostname: String,
+    /// Port the gateway connects to.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    #[command(flatten)]
+    pub common: ResourceOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ResourceOptions {
+    /// A fixed local port for every client's tunnel.
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port_override: Option<u16>,
+    /// Tags: key=value pairs separated by commas.
+    #[arg(long, value_name = "K=V,...", value_parser = parse_tags)]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResourcesCommand {
+    /// List every resource.
+    List,
+    /// Delete a resource and its grants.
+    Delete {
+        /// Resource name or id.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Account name or id.
+    pub account: String,
+    /// Resource name or id.
+    pub resource: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Port overrides: connect every granted resource on its fixed port at login.
+    PortOverrides {
+        /// Turn automatic connection on login on or off.
+        #[arg(long, value_enum)]
+        auto_connect: OnOff,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this account.
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Only this resource.
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// Only connections since this time (Unix seconds).
+    #[arg(long)]
+    pub since: Option<i64>,
+}
+
+/// `k=v,k2=v2` → a map; keys must be non-empty and unique.
+pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut tags = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(format!("{pair:?} has an empty key"));
+        }
+        if tags
+            .insert(key.to_owned(), value.trim().to_owned())
+            .is_some()
+        {
+            return Err(format!("tag {key:?} is given twice"));
+        }
+    }
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn tags_parse_and_bad_ones_are_refused() {
+        let t = parse_tags("env=prod, team=data,,").unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t["env"], "prod");
+        assert_eq!(parse_tags("a=").unwrap()["a"], "");
+        assert!(parse_tags("novalue").is_err());
+        assert!(parse_tags("=x").is_err());
+        assert!(parse_tags("a=1,a=2").is_err());
+    }
+
+    #[test]
+    fn connect_needs_a_name_or_all_but_not_both_with_a_port() {
+        assert!(Cli::try_parse_from(["sdm", "connect"]).is_err());
+        assert!(Cli::try_parse_from(["sdm", "connect", "pg", "5432"]).is_ok());
+        assert!(Cli::try_parse_from(["sdm", "connect", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["sdm", "connect", "pg", "--all"]).is_err());
+        assert!(Cli::try_parse_from(["sdm", "connect", "pg", "0"]).is_err());
+        assert!(Cli::try_parse_from(["sdm", "disconnect"]).is_err());
+    }
+}

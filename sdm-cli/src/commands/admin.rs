@@ -1,0 +1,358 @@
+//! `sdm admin …`: accounts, resources and grants through `sdm_core::admin::AdminClient`.
+
+use std::io::BufRead;
+
+use sdm_core::ResourceKind;
+use sdm_core::admin::{
+    ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, Credentials, NewAccount, NewResource,
+    ResourceDetails,
+};
+use serde_json::json;
+
+use crate::cli::{
+    AdminArgs, AdminCommand, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
+    ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind, ServersCommand, ServicesCommand,
+    SettingsCommand,
+};
+use crate::exit::{CliError, Exit};
+use crate::render::{print_json, table, tags, utc};
+
+/// `sdm admin …`.
+pub fn run(args: AdminArgs) -> Result<(), CliError> {
+    // Features the server does not offer yet fail before anything else is asked of the user.
+    match &args.command {
+        AdminCommand::Settings(SettingsCommand::PortOverrides { .. }) => {
+            return Err(unsupported(
+                "settings port-overrides",
+                "organisation settings (automatic connection on login)",
+            ));
+        }
+        AdminCommand::Audit(_) => {
+            return Err(unsupported("audit", "the audit trail"));
+        }
+        _ => {}
+    }
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var(ADMIN_TOKEN_ENV_VAR).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            CliError::new(
+                Exit::NotAuthenticated,
+                "no admin token: pass --token or set SDM_ADMIN_TOKEN",
+            )
+        })?;
+    // Read a password from stdin before any network call, so that a prompt-less pipe works.
+    let password = match &args.command {
+        AdminCommand::Datasources(DatasourcesCommand::Add(add)) => Some(password(add)?),
+        _ => None,
+    };
+    let client = AdminClient::new(&token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(dispatch(&client, args, password))
+}
+
+fn unsupported(command: &str, feature: &str) -> CliError {
+    CliError::new(
+        Exit::Unsupported,
+        format!(
+            "`sdm admin {command}` is not yet supported by this server: its API has no route for \
+             {feature}"
+        ),
+    )
+}
+
+async fn dispatch(
+    client: &AdminClient,
+    args: AdminArgs,
+    password: Option<String>,
+) -> Result<(), CliError> {
+    let json = args.json;
+    match args.command {
+        AdminCommand::Services(command) => services(client, command, json).await,
+        AdminCommand::Datasources(DatasourcesCommand::Add(add)) => {
+            let resource = datasource(add, password.unwrap_or_default());
+            create_resource(client, resource, "datasource", json).await
+        }
+        AdminCommand::Servers(ServersCommand::Add(add)) => {
+            create_resource(client, server(add), "server", json).await
+        }
+        AdminCommand::Resources(ResourcesCommand::List) => {
+            let resources = client.list_resources().await?;
+            if json {
+                return print_json(&json!({ "resources": resources }));
+            }
+            print!("{}", resources_table(&resources));
+            Ok(())
+        }
+        AdminCommand::Resources(ResourcesCommand::Delete { name }) => {
+            client.delete_resource(&name).await?;
+            if json {
+                return print_json(&json!({ "deleted": name }));
+            }
+            println!("deleted resource {name} and its grants");
+            Ok(())
+        }
+        AdminCommand::Grant(g) => {
+            let grant = client.grant(&g.account, &g.resource).await?;
+            if json {
+                return print_json(&grant);
+            }
+            println!("granted {} to {}", grant.resource_name, g.account);
+            Ok(())
+        }
+        AdminCommand::Revoke(g) => {
+            client.revoke(&g.account, &g.resource).await?;
+            if json {
+                return print_json(
+                    &json!({ "account": g.account, "resource": g.resource, "revoked": true }),
+                );
+            }
+            println!("revoked {} from {}", g.resource, g.account);
+            Ok(())
+        }
+        AdminCommand::Settings(_) | AdminCommand::Audit(_) => Err(CliError::internal(
+            "unsupported commands are refused before dispatch",
+        )),
+    }
+}
+
+async fn services(
+    client: &AdminClient,
+    command: ServicesCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        ServicesCommand::Create { name } => {
+            let created = client.create_service_account(&name).await?;
+            print_token(&created, json, "created service account")
+        }
+        ServicesCommand::Rotate { name } => {
+            let created = client.rotate_token(&name).await?;
+            print_token(
+                &created,
+                json,
+                "revoked every token and ended every session of",
+            )
+        }
+        ServicesCommand::List => {
+            let accounts = client.list_accounts().await?;
+            if json {
+                return print_json(&json!({ "accounts": accounts }));
+            }
+            print!("{}", accounts_table(&accounts));
+            Ok(())
+        }
+        ServicesCommand::Suspend { name } => {
+            let account = client.suspend_account(&name).await?;
+            print_account(&account, json)
+        }
+        ServicesCommand::Unsuspend { name } => {
+            let account = client.unsuspend_account(&name).await?;
+            print_account(&account, json)
+        }
+        ServicesCommand::Delete { name } => {
+            client.delete_account(&name).await?;
+            if json {
+                return print_json(&json!({ "deleted": name }));
+            }
+            println!("deleted account {name} with its tokens and grants");
+            Ok(())
+        }
+    }
+}
+
+/// The token alone on stdout (so `TOKEN=$(sdm admin services create etl)` works), the notice
+/// on stderr; or everything as JSON on stdout.
+fn print_token(created: &NewAccount, json: bool, what: &str) -> Result<(), CliError> {
+    if json {
+        return print_json(created);
+    }
+    eprintln!(
+        "{what} {}; its token follows, shown only this once: keep it in a secret store",
+        created.account.name
+    );
+    println!("{}", created.token);
+    Ok(())
+}
+
+fn print_account(account: &Account, json: bool) -> Result<(), CliError> {
+    if json {
+        return print_json(account);
+    }
+    println!("{}: {}", account.name, status_name(account.status));
+    Ok(())
+}
+
+fn status_name(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Active => "active",
+        AccountStatus::Suspended => "suspended",
+    }
+}
+
+/// Every account; the TYPE column marks service accounts.
+fn accounts_table(accounts: &[Account]) -> String {
+    let rows: Vec<Vec<String>> = accounts
+        .iter()
+        .map(|a| {
+            vec![
+                a.name.clone(),
+                match a.kind {
+                    sdm_core::AccountKind::Service => "service".to_owned(),
+                    sdm_core::AccountKind::Admin => "admin".to_owned(),
+                },
+                status_name(a.status).to_owned(),
+                utc(a.created_at),
+            ]
+        })
+        .collect();
+    table(&["NAME", "TYPE", "STATUS", "CREATED"], &rows)
+}
+
+fn resources_table(resources: &[ResourceDetails]) -> String {
+    let rows: Vec<Vec<String>> = resources
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.kind.to_string(),
+                r.hostname.clone(),
+                r.port.to_string(),
+                r.port_override
+                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                match (&r.username, r.has_credentials) {
+                    (Some(user), true) => format!("stored ({user})"),
+                    _ => "-".to_owned(),
+                },
+                tags(&r.tags),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "TYPE",
+            "HOST",
+            "PORT",
+            "LOCAL PORT",
+            "CREDENTIALS",
+            "TAGS",
+        ],
+        &rows,
+    )
+}
+
+fn password(add: &DatasourceAddArgs) -> Result<String, CliError> {
+    if let Some(p) = &add.password {
+        return Ok(p.clone());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::new(Exit::Usage, format!("cannot read the password: {e}")))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        return Err(CliError::new(
+            Exit::Usage,
+            "--password-stdin: standard input held no password",
+        ));
+    }
+    Ok(password)
+}
+
+fn datasource(add: DatasourceAddArgs, password: String) -> NewResource {
+    let kind = match add.kind {
+        DatasourceKind::Postgres => ResourceKind::Postgres,
+    };
+    let resource = NewResource::new(add.name, kind, add.hostname)
+        .port(add.port)
+        .credentials(Credentials {
+            username: add.username,
+            password,
+            database: Some(add.database),
+        });
+    with_options(resource, add.common)
+}
+
+fn server(add: ServerAddArgs) -> NewResource {
+    let kind = match add.kind {
+        ServerKind::Ssh => ResourceKind::Ssh,
+        ServerKind::Tcp => ResourceKind::Tcp,
+    };
+    with_options(
+        NewResource::new(add.name, kind, add.hostname).port(add.port),
+        add.common,
+    )
+}
+
+fn with_options(mut resource: NewResource, options: ResourceOptions) -> NewResource {
+    if let Some(p) = options.port_override {
+        resource = resource.port_override(p);
+    }
+    for (k, v) in options.tags.unwrap_or_default() {
+        resource = resource.tag(k, v);
+    }
+    resource
+}
+
+async fn create_resource(
+    client: &AdminClient,
+    resource: NewResource,
+    what: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let created = client.create_resource(&resource).await?;
+    if json {
+        return print_json(&created);
+    }
+    let local = created
+        .port_override
+        .map_or_else(String::new, |p| format!("; clients listen on port {p}"));
+    println!(
+        "created {} {what} {} ({}:{}){local}",
+        created.kind, created.name, created.hostname, created.port
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn accounts_table_marks_service_accounts() {
+        let accounts = [
+            Account {
+                id: Uuid::nil(),
+                name: "admin".into(),
+                kind: sdm_core::AccountKind::Admin,
+                status: AccountStatus::Active,
+                created_at: 1_767_225_600,
+            },
+            Account {
+                id: Uuid::nil(),
+                name: "etl-bot".into(),
+                kind: sdm_core::AccountKind::Service,
+                status: AccountStatus::Suspended,
+                created_at: 1_767_225_661,
+            },
+        ];
+        assert_eq!(
+            accounts_table(&accounts),
+            "\
+NAME     TYPE     STATUS     CREATED
+admin    admin    active     2026-01-01 00:00:00 UTC
+etl-bot  service  suspended  2026-01-01 00:01:01 UTC
+"
+        );
+    }
+}

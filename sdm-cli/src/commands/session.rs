@@ -1,0 +1,218 @@
+//! `login`, `logout`, `ready` and `listen`: the agent's life and its session.
+
+use serde::Serialize;
+
+use crate::agent::{self, InitialLogin, launch};
+use crate::cli::{JsonArg, ListenArgs, LoginArgs};
+use crate::client::{AgentClient, QUICK, SLOW};
+use crate::exit::{CliError, Exit};
+use crate::home::Home;
+use crate::protocol::{AccountInfo, AgentInfo, Reply, Request};
+use crate::render::print_json;
+
+use super::unexpected;
+
+/// The token from `--token`, else `SDM_ADMIN_TOKEN`, else `SDM_SERVICE_TOKEN`.
+fn session_token(flag: Option<String>) -> Option<String> {
+    flag.into_iter()
+        .chain(
+            sdm_core::TOKEN_ENV_VARS
+                .iter()
+                .filter_map(|name| std::env::var(name).ok()),
+        )
+        .map(|t| t.trim().to_owned())
+        .find(|t| !t.is_empty())
+}
+
+fn api_url_override() -> Option<String> {
+    std::env::var(sdm_core::API_URL_ENV_VAR)
+        .ok()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+}
+
+fn no_token() -> CliError {
+    CliError::new(
+        Exit::NotAuthenticated,
+        "no token: pass --token, or set SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN",
+    )
+}
+
+/// `sdm login`.
+pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
+    let token = session_token(args.token).ok_or_else(no_token)?;
+    let (before, started) = launch::ensure_running(home)?;
+    let (agent, replaced) = match send_login(home, token) {
+        Ok(done) => done,
+        Err(e) => {
+            if started {
+                // Leave nothing behind that the failed login started.
+                stop_quietly(home);
+            }
+            return Err(e);
+        }
+    };
+    // Notices only once the login worked: a failure is one line.
+    if started {
+        eprintln!(
+            "started the sdm agent (pid {}; log: {})",
+            before.pid,
+            home.log_file().display()
+        );
+    }
+    if let Some(old) = &replaced {
+        eprintln!(
+            "replaced the session of {} (its tunnels were closed)",
+            old.name
+        );
+    }
+    if args.json {
+        return print_json(&agent);
+    }
+    if let Some(session) = &agent.session {
+        println!(
+            "logged in as {} ({}) at {}",
+            session.account.name,
+            account_kind(&session.account),
+            session.api_url
+        );
+    }
+    Ok(())
+}
+
+fn send_login(home: &Home, token: String) -> Result<(AgentInfo, Option<AccountInfo>), CliError> {
+    let mut client = AgentClient::connect(home)?;
+    let request = Request::Login {
+        token,
+        api_url: api_url_override(),
+    };
+    match client.request(request, SLOW)? {
+        Reply::LoggedIn { agent, replaced } => Ok((agent, replaced)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn stop_quietly(home: &Home) {
+    if let Ok(Some(mut client)) = AgentClient::try_connect(home)
+        && client.request(Request::Logout, SLOW).is_ok()
+    {
+        let _ = client.wait_closed(QUICK);
+    }
+}
+
+/// "service account" or "admin".
+pub fn account_kind(account: &AccountInfo) -> &'static str {
+    match account.kind {
+        sdm_core::AccountKind::Service => "service account",
+        sdm_core::AccountKind::Admin => "admin",
+    }
+}
+
+/// `sdm logout`.
+pub fn logout(home: &Home) -> Result<(), CliError> {
+    let Some(mut client) = AgentClient::try_connect(home)? else {
+        eprintln!(
+            "not logged in: no sdm agent is running for {}",
+            home.dir().display()
+        );
+        return Ok(());
+    };
+    let warning = match client.request(Request::Logout, SLOW)? {
+        Reply::LoggedOut { warning } => warning,
+        other => return Err(unexpected(&other)),
+    };
+    client.wait_closed(QUICK)?;
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    println!("logged out; the sdm agent stopped");
+    Ok(())
+}
+
+/// What `sdm ready --json` prints.
+#[derive(Serialize)]
+struct Readiness<'a> {
+    ready: bool,
+    /// `not_running` or `not_logged_in` when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    home: &'a std::path::Path,
+    agent: Option<AgentInfo>,
+}
+
+/// `sdm ready`.
+pub fn ready(home: &Home, args: JsonArg) -> Result<(), CliError> {
+    let agent = launch::ping(home)?;
+    let (reason, error) = match &agent {
+        None => (Some("not_running"), Some(crate::client::not_running(home))),
+        Some(a) if a.session.is_none() => (
+            Some("not_logged_in"),
+            Some(CliError::new(
+                Exit::NotLoggedIn,
+                format!(
+                    "not logged in: the sdm agent (pid {}) runs but has no session; run `sdm login`",
+                    a.pid
+                ),
+            )),
+        ),
+        Some(_) => (None, None),
+    };
+    if args.json {
+        print_json(&Readiness {
+            ready: error.is_none(),
+            reason,
+            home: home.dir(),
+            agent: agent.clone(),
+        })?;
+    } else if let Some(AgentInfo {
+        pid,
+        tunnels,
+        session: Some(session),
+        ..
+    }) = &agent
+    {
+        println!(
+            "ready: logged in as {} ({}); agent pid {pid}, {tunnels} tunnel{} open",
+            session.account.name,
+            account_kind(&session.account),
+            if *tunnels == 1 { "" } else { "s" }
+        );
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `sdm listen`.
+pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
+    let token = session_token(args.token);
+    if !args.daemon {
+        let login = token.map(|token| InitialLogin {
+            token,
+            api_url: api_url_override(),
+        });
+        return agent::run(home, login);
+    }
+    let (info, started) = launch::ensure_running(home)?;
+    if started {
+        eprintln!(
+            "started the sdm agent (pid {}; log: {})",
+            info.pid,
+            home.log_file().display()
+        );
+    } else {
+        eprintln!("an sdm agent is already running (pid {})", info.pid);
+    }
+    if let Some(token) = token {
+        let (agent, _) = send_login(home, token).inspect_err(|_| {
+            if started {
+                stop_quietly(home);
+            }
+        })?;
+        if let Some(session) = agent.session {
+            eprintln!("logged in as {}", session.account.name);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! `status`, `connect` and `disconnect`: requests to the running agent.
+
+use serde::Serialize;
+
+use crate::cli::{ConnectArgs, DisconnectArgs, JsonArg};
+use crate::client::{AgentClient, SLOW, error_from_reply};
+use crate::exit::CliError;
+use crate::home::Home;
+use crate::protocol::{Reply, Request, TunnelInfo};
+use crate::render::{print_json, print_raw};
+
+use super::unexpected;
+
+/// `sdm status`.
+pub fn status(home: &Home, args: JsonArg) -> Result<(), CliError> {
+    let mut client = AgentClient::connect(home)?;
+    match client.request(Request::Status, SLOW)? {
+        Reply::Status { status, table } => {
+            if args.json {
+                print_json(&status)
+            } else {
+                print_raw(&table);
+                Ok(())
+            }
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// What `sdm connect NAME --json` prints.
+#[derive(Serialize)]
+struct Connected<'a> {
+    #[serde(flatten)]
+    tunnel: &'a TunnelInfo,
+    already: bool,
+}
+
+/// `sdm connect`.
+pub fn connect(home: &Home, args: ConnectArgs) -> Result<(), CliError> {
+    let mut client = AgentClient::connect(home)?;
+    let name = match (args.all, args.name) {
+        (false, Some(name)) => name,
+        _ => return connect_all(&mut client, args.json),
+    };
+    let request = Request::Connect {
+        name,
+        port: args.port,
+    };
+    match client.request(request, SLOW)? {
+        Reply::Connected { tunnel, already } => {
+            if args.json {
+                return print_json(&Connected {
+                    tunnel: &tunnel,
+                    already,
+                });
+            }
+            if already {
+                println!(
+                    "{} is already connected on {}",
+                    tunnel.resource, tunnel.local_address
+                );
+            } else {
+                println!("connected {} on {}", tunnel.resource, tunnel.local_address);
+            }
+            Ok(())
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn connect_all(client: &mut AgentClient, json: bool) -> Result<(), CliError> {
+    let (tunnels, failures) = match client.request(Request::ConnectAll, SLOW)? {
+        Reply::ConnectedAll { tunnels, failures } => (tunnels, failures),
+        other => return Err(unexpected(&other)),
+    };
+    if json {
+        print_json(&serde_json::json!({ "tunnels": tunnels, "failures": failures }))?;
+    } else {
+        for t in &tunnels {
+            println!("{} connected on {}", t.resource, t.local_address);
+        }
+        if tunnels.is_empty() && failures.is_empty() {
+            println!("no resources are granted to this account");
+        }
+    }
+    // One line per resource that failed; the exit code is the first failure's.
+    for f in &failures {
+        eprintln!("sdm: cannot connect {}: {}", f.resource, f.error.message);
+    }
+    match failures.first() {
+        Some(f) => Err(CliError {
+            message: String::new(),
+            ..error_from_reply(&f.error)
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `sdm disconnect`.
+pub fn disconnect(home: &Home, args: DisconnectArgs) -> Result<(), CliError> {
+    let mut client = AgentClient::connect(home)?;
+    let request = match (args.all, args.name) {
+        (false, Some(name)) => Request::Disconnect { name },
+        _ => Request::DisconnectAll,
+    };
+    let resources = match client.request(request, SLOW)? {
+        Reply::Disconnected { resources } => resources,
+        other => return Err(unexpected(&other)),
+    };
+    if args.json {
+        return print_json(&serde_json::json!({ "disconnected": resources }));
+    }
+    if resources.is_empty() {
+        println!("no tunnels were open");
+    } else {
+        println!("disconnected {}", resources.join(", "));
+    }
+    Ok(())
+}

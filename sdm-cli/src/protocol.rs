@@ -1,0 +1,329 @@
+//! The agent protocol: what `sdm` commands and the agent say over `SDM_HOME/agent.sock`.
+//!
+//! Line-delimited JSON (`README.md`, "Agent protocol"): the client writes one request object
+//! per line, the agent answers each with one reply object on one line, in order. A line is at
+//! most [`MAX_LINE`] bytes. Unknown fields are ignored so that either side may add some.
+
+use std::collections::BTreeMap;
+
+use sdm_core::{AccountKind, ResourceKind};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The version both sides must speak; a request of another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest line either side reads.
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// One request line: `{"v":1,"op":"status"}`.
+#[derive(Serialize, Deserialize)]
+pub struct RequestLine {
+    /// [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The request.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// What a command asks of the agent.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the agent there, and who is logged in? → [`Reply::Agent`].
+    Ping,
+    /// Log in with this token, replacing the current session if any → [`Reply::LoggedIn`].
+    Login {
+        /// The service account (or admin) token. Held in memory only.
+        token: String,
+        /// Overrides the control plane URL the token carries (`SDM_API_URL` of the caller).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_url: Option<String>,
+    },
+    /// Every granted resource and its state → [`Reply::Status`].
+    Status,
+    /// Open a tunnel (or report the open one) → [`Reply::Connected`].
+    Connect {
+        /// Exact name or id, else a unique substring.
+        name: String,
+        /// Local port; default: the resource's fixed port, else a free one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// Open a tunnel to every granted resource not yet connected → [`Reply::ConnectedAll`].
+    ConnectAll,
+    /// Close the tunnel to a connected resource → [`Reply::Disconnected`].
+    Disconnect {
+        /// Exact name or id, else a unique substring among the connected resources.
+        name: String,
+    },
+    /// Close every tunnel → [`Reply::Disconnected`].
+    DisconnectAll,
+    /// End the session on the server, close every tunnel and stop the agent →
+    /// [`Reply::LoggedOut`], sent once the socket is removed; the agent then exits.
+    Logout,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Login { api_url, .. } => f
+                .debug_struct("Login")
+                .field("token", &"<redacted>")
+                .field("api_url", api_url)
+                .finish(),
+            Request::Ping => f.write_str("Ping"),
+            Request::Status => f.write_str("Status"),
+            Request::Connect { name, port } => f
+                .debug_struct("Connect")
+                .field("name", name)
+                .field("port", port)
+                .finish(),
+            Request::ConnectAll => f.write_str("ConnectAll"),
+            Request::Disconnect { name } => {
+                f.debug_struct("Disconnect").field("name", name).finish()
+            }
+            Request::DisconnectAll => f.write_str("DisconnectAll"),
+            Request::Logout => f.write_str("Logout"),
+        }
+    }
+}
+
+/// The agent's answer to one request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// To [`Request::Ping`].
+    Agent(AgentInfo),
+    /// To [`Request::Login`].
+    LoggedIn {
+        /// The agent, now logged in.
+        agent: AgentInfo,
+        /// The account of the session this login replaced, if there was one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced: Option<AccountInfo>,
+    },
+    /// To [`Request::Status`].
+    Status {
+        /// The data.
+        status: StatusReport,
+        /// The table of the service-account guide, as `sdm status` prints it.
+        table: String,
+    },
+    /// To [`Request::Connect`].
+    Connected {
+        /// The tunnel.
+        tunnel: TunnelInfo,
+        /// True when the tunnel was already open.
+        already: bool,
+    },
+    /// To [`Request::ConnectAll`].
+    ConnectedAll {
+        /// Every open tunnel (new and old), by resource name.
+        tunnels: Vec<TunnelInfo>,
+        /// Resources that could not be connected.
+        failures: Vec<Failure>,
+    },
+    /// To [`Request::Disconnect`] and [`Request::DisconnectAll`].
+    Disconnected {
+        /// The resources whose tunnels were closed.
+        resources: Vec<String>,
+    },
+    /// To [`Request::Logout`].
+    LoggedOut {
+        /// Set when the server could not be told (the agent stopped anyway).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        warning: Option<String>,
+    },
+    /// Any request that failed.
+    Error(ErrorReply),
+}
+
+/// The agent and its session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// The agent's process id.
+    pub pid: u32,
+    /// The agent's `sdm` version.
+    pub version: String,
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// When the agent started (Unix seconds).
+    pub started_at: i64,
+    /// The session, when logged in.
+    pub session: Option<SessionInfo>,
+    /// Open tunnels.
+    pub tunnels: usize,
+}
+
+/// A logged-in session.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The account.
+    pub account: AccountInfo,
+    /// The session id (audit records carry it).
+    pub id: Uuid,
+    /// The control plane in use.
+    pub api_url: String,
+    /// When the agent logged in (Unix seconds).
+    pub logged_in_at: i64,
+}
+
+/// An account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountInfo {
+    /// Account id.
+    pub id: Uuid,
+    /// Account name.
+    pub name: String,
+    /// `service` or `admin`.
+    pub kind: AccountKind,
+}
+
+/// What `sdm status --json` prints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusReport {
+    /// Who is logged in.
+    pub account: AccountInfo,
+    /// The control plane in use.
+    pub api_url: String,
+    /// Every granted resource, sorted by name.
+    pub resources: Vec<ResourceRow>,
+}
+
+/// One granted resource and its tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceRow {
+    /// Resource id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// `postgres`, `ssh`, `tcp`, … (any lowercase name).
+    #[serde(rename = "type")]
+    pub kind: ResourceKind,
+    /// The status table's section: `datasource` or `server`.
+    pub class: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Whether a live gateway serves it.
+    pub healthy: bool,
+    /// `connected` or `not_connected`.
+    pub status: String,
+    /// The tunnel's port when connected, else the fixed port (if any).
+    pub port: Option<u16>,
+    /// The fixed local port the admin set, if any.
+    pub port_override: Option<u16>,
+    /// `127.0.0.1:PORT` when connected.
+    pub local_address: Option<String>,
+    /// Local connections carried now (0 when not connected).
+    pub connections: usize,
+}
+
+/// An open tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TunnelInfo {
+    /// The resource's name.
+    pub resource: String,
+    /// The resource's type.
+    #[serde(rename = "type")]
+    pub kind: ResourceKind,
+    /// Where clients connect, `127.0.0.1:PORT`.
+    pub local_address: String,
+    /// The local port.
+    pub port: u16,
+}
+
+/// A resource `connect --all` could not connect.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The resource's name.
+    pub resource: String,
+    /// Why.
+    pub error: ErrorReply,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorReply {
+    /// An error kind of the library (`resource_not_found`, …) or one of the agent's own:
+    /// `not_logged_in`, `bad_request`.
+    pub kind: String,
+    /// One line for a person.
+    pub message: String,
+    /// For `ambiguous_resource`: the names that matched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<String>,
+}
+
+/// [`ErrorReply::kind`] of a request that needs a session when the agent has none.
+pub const NOT_LOGGED_IN: &str = "not_logged_in";
+/// [`ErrorReply::kind`] of a line that is not a request this agent understands.
+pub const BAD_REQUEST: &str = "bad_request";
+
+impl ErrorReply {
+    /// An error of the agent's own kinds.
+    pub fn new(kind: &str, message: impl Into<String>) -> ErrorReply {
+        ErrorReply {
+            kind: kind.to_owned(),
+            message: message.into(),
+            candidates: Vec::new(),
+        }
+    }
+}
+
+impl From<&sdm_core::Error> for ErrorReply {
+    fn from(e: &sdm_core::Error) -> ErrorReply {
+        ErrorReply {
+            kind: e.kind().as_str().to_owned(),
+            message: e.message().to_owned(),
+            candidates: e.candidates().to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_flat_object() {
+        let line = RequestLine {
+            v: PROTOCOL_VERSION,
+            request: Request::Connect {
+                name: "pg".into(),
+                port: Some(5432),
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"v":1,"op":"connect","name":"pg","port":5432}"#
+        );
+        let back: RequestLine =
+            serde_json::from_str(r#"{"v":1,"op":"status","future":true}"#).unwrap();
+        assert_eq!(back.request, Request::Status);
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let r = Request::Login {
+            token: "sdm_svc_supersecret".into(),
+            api_url: None,
+        };
+        assert!(!format!("{r:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn replies_are_tagged() {
+        let r = Reply::Disconnected {
+            resources: vec!["pg".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"reply":"disconnected","resources":["pg"]}"#
+        );
+        let e = Reply::Error(ErrorReply::new(NOT_LOGGED_IN, "run sdm login"));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"reply":"error","kind":"not_logged_in","message":"run sdm login"}"#
+        );
+    }
+}

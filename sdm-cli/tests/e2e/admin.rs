@@ -1,0 +1,256 @@
+//! `sdm admin …` against a real server: tokens alone on stdout, badges, JSON, and grants as the
+//! job sees them.
+
+use crate::support::{Fixture, Sdm};
+
+fn admin_env(fx: &Fixture) -> [(&'static str, &str); 1] {
+    [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())]
+}
+
+fn admin(fx: &Fixture, sdm: &Sdm, args: &[&str]) -> crate::support::Out {
+    let mut full = vec!["admin"];
+    full.extend_from_slice(args);
+    sdm.run_env(&full, &admin_env(fx))
+}
+
+#[test]
+fn service_accounts_create_list_suspend_rotate_delete() {
+    let fx = Fixture::start();
+    let sdm = fx.sdm();
+    let out = admin(&fx, &sdm, &["services", "create", "etl-bot"]);
+    let token = out.ok().strip_suffix('\n').unwrap().to_owned();
+    assert!(token.starts_with("sdm_svc_"), "{out:#?}");
+    assert!(!token.contains(char::is_whitespace));
+    assert!(out.stderr.contains("shown only this once"), "{out:#?}");
+    assert!(!out.stderr.contains(&token), "the notice repeats the token");
+
+    // The token printed is the account's: a job logs in with it.
+    let job = fx.sdm();
+    job.login(&token);
+    job.run(&["logout"]).ok();
+
+    // --token wins over the environment.
+    let listed = sdm.run(&["admin", "services", "list", "--token", &fx.admin_token]);
+    let text = listed.ok();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "TYPE", "STATUS", "CREATED"]
+    );
+    let row = |name: &str| -> Vec<String> {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(row("etl-bot")[1..3], ["service", "active"]);
+    assert_eq!(row("admin")[1..3], ["admin", "active"]);
+
+    let v = admin(&fx, &sdm, &["services", "suspend", "etl-bot", "--json"]).json();
+    assert_eq!(v["status"], "suspended");
+    assert_eq!(v["kind"], "service");
+    job.run_env(&["login"], &[("SDM_SERVICE_TOKEN", &token)])
+        .fails(4);
+    assert_eq!(
+        admin(&fx, &sdm, &["services", "unsuspend", "etl-bot"]).ok(),
+        "etl-bot: active\n"
+    );
+    job.login(&token);
+    job.run(&["logout"]).ok();
+
+    let out = admin(&fx, &sdm, &["services", "rotate", "etl-bot"]);
+    let rotated = out.ok().trim_end().to_owned();
+    assert!(
+        rotated.starts_with("sdm_svc_") && rotated != token,
+        "{out:#?}"
+    );
+    job.run_env(&["login"], &[("SDM_SERVICE_TOKEN", &token)])
+        .fails(4);
+    job.login(&rotated);
+    job.run(&["logout"]).ok();
+
+    let created = admin(&fx, &sdm, &["services", "create", "other", "--json"]).json();
+    assert_eq!(created["account"]["name"], "other");
+    assert!(created["token"].as_str().unwrap().starts_with("sdm_svc_"));
+
+    assert_eq!(
+        admin(&fx, &sdm, &["services", "delete", "etl-bot"]).ok(),
+        "deleted account etl-bot with its tokens and grants\n"
+    );
+    let all = admin(&fx, &sdm, &["services", "list", "--json"]).json();
+    let names: Vec<&str> = all["accounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "other"]);
+    job.run_env(&["login"], &[("SDM_SERVICE_TOKEN", &rotated)])
+        .fails(4);
+}
+
+#[test]
+fn resources_grants_and_what_the_job_sees() {
+    let fx = Fixture::start();
+    let sdm = fx.sdm();
+    let secret = "s3cret-Passw0rd";
+    let out = sdm.run_with(
+        &[
+            "admin",
+            "datasources",
+            "add",
+            "postgres",
+            "pg-main",
+            "--hostname",
+            "db.internal",
+            "--port",
+            "5433",
+            "--database",
+            "app",
+            "--username",
+            "app",
+            "--password",
+            secret,
+            "--port-override",
+            "15432",
+            "--tags",
+            "env=prod,team=data",
+            "--json",
+        ],
+        &admin_env(&fx),
+        None,
+    );
+    let pg = out.json();
+    assert_eq!(pg["name"], "pg-main");
+    assert_eq!(pg["kind"], "postgres");
+    assert_eq!(pg["port"], 5433);
+    assert_eq!(pg["port_override"], 15432);
+    assert_eq!(pg["database"], "app");
+    assert_eq!(pg["has_credentials"], true);
+    assert_eq!(pg["tags"]["team"], "data");
+    assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+
+    assert_eq!(
+        admin(
+            &fx,
+            &sdm,
+            &[
+                "servers",
+                "add",
+                "ssh",
+                "bastion",
+                "--hostname",
+                "10.0.0.5",
+                "--port",
+                "22"
+            ]
+        )
+        .ok(),
+        "created ssh server bastion (10.0.0.5:22)\n"
+    );
+    assert_eq!(
+        admin(
+            &fx,
+            &sdm,
+            &[
+                "servers",
+                "add",
+                "tcp",
+                "metrics",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                "9100",
+                "--port-override",
+                "19100",
+                "--tags",
+                "env=dev"
+            ]
+        )
+        .ok(),
+        "created tcp server metrics (127.0.0.1:9100); clients listen on port 19100\n"
+    );
+
+    let listed = admin(&fx, &sdm, &["resources", "list"]);
+    let text = listed.ok();
+    assert!(!text.contains(secret));
+    let expected_rows = [
+        vec![
+            "NAME",
+            "TYPE",
+            "HOST",
+            "PORT",
+            "LOCAL",
+            "PORT",
+            "CREDENTIALS",
+            "TAGS",
+        ],
+        vec!["bastion", "ssh", "10.0.0.5", "22", "-", "-", "-"],
+        vec![
+            "metrics",
+            "tcp",
+            "127.0.0.1",
+            "9100",
+            "19100",
+            "-",
+            "env=dev",
+        ],
+        vec![
+            "pg-main",
+            "postgres",
+            "db.internal",
+            "5433",
+            "15432",
+            "stored",
+            "(app)",
+            "env=prod,team=data",
+        ],
+    ];
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows, expected_rows, "{text}");
+
+    // Grants as a logged-in job sees them.
+    let token = admin(&fx, &sdm, &["services", "create", "etl"])
+        .ok()
+        .trim()
+        .to_owned();
+    let job = fx.sdm();
+    job.login(&token);
+    assert_eq!(
+        job.run(&["status"]).ok(),
+        "No resources are granted to etl.\n"
+    );
+    assert_eq!(
+        admin(&fx, &sdm, &["grant", "etl", "bastion"]).ok(),
+        "granted bastion to etl\n"
+    );
+    let grant = admin(&fx, &sdm, &["grant", "etl", "metrics", "--json"]).json();
+    assert_eq!(grant["resource_name"], "metrics");
+    let names = |sdm: &Sdm| -> Vec<String> {
+        sdm.run(&["status", "--json"]).json()["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&job), ["bastion", "metrics"]);
+    assert_eq!(
+        admin(&fx, &sdm, &["revoke", "etl", "bastion"]).ok(),
+        "revoked bastion from etl\n"
+    );
+    assert_eq!(names(&job), ["metrics"]);
+    assert_eq!(
+        admin(&fx, &sdm, &["resources", "delete", "metrics"]).ok(),
+        "deleted resource metrics and its grants\n"
+    );
+    assert!(names(&job).is_empty());
+    let left = admin(&fx, &sdm, &["resources", "list", "--json"]).json();
+    assert_eq!(left["resources"].as_array().unwrap().len(), 2);
+}

@@ -1,0 +1,250 @@
+//! The agent: outlives the command that started it, stops on logout and on signals, keeps the
+//! token out of its command line and environment, one per SDM_HOME.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sdm_core::ResourceKind;
+
+use crate::support::{Fixture, Sdm, eventually, free_port, is_running, signal, wait_exit};
+use crate::workflow::echo_once;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+#[test]
+fn the_agent_outlives_login_and_stops_on_logout() {
+    let fx = Fixture::start();
+    let echo = sdm_testkit::EchoServer::start().unwrap();
+    fx.resource("echo", ResourceKind::Tcp, echo.port(), None);
+    let token = fx.account_with("etl", &["echo"]);
+    let sdm = fx.sdm();
+    let out = sdm.login(&token);
+    assert!(
+        out.stderr.starts_with("started the sdm agent (pid "),
+        "{out:#?}"
+    );
+
+    // `sdm login` has exited; the agent it started runs on, detached.
+    let pid = sdm.agent_pid().expect("agent.pid");
+    assert!(is_running(pid));
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(
+        fields[3],
+        pid.to_string(),
+        "the agent leads a session of its own"
+    );
+
+    // Directory 0700, socket and pid file 0600.
+    let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sdm.home), 0o700);
+    assert_eq!(mode(&sdm.home.join("agent.sock")), 0o600);
+    assert_eq!(mode(&sdm.home.join("agent.pid")), 0o600);
+
+    let out = sdm.run(&["connect", "echo", "--json"]);
+    let port = u16::try_from(out.json()["port"].as_u64().unwrap()).unwrap();
+    assert_eq!(echo_once(port), b"ping");
+    let ready = sdm.run(&["ready", "--json"]).json();
+    assert_eq!(ready["ready"], true);
+    assert_eq!(ready["agent"]["pid"], pid);
+    assert_eq!(ready["agent"]["tunnels"], 1);
+
+    assert_eq!(
+        sdm.run(&["logout"]).ok(),
+        "logged out; the sdm agent stopped\n"
+    );
+    assert!(!sdm.home.join("agent.sock").exists());
+    assert!(!sdm.home.join("agent.pid").exists());
+    assert!(wait_exit(pid, LIMIT), "the agent still runs after logout");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    let ready = sdm.run(&["ready", "--json"]);
+    assert_eq!(ready.code, 3);
+    assert_eq!(ready.json()["reason"], "not_running");
+    // Logging out again is fine.
+    let out = sdm.run(&["logout"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stderr.contains("not logged in"), "{out:#?}");
+    // And a new login starts a new agent at once.
+    sdm.login(&token);
+    assert_ne!(sdm.agent_pid(), Some(pid));
+}
+
+#[test]
+fn sigterm_stops_the_agent_cleanly() {
+    let fx = Fixture::start();
+    let echo = sdm_testkit::EchoServer::start().unwrap();
+    let fixed = free_port();
+    fx.resource("echo", ResourceKind::Tcp, echo.port(), Some(fixed));
+    let token = fx.account_with("etl", &["echo"]);
+    let sdm = fx.sdm();
+    sdm.login(&token);
+    sdm.run(&["connect", "echo"]).ok();
+    assert_eq!(echo_once(fixed), b"ping");
+    let pid = sdm.agent_pid().unwrap();
+
+    signal(pid, libc::SIGTERM);
+    assert!(wait_exit(pid, LIMIT), "the agent ignored SIGTERM");
+    assert!(!sdm.home.join("agent.sock").exists());
+    assert!(!sdm.home.join("agent.pid").exists());
+    // The port is free again, and the session was ended on the server: the old session's
+    // tunnels are gone and a new agent can bind the fixed port.
+    std::net::TcpListener::bind(("127.0.0.1", fixed)).unwrap();
+    let log = fs::read_to_string(sdm.home.join("agent.log")).unwrap();
+    assert!(log.contains("reason=Signal(\"SIGTERM\")"), "{log}");
+    assert!(log.contains("logged out account=etl"), "{log}");
+    sdm.run(&["status"]).fails(3);
+}
+
+#[test]
+fn the_token_stays_out_of_the_agents_command_line_environment_and_files() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let sdm = fx.sdm();
+    sdm.run_env(
+        &["login"],
+        &[("SDM_SERVICE_TOKEN", &token), ("SDM_ADMIN_TOKEN", &token)],
+    )
+    .ok();
+    let pid = sdm.agent_pid().unwrap();
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let secret = token.as_bytes();
+    let contains = |hay: &[u8]| hay.windows(secret.len()).any(|w| w == secret);
+    assert!(!contains(&cmdline), "token on the agent's command line");
+    assert!(!contains(&environ), "token in the agent's environment");
+    assert!(!String::from_utf8_lossy(&environ).contains("SDM_SERVICE_TOKEN"));
+    for entry in fs::read_dir(&sdm.home).unwrap() {
+        let path = entry.unwrap().path();
+        if let Ok(bytes) = fs::read(&path) {
+            assert!(!contains(&bytes), "token written to {}", path.display());
+        }
+    }
+    // Nor is the token printed.
+    let ready = sdm.run(&["ready", "--json"]);
+    assert!(!ready.stdout.contains(&token));
+}
+
+#[test]
+fn logging_in_again_replaces_the_session_and_a_failed_login_keeps_it() {
+    let fx = Fixture::start();
+    let echo = sdm_testkit::EchoServer::start().unwrap();
+    fx.resource("echo", ResourceKind::Tcp, echo.port(), None);
+    let first = fx.account_with("first", &["echo"]);
+    let second = fx.account_with("second", &[]);
+    let sdm = fx.sdm();
+    sdm.login(&first);
+    let pid = sdm.agent_pid().unwrap();
+    sdm.run(&["connect", "echo"]).ok();
+
+    // A bad token: refused, the session and the agent stay.
+    let out = sdm.run_env(&["login"], &[("SDM_SERVICE_TOKEN", "sdm_svc_nonsense")]);
+    out.fails(4);
+    let ready = sdm.run(&["ready", "--json"]).json();
+    assert_eq!(ready["agent"]["session"]["account"]["name"], "first");
+    assert_eq!(ready["agent"]["tunnels"], 1);
+
+    let out = sdm.run(&["login", "--token", &second]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert!(
+        out.stderr.contains("replaced the session of first"),
+        "{out:#?}"
+    );
+    assert_eq!(sdm.agent_pid(), Some(pid), "the same agent");
+    let ready = sdm.run(&["ready", "--json"]).json();
+    assert_eq!(ready["agent"]["session"]["account"]["name"], "second");
+    assert_eq!(ready["agent"]["tunnels"], 0);
+    assert_eq!(
+        sdm.run(&["status"]).ok(),
+        "No resources are granted to second.\n"
+    );
+}
+
+#[test]
+fn a_failed_first_login_leaves_no_agent_behind() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    fx.block_on(fx.admin.suspend_account("etl")).unwrap();
+    let sdm = fx.sdm();
+    let line = sdm
+        .run_env(&["login"], &[("SDM_SERVICE_TOKEN", &token)])
+        .fails(4)
+        .to_owned();
+    assert!(!line.contains(&token), "{line}");
+    assert!(sdm.agent_pid().is_none());
+    assert!(!sdm.home.join("agent.sock").exists());
+    assert_eq!(
+        sdm.run(&["ready", "--json"]).json()["reason"],
+        "not_running"
+    );
+}
+
+#[test]
+fn listen_in_the_foreground_logs_in_and_stops_on_sigint() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let sdm = fx.sdm();
+    let mut agent = sdm
+        .command(["listen"])
+        .env("SDM_SERVICE_TOKEN", &token)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(agent.id()).unwrap();
+    assert!(
+        eventually(LIMIT, || sdm.run(&["ready"]).code == 0),
+        "the foreground agent never became ready"
+    );
+    assert_eq!(sdm.agent_pid(), Some(pid));
+    // A second agent for the same SDM_HOME is refused.
+    let line = sdm.run(&["listen"]).fails(16).to_owned();
+    assert!(line.contains("already running"), "{line}");
+
+    signal(pid, libc::SIGINT);
+    let status = agent.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(log.contains("sdm agent stopped"), "{log}");
+    assert!(!sdm.home.join("agent.sock").exists());
+}
+
+#[test]
+fn listen_daemon_without_a_token_waits_for_login() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let sdm = fx.sdm();
+    let out = sdm.run(&["listen", "--daemon"]);
+    assert_eq!(out.code, 0, "{out:#?}");
+    let pid = sdm.agent_pid().unwrap();
+    let ready = sdm.run(&["ready", "--json"]);
+    assert_eq!(ready.code, 3);
+    assert_eq!(ready.json()["reason"], "not_logged_in");
+    sdm.run(&["status"]).fails(3);
+    // Again: the running agent is reported, not a second one started.
+    let out = sdm.run(&["listen", "--daemon"]);
+    assert!(out.stderr.contains("already running"), "{out:#?}");
+    sdm.login(&token);
+    assert_eq!(sdm.agent_pid(), Some(pid));
+    sdm.run(&["ready"]).ok();
+}
+
+#[test]
+fn an_agent_whose_home_is_removed_stops() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let dir = tempfile::Builder::new()
+        .prefix("sdmhome")
+        .tempdir()
+        .unwrap();
+    let sdm = Sdm::new(&dir.path().join("h"));
+    sdm.login(&token);
+    let pid = sdm.agent_pid().unwrap();
+    let inode = fs::metadata(sdm.home.join("agent.sock")).unwrap().ino();
+    assert_ne!(inode, 0);
+    fs::remove_dir_all(&sdm.home).unwrap();
+    assert!(wait_exit(pid, LIMIT), "the agent outlived its SDM_HOME");
+}

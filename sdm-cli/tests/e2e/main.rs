@@ -1,0 +1,11 @@
+//! End-to-end tests of the `sdm` binary against a real sdm-server (in-process), a real
+//! PostgreSQL and a real OpenSSH server. Each test has its own server and `SDM_HOME`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin;
+mod agent;
+mod errors;
+mod golden;
+mod workflow;

@@ -1,0 +1,396 @@
+//! Test support: a real sdm-server in-process, the built `sdm` binary run with its own
+//! `SDM_HOME`, and agents killed when a test ends, pass or fail.
+
+#![allow(dead_code)] // each test binary uses a part
+
+pub mod sshd;
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::future::Future;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sdm_core::ResourceKind;
+use sdm_core::admin::{AdminClient, NewResource, ResourceDetails};
+use sdm_server::{RunningServer, Server};
+use sdm_testkit::PgCluster;
+
+/// The `sdm` binary under test.
+pub const SDM: &str = env!("CARGO_BIN_EXE_sdm");
+/// Bound on one `sdm` invocation.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound on waiting for a process to exit after a signal.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server of its own per test, on 127.0.0.1:0, with a runtime to drive it.
+pub struct Fixture {
+    server: Option<RunningServer>,
+    pub admin: AdminClient,
+    pub admin_token: String,
+    pub api_url: String,
+    pub dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Fixture {
+    pub fn start() -> Fixture {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::Builder::new().prefix("sdmcli").tempdir().unwrap();
+        let server = rt
+            .block_on(
+                Server::builder()
+                    .data_dir(dir.path().join("data"))
+                    .listen("127.0.0.1:0".parse().unwrap())
+                    .gateway_listen("127.0.0.1:0".parse().unwrap())
+                    .start(),
+            )
+            .unwrap();
+        let admin_token = server.admin_token().unwrap().to_owned();
+        let admin = AdminClient::new(&admin_token).unwrap();
+        Fixture {
+            api_url: server.api_url().to_owned(),
+            server: Some(server),
+            admin,
+            admin_token,
+            dir,
+            rt,
+        }
+    }
+
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// A new service account; its token.
+    pub fn service_account(&self, name: &str) -> String {
+        self.block_on(self.admin.create_service_account(name))
+            .unwrap()
+            .token
+    }
+
+    pub fn grant(&self, account: &str, resource: &str) {
+        self.block_on(self.admin.grant(account, resource)).unwrap();
+    }
+
+    pub fn resource(
+        &self,
+        name: &str,
+        kind: ResourceKind,
+        port: u16,
+        port_override: Option<u16>,
+    ) -> ResourceDetails {
+        let mut r = NewResource::new(name, kind, "127.0.0.1").port(port);
+        if let Some(p) = port_override {
+            r = r.port_override(p);
+        }
+        self.block_on(self.admin.create_resource(&r)).unwrap()
+    }
+
+    /// A service account granted `resources`; its token.
+    pub fn account_with(&self, name: &str, resources: &[&str]) -> String {
+        let token = self.service_account(name);
+        for r in resources {
+            self.grant(name, r);
+        }
+        token
+    }
+
+    /// An `sdm` runner with its own, new `SDM_HOME`.
+    pub fn sdm(&self) -> Sdm {
+        Sdm::new(&self.dir.path().join(format!("home{}", next_id())))
+    }
+
+    /// Stops the server (for "API unreachable" tests).
+    pub fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.rt.block_on(server.shutdown());
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            let _guard = self.rt.enter();
+            drop(server);
+        }
+    }
+}
+
+fn next_id() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The shared PostgreSQL cluster of this test process.
+pub fn pg() -> &'static PgCluster {
+    PgCluster::shared()
+        .expect("these tests need PostgreSQL's initdb/pg_ctl (scripts/install-deps.sh)")
+}
+
+/// What one `sdm` invocation did.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success; {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts the exit code and that stderr is exactly one line; returns that line.
+    #[track_caller]
+    pub fn fails(&self, code: i32) -> &str {
+        assert_eq!(self.code, code, "wrong exit code; {self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one line on stderr; {self:#?}");
+        assert!(lines[0].starts_with("sdm: "), "{self:#?}");
+        lines[0]
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Runs the `sdm` binary with a clean environment (no `SDM_*` from the caller) and its own
+/// `SDM_HOME`. Dropping it kills the agent of that home, if one still runs.
+pub struct Sdm {
+    pub home: PathBuf,
+}
+
+impl Sdm {
+    pub fn new(home: &Path) -> Sdm {
+        Sdm {
+            home: home.to_path_buf(),
+        }
+    }
+
+    /// The command, ready to run: `SDM_HOME` set, nothing else of sdm's inherited.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = Command::new(SDM);
+        c.args(args).env_clear().env("SDM_HOME", &self.home);
+        for keep in ["PATH", "HOME", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(keep) {
+                c.env(keep, v);
+            }
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_with(args, &[], None)
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        self.run_with(args, env, None)
+    }
+
+    /// Runs with extra environment variables and optional standard input, within a bound.
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Out {
+        let mut c = self.command(args);
+        c.envs(env.iter().copied())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        output_within(c, stdin, COMMAND_TIMEOUT)
+    }
+
+    /// `sdm login` with this service token in `SDM_SERVICE_TOKEN`; asserts success.
+    #[track_caller]
+    pub fn login(&self, token: &str) -> Out {
+        let out = self.run_env(&["login"], &[("SDM_SERVICE_TOKEN", token)]);
+        out.ok();
+        out
+    }
+
+    /// The pid in `SDM_HOME/agent.pid`.
+    pub fn agent_pid(&self) -> Option<i32> {
+        fs::read_to_string(self.home.join("agent.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Kills the agent of this home if it runs: SIGTERM, then SIGKILL.
+    pub fn kill_agent(&self) {
+        let Some(pid) = self.agent_pid() else {
+            return;
+        };
+        if !is_sdm_agent(pid) {
+            return;
+        }
+        signal(pid, libc::SIGTERM);
+        if !wait_exit(pid, EXIT_TIMEOUT) {
+            signal(pid, libc::SIGKILL);
+            wait_exit(pid, EXIT_TIMEOUT);
+        }
+    }
+}
+
+impl Drop for Sdm {
+    fn drop(&mut self) {
+        self.kill_agent();
+    }
+}
+
+fn output_within(mut c: Command, stdin: Option<&str>, timeout: Duration) -> Out {
+    let mut child = c.spawn().expect("run sdm");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input.as_bytes()).unwrap();
+    }
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(timeout) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            signal(i32::try_from(pid).unwrap(), libc::SIGKILL);
+            panic!("sdm {:?} did not finish within {timeout:?}", c.get_args());
+        }
+    };
+    Out {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+pub fn signal(pid: i32, sig: libc::c_int) {
+    if pid > 0 {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// True while `pid` runs (a zombie has exited).
+pub fn is_running(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+fn is_sdm_agent(pid: i32) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.iter().any(|a| a.ends_with(b"sdm")) && args.iter().any(|a| *a == b"listen")
+        })
+        .unwrap_or(false)
+}
+
+/// Waits (bounded) until `pid` has exited; true when it has.
+pub fn wait_exit(pid: i32, limit: Duration) -> bool {
+    eventually(limit, || !is_running(pid))
+}
+
+/// Polls `check` with backoff until it holds, for at most `limit`.
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Replaces every `{key}` in `template`.
+pub fn fill(template: &str, values: &BTreeMap<&str, String>) -> String {
+    let mut text = template.to_owned();
+    for (k, v) in values {
+        text = text.replace(&format!("{{{k}}}"), v);
+    }
+    text
+}
+
+/// Reads a golden file of `tests/golden/`.
+pub fn golden(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Replaces the values of the keys in `volatile` (ids, times, pids) by `"<key>"`, at any depth.
+pub fn redact(value: &mut serde_json::Value, volatile: &[&str]) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                if volatile.contains(&k.as_str()) && !v.is_null() {
+                    *v = serde_json::Value::String(format!("<{k}>"));
+                } else {
+                    redact(v, volatile);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                redact(v, volatile);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    sdm_testkit::free_port()
+}
+
+/// psql through `port` as the cluster's superuser with its password (no credential injection
+/// is assumed). Returns (exit code, stdout, stderr).
+pub fn psql(port: u16, sql: &str) -> (i32, String, String) {
+    let pg = pg();
+    let mut c = Command::new(pg.bin("psql"));
+    c.args(["-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["-U", pg.superuser(), "-d", "postgres", "-c", sql])
+        .env("PGPASSWORD", pg.password())
+        .env("PGCONNECT_TIMEOUT", "20")
+        .env("PGSSLMODE", "disable")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = output_within(c, None, COMMAND_TIMEOUT);
+    (out.code, out.stdout.trim().to_owned(), out.stderr)
+}
