@@ -76,6 +76,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 password: pg.password().into(),
                 database: Some("postgres".into()),
             }),
+            upstream_tls: None,
         },
         None => NewResource {
             name: "pg-echo".into(),
@@ -85,6 +86,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             port_override: None,
             tags: BTreeMap::new(),
             credentials: None,
+            upstream_tls: None,
         },
     };
     admin.create_resource(&database).await?;
@@ -97,6 +99,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             port_override: None,
             tags: BTreeMap::new(),
             credentials: None,
+            upstream_tls: None,
         })
         .await?;
     admin.grant("etl-bot", &database.name).await?;

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sdm_proto::api::{
-    AccountInfo, AccountKind, AccountList, AdminResource, AdminResourceList, CreateAccount,
-    CreateGrant, CreateResource, CreatedAccount, GrantInfo, GrantList, routes,
+    AccountInfo, AccountKind, AccountList, AdminResource, AdminResourceList, AuditList,
+    AuditQueryList, CreateAccount, CreateGrant, CreateResource, CreatedAccount, GrantInfo,
+    GrantList, UpdateResource, routes,
 };
 use sdm_proto::{Token, TokenKind};
 
@@ -14,9 +15,93 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::session::API_URL_ENV_VAR;
 
 pub use sdm_proto::api::{
-    AccountInfo as Account, AccountStatus, AdminResource as ResourceDetails,
-    CreateResource as NewResource, CreatedAccount as NewAccount, Credentials, GrantInfo as Grant,
+    AccountInfo as Account, AccountStatus, AdminResource as ResourceDetails, AuditQuery,
+    AuditRecord, CreateResource as NewResource, CreatedAccount as NewAccount, Credentials,
+    GrantInfo as Grant, TlsMode, UpdateResource as ResourceChanges, UpstreamTls,
 };
+
+/// Which audit records to list (all of them, newest first, by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditFilter {
+    /// Only this account's (id or name).
+    pub account: Option<String>,
+    /// Only this resource's (id or name).
+    pub resource: Option<String>,
+    /// Started at or after (Unix seconds).
+    pub since: Option<i64>,
+    /// Started before (Unix seconds).
+    pub until: Option<i64>,
+    /// Page size (1–1000; default 100).
+    pub limit: Option<u32>,
+    /// The `next_before` of the previous page.
+    pub before: Option<String>,
+}
+
+impl AuditFilter {
+    /// Only this account's connections.
+    pub fn account(mut self, account: impl Into<String>) -> Self {
+        self.account = Some(account.into());
+        self
+    }
+
+    /// Only this resource's connections.
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// Started at or after `since` (Unix seconds).
+    pub fn since(mut self, since: i64) -> Self {
+        self.since = Some(since);
+        self
+    }
+
+    /// Started before `until` (Unix seconds).
+    pub fn until(mut self, until: i64) -> Self {
+        self.until = Some(until);
+        self
+    }
+
+    /// At most `limit` records per page.
+    pub fn limit(mut self, limit: u32) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The page after the one that returned this `next_before`.
+    pub fn before(mut self, cursor: impl Into<String>) -> Self {
+        self.before = Some(cursor.into());
+        self
+    }
+
+    fn query(&self) -> Result<String> {
+        let mut parts = Vec::new();
+        if let Some(a) = &self.account {
+            parts.push(format!("account={}", segment(a)?));
+        }
+        if let Some(r) = &self.resource {
+            parts.push(format!("resource={}", segment(r)?));
+        }
+        if let Some(s) = self.since {
+            parts.push(format!("since={s}"));
+        }
+        if let Some(u) = self.until {
+            parts.push(format!("until={u}"));
+        }
+        if let Some(l) = self.limit {
+            parts.push(format!("limit={l}"));
+        }
+        if let Some(b) = &self.before {
+            parts.push(format!("before={}", segment(b)?));
+        }
+        Ok(if parts.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", parts.join("&"))
+        })
+    }
+}
 
 /// Environment variable [`AdminClient::from_env`] reads.
 pub const ADMIN_TOKEN_ENV_VAR: &str = "SDM_ADMIN_TOKEN";
@@ -109,6 +194,33 @@ impl AdminClient {
         self.api
             .post(routes::ADMIN_RESOURCES, resource, false)
             .await
+    }
+
+    /// Changes a resource; only the fields set in `changes` change. Rotating a stored password
+    /// is an update with new credentials.
+    pub async fn update_resource(
+        &self,
+        resource: &str,
+        changes: &UpdateResource,
+    ) -> Result<AdminResource> {
+        let path = format!("{}/{}", routes::ADMIN_RESOURCES, segment(resource)?);
+        self.api.patch(&path, changes).await
+    }
+
+    /// One page of audit records, newest first.
+    pub async fn audit(&self, filter: &AuditFilter) -> Result<AuditList> {
+        let path = format!("{}{}", routes::ADMIN_AUDIT, filter.query()?);
+        self.api.get(&path).await
+    }
+
+    /// The queries recorded for one connection (`after`: the last `seq` already seen).
+    pub async fn audit_queries(&self, record: &str, after: u64) -> Result<AuditQueryList> {
+        let path = format!(
+            "{}/{}/queries?after={after}",
+            routes::ADMIN_AUDIT,
+            segment(record)?
+        );
+        self.api.get(&path).await
     }
 
     /// Every resource, sorted by name.

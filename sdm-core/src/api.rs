@@ -101,6 +101,17 @@ impl ApiClient {
         decode(&self.endpoint.url, &body)
     }
 
+    pub(crate) async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let json = serde_json::to_vec(body)
+            .map_err(|e| Error::internal(format!("could not encode request: {e}")))?;
+        let body = self.call(Method::PATCH, path, Some(json), true).await?;
+        decode(&self.endpoint.url, &body)
+    }
+
     /// POST without a body, or with one, ignoring the response body.
     pub(crate) async fn post_no_content<B: Serialize>(&self, path: &str, body: &B) -> Result<()> {
         let json = serde_json::to_vec(body)

@@ -25,7 +25,11 @@ pub mod routes {
     /// `GET` → [`AccountList`](super::AccountList); `POST` [`CreateAccount`](super::CreateAccount) → [`CreatedAccount`](super::CreatedAccount).
     pub const ADMIN_ACCOUNTS: &str = "/v1/admin/accounts";
     /// `GET` → [`AdminResourceList`](super::AdminResourceList); `POST` [`CreateResource`](super::CreateResource) → [`AdminResource`](super::AdminResource).
+    /// `PATCH /v1/admin/resources/{resource}` [`UpdateResource`](super::UpdateResource) → [`AdminResource`](super::AdminResource).
     pub const ADMIN_RESOURCES: &str = "/v1/admin/resources";
+    /// `GET ?account=&resource=&since=&until=&limit=&before=` → [`AuditList`](super::AuditList);
+    /// `GET /v1/admin/audit/{id}/queries?limit=&after=` → [`AuditQueryList`](super::AuditQueryList).
+    pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
 }
 
 /// The largest request body the API reads.
@@ -254,6 +258,108 @@ pub struct CreateResource {
     /// Credentials the gateway logs in with (stored encrypted).
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// How the gateway protects its connection to the resource (postgres; default: disable).
+    #[serde(default)]
+    pub upstream_tls: Option<UpstreamTls>,
+}
+
+impl CreateResource {
+    /// A resource with the kind's default port and nothing else set.
+    pub fn new(name: impl Into<String>, kind: ResourceKind, hostname: impl Into<String>) -> Self {
+        CreateResource {
+            name: name.into(),
+            kind,
+            hostname: hostname.into(),
+            port: None,
+            port_override: None,
+            tags: BTreeMap::new(),
+            credentials: None,
+            upstream_tls: None,
+        }
+    }
+
+    /// The upstream port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// A fixed local port for clients.
+    pub fn port_override(mut self, port: u16) -> Self {
+        self.port_override = Some(port);
+        self
+    }
+
+    /// Adds a tag.
+    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.tags.insert(key.into(), value.into());
+        self
+    }
+
+    /// Credentials the gateway logs in with.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Upstream TLS settings.
+    pub fn upstream_tls(mut self, tls: UpstreamTls) -> Self {
+        self.upstream_tls = Some(tls);
+        self
+    }
+}
+
+/// TLS between the gateway and a resource, in libpq's terms.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// No TLS.
+    #[default]
+    Disable,
+    /// TLS, without checking the server's certificate.
+    Require,
+    /// TLS, with the certificate checked against a CA and the host name.
+    VerifyFull,
+}
+
+/// Upstream TLS settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The mode.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// PEM certificate(s) of the CA that signs the resource's certificate (`verify-full`).
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+}
+
+/// `PATCH /v1/admin/resources/{resource}`: only the fields present change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateResource {
+    /// New upstream host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// New upstream port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// New fixed local port (`Some(None)`-like clearing is done with `clear_port_override`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_override: Option<u16>,
+    /// Removes the fixed local port.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_port_override: bool,
+    /// Replaces the tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Replaces the stored credentials (password rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    /// Removes the stored credentials (the client then logs in itself).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_credentials: bool,
+    /// Replaces the upstream TLS settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 /// A resource as an admin sees it: address and credential presence, never the password.
@@ -279,6 +385,9 @@ pub struct AdminResource {
     pub database: Option<String>,
     /// Whether a password is stored.
     pub has_credentials: bool,
+    /// Upstream TLS mode.
+    #[serde(default)]
+    pub upstream_tls: TlsMode,
     /// When it was created.
     pub created_at: i64,
 }
@@ -315,6 +424,76 @@ pub struct GrantInfo {
 pub struct GrantList {
     /// The account's grants.
     pub grants: Vec<GrantInfo>,
+}
+
+/// One connection through a gateway, as the audit trail keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Record id.
+    pub id: Uuid,
+    /// The account.
+    pub account_id: Uuid,
+    /// The account's name at the time.
+    pub account_name: String,
+    /// The resource.
+    pub resource_id: Uuid,
+    /// The resource's name at the time.
+    pub resource_name: String,
+    /// The gateway that carried it.
+    pub gateway: String,
+    /// The login session.
+    pub session_id: Uuid,
+    /// The lease presented.
+    pub lease_id: Uuid,
+    /// Job labels given at login.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The client's address as the gateway saw it.
+    pub client_addr: String,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds; `None` while open.
+    pub ended_at: Option<i64>,
+    /// Bytes from the client to the resource.
+    pub bytes_up: u64,
+    /// Bytes from the resource to the client.
+    pub bytes_down: u64,
+    /// `open`, `ok`, or an error kind name (`upstream_refused`, `unauthenticated`, …).
+    pub outcome: String,
+    /// What failed, when something did.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Queries recorded (postgres).
+    pub query_count: u64,
+}
+
+/// `GET /v1/admin/audit`: newest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditList {
+    /// One page of records.
+    pub records: Vec<AuditRecord>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next_before: Option<String>,
+}
+
+/// A query sent through a connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Position within the connection, from 1.
+    pub seq: u64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The SQL text (cut at 8 KiB).
+    pub text: String,
+}
+
+/// `GET /v1/admin/audit/{id}/queries`: in the order they were sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditQueryList {
+    /// One page of queries.
+    pub queries: Vec<AuditQuery>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<u64>,
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::api::{self, ApiState};
-use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory};
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::control::{GATEWAY_HEARTBEAT, StoreAuditWriter, StoreDirectory};
+use crate::gateway::{AuditSink, Gateway, GatewayConfig};
 use crate::keys::tls::{self, LeafResolver};
 use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
 use crate::store::{AccountRecord, GatewayRecord, SqliteStore, Store, StoreError};
@@ -212,6 +212,7 @@ pub struct RunningServer {
     api_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     gateway: Option<Gateway>,
+    audit_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -278,6 +279,12 @@ impl RunningServer {
                 .is_err()
         {
             tracing::warn!("the gateway did not stop in time");
+        }
+        // The writer ends once the gateway's connections have ended and its queue is written.
+        if let Some(task) = self.audit_task.take()
+            && tokio::time::timeout(SHUTDOWN_DRAIN, task).await.is_err()
+        {
+            tracing::warn!("the audit trail was not written completely before shutdown");
         }
         tracing::info!("sdm-server stopped");
     }
@@ -576,14 +583,18 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
 
     let admin_token = bootstrap_admin(store.as_ref(), &api_url, ca_fingerprint).await?;
 
-    // The gateway.
+    // The gateway, and the audit trail it writes through a background writer.
+    let secret_box = Arc::new(secret_box);
+    let (audit_writer, audit_task) = StoreAuditWriter::start(store.clone());
+    let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
     let lease_public_key = lease_signer.public_key();
     let gateway = Gateway::start(GatewayConfig {
         name: b.gateway_name.clone(),
         listen: b.gateway_listen,
         tls: gateway_tls,
         leases: LeaseVerifier::new([lease_public_key.clone()]),
-        directory: Arc::new(StoreDirectory::new(store.clone())),
+        directory: Arc::new(StoreDirectory::new(store.clone(), secret_box.clone())),
+        audit: audit_writer.clone(),
         handshake_timeout: b.gateway_handshake_timeout,
     })
     .await
@@ -625,7 +636,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     let state = Arc::new(ApiState {
         store: store.clone(),
         signer: Arc::new(lease_signer),
-        secrets: Arc::new(secret_box),
+        secrets: secret_box,
         api_url: api_url.clone(),
         ca_fingerprint,
         lease_ttl: b.lease_ttl,
@@ -660,6 +671,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         api_task: Some(api_task),
         background,
         gateway: Some(gateway),
+        audit_task: Some(audit_task),
     })
 }
 

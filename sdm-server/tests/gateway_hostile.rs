@@ -51,6 +51,7 @@ async fn setup() -> Setup {
             port_override: None,
             tags: BTreeMap::new(),
             credentials: None,
+            upstream_tls: None,
         })
         .await
         .unwrap();

@@ -53,6 +53,7 @@ impl Fixture {
                 port_override: None,
                 tags: BTreeMap::from([("env".into(), "test".into())]),
                 credentials: None,
+                upstream_tls: None,
             })
             .await
             .unwrap()
@@ -73,6 +74,7 @@ impl Fixture {
                 port_override,
                 tags: BTreeMap::new(),
                 credentials: None,
+                upstream_tls: None,
             })
             .await
             .unwrap()

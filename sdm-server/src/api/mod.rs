@@ -22,6 +22,7 @@ use crate::keys::SecretBox;
 use crate::store::Store;
 
 mod accounts;
+mod audit;
 mod auth;
 mod error;
 mod grants;
@@ -97,8 +98,12 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/v1/admin/resources/{resource}",
-            get(resources::show).delete(resources::delete),
+            get(resources::show)
+                .delete(resources::delete)
+                .patch(resources::update),
         )
+        .route(routes::ADMIN_AUDIT, get(audit::list))
+        .route("/v1/admin/audit/{id}/queries", get(audit::queries))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::map_response(json_errors))

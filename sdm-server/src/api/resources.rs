@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use sdm_proto::ErrorKind;
 use sdm_proto::api::{
-    AdminResource, AdminResourceList, CreateResource, ResourceInfo, ResourceList,
+    AdminResource, AdminResourceList, CreateResource, Credentials, ResourceInfo, ResourceList,
+    TlsMode, UpdateResource, UpstreamTls,
 };
 use uuid::Uuid;
 
@@ -29,6 +30,7 @@ fn admin_view(r: ResourceRecord) -> AdminResource {
         username: r.username,
         database: r.database,
         has_credentials: r.password_sealed.is_some(),
+        upstream_tls: r.tls_mode,
         created_at: r.created_at,
     }
 }
@@ -122,27 +124,10 @@ pub(crate) async fn create(
         ));
     }
     let (username, database, password_sealed) = match &request.credentials {
-        Some(c) => {
-            if c.username.is_empty() {
-                return Err(ApiError::invalid("credentials.username must not be empty"));
-            }
-            validate::text("credentials.username", &c.username, validate::MAX_TEXT_LEN)?;
-            validate::text(
-                "credentials.password",
-                &c.password,
-                validate::MAX_PASSWORD_LEN,
-            )?;
-            if let Some(db) = &c.database {
-                validate::text("credentials.database", db, validate::MAX_TEXT_LEN)?;
-            }
-            let sealed = state
-                .secrets
-                .seal(&c.password)
-                .map_err(|e| ApiError::internal("sealing a resource password failed", &e))?;
-            (Some(c.username.clone()), c.database.clone(), Some(sealed))
-        }
+        Some(c) => seal_credentials(&state, c)?,
         None => (None, None, None),
     };
+    let (tls_mode, tls_ca_pem) = tls_settings(request.upstream_tls.as_ref())?;
     let record = ResourceRecord {
         id: Uuid::new_v4(),
         name: request.name,
@@ -154,6 +139,8 @@ pub(crate) async fn create(
         username,
         database,
         password_sealed,
+        tls_mode,
+        tls_ca_pem,
         created_at: sdm_proto::unix_now(),
     };
     state.store.create_resource(record.clone()).await?;
@@ -163,6 +150,111 @@ pub(crate) async fn create(
         kind = %record.kind,
         "resource created"
     );
+    Ok(axum::Json(admin_view(record)))
+}
+
+type SealedCredentials = (Option<String>, Option<String>, Option<Vec<u8>>);
+
+/// Validates credentials and seals the password.
+fn seal_credentials(state: &ApiState, c: &Credentials) -> Result<SealedCredentials, ApiError> {
+    if c.username.is_empty() {
+        return Err(ApiError::invalid("credentials.username must not be empty"));
+    }
+    validate::text("credentials.username", &c.username, validate::MAX_TEXT_LEN)?;
+    validate::text(
+        "credentials.password",
+        &c.password,
+        validate::MAX_PASSWORD_LEN,
+    )?;
+    if let Some(db) = &c.database {
+        validate::text("credentials.database", db, validate::MAX_TEXT_LEN)?;
+    }
+    let sealed = state
+        .secrets
+        .seal(&c.password)
+        .map_err(|e| ApiError::internal("sealing a resource password failed", &e))?;
+    Ok((Some(c.username.clone()), c.database.clone(), Some(sealed)))
+}
+
+/// The largest CA bundle accepted for `verify-full`.
+const MAX_CA_PEM_BYTES: usize = 32 * 1024;
+
+/// Validates upstream TLS settings: `verify-full` needs a CA.
+fn tls_settings(tls: Option<&UpstreamTls>) -> Result<(TlsMode, Option<String>), ApiError> {
+    let Some(tls) = tls else {
+        return Ok((TlsMode::Disable, None));
+    };
+    match (&tls.mode, &tls.ca_pem) {
+        (TlsMode::VerifyFull, None) => Err(ApiError::invalid(
+            "upstream_tls.mode verify-full needs upstream_tls.ca_pem (the CA certificate, PEM)",
+        )),
+        (_, Some(pem)) if pem.len() > MAX_CA_PEM_BYTES => Err(ApiError::invalid(format!(
+            "upstream_tls.ca_pem is larger than {MAX_CA_PEM_BYTES} bytes"
+        ))),
+        (_, Some(pem)) if !pem.contains("-----BEGIN CERTIFICATE-----") => Err(ApiError::invalid(
+            "upstream_tls.ca_pem must hold PEM certificates",
+        )),
+        (mode, pem) => Ok((*mode, pem.clone())),
+    }
+}
+
+/// Changes a resource (address, tags, credentials, TLS). Rotating the stored password is an
+/// update with new `credentials`; connections opened afterwards use it.
+pub(crate) async fn update(
+    State(state): State<Arc<ApiState>>,
+    admin: Admin,
+    Path(key): Path<String>,
+    Json(request): Json<UpdateResource>,
+) -> Result<axum::Json<AdminResource>, ApiError> {
+    let mut record = resolve(&state, &key).await?;
+    if let Some(hostname) = request.hostname {
+        validate::hostname(&hostname)?;
+        record.hostname = hostname;
+    }
+    match request.port {
+        Some(0) => return Err(ApiError::invalid("port must be between 1 and 65535")),
+        Some(p) => record.port = p,
+        None => {}
+    }
+    match (request.port_override, request.clear_port_override) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "give either port_override or clear_port_override, not both",
+            ));
+        }
+        (Some(0), false) => {
+            return Err(ApiError::invalid(
+                "port_override must be between 1 and 65535",
+            ));
+        }
+        (Some(p), false) => record.port_override = Some(p),
+        (None, true) => record.port_override = None,
+        (None, false) => {}
+    }
+    if let Some(tags) = request.tags {
+        validate::labels("tag", &tags)?;
+        record.tags = tags;
+    }
+    match (&request.credentials, request.clear_credentials) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "give either credentials or clear_credentials, not both",
+            ));
+        }
+        (Some(c), false) => {
+            (record.username, record.database, record.password_sealed) =
+                seal_credentials(&state, c)?;
+        }
+        (None, true) => {
+            (record.username, record.database, record.password_sealed) = (None, None, None)
+        }
+        (None, false) => {}
+    }
+    if let Some(tls) = &request.upstream_tls {
+        (record.tls_mode, record.tls_ca_pem) = tls_settings(Some(tls))?;
+    }
+    state.store.update_resource(record.clone()).await?;
+    tracing::info!(admin = %admin.0.account.name, resource = %record.name, "resource updated");
     Ok(axum::Json(admin_view(record)))
 }
 

@@ -8,13 +8,17 @@ use std::sync::Arc;
 use sdm_proto::api::AccountStatus;
 use sdm_proto::{ErrorKind, Lease};
 
-use crate::gateway::{Denied, Directory, Upstream};
+use sdm_proto::api::UpstreamTls;
+
+use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
+use crate::keys::SecretBox;
 use crate::store::{Store, StoreError};
 
 /// Answers the gateway from the store.
 #[derive(Clone)]
 pub struct StoreDirectory {
     store: Arc<dyn Store>,
+    secrets: Arc<SecretBox>,
 }
 
 impl std::fmt::Debug for StoreDirectory {
@@ -36,9 +40,9 @@ fn unavailable(e: StoreError) -> Denied {
 }
 
 impl StoreDirectory {
-    /// A directory reading `store`.
-    pub fn new(store: Arc<dyn Store>) -> StoreDirectory {
-        StoreDirectory { store }
+    /// A directory reading `store`, opening stored passwords with `secrets`.
+    pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>) -> StoreDirectory {
+        StoreDirectory { store, secrets }
     }
 }
 
@@ -73,8 +77,8 @@ impl Directory for StoreDirectory {
             .get_session(lease.session_id)
             .await
             .map_err(unavailable)?;
-        match session {
-            Some(s) if s.account_id == account.id && s.ended_at.is_none() => {}
+        let labels = match session {
+            Some(s) if s.account_id == account.id && s.ended_at.is_none() => s.labels,
             _ => {
                 return Err(denied(
                     ErrorKind::Unauthenticated,
@@ -82,7 +86,7 @@ impl Directory for StoreDirectory {
                         .into(),
                 ));
             }
-        }
+        };
         let resource = self
             .store
             .get_resource(lease.resource_id)
@@ -108,11 +112,38 @@ impl Directory for StoreDirectory {
                 ),
             ));
         }
+        let credentials = match (&resource.username, &resource.password_sealed) {
+            (Some(username), Some(sealed)) => {
+                let password = self.secrets.open(sealed).map_err(|e| {
+                    tracing::error!(resource = %resource.name, error = %e, "a stored password cannot be opened");
+                    denied(
+                        ErrorKind::Internal,
+                        format!(
+                            "the stored credentials of resource {} cannot be decrypted; an admin must set them again",
+                            resource.name
+                        ),
+                    )
+                })?;
+                Some(UpstreamCredentials {
+                    username: username.clone(),
+                    password,
+                    database: resource.database.clone(),
+                })
+            }
+            _ => None,
+        };
         Ok(Upstream {
             resource_name: resource.name,
             kind: resource.kind,
             host: resource.hostname,
             port: resource.port,
+            credentials,
+            tls: UpstreamTls {
+                mode: resource.tls_mode,
+                ca_pem: resource.tls_ca_pem,
+            },
+            account_name: account.name,
+            labels,
         })
     }
 }
@@ -122,7 +153,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use sdm_proto::ResourceKind;
-    use sdm_proto::api::AccountKind;
+    use sdm_proto::api::{AccountKind, TlsMode};
     use uuid::Uuid;
 
     use super::*;
@@ -159,6 +190,7 @@ mod tests {
             )
             .await
             .unwrap();
+        let secrets = Arc::new(SecretBox::from_base64(&format!("{}=", "A".repeat(43))).unwrap());
         let resource = ResourceRecord {
             id: Uuid::new_v4(),
             name: "pg".into(),
@@ -167,9 +199,11 @@ mod tests {
             port: 5432,
             port_override: None,
             tags: BTreeMap::new(),
-            username: None,
-            database: None,
-            password_sealed: None,
+            username: Some("app".into()),
+            database: Some("app".into()),
+            password_sealed: Some(secrets.seal("s3cret").unwrap()),
+            tls_mode: TlsMode::Require,
+            tls_ca_pem: None,
             created_at: 1,
         };
         store.create_resource(resource.clone()).await.unwrap();
@@ -184,7 +218,7 @@ mod tests {
         let session = SessionRecord {
             id: Uuid::new_v4(),
             account_id: account.id,
-            labels: BTreeMap::new(),
+            labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
             client: String::new(),
             created_at: 1,
             ended_at: None,
@@ -199,7 +233,7 @@ mod tests {
             expires_at: 2,
         };
         Fixture {
-            directory: StoreDirectory::new(store.clone()),
+            directory: StoreDirectory::new(store.clone(), secrets),
             store,
             lease,
             account,
@@ -221,6 +255,17 @@ mod tests {
                 kind: ResourceKind::Postgres,
                 host: "127.0.0.1".into(),
                 port: 5432,
+                credentials: Some(UpstreamCredentials {
+                    username: "app".into(),
+                    password: "s3cret".into(),
+                    database: Some("app".into()),
+                }),
+                tls: UpstreamTls {
+                    mode: TlsMode::Require,
+                    ca_pem: None,
+                },
+                account_name: f.account.name.clone(),
+                labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
             }
         );
     }
@@ -285,7 +330,7 @@ mod tests {
         let other = SessionRecord {
             id: Uuid::new_v4(),
             account_id: Uuid::new_v4(),
-            labels: BTreeMap::new(),
+            labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
             client: String::new(),
             created_at: 1,
             ended_at: None,

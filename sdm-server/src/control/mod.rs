@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
+mod audit_writer;
 mod directory;
 
+pub use audit_writer::StoreAuditWriter;
 pub use directory::StoreDirectory;
 
 /// A gateway that has not reported for longer than this is not offered to clients, and a

@@ -4,22 +4,25 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sdm_proto::handshake::{self, Reply};
-use sdm_proto::{ErrorKind, Lease};
+use sdm_proto::{ErrorKind, Lease, ResourceKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use uuid::Uuid;
 
+use super::postgres;
+use super::prefixed::Prefixed;
+use super::splice::{End, NoTap, Side, splice};
 use super::{Denied, GatewayConfig, Upstream};
+use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord};
 
 /// A client may keep an accepted connection idle (warm) this long before sending OPEN.
 const IDLE_BEFORE_OPEN: Duration = Duration::from_secs(60);
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock difference tolerated between the control plane that signed a lease and this gateway.
 const LEASE_SKEW_SECS: i64 = 30;
-/// Copy buffer per direction.
-const COPY_BUFFER: usize = 64 * 1024;
 
 type Client = TlsStream<TcpStream>;
 
@@ -55,9 +58,14 @@ async fn serve(
             return;
         }
     };
-    let (lease, upstream) = match admit(config, &lease_bytes).await {
+    let (lease, mut upstream) = match admit(config, &lease_bytes).await {
         Ok(pair) => pair,
-        Err(denied) => return refuse(&mut client, peer, denied).await,
+        Err((lease, denied)) => {
+            if let Some(lease) = lease {
+                record_refusal(config, &lease, peer, &denied);
+            }
+            return refuse(&mut client, peer, denied).await;
+        }
     };
 
     let mut replies = handshake::encode_reply(&Reply::Ready);
@@ -78,10 +86,40 @@ async fn serve(
             Ok(Ok(_)) => return refuse(&mut client, peer, protocol("expected OPEN")).await,
             Ok(Err(_)) | Err(_) => return, // closed or idle too long: nothing to say
         }
-        // Access may have been revoked while the connection waited.
-        if let Err(denied) = admit(config, &lease_bytes).await {
-            return refuse(&mut client, peer, denied).await;
+        // Access may have been revoked, and the resource changed, while the connection waited.
+        match admit(config, &lease_bytes).await {
+            Ok((_, current)) => upstream = current,
+            Err((_, denied)) => {
+                record_refusal(config, &lease, peer, &denied);
+                return refuse(&mut client, peer, denied).await;
+            }
         }
+    }
+
+    let record = Record::start(config, &lease, &upstream, peer);
+    if upstream.kind == ResourceKind::Postgres {
+        // PostgreSQL failures are told to the client in its own protocol, so the stream is
+        // declared connected first.
+        replies.extend(handshake::encode_reply(&Reply::Connected));
+        if send(&mut client, &replies).await.is_err() {
+            return record.end(
+                config,
+                0,
+                0,
+                0,
+                Some((ErrorKind::Closed, "the client went away".into())),
+            );
+        }
+        let mut client = Prefixed::new(pending, client);
+        let finished =
+            postgres::serve(&mut client, &upstream, config.audit.clone(), record.id).await;
+        return record.end(
+            config,
+            finished.up,
+            finished.down,
+            finished.queries,
+            finished.failure,
+        );
     }
 
     let mut remote = match connect_upstream(config, &upstream).await {
@@ -94,32 +132,118 @@ async fn serve(
             }));
             let _ = send(&mut client, &bytes).await;
             tracing::warn!(%peer, resource = %upstream.resource_name, reason = %denied.message, "upstream refused");
-            return;
+            return record.end(config, 0, 0, 0, Some((denied.kind, denied.message)));
         }
     };
     replies.extend(handshake::encode_reply(&Reply::Connected));
     if send(&mut client, &replies).await.is_err() {
-        return;
+        return record.end(
+            config,
+            0,
+            0,
+            0,
+            Some((ErrorKind::Closed, "the client went away".into())),
+        );
     }
-    if !pending.is_empty() && remote.write_all(&pending).await.is_err() {
-        return;
-    }
-    tracing::debug!(%peer, resource = %upstream.resource_name, account = %lease.account_id, "connection open");
-    let result = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut remote,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    )
-    .await;
-    match result {
-        Ok((up, down)) => {
-            tracing::debug!(%peer, resource = %upstream.resource_name, bytes_up = up, bytes_down = down, "connection closed")
+    let mut client = Prefixed::new(pending, client);
+    let spliced = splice(&mut client, &mut remote, &mut NoTap, &mut NoTap, false).await;
+    let failure = match spliced.end {
+        End::Failed(Side::Upstream, e) => Some((
+            ErrorKind::UpstreamRefused,
+            format!("resource {:?} failed: {e}", upstream.resource_name),
+        )),
+        End::Failed(Side::Client, _) | End::Closed | End::UpstreamClosed => None,
+    };
+    record.end(config, spliced.up, spliced.down, 0, failure);
+}
+
+/// The audit record of one connection.
+struct Record {
+    id: Uuid,
+    resource: String,
+}
+
+impl Record {
+    fn start(
+        config: &GatewayConfig,
+        lease: &Lease,
+        upstream: &Upstream,
+        peer: SocketAddr,
+    ) -> Record {
+        let id = Uuid::new_v4();
+        config.audit.record(AuditEvent::Started(ConnectionRecord {
+            id,
+            account_id: lease.account_id,
+            account_name: upstream.account_name.clone(),
+            resource_id: lease.resource_id,
+            resource_name: upstream.resource_name.clone(),
+            gateway: config.name.clone(),
+            session_id: lease.session_id,
+            lease_id: lease.id,
+            labels: upstream.labels.clone(),
+            client_addr: peer.to_string(),
+            started_at: sdm_proto::unix_now(),
+            ended_at: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            outcome: "open".into(),
+            error: None,
+            query_count: 0,
+        }));
+        Record {
+            id,
+            resource: upstream.resource_name.clone(),
         }
-        Err(e) => {
-            tracing::debug!(%peer, resource = %upstream.resource_name, error = %e, "connection ended")
-        }
     }
+
+    fn end(
+        self,
+        config: &GatewayConfig,
+        up: u64,
+        down: u64,
+        queries: u64,
+        failure: Option<(ErrorKind, String)>,
+    ) {
+        tracing::debug!(resource = %self.resource, bytes_up = up, bytes_down = down, queries, failure = ?failure, "connection closed");
+        let (outcome, error) = match failure {
+            None => ("ok".to_owned(), None),
+            Some((kind, message)) => (kind.as_str().to_owned(), Some(message)),
+        };
+        config.audit.record(AuditEvent::Ended(ConnectionEnd {
+            id: self.id,
+            ended_at: sdm_proto::unix_now(),
+            bytes_up: up,
+            bytes_down: down,
+            outcome,
+            error,
+            query_count: queries,
+        }));
+    }
+}
+
+/// A refused connection whose lease was genuine still leaves a record: who tried what, and why
+/// it was refused.
+fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denied: &Denied) {
+    let now = sdm_proto::unix_now();
+    config.audit.record(AuditEvent::Started(ConnectionRecord {
+        id: Uuid::new_v4(),
+        account_id: lease.account_id,
+        account_name: String::new(),
+        resource_id: lease.resource_id,
+        resource_name: String::new(),
+        gateway: config.name.clone(),
+        session_id: lease.session_id,
+        lease_id: lease.id,
+        labels: Default::default(),
+        client_addr: peer.to_string(),
+        started_at: now,
+        ended_at: Some(now),
+        bytes_up: 0,
+        bytes_down: 0,
+        outcome: denied.kind.as_str().to_owned(),
+        error: Some(denied.message.clone()),
+        query_count: 0,
+    }));
 }
 
 /// TLS, then the HELLO. Returns the lease bytes and whatever the client sent after the HELLO.
@@ -161,17 +285,26 @@ async fn greet(
     }
 }
 
-/// Verifies the lease offline, then asks the directory whether it still holds.
-async fn admit(config: &GatewayConfig, lease_bytes: &[u8]) -> Result<(Lease, Upstream), Denied> {
+/// Verifies the lease offline, then asks the directory whether it still holds. A refusal
+/// carries the lease when its signature was good (so that it can be audited).
+async fn admit(
+    config: &GatewayConfig,
+    lease_bytes: &[u8],
+) -> Result<(Lease, Upstream), (Option<Lease>, Denied)> {
     let lease = config
         .leases
         .verify(lease_bytes, sdm_proto::unix_now(), LEASE_SKEW_SECS)
-        .map_err(|e| Denied {
-            kind: ErrorKind::Unauthenticated,
-            message: format!("gateway {} refused the lease: {e}", config.name),
+        .map_err(|e| {
+            let denied = Denied {
+                kind: ErrorKind::Unauthenticated,
+                message: format!("gateway {} refused the lease: {e}", config.name),
+            };
+            (None, denied)
         })?;
-    let upstream = config.directory.authorize(&lease).await?;
-    Ok((lease, upstream))
+    match config.directory.authorize(&lease).await {
+        Ok(upstream) => Ok((lease, upstream)),
+        Err(denied) => Err((Some(lease), denied)),
+    }
 }
 
 async fn connect_upstream(

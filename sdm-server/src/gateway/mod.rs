@@ -1,18 +1,26 @@
 //! The gateway: accepts TLS connections from clients, verifies their lease offline, asks the
 //! [`Directory`] where the resource lives, connects to it and splices bytes both ways.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_proto::api::UpstreamTls;
 use sdm_proto::lease::LeaseVerifier;
 use sdm_proto::{ErrorKind, Lease, ResourceKind};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod audit;
 mod connection;
 mod listener;
+mod postgres;
+mod prefixed;
+mod splice;
+
+pub use audit::{AuditSink, DiscardAudit};
 
 /// Where a lease may go, as decided by the control plane's state.
 #[async_trait::async_trait]
@@ -24,7 +32,7 @@ pub trait Directory: Send + Sync + 'static {
     async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied>;
 }
 
-/// A resource's address, as the gateway needs it.
+/// A resource's address and how to log in to it, as the gateway needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     /// Resource name (for messages and logs).
@@ -35,6 +43,35 @@ pub struct Upstream {
     pub host: String,
     /// Port to connect to.
     pub port: u16,
+    /// Credentials the gateway logs in with; `None`: the client logs in itself.
+    pub credentials: Option<UpstreamCredentials>,
+    /// TLS between the gateway and the resource.
+    pub tls: UpstreamTls,
+    /// The account's name (for the audit trail).
+    pub account_name: String,
+    /// The session's job labels (for the audit trail).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Stored credentials, decrypted. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamCredentials {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Database; `None`: the one the client asks for.
+    pub database: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("database", &self.database)
+            .finish()
+    }
 }
 
 /// A refusal, sent to the client as a handshake error.
@@ -58,6 +95,8 @@ pub struct GatewayConfig {
     pub leases: LeaseVerifier,
     /// Decides where leases go.
     pub directory: Arc<dyn Directory>,
+    /// Receives a record of every connection (and, for postgres, its queries).
+    pub audit: Arc<dyn AuditSink>,
     /// How long a client has to complete TLS and the HELLO.
     pub handshake_timeout: Duration,
 }

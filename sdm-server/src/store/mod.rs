@@ -7,11 +7,14 @@
 use std::collections::BTreeMap;
 
 use sdm_proto::ResourceKind;
-use sdm_proto::api::{AccountKind, AccountStatus};
+use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
 use uuid::Uuid;
 
+pub mod audit;
 pub mod sqlite;
+mod sqlite_audit;
 
+pub use audit::{AuditEvent, AuditFilter, ConnectionEnd, ConnectionRecord, QueryRecord};
 pub use sqlite::SqliteStore;
 
 /// An account: a service account (a job's identity) or an admin.
@@ -78,6 +81,10 @@ pub struct ResourceRecord {
     pub database: Option<String>,
     /// Upstream password, sealed with the [`SecretBox`](crate::keys::SecretBox).
     pub password_sealed: Option<Vec<u8>>,
+    /// TLS between the gateway and the resource.
+    pub tls_mode: TlsMode,
+    /// CA certificate(s) for `verify-full`, PEM.
+    pub tls_ca_pem: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -95,6 +102,7 @@ impl std::fmt::Debug for ResourceRecord {
             .field("username", &self.username)
             .field("database", &self.database)
             .field("has_password", &self.password_sealed.is_some())
+            .field("tls_mode", &self.tls_mode)
             .field("created_at", &self.created_at)
             .finish()
     }
@@ -254,6 +262,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError>;
     /// Deletes a resource and its grants. `NotFound` if it does not exist.
     async fn delete_resource(&self, id: Uuid) -> Result<(), StoreError>;
+    /// Replaces every field of the resource with this id but its name and creation time.
+    /// `NotFound` if it does not exist.
+    async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError>;
 
     // --- grants ---
 
@@ -288,6 +299,25 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_gateway(&self, gateway: GatewayRecord) -> Result<GatewayRecord, StoreError>;
     /// All registered gateways, sorted by name.
     async fn list_gateways(&self) -> Result<Vec<GatewayRecord>, StoreError>;
+
+    // --- audit ---
+
+    /// Writes a batch of audit events in one transaction.
+    async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+    /// Connection records matching `filter`, newest first.
+    async fn list_connections(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<Vec<ConnectionRecord>, StoreError>;
+    /// The connection record with this id.
+    async fn get_connection(&self, id: Uuid) -> Result<Option<ConnectionRecord>, StoreError>;
+    /// A connection's queries with `seq > after`, in order, at most `limit`.
+    async fn list_queries(
+        &self,
+        connection_id: Uuid,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<QueryRecord>, StoreError>;
 
     // --- settings ---
 

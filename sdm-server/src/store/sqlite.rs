@@ -13,19 +13,22 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use sdm_proto::ResourceKind;
-use sdm_proto::api::{AccountKind, AccountStatus};
+use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
 use uuid::Uuid;
 
 use super::{
-    AccountRecord, GatewayRecord, GrantRecord, ResourceRecord, SessionRecord, Store, StoreError,
-    TokenRecord,
+    AccountRecord, AuditEvent, AuditFilter, ConnectionRecord, GatewayRecord, GrantRecord,
+    QueryRecord, ResourceRecord, SessionRecord, Store, StoreError, TokenRecord, sqlite_audit,
 };
 
 /// File name of the database in the data directory.
 pub const FILE: &str = "sdm.db";
 
 /// Versioned migrations, applied in order, each once.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_tls_and_audit.sql")),
+];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -41,7 +44,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-trait Context<T> {
+pub(super) trait Context<T> {
     fn context(self, context: &'static str) -> Result<T, StoreError>;
 }
 
@@ -75,17 +78,17 @@ fn conversion(column: usize, message: String) -> rusqlite::Error {
     )
 }
 
-fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
+pub(super) fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
     let text: String = row.get(i)?;
     Uuid::parse_str(&text).map_err(|_| conversion(i, format!("bad uuid {text:?}")))
 }
 
-fn map_at(row: &Row<'_>, i: usize) -> rusqlite::Result<BTreeMap<String, String>> {
+pub(super) fn map_at(row: &Row<'_>, i: usize) -> rusqlite::Result<BTreeMap<String, String>> {
     let text: String = row.get(i)?;
     serde_json::from_str(&text).map_err(|_| conversion(i, "bad JSON map".into()))
 }
 
-fn json(map: &BTreeMap<String, String>) -> Result<String, StoreError> {
+pub(super) fn json(map: &BTreeMap<String, String>) -> Result<String, StoreError> {
     serde_json::to_string(map).map_err(|e| StoreError::backend("encode a map as JSON", e))
 }
 
@@ -145,7 +148,25 @@ fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 }
 
 const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
-     r.tags, r.username, r.database, r.password_sealed, r.created_at";
+     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem";
+
+pub(super) fn tls_mode_str(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::Disable => "disable",
+        TlsMode::Require => "require",
+        TlsMode::VerifyFull => "verify-full",
+    }
+}
+
+fn tls_mode_at(row: &Row<'_>, i: usize) -> rusqlite::Result<TlsMode> {
+    let text: String = row.get(i)?;
+    match text.as_str() {
+        "disable" => Ok(TlsMode::Disable),
+        "require" => Ok(TlsMode::Require),
+        "verify-full" => Ok(TlsMode::VerifyFull),
+        other => Err(conversion(i, format!("unknown TLS mode {other:?}"))),
+    }
+}
 
 fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
     let kind: String = row.get(2)?;
@@ -161,6 +182,8 @@ fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
         database: row.get(8)?,
         password_sealed: row.get(9)?,
         created_at: row.get(10)?,
+        tls_mode: tls_mode_at(row, 11)?,
+        tls_ca_pem: row.get(12)?,
     })
 }
 
@@ -541,8 +564,9 @@ impl Store for SqliteStore {
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
-                                        username, database, password_sealed, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                        username, database, password_sealed, created_at,
+                                        tls_mode, tls_ca_pem)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     resource.id.to_string(),
                     resource.name,
@@ -554,7 +578,9 @@ impl Store for SqliteStore {
                     resource.username,
                     resource.database,
                     resource.password_sealed,
-                    resource.created_at
+                    resource.created_at,
+                    tls_mode_str(resource.tls_mode),
+                    resource.tls_ca_pem
                 ],
             )
             .map_err(|e| {
@@ -622,6 +648,38 @@ impl Store for SqliteStore {
                 .execute("DELETE FROM resources WHERE id = ?1", [id.to_string()])
                 .context("delete a resource")?;
             if n == 0 {
+                return Err(StoreError::NotFound("resource"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+        let tags = json(&resource.tags)?;
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE resources SET kind = ?2, hostname = ?3, port = ?4, port_override = ?5,
+                            tags = ?6, username = ?7, database = ?8, password_sealed = ?9,
+                            tls_mode = ?10, tls_ca_pem = ?11
+                     WHERE id = ?1",
+                    params![
+                        resource.id.to_string(),
+                        resource.kind.as_str(),
+                        resource.hostname,
+                        resource.port,
+                        resource.port_override,
+                        tags,
+                        resource.username,
+                        resource.database,
+                        resource.password_sealed,
+                        tls_mode_str(resource.tls_mode),
+                        resource.tls_ca_pem
+                    ],
+                )
+                .context("update a resource")?;
+            if changed == 0 {
                 return Err(StoreError::NotFound("resource"));
             }
             Ok(())
@@ -809,6 +867,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.transaction(move |tx| sqlite_audit::write(tx, &events))
+            .await
+    }
+
+    async fn list_connections(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.run(move |conn| sqlite_audit::list_connections(conn, &filter))
+            .await
+    }
+
+    async fn get_connection(&self, id: Uuid) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.run(move |conn| sqlite_audit::get_connection(conn, id))
+            .await
+    }
+
+    async fn list_queries(
+        &self,
+        connection_id: Uuid,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<QueryRecord>, StoreError> {
+        self.run(move |conn| sqlite_audit::list_queries(conn, connection_id, after, limit))
+            .await
+    }
+
     async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = key.to_owned();
         self.run(move |conn| {
@@ -873,6 +959,8 @@ mod tests {
             username: Some("app".into()),
             database: None,
             password_sealed: Some(vec![9; 40]),
+            tls_mode: TlsMode::Disable,
+            tls_ca_pem: None,
             created_at: 100,
         }
     }
@@ -1135,7 +1223,7 @@ mod tests {
         let versions: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(versions, 1);
+        assert_eq!(versions, MIGRATIONS.len() as i64);
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();

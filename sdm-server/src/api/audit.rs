@@ -1,0 +1,218 @@
+//! `GET /v1/admin/audit` (connection records, newest first, filtered and paged) and
+//! `GET /v1/admin/audit/{id}/queries` (the queries of one connection, in order).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use sdm_proto::ErrorKind;
+use sdm_proto::api::{AuditList, AuditQuery, AuditQueryList, AuditRecord};
+use uuid::Uuid;
+
+use super::auth::Admin;
+use super::error::ApiError;
+use super::{ApiState, accounts, resources};
+use crate::store::{AuditFilter, ConnectionRecord};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// Records matching `account`, `resource` (id or name), `since`/`until` (Unix seconds), one page
+/// of `limit`, continuing from `before` (the previous page's `next_before`).
+pub(crate) async fn list(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<AuditList>, ApiError> {
+    let params = parse_query(query.as_deref())?;
+    let mut filter = AuditFilter {
+        limit: limit(&params)?,
+        since: number(&params, "since")?,
+        until: number(&params, "until")?,
+        ..AuditFilter::default()
+    };
+    if let Some(key) = params.get("account") {
+        filter.account_id = Some(match Uuid::parse_str(key) {
+            Ok(id) => id,
+            Err(_) => accounts::resolve(&state, key).await?.id,
+        });
+    }
+    if let Some(key) = params.get("resource") {
+        filter.resource_id = Some(match Uuid::parse_str(key) {
+            Ok(id) => id,
+            Err(_) => resources::resolve(&state, key).await?.id,
+        });
+    }
+    if let Some(cursor) = params.get("before") {
+        filter.before = Some(parse_cursor(cursor)?);
+    }
+    let page = filter.limit as usize;
+    let records = state.store.list_connections(filter).await?;
+    let next_before = (records.len() == page)
+        .then(|| records.last().map(|r| format!("{}:{}", r.started_at, r.id)))
+        .flatten();
+    Ok(axum::Json(AuditList {
+        records: records.into_iter().map(wire).collect(),
+        next_before,
+    }))
+}
+
+/// The queries of one connection with `seq > after`, one page of `limit`.
+pub(crate) async fn queries(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<AuditQueryList>, ApiError> {
+    let params = parse_query(query.as_deref())?;
+    let not_found = || {
+        ApiError::new(
+            ErrorKind::InvalidArgument,
+            format!("no audit record {id:?}"),
+        )
+        .with_status(axum::http::StatusCode::NOT_FOUND)
+    };
+    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    if state.store.get_connection(id).await?.is_none() {
+        return Err(not_found());
+    }
+    let limit = limit(&params)?;
+    let after = number(&params, "after")?.unwrap_or(0).max(0);
+    let after = u64::try_from(after).unwrap_or(0);
+    let rows = state.store.list_queries(id, after, limit).await?;
+    let next_after = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|q| q.seq))
+        .flatten();
+    Ok(axum::Json(AuditQueryList {
+        queries: rows
+            .into_iter()
+            .map(|q| AuditQuery {
+                seq: q.seq,
+                at: q.at,
+                text: q.text,
+            })
+            .collect(),
+        next_after,
+    }))
+}
+
+fn wire(r: ConnectionRecord) -> AuditRecord {
+    AuditRecord {
+        id: r.id,
+        account_id: r.account_id,
+        account_name: r.account_name,
+        resource_id: r.resource_id,
+        resource_name: r.resource_name,
+        gateway: r.gateway,
+        session_id: r.session_id,
+        lease_id: r.lease_id,
+        labels: r.labels,
+        client_addr: r.client_addr,
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        bytes_up: r.bytes_up,
+        bytes_down: r.bytes_down,
+        outcome: r.outcome,
+        error: r.error,
+        query_count: r.query_count,
+    }
+}
+
+fn limit(params: &HashMap<String, String>) -> Result<u32, ApiError> {
+    match number(params, "limit")? {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if n >= 1 && n <= i64::from(MAX_PAGE) => Ok(u32::try_from(n).unwrap_or(MAX_PAGE)),
+        Some(_) => Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        ))),
+    }
+}
+
+fn number(params: &HashMap<String, String>, key: &str) -> Result<Option<i64>, ApiError> {
+    params
+        .get(key)
+        .map(|v| {
+            v.parse::<i64>().map_err(|_| {
+                ApiError::invalid(format!(
+                    "{key} must be a whole number (Unix seconds for times)"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn parse_cursor(cursor: &str) -> Result<(i64, Uuid), ApiError> {
+    let bad = || ApiError::invalid("before must be a next_before value from a previous page");
+    let (at, id) = cursor.split_once(':').ok_or_else(bad)?;
+    Ok((
+        at.parse().map_err(|_| bad())?,
+        Uuid::parse_str(id).map_err(|_| bad())?,
+    ))
+}
+
+const KNOWN_PARAMS: [&str; 7] = [
+    "account", "resource", "since", "until", "limit", "before", "after",
+];
+
+/// `a=1&b=2` into a map; values are ids, names, numbers and cursors, so only `%XX` escapes are
+/// decoded. Unknown or repeated parameters are refused rather than ignored.
+fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
+    let mut params = HashMap::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !KNOWN_PARAMS.contains(&key) {
+            return Err(ApiError::invalid(format!(
+                "unknown query parameter {key:?}; known: {}",
+                KNOWN_PARAMS.join(", ")
+            )));
+        }
+        let value = percent_decode(value)
+            .ok_or_else(|| ApiError::invalid(format!("bad escape in {key}")))?;
+        if params.insert(key.to_owned(), value).is_some() {
+            return Err(ApiError::invalid(format!(
+                "query parameter {key:?} given twice"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_parse_strictly() {
+        let p = parse_query(Some("account=etl&since=10&before=5%3Aabc")).unwrap();
+        assert_eq!(p["account"], "etl");
+        assert_eq!(p["before"], "5:abc");
+        assert!(parse_query(Some("acount=etl")).is_err());
+        assert!(parse_query(Some("limit=1&limit=2")).is_err());
+        assert!(parse_query(Some("account=%zz")).is_err());
+        assert!(parse_query(None).unwrap().is_empty());
+    }
+}
