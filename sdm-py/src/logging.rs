@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tracing::field::{Field, Visit};
+use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -96,6 +97,11 @@ fn logger_name(target: &str) -> String {
 struct ForwardToPython;
 
 impl<S: Subscriber> Layer<S> for ForwardToPython {
+    /// Never cache a decision per call site: the Python level can change at any time.
+    fn register_callsite(&self, _metadata: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
         python_level(metadata.level()) >= THRESHOLD.load(Ordering::Relaxed) && python_alive()
     }

@@ -1,10 +1,23 @@
 # Stubs of the private native module (sdm-py/src). Checked by `python -m mypy.stubtest sdm`.
 import socket
-from typing import Any, Awaitable, Dict, List, Optional, Tuple
+from typing import Any, Awaitable, Dict, List, Optional, Tuple, final
 
 from .errors import Error
 
 __version__: str
+__all__ = [
+    "__version__",
+    "RawSession",
+    "RawTunnel",
+    "Canceller",
+    "_resolve",
+    "token_from_env",
+    "error_kinds",
+    "_error_for_kind",
+    "_panic_for_test",
+    "_shutdown",
+    "refresh_log_level",
+]
 
 # (id, name, kind, tags, port, healthy)
 _RawResource = Tuple[str, str, str, Dict[str, str], Optional[int], bool]
@@ -13,6 +26,7 @@ _RawStatusRow = Tuple[_RawResource, bool, Optional[Tuple[str, int]], int, Option
 # (account, rows, table)
 _RawStatus = Tuple[str, List[_RawStatusRow], str]
 
+@final
 class RawSession:
     @staticmethod
     def login(
@@ -55,6 +69,7 @@ class RawSession:
     def logout(self) -> None: ...
     def logout_async(self) -> Awaitable[None]: ...
 
+@final
 class RawTunnel:
     @property
     def resource(self) -> _RawResource: ...
@@ -73,6 +88,7 @@ class RawTunnel:
     def close(self) -> None: ...
     def close_async(self) -> Awaitable[None]: ...
 
+@final
 class Canceller:
     def __call__(self, future: Any) -> None: ...
 

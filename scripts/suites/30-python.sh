@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The Python package (sdm-py) against a real sdm-server and a real PostgreSQL (sdm-fixture):
+#
+#  1. a venv in target/py-venv (reused) with the pinned tools of tests/python/requirements.txt
+#  2. the wheel, built by maturin with the release profile into the shared target dir
+#  3. the wheel installed in the venv; stubs checked against the module (mypy.stubtest), the
+#     package and the examples type-checked with mypy --strict
+#  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg), every error kind,
+#     threads, Ctrl-C, asyncio, fork/spawn/forkserver, logging, the examples
+#
+# Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+step() { printf '\n--- %s\n' "$*"; }
+fail() {
+  printf '\nFAILED: %s\n' "$*" >&2
+  exit 1
+}
+# run LIMIT_SECONDS WHAT COMMAND...: a step with a time limit and a clear failure line.
+run() {
+  local limit=$1 what=$2
+  shift 2
+  local status=0
+  timeout --kill-after=30 "$limit" "$@" || status=$?
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    fail "$what: did not finish within ${limit}s"
+  elif [ "$status" -ne 0 ]; then
+    fail "$what (exit $status)"
+  fi
+}
+
+started=$SECONDS
+venv=$root/target/py-venv
+requirements=$root/tests/python/requirements.txt
+export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the source tree
+export MYPY_CACHE_DIR=$root/target/py-mypy-cache
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+step "python venv (target/py-venv)"
+python3 -c 'import sys; assert sys.version_info >= (3, 9), sys.version' ||
+  fail "python3 is $(python3 --version 2>&1); sdm needs 3.9 or newer"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$venv"
+  run 120 "creating the venv" python3 -m venv "$venv"
+fi
+stamp=$venv/.requirements.sha256
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  run 900 "pip install -r tests/python/requirements.txt" \
+    "$venv/bin/pip" install --quiet -r "$requirements"
+  echo "$want" >"$stamp"
+fi
+"$venv/bin/python" --version
+
+step "sdm-fixture (release)"
+run 1800 "cargo build -p sdm-fixture" cargo build --release --locked -p sdm-fixture
+
+step "wheel (maturin build --release)"
+wheels=$root/target/wheels
+rm -f "$wheels"/sdm_tunnel-*.whl
+# maturin builds into the workspace's target dir with the release profile: the dependencies
+# built by the Rust steps are reused.
+run 1800 "maturin build" \
+  "$venv/bin/maturin" build --release --locked --manifest-path sdm-py/Cargo.toml \
+  --interpreter "$venv/bin/python" --out "$wheels"
+wheel=$(ls "$wheels"/sdm_tunnel-*.whl)
+echo "built $(basename "$wheel") ($(du -h "$wheel" | cut -f1))"
+run 300 "pip install the wheel" "$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"
+
+# From here on, `sdm` is the installed wheel (cwd has no sdm/ directory).
+cd "$root/tests/python"
+
+step "stubs against the module (python -m mypy.stubtest sdm)"
+run 600 "stubtest" "$venv/bin/python" -m mypy.stubtest sdm
+
+step "mypy --strict: the package and examples/python"
+run 600 "mypy on the sdm package" "$venv/bin/python" -m mypy --strict -p sdm
+run 600 "mypy on examples/python" "$venv/bin/python" -m mypy --strict \
+  --config-file "$root/examples/python/mypy.ini" "$root/examples/python"
+
+step "pytest tests/python"
+run 1500 "pytest" "$venv/bin/python" -m pytest "$root/tests/python"
+
+step "python suite passed in $((SECONDS - started))s"

@@ -1,0 +1,142 @@
+"""Fork safety as a contract: a session made in the parent works in a child made by os.fork()
+or by multiprocessing's fork, spawn and forkserver start methods (its own runtime, login and
+tunnels), and the parent's tunnels keep working."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import select
+from typing import Any, Dict
+
+import pytest
+
+import sdm
+import workers
+from conftest import Fixture, query_psycopg
+
+# Bounds of waits for a child (not expectations).
+CHILD_BOUND = 120.0
+
+
+def parent_query(tunnel: sdm.Tunnel, pg: Dict[str, Any]) -> Any:
+    return query_psycopg(
+        tunnel.dsn(pg["dbname"], user=pg["user"], password=pg["password"]), "select 'parent'"
+    )
+
+
+def check_report(report: Dict[str, Any], session: sdm.Session, parent_port: int) -> None:
+    assert report["pid"] != os.getpid()
+    assert report["resources"] == ["echo-other", "pgsql_1_31", "server-echo"]
+    assert report["answer"] == 42
+    # Its own login (same token, new session) and its own tunnel.
+    assert report["session_id"] and report["session_id"] != session.id
+    assert report["tunnel_port"] != parent_port
+
+
+def test_os_fork(session: sdm.Session, pg: Dict[str, Any]) -> None:
+    tunnel = session.connect("pgsql")
+    assert parent_query(tunnel, pg) == "parent"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 0
+        try:
+            os.close(read_end)
+            report = workers.use_session(session, pg, tunnel)
+            os.write(write_end, json.dumps(report).encode())
+        except BaseException as e:
+            os.write(write_end, json.dumps({"error": repr(e)}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], CHILD_BOUND)
+        assert ready, "the forked child did not report (deadlock?)"
+        data = b""
+        while True:
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        _, status = os.waitpid(pid, 0)
+    report = json.loads(data)
+    assert "error" not in report, report["error"]
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert report["parent_tunnel_open_in_child"] is False
+    check_report(report, session, tunnel.port)
+    # The parent's tunnel and session still work, and the child's close() left them alone.
+    assert tunnel.is_open
+    assert parent_query(tunnel, pg) == "parent"
+    assert len(session.list_resources()) == 3
+    tunnel.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing(method: str, session: sdm.Session, pg: Dict[str, Any]) -> None:
+    ctx = multiprocessing.get_context(method)
+    tunnel = session.connect("pgsql")
+    assert parent_query(tunnel, pg) == "parent"
+    receive, send = ctx.Pipe(duplex=False)
+    # With fork the child inherits the session; with spawn and forkserver it is pickled (its
+    # login settings, token included) and logs in on first use.
+    child = ctx.Process(target=workers.run_in_child, args=(send, session, pg))
+    child.start()
+    send.close()
+    try:
+        assert receive.poll(CHILD_BOUND), f"the {method} child did not report (deadlock?)"
+        outcome, report = receive.recv()
+    finally:
+        child.join(CHILD_BOUND)
+        if child.exitcode is None:
+            child.kill()
+            child.join(30)
+    assert outcome == "ok", report
+    assert child.exitcode == 0
+    check_report(report, session, tunnel.port)
+    assert parent_query(tunnel, pg) == "parent"
+    tunnel.close()
+
+
+def test_a_fork_while_tunnels_carry_traffic(session: sdm.Session, pg: Dict[str, Any]) -> None:
+    # Fork in the middle of the parent's traffic; both sides keep going.
+    tunnel = session.connect("pgsql")
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(3):
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=workers.run_in_child, args=(send, session, pg))
+        child.start()
+        send.close()
+        assert parent_query(tunnel, pg) == "parent"  # while the child runs
+        assert receive.poll(CHILD_BOUND), "the child did not report (deadlock?)"
+        outcome, report = receive.recv()
+        child.join(CHILD_BOUND)
+        assert outcome == "ok", report
+    assert parent_query(tunnel, pg) == "parent"
+    tunnel.close()
+
+
+def test_a_session_closed_in_the_parent_stays_closed_in_the_child(fixture: Fixture) -> None:
+    s = sdm.login(fixture["token"])
+    s.logout()
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_list_in_child, args=(send, s))
+    child.start()
+    send.close()
+    assert receive.poll(CHILD_BOUND)
+    assert receive.recv() == "ClosedError"
+    child.join(CHILD_BOUND)
+
+
+def _list_in_child(conn: Any, s: sdm.Session) -> None:
+    try:
+        s.list_resources()
+        conn.send("no error")
+    except sdm.Error as e:
+        conn.send(type(e).__name__)
+    conn.close()
