@@ -52,9 +52,11 @@ int main(int argc, char **argv) {
   }
   char host[64];
   uint16_t port = 0;
+  const char *resource = NULL;
   sdm_tunnel_host(tunnel, host, sizeof host, NULL, NULL);
   sdm_tunnel_port(tunnel, &port, NULL);
-  printf("tunnel to %s at %s:%u\n", target, host, (unsigned)port);
+  sdm_tunnel_resource_name(tunnel, &resource);
+  printf("tunnel to %s at %s:%u\n", resource, host, (unsigned)port);
 
   char conninfo[128];
   snprintf(conninfo, sizeof conninfo, "host=%s port=%u sslmode=disable connect_timeout=10", host,
