@@ -122,21 +122,24 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("\n{}", session.status().await?);
 
     match &postgres {
-        Some(pg) => {
-            // Credential injection is not there yet: the job still logs in to PostgreSQL itself.
+        Some(_) => {
+            // No database password on the job's side: the gateway logs in with the credentials
+            // the admin stored on the resource, whatever user name the job gives.
             let config = format!(
-                "host={} port={} user={} password={} dbname=postgres sslmode=disable",
+                "host={} port={} user=etl-job dbname=postgres sslmode=disable",
                 tunnel.host(),
                 tunnel.port(),
-                pg.superuser(),
-                pg.password()
             );
             let (client, connection) =
                 tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
-            let row = client.query_one("SELECT version()", &[]).await?;
-            let version: String = row.get(0);
-            println!("SELECT version() through the tunnel:\n  {version}");
+            let row = client
+                .query_one("SELECT version(), current_user::text", &[])
+                .await?;
+            let (version, user): (String, String) = (row.get(0), row.get(1));
+            println!(
+                "SELECT version() through the tunnel (logged in as {user}, no password given):\n  {version}"
+            );
         }
         None => {
             let mut stream = tokio::net::TcpStream::connect(tunnel.local_addr()).await?;
