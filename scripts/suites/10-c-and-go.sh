@@ -190,7 +190,7 @@ grep -q "^1 + 1 = 2$" <<<"$out" || fail "quickstart printed no query result"
 out=$(SDM_SERVICE_TOKEN=$SDM_TEST_TOKEN timeout 120 "$bin/minimal_static") ||
   fail "examples/c/minimal (static) failed: $out"
 echo "$out"
-grep -q "pgsql_1_31 at 127.0.0.1:" <<<"$out" || fail "minimal printed no tunnel address"
+grep -q "^pgsql at 127.0.0.1:" <<<"$out" || fail "minimal printed no tunnel address"
 passed=$((passed + 2))
 
 step "leak check: $LEAK_CYCLES login/connect/close cycles under LeakSanitizer (test_leak)"
