@@ -5,13 +5,39 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+/// The exit codes, for `sdm --help` (the README has the same table).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+   0  success
+   1  internal error
+   2  usage: wrong command line, or SDM_HOME unusable
+   3  not logged in (no agent, or no session): run `sdm login`
+   4  not authenticated: no token, or token invalid, revoked or expired, account suspended
+   5  forbidden (e.g. a service token on `sdm admin`)
+   6  not found: no granted resource or open tunnel matches
+   7  ambiguous: the name matches several resources (listed)
+   8  the sdm API could not be reached
+   9  no gateway could be reached
+  10  the gateway could not reach the resource
+  11  the local port is in use
+  12  timed out
+  13  the session or tunnel was closed meanwhile
+  14  invalid argument, refused by the server or the agent
+  15  not yet supported by this server
+  16  the agent could not be started or reached, or answered unexpectedly";
+
 /// Reach databases and servers with a service account token.
 ///
 /// `sdm login` starts a local agent that holds the session and its tunnels; `status`,
-/// `connect`, `disconnect` and `logout` talk to it. Exit codes are listed in the README of
-/// sdm-cli.
+/// `connect`, `disconnect` and `logout` talk to it.
 #[derive(Debug, Parser)]
-#[command(name = "sdm", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "sdm",
+    version,
+    propagate_version = true,
+    max_term_width = 100,
+    after_long_help = EXIT_CODES
+)]
 pub struct Cli {
     /// The agent's directory (socket, pid file, log). Default: ~/.sdm
     #[arg(long, global = true, env = "SDM_HOME", value_name = "DIR")]

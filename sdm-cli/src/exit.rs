@@ -218,6 +218,17 @@ mod tests {
     }
 
     #[test]
+    fn help_lists_every_code() {
+        for exit in Exit::ALL {
+            let row = format!("\n{:>4}  ", exit.code());
+            assert!(
+                crate::cli::EXIT_CODES.contains(&row),
+                "sdm --help lacks {exit:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_readme_documents_every_code() {
         let readme = include_str!("../README.md");
         for exit in Exit::ALL {

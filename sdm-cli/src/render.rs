@@ -7,15 +7,24 @@ use serde::Serialize;
 
 use crate::exit::CliError;
 
+/// Prints a line on stdout, like `println!`, but a closed stdout (`sdm status | head -1`) is
+/// not a panic: what the reader did not want is dropped.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::render::print_raw(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+pub(crate) use outln;
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| CliError::internal(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
-/// Prints `text` on stdout without a trailing newline added, flushing it.
+/// Prints `text` on stdout as is, flushing it; write errors (a closed pipe) are ignored.
 pub fn print_raw(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());

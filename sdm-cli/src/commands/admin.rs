@@ -15,7 +15,7 @@ use crate::cli::{
     SettingsCommand,
 };
 use crate::exit::{CliError, Exit};
-use crate::render::{print_json, table, tags, utc};
+use crate::render::{outln, print_json, print_raw, table, tags, utc};
 
 /// `sdm admin …`.
 pub fn run(args: AdminArgs) -> Result<(), CliError> {
@@ -87,7 +87,7 @@ async fn dispatch(
             if json {
                 return print_json(&json!({ "resources": resources }));
             }
-            print!("{}", resources_table(&resources));
+            print_raw(&resources_table(&resources));
             Ok(())
         }
         AdminCommand::Resources(ResourcesCommand::Delete { name }) => {
@@ -95,7 +95,7 @@ async fn dispatch(
             if json {
                 return print_json(&json!({ "deleted": name }));
             }
-            println!("deleted resource {name} and its grants");
+            outln!("deleted resource {name} and its grants");
             Ok(())
         }
         AdminCommand::Grant(g) => {
@@ -103,7 +103,7 @@ async fn dispatch(
             if json {
                 return print_json(&grant);
             }
-            println!("granted {} to {}", grant.resource_name, g.account);
+            outln!("granted {} to {}", grant.resource_name, g.account);
             Ok(())
         }
         AdminCommand::Revoke(g) => {
@@ -113,7 +113,7 @@ async fn dispatch(
                     &json!({ "account": g.account, "resource": g.resource, "revoked": true }),
                 );
             }
-            println!("revoked {} from {}", g.resource, g.account);
+            outln!("revoked {} from {}", g.resource, g.account);
             Ok(())
         }
         AdminCommand::Settings(_) | AdminCommand::Audit(_) => Err(CliError::internal(
@@ -145,7 +145,7 @@ async fn services(
             if json {
                 return print_json(&json!({ "accounts": accounts }));
             }
-            print!("{}", accounts_table(&accounts));
+            print_raw(&accounts_table(&accounts));
             Ok(())
         }
         ServicesCommand::Suspend { name } => {
@@ -161,7 +161,7 @@ async fn services(
             if json {
                 return print_json(&json!({ "deleted": name }));
             }
-            println!("deleted account {name} with its tokens and grants");
+            outln!("deleted account {name} with its tokens and grants");
             Ok(())
         }
     }
@@ -177,7 +177,7 @@ fn print_token(created: &NewAccount, json: bool, what: &str) -> Result<(), CliEr
         "{what} {}; its token follows, shown only this once: keep it in a secret store",
         created.account.name
     );
-    println!("{}", created.token);
+    outln!("{}", created.token);
     Ok(())
 }
 
@@ -185,7 +185,7 @@ fn print_account(account: &Account, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(account);
     }
-    println!("{}: {}", account.name, status_name(account.status));
+    outln!("{}: {}", account.name, status_name(account.status));
     Ok(())
 }
 
@@ -315,9 +315,12 @@ async fn create_resource(
     let local = created
         .port_override
         .map_or_else(String::new, |p| format!("; clients listen on port {p}"));
-    println!(
+    outln!(
         "created {} {what} {} ({}:{}){local}",
-        created.kind, created.name, created.hostname, created.port
+        created.kind,
+        created.name,
+        created.hostname,
+        created.port
     );
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::client::{AgentClient, QUICK, SLOW};
 use crate::exit::{CliError, Exit};
 use crate::home::Home;
 use crate::protocol::{AccountInfo, AgentInfo, Reply, Request};
-use crate::render::print_json;
+use crate::render::{outln, print_json};
 
 use super::unexpected;
 
@@ -70,7 +70,7 @@ pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
         return print_json(&agent);
     }
     if let Some(session) = &agent.session {
-        println!(
+        outln!(
             "logged in as {} ({}) at {}",
             session.account.name,
             account_kind(&session.account),
@@ -125,7 +125,7 @@ pub fn logout(home: &Home) -> Result<(), CliError> {
     if let Some(w) = warning {
         eprintln!("warning: {w}");
     }
-    println!("logged out; the sdm agent stopped");
+    outln!("logged out; the sdm agent stopped");
     Ok(())
 }
 
@@ -171,7 +171,7 @@ pub fn ready(home: &Home, args: JsonArg) -> Result<(), CliError> {
         ..
     }) = &agent
     {
-        println!(
+        outln!(
             "ready: logged in as {} ({}); agent pid {pid}, {tunnels} tunnel{} open",
             session.account.name,
             account_kind(&session.account),

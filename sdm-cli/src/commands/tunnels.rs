@@ -7,7 +7,7 @@ use crate::client::{AgentClient, SLOW, error_from_reply};
 use crate::exit::CliError;
 use crate::home::Home;
 use crate::protocol::{Reply, Request, TunnelInfo};
-use crate::render::{print_json, print_raw};
+use crate::render::{outln, print_json, print_raw};
 
 use super::unexpected;
 
@@ -55,12 +55,13 @@ pub fn connect(home: &Home, args: ConnectArgs) -> Result<(), CliError> {
                 });
             }
             if already {
-                println!(
+                outln!(
                     "{} is already connected on {}",
-                    tunnel.resource, tunnel.local_address
+                    tunnel.resource,
+                    tunnel.local_address
                 );
             } else {
-                println!("connected {} on {}", tunnel.resource, tunnel.local_address);
+                outln!("connected {} on {}", tunnel.resource, tunnel.local_address);
             }
             Ok(())
         }
@@ -77,10 +78,10 @@ fn connect_all(client: &mut AgentClient, json: bool) -> Result<(), CliError> {
         print_json(&serde_json::json!({ "tunnels": tunnels, "failures": failures }))?;
     } else {
         for t in &tunnels {
-            println!("{} connected on {}", t.resource, t.local_address);
+            outln!("{} connected on {}", t.resource, t.local_address);
         }
         if tunnels.is_empty() && failures.is_empty() {
-            println!("no resources are granted to this account");
+            outln!("no resources are granted to this account");
         }
     }
     // One line per resource that failed; the exit code is the first failure's.
@@ -111,9 +112,9 @@ pub fn disconnect(home: &Home, args: DisconnectArgs) -> Result<(), CliError> {
         return print_json(&serde_json::json!({ "disconnected": resources }));
     }
     if resources.is_empty() {
-        println!("no tunnels were open");
+        outln!("no tunnels were open");
     } else {
-        println!("disconnected {}", resources.join(", "));
+        outln!("disconnected {}", resources.join(", "));
     }
     Ok(())
 }
