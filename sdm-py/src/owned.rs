@@ -9,12 +9,12 @@
 use std::mem::ManuallyDrop;
 
 /// `T`, usable and dropped only in the process that created it.
-pub(crate) struct ProcessLocal<T> {
+pub(crate) struct ProcessLocal<T: Send + 'static> {
     pid: u32,
     value: ManuallyDrop<T>,
 }
 
-impl<T> ProcessLocal<T> {
+impl<T: Send + 'static> ProcessLocal<T> {
     pub(crate) fn new(value: T) -> Self {
         ProcessLocal {
             pid: std::process::id(),
@@ -33,11 +33,19 @@ impl<T> ProcessLocal<T> {
     }
 }
 
-impl<T> Drop for ProcessLocal<T> {
+impl<T: Send + 'static> Drop for ProcessLocal<T> {
     fn drop(&mut self) {
-        if self.pid == std::process::id() {
-            // SAFETY: dropped exactly once, here, and never used afterwards.
-            unsafe { ManuallyDrop::drop(&mut self.value) }
+        if self.pid != std::process::id() {
+            return; // the parent's: leaked
+        }
+        // SAFETY: taken exactly once, here; `self.value` is not used afterwards.
+        let value = unsafe { ManuallyDrop::take(&mut self.value) };
+        // Python drops these with the GIL held. Dropping a tunnel closes it, which takes locks
+        // that the runtime's threads hold while they may wait for the GIL (to log): so the
+        // value is dropped on the runtime instead of here.
+        match sdm_core::runtime::runtime() {
+            Ok(rt) => drop(rt.spawn(async move { drop(value) })),
+            Err(_) => drop(value),
         }
     }
 }

@@ -140,3 +140,28 @@ def _list_in_child(conn: Any, s: sdm.Session) -> None:
     except sdm.Error as e:
         conn.send(type(e).__name__)
     conn.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_async_session_in_a_child(method: str, fixture: Fixture) -> None:
+    import asyncio
+
+    session = asyncio.run(sdm.AsyncSession.login(fixture["token"]))
+    ctx = multiprocessing.get_context(method)
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=workers.run_async_in_child, args=(send, session))
+    child.start()
+    send.close()
+    try:
+        assert receive.poll(CHILD_BOUND), f"the {method} child did not report (deadlock?)"
+        outcome, report = receive.recv()
+    finally:
+        child.join(CHILD_BOUND)
+        if child.exitcode is None:
+            child.kill()
+            child.join(30)
+    assert outcome == "ok", report
+    child_id, names, echoed = report
+    assert child_id != session.id and names == fixture["granted"] and echoed == "from the child"
+    assert len(asyncio.run(session.list_resources())) == 3  # the parent's still works
+    asyncio.run(session.close())

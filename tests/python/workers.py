@@ -39,3 +39,25 @@ def run_in_child(conn: Any, session: sdm.Session, pg: Dict[str, Any], parent_tun
         conn.send(("error", repr(e)))
     finally:
         conn.close()
+
+
+def run_async_in_child(conn: Any, session: sdm.AsyncSession) -> None:
+    """A multiprocessing target for an AsyncSession from the parent: a new loop, list and
+    connect; sends (session id, resource names, echoed bytes)."""
+    import asyncio
+
+    async def main() -> Any:
+        names = [r.name for r in await session.list_resources()]
+        async with await session.connect("server-echo") as t:
+            reader, writer = await asyncio.open_connection(*t.address)
+            writer.write(b"from the child")
+            echoed = await reader.readexactly(14)
+            writer.close()
+        return session.id, names, echoed.decode()
+
+    try:
+        conn.send(("ok", asyncio.run(main())))
+    except BaseException as e:  # sent to the parent, which fails the test with it
+        conn.send(("error", repr(e)))
+    finally:
+        conn.close()
