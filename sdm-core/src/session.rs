@@ -386,6 +386,20 @@ impl SessionCore {
         Ok(())
     }
 
+    /// Whether the account still has `resource`: `Ok` if so; the refusal (unauthenticated,
+    /// forbidden) if access was taken away; transient failures are passed on as they are.
+    pub(crate) async fn verify_access(&self, resource: &Resource) -> Result<()> {
+        let resources = self.fetch_resources().await?;
+        if resources.iter().any(|r| r.id == resource.id) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Forbidden,
+                format!("access to resource {:?} was revoked", resource.name),
+            ))
+        }
+    }
+
     async fn fetch_resources(&self) -> Result<Vec<Resource>> {
         let list: ResourceList = self.api.get(routes::RESOURCES).await?;
         let mut resources: Vec<Resource> = list.resources.into_iter().map(Resource::from).collect();

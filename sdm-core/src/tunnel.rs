@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -19,6 +19,8 @@ use crate::session::SessionCore;
 const COPY_BUFFER: usize = 64 * 1024;
 /// Renewal retries back off up to this long between attempts.
 const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
+/// Access is checked at most this often after connections end.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
 ///
@@ -47,6 +49,11 @@ pub(crate) struct TunnelShared {
     connections: AtomicUsize,
     accept_task: Mutex<Option<JoinHandle<()>>>,
     pool: Arc<WarmPool>,
+    /// The last failure to renew the lease, while renewal keeps being retried.
+    last_error: Mutex<Option<Error>>,
+    /// Asks the renewal task to check access now (a connection ended: maybe access was revoked).
+    check: Notify,
+    last_check: Mutex<Option<Instant>>,
 }
 
 impl Tunnel {
@@ -69,6 +76,9 @@ impl Tunnel {
             connections: AtomicUsize::new(0),
             accept_task: Mutex::new(None),
             pool: Arc::new(WarmPool::new(core.warm_connections)),
+            last_error: Mutex::new(None),
+            check: Notify::new(),
+            last_check: Mutex::new(None),
         });
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -138,6 +148,17 @@ impl Tunnel {
         self.shared.active_connections()
     }
 
+    /// While the tunnel is open but cannot renew its lease (the control plane is unreachable,
+    /// say), the last failure; `None` when all is well. New connections keep working until the
+    /// current lease expires.
+    pub fn last_error(&self) -> Option<Error> {
+        self.shared
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(Error::detached))
+    }
+
     /// Stops listening and closes every connection of this tunnel. Returns at once; use
     /// [`closed`](Self::closed) to wait until the local port is released.
     pub fn close(&self) {
@@ -169,6 +190,24 @@ impl TunnelShared {
 
     pub(crate) fn active_connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// A carried connection ended; if the gateway ended it because access was revoked, the
+    /// tunnel should learn why. Checks at most every [`CHECK_INTERVAL`].
+    fn request_check(&self) {
+        let Ok(mut last) = self.last_check.lock() else {
+            return;
+        };
+        if last.is_none_or(|at| at.elapsed() >= CHECK_INTERVAL) {
+            *last = Some(Instant::now());
+            self.check.notify_one();
+        }
+    }
+
+    fn set_last_error(&self, error: Option<Error>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = error;
+        }
     }
 
     /// Closes the tunnel, recording `reason` when it was not the owner's decision.
@@ -293,13 +332,17 @@ async fn carry(
         }
     }
     tunnel.connections.fetch_sub(1, Ordering::Relaxed);
+    tunnel.request_check();
 }
 
 /// Renews the tunnel's lease at half its lifetime while the tunnel is open. Transient failures
 /// retry with jittered backoff (the current lease keeps working meanwhile); a refusal (account
 /// suspended, grant removed) closes the tunnel with that reason.
 async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<TunnelShared>) {
-    let Some(mut shutdown) = tunnel.upgrade().map(|t| t.shutdown.subscribe()) else {
+    let Some((mut shutdown, resource)) = tunnel
+        .upgrade()
+        .map(|t| (t.shutdown.subscribe(), t.resource.clone()))
+    else {
         return;
     };
     let mut backoff = Duration::from_secs(1);
@@ -313,10 +356,16 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
         let wait_until = match result {
             Ok(lease) => {
                 backoff = Duration::from_secs(1);
+                if let Some(t) = tunnel.upgrade() {
+                    t.set_last_error(None);
+                }
                 tokio::time::Instant::from_std(lease.renew_at())
             }
             Err(e) if e.retryable() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "lease renewal failed; retrying");
+                if let Some(t) = tunnel.upgrade() {
+                    t.set_last_error(Some(e.detached()));
+                }
                 let at = tokio::time::Instant::now() + jitter(backoff);
                 backoff = (backoff * 2).min(MAX_RENEW_BACKOFF);
                 at
@@ -328,12 +377,24 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                 return;
             }
         };
-        tokio::select! {
-            _ = shutdown.wait_for(|closed| *closed) => return,
-            _ = tokio::time::sleep_until(wait_until) => {}
-        }
-        if tunnel.strong_count() == 0 {
-            return;
+        loop {
+            let Some(t) = tunnel.upgrade() else { return };
+            tokio::select! {
+                _ = shutdown.wait_for(|closed| *closed) => return,
+                _ = tokio::time::sleep_until(wait_until) => break,
+                _ = t.check.notified() => {}
+            }
+            drop(t);
+            // A connection ended: access may have been revoked; the control plane says.
+            match core.verify_access(&resource).await {
+                Err(e) if !e.retryable() => {
+                    if let Some(t) = tunnel.upgrade() {
+                        t.close(Some(e));
+                    }
+                    return;
+                }
+                _ => continue,
+            }
         }
         due = true;
     }

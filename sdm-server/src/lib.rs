@@ -10,6 +10,6 @@ mod server;
 pub mod store;
 
 pub use server::{
-    DEFAULT_GATEWAY_LISTEN, DEFAULT_LEASE_TTL, DEFAULT_LISTEN, FIRST_ADMIN_NAME, LEASE_TTL_RANGE,
-    RunningServer, Server, ServerBuilder, ServerError,
+    DEFAULT_GATEWAY_LISTEN, DEFAULT_LEASE_TTL, DEFAULT_LISTEN, ExtraGateway, FIRST_ADMIN_NAME,
+    LEASE_TTL_RANGE, RunningServer, Server, ServerBuilder, ServerError,
 };

@@ -52,7 +52,7 @@ struct ServeArgs {
     /// Also write the first admin token to this new file (mode 0600) when it is created.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
-    /// Lease lifetime: seconds, or a number with s, m or h (10 s to 24 h).
+    /// Lease lifetime: seconds, or a number with s, m or h (2 s to 24 h).
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "300")]
     lease_ttl: Duration,
 }

@@ -43,7 +43,7 @@ pub const DEFAULT_GATEWAY_LISTEN: SocketAddr =
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 /// Shortest and longest lease lifetime accepted.
 pub const LEASE_TTL_RANGE: (Duration, Duration) =
-    (Duration::from_secs(10), Duration::from_secs(24 * 3600));
+    (Duration::from_secs(2), Duration::from_secs(24 * 3600));
 /// Name of the first admin account.
 pub const FIRST_ADMIN_NAME: &str = "admin";
 
@@ -187,7 +187,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Lifetime of issued leases (10 s to 24 h; default 300 s).
+    /// Lifetime of issued leases (2 s to 24 h; default 300 s).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -213,6 +213,59 @@ pub struct RunningServer {
     background: Vec<JoinHandle<()>>,
     gateway: Option<Gateway>,
     audit_task: Option<JoinHandle<()>>,
+    /// What another gateway of this installation needs (see [`RunningServer::start_gateway`]).
+    kit: Option<GatewayKit>,
+}
+
+/// The parts every gateway of one installation shares.
+#[derive(Clone)]
+struct GatewayKit {
+    store: Arc<dyn Store>,
+    tls: Arc<rustls::ServerConfig>,
+    leases: LeaseVerifier,
+    directory: Arc<dyn crate::gateway::Directory>,
+    audit: Arc<dyn AuditSink>,
+    handshake_timeout: Duration,
+}
+
+/// Another gateway started by [`RunningServer::start_gateway`], registered like the first.
+pub struct ExtraGateway {
+    gateway: Gateway,
+    heartbeat: JoinHandle<()>,
+    record: GatewayRecord,
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for ExtraGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtraGateway")
+            .field("name", &self.record.name)
+            .field("address", &self.record.address)
+            .finish()
+    }
+}
+
+impl ExtraGateway {
+    /// Where it listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
+    }
+
+    /// Stops it and withdraws it from the gateways offered to clients at once.
+    pub async fn stop(mut self) {
+        self.heartbeat.abort();
+        self.record.last_seen = 0;
+        if let Err(e) = self.store.upsert_gateway(self.record.clone()).await {
+            tracing::warn!(error = %e, "could not withdraw the gateway");
+        }
+        self.gateway.shutdown().await;
+    }
+
+    /// Stops it as a crash would: no goodbye, its registration stays until it goes stale.
+    pub async fn kill(self) {
+        self.heartbeat.abort();
+        self.gateway.shutdown().await;
+    }
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -261,6 +314,58 @@ impl RunningServer {
         &self.lease_public_key
     }
 
+    /// Starts another gateway of this installation on `listen` (port 0 picks one), registered
+    /// under `name` and offered to clients like the first. Stop it with
+    /// [`ExtraGateway::stop`] or [`ExtraGateway::kill`].
+    pub async fn start_gateway(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+    ) -> Result<ExtraGateway, ServerError> {
+        let kit = self
+            .kit
+            .clone()
+            .ok_or_else(|| ServerError::Config("the server is shutting down".into()))?;
+        let gateway = Gateway::start(GatewayConfig {
+            name: name.to_owned(),
+            listen,
+            tls: kit.tls,
+            leases: kit.leases,
+            directory: kit.directory,
+            audit: kit.audit,
+            handshake_timeout: kit.handshake_timeout,
+        })
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "gateway",
+            addr: listen,
+            source,
+        })?;
+        let addr = gateway.local_addr();
+        let record = GatewayRecord {
+            id: Uuid::new_v4(),
+            name: name.to_owned(),
+            address: addr.to_string(),
+            server_name: addr.ip().to_string(),
+            last_seen: sdm_proto::unix_now(),
+        };
+        let record =
+            kit.store
+                .upsert_gateway(record)
+                .await
+                .map_err(|source| ServerError::State {
+                    what: "register the gateway",
+                    source,
+                })?;
+        let heartbeat = tokio::spawn(heartbeat(kit.store.clone(), record.clone()));
+        Ok(ExtraGateway {
+            gateway,
+            heartbeat,
+            record,
+            store: kit.store,
+        })
+    }
+
     /// Stops accepting, lets in-flight API requests finish (up to 10 s), then stops the gateway.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
@@ -280,7 +385,8 @@ impl RunningServer {
         {
             tracing::warn!("the gateway did not stop in time");
         }
-        // The writer ends once the gateway's connections have ended and its queue is written.
+        // The writer ends once the gateways' connections have ended and its queue is written.
+        self.kit = None;
         if let Some(task) = self.audit_task.take()
             && tokio::time::timeout(SHUTDOWN_DRAIN, task).await.is_err()
         {
@@ -588,14 +694,22 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     let (audit_writer, audit_task) = StoreAuditWriter::start(store.clone());
     let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
     let lease_public_key = lease_signer.public_key();
-    let gateway = Gateway::start(GatewayConfig {
-        name: b.gateway_name.clone(),
-        listen: b.gateway_listen,
+    let kit = GatewayKit {
+        store: store.clone(),
         tls: gateway_tls,
         leases: LeaseVerifier::new([lease_public_key.clone()]),
         directory: Arc::new(StoreDirectory::new(store.clone(), secret_box.clone())),
         audit: audit_writer.clone(),
         handshake_timeout: b.gateway_handshake_timeout,
+    };
+    let gateway = Gateway::start(GatewayConfig {
+        name: b.gateway_name.clone(),
+        listen: b.gateway_listen,
+        tls: kit.tls.clone(),
+        leases: kit.leases.clone(),
+        directory: kit.directory.clone(),
+        audit: kit.audit.clone(),
+        handshake_timeout: kit.handshake_timeout,
     })
     .await
     .map_err(|source| ServerError::Bind {
@@ -672,6 +786,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         background,
         gateway: Some(gateway),
         audit_task: Some(audit_task),
+        kit: Some(kit),
     })
 }
 

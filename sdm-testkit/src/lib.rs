@@ -9,10 +9,12 @@ pub mod echo;
 mod error;
 pub mod pg;
 mod process;
+pub mod relay;
 
 pub use echo::EchoServer;
 pub use error::TestkitError;
 pub use pg::{HbaAuth, PgCluster, PgConfig};
+pub use relay::Relay;
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};

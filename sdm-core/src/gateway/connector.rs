@@ -1,9 +1,9 @@
 //! Opening connections to gateways: TCP, TLS 1.3 with the pinned CA, HELLO with the lease;
 //! the next gateway is tried when one fails.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sdm_proto::api::GatewayInfo;
 use tokio::io::AsyncWriteExt;
@@ -15,12 +15,18 @@ use crate::error::{Error, ErrorKind, Result, describe_io};
 use crate::lease::ActiveLease;
 use crate::tls;
 
+/// A gateway that failed is tried last for this long, then in its turn again (it may be back).
+const COOLDOWN: Duration = Duration::from_secs(5);
+
 /// Connects to gateways; shared by everything in one session (it holds the TLS session cache).
+///
+/// Gateways are tried in the order of the lease (the control plane starts each lease at a
+/// different gateway, which spreads the load); a gateway that failed recently goes to the end of
+/// the line until its cooldown has passed.
 pub(crate) struct Connector {
     tls: TlsConnector,
     connect_timeout: Duration,
-    /// Index (in the lease's gateway list) of the gateway that worked last; tried first.
-    preferred: AtomicUsize,
+    failed: Mutex<HashMap<String, Instant>>,
 }
 
 impl Connector {
@@ -30,7 +36,7 @@ impl Connector {
         Ok(Connector {
             tls: TlsConnector::from(config),
             connect_timeout,
-            preferred: AtomicUsize::new(0),
+            failed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -49,18 +55,29 @@ impl Connector {
                 format!("no gateway is serving resource {resource:?} right now; try again later"),
             ));
         }
-        let first = self.preferred.load(Ordering::Relaxed) % gateways.len();
+        let mut order: Vec<&GatewayInfo> = gateways.iter().collect();
+        if let Ok(failed) = self.failed.lock() {
+            // Stable: healthy gateways keep the lease's order, recently failed ones go last.
+            order.sort_by_key(|g| {
+                failed
+                    .get(&g.address)
+                    .is_some_and(|at| at.elapsed() < COOLDOWN)
+            });
+        }
         let mut failures = Vec::new();
-        for i in 0..gateways.len() {
-            let index = (first + i) % gateways.len();
-            let gateway = &gateways[index];
+        for gateway in order {
             match self.connect_one(gateway, &lease.hello, open).await {
                 Ok(stream) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    if let Ok(mut failed) = self.failed.lock() {
+                        failed.remove(&gateway.address);
+                    }
                     return Ok(stream);
                 }
                 Err(reason) => {
                     tracing::debug!(gateway = %gateway.address, %reason, "gateway failed");
+                    if let Ok(mut failed) = self.failed.lock() {
+                        failed.insert(gateway.address.clone(), Instant::now());
+                    }
                     failures.push(format!("{} ({}): {reason}", gateway.name, gateway.address));
                 }
             }

@@ -5,4 +5,5 @@ mod blocking;
 mod common;
 mod dial;
 mod errors;
+mod resilience;
 mod tunnel;

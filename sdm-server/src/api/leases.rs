@@ -88,8 +88,14 @@ pub(crate) async fn issue(
         ));
     }
     let ttl = state.lease_ttl.as_secs();
+    let lease_id = Uuid::new_v4();
+    // Clients try gateways in the order given; starting each lease at a different one spreads
+    // connections over all of them.
+    let mut gateways = gateways;
+    let first = usize::from(lease_id.as_bytes()[0]) % gateways.len();
+    gateways.rotate_left(first);
     let lease = Lease {
-        id: Uuid::new_v4(),
+        id: lease_id,
         account_id: caller.account.id,
         resource_id: resource.id,
         session_id: request.session_id,

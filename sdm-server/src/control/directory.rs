@@ -48,6 +48,16 @@ impl StoreDirectory {
 
 #[async_trait::async_trait]
 impl Directory for StoreDirectory {
+    async fn revocation_epoch(&self) -> Option<i64> {
+        match self.store.revocation_epoch().await {
+            Ok(epoch) => Some(epoch),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the revocation epoch");
+                None
+            }
+        }
+    }
+
     async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied> {
         let account = self
             .store

@@ -1,6 +1,7 @@
 //! One client connection: TLS, HELLO with a lease, READY, OPEN, upstream connect, splice.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sdm_proto::handshake::{self, Reply};
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use super::postgres;
 use super::prefixed::Prefixed;
+use super::registry::Registry;
 use super::splice::{End, NoTap, Side, splice};
 use super::{Denied, GatewayConfig, Upstream};
 use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord};
@@ -30,12 +32,13 @@ pub(super) async fn handle(
     socket: TcpStream,
     peer: SocketAddr,
     config: &GatewayConfig,
+    registry: &Arc<Registry>,
     acceptor: &TlsAcceptor,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
     tokio::select! {
-        _ = serve(socket, peer, config, acceptor) => {}
+        _ = serve(socket, peer, config, registry, acceptor) => {}
         _ = shutdown.wait_for(|stop| *stop) => {}
     }
 }
@@ -44,6 +47,7 @@ async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     config: &GatewayConfig,
+    registry: &Arc<Registry>,
     acceptor: &TlsAcceptor,
 ) {
     let greeting = tokio::time::timeout(config.handshake_timeout, greet(socket, acceptor)).await;
@@ -97,6 +101,8 @@ async fn serve(
     }
 
     let record = Record::start(config, &lease, &upstream, peer);
+    // From here on, revoking access also ends this connection.
+    let registration = registry.register(&lease);
     if upstream.kind == ResourceKind::Postgres {
         // PostgreSQL failures are told to the client in its own protocol, so the stream is
         // declared connected first.
@@ -111,8 +117,14 @@ async fn serve(
             );
         }
         let mut client = Prefixed::new(pending, client);
-        let finished =
-            postgres::serve(&mut client, &upstream, config.audit.clone(), record.id).await;
+        let finished = postgres::serve(
+            &mut client,
+            &upstream,
+            config.audit.clone(),
+            record.id,
+            registration.stopped(),
+        )
+        .await;
         return record.end(
             config,
             finished.up,
@@ -146,8 +158,17 @@ async fn serve(
         );
     }
     let mut client = Prefixed::new(pending, client);
-    let spliced = splice(&mut client, &mut remote, &mut NoTap, &mut NoTap, false).await;
+    let spliced = splice(
+        &mut client,
+        &mut remote,
+        &mut NoTap,
+        &mut NoTap,
+        false,
+        registration.stopped(),
+    )
+    .await;
     let failure = match spliced.end {
+        End::Stopped(denied) => Some((denied.kind, denied.message)),
         End::Failed(Side::Upstream, e) => Some((
             ErrorKind::UpstreamRefused,
             format!("resource {:?} failed: {e}", upstream.resource_name),

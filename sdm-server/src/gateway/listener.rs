@@ -9,6 +9,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::GatewayConfig;
 use super::connection;
+use super::registry::Registry;
 
 /// Connections served at once; more wait in the kernel's backlog instead of exhausting
 /// file descriptors.
@@ -17,6 +18,7 @@ const MAX_CONNECTIONS: usize = 16 * 1024;
 pub(super) async fn serve(
     listener: TcpListener,
     config: Arc<GatewayConfig>,
+    registry: Arc<Registry>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(config.tls.clone());
@@ -42,8 +44,9 @@ pub(super) async fn serve(
             }
         };
         let (config, acceptor, shutdown) = (config.clone(), acceptor.clone(), shutdown.clone());
+        let registry = registry.clone();
         tokio::spawn(async move {
-            connection::handle(socket, peer, &config, &acceptor, shutdown).await;
+            connection::handle(socket, peer, &config, &registry, &acceptor, shutdown).await;
             drop(permit);
         });
     }

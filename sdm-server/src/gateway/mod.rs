@@ -18,6 +18,7 @@ mod connection;
 mod listener;
 mod postgres;
 mod prefixed;
+mod registry;
 mod splice;
 
 pub use audit::{AuditSink, DiscardAudit};
@@ -30,6 +31,11 @@ pub trait Directory: Send + Sync + 'static {
     /// (`Unauthenticated`), the grant was removed (`Forbidden`), the resource was deleted
     /// (`ResourceNotFound`).
     async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied>;
+
+    /// A number that grows whenever access may have been taken away; `None` when the control
+    /// plane's state cannot be read right now. The gateway re-checks its open connections when
+    /// it moves.
+    async fn revocation_epoch(&self) -> Option<i64>;
 }
 
 /// A resource's address and how to log in to it, as the gateway needs it.
@@ -114,9 +120,17 @@ impl Gateway {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let (shutdown, _) = watch::channel(false);
+        let config = Arc::new(config);
+        let registry = Arc::new(registry::Registry::default());
+        tokio::spawn(registry::watch_revocations(
+            config.clone(),
+            registry.clone(),
+            shutdown.subscribe(),
+        ));
         let task = tokio::spawn(listener::serve(
             listener,
-            Arc::new(config),
+            config,
+            registry,
             shutdown.subscribe(),
         ));
         tracing::info!(address = %local_addr, "gateway listening");

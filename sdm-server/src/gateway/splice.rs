@@ -7,6 +7,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::Denied;
+
 /// Per direction: large enough for full TLS records and bulk transfers.
 const BUFFER: usize = 64 * 1024;
 
@@ -39,6 +41,8 @@ pub(crate) enum End {
     UpstreamClosed,
     /// Reading from or writing to `side` failed.
     Failed(Side, io::Error),
+    /// The connection was told to stop (access revoked).
+    Stopped(Denied),
 }
 
 /// Bytes moved each way and how it ended.
@@ -142,7 +146,7 @@ impl Pump {
     }
 }
 
-/// Splices `client` and `upstream` until both are done, or one fails. With
+/// Splices `client` and `upstream` until both are done, one fails, or `stop` resolves. With
 /// `stop_at_upstream_eof`, the resource closing its side ends the splice at once without
 /// closing the client's, so that the caller can still tell the client why.
 pub(crate) async fn splice<C, U>(
@@ -151,6 +155,7 @@ pub(crate) async fn splice<C, U>(
     up_tap: &mut dyn Tap,
     down_tap: &mut dyn Tap,
     stop_at_upstream_eof: bool,
+    stop: impl Future<Output = Denied>,
 ) -> Spliced
 where
     C: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -158,7 +163,11 @@ where
 {
     let mut up = Pump::new();
     let mut down = Pump::new();
+    let mut stop = std::pin::pin!(stop);
     let end = std::future::poll_fn(|cx| {
+        if let Poll::Ready(reason) = stop.as_mut().poll(cx) {
+            return Poll::Ready(End::Stopped(reason));
+        }
         if !up.done {
             match up.poll_pump(
                 cx,

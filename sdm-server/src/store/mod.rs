@@ -300,6 +300,13 @@ pub trait Store: Send + Sync + 'static {
     /// All registered gateways, sorted by name.
     async fn list_gateways(&self) -> Result<Vec<GatewayRecord>, StoreError>;
 
+    // --- revocation ---
+
+    /// A number that grows whenever access is taken away anywhere (an account suspended or
+    /// deleted, a token revoked, a session ended, a grant or resource removed). Gateways poll it
+    /// and re-check their open connections when it moves.
+    async fn revocation_epoch(&self) -> Result<i64, StoreError>;
+
     // --- audit ---
 
     /// Writes a batch of audit events in one transaction.

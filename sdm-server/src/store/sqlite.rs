@@ -28,6 +28,10 @@ pub const FILE: &str = "sdm.db";
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_init.sql")),
     (2, include_str!("migrations/sqlite/0002_tls_and_audit.sql")),
+    (
+        3,
+        include_str!("migrations/sqlite/0003_revocation_epoch.sql"),
+    ),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -863,6 +867,16 @@ impl Store for SqliteStore {
             let rows = stmt.query_map([], gateway_row).context("list gateways")?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .context("list gateways")
+        })
+        .await
+    }
+
+    async fn revocation_epoch(&self) -> Result<i64, StoreError> {
+        self.run(|conn| {
+            conn.query_row("SELECT epoch FROM revocation_epoch WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .context("read the revocation epoch")
         })
         .await
     }

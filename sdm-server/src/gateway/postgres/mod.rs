@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
 use super::splice::{End, Side, splice};
-use super::{AuditSink, Upstream};
+use super::{AuditSink, Denied, Upstream};
 
 mod auth;
 pub(crate) mod message;
@@ -53,6 +53,7 @@ pub(crate) async fn serve<C>(
     resource: &Upstream,
     audit: Arc<dyn AuditSink>,
     connection_id: Uuid,
+    stop: impl Future<Output = Denied>,
 ) -> Finished
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -174,9 +175,25 @@ where
 
     let mut queries = tap::QueryTap::new(audit, connection_id);
     let mut replies = tap::ServerTap::default();
-    let spliced = splice(client, &mut server, &mut queries, &mut replies, true).await;
+    let spliced = splice(client, &mut server, &mut queries, &mut replies, true, stop).await;
+    if let End::Stopped(denied) = &spliced.end {
+        let text = format!(
+            "sdm: access to resource \"{name}\" was revoked: {}",
+            denied.message
+        );
+        if !replies.last_was_error && replies.at_boundary() {
+            let _ = tell(client, &message::error_response("57P01", &text, None)).await;
+        }
+        let _ = client.shutdown().await;
+        return Finished {
+            up: spliced.up,
+            down: spliced.down,
+            queries: queries.queries,
+            failure: Some((denied.kind, text)),
+        };
+    }
     let lost = match &spliced.end {
-        End::Closed => None,
+        End::Closed | End::Stopped(_) => None,
         End::UpstreamClosed if queries.terminated => None,
         End::UpstreamClosed => Some("closed the connection".to_owned()),
         End::Failed(Side::Upstream, e) => Some(format!("failed: {e}")),

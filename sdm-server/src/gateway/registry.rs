@@ -1,0 +1,152 @@
+//! The connections a gateway carries, so that access taken away (an account suspended, a grant
+//! removed, a session ended) also closes connections that are already open.
+//!
+//! The gateway polls the control plane's revocation epoch every second; when it moves, every
+//! distinct lease among the open connections is checked again and the connections whose lease
+//! no longer holds are told to stop, with the reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sdm_proto::{ErrorKind, Lease};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::{Denied, GatewayConfig};
+
+/// How often the revocation epoch is read.
+pub(crate) const POLL: Duration = Duration::from_secs(1);
+
+struct Entry {
+    lease: Lease,
+    stop: watch::Sender<Option<Denied>>,
+}
+
+/// Open connections by number.
+#[derive(Default)]
+pub(crate) struct Registry {
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Entry>>,
+}
+
+/// A registered connection; dropping it unregisters.
+pub(crate) struct Registration {
+    registry: Arc<Registry>,
+    id: u64,
+    stopped: watch::Receiver<Option<Denied>>,
+}
+
+impl Registration {
+    /// Resolves with the reason when the connection must stop.
+    pub(crate) fn stopped(&self) -> impl Future<Output = Denied> + Send + 'static {
+        let mut rx = self.stopped.clone();
+        async move {
+            loop {
+                if let Some(reason) = rx.borrow_and_update().clone() {
+                    return reason;
+                }
+                if rx.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+}
+
+impl Registry {
+    pub(crate) fn register(self: &Arc<Self>, lease: &Lease) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (stop, stopped) = watch::channel(None);
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(
+                id,
+                Entry {
+                    lease: lease.clone(),
+                    stop,
+                },
+            );
+        }
+        Registration {
+            registry: self.clone(),
+            id,
+            stopped,
+        }
+    }
+
+    /// The distinct leases of the open connections.
+    fn leases(&self) -> Vec<Lease> {
+        let Ok(open) = self.open.lock() else {
+            return Vec::new();
+        };
+        let mut by_id: HashMap<Uuid, Lease> = HashMap::new();
+        for entry in open.values() {
+            by_id
+                .entry(entry.lease.id)
+                .or_insert_with(|| entry.lease.clone());
+        }
+        by_id.into_values().collect()
+    }
+
+    /// Stops every connection opened with lease `lease_id`.
+    fn stop(&self, lease_id: Uuid, reason: &Denied) -> usize {
+        let Ok(open) = self.open.lock() else { return 0 };
+        let mut stopped = 0;
+        for entry in open.values().filter(|e| e.lease.id == lease_id) {
+            entry.stop.send_replace(Some(reason.clone()));
+            stopped += 1;
+        }
+        stopped
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.registry.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// Re-checks open connections whenever the revocation epoch moves, until shutdown.
+pub(crate) async fn watch_revocations(
+    config: Arc<GatewayConfig>,
+    registry: Arc<Registry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut seen = config.directory.revocation_epoch().await;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            _ = tick.tick() => {}
+        }
+        let Some(epoch) = config.directory.revocation_epoch().await else {
+            continue;
+        };
+        if seen == Some(epoch) {
+            continue;
+        }
+        seen = Some(epoch);
+        for lease in registry.leases() {
+            match config.directory.authorize(&lease).await {
+                Err(denied) if is_revocation(denied.kind) => {
+                    let n = registry.stop(lease.id, &denied);
+                    tracing::info!(lease = %lease.id, account = %lease.account_id, connections = n, reason = %denied.message, "closing connections: access was revoked");
+                }
+                // The state could not be read: keep serving, check again next time.
+                Err(_) => seen = None,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+fn is_revocation(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::ResourceNotFound
+    )
+}
