@@ -330,15 +330,59 @@ pub enum OnOff {
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// Only this account.
+    /// Only this account's connections (name or id).
     #[arg(long)]
     pub account: Option<String>,
-    /// Only this resource.
+    /// Only connections to this resource (name or id).
     #[arg(long)]
     pub resource: Option<String>,
-    /// Only connections since this time (Unix seconds).
-    #[arg(long)]
-    pub since: Option<i64>,
+    /// Only connections started since then: Unix seconds, or an age such as 90s, 30m, 2h, 7d.
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    pub since: Option<Since>,
+    /// At most this many records (1 to 1000; the server's default is 100).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: Option<u32>,
+    /// The page older than this cursor (printed after a full page).
+    #[arg(long, value_name = "CURSOR")]
+    pub before: Option<String>,
+}
+
+/// `--since`: a point in time, or an age relative to now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    /// Unix seconds.
+    At(i64),
+    /// Seconds before now.
+    Ago(i64),
+}
+
+impl Since {
+    /// Unix seconds, given the time now.
+    pub fn at(self, now: i64) -> i64 {
+        match self {
+            Since::At(t) => t,
+            Since::Ago(secs) => now.saturating_sub(secs),
+        }
+    }
+}
+
+/// `1767225600` → at that time; `90s`, `30m`, `2h`, `7d` → that long ago.
+pub fn parse_since(text: &str) -> Result<Since, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is neither Unix seconds nor an age such as 30m, 2h or 7d");
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => return text.parse().map(Since::At).map_err(|_| bad()),
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(Since::Ago(n.saturating_mul(scale)))
 }
 
 /// `k=v,k2=v2` → a map; keys must be non-empty and unique.
@@ -382,6 +426,20 @@ mod tests {
         assert!(parse_tags("novalue").is_err());
         assert!(parse_tags("=x").is_err());
         assert!(parse_tags("a=1,a=2").is_err());
+    }
+
+    #[test]
+    fn since_is_a_time_or_an_age() {
+        assert_eq!(parse_since("1767225600"), Ok(Since::At(1_767_225_600)));
+        assert_eq!(parse_since("90s"), Ok(Since::Ago(90)));
+        assert_eq!(parse_since("2h"), Ok(Since::Ago(7200)));
+        assert_eq!(
+            parse_since("7d").unwrap().at(1_000_000),
+            1_000_000 - 604_800
+        );
+        for bad in ["", "h", "2w", "-5", "1.5h", "2hh"] {
+            assert!(parse_since(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

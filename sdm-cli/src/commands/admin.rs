@@ -1,16 +1,16 @@
-//! `sdm admin …`: accounts, resources and grants through `sdm_core::admin::AdminClient`.
+//! `sdm admin …`: accounts, resources, grants and the audit trail through `sdm_core::admin::AdminClient`.
 
 use std::io::BufRead;
 
 use sdm_core::ResourceKind;
 use sdm_core::admin::{
-    ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, Credentials, NewAccount, NewResource,
-    ResourceDetails,
+    ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, AuditFilter, AuditRecord,
+    Credentials, NewAccount, NewResource, ResourceDetails,
 };
 use serde_json::json;
 
 use crate::cli::{
-    AdminArgs, AdminCommand, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
+    AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
     ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind, ServersCommand, ServicesCommand,
     SettingsCommand,
 };
@@ -26,9 +26,6 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
                 "settings port-overrides",
                 "organisation settings (automatic connection on login)",
             ));
-        }
-        AdminCommand::Audit(_) => {
-            return Err(unsupported("audit", "the audit trail"));
         }
         _ => {}
     }
@@ -116,7 +113,8 @@ async fn dispatch(
             outln!("revoked {} from {}", g.resource, g.account);
             Ok(())
         }
-        AdminCommand::Settings(_) | AdminCommand::Audit(_) => Err(CliError::internal(
+        AdminCommand::Audit(a) => audit(client, a, json).await,
+        AdminCommand::Settings(_) => Err(CliError::internal(
             "unsupported commands are refused before dispatch",
         )),
     }
@@ -246,6 +244,83 @@ fn resources_table(resources: &[ResourceDetails]) -> String {
         ],
         &rows,
     )
+}
+
+/// One page of the audit trail, newest first.
+async fn audit(client: &AdminClient, args: AuditArgs, json: bool) -> Result<(), CliError> {
+    let mut filter = AuditFilter::default();
+    if let Some(a) = args.account {
+        filter = filter.account(a);
+    }
+    if let Some(r) = args.resource {
+        filter = filter.resource(r);
+    }
+    if let Some(since) = args.since {
+        filter = filter.since(since.at(now()));
+    }
+    if let Some(limit) = args.limit {
+        filter = filter.limit(limit);
+    }
+    if let Some(before) = args.before {
+        filter = filter.before(before);
+    }
+    let page = client.audit(&filter).await?;
+    if json {
+        return print_json(&page);
+    }
+    if page.records.is_empty() {
+        outln!("no connections recorded");
+    } else {
+        print_raw(&audit_table(&page.records));
+    }
+    if let Some(cursor) = page.next_before {
+        eprintln!("older records: add --before {cursor}");
+    }
+    Ok(())
+}
+
+fn audit_table(records: &[AuditRecord]) -> String {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                utc(r.started_at),
+                r.ended_at.map_or_else(
+                    || "open".to_owned(),
+                    |end| format!("{}s", end.saturating_sub(r.started_at)),
+                ),
+                r.account_name.clone(),
+                r.resource_name.clone(),
+                r.bytes_up.to_string(),
+                r.bytes_down.to_string(),
+                r.query_count.to_string(),
+                match &r.error {
+                    Some(e) => format!("{}: {e}", r.outcome),
+                    None => r.outcome.clone(),
+                },
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "STARTED",
+            "DURATION",
+            "ACCOUNT",
+            "RESOURCE",
+            "BYTES UP",
+            "BYTES DOWN",
+            "QUERIES",
+            "OUTCOME",
+        ],
+        &rows,
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 fn password(add: &DatasourceAddArgs) -> Result<String, CliError> {

@@ -254,3 +254,53 @@ fn resources_grants_and_what_the_job_sees() {
     let left = admin(&fx, &sdm, &["resources", "list", "--json"]).json();
     assert_eq!(left["resources"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn the_audit_trail_lists_a_jobs_connections() {
+    let fx = Fixture::start();
+    let echo = sdm_testkit::EchoServer::start().unwrap();
+    fx.resource("echo", sdm_core::ResourceKind::Tcp, echo.port(), None);
+    let token = fx.account_with("etl", &["echo"]);
+    let job = fx.sdm();
+    job.login(&token);
+    let port = job.run(&["connect", "echo", "--json"]).json()["port"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        crate::workflow::echo_once(u16::try_from(port).unwrap()),
+        b"ping"
+    );
+
+    // The record is complete once the connection has ended.
+    let sdm = fx.sdm();
+    let mut records = serde_json::Value::Null;
+    let done = crate::support::eventually(std::time::Duration::from_secs(30), || {
+        let page = admin(&fx, &sdm, &["audit", "--account", "etl", "--json"]).json();
+        records = page["records"].clone();
+        records[0]["outcome"] == "ok"
+    });
+    assert!(done, "no finished audit record: {records:#}");
+    let record = &records[0];
+    assert_eq!(record["account_name"], "etl");
+    assert_eq!(record["resource_name"], "echo");
+    assert_eq!(record["bytes_up"], 4);
+    assert_eq!(record["bytes_down"], 4);
+
+    let text = admin(&fx, &sdm, &["audit", "--resource", "echo", "--since", "1h"]);
+    let lines: Vec<&str> = text.ok().lines().collect();
+    assert!(lines[0].starts_with("STARTED  "), "{text:#?}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    // STARTED is three words (date, time, UTC), then DURATION.
+    assert_eq!(row[4..], ["etl", "echo", "4", "4", "0", "ok"], "{text:#?}");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let future = (now + 3600).to_string();
+    assert_eq!(
+        admin(&fx, &sdm, &["audit", "--since", &future]).ok(),
+        "no connections recorded\n"
+    );
+    assert_eq!(admin(&fx, &sdm, &["audit", "--since", "soon"]).code, 2);
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use sdm_core::ResourceKind;
 
 use crate::support::sshd::Sshd;
-use crate::support::{Fixture, fill, free_port, golden, pg, psql};
+use crate::support::{Fixture, fill, free_port, golden, pg, psql, psql_as};
 
 #[test]
 fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
@@ -79,6 +79,13 @@ fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
     );
     let (code, stdout, stderr) = psql(pg_port, "SELECT 'through ' || 'sdm'");
     assert_eq!((code, stdout.as_str()), (0, "through sdm"), "{stderr}");
+    // The gateway logs in with the stored credentials: the job needs no password.
+    let (code, stdout, stderr) = psql_as(pg_port, "etl", None, "SELECT current_user");
+    assert_eq!(
+        (code, stdout.as_str()),
+        (0, pg_cluster.superuser()),
+        "{stderr}"
+    );
 
     assert_eq!(
         job.run(&["connect", "server"]).ok(),

@@ -377,20 +377,30 @@ pub fn free_port() -> u16 {
     sdm_testkit::free_port()
 }
 
-/// psql through `port` as the cluster's superuser with its password (no credential injection
-/// is assumed). Returns (exit code, stdout, stderr).
+/// psql through `port` as the cluster's superuser with its password. Returns (exit code,
+/// stdout, stderr).
 pub fn psql(port: u16, sql: &str) -> (i32, String, String) {
+    let pg = pg();
+    psql_as(port, pg.superuser(), Some(pg.password()), sql)
+}
+
+/// psql through `port` as `user`, with `password` or none (`-w`: never prompt).
+pub fn psql_as(port: u16, user: &str, password: Option<&str>, sql: &str) -> (i32, String, String) {
     let pg = pg();
     let mut c = Command::new(pg.bin("psql"));
     c.args(["-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p"])
         .arg(port.to_string())
-        .args(["-U", pg.superuser(), "-d", "postgres", "-c", sql])
-        .env("PGPASSWORD", pg.password())
+        .args(["-U", user, "-d", "postgres", "-c", sql])
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", "/dev/null")
         .env("PGCONNECT_TIMEOUT", "20")
         .env("PGSSLMODE", "disable")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(p) = password {
+        c.env("PGPASSWORD", p);
+    }
     let out = output_within(c, None, COMMAND_TIMEOUT);
     (out.code, out.stdout.trim().to_owned(), out.stderr)
 }
