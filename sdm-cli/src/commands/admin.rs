@@ -20,14 +20,11 @@ use crate::render::{outln, print_json, print_raw, table, tags, utc};
 /// `sdm admin …`.
 pub fn run(args: AdminArgs) -> Result<(), CliError> {
     // Features the server does not offer yet fail before anything else is asked of the user.
-    match &args.command {
-        AdminCommand::Settings(SettingsCommand::PortOverrides { .. }) => {
-            return Err(unsupported(
-                "settings port-overrides",
-                "organisation settings (automatic connection on login)",
-            ));
-        }
-        _ => {}
+    if let AdminCommand::Settings(SettingsCommand::PortOverrides { .. }) = &args.command {
+        return Err(unsupported(
+            "settings port-overrides",
+            "organisation settings (automatic connection on login)",
+        ));
     }
     let token = args
         .token
