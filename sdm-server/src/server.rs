@@ -754,6 +754,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         api_url: api_url.clone(),
         ca_fingerprint,
         lease_ttl: b.lease_ttl,
+        throttle: api::LoginThrottle::default(),
     });
     let api_task = tokio::spawn(api::serve::serve(
         api_listener,

@@ -13,8 +13,11 @@ use axum::http::request::Parts;
 use sdm_proto::api::{AccountKind, AccountStatus};
 use sdm_proto::{ErrorKind, Token, TokenKind};
 
+use axum::http::StatusCode;
+
 use super::ApiState;
 use super::error::{ApiError, TOKEN_NOT_VALID};
+use super::throttle::PeerAddr;
 use crate::store::AccountRecord;
 
 /// An authenticated caller (service account or admin).
@@ -52,6 +55,34 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 async fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
+    let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0);
+    if let Some(peer) = peer
+        && let Err(wait) = state.throttle.check(peer.ip())
+    {
+        return Err(ApiError::unauthenticated(format!(
+            "too many failed token checks from {}; try again in {} s",
+            peer.ip(),
+            wait.as_secs().max(1)
+        ))
+        .with_status(StatusCode::TOO_MANY_REQUESTS));
+    }
+    let result = check_token(parts, state).await;
+    if let (Err(e), Some(peer)) = (&result, peer)
+        && matches!(
+            e.kind(),
+            ErrorKind::InvalidToken | ErrorKind::Unauthenticated
+        )
+    {
+        let failures = state.throttle.failed(peer.ip());
+        // Logged, but not once per attempt: the first, then at powers of two.
+        if failures.is_power_of_two() {
+            tracing::warn!(source = %peer.ip(), failures, "failed token check");
+        }
+    }
+    result
+}
+
+async fn check_token(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
     let text = bearer(parts)?;
     let token =
         Token::parse(text).map_err(|e| ApiError::new(ErrorKind::InvalidToken, e.to_string()))?;

@@ -37,6 +37,11 @@ impl ApiError {
         self
     }
 
+    /// The error kind.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
     /// `invalid_argument`, 400.
     pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorKind::InvalidArgument, message)

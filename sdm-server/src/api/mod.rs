@@ -31,7 +31,10 @@ mod leases;
 mod resources;
 pub(crate) mod serve;
 mod sessions;
+mod throttle;
 mod validate;
+
+pub(crate) use throttle::{LoginThrottle, PeerAddr};
 
 pub(crate) use accounts::new_token;
 
@@ -54,6 +57,8 @@ pub(crate) struct ApiState {
     pub(crate) ca_fingerprint: [u8; 32],
     /// Lifetime of issued leases.
     pub(crate) lease_ttl: Duration,
+    /// Failed token checks per source.
+    pub(crate) throttle: LoginThrottle,
 }
 
 /// The API's routes.

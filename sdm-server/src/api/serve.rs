@@ -14,8 +14,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::PeerAddr;
+
 /// Most connections served at once; further clients wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 1024;
+/// Request line and headers together may not exceed this (hyper answers 431 beyond it).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time a client has to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client has to send a request's headers; an idle keep-alive connection is closed after
@@ -115,7 +119,9 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
+    let router = router.layer(axum::Extension(PeerAddr(peer)));
     let conn = builder.serve_connection(TokioIo::new(tls), TowerToHyperService::new(router));
     tokio::pin!(conn);
     tokio::select! {

@@ -308,4 +308,39 @@ mod tests {
         let mut huge = vec![b'D', 0x7f, 0xff, 0xff, 0xff];
         assert!(take_message(&mut huge, 1024).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        #[test]
+        fn the_startup_parser_takes_anything(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12_000)) {
+            if let Ok(Some((startup, n))) = parse_startup(&bytes) {
+                proptest::prop_assert!(n <= bytes.len() && n <= MAX_STARTUP);
+                if let Startup::Start { raw, .. } = startup {
+                    proptest::prop_assert_eq!(raw.len(), n);
+                }
+            }
+        }
+
+        #[test]
+        fn startup_messages_survive_any_split(
+            params in proptest::collection::vec(("[a-z_]{1,20}", "[ -~]{0,40}"), 0..10),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let params: Vec<(String, String)> = params;
+            let packet = startup_message(&params);
+            proptest::prop_assert_eq!(parse_startup(&packet[..cut.index(packet.len())]), Ok(None));
+            let (startup, _) = parse_startup(&packet).unwrap().unwrap();
+            proptest::prop_assert_eq!(startup, Startup::Start { minor: 0, params, raw: packet.clone() });
+        }
+
+        #[test]
+        fn backend_messages_and_error_fields_take_anything(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
+            let mut buf = bytes.clone();
+            while let Ok(Some(m)) = take_message(&mut buf, 1024) {
+                proptest::prop_assert!(m.raw.len() <= 1025);
+            }
+            let _ = error_fields(&bytes);
+        }
+    }
 }

@@ -313,4 +313,23 @@ mod tests {
         tap.observe(&shutdown);
         assert_eq!(tap.fatal.as_deref(), Some("terminating connection"));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn taps_take_any_stream_in_any_chunks(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..5000),
+            chunk in 1usize..700,
+        ) {
+            let sink = Arc::new(Collect::default());
+            let mut queries = QueryTap::new(sink.clone(), Uuid::nil());
+            let mut server = ServerTap::default();
+            for part in bytes.chunks(chunk) {
+                queries.observe(part);
+                server.observe(part);
+            }
+            for text in sink.0.lock().unwrap().iter() {
+                proptest::prop_assert!(text.len() <= MAX_QUERY_TEXT + '…'.len_utf8());
+            }
+        }
+    }
 }

@@ -1,0 +1,135 @@
+//! Floods and slow clients from loopback are shed with limits and timeouts while legitimate
+//! clients get through; bad tokens are rate-limited per source; oversized headers are refused.
+
+mod support;
+
+use std::time::Duration;
+
+use sdm_core::admin::NewResource;
+use sdm_core::{ErrorKind, ResourceKind, Session};
+use sdm_testkit::EchoServer;
+use support::Installation;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+    let mut sink = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_stalled_connections_is_shed_and_real_clients_get_through() {
+    let sdm =
+        Installation::start_with(|b| b.gateway_handshake_timeout(Duration::from_secs(2))).await;
+    let echo = EchoServer::start().unwrap();
+    sdm.resource(NewResource::new("echo", ResourceKind::Tcp, "127.0.0.1").port(echo.port()))
+        .await;
+    let token = sdm.admin.create_service_account("etl").await.unwrap().token;
+    sdm.admin.grant("etl", "echo").await.unwrap();
+
+    // 400 silent or half-speaking connections to the gateway, 200 to the API.
+    let mut flood = Vec::new();
+    for i in 0..400 {
+        let mut s = TcpStream::connect(sdm.server.gateway_addr()).await.unwrap();
+        if i % 2 == 0 {
+            s.write_all(&[0x16, 0x03, 0x01, 0x02]).await.unwrap();
+        }
+        flood.push(s);
+    }
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(sdm.server.api_addr()).await.unwrap();
+        s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        flood.push(s);
+    }
+    // A real job logs in, opens a tunnel and talks through it while the flood holds.
+    let session = Session::login(&token).await.unwrap();
+    let tunnel = session.connect("echo").await.unwrap();
+    let mut conn = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    conn.write_all(b"through the flood").await.unwrap();
+    let mut back = [0u8; 17];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"through the flood");
+    // Every stalled connection is dropped by a timeout.
+    for (i, s) in flood.iter_mut().enumerate() {
+        assert!(
+            closed_by_peer(s).await,
+            "stalled connection {i} was never dropped"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tokens_are_rate_limited_per_source() {
+    let sdm = Installation::start().await;
+    let good = sdm.admin.create_service_account("etl").await.unwrap().token;
+    let forged = sdm_proto::Token::generate(
+        sdm_proto::TokenKind::Service,
+        sdm.server.api_url(),
+        sdm.server.ca_fingerprint(),
+    )
+    .unwrap()
+    .encode();
+    let mut throttled = None;
+    for attempt in 1..=100 {
+        let err = Session::login(&forged).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+        if err.message().contains("too many failed token checks") {
+            throttled = Some(attempt);
+            break;
+        }
+    }
+    assert_eq!(
+        throttled,
+        Some(61),
+        "the 61st failure in a minute is throttled"
+    );
+    // While throttled, even a good token from the same source is refused, with the reason.
+    let err = Session::login(&good).await.unwrap_err();
+    assert!(err.message().contains("try again in"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused_and_the_api_keeps_serving() {
+    let sdm = Installation::start().await;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(sdm.data_dir().join("ca.pem"));
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(sdm.server.api_addr()).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let huge = "x".repeat(64 * 1024);
+    let request = format!("GET /v1/health HTTP/1.1\r\nHost: sdm\r\nX-Big: {huge}\r\n\r\n");
+    let _ = tls.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // Still serving.
+    let admin = sdm.admin.list_accounts().await.unwrap();
+    assert!(!admin.is_empty());
+}
