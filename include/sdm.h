@@ -869,7 +869,7 @@ sdm_status sdm_tunnel_is_open(const sdm_tunnel *tunnel, bool *open_out);
  *
  * On success `*reason_out` receives a new error (free it with `sdm_error_free`), or NULL when
  * the tunnel is open or was closed by its owner. NULL `tunnel` or `reason_out`:
- * `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+ * `SDM_STATUS_NULL_ARGUMENT`; in a forked child: `SDM_STATUS_CLOSED`. Thread-safe.
  *
  * # Safety
  * `tunnel` is NULL or live; `reason_out` is NULL or writable.

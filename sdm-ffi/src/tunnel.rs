@@ -184,7 +184,7 @@ pub unsafe extern "C" fn sdm_tunnel_is_open(
 ///
 /// On success `*reason_out` receives a new error (free it with `sdm_error_free`), or NULL when
 /// the tunnel is open or was closed by its owner. NULL `tunnel` or `reason_out`:
-/// `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+/// `SDM_STATUS_NULL_ARGUMENT`; in a forked child: `SDM_STATUS_CLOSED`. Thread-safe.
 ///
 /// # Safety
 /// `tunnel` is NULL or live; `reason_out` is NULL or writable.
@@ -197,6 +197,7 @@ pub unsafe extern "C" fn sdm_tunnel_close_reason(
         // SAFETY: the caller passes NULL or a live handle.
         let tunnel = unsafe { handle(tunnel, "tunnel") }?;
         let reason_out = out(reason_out, "reason_out")?;
+        tunnel.owner.check("tunnel")?;
         let reason = match tunnel.tunnel.close_reason() {
             Some(reason) => Box::into_raw(Box::new(sdm_error::from(Failure::from(reason)))),
             None => std::ptr::null_mut(),

@@ -28,6 +28,12 @@ static int child(const char *token, sdm_session *inherited, sdm_tunnel *inherite
   CHECK(sdm_tunnel_is_open(inherited_tunnel, &open) == SDM_STATUS_OK && !open,
         "an inherited tunnel is not open in the child");
   CHECK_STATUS(SDM_STATUS_CLOSED, sdm_tunnel_close(inherited_tunnel, &err));
+  sdm_error *reason = NULL;
+  CHECK(sdm_tunnel_close_reason(inherited_tunnel, &reason) == SDM_STATUS_CLOSED && !reason,
+        "close reason of an inherited tunnel");
+  const char *name = NULL;
+  CHECK(sdm_session_account_name(inherited, &name) == SDM_STATUS_OK && strcmp(name, "etl") == 0,
+        "plain accessors of an inherited session still read its data");
   /* Freeing inherited handles releases nothing of the parent's and returns. */
   sdm_tunnel_free(inherited_tunnel);
   sdm_session_free(inherited);
