@@ -10,6 +10,7 @@ mod endpoint;
 mod error;
 mod gateway;
 mod lease;
+mod listener;
 mod resource;
 pub mod runtime;
 mod session;
@@ -19,6 +20,7 @@ mod tunnel;
 
 pub use dial::DialStream;
 pub use error::{Error, ErrorKind, Result};
+pub use listener::ListenAddr;
 pub use resource::{Resource, ResourceClass, ResourceKind};
 pub use sdm_proto::api::AccountKind;
 pub use session::{

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::dial::DialStream;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::{Connector, GatewayStream, WarmPool};
 use crate::lease::LeaseSlot;
+use crate::listener::LocalListener;
 use crate::resource::{Resource, resolve};
 use crate::status::{ConnectionState, ResourceStatus, Status};
 use crate::tunnel::{Tunnel, TunnelShared};
@@ -53,6 +55,12 @@ pub struct ConnectOptions {
     /// Local address to listen on; default 127.0.0.1. Anything but loopback exposes the
     /// resource to other machines and must be asked for explicitly.
     pub bind: Option<IpAddr>,
+    /// Listen on a Unix socket at this path instead of TCP (socket 0600; its directory is
+    /// created 0700, and an existing directory others can reach is refused).
+    pub unix_socket: Option<PathBuf>,
+    /// Refuse local connections from other OS users (Linux; TCP peers are looked up in
+    /// `/proc/net/tcp`, Unix-socket peers by their credentials).
+    pub same_user_only: bool,
 }
 
 impl ConnectOptions {
@@ -65,6 +73,18 @@ impl ConnectOptions {
     /// Listen on this local address instead of 127.0.0.1.
     pub fn bind(mut self, addr: IpAddr) -> Self {
         self.bind = Some(addr);
+        self
+    }
+
+    /// Listen on a Unix socket at `path` instead of a TCP port.
+    pub fn unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.unix_socket = Some(path.into());
+        self
+    }
+
+    /// Accept local connections only from processes of this OS user.
+    pub fn same_user_only(mut self) -> Self {
+        self.same_user_only = true;
         self
     }
 }
@@ -277,10 +297,21 @@ impl Session {
         let slot = self.core.lease_slot(resource.id);
         // Fail now, not on the first local connection, when the account may not connect.
         slot.get(&self.core.api, self.core.id).await?;
-        let ip = options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let port = options.port.or(resource.port_override).unwrap_or(0);
-        let tunnel =
-            Tunnel::start(self.core.clone(), resource, slot, SocketAddr::new(ip, port)).await?;
+        let listener = match &options.unix_socket {
+            Some(path) => LocalListener::bind_unix(path, &resource.name)?,
+            None => {
+                let ip = options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+                let port = options.port.or(resource.port_override).unwrap_or(0);
+                LocalListener::bind_tcp(SocketAddr::new(ip, port), &resource.name).await?
+            }
+        };
+        let tunnel = Tunnel::start(
+            self.core.clone(),
+            resource,
+            slot,
+            listener,
+            options.same_user_only,
+        )?;
         if let Ok(mut tunnels) = self.core.tunnels.lock() {
             tunnels.retain(|t| t.strong_count() > 0);
             tunnels.push(tunnel.downgrade());

@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::gateway::{WarmPool, error_from_io, tune_socket};
+use crate::gateway::{WarmPool, error_from_io};
 use crate::lease::LeaseSlot;
+use crate::listener::{ListenAddr, LocalListener, LocalStream};
 use crate::resource::Resource;
 use crate::session::SessionCore;
 
@@ -43,7 +43,9 @@ impl std::fmt::Debug for Tunnel {
 
 pub(crate) struct TunnelShared {
     pub(crate) resource: Resource,
+    /// The TCP address; `0.0.0.0:0` for a Unix-socket tunnel.
     pub(crate) local_addr: SocketAddr,
+    listen: ListenAddr,
     shutdown: watch::Sender<bool>,
     reason: Mutex<Option<Error>>,
     connections: AtomicUsize,
@@ -57,20 +59,23 @@ pub(crate) struct TunnelShared {
 }
 
 impl Tunnel {
-    pub(crate) async fn start(
+    pub(crate) fn start(
         core: Arc<SessionCore>,
         resource: Resource,
         slot: Arc<LeaseSlot>,
-        addr: SocketAddr,
+        listener: LocalListener,
+        same_user_only: bool,
     ) -> Result<Tunnel> {
-        let listener = bind(addr, &resource.name).await?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::internal(format!("listener has no address: {e}")))?;
+        let listen = listener.addr()?;
+        let local_addr = match &listen {
+            ListenAddr::Tcp(addr) => *addr,
+            ListenAddr::Unix(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(TunnelShared {
             resource,
             local_addr,
+            listen: listen.clone(),
             shutdown,
             reason: Mutex::new(None),
             connections: AtomicUsize::new(0),
@@ -82,6 +87,7 @@ impl Tunnel {
         });
         let accept = tokio::spawn(accept_loop(
             listener,
+            same_user_only,
             core.clone(),
             slot.clone(),
             Arc::downgrade(&shared),
@@ -104,7 +110,7 @@ impl Tunnel {
                 }
             });
         }
-        tracing::info!(resource = %shared.resource.name, %local_addr, "tunnel open");
+        tracing::info!(resource = %shared.resource.name, listen = %listen, "tunnel open");
         Ok(Tunnel { shared })
     }
 
@@ -113,9 +119,15 @@ impl Tunnel {
         &self.shared.resource
     }
 
-    /// Where clients connect, e.g. `127.0.0.1:5432`.
+    /// Where clients connect, e.g. `127.0.0.1:5432` (`0.0.0.0:0` for a Unix-socket tunnel: see
+    /// [`listen_addr`](Self::listen_addr)).
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// Where clients connect: a TCP address or a Unix socket path.
+    pub fn listen_addr(&self) -> &ListenAddr {
+        &self.shared.listen
     }
 
     /// The local IP address as text (`"127.0.0.1"`).
@@ -236,34 +248,9 @@ impl TunnelShared {
     }
 }
 
-async fn bind(addr: SocketAddr, resource: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        use std::io::ErrorKind as K;
-        let (kind, message) = match e.kind() {
-            K::AddrInUse => (
-                ErrorKind::PortInUse,
-                format!(
-                    "cannot open a tunnel to {resource:?} on {addr}: the port is already in use; \
-                     choose another port or stop what is using it"
-                ),
-            ),
-            K::PermissionDenied => (
-                ErrorKind::InvalidArgument,
-                format!(
-                    "cannot listen on {addr}: permission denied (ports below 1024 need privileges)"
-                ),
-            ),
-            _ => (
-                ErrorKind::InvalidArgument,
-                format!("cannot listen on {addr}: {e}"),
-            ),
-        };
-        Error::new(kind, message).with_source(e)
-    })
-}
-
 async fn accept_loop(
-    listener: TcpListener,
+    listener: LocalListener,
+    same_user_only: bool,
     core: Arc<SessionCore>,
     slot: Arc<LeaseSlot>,
     tunnel: Weak<TunnelShared>,
@@ -272,9 +259,9 @@ async fn accept_loop(
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|closed| *closed) => break,
-            accepted = listener.accept() => accepted,
+            accepted = listener.accept(same_user_only) => accepted,
         };
-        let (socket, peer) = match accepted {
+        let (socket, peer, uid) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -283,6 +270,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if same_user_only && uid != Some(unsafe { libc::geteuid() }) {
+            tracing::warn!(%peer, ?uid, "refused a local connection from another OS user");
+            continue;
+        }
         let Some(shared) = tunnel.upgrade() else {
             break;
         };
@@ -299,14 +291,13 @@ async fn accept_loop(
 
 /// Carries one local connection through a gateway until either side closes or the tunnel does.
 async fn carry(
-    mut local: TcpStream,
-    peer: SocketAddr,
+    mut local: LocalStream,
+    peer: String,
     core: Arc<SessionCore>,
     slot: Arc<LeaseSlot>,
     tunnel: Arc<TunnelShared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    tune_socket(&local);
     tunnel.connections.fetch_add(1, Ordering::Relaxed);
     let name = tunnel.resource.name.as_str();
     let work = async {

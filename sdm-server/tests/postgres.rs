@@ -706,3 +706,33 @@ async fn resources_without_credentials_pass_through() {
     let err = connect(&tunnel).await.err().unwrap();
     assert!(format!("{err:?}").contains("password missing"), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_access_ends_a_session_with_a_postgres_error() {
+    let pg = cluster_async(HbaAuth::Scram).await;
+    let sdm = Installation::start().await;
+    sdm.resource(pg_resource("db", &pg, APP_PASSWORD)).await;
+    let session = sdm.session("etl", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+    let (client, connection) = connect(&tunnel).await.unwrap();
+    client.query_one("SELECT 1", &[]).await.unwrap();
+    sdm.admin.revoke("etl", "db").await.unwrap();
+    // The gateway ends the session between two messages, saying why.
+    let ended = tokio::time::timeout(WAIT, connection)
+        .await
+        .expect("the session was not ended");
+    let err = ended
+        .unwrap()
+        .expect_err("the connection ended without an error");
+    let db = err
+        .as_db_error()
+        .unwrap_or_else(|| panic!("not a PostgreSQL error: {err}"));
+    assert_eq!(db.code().code(), "57P01");
+    assert!(
+        db.message()
+            .contains("access to resource \"db\" was revoked"),
+        "{}",
+        db.message()
+    );
+    assert!(client.query_one("SELECT 1", &[]).await.is_err());
+}

@@ -127,6 +127,6 @@ impl Connector {
 
 /// Low latency over buffering: every hop sets TCP_NODELAY (Nagle plus delayed ACKs costs
 /// tens of milliseconds per request/response exchange).
-pub(crate) fn tune_socket(tcp: &TcpStream) {
+fn tune_socket(tcp: &TcpStream) {
     let _ = tcp.set_nodelay(true);
 }

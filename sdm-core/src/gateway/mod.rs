@@ -5,6 +5,6 @@ mod connector;
 mod pool;
 mod stream;
 
-pub(crate) use connector::{Connector, tune_socket};
+pub(crate) use connector::Connector;
 pub(crate) use pool::WarmPool;
 pub(crate) use stream::{GatewayStream, error_from_io};

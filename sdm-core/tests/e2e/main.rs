@@ -7,4 +7,5 @@ mod dial;
 mod errors;
 mod leaks;
 mod resilience;
+mod security;
 mod tunnel;

@@ -1,0 +1,278 @@
+//! Where a tunnel listens: a TCP port on loopback (the default) or a Unix socket in a private
+//! directory; optionally refusing connections from other OS users.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Where a tunnel listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenAddr {
+    /// A TCP address, 127.0.0.1:PORT unless the caller chose another.
+    Tcp(SocketAddr),
+    /// A Unix socket (mode 0600, in a directory of mode 0700).
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+pub(crate) enum LocalListener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+pub(crate) enum LocalStream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl LocalListener {
+    pub(crate) async fn bind_tcp(addr: SocketAddr, resource: &str) -> Result<LocalListener> {
+        TcpListener::bind(addr)
+            .await
+            .map(LocalListener::Tcp)
+            .map_err(|e| bind_error(&addr.to_string(), resource, e))
+    }
+
+    /// A Unix socket at `path`. Its directory is created with mode 0700 if missing; an existing
+    /// directory that other users can enter or write is refused, as is an existing file at `path`
+    /// that is not a stale socket of ours.
+    pub(crate) fn bind_unix(path: &Path, resource: &str) -> Result<LocalListener> {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .ok_or_else(|| {
+                Error::invalid_argument(format!("{} has no directory", path.display()))
+            })?;
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| {
+                    Error::invalid_argument(format!("cannot create {}: {e}", dir.display()))
+                        .with_source(e)
+                })?;
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| {
+            Error::invalid_argument(format!("cannot read {}: {e}", dir.display())).with_source(e)
+        })?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+            return Err(Error::invalid_argument(format!(
+                "{} must be a directory of this user with mode 0700 (others could reach the socket); \
+                 use a private directory",
+                dir.display()
+            )));
+        }
+        if let Ok(existing) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            let stale = existing.file_type().is_socket()
+                && existing.uid() == me
+                && std::os::unix::net::UnixStream::connect(path).is_err();
+            if !stale {
+                return Err(Error::new(
+                    ErrorKind::PortInUse,
+                    format!(
+                        "{} already exists and is in use; choose another path",
+                        path.display()
+                    ),
+                ));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = UnixListener::bind(path)
+            .map_err(|e| bind_error(&path.display().to_string(), resource, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            Error::internal(format!("cannot restrict {}: {e}", path.display())).with_source(e)
+        })?;
+        Ok(LocalListener::Unix(listener, path.to_owned()))
+    }
+
+    pub(crate) fn addr(&self) -> Result<ListenAddr> {
+        match self {
+            LocalListener::Tcp(l) => l
+                .local_addr()
+                .map(ListenAddr::Tcp)
+                .map_err(|e| Error::internal(format!("listener has no address: {e}"))),
+            LocalListener::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+        }
+    }
+
+    /// The next connection, with its peer's address (for logs) and OS user (when asked for).
+    pub(crate) async fn accept(
+        &self,
+        want_uid: bool,
+    ) -> io::Result<(LocalStream, String, Option<u32>)> {
+        match self {
+            LocalListener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                let uid = if want_uid {
+                    let local = s.local_addr()?;
+                    tcp_peer_uid(peer, local)
+                } else {
+                    None
+                };
+                Ok((LocalStream::Tcp(s), peer.to_string(), uid))
+            }
+            LocalListener::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                let uid = s.peer_cred().ok().map(|c| c.uid());
+                Ok((LocalStream::Unix(s), path.display().to_string(), uid))
+            }
+        }
+    }
+}
+
+impl Drop for LocalListener {
+    fn drop(&mut self) {
+        if let LocalListener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+fn bind_error(addr: &str, resource: &str, e: io::Error) -> Error {
+    use std::io::ErrorKind as K;
+    let (kind, message) = match e.kind() {
+        K::AddrInUse => (
+            ErrorKind::PortInUse,
+            format!(
+                "cannot open a tunnel to {resource:?} on {addr}: the port is already in use; \
+                 choose another port or stop what is using it"
+            ),
+        ),
+        K::PermissionDenied => (
+            ErrorKind::InvalidArgument,
+            format!(
+                "cannot listen on {addr}: permission denied (ports below 1024 need privileges)"
+            ),
+        ),
+        _ => (
+            ErrorKind::InvalidArgument,
+            format!("cannot listen on {addr}: {e}"),
+        ),
+    };
+    Error::new(kind, message).with_source(e)
+}
+
+/// The OS user owning the other end of a loopback TCP connection, from /proc/net/tcp{,6}:
+/// the client's socket is the one whose local address is our peer and whose remote address is
+/// our local address.
+fn tcp_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let (table, peer_hex, local_hex) = match (peer, local) {
+        (SocketAddr::V4(p), SocketAddr::V4(l)) => ("/proc/net/tcp", v4_hex(p), v4_hex(l)),
+        (SocketAddr::V6(p), SocketAddr::V6(l)) => ("/proc/net/tcp6", v6_hex(p), v6_hex(l)),
+        _ => return None,
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    text.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.len() > 7
+            && cols[1].eq_ignore_ascii_case(&peer_hex)
+            && cols[2].eq_ignore_ascii_case(&local_hex))
+        .then(|| cols[7].parse().ok())
+        .flatten()
+    })
+}
+
+fn v4_hex(a: std::net::SocketAddrV4) -> String {
+    format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(a.ip().octets()),
+        a.port()
+    )
+}
+
+fn v6_hex(a: std::net::SocketAddrV6) -> String {
+    let o = a.ip().octets();
+    let words: String = o
+        .chunks(4)
+        .map(|w| format!("{:08X}", u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+        .collect();
+    format!("{words}:{:04X}", a.port())
+}
+
+impl AsyncRead for LocalStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            LocalStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LocalStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            LocalStream::Unix(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            LocalStream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LocalStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            LocalStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_net_addresses_are_encoded_like_the_kernel() {
+        let a: std::net::SocketAddrV4 = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(v4_hex(a), "0100007F:1F90");
+        let b: std::net::SocketAddrV6 = "[::1]:5432".parse().unwrap();
+        assert_eq!(v6_hex(b), "00000000000000000000000001000000:1538");
+    }
+
+    #[tokio::test]
+    async fn the_peer_of_a_loopback_connection_is_this_user() {
+        let l = LocalListener::bind_tcp("127.0.0.1:0".parse().unwrap(), "t")
+            .await
+            .unwrap();
+        let ListenAddr::Tcp(addr) = l.addr().unwrap() else {
+            panic!()
+        };
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (_, _, uid) = l.accept(true).await.unwrap();
+        assert_eq!(uid, Some(unsafe { libc::geteuid() }));
+    }
+}

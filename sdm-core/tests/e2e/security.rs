@@ -1,0 +1,175 @@
+//! Local exposure and secrets: Unix-socket tunnels are private, the same-user check refuses
+//! other OS users, and no token shows up in Debug output or error messages.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use sdm_core::{ConnectOptions, ErrorKind, ListenAddr, Session};
+use sdm_testkit::EchoServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{Fixture, pg};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_tunnels_are_private_and_work_with_psql() {
+    let fx = Fixture::start().await;
+    fx.pg_resource("pgsql").await;
+    let session = fx.session_with("etl", &["pgsql"]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("sockets");
+    let path = dir.join(".s.PGSQL.5432");
+    let tunnel = session
+        .connect_with("pgsql", ConnectOptions::default().unix_socket(&path))
+        .await
+        .unwrap();
+    assert_eq!(tunnel.listen_addr(), &ListenAddr::Unix(path.clone()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&path), 0o600);
+
+    let pg = pg();
+    let host = dir.to_str().unwrap().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(pg.bin("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                &host,
+                "-p",
+                "5432",
+                "-U",
+                pg.superuser(),
+                "-d",
+                "postgres",
+            ])
+            .args(["-c", "SELECT 'over a unix socket'"])
+            .env("PGPASSWORD", pg.password())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "over a unix socket"
+    );
+
+    // A directory others can reach is refused; closing removes the socket file.
+    let open_dir = scratch.path().join("shared");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = session
+        .connect_with(
+            "pgsql",
+            ConnectOptions::default().unix_socket(open_dir.join("s")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("0700"), "{err}");
+    tunnel.close();
+    tunnel.closed().await;
+    assert!(!path.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_user_check_refuses_other_os_users() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo", echo.port(), None).await;
+    let session = fx.session_with("etl", &["echo"]).await;
+    let tunnel = session
+        .connect_with("echo", ConnectOptions::default().same_user_only())
+        .await
+        .unwrap();
+    // This user gets through.
+    let mut mine = tokio::net::TcpStream::connect(tunnel.local_addr())
+        .await
+        .unwrap();
+    mine.write_all(b"me").await.unwrap();
+    let mut buf = [0u8; 2];
+    mine.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"me");
+
+    // Another user (only testable with the privilege to become one) is cut off.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("not root: the other-user half of this test needs root to switch users");
+        return;
+    }
+    let as_nobody = async |port: u16| {
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::process::CommandExt;
+            std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "exec 3<>/dev/tcp/127.0.0.1/{port} && printf other >&3 && timeout 10 head -c 5 <&3"
+                ))
+                .uid(65534)
+                .gid(65534)
+                .output()
+                .unwrap()
+                .stdout
+        })
+        .await
+        .unwrap()
+    };
+    // Control: without the check, the other user does get through.
+    let open = session.connect("echo").await.unwrap();
+    assert_eq!(as_nobody(open.port()).await, b"other");
+    let refused = as_nobody(tunnel.port()).await;
+    assert!(
+        refused.is_empty(),
+        "another OS user got data through: {refused:?}"
+    );
+    // The tunnel keeps serving its own user.
+    let mut again = tokio::net::TcpStream::connect(tunnel.local_addr())
+        .await
+        .unwrap();
+    again.write_all(b"ok").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), again.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_show_in_debug_output_or_errors() {
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo", echo.port(), None).await;
+    let token = fx.service_account("etl").await;
+    fx.admin.grant("etl", "echo").await.unwrap();
+    let secret_part = &token[token.len() - 20..];
+    let builder = Session::builder().token(&token);
+    let session = builder.clone().login().await.unwrap();
+    let tunnel = session.connect("echo").await.unwrap();
+    let admin_token = fx.server.admin_token().unwrap().to_owned();
+    for shown in [
+        format!("{builder:?}"),
+        format!("{session:?}"),
+        format!("{tunnel:?}"),
+        format!("{:?}", fx.admin),
+        format!("{:?}", fx.server),
+        format!("{:?}", sdm_proto::Token::parse(&token).unwrap()),
+    ] {
+        assert!(
+            !shown.contains(secret_part),
+            "token in Debug output: {shown}"
+        );
+        assert!(
+            !shown.contains(&admin_token[admin_token.len() - 20..]),
+            "admin token in Debug output: {shown}"
+        );
+    }
+    fx.admin.suspend_account("etl").await.unwrap();
+    let err = Session::login(&token).await.unwrap_err();
+    assert!(!format!("{err} {err:?}").contains(secret_part));
+}
