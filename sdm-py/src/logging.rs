@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
 use tracing::field::{Field, Visit};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
@@ -113,9 +114,29 @@ impl<S: Subscriber> Layer<S> for ForwardToPython {
         let level = python_level(metadata.level());
         let name = logger_name(metadata.target());
         // Never panics; returns None while the interpreter is shutting down.
+        let file = metadata.file().unwrap_or("<rust>");
+        let line = metadata.line().unwrap_or(0);
         let _ = Python::try_attach(|py| -> PyResult<()> {
-            let logger = py.import("logging")?.call_method1("getLogger", (name,))?;
-            logger.call_method1("log", (level, text.finish()))?;
+            let logger = py
+                .import("logging")?
+                .call_method1("getLogger", (name.as_str(),))?;
+            if !logger.call_method1("isEnabledFor", (level,))?.is_truthy()? {
+                return Ok(());
+            }
+            // A record that points at the Rust source of the event.
+            let record = logger.call_method1(
+                "makeRecord",
+                (
+                    name,
+                    level,
+                    file,
+                    line,
+                    text.finish(),
+                    PyTuple::empty(py),
+                    py.None(),
+                ),
+            )?;
+            logger.call_method1("handle", (record,))?;
             Ok(())
         });
     }

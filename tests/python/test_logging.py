@@ -20,7 +20,9 @@ def test_rust_events_reach_the_sdm_logger(fixture: Fixture, caplog: pytest.LogCa
     assert opened, [r.getMessage() for r in records]
     assert opened[0].name == "sdm.core.tunnel" and opened[0].levelno == logging.INFO
     assert "resource=server-echo" in opened[0].getMessage()
-    assert f"local_addr=127.0.0.1:{port}" in opened[0].getMessage()
+    assert f"127.0.0.1:{port}" in opened[0].getMessage()
+    # The record points at the Rust source that logged it.
+    assert opened[0].pathname.endswith("tunnel.rs") and opened[0].lineno > 0
     assert any(r.getMessage().startswith("logged in") for r in records)
     # The secret part of the token appears in no record.
     secret = fixture["token"][len("sdm_svc_") :][:24]
