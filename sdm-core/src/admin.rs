@@ -6,7 +6,7 @@ use std::time::Duration;
 use sdm_proto::api::{
     AccountInfo, AccountKind, AccountList, AdminResource, AdminResourceList, AuditList,
     AuditQueryList, CreateAccount, CreateGrant, CreateResource, CreatedAccount, GrantInfo,
-    GrantList, UpdateResource, routes,
+    GrantList, Settings, UpdateResource, UpdateSettings, routes,
 };
 use sdm_proto::{Token, TokenKind};
 
@@ -205,6 +205,20 @@ impl AdminClient {
     ) -> Result<AdminResource> {
         let path = format!("{}/{}", routes::ADMIN_RESOURCES, segment(resource)?);
         self.api.patch(&path, changes).await
+    }
+
+    /// The organisation's settings.
+    pub async fn settings(&self) -> Result<Settings> {
+        self.api.get(routes::ADMIN_SETTINGS).await
+    }
+
+    /// Turns "connect automatically to all granted resources with a fixed port on login" on or
+    /// off; returns the settings.
+    pub async fn set_auto_connect(&self, on: bool) -> Result<Settings> {
+        let changes = UpdateSettings {
+            auto_connect: Some(on),
+        };
+        self.api.patch(routes::ADMIN_SETTINGS, &changes).await
     }
 
     /// One page of audit records, newest first.

@@ -22,7 +22,7 @@ pub use dial::DialStream;
 pub use error::{Error, ErrorKind, Result};
 pub use listener::ListenAddr;
 pub use resource::{Resource, ResourceClass, ResourceKind};
-pub use sdm_proto::api::AccountKind;
+pub use sdm_proto::api::{AccountKind, Settings};
 pub use session::{
     API_URL_ENV_VAR, Account, ConnectOptions, Session, SessionBuilder, TOKEN_ENV_VARS,
 };

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sdm_proto::Token;
 use sdm_proto::api::{
-    AccountKind, LoginRequest, LoginResponse, LogoutRequest, ResourceList, routes,
+    AccountKind, LoginRequest, LoginResponse, LogoutRequest, ResourceList, Settings, routes,
 };
 use uuid::Uuid;
 
@@ -182,6 +182,7 @@ impl SessionBuilder {
                     kind: response.account.kind,
                 },
                 connector,
+                settings: response.settings,
                 warm_connections: self.warm_connections.unwrap_or(DEFAULT_WARM_CONNECTIONS),
                 leases: Mutex::new(HashMap::new()),
                 resources: Mutex::new(None),
@@ -227,6 +228,7 @@ pub(crate) struct SessionCore {
     pub(crate) api: Arc<ApiClient>,
     pub(crate) id: Uuid,
     account: Account,
+    settings: Settings,
     pub(crate) connector: Connector,
     pub(crate) warm_connections: usize,
     leases: Mutex<HashMap<Uuid, Arc<LeaseSlot>>>,
@@ -254,6 +256,12 @@ impl Session {
     /// The account logged in.
     pub fn account(&self) -> &Account {
         &self.core.account
+    }
+
+    /// The organisation's settings as of login (for example whether resources with a fixed port
+    /// should be connected right away).
+    pub fn settings(&self) -> Settings {
+        self.core.settings
     }
 
     /// The session id (audit records carry it).

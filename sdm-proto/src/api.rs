@@ -27,6 +27,8 @@ pub mod routes {
     /// `GET` → [`AdminResourceList`](super::AdminResourceList); `POST` [`CreateResource`](super::CreateResource) → [`AdminResource`](super::AdminResource).
     /// `PATCH /v1/admin/resources/{resource}` [`UpdateResource`](super::UpdateResource) → [`AdminResource`](super::AdminResource).
     pub const ADMIN_RESOURCES: &str = "/v1/admin/resources";
+    /// `GET` → [`Settings`](super::Settings); `PATCH` [`UpdateSettings`](super::UpdateSettings) → [`Settings`](super::Settings).
+    pub const ADMIN_SETTINGS: &str = "/v1/admin/settings";
     /// `GET ?account=&resource=&since=&until=&limit=&before=` → [`AuditList`](super::AuditList);
     /// `GET /v1/admin/audit/{id}/queries?limit=&after=` → [`AuditQueryList`](super::AuditQueryList).
     pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
@@ -55,6 +57,26 @@ pub struct LoginResponse {
     pub account: AccountSummary,
     /// The control plane's clock.
     pub server_time: i64,
+    /// The organisation's settings that clients act on.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// Organisation settings.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Settings {
+    /// Port overrides: clients that keep tunnels (the `sdm` agent) connect every granted
+    /// resource that has a fixed port as soon as they log in.
+    #[serde(default)]
+    pub auto_connect: bool,
+}
+
+/// `PATCH /v1/admin/settings`: only the fields present change.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateSettings {
+    /// See [`Settings::auto_connect`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_connect: Option<bool>,
 }
 
 /// An account as its owner sees it.

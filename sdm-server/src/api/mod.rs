@@ -31,6 +31,7 @@ mod leases;
 mod resources;
 pub(crate) mod serve;
 mod sessions;
+mod settings;
 mod throttle;
 mod validate;
 
@@ -106,6 +107,10 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
             get(resources::show)
                 .delete(resources::delete)
                 .patch(resources::update),
+        )
+        .route(
+            routes::ADMIN_SETTINGS,
+            get(settings::show).patch(settings::update),
         )
         .route(routes::ADMIN_AUDIT, get(audit::list))
         .route("/v1/admin/audit/{id}/queries", get(audit::queries))

@@ -46,6 +46,7 @@ pub(crate) async fn login(
             kind: caller.account.kind,
         },
         server_time: now,
+        settings: super::settings::load(state.store.as_ref()).await?,
     }))
 }
 

@@ -330,6 +330,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// An installation setting.
     async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a setting, replacing any earlier value.
+    async fn set_setting(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
     /// Stores a setting unless it is already set; whether it was stored.
     async fn put_setting_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError>;
 }

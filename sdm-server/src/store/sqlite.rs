@@ -921,6 +921,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_setting(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .context("store a setting")?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn put_setting_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
         let key = key.to_owned();
         self.run(move |conn| {
