@@ -294,9 +294,21 @@ async fn organisation_settings_reach_the_client_at_login() {
     let fx = Fixture::start().await;
     let token = fx.service_account("etl").await;
     assert!(!fx.admin.settings().await.unwrap().auto_connect);
-    assert!(!Session::login(&token).await.unwrap().settings().auto_connect);
+    assert!(
+        !Session::login(&token)
+            .await
+            .unwrap()
+            .settings()
+            .auto_connect
+    );
     assert!(fx.admin.set_auto_connect(true).await.unwrap().auto_connect);
-    assert!(Session::login(&token).await.unwrap().settings().auto_connect);
+    assert!(
+        Session::login(&token)
+            .await
+            .unwrap()
+            .settings()
+            .auto_connect
+    );
     // Service tokens cannot change them.
     let err = sdm_core::admin::AdminClient::new(&token).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden);
