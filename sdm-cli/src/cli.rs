@@ -23,7 +23,7 @@ Exit codes:
   12  timed out
   13  the session or tunnel was closed meanwhile
   14  invalid argument, refused by the server or the agent
-  15  not yet supported by this server
+  15  not supported by this server (an older sdm-server)
   16  the agent could not be started or reached, or answered unexpectedly";
 
 /// Reach databases and servers with a service account token.
@@ -53,6 +53,9 @@ pub enum Command {
     /// The token comes from --token, else SDM_ADMIN_TOKEN, else SDM_SERVICE_TOKEN; it is
     /// passed to the agent over its socket and kept in memory only, so it can be dropped from
     /// the environment afterwards. Logging in again replaces the session (its tunnels close).
+    /// When the organisation's auto-connect setting is on, the login then connects every
+    /// granted resource that has a fixed port, on that port (`connected (auto)` in status);
+    /// one that cannot be connected is reported without failing the login.
     Login(LoginArgs),
     /// End the session, close every tunnel and stop the agent.
     Logout,
@@ -169,7 +172,7 @@ pub enum AdminCommand {
     Grant(GrantArgs),
     /// Remove a grant.
     Revoke(GrantArgs),
-    /// Organisation settings.
+    /// Organisation settings: show them, or turn auto-connect on login on or off.
     #[command(subcommand)]
     Settings(SettingsCommand),
     /// The connection audit trail.
@@ -312,7 +315,13 @@ pub struct GrantArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SettingsCommand {
-    /// Port overrides: connect every granted resource on its fixed port at login.
+    /// Show the organisation settings.
+    Show,
+    /// Port overrides: at login, connect every granted resource that has a fixed port.
+    ///
+    /// With --auto-connect on, `sdm login` (the agent) connects every resource granted to the
+    /// account that has a fixed local port (--port-override), on that port; resources without
+    /// one are left for `sdm connect`. Agents read the setting when they log in.
     PortOverrides {
         /// Turn automatic connection on login on or off.
         #[arg(long, value_enum)]

@@ -101,6 +101,9 @@ pub enum Reply {
         /// The account of the session this login replaced, if there was one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaced: Option<AccountInfo>,
+        /// What the login connected on its own (the organisation's auto-connect setting).
+        #[serde(default)]
+        auto_connect: AutoConnect,
     },
     /// To [`Request::Status`].
     Status {
@@ -208,6 +211,12 @@ pub struct ResourceRow {
     pub healthy: bool,
     /// `connected` or `not_connected`.
     pub status: String,
+    /// True when the open tunnel is the one the login opened on its own (auto-connect).
+    #[serde(default)]
+    pub auto: bool,
+    /// Why auto-connect at login could not connect this resource, until it is connected.
+    #[serde(default)]
+    pub auto_error: Option<ErrorReply>,
     /// The tunnel's port when connected, else the fixed port (if any).
     pub port: Option<u16>,
     /// The fixed local port the admin set, if any.
@@ -232,7 +241,25 @@ pub struct TunnelInfo {
     pub port: u16,
 }
 
-/// A resource `connect --all` could not connect.
+/// What a login connected on its own: with the organisation setting "connect automatically to
+/// all granted resources on login" on, every granted resource that has a fixed port, on that
+/// port.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AutoConnect {
+    /// Whether the setting was on at login (when off, the lists are empty).
+    pub enabled: bool,
+    /// The tunnels opened, by resource name.
+    pub tunnels: Vec<TunnelInfo>,
+    /// Resources with a fixed port that could not be connected (port taken, …), by name.
+    pub failures: Vec<Failure>,
+    /// Granted resources without a fixed port: not connected.
+    pub skipped: Vec<String>,
+    /// Set when the granted resources could not be listed (nothing was connected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReply>,
+}
+
+/// A resource `connect --all` (or auto-connect) could not connect.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Failure {
     /// The resource's name.

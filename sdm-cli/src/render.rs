@@ -3,9 +3,11 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use sdm_core::ResourceClass;
 use serde::Serialize;
 
 use crate::exit::CliError;
+use crate::protocol::{ResourceRow, StatusReport};
 
 /// Prints a line on stdout, like `println!`, but a closed stdout (`sdm status | head -1`) is
 /// not a panic: what the reader did not want is dropped.
@@ -63,6 +65,76 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The table of the service-account guide, as `sdm status` prints it: a section per resource
+/// class (datasources, then SSH/TCP servers), columns aligned. The layout is the one of
+/// `sdm_core::Status`'s `Display`; the agent renders it from its report because only the agent
+/// knows which tunnels auto-connect opened.
+///
+/// ```text
+/// DATASOURCE NAME     STATUS            PORT      TYPE
+/// pgsql_1_31          connected (auto)  5432      postgres
+/// SSH SERVER          STATUS            PORT      TYPE
+/// server-245a         not connected     61334     ssh
+/// ```
+pub fn status_table(status: &StatusReport) -> String {
+    if status.resources.is_empty() {
+        return format!("No resources are granted to {}.\n", status.account.name);
+    }
+    let width = |min: usize, cells: &mut dyn Iterator<Item = usize>| {
+        cells.max().map_or(min, |w| (w + 2).max(min))
+    };
+    let name_width = width(
+        20,
+        &mut status.resources.iter().map(|r| r.name.chars().count()),
+    );
+    let status_width = width(
+        18,
+        &mut status
+            .resources
+            .iter()
+            .map(|r| status_cell(r).chars().count()),
+    );
+    let mut out = String::new();
+    for (class, title) in [
+        (ResourceClass::Datasource, "DATASOURCE NAME"),
+        (ResourceClass::Server, "SSH SERVER"),
+    ] {
+        let rows: Vec<&ResourceRow> = status
+            .resources
+            .iter()
+            .filter(|r| r.kind.class() == class)
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "{title:<name_width$}{:<status_width$}{:<10}TYPE\n",
+            "STATUS", "PORT"
+        ));
+        for row in rows {
+            let port = row.port.map_or_else(|| "-".to_owned(), |p| p.to_string());
+            out.push_str(&format!(
+                "{:<name_width$}{:<status_width$}{port:<10}{}\n",
+                row.name,
+                status_cell(row),
+                row.kind
+            ));
+        }
+    }
+    out
+}
+
+/// The STATUS cell: `connected`, `connected (auto)` (opened by auto-connect at login),
+/// `failed (auto)` (auto-connect could not open it), or `not connected`.
+fn status_cell(row: &ResourceRow) -> &'static str {
+    match (row.status.as_str(), row.auto, &row.auto_error) {
+        ("connected", true, _) => "connected (auto)",
+        ("connected", false, _) => "connected",
+        (_, _, Some(_)) => "failed (auto)",
+        _ => "not connected",
+    }
+}
+
 /// `k=v,k2=v2`, or `-` for none.
 pub fn tags(tags: &BTreeMap<String, String>) -> String {
     if tags.is_empty() {
@@ -112,6 +184,89 @@ mod tests {
         assert_eq!(utc(1_767_225_600), "2026-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400 + 3661), "2000-02-29 01:01:01 UTC");
         assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+    }
+
+    fn row(name: &str, kind: sdm_core::ResourceKind, port: Option<u16>) -> ResourceRow {
+        ResourceRow {
+            id: uuid::Uuid::nil(),
+            name: name.into(),
+            kind,
+            class: String::new(),
+            tags: BTreeMap::new(),
+            healthy: true,
+            status: "not_connected".into(),
+            auto: false,
+            auto_error: None,
+            port,
+            port_override: port,
+            local_address: None,
+            connections: 0,
+        }
+    }
+
+    fn report(resources: Vec<ResourceRow>) -> StatusReport {
+        StatusReport {
+            account: crate::protocol::AccountInfo {
+                id: uuid::Uuid::nil(),
+                name: "etl".into(),
+                kind: sdm_core::AccountKind::Service,
+            },
+            api_url: String::new(),
+            resources,
+        }
+    }
+
+    #[test]
+    fn the_status_table_is_the_guides() {
+        use sdm_core::ResourceKind;
+        let mut warehouse = row("warehouse", ResourceKind::Postgres, Some(40001));
+        warehouse.status = "connected".into();
+        // The library's own test table (sdm-core/src/status.rs), row for row.
+        let status = report(vec![
+            row("pgsql_1_31", ResourceKind::Postgres, Some(5432)),
+            row("server-245a", ResourceKind::Ssh, Some(61334)),
+            warehouse,
+        ]);
+        assert_eq!(
+            status_table(&status),
+            "\
+DATASOURCE NAME     STATUS            PORT      TYPE
+pgsql_1_31          not connected     5432      postgres
+warehouse           connected         40001     postgres
+SSH SERVER          STATUS            PORT      TYPE
+server-245a         not connected     61334     ssh
+"
+        );
+        assert_eq!(
+            status_table(&report(Vec::new())),
+            "No resources are granted to etl.\n"
+        );
+    }
+
+    #[test]
+    fn the_status_table_marks_auto_connect_and_stays_aligned() {
+        use sdm_core::ResourceKind;
+        let mut auto = row("pgsql_1_31", ResourceKind::Postgres, Some(5432));
+        auto.status = "connected".into();
+        auto.auto = true;
+        let mut failed = row("a-rather-long-server-name", ResourceKind::Tcp, Some(7000));
+        failed.auto_error = Some(crate::protocol::ErrorReply::new("port_in_use", "taken"));
+        // Sorted by name, as the agent reports them.
+        let status = report(vec![
+            failed,
+            row("kafka", ResourceKind::Other("kafka".into()), None),
+            auto,
+        ]);
+        assert_eq!(
+            status_table(&status),
+            "\
+DATASOURCE NAME            STATUS            PORT      TYPE
+kafka                      not connected     -         kafka
+pgsql_1_31                 connected (auto)  5432      postgres
+SSH SERVER                 STATUS            PORT      TYPE
+a-rather-long-server-name  failed (auto)     7000      tcp
+"
+        );
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! What the agent holds: one `sdm_core::Session` and its tunnels, and how each request acts on
 //! them.
 
+use std::collections::HashMap;
 use std::sync::Mutex as StdMutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sdm_core::{ConnectOptions, ConnectionState, ResourceClass, Session, Status, Tunnel};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 use crate::protocol::{
-    AccountInfo, AgentInfo, ErrorReply, Failure, NOT_LOGGED_IN, PROTOCOL_VERSION, Reply, Request,
-    ResourceRow, SessionInfo, StatusReport, TunnelInfo,
+    AccountInfo, AgentInfo, AutoConnect, ErrorReply, Failure, NOT_LOGGED_IN, PROTOCOL_VERSION,
+    Reply, Request, ResourceRow, SessionInfo, StatusReport, TunnelInfo,
 };
 
 /// Bound on telling the server about a logout when the agent stops.
@@ -31,7 +33,24 @@ pub(crate) struct Agent {
 #[derive(Default)]
 struct Inner {
     session: Option<Active>,
-    tunnels: Vec<Tunnel>,
+    tunnels: Vec<Open>,
+    /// Why auto-connect at login could not connect a resource, by resource id; forgotten once
+    /// the resource is connected, and at the next login.
+    auto_failures: HashMap<Uuid, ErrorReply>,
+}
+
+/// An open tunnel, and whether the login opened it on its own (auto-connect).
+struct Open {
+    tunnel: Tunnel,
+    auto: bool,
+}
+
+/// What a login did besides logging in.
+pub(crate) struct LoggedIn {
+    /// The account of the session it replaced, if any.
+    pub(crate) replaced: Option<AccountInfo>,
+    /// What it connected on its own.
+    pub(crate) auto_connect: AutoConnect,
 }
 
 struct Active {
@@ -86,11 +105,14 @@ impl Agent {
     }
 
     /// Logs in, replacing the current session (whose tunnels close) only once the new one works.
+    /// When the organisation's auto-connect setting is on, then connects every granted resource
+    /// that has a fixed port, on that port; a resource that cannot be connected is reported,
+    /// not an error of the login.
     pub(crate) async fn login(
         &self,
         token: String,
         api_url: Option<String>,
-    ) -> Result<Option<AccountInfo>, sdm_core::Error> {
+    ) -> Result<LoggedIn, sdm_core::Error> {
         let mut builder = Session::builder().token(token);
         if let Some(url) = api_url {
             builder = builder.api_url(url);
@@ -104,16 +126,34 @@ impl Agent {
         };
         tracing::info!(account = %info.account.name, session = %info.id, api = %info.api_url, "logged in");
         let mut inner = self.inner.lock().await;
-        inner.tunnels.clear();
-        let old = inner.session.replace(Active { session, info });
+        // The old tunnels close before anything is connected, so that their fixed ports are
+        // free for the new session's.
+        for open in inner.tunnels.drain(..) {
+            open.tunnel.close();
+            open.tunnel.closed().await;
+        }
+        inner.auto_failures.clear();
+        let old = inner.session.replace(Active {
+            session: session.clone(),
+            info,
+        });
+        let auto_connect = if session.settings().auto_connect {
+            auto_connect(&session, &mut inner).await
+        } else {
+            AutoConnect::default()
+        };
         self.publish(&inner);
         drop(inner);
-        Ok(match old {
+        let replaced = match old {
             Some(old) => {
                 end(old.session).await;
                 Some(old.info.account)
             }
             None => None,
+        };
+        Ok(LoggedIn {
+            replaced,
+            auto_connect,
         })
     }
 
@@ -130,6 +170,7 @@ impl Agent {
             }
         };
         inner.tunnels.clear();
+        inner.auto_failures.clear();
         let active = inner.session.take();
         self.publish(&inner);
         drop(inner);
@@ -144,9 +185,10 @@ impl Agent {
         let result = match request {
             Request::Ping => Ok(Reply::Agent(self.info())),
             Request::Login { token, api_url } => match self.login(token, api_url).await {
-                Ok(replaced) => Ok(Reply::LoggedIn {
+                Ok(done) => Ok(Reply::LoggedIn {
                     agent: self.info(),
-                    replaced,
+                    replaced: done.replaced,
+                    auto_connect: done.auto_connect,
                 }),
                 Err(e) => Err(ErrorReply::from(&e)),
             },
@@ -173,8 +215,8 @@ impl Agent {
         prune(&mut inner);
         let active = logged_in(&inner)?;
         let status = active.session.status().await.map_err(|e| err(&e))?;
-        let report = report(&active.info, &status);
-        let table = status.to_string();
+        let report = report(&active.info, &status, &inner);
+        let table = crate::render::status_table(&report);
         self.publish(&inner);
         Ok(Reply::Status {
             status: report,
@@ -190,6 +232,7 @@ impl Agent {
         if let Some(open) = inner
             .tunnels
             .iter()
+            .map(|o| &o.tunnel)
             .find(|t| t.resource().id == resource.id)
         {
             if let Some(p) = port.filter(|p| *p != open.port()) {
@@ -219,7 +262,11 @@ impl Agent {
             .map_err(|e| err(&e))?;
         tracing::info!(resource = %resource.name, addr = %tunnel.local_addr(), "connected");
         let info = tunnel_info(&tunnel);
-        inner.tunnels.push(tunnel);
+        inner.auto_failures.remove(&resource.id);
+        inner.tunnels.push(Open {
+            tunnel,
+            auto: false,
+        });
         self.publish(&inner);
         Ok(Reply::Connected {
             tunnel: info,
@@ -234,7 +281,11 @@ impl Agent {
         let resources = session.list_resources().await.map_err(|e| err(&e))?;
         let mut tasks = JoinSet::new();
         for resource in resources {
-            if inner.tunnels.iter().any(|t| t.resource().id == resource.id) {
+            if inner
+                .tunnels
+                .iter()
+                .any(|o| o.tunnel.resource().id == resource.id)
+            {
                 continue;
             }
             let session = session.clone();
@@ -250,7 +301,11 @@ impl Agent {
             match joined {
                 Ok((_, Ok(tunnel))) => {
                     tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), "connected");
-                    inner.tunnels.push(tunnel);
+                    inner.auto_failures.remove(&tunnel.resource().id);
+                    inner.tunnels.push(Open {
+                        tunnel,
+                        auto: false,
+                    });
                 }
                 Ok((resource, Err(e))) => failures.push(Failure {
                     resource,
@@ -262,13 +317,15 @@ impl Agent {
                 }),
             }
         }
-        inner
-            .tunnels
-            .sort_by(|a, b| a.resource().name.cmp(&b.resource().name));
+        sort_tunnels(&mut inner.tunnels);
         failures.sort_by(|a, b| a.resource.cmp(&b.resource));
         self.publish(&inner);
         Ok(Reply::ConnectedAll {
-            tunnels: inner.tunnels.iter().map(tunnel_info).collect(),
+            tunnels: inner
+                .tunnels
+                .iter()
+                .map(|o| tunnel_info(&o.tunnel))
+                .collect(),
             failures,
         })
     }
@@ -282,11 +339,11 @@ impl Agent {
             None => session.disconnect_all().await,
         }
         let mut resources = Vec::new();
-        inner.tunnels.retain(|t| {
-            if t.is_open() {
+        inner.tunnels.retain(|o| {
+            if o.tunnel.is_open() {
                 true
             } else {
-                resources.push(t.resource().name.clone());
+                resources.push(o.tunnel.resource().name.clone());
                 false
             }
         });
@@ -301,7 +358,7 @@ impl Agent {
         if let Ok(mut snapshot) = self.snapshot.lock() {
             *snapshot = (
                 inner.session.as_ref().map(|a| a.info.clone()),
-                inner.tunnels.iter().filter(|t| t.is_open()).count(),
+                inner.tunnels.iter().filter(|o| o.tunnel.is_open()).count(),
             );
         }
     }
@@ -332,9 +389,77 @@ async fn end(session: Session) -> Option<String> {
     }
 }
 
+/// Auto-connect: opens a tunnel to every granted resource that has a fixed port, on that port,
+/// in parallel. Failures are logged, remembered for `status` and reported; resources without
+/// a fixed port are listed as skipped.
+async fn auto_connect(session: &Session, inner: &mut Inner) -> AutoConnect {
+    let mut report = AutoConnect {
+        enabled: true,
+        ..AutoConnect::default()
+    };
+    let resources = match session.list_resources().await {
+        Ok(resources) => resources,
+        Err(e) => {
+            tracing::warn!(error = %e, "auto-connect: cannot list the granted resources");
+            report.error = Some(err(&e));
+            return report;
+        }
+    };
+    let mut tasks = JoinSet::new();
+    for resource in resources {
+        let Some(port) = resource.port_override else {
+            report.skipped.push(resource.name);
+            continue;
+        };
+        let session = session.clone();
+        tasks.spawn(async move {
+            let result = session
+                .connect_with(
+                    &resource.id.to_string(),
+                    ConnectOptions::default().port(port),
+                )
+                .await;
+            (resource, port, result)
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, _, Ok(tunnel))) => {
+                tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), "auto-connected");
+                report.tunnels.push(tunnel_info(&tunnel));
+                inner.tunnels.push(Open { tunnel, auto: true });
+            }
+            Ok((resource, port, Err(e))) => {
+                tracing::warn!(resource = %resource.name, port, error = %e, "auto-connect failed");
+                let error = err(&e);
+                inner.auto_failures.insert(resource.id, error.clone());
+                report.failures.push(Failure {
+                    resource: resource.name,
+                    error,
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "an auto-connect task failed");
+                report.failures.push(Failure {
+                    resource: String::new(),
+                    error: ErrorReply::new("internal", format!("a connect task failed: {e}")),
+                });
+            }
+        }
+    }
+    sort_tunnels(&mut inner.tunnels);
+    report.tunnels.sort_by(|a, b| a.resource.cmp(&b.resource));
+    report.failures.sort_by(|a, b| a.resource.cmp(&b.resource));
+    report
+}
+
+fn sort_tunnels(tunnels: &mut [Open]) {
+    tunnels.sort_by(|a, b| a.tunnel.resource().name.cmp(&b.tunnel.resource().name));
+}
+
 /// Forgets tunnels that closed on their own (access revoked), logging why.
 fn prune(inner: &mut Inner) {
-    inner.tunnels.retain(|t| {
+    inner.tunnels.retain(|Open { tunnel: t, .. }| {
         if t.is_open() {
             return true;
         }
@@ -379,8 +504,9 @@ fn tunnel_info(t: &Tunnel) -> TunnelInfo {
     }
 }
 
-/// The data behind the status table.
-pub(crate) fn report(session: &SessionInfo, status: &Status) -> StatusReport {
+/// The data behind the status table; `inner` tells which tunnels auto-connect opened and what
+/// it could not connect.
+fn report(session: &SessionInfo, status: &Status, inner: &Inner) -> StatusReport {
     let resources = status
         .resources
         .iter()
@@ -393,6 +519,12 @@ pub(crate) fn report(session: &SessionInfo, status: &Status) -> StatusReport {
                 _ => (None, 0),
             };
             let r = &row.resource;
+            let connected = row.is_connected();
+            let auto = connected
+                && inner
+                    .tunnels
+                    .iter()
+                    .any(|o| o.auto && o.tunnel.is_open() && o.tunnel.resource().id == r.id);
             ResourceRow {
                 id: r.id,
                 name: r.name.clone(),
@@ -403,10 +535,16 @@ pub(crate) fn report(session: &SessionInfo, status: &Status) -> StatusReport {
                 },
                 tags: r.tags.clone(),
                 healthy: r.healthy,
-                status: if row.is_connected() {
+                status: if connected {
                     "connected".to_owned()
                 } else {
                     "not_connected".to_owned()
+                },
+                auto,
+                auto_error: if connected {
+                    None
+                } else {
+                    inner.auto_failures.get(&r.id).cloned()
                 },
                 port: row.port(),
                 port_override: r.port_override,

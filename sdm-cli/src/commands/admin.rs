@@ -1,31 +1,25 @@
-//! `sdm admin …`: accounts, resources, grants and the audit trail through `sdm_core::admin::AdminClient`.
+//! `sdm admin …`: accounts, resources, grants, organisation settings and the audit trail through
+//! `sdm_core::admin::AdminClient`.
 
 use std::io::BufRead;
 
-use sdm_core::ResourceKind;
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, AuditFilter, AuditRecord,
     Credentials, NewAccount, NewResource, ResourceDetails,
 };
+use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
 
 use crate::cli::{
     AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
-    ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind, ServersCommand, ServicesCommand,
-    SettingsCommand,
+    OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind, ServersCommand,
+    ServicesCommand, SettingsCommand,
 };
 use crate::exit::{CliError, Exit};
 use crate::render::{outln, print_json, print_raw, table, tags, utc};
 
 /// `sdm admin …`.
 pub fn run(args: AdminArgs) -> Result<(), CliError> {
-    // Features the server does not offer yet fail before anything else is asked of the user.
-    if let AdminCommand::Settings(SettingsCommand::PortOverrides { .. }) = &args.command {
-        return Err(unsupported(
-            "settings port-overrides",
-            "organisation settings (automatic connection on login)",
-        ));
-    }
     let token = args
         .token
         .clone()
@@ -55,10 +49,20 @@ fn unsupported(command: &str, feature: &str) -> CliError {
     CliError::new(
         Exit::Unsupported,
         format!(
-            "`sdm admin {command}` is not yet supported by this server: its API has no route for \
-             {feature}"
+            "`sdm admin {command}` is not supported by this server: its API has no route for \
+             {feature}; upgrade sdm-server"
         ),
     )
+}
+
+/// A server older than a route answers it with 404 `invalid_argument` "no such API route: …"
+/// (sdm-server's fallback); that is [`Exit::Unsupported`], not a refused value.
+fn or_unsupported(e: sdm_core::Error, command: &str, feature: &str) -> CliError {
+    if e.kind() == ErrorKind::InvalidArgument && e.message().starts_with("no such API route") {
+        unsupported(command, feature)
+    } else {
+        CliError::from(e)
+    }
 }
 
 async fn dispatch(
@@ -111,10 +115,44 @@ async fn dispatch(
             Ok(())
         }
         AdminCommand::Audit(a) => audit(client, a, json).await,
-        AdminCommand::Settings(_) => Err(CliError::internal(
-            "unsupported commands are refused before dispatch",
-        )),
+        AdminCommand::Settings(command) => settings(client, command, json).await,
     }
+}
+
+/// `settings show` and `settings port-overrides --auto-connect on|off`: both print the
+/// settings as they are afterwards.
+async fn settings(
+    client: &AdminClient,
+    command: SettingsCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    let (result, name, changed) = match command {
+        SettingsCommand::Show => (client.settings().await, "settings show", false),
+        SettingsCommand::PortOverrides { auto_connect } => (
+            client.set_auto_connect(auto_connect == OnOff::On).await,
+            "settings port-overrides",
+            true,
+        ),
+    };
+    let settings = result.map_err(|e| or_unsupported(e, name, "organisation settings"))?;
+    if json {
+        print_json(&settings)?;
+    } else {
+        print_raw(&settings_text(&settings));
+    }
+    if changed {
+        eprintln!("agents act on the setting when they next log in (`sdm login`)");
+    }
+    Ok(())
+}
+
+fn settings_text(settings: &Settings) -> String {
+    let auto = if settings.auto_connect {
+        "on (at login, every granted resource with a fixed port is connected on that port)"
+    } else {
+        "off"
+    };
+    format!("auto-connect on login: {auto}\n")
 }
 
 async fn services(
@@ -402,6 +440,34 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+
+    #[test]
+    fn an_older_server_without_the_route_is_unsupported() {
+        let old = sdm_core::Error::new(
+            ErrorKind::InvalidArgument,
+            "no such API route: PATCH /v1/admin/settings; see docs/PROTOCOL.md for the routes",
+        );
+        let e = or_unsupported(old, "settings port-overrides", "organisation settings");
+        assert_eq!(e.exit, Exit::Unsupported);
+        assert!(e.message.contains("upgrade sdm-server"), "{}", e.message);
+        // Any other refusal keeps its own code.
+        let refused = sdm_core::Error::new(ErrorKind::InvalidArgument, "bad value");
+        let e = or_unsupported(refused, "settings port-overrides", "organisation settings");
+        assert_eq!(e.exit, Exit::InvalidArgument);
+        let forbidden = sdm_core::Error::new(ErrorKind::Forbidden, "not an admin");
+        assert_eq!(
+            or_unsupported(forbidden, "settings show", "organisation settings").exit,
+            Exit::Forbidden
+        );
+    }
+
+    #[test]
+    fn settings_read_as_a_sentence() {
+        assert_eq!(
+            settings_text(&Settings::default()),
+            "auto-connect on login: off\n"
+        );
+    }
 
     #[test]
     fn accounts_table_marks_service_accounts() {

@@ -7,7 +7,7 @@ use crate::cli::{JsonArg, ListenArgs, LoginArgs};
 use crate::client::{AgentClient, QUICK, SLOW};
 use crate::exit::{CliError, Exit};
 use crate::home::Home;
-use crate::protocol::{AccountInfo, AgentInfo, Reply, Request};
+use crate::protocol::{AccountInfo, AgentInfo, AutoConnect, Reply, Request};
 use crate::render::{outln, print_json};
 
 use super::unexpected;
@@ -42,7 +42,11 @@ fn no_token() -> CliError {
 pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
     let token = session_token(args.token).ok_or_else(no_token)?;
     let (before, started) = launch::ensure_running(home)?;
-    let (agent, replaced) = match send_login(home, token) {
+    let LoginReply {
+        agent,
+        replaced,
+        auto_connect,
+    } = match send_login(home, token) {
         Ok(done) => done,
         Err(e) => {
             if started {
@@ -66,8 +70,12 @@ pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
             old.name
         );
     }
+    auto_connect_notices(&auto_connect);
     if args.json {
-        return print_json(&agent);
+        return print_json(&LoginJson {
+            agent: &agent,
+            auto_connect: &auto_connect,
+        });
     }
     if let Some(session) = &agent.session {
         outln!(
@@ -77,17 +85,67 @@ pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
             session.api_url
         );
     }
+    for t in &auto_connect.tunnels {
+        outln!("auto-connected {} on {}", t.resource, t.local_address);
+    }
     Ok(())
 }
 
-fn send_login(home: &Home, token: String) -> Result<(AgentInfo, Option<AccountInfo>), CliError> {
+/// What `sdm login --json` prints: the agent (as `sdm ready --json` shows it) and what the
+/// login connected on its own.
+#[derive(Serialize)]
+struct LoginJson<'a> {
+    #[serde(flatten)]
+    agent: &'a AgentInfo,
+    auto_connect: &'a AutoConnect,
+}
+
+/// On stderr: what auto-connect could not connect (the login worked all the same), and which
+/// resources it leaves alone for want of a fixed port.
+fn auto_connect_notices(auto: &AutoConnect) {
+    for f in &auto.failures {
+        eprintln!(
+            "warning: auto-connect could not connect {}: {}",
+            f.resource, f.error.message
+        );
+    }
+    if let Some(e) = &auto.error {
+        eprintln!(
+            "warning: auto-connect could not list the granted resources, nothing was connected: {}",
+            e.message
+        );
+    }
+    if !auto.skipped.is_empty() {
+        eprintln!(
+            "not auto-connected (no fixed port): {}; `sdm connect NAME` opens them",
+            auto.skipped.join(", ")
+        );
+    }
+}
+
+/// The agent's answer to a login.
+struct LoginReply {
+    agent: AgentInfo,
+    replaced: Option<AccountInfo>,
+    auto_connect: AutoConnect,
+}
+
+fn send_login(home: &Home, token: String) -> Result<LoginReply, CliError> {
     let mut client = AgentClient::connect(home)?;
     let request = Request::Login {
         token,
         api_url: api_url_override(),
     };
     match client.request(request, SLOW)? {
-        Reply::LoggedIn { agent, replaced } => Ok((agent, replaced)),
+        Reply::LoggedIn {
+            agent,
+            replaced,
+            auto_connect,
+        } => Ok(LoginReply {
+            agent,
+            replaced,
+            auto_connect,
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -205,14 +263,18 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
         eprintln!("an sdm agent is already running (pid {})", info.pid);
     }
     if let Some(token) = token {
-        let (agent, _) = send_login(home, token).inspect_err(|_| {
+        let reply = send_login(home, token).inspect_err(|_| {
             if started {
                 stop_quietly(home);
             }
         })?;
-        if let Some(session) = agent.session {
+        if let Some(session) = reply.agent.session {
             eprintln!("logged in as {}", session.account.name);
         }
+        for t in &reply.auto_connect.tunnels {
+            eprintln!("auto-connected {} on {}", t.resource, t.local_address);
+        }
+        auto_connect_notices(&reply.auto_connect);
     }
     Ok(())
 }

@@ -17,11 +17,20 @@ pub fn status(home: &Home, args: JsonArg) -> Result<(), CliError> {
     match client.request(Request::Status, SLOW)? {
         Reply::Status { status, table } => {
             if args.json {
-                print_json(&status)
-            } else {
-                print_raw(&table);
-                Ok(())
+                return print_json(&status);
             }
+            print_raw(&table);
+            // The table says `failed (auto)`; the reason goes to stderr, the table stays a table.
+            for r in &status.resources {
+                if let Some(e) = &r.auto_error {
+                    eprintln!(
+                        "warning: auto-connect at login could not connect {}: {}; `sdm connect {}` \
+                         tries again",
+                        r.name, e.message, r.name
+                    );
+                }
+            }
+            Ok(())
         }
         other => Err(unexpected(&other)),
     }

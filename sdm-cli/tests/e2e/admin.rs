@@ -256,6 +256,71 @@ fn resources_grants_and_what_the_job_sees() {
 }
 
 #[test]
+fn organisation_settings_show_and_port_overrides() {
+    let fx = Fixture::start();
+    let sdm = fx.sdm();
+    let settings = |sdm: &Sdm, args: &[&str]| {
+        let mut full = vec!["settings"];
+        full.extend_from_slice(args);
+        admin(&fx, sdm, &full)
+    };
+    let server_says = || fx.block_on(fx.admin.settings()).unwrap().auto_connect;
+    assert_eq!(
+        settings(&sdm, &["show"]).ok(),
+        "auto-connect on login: off\n"
+    );
+
+    let out = settings(&sdm, &["port-overrides", "--auto-connect", "on"]);
+    assert_eq!(
+        out.ok(),
+        "auto-connect on login: on (at login, every granted resource with a fixed port is \
+         connected on that port)\n"
+    );
+    assert_eq!(
+        out.stderr,
+        "agents act on the setting when they next log in (`sdm login`)\n"
+    );
+    assert!(server_says());
+    assert_eq!(
+        settings(&sdm, &["show", "--json"]).json(),
+        serde_json::json!({ "auto_connect": true })
+    );
+
+    let out = settings(&sdm, &["port-overrides", "--auto-connect", "off", "--json"]);
+    assert_eq!(out.json(), serde_json::json!({ "auto_connect": false }));
+    assert!(!server_says());
+
+    // Usage errors, a service token and no token change nothing.
+    for bad in [
+        &["port-overrides", "--auto-connect", "maybe"][..],
+        &["port-overrides"][..],
+    ] {
+        let out = settings(&sdm, bad);
+        assert_eq!(out.code, 2, "{out:#?}");
+    }
+    let token = fx.service_account("etl");
+    let args = [
+        "admin",
+        "settings",
+        "port-overrides",
+        "--auto-connect",
+        "on",
+        "--token",
+        &token,
+    ];
+    sdm.run(&args).fails(5);
+    sdm.run(&[
+        "admin",
+        "settings",
+        "port-overrides",
+        "--auto-connect",
+        "on",
+    ])
+    .fails(4);
+    assert!(!server_says());
+}
+
+#[test]
 fn the_audit_trail_lists_a_jobs_connections() {
     let fx = Fixture::start();
     let echo = sdm_testkit::EchoServer::start().unwrap();

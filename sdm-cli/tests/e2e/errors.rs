@@ -1,6 +1,6 @@
 //! Every exit code a user can provoke, each with one line on stderr. (Kinds the server cannot be
 //! made to produce here — gateway unreachable, upstream refused, timeout, closed, internal — are
-//! covered by the mapping's unit tests.)
+//! covered by the mapping's unit tests, and so is 15, which needs a server older than this one.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
@@ -218,24 +218,6 @@ fn invalid_arguments_exit_14() {
         .fails(14)
         .to_owned();
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
-}
-
-#[test]
-fn unsupported_server_features_exit_15() {
-    let fx = Fixture::start();
-    let sdm = fx.sdm();
-    let admin = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
-    for value in ["on", "off"] {
-        let args = [
-            "admin",
-            "settings",
-            "port-overrides",
-            "--auto-connect",
-            value,
-        ];
-        let line = sdm.run_env(&args, &admin).fails(15).to_owned();
-        assert!(line.contains("not yet supported by this server"), "{line}");
-    }
 }
 
 #[test]

@@ -45,6 +45,15 @@ fn status_table_and_json() {
     );
     let sdm = fx.sdm();
     sdm.login(&token);
+    // The agent renders the table itself (it alone knows what auto-connect opened); with
+    // nothing auto-connected it is the library's, character for character.
+    let library = fx.block_on(async {
+        let session = sdm_core::Session::login(&token).await.unwrap();
+        let table = session.status().await.unwrap().to_string();
+        session.logout().await.unwrap();
+        table
+    });
+    assert_eq!(sdm.run(&["status"]).ok(), library);
     sdm.run(&["connect", "warehouse", &warehouse_port.to_string()])
         .ok();
     sdm.run(&["connect", "bastion"]).ok();

@@ -6,6 +6,7 @@ mod support;
 
 mod admin;
 mod agent;
+mod auto_connect;
 mod errors;
 mod golden;
 mod workflow;
