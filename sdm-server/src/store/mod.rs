@@ -1,5 +1,6 @@
-//! The control plane's state behind one [`Store`] trait, so that the backend (embedded SQLite
-//! today, PostgreSQL later) is a detail: SQL dialects stay inside their backend.
+//! The control plane's state behind one [`Store`] trait, so that the backend (embedded SQLite,
+//! or PostgreSQL shared by several control planes) is a detail: SQL dialects stay inside their
+//! backend. One test suite (`suite.rs`) checks every backend against the same expectations.
 //!
 //! Records are plain structs. Ids are generated and timestamps (Unix seconds) are taken by the
 //! caller, so backends only store and check.
@@ -11,10 +12,18 @@ use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
 use uuid::Uuid;
 
 pub mod audit;
+pub mod postgres;
+mod postgres_audit;
+mod postgres_transfer;
 pub mod sqlite;
 mod sqlite_audit;
+mod sqlite_transfer;
+#[cfg(test)]
+mod suite;
+pub mod transfer;
 
 pub use audit::{AuditEvent, AuditFilter, ConnectionEnd, ConnectionRecord, QueryRecord};
+pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// An account: a service account (a job's identity) or an admin.
@@ -171,6 +180,9 @@ pub enum StoreError {
         "this is the last active admin account; create or unsuspend another admin account first"
     )]
     LastAdmin,
+    /// The target of a migration already holds data.
+    #[error("the database already holds sdm data ({0})")]
+    NotEmpty(String),
     /// The database was written by a newer version.
     #[error(
         "the database has schema version {found} but this sdm-server knows only up to {known}; \

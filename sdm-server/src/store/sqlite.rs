@@ -39,7 +39,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The SQLite [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    pub(super) conn: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -117,9 +117,9 @@ fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
         .transpose()
 }
 
-const ACCOUNT_COLUMNS: &str = "id, name, kind, status, created_at";
+pub(super) const ACCOUNT_COLUMNS: &str = "id, name, kind, status, created_at";
 
-fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
+pub(super) fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
     let kind: String = row.get(2)?;
     let status: String = row.get(3)?;
     Ok(AccountRecord {
@@ -139,9 +139,9 @@ fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
     })
 }
 
-const TOKEN_COLUMNS: &str = "id, account_id, secret_hash, created_at, revoked_at";
+pub(super) const TOKEN_COLUMNS: &str = "id, account_id, secret_hash, created_at, revoked_at";
 
-fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+pub(super) fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
         id: uuid_at(row, 0)?,
         account_id: uuid_at(row, 1)?,
@@ -151,7 +151,7 @@ fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
     })
 }
 
-const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
+pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
      r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem";
 
 pub(super) fn tls_mode_str(mode: TlsMode) -> &'static str {
@@ -172,7 +172,7 @@ fn tls_mode_at(row: &Row<'_>, i: usize) -> rusqlite::Result<TlsMode> {
     }
 }
 
-fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
+pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
     let kind: String = row.get(2)?;
     Ok(ResourceRecord {
         id: uuid_at(row, 0)?,
@@ -191,9 +191,9 @@ fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
     })
 }
 
-const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at";
+pub(super) const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at";
 
-fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
         id: uuid_at(row, 0)?,
         account_id: uuid_at(row, 1)?,
@@ -204,9 +204,9 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     })
 }
 
-const GATEWAY_COLUMNS: &str = "id, name, address, server_name, last_seen";
+pub(super) const GATEWAY_COLUMNS: &str = "id, name, address, server_name, last_seen";
 
-fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
+pub(super) fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
     Ok(GatewayRecord {
         id: uuid_at(row, 0)?,
         name: row.get(1)?,
@@ -216,7 +216,7 @@ fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
     })
 }
 
-fn grant_row(row: &Row<'_>) -> rusqlite::Result<GrantRecord> {
+pub(super) fn grant_row(row: &Row<'_>) -> rusqlite::Result<GrantRecord> {
     Ok(GrantRecord {
         account_id: uuid_at(row, 0)?,
         resource_id: uuid_at(row, 1)?,
@@ -954,290 +954,19 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::suite::{Fixture, store_suite};
 
-    fn account(name: &str, kind: AccountKind) -> AccountRecord {
-        AccountRecord {
-            id: Uuid::new_v4(),
-            name: name.into(),
-            kind,
-            status: AccountStatus::Active,
-            created_at: 100,
+    /// An in-memory database; both handles share its one connection, as one process does.
+    async fn fixture() -> Fixture {
+        let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+        Fixture {
+            a: store.clone(),
+            b: store,
+            _keep: Box::new(()),
         }
     }
 
-    fn token(account_id: Uuid) -> TokenRecord {
-        TokenRecord {
-            id: Uuid::new_v4(),
-            account_id,
-            secret_hash: vec![1; 32],
-            created_at: 100,
-            revoked_at: None,
-        }
-    }
-
-    fn resource(name: &str) -> ResourceRecord {
-        ResourceRecord {
-            id: Uuid::new_v4(),
-            name: name.into(),
-            kind: ResourceKind::Postgres,
-            hostname: "db.internal".into(),
-            port: 5432,
-            port_override: Some(15432),
-            tags: BTreeMap::from([("env".into(), "prod".into())]),
-            username: Some("app".into()),
-            database: None,
-            password_sealed: Some(vec![9; 40]),
-            tls_mode: TlsMode::Disable,
-            tls_ca_pem: None,
-            created_at: 100,
-        }
-    }
-
-    fn session(account_id: Uuid) -> SessionRecord {
-        SessionRecord {
-            id: Uuid::new_v4(),
-            account_id,
-            labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
-            client: "test".into(),
-            created_at: 100,
-            ended_at: None,
-        }
-    }
-
-    async fn store_with(name: &str, kind: AccountKind) -> (SqliteStore, AccountRecord) {
-        let store = SqliteStore::open_in_memory().unwrap();
-        let a = account(name, kind);
-        store.create_account(a.clone(), token(a.id)).await.unwrap();
-        (store, a)
-    }
-
-    #[tokio::test]
-    async fn accounts_round_trip_and_names_are_unique() {
-        let (store, a) = store_with("etl", AccountKind::Service).await;
-        assert_eq!(store.get_account(a.id).await.unwrap(), Some(a.clone()));
-        assert_eq!(
-            store.find_account_by_name("etl").await.unwrap(),
-            Some(a.clone())
-        );
-        let dup = account("etl", AccountKind::Admin);
-        let err = store.create_account(dup.clone(), token(dup.id)).await;
-        assert!(matches!(err, Err(StoreError::Conflict { .. })), "{err:?}");
-        // The failed create left nothing behind, not even its token.
-        assert_eq!(store.list_accounts().await.unwrap(), vec![a.clone()]);
-        assert_eq!(store.count_admins().await.unwrap(), 0);
-        let b = account("analytics", AccountKind::Service);
-        store.create_account(b.clone(), token(b.id)).await.unwrap();
-        let names: Vec<_> = store
-            .list_accounts()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.name)
-            .collect();
-        assert_eq!(names, ["analytics", "etl"]);
-        let s = store
-            .set_account_status(a.id, AccountStatus::Suspended)
-            .await
-            .unwrap();
-        assert_eq!(s.status, AccountStatus::Suspended);
-        assert!(matches!(
-            store
-                .set_account_status(Uuid::new_v4(), AccountStatus::Active)
-                .await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn deleting_an_account_cascades() {
-        let (store, a) = store_with("etl", AccountKind::Service).await;
-        let t = token(a.id);
-        store.insert_token(t.clone()).await.unwrap();
-        let r = resource("pg");
-        store.create_resource(r.clone()).await.unwrap();
-        store
-            .grant(GrantRecord {
-                account_id: a.id,
-                resource_id: r.id,
-                created_at: 5,
-            })
-            .await
-            .unwrap();
-        let s = session(a.id);
-        store.create_session(s.clone()).await.unwrap();
-        store.delete_account(a.id, 200).await.unwrap();
-        assert_eq!(store.get_account(a.id).await.unwrap(), None);
-        assert_eq!(store.get_token(t.id).await.unwrap(), None);
-        assert!(!store.has_grant(a.id, r.id).await.unwrap());
-        assert_eq!(
-            store.get_session(s.id).await.unwrap().unwrap().ended_at,
-            Some(200)
-        );
-        assert!(matches!(
-            store.delete_account(a.id, 200).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            store.insert_token(token(a.id)).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn the_last_active_admin_stays() {
-        let (store, admin) = store_with("admin", AccountKind::Admin).await;
-        assert_eq!(store.count_admins().await.unwrap(), 1);
-        assert!(matches!(
-            store.delete_account(admin.id, 1).await,
-            Err(StoreError::LastAdmin)
-        ));
-        assert!(matches!(
-            store
-                .set_account_status(admin.id, AccountStatus::Suspended)
-                .await,
-            Err(StoreError::LastAdmin)
-        ));
-        let second = account("admin2", AccountKind::Admin);
-        store
-            .create_account(second.clone(), token(second.id))
-            .await
-            .unwrap();
-        store
-            .set_account_status(second.id, AccountStatus::Suspended)
-            .await
-            .unwrap();
-        // A suspended second admin does not count.
-        assert!(matches!(
-            store.delete_account(admin.id, 1).await,
-            Err(StoreError::LastAdmin)
-        ));
-        store
-            .set_account_status(second.id, AccountStatus::Active)
-            .await
-            .unwrap();
-        store.delete_account(admin.id, 1).await.unwrap();
-        assert_eq!(store.count_admins().await.unwrap(), 1);
-    }
-
-    #[tokio::test]
-    async fn rotation_revokes_tokens_and_ends_sessions() {
-        let (store, a) = store_with("etl", AccountKind::Service).await;
-        let old = token(a.id);
-        store.insert_token(old.clone()).await.unwrap();
-        let s = session(a.id);
-        store.create_session(s.clone()).await.unwrap();
-        let mut new = token(a.id);
-        new.created_at = 300;
-        store.rotate_token(new.clone()).await.unwrap();
-        assert_eq!(
-            store.get_token(old.id).await.unwrap().unwrap().revoked_at,
-            Some(300)
-        );
-        assert_eq!(store.get_token(new.id).await.unwrap(), Some(new));
-        assert_eq!(
-            store.get_session(s.id).await.unwrap().unwrap().ended_at,
-            Some(300)
-        );
-        assert_eq!(store.revoke_tokens(a.id, 400).await.unwrap(), 1);
-        assert!(matches!(
-            store.rotate_token(token(Uuid::new_v4())).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn resources_and_grants() {
-        let (store, a) = store_with("etl", AccountKind::Service).await;
-        let pg = resource("pg");
-        let redis = ResourceRecord {
-            kind: ResourceKind::Other("kafka".into()),
-            password_sealed: None,
-            ..resource("kafka")
-        };
-        store.create_resource(pg.clone()).await.unwrap();
-        store.create_resource(redis.clone()).await.unwrap();
-        assert!(matches!(
-            store.create_resource(resource("pg")).await,
-            Err(StoreError::Conflict { .. })
-        ));
-        assert_eq!(store.get_resource(pg.id).await.unwrap(), Some(pg.clone()));
-        assert_eq!(
-            store.find_resource_by_name("kafka").await.unwrap(),
-            Some(redis.clone())
-        );
-        assert_eq!(store.list_resources().await.unwrap().len(), 2);
-        let g = GrantRecord {
-            account_id: a.id,
-            resource_id: pg.id,
-            created_at: 7,
-        };
-        assert_eq!(store.grant(g.clone()).await.unwrap(), g);
-        // Granting again keeps the first grant.
-        let again = GrantRecord {
-            created_at: 8,
-            ..g.clone()
-        };
-        assert_eq!(store.grant(again).await.unwrap(), g);
-        assert_eq!(store.list_grants(a.id).await.unwrap(), vec![g.clone()]);
-        assert_eq!(
-            store.list_granted_resources(a.id).await.unwrap(),
-            vec![pg.clone()]
-        );
-        assert!(matches!(
-            store
-                .grant(GrantRecord {
-                    resource_id: Uuid::new_v4(),
-                    ..g.clone()
-                })
-                .await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(store.revoke_grant(a.id, pg.id).await.unwrap());
-        assert!(!store.revoke_grant(a.id, pg.id).await.unwrap());
-        store.grant(g.clone()).await.unwrap();
-        store.delete_resource(pg.id).await.unwrap();
-        assert!(!store.has_grant(a.id, pg.id).await.unwrap());
-        assert!(matches!(
-            store.delete_resource(pg.id).await,
-            Err(StoreError::NotFound(_))
-        ));
-    }
-
-    #[tokio::test]
-    async fn sessions_gateways_and_settings() {
-        let (store, a) = store_with("etl", AccountKind::Service).await;
-        let s = session(a.id);
-        store.create_session(s.clone()).await.unwrap();
-        assert_eq!(store.get_session(s.id).await.unwrap(), Some(s.clone()));
-        assert!(store.end_session(s.id, 150).await.unwrap());
-        assert!(!store.end_session(s.id, 160).await.unwrap());
-        assert_eq!(
-            store.get_session(s.id).await.unwrap().unwrap().ended_at,
-            Some(150)
-        );
-        let gw = GatewayRecord {
-            id: Uuid::new_v4(),
-            name: "default".into(),
-            address: "127.0.0.1:8444".into(),
-            server_name: "127.0.0.1".into(),
-            last_seen: 10,
-        };
-        assert_eq!(store.upsert_gateway(gw.clone()).await.unwrap(), gw);
-        let moved = GatewayRecord {
-            id: Uuid::new_v4(),
-            address: "127.0.0.1:9444".into(),
-            last_seen: 20,
-            ..gw.clone()
-        };
-        let stored = store.upsert_gateway(moved).await.unwrap();
-        assert_eq!(stored.id, gw.id, "a gateway keeps its id across restarts");
-        assert_eq!(stored.address, "127.0.0.1:9444");
-        assert_eq!(store.list_gateways().await.unwrap(), vec![stored]);
-        assert!(store.put_setting_if_absent("k", vec![1]).await.unwrap());
-        assert!(!store.put_setting_if_absent("k", vec![2]).await.unwrap());
-        assert_eq!(store.get_setting("k").await.unwrap(), Some(vec![1]));
-        assert_eq!(store.get_setting("nope").await.unwrap(), None);
-    }
+    store_suite!(fixture);
 
     #[test]
     fn file_database_is_private_and_migrations_are_idempotent() {

@@ -6,16 +6,16 @@ use uuid::Uuid;
 use super::sqlite::{Context, json, map_at, uuid_at};
 use super::{AuditEvent, AuditFilter, ConnectionRecord, QueryRecord, StoreError};
 
-const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
+pub(super) const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
      gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
      bytes_down, outcome, error, query_count";
 
-fn count_at(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+pub(super) fn count_at(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     let n: i64 = row.get(i)?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-fn connection_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
+pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
     Ok(ConnectionRecord {
         id: uuid_at(row, 0)?,
         account_id: uuid_at(row, 1)?,

@@ -1,0 +1,1294 @@
+//! The shared backend: PostgreSQL, so that several control planes (and the gateways they serve)
+//! work on one state.
+//!
+//! Connections come from a small pool (deadpool-postgres: bounded size, waits and connects with
+//! timeouts, broken connections replaced on checkout) and cache their prepared statements.
+//! Every [`Store`] call is bounded by [`CALL_TIMEOUT`]. Behaviour matches [`SqliteStore`]
+//! exactly (the store test suite runs against both); where PostgreSQL runs transactions
+//! concurrently and SQLite does not, locks restore SQLite's answers:
+//!
+//! * schema migrations run in one transaction holding a transaction-level advisory lock, so
+//!   processes starting at once apply each migration once;
+//! * changes that could take away the last active admin hold another advisory lock, so two
+//!   control planes suspending the last two admins at once cannot both succeed.
+//!
+//! TLS to the database is not supported yet (`NoTls`): `sslmode=require` is refused with a
+//! message; reach PostgreSQL over loopback, a Unix socket or a trusted network.
+//!
+//! [`SqliteStore`]: super::SqliteStore
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use sdm_proto::ResourceKind;
+use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, Json, ToSql};
+use tokio_postgres::{Config, NoTls, Row};
+use uuid::Uuid;
+
+use super::{
+    AccountRecord, AuditEvent, AuditFilter, ConnectionRecord, GatewayRecord, GrantRecord,
+    QueryRecord, ResourceRecord, SessionRecord, Store, StoreError, TokenRecord, postgres_audit,
+};
+
+/// Versioned migrations, applied in order, each once. PostgreSQL's versions are its own: one
+/// migration here may hold several of SQLite's (version 1 = SQLite's 1 to 3).
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+
+/// Connections per process at most (PostgreSQL's default `max_connections` is 100).
+pub const POOL_SIZE: usize = 16;
+/// Bound on one store call, waiting for a pooled connection included.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on opening one connection, unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on applying migrations at start (waiting for another process's included).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Advisory lock held while migrations are applied ("sdm_migr").
+pub(super) const MIGRATION_LOCK: i64 = 0x7364_6d5f_6d69_6772;
+/// Advisory lock held while an admin account is suspended or deleted ("sdm_admn").
+const ADMIN_LOCK: i64 = 0x7364_6d5f_6164_6d6e;
+
+/// A PostgreSQL connection URL (`postgres://user:password@host:port/dbname?…`, or libpq's
+/// `key=value` form). Its `Debug` and `Display` leave the password out.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    config: Config,
+}
+
+impl DatabaseUrl {
+    /// Parses and checks a URL.
+    pub fn parse(text: &str) -> Result<DatabaseUrl, StoreError> {
+        let mut config = Config::from_str(text.trim())
+            .map_err(|e| StoreError::backend("parse the PostgreSQL URL", e))?;
+        match config.get_ssl_mode() {
+            SslMode::Disable | SslMode::Prefer => {}
+            _ => {
+                return Err(StoreError::backend(
+                    "use the PostgreSQL URL",
+                    "sdm-server does not support TLS to PostgreSQL yet: remove sslmode=require \
+                     and reach the database over loopback, a Unix socket or a trusted network",
+                ));
+            }
+        }
+        // Without TLS support, never ask for it (`prefer` would be answered in clear anyway).
+        config.ssl_mode(SslMode::Disable);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("sdm-server");
+        }
+        if config.get_hosts().is_empty() {
+            return Err(StoreError::backend(
+                "use the PostgreSQL URL",
+                "it names no host; give one, e.g. postgres://sdm@db.internal:5432/sdm",
+            ));
+        }
+        Ok(DatabaseUrl { config })
+    }
+
+    /// `postgres://user@host:port/dbname`, without the password.
+    pub fn redacted(&self) -> String {
+        let c = &self.config;
+        let host = match c.get_hosts().first() {
+            Some(Host::Tcp(name)) if name.contains(':') => format!("[{name}]"),
+            Some(Host::Tcp(name)) => name.clone(),
+            Some(Host::Unix(path)) => path.display().to_string(),
+            None => String::new(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        let user = c.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+        let db = c.get_dbname().unwrap_or_default();
+        format!("postgres://{user}{host}:{port}/{db}")
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// The PostgreSQL [`Store`]. Cloning shares the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    url: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| StoreError::backend(context, e))
+    }
+}
+
+fn is(e: &tokio_postgres::Error, state: &SqlState) -> bool {
+    e.code() == Some(state)
+}
+
+/// Column `i` of `row`; a type mismatch is a backend error naming the column.
+pub(super) fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
+    row.try_get(i)
+        .map_err(|e| StoreError::backend("decode a database row", e))
+}
+
+fn invalid(message: String) -> StoreError {
+    StoreError::backend(
+        "decode a database row",
+        std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+    )
+}
+
+pub(super) fn map_at(row: &Row, i: usize) -> Result<BTreeMap<String, String>, StoreError> {
+    let Json(map) = col::<Json<BTreeMap<String, String>>>(row, i)?;
+    Ok(map)
+}
+
+pub(super) fn count_at(row: &Row, i: usize) -> Result<u64, StoreError> {
+    Ok(u64::try_from(col::<i64>(row, i)?).unwrap_or(0))
+}
+
+pub(super) fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+pub(super) fn kind_str(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::Service => "service",
+        AccountKind::Admin => "admin",
+    }
+}
+
+pub(super) fn status_str(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Active => "active",
+        AccountStatus::Suspended => "suspended",
+    }
+}
+
+pub(super) fn tls_mode_str(mode: TlsMode) -> &'static str {
+    super::sqlite::tls_mode_str(mode)
+}
+
+fn port_at(row: &Row, i: usize) -> Result<Option<u16>, StoreError> {
+    col::<Option<i32>>(row, i)?
+        .map(|p| u16::try_from(p).map_err(|_| invalid(format!("bad port {p}"))))
+        .transpose()
+}
+
+const ACCOUNT_COLUMNS: &str = "id, name, kind, status, created_at";
+
+pub(super) fn account_row(row: &Row) -> Result<AccountRecord, StoreError> {
+    let kind: &str = col(row, 2)?;
+    let status: &str = col(row, 3)?;
+    Ok(AccountRecord {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        kind: match kind {
+            "service" => AccountKind::Service,
+            "admin" => AccountKind::Admin,
+            other => return Err(invalid(format!("bad account kind {other:?}"))),
+        },
+        status: match status {
+            "active" => AccountStatus::Active,
+            "suspended" => AccountStatus::Suspended,
+            other => return Err(invalid(format!("bad account status {other:?}"))),
+        },
+        created_at: col(row, 4)?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "id, account_id, secret_hash, created_at, revoked_at";
+
+fn token_row(row: &Row) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: col(row, 0)?,
+        account_id: col(row, 1)?,
+        secret_hash: col(row, 2)?,
+        created_at: col(row, 3)?,
+        revoked_at: col(row, 4)?,
+    })
+}
+
+const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
+     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem";
+
+fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
+    let kind: &str = col(row, 2)?;
+    let tls_mode: &str = col(row, 11)?;
+    Ok(ResourceRecord {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        kind: ResourceKind::from_name(kind),
+        hostname: col(row, 3)?,
+        port: port_at(row, 4)?.ok_or_else(|| invalid("missing port".into()))?,
+        port_override: port_at(row, 5)?,
+        tags: map_at(row, 6)?,
+        username: col(row, 7)?,
+        database: col(row, 8)?,
+        password_sealed: col(row, 9)?,
+        created_at: col(row, 10)?,
+        tls_mode: match tls_mode {
+            "disable" => TlsMode::Disable,
+            "require" => TlsMode::Require,
+            "verify-full" => TlsMode::VerifyFull,
+            other => return Err(invalid(format!("unknown TLS mode {other:?}"))),
+        },
+        tls_ca_pem: col(row, 12)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at";
+
+fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: col(row, 0)?,
+        account_id: col(row, 1)?,
+        labels: map_at(row, 2)?,
+        client: col(row, 3)?,
+        created_at: col(row, 4)?,
+        ended_at: col(row, 5)?,
+    })
+}
+
+const GATEWAY_COLUMNS: &str = "id, name, address, server_name, last_seen";
+
+fn gateway_row(row: &Row) -> Result<GatewayRecord, StoreError> {
+    Ok(GatewayRecord {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        address: col(row, 2)?,
+        server_name: col(row, 3)?,
+        last_seen: col(row, 4)?,
+    })
+}
+
+fn grant_row(row: &Row) -> Result<GrantRecord, StoreError> {
+    Ok(GrantRecord {
+        account_id: col(row, 0)?,
+        resource_id: col(row, 1)?,
+        created_at: col(row, 2)?,
+    })
+}
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Runs one statement (prepared once per connection) in `tx`.
+async fn tx_execute(
+    tx: &Tx<'_>,
+    context: &'static str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
+    let stmt = tx.prepare_cached(sql).await.context(context)?;
+    tx.execute(&stmt, params).await.context(context)
+}
+
+async fn tx_query_opt(
+    tx: &Tx<'_>,
+    context: &'static str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let stmt = tx.prepare_cached(sql).await.context(context)?;
+    tx.query_opt(&stmt, params).await.context(context)
+}
+
+async fn get_account_tx(tx: &Tx<'_>, id: Uuid) -> Result<Option<AccountRecord>, StoreError> {
+    tx_query_opt(
+        tx,
+        "read an account",
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .as_ref()
+    .map(account_row)
+    .transpose()
+}
+
+/// The account, read again after taking the admin lock if it is an admin, so that the
+/// last-admin check below sees every admin change committed before it.
+async fn lock_account_tx(tx: &Tx<'_>, id: Uuid) -> Result<AccountRecord, StoreError> {
+    let account = get_account_tx(tx, id)
+        .await?
+        .ok_or(StoreError::NotFound("account"))?;
+    if account.kind != AccountKind::Admin {
+        return Ok(account);
+    }
+    tx_execute(
+        tx,
+        "lock admin changes",
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&ADMIN_LOCK],
+    )
+    .await?;
+    get_account_tx(tx, id)
+        .await?
+        .ok_or(StoreError::NotFound("account"))
+}
+
+async fn remaining_active_admins(tx: &Tx<'_>, except: Uuid) -> Result<i64, StoreError> {
+    let row = tx_query_opt(
+        tx,
+        "count active admins",
+        "SELECT COUNT(*) FROM accounts WHERE kind = 'admin' AND status = 'active' AND id <> $1",
+        &[&except],
+    )
+    .await?
+    .ok_or_else(|| invalid("COUNT returned no row".into()))?;
+    col(&row, 0)
+}
+
+async fn insert_token_tx(tx: &Tx<'_>, token: &TokenRecord) -> Result<(), StoreError> {
+    let sql = "INSERT INTO tokens (id, account_id, secret_hash, created_at, revoked_at)
+               VALUES ($1, $2, $3, $4, $5)";
+    let stmt = tx.prepare_cached(sql).await.context("insert a token")?;
+    tx.execute(
+        &stmt,
+        &[
+            &token.id,
+            &token.account_id,
+            &token.secret_hash,
+            &token.created_at,
+            &token.revoked_at,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        if is(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
+            StoreError::NotFound("account")
+        } else {
+            StoreError::backend("insert a token", e)
+        }
+    })?;
+    Ok(())
+}
+
+async fn revoke_tokens_tx(tx: &Tx<'_>, account_id: Uuid, now: i64) -> Result<u64, StoreError> {
+    let revoked = tx_execute(
+        tx,
+        "revoke tokens",
+        "UPDATE tokens SET revoked_at = $2 WHERE account_id = $1 AND revoked_at IS NULL",
+        &[&account_id, &now],
+    )
+    .await?;
+    tx_execute(
+        tx,
+        "end sessions",
+        "UPDATE sessions SET ended_at = $2 WHERE account_id = $1 AND ended_at IS NULL",
+        &[&account_id, &now],
+    )
+    .await?;
+    Ok(revoked)
+}
+
+async fn migrate(client: &mut Object) -> Result<(), StoreError> {
+    let tx = client.transaction().await.context("start the migration")?;
+    // Held until commit: a second process starting now waits here, then finds the schema
+    // current.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .context("lock the schema for migration")?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             applied_at BIGINT NOT NULL
+         )",
+    )
+    .await
+    .context("create schema_migrations")?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+            &[],
+        )
+        .await
+        .context("read the schema version")?
+        .try_get(0)
+        .context("read the schema version")?;
+    let known = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if current > known {
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        tx.batch_execute(sql)
+            .await
+            .context("apply a schema migration")?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            &[version, &sdm_proto::unix_now()],
+        )
+        .await
+        .context("record a schema migration")?;
+        tracing::info!(version, "applied database migration");
+    }
+    tx.commit().await.context("commit the migration")
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "PostgreSQL did not answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ),
+    )
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and applies pending migrations (safe when several
+    /// processes start at once).
+    pub async fn connect(url: &DatabaseUrl) -> Result<PostgresStore, StoreError> {
+        let manager = Manager::from_config(
+            url.config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CALL_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::backend("set up the PostgreSQL connection pool", e))?;
+        let store = PostgresStore {
+            pool,
+            url: url.redacted(),
+        };
+        let mut client = store.client().await?;
+        match tokio::time::timeout(MIGRATION_TIMEOUT, migrate(&mut client)).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(StoreError::backend(
+                    "apply schema migrations",
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "another process held the migration lock for too long",
+                    ),
+                ));
+            }
+        }
+        Ok(store)
+    }
+
+    /// A pooled connection.
+    pub(super) async fn client(&self) -> Result<Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::backend("get a PostgreSQL connection", e))
+    }
+
+    /// Runs one store call, bounded by [`CALL_TIMEOUT`]. A call cut short rolls back: an
+    /// unfinished transaction is rolled back when dropped.
+    async fn call<T>(
+        &self,
+        context: &'static str,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(CALL_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::backend(context, timed_out())))
+    }
+
+    async fn query(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        self.call(context, async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await.context(context)?;
+            client.query(&stmt, params).await.context(context)
+        })
+        .await
+    }
+
+    async fn query_opt(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        self.call(context, async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await.context(context)?;
+            client.query_opt(&stmt, params).await.context(context)
+        })
+        .await
+    }
+
+    async fn execute(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.call(context, async {
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(sql).await.context(context)?;
+            client.execute(&stmt, params).await.context(context)
+        })
+        .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn create_account(
+        &self,
+        account: AccountRecord,
+        token: TokenRecord,
+    ) -> Result<(), StoreError> {
+        self.call("create an account", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO accounts (id, name, kind, status, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .await
+                .context("create an account")?;
+            tx.execute(
+                &stmt,
+                &[
+                    &account.id,
+                    &account.name,
+                    &kind_str(account.kind),
+                    &status_str(account.status),
+                    &account.created_at,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is(&e, &SqlState::UNIQUE_VIOLATION) {
+                    StoreError::Conflict {
+                        entity: "an account",
+                        name: account.name.clone(),
+                    }
+                } else {
+                    StoreError::backend("create an account", e)
+                }
+            })?;
+            insert_token_tx(&tx, &token).await?;
+            tx.commit().await.context("commit a transaction")
+        })
+        .await
+    }
+
+    async fn get_account(&self, id: Uuid) -> Result<Option<AccountRecord>, StoreError> {
+        self.query_opt(
+            "read an account",
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(account_row)
+        .transpose()
+    }
+
+    async fn find_account_by_name(&self, name: &str) -> Result<Option<AccountRecord>, StoreError> {
+        self.query_opt(
+            "find an account",
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE name = $1"),
+            &[&name],
+        )
+        .await?
+        .as_ref()
+        .map(account_row)
+        .transpose()
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError> {
+        self.query(
+            "list accounts",
+            &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY name"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(account_row)
+        .collect()
+    }
+
+    async fn set_account_status(
+        &self,
+        id: Uuid,
+        status: AccountStatus,
+    ) -> Result<AccountRecord, StoreError> {
+        self.call("set an account's status", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let mut account = lock_account_tx(&tx, id).await?;
+            if account.kind == AccountKind::Admin
+                && account.status == AccountStatus::Active
+                && status != AccountStatus::Active
+                && remaining_active_admins(&tx, id).await? == 0
+            {
+                return Err(StoreError::LastAdmin);
+            }
+            let changed = tx_execute(
+                &tx,
+                "set an account's status",
+                "UPDATE accounts SET status = $2 WHERE id = $1",
+                &[&id, &status_str(status)],
+            )
+            .await?;
+            if changed == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            tx.commit().await.context("commit a transaction")?;
+            account.status = status;
+            Ok(account)
+        })
+        .await
+    }
+
+    async fn delete_account(&self, id: Uuid, now: i64) -> Result<(), StoreError> {
+        self.call("delete an account", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let account = lock_account_tx(&tx, id).await?;
+            if account.kind == AccountKind::Admin
+                && account.status == AccountStatus::Active
+                && remaining_active_admins(&tx, id).await? == 0
+            {
+                return Err(StoreError::LastAdmin);
+            }
+            tx_execute(
+                &tx,
+                "end an account's sessions",
+                "UPDATE sessions SET ended_at = $2 WHERE account_id = $1 AND ended_at IS NULL",
+                &[&id, &now],
+            )
+            .await?;
+            // Tokens and grants go with the account (ON DELETE CASCADE).
+            let deleted = tx_execute(
+                &tx,
+                "delete an account",
+                "DELETE FROM accounts WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            if deleted == 0 {
+                return Err(StoreError::NotFound("account"));
+            }
+            tx.commit().await.context("commit a transaction")
+        })
+        .await
+    }
+
+    async fn count_admins(&self) -> Result<u64, StoreError> {
+        let row = self
+            .query_opt(
+                "count admins",
+                "SELECT COUNT(*) FROM accounts WHERE kind = 'admin'",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| invalid("COUNT returned no row".into()))?;
+        count_at(&row, 0)
+    }
+
+    async fn insert_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.call("insert a token", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            insert_token_tx(&tx, &token).await?;
+            tx.commit().await.context("commit a transaction")
+        })
+        .await
+    }
+
+    async fn get_token(&self, id: Uuid) -> Result<Option<TokenRecord>, StoreError> {
+        self.query_opt(
+            "read a token",
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(token_row)
+        .transpose()
+    }
+
+    async fn revoke_tokens(&self, account_id: Uuid, now: i64) -> Result<u64, StoreError> {
+        self.call("revoke tokens", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let revoked = revoke_tokens_tx(&tx, account_id, now).await?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(revoked)
+        })
+        .await
+    }
+
+    async fn rotate_token(&self, token: TokenRecord) -> Result<(), StoreError> {
+        self.call("rotate a token", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            get_account_tx(&tx, token.account_id)
+                .await?
+                .ok_or(StoreError::NotFound("account"))?;
+            revoke_tokens_tx(&tx, token.account_id, token.created_at).await?;
+            insert_token_tx(&tx, &token).await?;
+            tx.commit().await.context("commit a transaction")
+        })
+        .await
+    }
+
+    async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+        self.call("create a resource", async {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
+                                            username, database, password_sealed, created_at,
+                                            tls_mode, tls_ca_pem)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .await
+                .context("create a resource")?;
+            client
+                .execute(
+                    &stmt,
+                    &[
+                        &resource.id,
+                        &resource.name,
+                        &resource.kind.as_str(),
+                        &resource.hostname,
+                        &i32::from(resource.port),
+                        &resource.port_override.map(i32::from),
+                        &Json(&resource.tags),
+                        &resource.username,
+                        &resource.database,
+                        &resource.password_sealed,
+                        &resource.created_at,
+                        &tls_mode_str(resource.tls_mode),
+                        &resource.tls_ca_pem,
+                    ],
+                )
+                .await
+                .map_err(|e| {
+                    if is(&e, &SqlState::UNIQUE_VIOLATION) {
+                        StoreError::Conflict {
+                            entity: "a resource",
+                            name: resource.name.clone(),
+                        }
+                    } else {
+                        StoreError::backend("create a resource", e)
+                    }
+                })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_resource(&self, id: Uuid) -> Result<Option<ResourceRecord>, StoreError> {
+        self.query_opt(
+            "read a resource",
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(resource_row)
+        .transpose()
+    }
+
+    async fn find_resource_by_name(
+        &self,
+        name: &str,
+    ) -> Result<Option<ResourceRecord>, StoreError> {
+        self.query_opt(
+            "find a resource",
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r WHERE r.name = $1"),
+            &[&name],
+        )
+        .await?
+        .as_ref()
+        .map(resource_row)
+        .transpose()
+    }
+
+    async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError> {
+        self.query(
+            "list resources",
+            &format!("SELECT {RESOURCE_COLUMNS} FROM resources r ORDER BY r.name"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(resource_row)
+        .collect()
+    }
+
+    async fn delete_resource(&self, id: Uuid) -> Result<(), StoreError> {
+        let n = self
+            .execute(
+                "delete a resource",
+                "DELETE FROM resources WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound("resource"));
+        }
+        Ok(())
+    }
+
+    async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+        let changed = self
+            .execute(
+                "update a resource",
+                "UPDATE resources SET kind = $2, hostname = $3, port = $4, port_override = $5,
+                        tags = $6, username = $7, database = $8, password_sealed = $9,
+                        tls_mode = $10, tls_ca_pem = $11
+                 WHERE id = $1",
+                &[
+                    &resource.id,
+                    &resource.kind.as_str(),
+                    &resource.hostname,
+                    &i32::from(resource.port),
+                    &resource.port_override.map(i32::from),
+                    &Json(&resource.tags),
+                    &resource.username,
+                    &resource.database,
+                    &resource.password_sealed,
+                    &tls_mode_str(resource.tls_mode),
+                    &resource.tls_ca_pem,
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::NotFound("resource"));
+        }
+        Ok(())
+    }
+
+    async fn grant(&self, grant: GrantRecord) -> Result<GrantRecord, StoreError> {
+        self.call("grant a resource", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO grants (account_id, resource_id, created_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (account_id, resource_id) DO NOTHING",
+                )
+                .await
+                .context("grant a resource")?;
+            tx.execute(
+                &stmt,
+                &[&grant.account_id, &grant.resource_id, &grant.created_at],
+            )
+            .await
+            .map_err(|e| {
+                if is(&e, &SqlState::FOREIGN_KEY_VIOLATION) {
+                    StoreError::NotFound("account or resource")
+                } else {
+                    StoreError::backend("grant a resource", e)
+                }
+            })?;
+            let row = tx_query_opt(
+                &tx,
+                "read a grant",
+                "SELECT account_id, resource_id, created_at FROM grants
+                 WHERE account_id = $1 AND resource_id = $2",
+                &[&grant.account_id, &grant.resource_id],
+            )
+            .await?
+            // Gone between the two statements: deleted by someone else in the meantime.
+            .ok_or(StoreError::NotFound("account or resource"))?;
+            let stored = grant_row(&row)?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn revoke_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "revoke a grant",
+                "DELETE FROM grants WHERE account_id = $1 AND resource_id = $2",
+                &[&account_id, &resource_id],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn list_grants(&self, account_id: Uuid) -> Result<Vec<GrantRecord>, StoreError> {
+        self.query(
+            "list grants",
+            "SELECT g.account_id, g.resource_id, g.created_at
+             FROM grants g JOIN resources r ON r.id = g.resource_id
+             WHERE g.account_id = $1 ORDER BY r.name",
+            &[&account_id],
+        )
+        .await?
+        .iter()
+        .map(grant_row)
+        .collect()
+    }
+
+    async fn has_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError> {
+        let row = self
+            .query_opt(
+                "check a grant",
+                "SELECT EXISTS (SELECT 1 FROM grants WHERE account_id = $1 AND resource_id = $2)",
+                &[&account_id, &resource_id],
+            )
+            .await?
+            .ok_or_else(|| invalid("EXISTS returned no row".into()))?;
+        col(&row, 0)
+    }
+
+    async fn list_granted_resources(
+        &self,
+        account_id: Uuid,
+    ) -> Result<Vec<ResourceRecord>, StoreError> {
+        self.query(
+            "list granted resources",
+            &format!(
+                "SELECT {RESOURCE_COLUMNS} FROM resources r
+                 JOIN grants g ON g.resource_id = r.id
+                 WHERE g.account_id = $1 ORDER BY r.name"
+            ),
+            &[&account_id],
+        )
+        .await?
+        .iter()
+        .map(resource_row)
+        .collect()
+    }
+
+    async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError> {
+        self.execute(
+            "create a session",
+            "INSERT INTO sessions (id, account_id, labels, client, created_at, ended_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &session.id,
+                &session.account_id,
+                &Json(&session.labels),
+                &session.client,
+                &session.created_at,
+                &session.ended_at,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+        self.query_opt(
+            "read a session",
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(session_row)
+        .transpose()
+    }
+
+    async fn end_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "end a session",
+                "UPDATE sessions SET ended_at = $2 WHERE id = $1 AND ended_at IS NULL",
+                &[&id, &now],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn upsert_gateway(&self, gateway: GatewayRecord) -> Result<GatewayRecord, StoreError> {
+        let row = self
+            .query_opt(
+                "register a gateway",
+                &format!(
+                    "INSERT INTO gateways (id, name, address, server_name, last_seen)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (name) DO UPDATE SET
+                         address = excluded.address,
+                         server_name = excluded.server_name,
+                         last_seen = excluded.last_seen
+                     RETURNING {GATEWAY_COLUMNS}"
+                ),
+                &[
+                    &gateway.id,
+                    &gateway.name,
+                    &gateway.address,
+                    &gateway.server_name,
+                    &gateway.last_seen,
+                ],
+            )
+            .await?
+            .ok_or_else(|| invalid("RETURNING returned no row".into()))?;
+        gateway_row(&row)
+    }
+
+    async fn list_gateways(&self) -> Result<Vec<GatewayRecord>, StoreError> {
+        self.query(
+            "list gateways",
+            &format!("SELECT {GATEWAY_COLUMNS} FROM gateways ORDER BY name"),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(gateway_row)
+        .collect()
+    }
+
+    async fn revocation_epoch(&self) -> Result<i64, StoreError> {
+        let row = self
+            .query_opt(
+                "read the revocation epoch",
+                "SELECT epoch FROM revocation_epoch WHERE id = 1",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| invalid("the revocation_epoch row is missing".into()))?;
+        col(&row, 0)
+    }
+
+    async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+        self.call("write the audit trail", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            postgres_audit::write(&tx, &events).await?;
+            tx.commit().await.context("commit a transaction")
+        })
+        .await
+    }
+
+    async fn list_connections(
+        &self,
+        filter: AuditFilter,
+    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+        self.call("list audit records", async {
+            let client = self.client().await?;
+            postgres_audit::list_connections(&client, &filter).await
+        })
+        .await
+    }
+
+    async fn get_connection(&self, id: Uuid) -> Result<Option<ConnectionRecord>, StoreError> {
+        self.call("read an audit record", async {
+            let client = self.client().await?;
+            postgres_audit::get_connection(&client, id).await
+        })
+        .await
+    }
+
+    async fn list_queries(
+        &self,
+        connection_id: Uuid,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<QueryRecord>, StoreError> {
+        self.call("list queries", async {
+            let client = self.client().await?;
+            postgres_audit::list_queries(&client, connection_id, after, limit).await
+        })
+        .await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.query_opt(
+            "read a setting",
+            "SELECT value FROM settings WHERE key = $1",
+            &[&key],
+        )
+        .await?
+        .as_ref()
+        .map(|row| col(row, 0))
+        .transpose()
+    }
+
+    async fn set_setting(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        self.execute(
+            "store a setting",
+            "INSERT INTO settings (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_setting_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError> {
+        let n = self
+            .execute(
+                "store a setting",
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::suite::{Fixture, fresh_postgres_database, store_suite};
+
+    /// A fresh database and two stores on it, each with its own pool, as two control planes.
+    async fn fixture() -> Fixture {
+        let url = fresh_postgres_database().await;
+        let a = PostgresStore::connect(&url).await.unwrap();
+        let b = PostgresStore::connect(&url).await.unwrap();
+        Fixture {
+            a: Arc::new(a),
+            b: Arc::new(b),
+            _keep: Box::new(()),
+        }
+    }
+
+    store_suite!(fixture);
+
+    async fn raw(url: &DatabaseUrl) -> tokio_postgres::Client {
+        let (client, connection) = url.config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn processes_starting_at_once_migrate_once() {
+        let url = fresh_postgres_database().await;
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PostgresStore::connect(&url).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open.await.unwrap().unwrap();
+            assert_eq!(store.revocation_epoch().await.unwrap(), 0);
+        }
+        let client = raw(&url).await;
+        let versions: Vec<i64> = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let known: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, known);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_schema_is_refused() {
+        let url = fresh_postgres_database().await;
+        drop(PostgresStore::connect(&url).await.unwrap());
+        // Opening again changes nothing.
+        drop(PostgresStore::connect(&url).await.unwrap());
+        raw(&url)
+            .await
+            .batch_execute("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 0)")
+            .await
+            .unwrap();
+        let err = PostgresStore::connect(&url).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::TooNew { found: 99, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("upgrade sdm-server"), "{err}");
+    }
+
+    #[test]
+    fn urls_never_show_the_password_and_tls_is_refused() {
+        let url =
+            DatabaseUrl::parse("postgres://sdm:s3cr%40t-pw@db.internal:6432/sdm_state").unwrap();
+        assert_eq!(url.redacted(), "postgres://sdm@db.internal:6432/sdm_state");
+        assert_eq!(url.to_string(), url.redacted());
+        assert!(!format!("{url:?}").contains("s3cr"));
+        let store_debug = format!(
+            "{:?}",
+            PostgresStore {
+                pool: Pool::builder(Manager::new(url.config.clone(), NoTls))
+                    .build()
+                    .unwrap(),
+                url: url.redacted(),
+            }
+        );
+        assert!(!store_debug.contains("s3cr"), "{store_debug}");
+        let kv =
+            DatabaseUrl::parse("host=/run/postgresql user=sdm dbname=sdm password=pw").unwrap();
+        assert_eq!(kv.redacted(), "postgres://sdm@/run/postgresql:5432/sdm");
+        for tls in [
+            "postgres://sdm@db/sdm?sslmode=require",
+            "host=db user=sdm sslmode=require",
+        ] {
+            let err = DatabaseUrl::parse(tls).unwrap_err();
+            let text = crate::store::suite::chain(&err);
+            assert!(text.contains("does not support TLS"), "{text}");
+        }
+        for bad in [
+            "postgres://sdm@db:notaport/sdm",
+            "nonsense",
+            "postgres:///sdm",
+        ] {
+            assert!(DatabaseUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_reported_in_bounded_time() {
+        let port = sdm_testkit::free_port();
+        let url = DatabaseUrl::parse(&format!(
+            "postgres://sdm:pw-x9q@127.0.0.1:{port}/sdm?connect_timeout=2"
+        ))
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = PostgresStore::connect(&url).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let text = crate::store::suite::chain(&err);
+        assert!(text.contains("get a PostgreSQL connection"), "{text}");
+        assert!(!text.contains("x9q"), "{text}");
+    }
+}

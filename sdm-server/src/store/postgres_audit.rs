@@ -1,0 +1,341 @@
+//! The audit trail in PostgreSQL (the `Store` methods in `postgres.rs` call these).
+//!
+//! A batch is written with three statements whatever its size: its events are first folded
+//! per connection into what applying them one by one would leave (a start replaces the record,
+//! an end updates it), then the new records, the ends of records written by earlier batches and
+//! the queries each go in as arrays (`UNNEST`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use deadpool_postgres::ClientWrapper;
+use tokio_postgres::Row;
+use tokio_postgres::types::{Json, ToSql};
+use uuid::Uuid;
+
+use super::postgres::{Context, col, count_at, map_at, signed};
+use super::{AuditEvent, AuditFilter, ConnectionEnd, ConnectionRecord, QueryRecord, StoreError};
+
+const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
+     gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
+     bytes_down, outcome, error, query_count";
+
+pub(super) fn connection_row(row: &Row) -> Result<ConnectionRecord, StoreError> {
+    Ok(ConnectionRecord {
+        id: col(row, 0)?,
+        account_id: col(row, 1)?,
+        account_name: col(row, 2)?,
+        resource_id: col(row, 3)?,
+        resource_name: col(row, 4)?,
+        gateway: col(row, 5)?,
+        session_id: col(row, 6)?,
+        lease_id: col(row, 7)?,
+        labels: map_at(row, 8)?,
+        client_addr: col(row, 9)?,
+        started_at: col(row, 10)?,
+        ended_at: col(row, 11)?,
+        bytes_up: count_at(row, 12)?,
+        bytes_down: count_at(row, 13)?,
+        outcome: col(row, 14)?,
+        error: col(row, 15)?,
+        query_count: count_at(row, 16)?,
+    })
+}
+
+/// What a batch leaves of one connection's record.
+enum Fold<'a> {
+    /// The whole record (a start, with any later ends applied).
+    Record(Box<ConnectionRecord>),
+    /// An end for a record written earlier.
+    End(&'a ConnectionEnd),
+}
+
+fn apply_end(record: &mut ConnectionRecord, end: &ConnectionEnd) {
+    record.ended_at = Some(end.ended_at);
+    record.bytes_up = end.bytes_up;
+    record.bytes_down = end.bytes_down;
+    record.outcome = end.outcome.clone();
+    record.error = end.error.clone();
+    record.query_count = end.query_count;
+}
+
+pub(super) async fn write(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[AuditEvent],
+) -> Result<(), StoreError> {
+    let mut order: Vec<Uuid> = Vec::new();
+    let mut folded: HashMap<Uuid, Fold<'_>> = HashMap::new();
+    let mut queries: Vec<&QueryRecord> = Vec::new();
+    for event in events {
+        match event {
+            AuditEvent::Started(c) => {
+                if folded
+                    .insert(c.id, Fold::Record(Box::new(c.clone())))
+                    .is_none()
+                {
+                    order.push(c.id);
+                }
+            }
+            AuditEvent::Ended(e) => match folded.get_mut(&e.id) {
+                Some(Fold::Record(record)) => apply_end(record, e),
+                Some(slot @ Fold::End(_)) => *slot = Fold::End(e),
+                None => {
+                    folded.insert(e.id, Fold::End(e));
+                    order.push(e.id);
+                }
+            },
+            AuditEvent::Query(q) => queries.push(q),
+        }
+    }
+    let mut records = Vec::new();
+    let mut ends = Vec::new();
+    for id in &order {
+        match folded.remove(id) {
+            Some(Fold::Record(record)) => records.push(*record),
+            Some(Fold::End(end)) => ends.push(end),
+            None => {}
+        }
+    }
+    if !records.is_empty() {
+        write_records(tx, &records).await?;
+    }
+    if !ends.is_empty() {
+        write_ends(tx, &ends).await?;
+    }
+    if !queries.is_empty() {
+        write_queries(tx, &queries).await?;
+    }
+    Ok(())
+}
+
+/// Inserts or replaces whole records (SQLite's `INSERT OR REPLACE`).
+async fn write_records(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[ConnectionRecord],
+) -> Result<(), StoreError> {
+    let context = "record a connection";
+    let stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO audit_connections ({CONNECTION_COLUMNS})
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[],
+                                  $6::text[], $7::uuid[], $8::uuid[], $9::jsonb[], $10::text[],
+                                  $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
+                                  $15::text[], $16::text[], $17::bigint[])
+             ON CONFLICT (id) DO UPDATE SET
+                 account_id = excluded.account_id, account_name = excluded.account_name,
+                 resource_id = excluded.resource_id, resource_name = excluded.resource_name,
+                 gateway = excluded.gateway, session_id = excluded.session_id,
+                 lease_id = excluded.lease_id, labels = excluded.labels,
+                 client_addr = excluded.client_addr, started_at = excluded.started_at,
+                 ended_at = excluded.ended_at, bytes_up = excluded.bytes_up,
+                 bytes_down = excluded.bytes_down, outcome = excluded.outcome,
+                 error = excluded.error, query_count = excluded.query_count"
+        ))
+        .await
+        .context(context)?;
+    let ids: Vec<Uuid> = records.iter().map(|c| c.id).collect();
+    let account_ids: Vec<Uuid> = records.iter().map(|c| c.account_id).collect();
+    let account_names: Vec<&str> = records.iter().map(|c| c.account_name.as_str()).collect();
+    let resource_ids: Vec<Uuid> = records.iter().map(|c| c.resource_id).collect();
+    let resource_names: Vec<&str> = records.iter().map(|c| c.resource_name.as_str()).collect();
+    let gateways: Vec<&str> = records.iter().map(|c| c.gateway.as_str()).collect();
+    let session_ids: Vec<Uuid> = records.iter().map(|c| c.session_id).collect();
+    let lease_ids: Vec<Uuid> = records.iter().map(|c| c.lease_id).collect();
+    let labels: Vec<Json<&BTreeMap<String, String>>> =
+        records.iter().map(|c| Json(&c.labels)).collect();
+    let client_addrs: Vec<&str> = records.iter().map(|c| c.client_addr.as_str()).collect();
+    let started: Vec<i64> = records.iter().map(|c| c.started_at).collect();
+    let ended: Vec<Option<i64>> = records.iter().map(|c| c.ended_at).collect();
+    let up: Vec<i64> = records.iter().map(|c| signed(c.bytes_up)).collect();
+    let down: Vec<i64> = records.iter().map(|c| signed(c.bytes_down)).collect();
+    let outcomes: Vec<&str> = records.iter().map(|c| c.outcome.as_str()).collect();
+    let errors: Vec<Option<&str>> = records.iter().map(|c| c.error.as_deref()).collect();
+    let counts: Vec<i64> = records.iter().map(|c| signed(c.query_count)).collect();
+    tx.execute(
+        &stmt,
+        &[
+            &ids,
+            &account_ids,
+            &account_names,
+            &resource_ids,
+            &resource_names,
+            &gateways,
+            &session_ids,
+            &lease_ids,
+            &labels,
+            &client_addrs,
+            &started,
+            &ended,
+            &up,
+            &down,
+            &outcomes,
+            &errors,
+            &counts,
+        ],
+    )
+    .await
+    .context(context)?;
+    Ok(())
+}
+
+/// Ends records written by earlier batches; an end for an unknown record changes nothing.
+async fn write_ends(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ends: &[&ConnectionEnd],
+) -> Result<(), StoreError> {
+    let context = "record a connection's end";
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE audit_connections c SET ended_at = u.ended_at, bytes_up = u.bytes_up,
+                    bytes_down = u.bytes_down, outcome = u.outcome, error = u.error,
+                    query_count = u.query_count
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
+                         $6::text[], $7::bigint[])
+                  AS u (id, ended_at, bytes_up, bytes_down, outcome, error, query_count)
+             WHERE c.id = u.id",
+        )
+        .await
+        .context(context)?;
+    let ids: Vec<Uuid> = ends.iter().map(|e| e.id).collect();
+    let ended: Vec<i64> = ends.iter().map(|e| e.ended_at).collect();
+    let up: Vec<i64> = ends.iter().map(|e| signed(e.bytes_up)).collect();
+    let down: Vec<i64> = ends.iter().map(|e| signed(e.bytes_down)).collect();
+    let outcomes: Vec<&str> = ends.iter().map(|e| e.outcome.as_str()).collect();
+    let errors: Vec<Option<&str>> = ends.iter().map(|e| e.error.as_deref()).collect();
+    let counts: Vec<i64> = ends.iter().map(|e| signed(e.query_count)).collect();
+    tx.execute(
+        &stmt,
+        &[&ids, &ended, &up, &down, &outcomes, &errors, &counts],
+    )
+    .await
+    .context(context)?;
+    Ok(())
+}
+
+/// Adds queries; a query already recorded (same connection and position) is kept as it was
+/// (SQLite's `INSERT OR IGNORE`).
+async fn write_queries(
+    tx: &deadpool_postgres::Transaction<'_>,
+    queries: &[&QueryRecord],
+) -> Result<(), StoreError> {
+    let context = "record a query";
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_queries (connection_id, seq, at, text)
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[])
+             ON CONFLICT (connection_id, seq) DO NOTHING",
+        )
+        .await
+        .context(context)?;
+    let ids: Vec<Uuid> = queries.iter().map(|q| q.connection_id).collect();
+    let seqs: Vec<i64> = queries.iter().map(|q| signed(q.seq)).collect();
+    let at: Vec<i64> = queries.iter().map(|q| q.at).collect();
+    let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+    tx.execute(&stmt, &[&ids, &seqs, &at, &texts])
+        .await
+        .context(context)?;
+    Ok(())
+}
+
+pub(super) async fn list_connections(
+    client: &ClientWrapper,
+    filter: &AuditFilter,
+) -> Result<Vec<ConnectionRecord>, StoreError> {
+    let context = "list audit records";
+    let mut clauses = Vec::new();
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    if let Some(a) = filter.account_id {
+        args.push(Box::new(a));
+        clauses.push(format!("account_id = ${}", args.len()));
+    }
+    if let Some(r) = filter.resource_id {
+        args.push(Box::new(r));
+        clauses.push(format!("resource_id = ${}", args.len()));
+    }
+    if let Some(since) = filter.since {
+        args.push(Box::new(since));
+        clauses.push(format!("started_at >= ${}", args.len()));
+    }
+    if let Some(until) = filter.until {
+        args.push(Box::new(until));
+        clauses.push(format!("started_at < ${}", args.len()));
+    }
+    if let Some((at, id)) = filter.before {
+        args.push(Box::new(at));
+        let a = args.len();
+        args.push(Box::new(id));
+        clauses.push(format!("(started_at, id) < (${a}, ${})", args.len()));
+    }
+    let predicate = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    args.push(Box::new(i64::from(filter.limit)));
+    let sql = format!(
+        "SELECT {CONNECTION_COLUMNS} FROM audit_connections {predicate}
+         ORDER BY started_at DESC, id DESC LIMIT ${}",
+        args.len()
+    );
+    let params: Vec<&(dyn ToSql + Sync)> = args
+        .iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let stmt = client.prepare_cached(&sql).await.context(context)?;
+    client
+        .query(&stmt, &params)
+        .await
+        .context(context)?
+        .iter()
+        .map(connection_row)
+        .collect()
+}
+
+pub(super) async fn get_connection(
+    client: &ClientWrapper,
+    id: Uuid,
+) -> Result<Option<ConnectionRecord>, StoreError> {
+    let context = "read an audit record";
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE id = $1"
+        ))
+        .await
+        .context(context)?;
+    client
+        .query_opt(&stmt, &[&id])
+        .await
+        .context(context)?
+        .as_ref()
+        .map(connection_row)
+        .transpose()
+}
+
+pub(super) async fn list_queries(
+    client: &ClientWrapper,
+    connection_id: Uuid,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<QueryRecord>, StoreError> {
+    let context = "list queries";
+    let stmt = client
+        .prepare_cached(
+            "SELECT seq, at, text FROM audit_queries
+             WHERE connection_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .await
+        .context(context)?;
+    client
+        .query(&stmt, &[&connection_id, &signed(after), &i64::from(limit)])
+        .await
+        .context(context)?
+        .iter()
+        .map(|row| {
+            Ok(QueryRecord {
+                connection_id,
+                seq: count_at(row, 0)?,
+                at: col(row, 1)?,
+                text: col(row, 2)?,
+            })
+        })
+        .collect()
+}
