@@ -32,6 +32,25 @@ pub mod routes {
     /// `GET ?account=&resource=&since=&until=&limit=&before=` → [`AuditList`](super::AuditList);
     /// `GET /v1/admin/audit/{id}/queries?limit=&after=` → [`AuditQueryList`](super::AuditQueryList).
     pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
+    /// `GET` → [`GatewayDetailsList`](crate::gateway::GatewayDetailsList); `POST`
+    /// [`CreateGateway`](crate::gateway::CreateGateway) → [`CreatedGateway`](crate::gateway::CreatedGateway);
+    /// `GET`/`DELETE /v1/admin/gateways/{gateway}`.
+    pub const ADMIN_GATEWAYS: &str = "/v1/admin/gateways";
+    /// `POST` [`RegisterGateway`](crate::gateway::RegisterGateway) →
+    /// [`GatewayRegistration`](crate::gateway::GatewayRegistration) (gateway token).
+    pub const GATEWAY_REGISTER: &str = "/v1/gateway/register";
+    /// `POST` [`RegisterGateway`](crate::gateway::RegisterGateway) →
+    /// [`HeartbeatReply`](crate::gateway::HeartbeatReply) (gateway token).
+    pub const GATEWAY_HEARTBEAT: &str = "/v1/gateway/heartbeat";
+    /// `POST`, no body → 204: stop offering this gateway to clients (gateway token).
+    pub const GATEWAY_WITHDRAW: &str = "/v1/gateway/withdraw";
+    /// `POST` [`AuthorizeLease`](crate::gateway::AuthorizeLease) →
+    /// [`Authorization`](crate::gateway::Authorization) (gateway token).
+    pub const GATEWAY_AUTHORIZE: &str = "/v1/gateway/authorize";
+    /// `GET` → [`RevocationEpoch`](crate::gateway::RevocationEpoch) (gateway token).
+    pub const GATEWAY_REVOCATIONS: &str = "/v1/gateway/revocations";
+    /// `POST` [`AuditUpload`](crate::gateway::AuditUpload) → 204 (gateway token).
+    pub const GATEWAY_AUDIT: &str = "/v1/gateway/audit";
 }
 
 /// The largest request body the API reads.

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod error;
+pub mod gateway;
 pub mod handshake;
 pub mod lease;
 pub mod resource;

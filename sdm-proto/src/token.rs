@@ -3,6 +3,7 @@
 //! ```text
 //! sdm_svc_<base64url(payload)>        service account
 //! sdm_adm_<base64url(payload)>        admin
+//! sdm_gw_<base64url(payload)>         gateway (`sdm-server gateway`)
 //! payload = version:u8 = 1 | token id:16 | secret:32 | CA fingerprint:32
 //!         | url length:u16 | control plane URL (https) | crc32(prefix ‖ all before):u32
 //! ```
@@ -29,6 +30,9 @@ pub enum TokenKind {
     Service,
     /// An administrator: manages accounts, resources and grants.
     Admin,
+    /// A standalone gateway (`sdm-server gateway`): registers with the control plane and asks it
+    /// where leases go. Accepted only on the `/v1/gateway/…` routes.
+    Gateway,
 }
 
 impl TokenKind {
@@ -37,8 +41,12 @@ impl TokenKind {
         match self {
             TokenKind::Service => "sdm_svc_",
             TokenKind::Admin => "sdm_adm_",
+            TokenKind::Gateway => "sdm_gw_",
         }
     }
+
+    /// Every kind, for parsers that try each prefix.
+    pub const ALL: [TokenKind; 3] = [TokenKind::Service, TokenKind::Admin, TokenKind::Gateway];
 }
 
 /// Why a string is not a usable token.
@@ -46,7 +54,10 @@ impl TokenKind {
 #[non_exhaustive]
 pub enum TokenError {
     /// Missing or unknown prefix.
-    #[error("not an sdm token: a token starts with sdm_svc_ (service account) or sdm_adm_ (admin)")]
+    #[error(
+        "not an sdm token: a token starts with sdm_svc_ (service account), sdm_adm_ (admin) or \
+         sdm_gw_ (gateway)"
+    )]
     Prefix,
     /// Longer than [`MAX_TOKEN_LEN`].
     #[error("token is too long to be an sdm token ({0} characters)")]
@@ -121,13 +132,10 @@ impl Token {
         if text.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong(text.len()));
         }
-        let (kind, body) = if let Some(rest) = text.strip_prefix(TokenKind::Service.prefix()) {
-            (TokenKind::Service, rest)
-        } else if let Some(rest) = text.strip_prefix(TokenKind::Admin.prefix()) {
-            (TokenKind::Admin, rest)
-        } else {
-            return Err(TokenError::Prefix);
-        };
+        let (kind, body) = TokenKind::ALL
+            .into_iter()
+            .find_map(|kind| text.strip_prefix(kind.prefix()).map(|rest| (kind, rest)))
+            .ok_or(TokenError::Prefix)?;
         let bytes = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenError::Malformed("not base64url"))?;
@@ -215,7 +223,7 @@ mod tests {
 
     #[test]
     fn round_trips_both_kinds() {
-        for kind in [TokenKind::Service, TokenKind::Admin] {
+        for kind in TokenKind::ALL {
             let t = sample(kind);
             let text = t.encode();
             assert!(text.starts_with(kind.prefix()));
@@ -241,6 +249,9 @@ mod tests {
         // An admin payload under a service prefix fails the checksum (the prefix is covered).
         let admin = sample(TokenKind::Admin).encode();
         let relabelled = admin.replacen("sdm_adm_", "sdm_svc_", 1);
+        assert_eq!(Token::parse(&relabelled), Err(TokenError::Checksum));
+        let gateway = sample(TokenKind::Gateway).encode();
+        let relabelled = gateway.replacen("sdm_gw_", "sdm_svc_", 1);
         assert_eq!(Token::parse(&relabelled), Err(TokenError::Checksum));
         assert!(matches!(
             Token::parse(&"sdm_svc_".repeat(1000)),

@@ -1,0 +1,300 @@
+//! JSON bodies of the routes standalone gateways (`sdm-server gateway`) call, under
+//! `/v1/gateway/…`, and of the admin routes that create their identities (`/v1/admin/gateways`).
+//!
+//! A standalone gateway authenticates with a gateway token (`sdm_gw_…`) over TLS 1.3 with the
+//! installation's pinned CA. It registers (and receives the lease verification keys and a TLS
+//! certificate for its address), heartbeats, asks whether a lease still holds and where it goes
+//! (with the resource's credentials), polls the revocation epoch and uploads its audit trail.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ResourceKind;
+use crate::api::{AuditRecord, Credentials, UpstreamTls};
+use crate::error::ApiError;
+
+/// The largest audit upload a control plane reads (one batch of events).
+pub const MAX_AUDIT_BODY_BYTES: usize = 1024 * 1024;
+/// The most events in one audit upload.
+pub const MAX_AUDIT_EVENTS: usize = 4096;
+
+/// `POST /v1/admin/gateways`: a gateway identity and its token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreateGateway {
+    /// Unique name: letters, digits, `-`, `_`, `.`; at most 64 characters. Clients and the audit
+    /// trail show it.
+    pub name: String,
+    /// The tags the gateway may serve under (see resource pinning, tag `sdm.gateway`). A tag
+    /// without a value (`"eu": ""`) is written `eu` on the command line.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A gateway identity as an admin sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayDetails {
+    /// Gateway id (kept across restarts and re-registrations).
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// The tags its token allows.
+    pub tags: BTreeMap<String, String>,
+    /// The tags it registered with (a subset of `tags`); `None` before it first registered.
+    #[serde(default)]
+    pub registered_tags: Option<BTreeMap<String, String>>,
+    /// `host:port` clients connect to; `None` before it first registered.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Unix seconds of its last heartbeat; `None` when it never reported or withdrew.
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+    /// Whether it reported recently enough to be offered to clients.
+    pub live: bool,
+    /// When the identity was created.
+    pub created_at: i64,
+}
+
+/// `GET /v1/admin/gateways`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayDetailsList {
+    /// Every gateway identity, sorted by name.
+    pub gateways: Vec<GatewayDetails>,
+}
+
+/// A new gateway identity with its token, shown this once.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CreatedGateway {
+    /// The identity.
+    pub gateway: GatewayDetails,
+    /// The token (`sdm_gw_…`). The server keeps only its hash.
+    pub token: String,
+}
+
+impl std::fmt::Debug for CreatedGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedGateway")
+            .field("gateway", &self.gateway)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `POST /v1/gateway/register` and `POST /v1/gateway/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterGateway {
+    /// The gateway's name; when given it must be the name of its token's identity.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` clients connect to. Its host is the name the TLS certificate is issued for.
+    pub address: String,
+    /// The tags to serve under; they must be among the identity's tags. `None`: all of them.
+    #[serde(default)]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// The gateway's software, for logs (`sdm-server/0.1.0`).
+    #[serde(default)]
+    pub version: String,
+}
+
+/// What a registered gateway needs to serve.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayRegistration {
+    /// Gateway id.
+    pub id: Uuid,
+    /// Gateway name (in audit records and messages).
+    pub name: String,
+    /// The tags it serves under.
+    pub tags: BTreeMap<String, String>,
+    /// Ed25519 public keys leases are signed with, base64url without padding.
+    pub lease_keys: Vec<String>,
+    /// PEM: the gateway's TLS certificate for its address's host, then the CA certificate.
+    pub certificate_chain_pem: String,
+    /// PEM (PKCS#8): the certificate's private key.
+    pub private_key_pem: String,
+    /// Seconds between heartbeats.
+    pub heartbeat_secs: u64,
+    /// The revocation epoch now.
+    pub revocation_epoch: i64,
+}
+
+impl std::fmt::Debug for GatewayRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayRegistration")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("tags", &self.tags)
+            .field("lease_keys", &self.lease_keys.len())
+            .field("private_key_pem", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// The revocation epoch now.
+    pub revocation_epoch: i64,
+}
+
+/// `GET /v1/gateway/revocations`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RevocationEpoch {
+    /// A number that grows whenever access is taken away anywhere.
+    pub epoch: i64,
+}
+
+/// `POST /v1/gateway/authorize`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuthorizeLease {
+    /// The signed lease a client presented, base64url without padding.
+    pub lease: String,
+}
+
+/// The control plane's decision on a lease. A refusal is an answer (HTTP 200), not an API
+/// error, so that a gateway never confuses "this lease no longer holds" with "I could not ask".
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Authorization {
+    /// The lease holds: connect here.
+    Allowed(GatewayUpstream),
+    /// The lease no longer holds (or never reaches this gateway): tell the client why.
+    Denied(ApiError),
+}
+
+/// A resource's address and the credentials to inject, for one lease. `Debug` hides the
+/// password (through [`Credentials`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GatewayUpstream {
+    /// Resource name.
+    pub resource_name: String,
+    /// What it speaks.
+    pub kind: ResourceKind,
+    /// Host to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// Stored credentials, decrypted; `None`: the client logs in itself.
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+    /// TLS between the gateway and the resource.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTls,
+    /// The account's name (audit).
+    pub account_name: String,
+    /// The session's job labels (audit).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `POST /v1/gateway/audit`: a batch of audit events, in the order they happened.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditUpload {
+    /// At most [`MAX_AUDIT_EVENTS`].
+    pub events: Vec<AuditEvent>,
+}
+
+/// One audit event from a gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditEvent {
+    /// A connection started (or was refused: then `ended_at` is set). The control plane
+    /// replaces `gateway` with the authenticated gateway's name.
+    Started(AuditRecord),
+    /// A connection ended.
+    Ended(AuditEnd),
+    /// A query sent through a connection (postgres).
+    Query(AuditQueryEvent),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEnd {
+    /// The record's id (from [`AuditEvent::Started`]).
+    pub id: Uuid,
+    /// Unix seconds.
+    pub ended_at: i64,
+    /// Client → resource bytes.
+    pub bytes_up: u64,
+    /// Resource → client bytes.
+    pub bytes_down: u64,
+    /// `ok` or an error kind name.
+    pub outcome: String,
+    /// What failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Queries recorded.
+    pub query_count: u64,
+}
+
+/// A query sent through a connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditQueryEvent {
+    /// The record's id.
+    pub connection_id: Uuid,
+    /// Position within the connection, from 1.
+    pub seq: u64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The SQL text (cut at 8 KiB).
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let r = GatewayRegistration {
+            id: Uuid::nil(),
+            name: "gw".into(),
+            tags: BTreeMap::new(),
+            lease_keys: vec![],
+            certificate_chain_pem: String::new(),
+            private_key_pem: "-----BEGIN PRIVATE KEY----- secretkey".into(),
+            heartbeat_secs: 20,
+            revocation_epoch: 0,
+        };
+        assert!(!format!("{r:?}").contains("secretkey"));
+        let up = GatewayUpstream {
+            resource_name: "pg".into(),
+            kind: ResourceKind::Postgres,
+            host: "db".into(),
+            port: 5432,
+            credentials: Some(Credentials {
+                username: "app".into(),
+                password: "hunter2-secret".into(),
+                database: None,
+            }),
+            upstream_tls: UpstreamTls::default(),
+            account_name: "etl".into(),
+            labels: BTreeMap::new(),
+        };
+        assert!(!format!("{up:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn decisions_are_tagged() {
+        let denied = Authorization::Denied(ApiError {
+            kind: "forbidden".into(),
+            message: "no".into(),
+            candidates: vec![],
+        });
+        let text = serde_json::to_string(&denied).unwrap();
+        assert_eq!(text, r#"{"denied":{"kind":"forbidden","message":"no"}}"#);
+        assert_eq!(
+            serde_json::from_str::<Authorization>(&text).unwrap(),
+            denied
+        );
+        let end: AuditEvent = serde_json::from_str(
+            r#"{"ended":{"id":"00000000-0000-0000-0000-000000000000","ended_at":1,
+                "bytes_up":2,"bytes_down":3,"outcome":"ok","query_count":0,"future":true}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            end,
+            AuditEvent::Ended(AuditEnd { bytes_down: 3, .. })
+        ));
+    }
+}
