@@ -1,5 +1,6 @@
 //! The admin API: service accounts, resources and grants. What `sdm admin` and automation use.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use sdm_proto::api::{
     AuditQueryList, CreateAccount, CreateGrant, CreateResource, CreatedAccount, GrantInfo,
     GrantList, Settings, UpdateResource, UpdateSettings, routes,
 };
+use sdm_proto::gateway::{CreateGateway, GatewayDetailsList};
 use sdm_proto::{Token, TokenKind};
 
 use crate::api::ApiClient;
@@ -19,6 +21,7 @@ pub use sdm_proto::api::{
     AuditRecord, CreateResource as NewResource, CreatedAccount as NewAccount, Credentials,
     GrantInfo as Grant, TlsMode, UpdateResource as ResourceChanges, UpstreamTls,
 };
+pub use sdm_proto::gateway::{CreatedGateway as NewGateway, GatewayDetails};
 
 /// Which audit records to list (all of them, newest first, by default).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -274,6 +277,33 @@ impl AdminClient {
         let path = format!("{}/{}/grants", routes::ADMIN_ACCOUNTS, segment(account)?);
         let list: GrantList = self.api.get(&path).await?;
         Ok(list.grants)
+    }
+
+    /// Creates the identity of a standalone gateway (`sdm-server gateway`) that may serve under
+    /// `tags`; its token (`sdm_gw_…`) is in the result and is never shown again.
+    pub async fn create_gateway(
+        &self,
+        name: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<NewGateway> {
+        let body = CreateGateway {
+            name: name.to_owned(),
+            tags,
+        };
+        self.api.post(routes::ADMIN_GATEWAYS, &body, false).await
+    }
+
+    /// Every standalone gateway's identity, sorted by name.
+    pub async fn list_gateways(&self) -> Result<Vec<GatewayDetails>> {
+        let list: GatewayDetailsList = self.api.get(routes::ADMIN_GATEWAYS).await?;
+        Ok(list.gateways)
+    }
+
+    /// Deletes a standalone gateway's identity: its token is refused and clients are no longer
+    /// offered it.
+    pub async fn delete_gateway(&self, name: &str) -> Result<()> {
+        let path = format!("{}/{}", routes::ADMIN_GATEWAYS, segment(name)?);
+        self.api.delete(&path).await
     }
 }
 

@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Run the control plane and one gateway on an embedded SQLite database.
     Serve(ServeArgs),
+    /// Run a standalone gateway with no database, attached to one or more control planes.
+    Gateway(sdm_server::remote::GatewayArgs),
 }
 
 #[derive(Args)]
@@ -130,8 +132,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let Command::Serve(args) = cli.command;
-    match runtime.block_on(serve(args)) {
+    let outcome = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Gateway(args) => runtime.block_on(gateway(args)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("sdm-server: error: {message}");
@@ -189,6 +194,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     signals.recv().await;
     server_shutdown(server).await;
+    Ok(())
+}
+
+async fn gateway(args: sdm_server::remote::GatewayArgs) -> Result<(), String> {
+    use sdm_server::remote::StandaloneGateway;
+    let mut signals = Signals::install()?;
+    let config = args.into_config()?;
+    let gateway = tokio::select! {
+        started = StandaloneGateway::start(config) => started.map_err(|e| one_line(&e))?,
+        () = signals.recv() => return Ok(()),
+    };
+    signals.recv().await;
+    tracing::info!("shutting down");
+    gateway.shutdown().await;
     Ok(())
 }
 

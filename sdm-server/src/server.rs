@@ -432,7 +432,10 @@ fn parse_public_url(url: &str) -> Result<(String, String), ServerError> {
 
 /// `host:port` or `[v6]:port` → (host without brackets, port). The port may be left out only
 /// when `port_optional`.
-fn split_host_port(text: &str, port_optional: bool) -> Result<(String, Option<u16>), String> {
+pub(crate) fn split_host_port(
+    text: &str,
+    port_optional: bool,
+) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -755,6 +758,8 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         ca_fingerprint,
         lease_ttl: b.lease_ttl,
         throttle: api::LoginThrottle::default(),
+        ca: ca.clone(),
+        gateway_tags: Default::default(),
     });
     let api_task = tokio::spawn(api::serve::serve(
         api_listener,

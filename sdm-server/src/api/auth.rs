@@ -18,6 +18,7 @@ use axum::http::StatusCode;
 use super::ApiState;
 use super::error::{ApiError, TOKEN_NOT_VALID};
 use super::throttle::PeerAddr;
+use crate::control::gateway_identities::{self, GatewayIdentity};
 use crate::store::AccountRecord;
 
 /// An authenticated caller (service account or admin).
@@ -30,6 +31,13 @@ pub(crate) struct Caller {
 /// An authenticated caller whose account is an admin.
 #[derive(Debug)]
 pub(crate) struct Admin(pub(crate) Caller);
+
+/// An authenticated standalone gateway (gateway token, `/v1/gateway/…` routes only).
+#[derive(Debug)]
+pub(crate) struct GatewayCaller {
+    /// Its identity, as stored.
+    pub(crate) identity: GatewayIdentity,
+}
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
@@ -55,6 +63,15 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 async fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
+    throttled(parts, state, check_token(parts, state)).await
+}
+
+/// Refuses callers from a source that failed too many token checks, and counts failures.
+async fn throttled<T>(
+    parts: &Parts,
+    state: &ApiState,
+    check: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
     let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0);
     if let Some(peer) = peer
         && let Err(wait) = state.throttle.check(peer.ip())
@@ -66,7 +83,7 @@ async fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, ApiErro
         ))
         .with_status(StatusCode::TOO_MANY_REQUESTS));
     }
-    let result = check_token(parts, state).await;
+    let result = check.await;
     if let (Err(e), Some(peer)) = (&result, peer)
         && matches!(
             e.kind(),
@@ -86,6 +103,13 @@ async fn check_token(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError
     let text = bearer(parts)?;
     let token =
         Token::parse(text).map_err(|e| ApiError::new(ErrorKind::InvalidToken, e.to_string()))?;
+    if token.kind == TokenKind::Gateway {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "this is a gateway token: it is only for `sdm-server gateway`; jobs log in with a \
+             service account token (sdm_svc_…), admins with an admin token (sdm_adm_…)",
+        ));
+    }
     let not_valid = || ApiError::unauthenticated(TOKEN_NOT_VALID);
     let record = state
         .store
@@ -108,6 +132,37 @@ async fn check_token(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError
         return Err(not_valid());
     }
     Ok(Caller { account })
+}
+
+/// The message of every failed gateway token check.
+const GATEWAY_TOKEN_NOT_VALID: &str = "gateway token is not valid: it was deleted or replaced; \
+     ask an admin for a new one (POST /v1/admin/gateways)";
+
+async fn check_gateway_token(parts: &Parts, state: &ApiState) -> Result<GatewayCaller, ApiError> {
+    let text = bearer(parts)?;
+    let token =
+        Token::parse(text).map_err(|e| ApiError::new(ErrorKind::InvalidToken, e.to_string()))?;
+    if token.kind != TokenKind::Gateway {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "the /v1/gateway/ routes need a gateway token (sdm_gw_…)",
+        ));
+    }
+    let identity = gateway_identities::authenticate(state.store.as_ref(), &token)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated(GATEWAY_TOKEN_NOT_VALID))?;
+    Ok(GatewayCaller { identity })
+}
+
+impl FromRequestParts<Arc<ApiState>> for GatewayCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        throttled(parts, state, check_gateway_token(parts, state)).await
+    }
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {

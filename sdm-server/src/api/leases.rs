@@ -1,5 +1,6 @@
 //! `POST /v1/leases`: a signed, short-lived permission to reach one granted resource.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,7 +14,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::Json;
-use crate::control::GATEWAY_LIVENESS;
+use crate::control::{GATEWAY_LIVENESS, pinning};
 
 /// The gateways that reported within [`GATEWAY_LIVENESS`], most recently seen first.
 pub(crate) async fn live_gateways(
@@ -38,6 +39,29 @@ pub(crate) async fn live_gateways(
             server_name: g.server_name,
         })
         .collect())
+}
+
+/// Of the `live` gateways, those that may serve a resource with `resource_tags` (see
+/// [`pinning`](crate::control::pinning)).
+pub(crate) async fn serving_gateways(
+    state: &ApiState,
+    live: Vec<GatewayInfo>,
+    resource_tags: &BTreeMap<String, String>,
+) -> Result<Vec<GatewayInfo>, ApiError> {
+    if pinning::pin_of(resource_tags).is_none() {
+        return Ok(live);
+    }
+    let mut serving = Vec::with_capacity(live.len());
+    for gateway in live {
+        let tags = state
+            .gateway_tags
+            .tags_of(state.store.as_ref(), &gateway.name)
+            .await?;
+        if pinning::serves(resource_tags, &tags) {
+            serving.push(gateway);
+        }
+    }
+    Ok(serving)
 }
 
 /// Signs a lease for a resource granted to the caller, in one of the caller's open sessions.
@@ -77,7 +101,21 @@ pub(crate) async fn issue(
         ));
     };
     let now = sdm_proto::unix_now();
-    let gateways = live_gateways(&state, now).await?;
+    let live = live_gateways(&state, now).await?;
+    let any_live = !live.is_empty();
+    let gateways = serving_gateways(&state, live, &resource.tags).await?;
+    if any_live && gateways.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::GatewayUnreachable,
+            format!(
+                "no live gateway serves resource {}: it is pinned to gateways matching {}={}; \
+                 check that such a gateway is running",
+                resource.name,
+                pinning::PIN_TAG,
+                pinning::pin_of(&resource.tags).unwrap_or_default()
+            ),
+        ));
+    }
     if gateways.is_empty() {
         return Err(ApiError::new(
             ErrorKind::GatewayUnreachable,

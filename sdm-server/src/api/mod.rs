@@ -18,13 +18,16 @@ use sdm_proto::ErrorKind;
 use sdm_proto::api::{MAX_BODY_BYTES, routes};
 use sdm_proto::lease::LeaseSigner;
 
-use crate::keys::SecretBox;
+use crate::control::gateway_identities::TagCache;
+use crate::keys::{CertificateAuthority, SecretBox};
 use crate::store::Store;
 
 mod accounts;
 mod audit;
 mod auth;
 mod error;
+mod gateway_routes;
+mod gateways;
 mod grants;
 mod json;
 mod leases;
@@ -60,6 +63,10 @@ pub(crate) struct ApiState {
     pub(crate) lease_ttl: Duration,
     /// Failed token checks per source.
     pub(crate) throttle: LoginThrottle,
+    /// Issues standalone gateways their TLS certificates.
+    pub(crate) ca: Arc<CertificateAuthority>,
+    /// The tags of gateways, for pinned resources.
+    pub(crate) gateway_tags: TagCache,
 }
 
 /// The API's routes.
@@ -111,6 +118,28 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route(
             routes::ADMIN_SETTINGS,
             get(settings::show).patch(settings::update),
+        )
+        .route(
+            routes::ADMIN_GATEWAYS,
+            get(gateways::list).post(gateways::create),
+        )
+        .route(
+            "/v1/admin/gateways/{gateway}",
+            get(gateways::show).delete(gateways::delete),
+        )
+        .route(routes::GATEWAY_REGISTER, post(gateway_routes::register))
+        .route(routes::GATEWAY_HEARTBEAT, post(gateway_routes::heartbeat))
+        .route(routes::GATEWAY_WITHDRAW, post(gateway_routes::withdraw))
+        .route(routes::GATEWAY_AUTHORIZE, post(gateway_routes::authorize))
+        .route(
+            routes::GATEWAY_REVOCATIONS,
+            get(gateway_routes::revocations),
+        )
+        .route(
+            routes::GATEWAY_AUDIT,
+            post(gateway_routes::audit).layer(DefaultBodyLimit::max(
+                sdm_proto::gateway::MAX_AUDIT_BODY_BYTES,
+            )),
         )
         .route(routes::ADMIN_AUDIT, get(audit::list))
         .route("/v1/admin/audit/{id}/queries", get(audit::queries))

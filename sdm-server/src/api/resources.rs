@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::auth::{Admin, Caller};
 use super::error::ApiError;
 use super::json::Json;
-use super::leases::live_gateways;
+use super::leases::{live_gateways, serving_gateways};
 use super::{ApiState, validate};
 use crate::store::ResourceRecord;
 
@@ -63,22 +63,23 @@ pub(crate) async fn list_granted(
         .store
         .list_granted_resources(caller.account.id)
         .await?;
-    let healthy = !live_gateways(&state, sdm_proto::unix_now())
-        .await?
-        .is_empty();
-    Ok(axum::Json(ResourceList {
-        resources: resources
-            .into_iter()
-            .map(|r| ResourceInfo {
-                id: r.id,
-                name: r.name,
-                kind: r.kind,
-                tags: r.tags,
-                port_override: r.port_override,
-                healthy,
-            })
-            .collect(),
-    }))
+    let live = live_gateways(&state, sdm_proto::unix_now()).await?;
+    let mut listed = Vec::with_capacity(resources.len());
+    for r in resources {
+        // A pinned resource is healthy only when a live gateway it is pinned to is.
+        let healthy = !serving_gateways(&state, live.clone(), &r.tags)
+            .await?
+            .is_empty();
+        listed.push(ResourceInfo {
+            id: r.id,
+            name: r.name,
+            kind: r.kind,
+            tags: r.tags,
+            port_override: r.port_override,
+            healthy,
+        });
+    }
+    Ok(axum::Json(ResourceList { resources: listed }))
 }
 
 /// Every resource, sorted by name.
@@ -101,6 +102,7 @@ pub(crate) async fn create(
     validate::name("resource", &request.name)?;
     validate::hostname(&request.hostname)?;
     validate::labels("tag", &request.tags)?;
+    validate::pin(&request.tags)?;
     if request.kind.as_str().is_empty() {
         return Err(ApiError::invalid("the resource kind must not be empty"));
     }
@@ -233,6 +235,7 @@ pub(crate) async fn update(
     }
     if let Some(tags) = request.tags {
         validate::labels("tag", &tags)?;
+        validate::pin(&tags)?;
         record.tags = tags;
     }
     match (&request.credentials, request.clear_credentials) {

@@ -58,6 +58,18 @@ pub(crate) fn labels(what: &str, map: &BTreeMap<String, String>) -> Result<(), A
     Ok(())
 }
 
+/// A resource's pin to gateways (tag `sdm.gateway`), when it has one, names at least one tag.
+pub(crate) fn pin(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    use crate::control::pinning::{PIN_TAG, is_valid_pin, pin_of};
+    match pin_of(tags) {
+        Some(pin) if !is_valid_pin(pin) => Err(ApiError::invalid(format!(
+            "tag {PIN_TAG} pins the resource to gateways and must name at least one gateway \
+             tag: key or key=value, several separated by commas (e.g. {PIN_TAG}=eu)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Free text such as the client string: at most `max` characters.
 pub(crate) fn text(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {

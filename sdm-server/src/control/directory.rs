@@ -3,6 +3,7 @@
 //! Nothing is cached: every connection reads the current state, so suspending an account,
 //! ending a session or removing a grant refuses the next connection at once.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sdm_proto::api::AccountStatus;
@@ -10,6 +11,7 @@ use sdm_proto::{ErrorKind, Lease};
 
 use sdm_proto::api::UpstreamTls;
 
+use super::pinning;
 use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
 use crate::keys::SecretBox;
 use crate::store::{Store, StoreError};
@@ -19,6 +21,8 @@ use crate::store::{Store, StoreError};
 pub struct StoreDirectory {
     store: Arc<dyn Store>,
     secrets: Arc<SecretBox>,
+    /// The tags of the gateway this directory answers for (none for an embedded gateway).
+    tags: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for StoreDirectory {
@@ -42,23 +46,20 @@ fn unavailable(e: StoreError) -> Denied {
 impl StoreDirectory {
     /// A directory reading `store`, opening stored passwords with `secrets`.
     pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>) -> StoreDirectory {
-        StoreDirectory { store, secrets }
-    }
-}
-
-#[async_trait::async_trait]
-impl Directory for StoreDirectory {
-    async fn revocation_epoch(&self) -> Option<i64> {
-        match self.store.revocation_epoch().await {
-            Ok(epoch) => Some(epoch),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the revocation epoch");
-                None
-            }
+        StoreDirectory {
+            store,
+            secrets,
+            tags: BTreeMap::new(),
         }
     }
 
-    async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied> {
+    /// Where `lease` goes when a gateway with `gateway_tags` asks (see
+    /// [`pinning`](super::pinning)), or why not.
+    pub async fn decide(
+        &self,
+        lease: &Lease,
+        gateway_tags: &BTreeMap<String, String>,
+    ) -> Result<Upstream, Denied> {
         let account = self
             .store
             .get_account(lease.account_id)
@@ -122,6 +123,18 @@ impl Directory for StoreDirectory {
                 ),
             ));
         }
+        if !pinning::serves(&resource.tags, gateway_tags) {
+            return Err(denied(
+                ErrorKind::Forbidden,
+                format!(
+                    "resource {} is pinned to gateways matching {}={}, and this gateway does \
+                     not match; connect through a gateway the control plane offers for it",
+                    resource.name,
+                    pinning::PIN_TAG,
+                    pinning::pin_of(&resource.tags).unwrap_or_default()
+                ),
+            ));
+        }
         let credentials = match (&resource.username, &resource.password_sealed) {
             (Some(username), Some(sealed)) => {
                 let password = self.secrets.open(sealed).map_err(|e| {
@@ -155,6 +168,23 @@ impl Directory for StoreDirectory {
             account_name: account.name,
             labels,
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for StoreDirectory {
+    async fn revocation_epoch(&self) -> Option<i64> {
+        match self.store.revocation_epoch().await {
+            Ok(epoch) => Some(epoch),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the revocation epoch");
+                None
+            }
+        }
+    }
+
+    async fn authorize(&self, lease: &Lease, _signed: &[u8]) -> Result<Upstream, Denied> {
+        self.decide(lease, &self.tags).await
     }
 }
 
@@ -251,13 +281,13 @@ mod tests {
     }
 
     async fn refusal(f: &Fixture) -> Denied {
-        f.directory.authorize(&f.lease).await.unwrap_err()
+        f.directory.authorize(&f.lease, &[]).await.unwrap_err()
     }
 
     #[tokio::test]
     async fn a_granted_lease_gets_the_upstream() {
         let f = fixture().await;
-        let up = f.directory.authorize(&f.lease).await.unwrap();
+        let up = f.directory.authorize(&f.lease, &[]).await.unwrap();
         assert_eq!(
             up,
             Upstream {
@@ -294,7 +324,7 @@ mod tests {
             .set_account_status(f.account.id, AccountStatus::Active)
             .await
             .unwrap();
-        f.directory.authorize(&f.lease).await.unwrap();
+        f.directory.authorize(&f.lease, &[]).await.unwrap();
     }
 
     #[tokio::test]
@@ -319,6 +349,32 @@ mod tests {
             d.message.contains("access to resource pg was revoked"),
             "{}",
             d.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pinned_resource_goes_only_to_matching_gateways() {
+        let f = fixture().await;
+        let mut resource = f
+            .store
+            .get_resource(f.lease.resource_id)
+            .await
+            .unwrap()
+            .unwrap();
+        resource
+            .tags
+            .insert(pinning::PIN_TAG.into(), "region=eu".into());
+        f.store.update_resource(resource).await.unwrap();
+        // The embedded gateway has no tags.
+        let d = refusal(&f).await;
+        assert_eq!(d.kind, ErrorKind::Forbidden);
+        assert!(d.message.contains("pinned"), "{}", d.message);
+        let eu = BTreeMap::from([("region".to_owned(), "eu".to_owned())]);
+        let us = BTreeMap::from([("region".to_owned(), "us".to_owned())]);
+        f.directory.decide(&f.lease, &eu).await.unwrap();
+        assert_eq!(
+            f.directory.decide(&f.lease, &us).await.unwrap_err().kind,
+            ErrorKind::Forbidden
         );
     }
 

@@ -1,5 +1,6 @@
 //! The control plane's decisions that other parts consult: the gateway's [`Directory`] (where a
-//! verified lease may go) and the gateway liveness rules.
+//! verified lease may go), the gateway liveness rules, the identities of standalone gateways and
+//! the pinning of resources to gateways by tag.
 //!
 //! [`Directory`]: crate::gateway::Directory
 
@@ -7,6 +8,8 @@ use std::time::Duration;
 
 mod audit_writer;
 mod directory;
+pub mod gateway_identities;
+pub mod pinning;
 
 pub use audit_writer::StoreAuditWriter;
 pub use directory::StoreDirectory;

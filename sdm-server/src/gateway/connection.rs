@@ -102,7 +102,7 @@ async fn serve(
 
     let record = Record::start(config, &lease, &upstream, peer);
     // From here on, revoking access also ends this connection.
-    let registration = registry.register(&lease);
+    let registration = registry.register(&lease, &lease_bytes);
     if upstream.kind == ResourceKind::Postgres {
         // PostgreSQL failures are told to the client in its own protocol, so the stream is
         // declared connected first.
@@ -322,7 +322,7 @@ async fn admit(
             };
             (None, denied)
         })?;
-    match config.directory.authorize(&lease).await {
+    match config.directory.authorize(&lease, lease_bytes).await {
         Ok(upstream) => Ok((lease, upstream)),
         Err(denied) => Err((Some(lease), denied)),
     }

@@ -29,8 +29,11 @@ pub trait Directory: Send + Sync + 'static {
     /// The upstream for a lease whose signature and expiry were already verified, or why not:
     /// the account is suspended or gone (`Unauthenticated`), the session ended
     /// (`Unauthenticated`), the grant was removed (`Forbidden`), the resource was deleted
-    /// (`ResourceNotFound`).
-    async fn authorize(&self, lease: &Lease) -> Result<Upstream, Denied>;
+    /// (`ResourceNotFound`), the resource is pinned to other gateways (`Forbidden`).
+    ///
+    /// `signed` is the lease as the client presented it (signature included), for directories
+    /// that ask a control plane elsewhere, which checks the signature again.
+    async fn authorize(&self, lease: &Lease, signed: &[u8]) -> Result<Upstream, Denied>;
 
     /// A number that grows whenever access may have been taken away; `None` when the control
     /// plane's state cannot be read right now. The gateway re-checks its open connections when
@@ -118,6 +121,12 @@ impl Gateway {
     /// Binds and starts serving in the background.
     pub async fn start(config: GatewayConfig) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(config.listen).await?;
+        Gateway::start_on(listener, config)
+    }
+
+    /// Starts serving on a listener bound already (`config.listen` is then only informative):
+    /// for a gateway that must know its port before its certificate exists.
+    pub fn start_on(listener: TcpListener, config: GatewayConfig) -> std::io::Result<Gateway> {
         let local_addr = listener.local_addr()?;
         let (shutdown, _) = watch::channel(false);
         let config = Arc::new(config);

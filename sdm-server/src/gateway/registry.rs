@@ -21,6 +21,7 @@ pub(crate) const POLL: Duration = Duration::from_secs(1);
 
 struct Entry {
     lease: Lease,
+    signed: Arc<[u8]>,
     stop: watch::Sender<Option<Denied>>,
 }
 
@@ -56,7 +57,7 @@ impl Registration {
 }
 
 impl Registry {
-    pub(crate) fn register(self: &Arc<Self>, lease: &Lease) -> Registration {
+    pub(crate) fn register(self: &Arc<Self>, lease: &Lease, signed: &[u8]) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = watch::channel(None);
         if let Ok(mut open) = self.open.lock() {
@@ -64,6 +65,7 @@ impl Registry {
                 id,
                 Entry {
                     lease: lease.clone(),
+                    signed: Arc::from(signed),
                     stop,
                 },
             );
@@ -75,16 +77,16 @@ impl Registry {
         }
     }
 
-    /// The distinct leases of the open connections.
-    fn leases(&self) -> Vec<Lease> {
+    /// The distinct leases of the open connections, with their signed bytes.
+    fn leases(&self) -> Vec<(Lease, Arc<[u8]>)> {
         let Ok(open) = self.open.lock() else {
             return Vec::new();
         };
-        let mut by_id: HashMap<Uuid, Lease> = HashMap::new();
+        let mut by_id: HashMap<Uuid, (Lease, Arc<[u8]>)> = HashMap::new();
         for entry in open.values() {
             by_id
                 .entry(entry.lease.id)
-                .or_insert_with(|| entry.lease.clone());
+                .or_insert_with(|| (entry.lease.clone(), entry.signed.clone()));
         }
         by_id.into_values().collect()
     }
@@ -130,8 +132,8 @@ pub(crate) async fn watch_revocations(
             continue;
         }
         seen = Some(epoch);
-        for lease in registry.leases() {
-            match config.directory.authorize(&lease).await {
+        for (lease, signed) in registry.leases() {
+            match config.directory.authorize(&lease, &signed).await {
                 Err(denied) if is_revocation(denied.kind) => {
                     let n = registry.stop(lease.id, &denied);
                     tracing::info!(lease = %lease.id, account = %lease.account_id, connections = n, reason = %denied.message, "closing connections: access was revoked");

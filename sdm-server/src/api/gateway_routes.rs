@@ -1,0 +1,375 @@
+//! The routes standalone gateways call (`/v1/gateway/…`, gateway token): register, heartbeat,
+//! withdraw, authorize a lease, read the revocation epoch, upload audit events.
+//!
+//! Authorization answers carry decrypted credentials: they go only to an authenticated gateway,
+//! over TLS, for a lease whose signature this control plane checked, to a gateway the resource
+//! is pinned to; request and answer bodies are never logged.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sdm_proto::ErrorKind;
+use sdm_proto::api::{AuditRecord, Credentials};
+use sdm_proto::error::ApiError as WireError;
+use sdm_proto::gateway::{
+    AuditEvent as WireEvent, AuditUpload, Authorization, AuthorizeLease, GatewayRegistration,
+    GatewayUpstream, HeartbeatReply, MAX_AUDIT_EVENTS, RegisterGateway, RevocationEpoch,
+};
+use sdm_proto::lease::LeaseVerifier;
+use uuid::Uuid;
+
+use super::auth::GatewayCaller;
+use super::error::ApiError;
+use super::json::Json;
+use super::{ApiState, validate};
+use crate::control::gateway_identities::{self, GatewayIdentity};
+use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory};
+use crate::gateway::Upstream;
+use crate::keys::files::pem_encode;
+use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord, GatewayRecord, QueryRecord};
+
+/// Longest audited query text kept (the gateway cuts at 8 KiB already).
+const MAX_QUERY_TEXT: usize = 8 * 1024 + 8;
+/// Longest other audit text (names, addresses, outcomes, error messages).
+const MAX_AUDIT_TEXT: usize = 2048;
+
+/// `host:port` → host, refusing what clients could not connect to.
+fn address_host(address: &str) -> Result<String, ApiError> {
+    let (host, _) = crate::server::split_host_port(address, false).map_err(|why| {
+        ApiError::invalid(format!(
+            "gateway address {address:?} {why}; give the host:port clients connect to \
+             (sdm-server gateway --public-addr)"
+        ))
+    })?;
+    validate::hostname(&host)?;
+    if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        return Err(ApiError::invalid(format!(
+            "gateway address {address:?} is not an address clients can connect to; give \
+             sdm-server gateway --public-addr HOST:PORT"
+        )));
+    }
+    Ok(host)
+}
+
+/// The tags a gateway asks to serve under, which its token must allow.
+fn serving_tags(
+    identity: &GatewayIdentity,
+    requested: Option<&BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    let Some(requested) = requested else {
+        return Ok(identity.tags.clone());
+    };
+    validate::labels("gateway tag", requested)?;
+    for (key, value) in requested {
+        if identity.tags.get(key) != Some(value) {
+            let allowed: Vec<String> = identity
+                .tags
+                .iter()
+                .map(|(k, v)| {
+                    if v.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{k}={v}")
+                    }
+                })
+                .collect();
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "gateway {}'s token does not allow the tag {key}={value}; it allows [{}]. \
+                     Ask an admin for a gateway created with that tag",
+                    identity.name,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(requested.clone())
+}
+
+/// Validates a registration or heartbeat and marks the gateway seen now.
+async fn refresh(
+    state: &ApiState,
+    caller: GatewayCaller,
+    request: &RegisterGateway,
+) -> Result<(GatewayIdentity, GatewayRecord), ApiError> {
+    let mut identity = caller.identity;
+    if let Some(name) = &request.name
+        && *name != identity.name
+    {
+        return Err(ApiError::invalid(format!(
+            "this token belongs to gateway {:?}, not {name:?}",
+            identity.name
+        )));
+    }
+    validate::text("gateway version", &request.version, validate::MAX_TEXT_LEN)?;
+    let host = address_host(&request.address)?;
+    let tags = serving_tags(&identity, request.tags.as_ref())?;
+    if identity.registered_tags.as_ref() != Some(&tags) {
+        identity.registered_tags = Some(tags);
+        gateway_identities::write(state.store.as_ref(), &identity).await?;
+        state.gateway_tags.forget(&identity.name);
+    }
+    let id = state
+        .store
+        .list_gateways()
+        .await?
+        .into_iter()
+        .find(|r| r.name == identity.name)
+        .map_or_else(Uuid::new_v4, |r| r.id);
+    let row = state
+        .store
+        .upsert_gateway(GatewayRecord {
+            id,
+            name: identity.name.clone(),
+            address: request.address.clone(),
+            server_name: host,
+            last_seen: sdm_proto::unix_now(),
+        })
+        .await?;
+    Ok((identity, row))
+}
+
+/// `POST /v1/gateway/register`: marks the gateway live and hands it what it needs to serve.
+pub(crate) async fn register(
+    State(state): State<Arc<ApiState>>,
+    caller: GatewayCaller,
+    Json(request): Json<RegisterGateway>,
+) -> Result<axum::Json<GatewayRegistration>, ApiError> {
+    let (identity, row) = refresh(&state, caller, &request).await?;
+    let leaf = state
+        .ca
+        .issue_leaf(std::slice::from_ref(&row.server_name))
+        .map_err(|e| ApiError::internal("issuing a gateway certificate failed", &e))?;
+    let certificate_chain_pem = leaf
+        .chain
+        .iter()
+        .map(|c| pem_encode("CERTIFICATE", c.as_ref()))
+        .collect();
+    let private_key_pem = pem_encode("PRIVATE KEY", leaf.key.secret_der());
+    let revocation_epoch = state.store.revocation_epoch().await?;
+    tracing::info!(
+        gateway = %identity.name,
+        address = %row.address,
+        version = %request.version,
+        "gateway registered"
+    );
+    Ok(axum::Json(GatewayRegistration {
+        id: row.id,
+        name: identity.name.clone(),
+        tags: identity.serving_tags().clone(),
+        lease_keys: vec![URL_SAFE_NO_PAD.encode(state.signer.public_key())],
+        certificate_chain_pem,
+        private_key_pem,
+        heartbeat_secs: GATEWAY_HEARTBEAT.as_secs(),
+        revocation_epoch,
+    }))
+}
+
+/// `POST /v1/gateway/heartbeat`: the gateway is alive (and still at this address).
+pub(crate) async fn heartbeat(
+    State(state): State<Arc<ApiState>>,
+    caller: GatewayCaller,
+    Json(request): Json<RegisterGateway>,
+) -> Result<axum::Json<HeartbeatReply>, ApiError> {
+    refresh(&state, caller, &request).await?;
+    Ok(axum::Json(HeartbeatReply {
+        revocation_epoch: state.store.revocation_epoch().await?,
+    }))
+}
+
+/// `POST /v1/gateway/withdraw`: the gateway is stopping; offer it to no one from now on.
+pub(crate) async fn withdraw(
+    State(state): State<Arc<ApiState>>,
+    caller: GatewayCaller,
+) -> Result<StatusCode, ApiError> {
+    gateway_identities::withdraw(state.store.as_ref(), &caller.identity.name).await?;
+    tracing::info!(gateway = %caller.identity.name, "gateway withdrew");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/gateway/revocations`.
+pub(crate) async fn revocations(
+    State(state): State<Arc<ApiState>>,
+    _caller: GatewayCaller,
+) -> Result<axum::Json<RevocationEpoch>, ApiError> {
+    Ok(axum::Json(RevocationEpoch {
+        epoch: state.store.revocation_epoch().await?,
+    }))
+}
+
+fn denied(kind: ErrorKind, message: String) -> axum::Json<Authorization> {
+    axum::Json(Authorization::Denied(WireError {
+        kind: kind.as_str().to_owned(),
+        message,
+        candidates: Vec::new(),
+    }))
+}
+
+fn wire_upstream(up: Upstream) -> GatewayUpstream {
+    GatewayUpstream {
+        resource_name: up.resource_name,
+        kind: up.kind,
+        host: up.host,
+        port: up.port,
+        credentials: up.credentials.map(|c| Credentials {
+            username: c.username,
+            password: c.password,
+            database: c.database,
+        }),
+        upstream_tls: up.tls,
+        account_name: up.account_name,
+        labels: up.labels,
+    }
+}
+
+/// `POST /v1/gateway/authorize`: whether a lease a client presented still holds, and where it
+/// goes. A refusal is a 200 answer (`{"denied": …}`).
+pub(crate) async fn authorize(
+    State(state): State<Arc<ApiState>>,
+    caller: GatewayCaller,
+    Json(request): Json<AuthorizeLease>,
+) -> Result<axum::Json<Authorization>, ApiError> {
+    if request.lease.len() > 2 * sdm_proto::handshake::MAX_LEASE_LEN {
+        return Err(ApiError::invalid(
+            "the lease is too long to be an sdm lease",
+        ));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(&request.lease)
+        .map_err(|_| ApiError::invalid("the lease is not base64url without padding"))?;
+    let verifier = LeaseVerifier::new([state.signer.public_key()]);
+    let lease = match verifier.verify_signature(&bytes) {
+        Ok(lease) => lease,
+        Err(e) => {
+            return Ok(denied(
+                ErrorKind::Unauthenticated,
+                format!("the control plane refused the lease: {e}"),
+            ));
+        }
+    };
+    let directory = StoreDirectory::new(state.store.clone(), state.secrets.clone());
+    Ok(
+        match directory
+            .decide(&lease, caller.identity.serving_tags())
+            .await
+        {
+            Ok(upstream) => axum::Json(Authorization::Allowed(wire_upstream(upstream))),
+            Err(refusal) => {
+                tracing::debug!(gateway = %caller.identity.name, lease = %lease.id, kind = %refusal.kind, "lease refused for a gateway");
+                denied(refusal.kind, refusal.message)
+            }
+        },
+    )
+}
+
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn stored_event(event: WireEvent, gateway: &str) -> AuditEvent {
+    match event {
+        WireEvent::Started(r) => {
+            let AuditRecord {
+                id,
+                account_id,
+                account_name,
+                resource_id,
+                resource_name,
+                gateway: _,
+                session_id,
+                lease_id,
+                labels,
+                client_addr,
+                started_at,
+                ended_at,
+                bytes_up,
+                bytes_down,
+                outcome,
+                error,
+                query_count,
+            } = r;
+            AuditEvent::Started(ConnectionRecord {
+                id,
+                account_id,
+                account_name: cut(account_name, MAX_AUDIT_TEXT),
+                resource_id,
+                resource_name: cut(resource_name, MAX_AUDIT_TEXT),
+                gateway: gateway.to_owned(),
+                session_id,
+                lease_id,
+                labels,
+                client_addr: cut(client_addr, MAX_AUDIT_TEXT),
+                started_at,
+                ended_at,
+                bytes_up,
+                bytes_down,
+                outcome: cut(outcome, MAX_AUDIT_TEXT),
+                error: error.map(|e| cut(e, MAX_AUDIT_TEXT)),
+                query_count,
+            })
+        }
+        WireEvent::Ended(e) => AuditEvent::Ended(ConnectionEnd {
+            id: e.id,
+            ended_at: e.ended_at,
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+            outcome: cut(e.outcome, MAX_AUDIT_TEXT),
+            error: e.error.map(|e| cut(e, MAX_AUDIT_TEXT)),
+            query_count: e.query_count,
+        }),
+        WireEvent::Query(q) => AuditEvent::Query(QueryRecord {
+            connection_id: q.connection_id,
+            seq: q.seq,
+            at: q.at,
+            text: cut(q.text, MAX_QUERY_TEXT),
+        }),
+    }
+}
+
+/// `POST /v1/gateway/audit`: a batch of the gateway's audit events, written in one transaction.
+/// The records name the authenticated gateway, whatever the events say.
+pub(crate) async fn audit(
+    State(state): State<Arc<ApiState>>,
+    caller: GatewayCaller,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let upload: AuditUpload = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::invalid(format!("the audit upload is not valid: {e}"))
+            .with_status(StatusCode::UNPROCESSABLE_ENTITY)
+    })?;
+    if upload.events.len() > MAX_AUDIT_EVENTS {
+        return Err(ApiError::invalid(format!(
+            "an audit upload carries at most {MAX_AUDIT_EVENTS} events ({} sent)",
+            upload.events.len()
+        )));
+    }
+    for event in &upload.events {
+        if let WireEvent::Started(r) = event {
+            validate::labels("label", &r.labels)?;
+        }
+    }
+    let name = caller.identity.name;
+    let events: Vec<AuditEvent> = upload
+        .events
+        .into_iter()
+        .map(|e| stored_event(e, &name))
+        .collect();
+    if !events.is_empty() {
+        state.store.write_audit(events).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

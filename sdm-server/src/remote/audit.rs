@@ -1,0 +1,220 @@
+//! [`RemoteAuditSink`]: the standalone gateway's audit events, queued and uploaded to the
+//! control plane in batches by one background task, so that recording never waits on the
+//! network.
+//!
+//! The queue is bounded; when it is full (the control plane unreachable for long), events are
+//! dropped and counted rather than slowing connections down. A batch that fails to upload is
+//! retried with backoff a bounded number of times, in order, before the next one is sent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sdm_proto::api::{AuditRecord, routes};
+use sdm_proto::gateway::{
+    AuditEnd, AuditEvent as WireEvent, AuditQueryEvent, MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::client::{CallError, SharedControlPlane, backoff};
+use crate::gateway::AuditSink;
+use crate::store::AuditEvent;
+
+/// Events waiting to be uploaded; beyond this, events are dropped (and counted).
+const QUEUE: usize = 64 * 1024;
+/// Events read from the queue at once.
+const READ: usize = 2048;
+/// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
+const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;
+/// Attempts per batch before it is given up.
+const ATTEMPTS: u32 = 6;
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Queues audit events for the control plane.
+#[derive(Debug)]
+pub struct RemoteAuditSink {
+    queue: mpsc::Sender<AuditEvent>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RemoteAuditSink {
+    /// A sink and its task; the task ends after every sink handle is dropped and the queue is
+    /// uploaded (or given up).
+    pub(crate) fn start(control_plane: SharedControlPlane) -> (RemoteAuditSink, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(upload_loop(control_plane, rx, dropped.clone()));
+        (RemoteAuditSink { queue, dropped }, task)
+    }
+}
+
+impl AuditSink for RemoteAuditSink {
+    fn record(&self, event: AuditEvent) {
+        if self.queue.try_send(event).is_err() {
+            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
+            if before.is_power_of_two() {
+                tracing::warn!(
+                    dropped = before + 1,
+                    "the audit queue is full; events are being dropped"
+                );
+            }
+        }
+    }
+}
+
+fn wire(event: AuditEvent) -> WireEvent {
+    match event {
+        AuditEvent::Started(c) => WireEvent::Started(AuditRecord {
+            id: c.id,
+            account_id: c.account_id,
+            account_name: c.account_name,
+            resource_id: c.resource_id,
+            resource_name: c.resource_name,
+            gateway: c.gateway,
+            session_id: c.session_id,
+            lease_id: c.lease_id,
+            labels: c.labels,
+            client_addr: c.client_addr,
+            started_at: c.started_at,
+            ended_at: c.ended_at,
+            bytes_up: c.bytes_up,
+            bytes_down: c.bytes_down,
+            outcome: c.outcome,
+            error: c.error,
+            query_count: c.query_count,
+        }),
+        AuditEvent::Ended(e) => WireEvent::Ended(AuditEnd {
+            id: e.id,
+            ended_at: e.ended_at,
+            bytes_up: e.bytes_up,
+            bytes_down: e.bytes_down,
+            outcome: e.outcome,
+            error: e.error,
+            query_count: e.query_count,
+        }),
+        AuditEvent::Query(q) => WireEvent::Query(AuditQueryEvent {
+            connection_id: q.connection_id,
+            seq: q.seq,
+            at: q.at,
+            text: q.text,
+        }),
+    }
+}
+
+/// Splits events into upload bodies of at most [`MAX_AUDIT_EVENTS`] events and about
+/// [`BODY_TARGET`] bytes (one event alone may be larger, up to the query text limit).
+fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let mut size = 0;
+    let flush = |parts: &mut Vec<Vec<u8>>, size: &mut usize, out: &mut Vec<(usize, Vec<u8>)>| {
+        if parts.is_empty() {
+            return;
+        }
+        let mut body = Vec::with_capacity(*size + 16);
+        body.extend_from_slice(b"{\"events\":[");
+        body.extend_from_slice(&parts.join(&b","[..]));
+        body.extend_from_slice(b"]}");
+        out.push((parts.len(), body));
+        parts.clear();
+        *size = 0;
+    };
+    for event in events {
+        let Ok(json) = serde_json::to_vec(&wire(event)) else {
+            continue;
+        };
+        if !parts.is_empty() && (size + json.len() > BODY_TARGET || parts.len() >= MAX_AUDIT_EVENTS)
+        {
+            flush(&mut parts, &mut size, &mut out);
+        }
+        size += json.len() + 1;
+        parts.push(json);
+    }
+    flush(&mut parts, &mut size, &mut out);
+    out
+}
+
+async fn upload_loop(
+    control_plane: SharedControlPlane,
+    mut rx: mpsc::Receiver<AuditEvent>,
+    dropped: Arc<AtomicU64>,
+) {
+    let mut batch = Vec::with_capacity(READ);
+    while rx.recv_many(&mut batch, READ).await > 0 {
+        let events = std::mem::replace(&mut batch, Vec::with_capacity(READ));
+        for (count, body) in bodies(events) {
+            if !upload(&control_plane, body).await {
+                dropped.fetch_add(count as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let lost = dropped.load(Ordering::Relaxed);
+    if lost > 0 {
+        tracing::warn!(lost, "audit events were lost while this gateway ran");
+    }
+}
+
+/// Uploads one body, retrying transient failures; whether it was accepted.
+async fn upload(control_plane: &SharedControlPlane, body: Vec<u8>) -> bool {
+    for attempt in 0..ATTEMPTS {
+        match control_plane
+            .post_raw(routes::GATEWAY_AUDIT, Some(body.clone()), UPLOAD_TIMEOUT)
+            .await
+        {
+            Ok(()) => return true,
+            Err(CallError::Refused {
+                status, message, ..
+            }) if status != 401 => {
+                tracing::error!(status, %message, "the control plane refused audit events; they are lost");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt = attempt + 1, "uploading audit events failed");
+                if attempt + 1 < ATTEMPTS {
+                    tokio::time::sleep(backoff(
+                        attempt,
+                        Duration::from_millis(500),
+                        Duration::from_secs(10),
+                    ))
+                    .await;
+                }
+            }
+        }
+    }
+    tracing::error!("audit events could not be uploaded; they are lost");
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use sdm_proto::gateway::AuditUpload;
+
+    use super::*;
+    use crate::store::QueryRecord;
+
+    #[test]
+    fn large_batches_are_split_into_bounded_bodies() {
+        let id = Uuid::new_v4();
+        let events: Vec<AuditEvent> = (0..200u64)
+            .map(|seq| {
+                AuditEvent::Query(QueryRecord {
+                    connection_id: id,
+                    seq,
+                    at: 1,
+                    text: "x".repeat(8 * 1024),
+                })
+            })
+            .collect();
+        let bodies = bodies(events);
+        assert!(bodies.len() > 1);
+        assert_eq!(bodies.iter().map(|(n, _)| n).sum::<usize>(), 200);
+        for (_, body) in &bodies {
+            assert!(body.len() <= MAX_AUDIT_BODY_BYTES);
+            let parsed: AuditUpload = serde_json::from_slice(body).unwrap();
+            assert!(parsed.events.len() <= MAX_AUDIT_EVENTS);
+        }
+    }
+}

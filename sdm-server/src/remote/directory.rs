@@ -1,0 +1,282 @@
+//! [`RemoteDirectory`]: the gateway's [`Directory`] over the control plane's
+//! `/v1/gateway/authorize` and `/v1/gateway/revocations` routes.
+//!
+//! Positive answers are kept for a few seconds per lease, so that a burst of connections on one
+//! lease (and the second check of a warm connection) costs no round trip. The cache never
+//! outlives a revocation: whenever the revocation epoch moves (read every second by the
+//! gateway), the whole cache is dropped before the open connections are checked again, and an
+//! answer fetched before that moment is not stored afterwards. So open connections close within
+//! the same bound as on the control plane's own gateway; a new connection may be admitted on a
+//! cached answer until the next epoch read (at most about a second) and is then closed with the
+//! others.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sdm_proto::api::routes;
+use sdm_proto::gateway::{Authorization, AuthorizeLease, GatewayUpstream, RevocationEpoch};
+use sdm_proto::{ErrorKind, Lease};
+use uuid::Uuid;
+
+use super::client::{CallError, SharedControlPlane};
+use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
+
+/// How long a positive answer is reused (unless the revocation epoch moves first). Changes that
+/// take nothing away, such as a new password for the resource, reach connections opened after
+/// this long.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Bound on cached leases; past it the cache starts over.
+const CACHE_MAX: usize = 100_000;
+/// Bound on one authorization (the client is waiting).
+const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on one read of the revocation epoch (read every second).
+const EPOCH_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct Cache {
+    entries: HashMap<Uuid, (Instant, Upstream)>,
+}
+
+/// Asks the control plane where leases go.
+pub struct RemoteDirectory {
+    control_plane: SharedControlPlane,
+    name: String,
+    cache: Mutex<Cache>,
+    /// Moves with every drop of the cache; an answer fetched under an older value is not kept.
+    generation: AtomicU64,
+    last_epoch: Mutex<Option<i64>>,
+}
+
+impl std::fmt::Debug for RemoteDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteDirectory")
+            .field("name", &self.name)
+            .field("control_plane", &self.control_plane)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteDirectory {
+    /// A directory for the gateway `name`, asking `control_plane`.
+    pub(crate) fn new(control_plane: SharedControlPlane, name: String) -> RemoteDirectory {
+        RemoteDirectory {
+            control_plane,
+            name,
+            cache: Mutex::new(Cache {
+                entries: HashMap::new(),
+            }),
+            generation: AtomicU64::new(0),
+            last_epoch: Mutex::new(None),
+        }
+    }
+
+    fn cached(&self, lease: Uuid) -> Option<Upstream> {
+        let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .entries
+            .get(&lease)
+            .filter(|(at, _)| at.elapsed() < CACHE_TTL)
+            .map(|(_, up)| up.clone())
+    }
+
+    fn remember(&self, lease: Uuid, upstream: &Upstream, generation: u64) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        // Checked under the lock that `forget_all` takes, so a drop cannot slip in between.
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
+        if cache.entries.len() >= CACHE_MAX {
+            cache.entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            if cache.entries.len() >= CACHE_MAX {
+                cache.entries.clear();
+            }
+        }
+        cache
+            .entries
+            .insert(lease, (Instant::now(), upstream.clone()));
+    }
+
+    fn forget(&self, lease: Uuid) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entries
+            .remove(&lease);
+    }
+
+    fn forget_all(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        cache.entries.clear();
+    }
+
+    fn unavailable(&self, e: &CallError) -> Denied {
+        let message = match e {
+            CallError::Refused { status: 401, .. } => format!(
+                "gateway {}'s token was refused by the control plane; it can serve no one until \
+                 an admin gives it a valid gateway token",
+                self.name
+            ),
+            CallError::Refused { message, .. } => format!(
+                "gateway {} could not check the lease with the control plane: {message}",
+                self.name
+            ),
+            CallError::Unavailable(_) => format!(
+                "gateway {} cannot reach the control plane to check the lease; try again shortly",
+                self.name
+            ),
+        };
+        tracing::warn!(gateway = %self.name, error = %e, "authorizing a lease failed");
+        // Never a revocation kind: failing to ask must not close open connections.
+        Denied {
+            kind: ErrorKind::Internal,
+            message,
+        }
+    }
+}
+
+fn upstream(up: GatewayUpstream) -> Upstream {
+    Upstream {
+        resource_name: up.resource_name,
+        kind: up.kind,
+        host: up.host,
+        port: up.port,
+        credentials: up.credentials.map(|c| UpstreamCredentials {
+            username: c.username,
+            password: c.password,
+            database: c.database,
+        }),
+        tls: up.upstream_tls,
+        account_name: up.account_name,
+        labels: up.labels,
+    }
+}
+
+#[async_trait::async_trait]
+impl Directory for RemoteDirectory {
+    async fn authorize(&self, lease: &Lease, signed: &[u8]) -> Result<Upstream, Denied> {
+        if let Some(up) = self.cached(lease.id) {
+            return Ok(up);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        let request = AuthorizeLease {
+            lease: URL_SAFE_NO_PAD.encode(signed),
+        };
+        let answer: Authorization = self
+            .control_plane
+            .post(routes::GATEWAY_AUTHORIZE, &request, AUTHORIZE_TIMEOUT)
+            .await
+            .map_err(|e| self.unavailable(&e))?;
+        match answer {
+            Authorization::Allowed(up) => {
+                let up = upstream(up);
+                self.remember(lease.id, &up, generation);
+                Ok(up)
+            }
+            Authorization::Denied(refusal) => {
+                self.forget(lease.id);
+                Err(Denied {
+                    kind: refusal.kind(),
+                    message: refusal.message,
+                })
+            }
+        }
+    }
+
+    async fn revocation_epoch(&self) -> Option<i64> {
+        let read: Result<RevocationEpoch, _> = self
+            .control_plane
+            .get(routes::GATEWAY_REVOCATIONS, EPOCH_TIMEOUT)
+            .await;
+        match read {
+            Ok(RevocationEpoch { epoch }) => {
+                let mut last = self
+                    .last_epoch
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if *last != Some(epoch) {
+                    // Before the gateway re-checks its connections: they must get fresh answers.
+                    self.forget_all();
+                    *last = Some(epoch);
+                }
+                Some(epoch)
+            }
+            Err(e) => {
+                tracing::warn!(gateway = %self.name, error = %e, "cannot read the revocation epoch");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use sdm_proto::ResourceKind;
+    use sdm_proto::api::UpstreamTls;
+
+    use super::*;
+
+    fn directory() -> RemoteDirectory {
+        let token = sdm_proto::Token::generate(
+            sdm_proto::TokenKind::Gateway,
+            "https://127.0.0.1:1",
+            [0; 32],
+        )
+        .unwrap();
+        let cp = super::super::client::ControlPlane::new(&["https://127.0.0.1:1".into()], &token)
+            .unwrap();
+        RemoteDirectory::new(std::sync::Arc::new(cp), "gw".into())
+    }
+
+    fn up() -> Upstream {
+        Upstream {
+            resource_name: "pg".into(),
+            kind: ResourceKind::Postgres,
+            host: "db".into(),
+            port: 5432,
+            credentials: None,
+            tls: UpstreamTls::default(),
+            account_name: "etl".into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_drop_of_the_cache_wins_over_an_answer_fetched_before_it() {
+        let d = directory();
+        let lease = Uuid::new_v4();
+        let before = d.generation.load(Ordering::SeqCst);
+        d.remember(lease, &up(), before);
+        assert!(d.cached(lease).is_some());
+        // An answer fetched before the epoch moved is not kept afterwards.
+        let stale = d.generation.load(Ordering::SeqCst);
+        d.forget_all();
+        assert!(d.cached(lease).is_none());
+        d.remember(lease, &up(), stale);
+        assert!(d.cached(lease).is_none());
+        d.remember(lease, &up(), d.generation.load(Ordering::SeqCst));
+        assert!(d.cached(lease).is_some());
+        d.forget(lease);
+        assert!(d.cached(lease).is_none());
+    }
+
+    #[test]
+    fn failing_to_ask_is_never_a_revocation() {
+        let d = directory();
+        for e in [
+            CallError::Unavailable("down".into()),
+            CallError::Refused {
+                status: 401,
+                kind: ErrorKind::Unauthenticated,
+                message: "no".into(),
+            },
+        ] {
+            assert_eq!(d.unavailable(&e).kind, ErrorKind::Internal);
+        }
+    }
+}

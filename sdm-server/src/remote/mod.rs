@@ -1,0 +1,463 @@
+//! [`StandaloneGateway`]: a gateway with no database of its own (`sdm-server gateway`).
+//!
+//! It runs the same gateway code as `sdm-server serve`, with a [`RemoteDirectory`] that asks the
+//! control plane where leases go and a [`RemoteAuditSink`] that uploads the audit trail, both
+//! over the `/v1/gateway/…` routes with a gateway token and the pinned CA. At start it registers
+//! (and receives the lease verification keys and a TLS certificate issued by the installation's
+//! CA for its public address); then it heartbeats so that clients are offered it, polls the
+//! revocation epoch every second, renews its certificate daily, and withdraws when stopped.
+//! Several control plane URLs may be given: the next is used when one fails.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sdm_server::remote::StandaloneError> {
+//! use sdm_server::remote::{StandaloneConfig, StandaloneGateway};
+//! let config = StandaloneConfig::new(std::env::var("SDM_GATEWAY_TOKEN").unwrap_or_default())
+//!     .control_planes(["https://cp-a.internal:8443", "https://cp-b.internal:8443"])
+//!     .listen("0.0.0.0:8444".parse().unwrap())
+//!     .public_addr("gw-eu-1.internal:8444");
+//! let gateway = StandaloneGateway::start(config).await?;
+//! // … until asked to stop:
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sdm_proto::api::routes;
+use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
+use sdm_proto::lease::LeaseVerifier;
+use sdm_proto::{Token, TokenKind};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+mod args;
+mod audit;
+mod client;
+mod directory;
+mod tls;
+
+pub use args::GatewayArgs;
+pub use audit::RemoteAuditSink;
+pub use directory::RemoteDirectory;
+
+use client::{CallError, ControlPlane, SharedControlPlane, backoff};
+
+use crate::gateway::{Gateway, GatewayConfig};
+use crate::keys::ca::Leaf;
+use crate::keys::tls::{ALPN_GATEWAY, LeafResolver, server_config};
+
+/// How long a client has to finish TLS and the HELLO, by default.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for a control plane to answer, by default.
+pub const DEFAULT_REGISTER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often the certificate is renewed (it is valid for 90 days).
+const RENEWAL: Duration = Duration::from_secs(24 * 3600);
+const RENEWAL_RETRY: Duration = Duration::from_secs(3600);
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on each step of a clean stop.
+const STOP_STEP: Duration = Duration::from_secs(10);
+
+/// How to run a standalone gateway.
+#[derive(Clone)]
+pub struct StandaloneConfig {
+    token: String,
+    control_planes: Vec<String>,
+    listen: SocketAddr,
+    public_addr: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+    handshake_timeout: Duration,
+    register_timeout: Duration,
+}
+
+impl std::fmt::Debug for StandaloneConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneConfig")
+            .field("token", &"<redacted>")
+            .field("control_planes", &self.control_planes)
+            .field("listen", &self.listen)
+            .field("public_addr", &self.public_addr)
+            .field("tags", &self.tags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StandaloneConfig {
+    /// A gateway authenticating with this gateway token (`sdm_gw_…`), listening on
+    /// `127.0.0.1:8444`, talking to the control plane URL the token carries.
+    pub fn new(token: impl Into<String>) -> StandaloneConfig {
+        StandaloneConfig {
+            token: token.into(),
+            control_planes: Vec::new(),
+            listen: crate::DEFAULT_GATEWAY_LISTEN,
+            public_addr: None,
+            tags: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            register_timeout: DEFAULT_REGISTER_TIMEOUT,
+        }
+    }
+
+    /// Control plane URLs (`https://host:port`), tried in order; the next is used when one
+    /// fails. Default: the URL in the token.
+    pub fn control_planes<I, S>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.control_planes = urls.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Address to listen on (port 0 picks a free one).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The `host:port` clients connect to, when it differs from the bound address; its host is
+    /// the name the gateway's certificate is issued for.
+    pub fn public_addr(mut self, addr: impl Into<String>) -> Self {
+        self.public_addr = Some(addr.into());
+        self
+    }
+
+    /// The tags to serve under (they must be among those the gateway's token allows). Default:
+    /// all of them.
+    pub fn tags(mut self, tags: BTreeMap<String, String>) -> Self {
+        self.tags = Some(tags);
+        self
+    }
+
+    /// How long a client has to finish TLS and the HELLO (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long start-up waits for a control plane to answer (default 120 s).
+    pub fn register_timeout(mut self, timeout: Duration) -> Self {
+        self.register_timeout = timeout;
+        self
+    }
+}
+
+/// A standalone gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StandaloneError {
+    /// A setting is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A control plane answered and refused the registration (bad token, tags not allowed, …).
+    #[error("the control plane refused to register this gateway: {0}")]
+    Refused(String),
+    /// No control plane answered in time.
+    #[error("no control plane answered within {} s: {why}", after.as_secs())]
+    Unreachable {
+        /// How long start-up waited.
+        after: Duration,
+        /// What happened at each control plane.
+        why: String,
+    },
+    /// The control plane's answer could not be used.
+    #[error("the control plane's registration answer is unusable: {0}")]
+    Registration(String),
+    /// The listener could not be bound.
+    #[error("cannot listen for the gateway on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running standalone gateway.
+pub struct StandaloneGateway {
+    name: String,
+    address: String,
+    local_addr: SocketAddr,
+    control_plane: SharedControlPlane,
+    gateway: Option<Gateway>,
+    tasks: Vec<JoinHandle<()>>,
+    audit_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for StandaloneGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneGateway")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+fn leaf_from(registration: &GatewayRegistration) -> Result<Leaf, StandaloneError> {
+    let unusable = |what: &str| StandaloneError::Registration(what.to_owned());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(registration.certificate_chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|_| unusable("the certificate chain is not PEM"))?;
+    if chain.len() < 2 {
+        return Err(unusable(
+            "the certificate chain lacks the leaf or the CA certificate",
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(registration.private_key_pem.as_bytes())
+        .map_err(|_| unusable("the private key is not PEM"))?;
+    Ok(Leaf { chain, key })
+}
+
+fn verifier_from(registration: &GatewayRegistration) -> Result<LeaseVerifier, StandaloneError> {
+    let keys = registration
+        .lease_keys
+        .iter()
+        .map(|k| URL_SAFE_NO_PAD.decode(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| StandaloneError::Registration("a lease key is not base64url".into()))?;
+    if keys.is_empty() {
+        return Err(StandaloneError::Registration(
+            "no lease verification key".into(),
+        ));
+    }
+    Ok(LeaseVerifier::new(keys))
+}
+
+/// Registers, retrying while no control plane answers (up to `bound`).
+async fn register(
+    control_plane: &ControlPlane,
+    request: &RegisterGateway,
+    bound: Duration,
+) -> Result<GatewayRegistration, StandaloneError> {
+    let deadline = Instant::now() + bound;
+    let mut attempt = 0;
+    loop {
+        match control_plane
+            .post(routes::GATEWAY_REGISTER, request, CALL_TIMEOUT)
+            .await
+        {
+            Ok(registration) => return Ok(registration),
+            Err(CallError::Refused { message, .. }) => {
+                return Err(StandaloneError::Refused(message));
+            }
+            Err(CallError::Unavailable(why)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(StandaloneError::Unreachable { after: bound, why });
+                }
+                tracing::warn!(%why, "no control plane answered yet; retrying");
+                let pause = backoff(attempt, Duration::from_millis(500), Duration::from_secs(10));
+                tokio::time::sleep(pause.min(left)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+impl StandaloneGateway {
+    /// Registers with the control plane, binds and starts serving.
+    pub async fn start(config: StandaloneConfig) -> Result<StandaloneGateway, StandaloneError> {
+        let token = Token::parse(&config.token)
+            .map_err(|e| StandaloneError::Config(format!("the gateway token is not valid: {e}")))?;
+        if token.kind != TokenKind::Gateway {
+            return Err(StandaloneError::Config(
+                "this is not a gateway token; sdm-server gateway needs a gateway token \
+                 (sdm_gw_…), which an admin creates with POST /v1/admin/gateways"
+                    .into(),
+            ));
+        }
+        let urls = if config.control_planes.is_empty() {
+            vec![token.api_url.clone()]
+        } else {
+            config.control_planes.clone()
+        };
+        let control_plane =
+            Arc::new(ControlPlane::new(&urls, &token).map_err(StandaloneError::Config)?);
+        let bind = |source| StandaloneError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind)?;
+        let local_addr = listener.local_addr().map_err(bind)?;
+        let address = match &config.public_addr {
+            Some(a) => a.clone(),
+            None if local_addr.ip().is_unspecified() => {
+                return Err(StandaloneError::Config(format!(
+                    "the gateway listens on all interfaces ({local_addr}); give the address \
+                     clients connect to with --public-addr HOST:PORT"
+                )));
+            }
+            None => local_addr.to_string(),
+        };
+        let request = RegisterGateway {
+            name: None,
+            address: address.clone(),
+            tags: config.tags.clone(),
+            version: format!("sdm-server/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let registration = register(&control_plane, &request, config.register_timeout).await?;
+        let resolver = LeafResolver::new(leaf_from(&registration)?)
+            .map_err(|e| StandaloneError::Registration(e.to_string()))?;
+        let tls = server_config(resolver.clone(), ALPN_GATEWAY)
+            .map_err(|e| StandaloneError::Registration(e.to_string()))?;
+        let leases = verifier_from(&registration)?;
+        let directory = Arc::new(RemoteDirectory::new(
+            control_plane.clone(),
+            registration.name.clone(),
+        ));
+        let (audit, audit_task) = RemoteAuditSink::start(control_plane.clone());
+        let gateway = Gateway::start_on(
+            listener,
+            GatewayConfig {
+                name: registration.name.clone(),
+                listen: local_addr,
+                tls,
+                leases,
+                directory,
+                audit: Arc::new(audit),
+                handshake_timeout: config.handshake_timeout,
+            },
+        )
+        .map_err(bind)?;
+        let every = Duration::from_secs(registration.heartbeat_secs.clamp(1, 60));
+        let tasks = vec![
+            tokio::spawn(heartbeat(control_plane.clone(), request.clone(), every)),
+            tokio::spawn(renew(control_plane.clone(), request, resolver)),
+        ];
+        tracing::info!(
+            name = %registration.name,
+            address = %address,
+            local_addr = %local_addr,
+            tags = ?registration.tags,
+            control_plane = %control_plane.current_url(),
+            "gateway registered with the control plane"
+        );
+        Ok(StandaloneGateway {
+            name: registration.name,
+            address,
+            local_addr,
+            control_plane,
+            gateway: Some(gateway),
+            tasks,
+            audit_task: Some(audit_task),
+        })
+    }
+
+    /// The name of its identity (clients and audit records show it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address clients are sent to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Withdraws from the gateways offered to clients, stops accepting, closes open connections
+    /// and uploads the rest of the audit trail (each step bounded).
+    pub async fn shutdown(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        match tokio::time::timeout(
+            STOP_STEP,
+            self.control_plane
+                .post_raw(routes::GATEWAY_WITHDRAW, None, CALL_TIMEOUT),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::info!(name = %self.name, "withdrew from the control plane"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not withdraw; clients skip this gateway until its registration goes stale")
+            }
+            Err(_) => tracing::warn!(
+                "withdrawing timed out; clients skip this gateway until its registration goes stale"
+            ),
+        }
+        if let Some(gateway) = self.gateway.take()
+            && tokio::time::timeout(STOP_STEP, gateway.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("the gateway did not stop in time");
+        }
+        if let Some(task) = self.audit_task.take()
+            && tokio::time::timeout(STOP_STEP, task).await.is_err()
+        {
+            tracing::warn!("the audit trail was not uploaded completely before the stop");
+        }
+        tracing::info!(name = %self.name, "gateway stopped");
+    }
+}
+
+impl Drop for StandaloneGateway {
+    fn drop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Keeps the registration fresh so that clients are offered this gateway.
+async fn heartbeat(control_plane: SharedControlPlane, request: RegisterGateway, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let answer: Result<HeartbeatReply, _> = control_plane
+            .post(routes::GATEWAY_HEARTBEAT, &request, CALL_TIMEOUT)
+            .await;
+        if let Err(e) = answer {
+            tracing::warn!(error = %e, "heartbeat failed; clients stop being offered this gateway if it keeps failing");
+        }
+    }
+}
+
+/// Registers again daily for a fresh certificate (valid 90 days); hourly after a failure.
+async fn renew(
+    control_plane: SharedControlPlane,
+    request: RegisterGateway,
+    resolver: Arc<LeafResolver>,
+) {
+    let mut next = RENEWAL;
+    loop {
+        tokio::time::sleep(next).await;
+        let renewed = match control_plane
+            .post::<_, GatewayRegistration>(routes::GATEWAY_REGISTER, &request, CALL_TIMEOUT)
+            .await
+        {
+            Ok(registration) => leaf_from(&registration)
+                .and_then(|leaf| {
+                    resolver
+                        .replace(leaf)
+                        .map_err(|e| StandaloneError::Registration(e.to_string()))
+                })
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        next = match renewed {
+            Ok(()) => {
+                tracing::info!("renewed the gateway's TLS certificate");
+                RENEWAL
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew the TLS certificate; trying again in an hour");
+                RENEWAL_RETRY
+            }
+        };
+    }
+}

@@ -1,0 +1,883 @@
+//! Standalone gateways as separate processes: a control plane (`sdm-server serve`) and
+//! `sdm-server gateway` processes on 127.0.0.1, the real client library in this process.
+//!
+//! A killed gateway is skipped with no error seen by the job; suspending an account closes
+//! connections open on standalone gateways within the revocation bound; credentials are injected
+//! through a standalone gateway (real PostgreSQL); resources pinned by tag are offered only with
+//! matching gateways and refused by the others; bad gateway tokens are refused; SIGTERM
+//! withdraws a gateway.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use sdm_core::admin::{AdminClient, AuditFilter, Credentials, NewResource};
+use sdm_core::{ErrorKind, ResourceKind, Session};
+use sdm_proto::api::{LeaseGrant, LeaseRequest, LoginRequest, LoginResponse, ResourceList};
+use sdm_proto::gateway::RegisterGateway;
+use sdm_proto::handshake::{self, Reply};
+use sdm_proto::{Token, TokenKind};
+use sdm_testkit::{EchoServer, HbaAuth, PgCluster, PgConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bound on a process reaching a state it logs.
+const WAIT: Duration = Duration::from_secs(60);
+/// Generous bound for "soon": the design bound is the gateway's 1 s revocation poll plus one
+/// re-check over HTTPS; the machine is shared, so the tests allow more and print what they saw.
+const SOON: Duration = Duration::from_secs(15);
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/// A child `sdm-server` process; killed when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sdm-server"));
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("SDM_SECRET_KEY")
+        .env_remove("SDM_GATEWAY_TOKEN");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let stderr = lines(child.stderr.take().unwrap());
+    Proc {
+        name: name.to_owned(),
+        child,
+        stdout,
+        stderr,
+        seen: Vec::new(),
+    }
+}
+
+impl Proc {
+    /// Reads stderr until a line contains `needle`; returns that line.
+    fn wait_for(&mut self, needle: &str) -> String {
+        tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.stderr.recv_timeout(left) {
+                    Ok(line) => {
+                        self.seen.push(line.clone());
+                        if line.contains(needle) {
+                            return line;
+                        }
+                    }
+                    Err(_) => panic!(
+                        "{}: no stderr line with {needle:?}; saw:\n{}",
+                        self.name,
+                        self.seen.join("\n")
+                    ),
+                }
+            }
+        })
+    }
+
+    fn first_stdout_line(&mut self) -> String {
+        tokio::task::block_in_place(|| {
+            self.stdout
+                .recv_timeout(WAIT)
+                .unwrap_or_else(|_| panic!("{}: nothing on stdout", self.name))
+        })
+    }
+
+    /// Everything written to stderr so far.
+    fn stderr_so_far(&mut self) -> String {
+        while let Ok(line) = self.stderr.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: sending a signal to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// Waits for the exit (bounded); returns the exit code (-1 for a signal) and all of stderr.
+    fn wait_exit(&mut self) -> (i32, String) {
+        let status = tokio::task::block_in_place(|| {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    break status;
+                }
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    panic!("{} did not exit", self.name);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        tokio::task::block_in_place(|| {
+            while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(300)) {
+                self.seen.push(line);
+            }
+        });
+        (status.code().unwrap_or(-1), self.seen.join("\n"))
+    }
+
+    /// Kills it as a crash would, and reaps it (so its sockets are closed).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> String {
+    let needle = format!("{key}=");
+    let start = line
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        + needle.len();
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// A control plane process (`serve`) with its embedded gateway, in a temporary data dir.
+struct ControlPlane {
+    proc: Proc,
+    url: String,
+    api_addr: SocketAddr,
+    admin_token: String,
+    admin: AdminClient,
+    client: common::Client,
+    dir: tempfile::TempDir,
+}
+
+async fn control_plane() -> ControlPlane {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut proc = spawn(
+        "control plane",
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    let admin_token = proc.first_stdout_line();
+    let running = proc.wait_for("sdm-server is running");
+    let url = field(&running, "api_url");
+    let api_addr: SocketAddr = field(&running, "api_addr").parse().unwrap();
+    let admin = AdminClient::new(&admin_token).unwrap();
+    let client = common::Client::new(&data, api_addr);
+    ControlPlane {
+        proc,
+        url,
+        api_addr,
+        admin_token,
+        admin,
+        client,
+        dir,
+    }
+}
+
+/// A standalone gateway process.
+struct Gw {
+    proc: Proc,
+    name: String,
+    addr: SocketAddr,
+}
+
+/// Starts `sdm-server gateway` with `token` and `args`, and waits until it registered.
+fn gateway(name: &str, token: &str, args: &[&str]) -> Gw {
+    let mut full = vec!["gateway", "--listen", "127.0.0.1:0"];
+    full.extend_from_slice(args);
+    let mut proc = spawn(name, &full, &[("SDM_GATEWAY_TOKEN", token)]);
+    let line = proc.wait_for("gateway registered with the control plane");
+    Gw {
+        proc,
+        name: field(&line, "name"),
+        addr: field(&line, "address").parse().unwrap(),
+    }
+}
+
+impl ControlPlane {
+    /// A gateway identity allowing `tags`, and a gateway process using it.
+    async fn gateway(&self, name: &str, tags: &[(&str, &str)], args: &[&str]) -> Gw {
+        let token = self.gateway_token(name, tags).await;
+        let mut full = args.to_vec();
+        full.extend_from_slice(&["--control-plane", self.url.as_str()]);
+        gateway(name, &token, &full)
+    }
+
+    async fn gateway_token(&self, name: &str, tags: &[(&str, &str)]) -> String {
+        let tags: BTreeMap<String, String> = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.admin.create_gateway(name, tags).await.unwrap().token
+    }
+
+    /// A service account granted `resources`, logged in through the real client library.
+    async fn session(&self, account: &str, resources: &[&str]) -> (String, Session) {
+        let token = self
+            .admin
+            .create_service_account(account)
+            .await
+            .unwrap()
+            .token;
+        for r in resources {
+            self.admin.grant(account, r).await.unwrap();
+        }
+        let session = Session::login(&token).await.unwrap();
+        (token, session)
+    }
+
+    /// A TCP resource for an echo server, pinned to gateways by `pin` (if any).
+    async fn echo_resource(&self, name: &str, echo: &EchoServer, pin: Option<&str>) {
+        let mut resource = NewResource::new(name, ResourceKind::Tcp, "127.0.0.1").port(echo.port());
+        if let Some(pin) = pin {
+            resource = resource.tag("sdm.gateway", pin);
+        }
+        self.admin.create_resource(&resource).await.unwrap();
+    }
+
+    /// Connections through `gateway` that ended well, per the audit trail.
+    async fn ok_through(&self, resource: &str, gateway: &str, since: i64) -> usize {
+        let records = self
+            .admin
+            .audit(
+                &AuditFilter::default()
+                    .resource(resource)
+                    .since(since)
+                    .limit(1000),
+            )
+            .await
+            .unwrap()
+            .records;
+        records
+            .iter()
+            .filter(|r| r.gateway == gateway && r.outcome == "ok")
+            .count()
+    }
+
+    /// A lease for `resource` by raw API calls, as a client would get it.
+    async fn raw_lease(&self, token: &str, resource: &str) -> common::Reply {
+        let login: LoginResponse = self
+            .client
+            .post("/v1/login", Some(token), &LoginRequest::default())
+            .await
+            .expect_ok();
+        let list: ResourceList = self
+            .client
+            .get("/v1/resources", Some(token))
+            .await
+            .expect_ok();
+        let id = list
+            .resources
+            .iter()
+            .find(|r| r.name == resource)
+            .unwrap()
+            .id;
+        self.client
+            .post(
+                "/v1/leases",
+                Some(token),
+                &LeaseRequest {
+                    session_id: login.session_id,
+                    resource_id: id,
+                },
+            )
+            .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client-side helpers
+
+async fn echo_once(addr: SocketAddr) -> Result<(), String> {
+    let work = async {
+        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        s.write_all(b"ping").await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.map_err(|e| e.to_string())?;
+        if &buf == b"ping" {
+            Ok(())
+        } else {
+            Err(format!("echoed {buf:?}"))
+        }
+    };
+    tokio::time::timeout(SOON, work)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+async fn held_connection(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"hold").await.unwrap();
+    let mut buf = [0u8; 4];
+    tokio::time::timeout(SOON, s.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    s
+}
+
+/// Waits until the gateway cuts `s` (EOF or error), for at most [`SOON`].
+async fn cut_within_soon(s: &mut TcpStream, started: Instant) -> Option<Duration> {
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(SOON, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => Some(started.elapsed()),
+        _ => None,
+    }
+}
+
+async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The gateway's reply to a HELLO+OPEN with `lease`, over TLS trusting the CA in `data_dir`.
+async fn present_lease(data_dir: &std::path::Path, gateway: SocketAddr, lease: &[u8]) -> Reply {
+    use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(data_dir.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"sdm/1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(gateway).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(gateway.ip().into());
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut hello = handshake::encode_hello(lease);
+    hello.push(handshake::OPEN);
+    tls.write_all(&hello).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        if let Some((reply, n)) = handshake::decode_reply(&buf).unwrap() {
+            if reply == Reply::Ready {
+                buf.drain(..n);
+                continue;
+            }
+            return reply;
+        }
+        let n = tokio::time::timeout(SOON, tls.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "the gateway closed without a reply");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn lease_bytes(grant: &LeaseGrant) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&grant.lease)
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_go_through_standalone_gateways_and_survive_a_killed_one() {
+    let cp = control_plane().await;
+    // The first gateway is told about a control plane that is down first: it moves on.
+    let dead = format!("https://127.0.0.1:{}", sdm_testkit::free_port());
+    let mut gateways = vec![
+        cp.gateway("edge-1", &[("edge", "")], &["--control-plane", &dead])
+            .await,
+        cp.gateway("edge-2", &[("edge", "")], &[]).await,
+        cp.gateway("edge-3", &[("edge", "")], &[]).await,
+    ];
+    let echo = EchoServer::start().unwrap();
+    // Pinned to the edge gateways, so the control plane's own gateway never carries it.
+    cp.echo_resource("echo", &echo, Some("edge")).await;
+    let (_, session) = cp.session("etl", &["echo"]).await;
+    let started = sdm_proto::unix_now();
+    let tunnel = session.connect("echo").await.unwrap();
+    for i in 0..20 {
+        echo_once(tunnel.local_addr())
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: {e}"));
+    }
+    // The gateway a new lease starts at is random: kill the one this tunnel uses, as a crash
+    // would, once it has carried connections.
+    let mut used = None;
+    assert!(
+        eventually(SOON, async || {
+            for (i, g) in gateways.iter().enumerate() {
+                if cp.ok_through("echo", &g.name, started).await > 0 {
+                    used = Some(i);
+                    return true;
+                }
+            }
+            false
+        })
+        .await,
+        "no standalone gateway carried a connection"
+    );
+    let mut victim = gateways.remove(used.unwrap());
+    println!("killing {} ({})", victim.name, victim.addr);
+    victim.proc.kill();
+    let killed_at = sdm_proto::unix_now();
+
+    // The job keeps going: every new connection, through the tunnel and by dial, succeeds.
+    for i in 0..40 {
+        echo_once(tunnel.local_addr())
+            .await
+            .unwrap_or_else(|e| panic!("after the kill, round {i}: {e}"));
+        if i % 5 == 0 {
+            let mut d = session.dial("echo").await.unwrap();
+            d.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            d.read_exact(&mut one).await.unwrap();
+        }
+    }
+    assert!(tunnel.is_open());
+    assert!(tunnel.last_error().is_none(), "{:?}", tunnel.last_error());
+    // …carried by the other gateways, whose audit trail reached the control plane.
+    let mut survivors = 0;
+    assert!(
+        eventually(SOON, async || {
+            survivors = 0;
+            for g in &gateways {
+                survivors += cp.ok_through("echo", &g.name, killed_at).await;
+            }
+            survivors >= 40
+        })
+        .await,
+        "only {survivors} connections recorded through the surviving gateways"
+    );
+    for g in &mut gateways {
+        let logs = g.proc.stderr_so_far();
+        assert!(!logs.contains(" ERROR "), "{}:\n{logs}", g.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_an_account_closes_connections_on_standalone_gateways() {
+    let cp = control_plane().await;
+    let gateways = [
+        cp.gateway("edge-a", &[("edge", "")], &[]).await,
+        cp.gateway("edge-b", &[("edge", "")], &[]).await,
+    ];
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo, Some("edge")).await;
+    let token = cp.admin.create_service_account("etl").await.unwrap().token;
+    cp.admin.grant("etl", "echo").await.unwrap();
+    // Sessions, each with its own lease (starting at a random gateway), until connections are
+    // open on both gateways.
+    let since = sdm_proto::unix_now();
+    let mut sessions = Vec::new();
+    let mut tunnels = Vec::new();
+    let mut held = Vec::new();
+    let mut per_gateway: Vec<(String, usize)> = Vec::new();
+    for _ in 0..16 {
+        let session = Session::login(&token).await.unwrap();
+        let tunnel = session.connect("echo").await.unwrap();
+        held.push(held_connection(tunnel.local_addr()).await);
+        held.push(held_connection(tunnel.local_addr()).await);
+        tunnels.push(tunnel);
+        sessions.push(session);
+        let expected = held.len();
+        assert!(
+            eventually(SOON, async || {
+                let records = cp
+                    .admin
+                    .audit(&AuditFilter::default().resource("echo").since(since))
+                    .await
+                    .unwrap()
+                    .records;
+                per_gateway = gateways
+                    .iter()
+                    .map(|g| {
+                        let open = records
+                            .iter()
+                            .filter(|r| r.gateway == g.name && r.outcome == "open")
+                            .count();
+                        (g.name.clone(), open)
+                    })
+                    .collect();
+                per_gateway.iter().map(|(_, n)| n).sum::<usize>() == expected
+            })
+            .await,
+            "open connections per gateway: {per_gateway:?}"
+        );
+        if per_gateway.iter().all(|(_, n)| *n > 0) {
+            break;
+        }
+    }
+    println!("open connections per gateway: {per_gateway:?}");
+    assert!(per_gateway.iter().all(|(_, n)| *n > 0), "{per_gateway:?}");
+
+    cp.admin.suspend_account("etl").await.unwrap();
+    let suspended = Instant::now();
+    let mut worst = Duration::ZERO;
+    for (i, s) in held.iter_mut().enumerate() {
+        let took = cut_within_soon(s, suspended).await;
+        assert!(
+            took.is_some(),
+            "connection {i} stayed open after the suspension"
+        );
+        worst = worst.max(took.unwrap());
+    }
+    println!(
+        "revocation through standalone gateways: all {} open connections closed {:?} after the suspension",
+        held.len(),
+        worst
+    );
+    // The tunnels learn why and close; new connections are refused.
+    for tunnel in &tunnels {
+        assert!(
+            eventually(SOON, async || !tunnel.is_open()).await,
+            "a tunnel stayed open"
+        );
+        assert_eq!(
+            tunnel.close_reason().unwrap().kind(),
+            ErrorKind::Unauthenticated
+        );
+    }
+    let err = sessions[0].dial("echo").await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Unauthenticated | ErrorKind::Forbidden
+        ),
+        "{err}"
+    );
+    // Each cut connection is in the audit trail, with the reason.
+    assert!(
+        eventually(SOON, async || {
+            let records = cp
+                .admin
+                .audit(&AuditFilter::default().resource("echo").since(since))
+                .await
+                .unwrap()
+                .records;
+            records
+                .iter()
+                .filter(|r| r.outcome == "unauthenticated" && r.ended_at.is_some())
+                .count()
+                >= held.len()
+        })
+        .await,
+        "the cut connections were not audited"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_injected_through_a_standalone_gateway() {
+    const PASSWORD: &str = "Pw-standalone-3f0e-never-seen";
+    if !PgCluster::available() {
+        eprintln!("note: PostgreSQL is not installed; skipping");
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(|| {
+        let pg = PgCluster::start(PgConfig::default().auth(HbaAuth::Scram)).unwrap();
+        pg.psql(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
+        )
+        .unwrap();
+        pg.psql("postgres", "CREATE DATABASE app OWNER app")
+            .unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let cp = control_plane().await;
+    let mut gw = cp.gateway("db-side", &[("dc", "db")], &[]).await;
+    cp.admin
+        .create_resource(
+            &NewResource::new("app-db", ResourceKind::Postgres, pg.host())
+                .port(pg.port())
+                .tag("sdm.gateway", "dc=db")
+                .credentials(Credentials {
+                    username: "app".into(),
+                    password: PASSWORD.into(),
+                    database: Some("app".into()),
+                }),
+        )
+        .await
+        .unwrap();
+    let (_, session) = cp.session("bi", &["app-db"]).await;
+    let tunnel = session.connect("app-db").await.unwrap();
+    let config = format!(
+        "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
+        tunnel.host(),
+        tunnel.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    let row = client
+        .query_one("SELECT current_user || '@' || current_database()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "app@app");
+    drop(client);
+    let _ = connection.await;
+
+    // The audit trail, queries included, reached the control plane from the gateway.
+    assert!(
+        eventually(SOON, async || {
+            let records = cp
+                .admin
+                .audit(&AuditFilter::default().resource("app-db"))
+                .await
+                .unwrap()
+                .records;
+            records
+                .iter()
+                .any(|r| r.gateway == "db-side" && r.outcome == "ok" && r.query_count >= 1)
+        })
+        .await,
+        "no audit record with queries from the standalone gateway"
+    );
+    // The password was never logged by either process.
+    assert!(!gw.proc.stderr_so_far().contains(PASSWORD));
+    let mut cp = cp;
+    assert!(!cp.proc.stderr_so_far().contains(PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_resources_are_offered_only_with_matching_gateways_and_refused_by_others() {
+    let cp = control_plane().await;
+    let eu = cp.gateway("gw-eu", &[("region", "eu")], &[]).await;
+    let us = cp.gateway("gw-us", &[("region", "us")], &[]).await;
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("db-eu", &echo, Some("region=eu")).await;
+    cp.echo_resource("db-ap", &echo, Some("region=ap")).await;
+    cp.echo_resource("anywhere", &echo, None).await;
+    let (token, session) = cp.session("etl", &["db-eu", "db-ap", "anywhere"]).await;
+
+    // The lease for a pinned resource names only the matching gateway, every time.
+    for _ in 0..8 {
+        let grant: LeaseGrant = cp.raw_lease(&token, "db-eu").await.expect_ok();
+        let names: Vec<&str> = grant.gateways.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["gw-eu"]);
+    }
+    // An unpinned resource may go through any gateway, the embedded one included.
+    let grant: LeaseGrant = cp.raw_lease(&token, "anywhere").await.expect_ok();
+    let mut names: Vec<&str> = grant.gateways.iter().map(|g| g.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["embedded", "gw-eu", "gw-us"]);
+    // No live gateway matches: unhealthy, and no lease.
+    let message = cp
+        .raw_lease(&token, "db-ap")
+        .await
+        .expect_error(502, "gateway_unreachable");
+    assert!(message.contains("pinned"), "{message}");
+    let resources = session.list_resources().await.unwrap();
+    let health: BTreeMap<&str, bool> = resources
+        .iter()
+        .map(|r| (r.name.as_str(), r.healthy))
+        .collect();
+    assert_eq!(
+        health,
+        BTreeMap::from([("anywhere", true), ("db-ap", false), ("db-eu", true)])
+    );
+
+    // The client library connects through the EU gateway.
+    let tunnel = session.connect("db-eu").await.unwrap();
+    echo_once(tunnel.local_addr()).await.unwrap();
+    assert!(
+        eventually(SOON, async || cp.ok_through("db-eu", "gw-eu", 0).await > 0).await,
+        "the EU gateway carried nothing"
+    );
+
+    // A genuine lease presented to the US gateway is refused there: it never learns where the
+    // resource is.
+    let grant: LeaseGrant = cp.raw_lease(&token, "db-eu").await.expect_ok();
+    let data_dir = cp.dir.path().join("data");
+    match present_lease(&data_dir, us.addr, &lease_bytes(&grant)).await {
+        Reply::Error { kind, message } => {
+            assert_eq!(kind, sdm_proto::ErrorKind::Forbidden, "{message}");
+            assert!(message.contains("pinned"), "{message}");
+        }
+        other => panic!("the US gateway accepted a lease for an EU resource: {other:?}"),
+    }
+    // The EU gateway accepts the same lease.
+    assert_eq!(
+        present_lease(&data_dir, eu.addr, &lease_bytes(&grant)).await,
+        Reply::Connected
+    );
+
+    // A gateway may not claim tags its token does not allow.
+    let token_us2 = cp.gateway_token("gw-us-2", &[("region", "us")]).await;
+    let mut claim = spawn(
+        "gw-us-2",
+        &[
+            "gateway",
+            "--control-plane",
+            &cp.url,
+            "--listen",
+            "127.0.0.1:0",
+            "--tags",
+            "region=eu",
+        ],
+        &[("SDM_GATEWAY_TOKEN", &token_us2)],
+    );
+    let (code, logs) = claim.wait_exit();
+    assert_eq!(code, 1, "{logs}");
+    assert!(logs.contains("does not allow the tag region=eu"), "{logs}");
+    drop((eu, us));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_gateway_tokens_are_refused() {
+    let cp = control_plane().await;
+    let fingerprint = {
+        let token = Token::parse(&cp.admin_token).unwrap();
+        token.ca_fingerprint
+    };
+    // A well-formed gateway token the control plane never issued.
+    let forged = Token::generate(TokenKind::Gateway, &cp.url, fingerprint)
+        .unwrap()
+        .encode();
+    let mut p = spawn(
+        "forged",
+        &["gateway", "--listen", "127.0.0.1:0"],
+        &[("SDM_GATEWAY_TOKEN", &forged)],
+    );
+    let (code, logs) = p.wait_exit();
+    assert_eq!(code, 1, "{logs}");
+    assert!(logs.contains("gateway token is not valid"), "{logs}");
+    // A service token is not a gateway token.
+    let service = cp.admin.create_service_account("etl").await.unwrap().token;
+    let mut p = spawn(
+        "service",
+        &["gateway", "--listen", "127.0.0.1:0"],
+        &[("SDM_GATEWAY_TOKEN", &service)],
+    );
+    let (code, logs) = p.wait_exit();
+    assert_eq!(code, 1, "{logs}");
+    assert!(logs.contains("not a gateway token"), "{logs}");
+    // A deleted gateway's token stops working at once.
+    let token = cp.gateway_token("short-lived", &[]).await;
+    cp.admin.delete_gateway("short-lived").await.unwrap();
+    let body = RegisterGateway {
+        name: None,
+        address: "127.0.0.1:9".into(),
+        tags: None,
+        version: String::new(),
+    };
+    let reply = cp
+        .client
+        .post("/v1/gateway/register", Some(&token), &body)
+        .await;
+    let message = reply.expect_error(401, "unauthenticated");
+    assert!(message.contains("gateway token"), "{message}");
+    // The gateway routes want a gateway token; gateway tokens open nothing else.
+    let reply = cp
+        .client
+        .get("/v1/gateway/revocations", Some(&service))
+        .await;
+    reply.expect_error(403, "forbidden");
+    let reply = cp
+        .client
+        .get("/v1/gateway/revocations", Some("sdm_gw_garbage"))
+        .await;
+    reply.expect_error(401, "invalid_token");
+    let live = cp.gateway_token("live", &[]).await;
+    let reply = cp.client.get("/v1/resources", Some(&live)).await;
+    let message = reply.expect_error(403, "forbidden");
+    assert!(message.contains("gateway token"), "{message}");
+    let reply = cp.client.get("/v1/admin/gateways", Some(&live)).await;
+    reply.expect_error(403, "forbidden");
+    // Only admins manage gateways.
+    let reply = cp.client.get("/v1/admin/gateways", Some(&service)).await;
+    reply.expect_error(403, "forbidden");
+    let _ = cp.api_addr;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_withdraws_the_gateway_at_once() {
+    let cp = control_plane().await;
+    let mut gw = cp.gateway("leaving", &[("edge", "")], &[]).await;
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo, Some("edge")).await;
+    let (token, _session) = cp.session("etl", &["echo"]).await;
+    let listed = cp.admin.list_gateways().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].live, "{listed:?}");
+    assert_eq!(
+        listed[0].address.as_deref(),
+        Some(gw.addr.to_string().as_str())
+    );
+    let _: LeaseGrant = cp.raw_lease(&token, "echo").await.expect_ok();
+
+    gw.proc.signal(libc::SIGTERM);
+    let (code, logs) = gw.proc.wait_exit();
+    assert_eq!(code, 0, "{logs}");
+    assert!(logs.contains("withdrew from the control plane"), "{logs}");
+    // Not offered any more, without waiting for its registration to go stale.
+    let listed = cp.admin.list_gateways().await.unwrap();
+    assert!(!listed[0].live, "{listed:?}");
+    let message = cp
+        .raw_lease(&token, "echo")
+        .await
+        .expect_error(502, "gateway_unreachable");
+    assert!(message.contains("pinned"), "{message}");
+}
