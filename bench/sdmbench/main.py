@@ -265,8 +265,14 @@ class Run:
             for path, inst in self.order(rep, insts):
                 if self.remaining() < 0:
                     return
+                before = {r: cpu_seconds(inst.procs.role(r)) for r in ("client", "gateway")}
                 data = ttfb(inst.ports[0], self.cfg.lat_conns, self.cfg.lat_warmup,
                             self.cfg.lat_max_s)
+                conns = data["n"] + data["errors"] + self.cfg.lat_warmup
+                for r in ("client", "gateway"):
+                    if inst.procs.role(r):
+                        spent = cpu_seconds(inst.procs.role(r)) - before[r]
+                        data[f"{r}_cpu_ms_per_conn"] = round(spent * 1e3 / max(conns, 1), 3)
                 if data["errors"] or not data["n"]:
                     self.fail(f"B {path.name} rep {rep}: {data['errors']} errors")
                 self.emit({"section": "B", "path": path.name, "rep": rep, **data})

@@ -61,6 +61,8 @@ def summarize(recs: list[dict]) -> dict:
         "pg_tpcb": series(recs, "C", "tps", "tpcb"),
         "pg_connect": series(recs, "C", "tps", "connect"),
         "import_total": series(recs, "E", "total_ms"),
+        "conn_cpu_client": series(recs, "B", "client_cpu_ms_per_conn"),
+        "conn_cpu_gateway": series(recs, "B", "gateway_cpu_ms_per_conn"),
     }
     out: dict = {}
     for m, by_path in metrics.items():
@@ -227,6 +229,14 @@ def render(run_dir: str) -> str:
     L.append("")
     L += metric_table(s, "ttfb_p99", labels, "p99 ms", 3, False)
     L.append("")
+    cpu = {m: s.get(m, {}) for m in ("conn_cpu_client", "conn_cpu_gateway")}
+    if any(cpu.values()):
+        L.append("CPU per new connection (ms, median over runs; clock ticks of 10 ms summed over "
+                 "the run): " + "; ".join(
+                     f"{labels.get(p, p)}: client {fmt(cpu['conn_cpu_client'].get(p, (None,))[0], 3)}"
+                     f", gateway {fmt(cpu['conn_cpu_gateway'].get(p, (None,))[0], 3)}"
+                     for p in ordered(set(cpu["conn_cpu_client"]) | set(cpu["conn_cpu_gateway"]))))
+        L.append("")
     if meta.get("negotiated"):
         L.append("Negotiated: " + "; ".join(f"{p}: " + ", ".join(f"{k}={v}" for k, v in f.items())
                                             for p, f in meta["negotiated"].items()))
