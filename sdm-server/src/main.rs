@@ -57,6 +57,10 @@ struct ServeArgs {
     /// Lease lifetime: seconds, or a number with s, m or h (2 s to 24 h).
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "300")]
     lease_ttl: Duration,
+    /// Name this process's gateway registers under; give each control plane sharing one
+    /// database its own.
+    #[arg(long, value_name = "NAME", default_value = "embedded")]
+    gateway_name: String,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -162,7 +166,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .data_dir(&args.data_dir)
         .listen(args.listen)
         .gateway_listen(args.gateway_listen)
-        .lease_ttl(args.lease_ttl);
+        .lease_ttl(args.lease_ttl)
+        .gateway_name(args.gateway_name.clone());
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());
     }
