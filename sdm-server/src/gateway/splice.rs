@@ -9,8 +9,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Denied;
 
-/// Per direction: large enough for full TLS records and bulk transfers.
-const BUFFER: usize = 64 * 1024;
+/// Per direction, a connection starts with a small buffer: most connections carry small
+/// messages (queries, rows) or sit idle, and a gateway holds thousands of them. A read that
+/// fills the buffer means a bulk transfer: the buffer then grows (×4 at a time) up to
+/// [`MAX_BUFFER`], large enough for full TLS records and few syscalls per megabyte.
+const FIRST_BUFFER: usize = 4 * 1024;
+/// The largest buffer per direction.
+const MAX_BUFFER: usize = 64 * 1024;
 
 /// Sees every chunk of one direction, in order, before it is written on.
 pub(crate) trait Tap: Send {
@@ -61,6 +66,8 @@ struct Pump {
     done: bool,
     moved: u64,
     need_flush: bool,
+    /// The last read filled the buffer (more was probably waiting).
+    full: bool,
 }
 
 enum PumpError {
@@ -71,14 +78,30 @@ enum PumpError {
 impl Pump {
     fn new() -> Pump {
         Pump {
-            buf: vec![0u8; BUFFER].into_boxed_slice(),
+            // Allocated by the first read (see `grow`).
+            buf: Box::default(),
             pos: 0,
             cap: 0,
             eof: false,
             done: false,
             moved: 0,
             need_flush: false,
+            full: false,
         }
+    }
+
+    /// Before a read into an empty buffer: allocates the first buffer, or a larger one when
+    /// the last read filled it. Never called with bytes pending, so nothing is copied.
+    fn grow(&mut self) {
+        let want = if self.buf.is_empty() {
+            FIRST_BUFFER
+        } else if self.full && self.buf.len() < MAX_BUFFER {
+            (self.buf.len() * 4).min(MAX_BUFFER)
+        } else {
+            return;
+        };
+        self.buf = vec![0u8; want].into_boxed_slice();
+        self.full = false;
     }
 
     /// Moves bytes until the reader is exhausted (then, with `shutdown`, closes the writer's
@@ -97,6 +120,7 @@ impl Pump {
     {
         loop {
             if self.pos == self.cap && !self.eof {
+                self.grow();
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match reader.as_mut().poll_read(cx, &mut rb) {
                     Poll::Pending => {
@@ -115,6 +139,7 @@ impl Pump {
                             tap.observe(&self.buf[..n]);
                             self.pos = 0;
                             self.cap = n;
+                            self.full = n == self.buf.len();
                         }
                     }
                 }
@@ -217,5 +242,64 @@ where
         up: up.moved,
         down: down.moved,
         end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    /// Reads `reader` to its end while `pump` moves it into `writer`.
+    async fn pump_all(pump: &mut Pump, bytes: Vec<u8>) -> Vec<u8> {
+        let (mut source, mut reader) = duplex(256 * 1024);
+        let (mut writer, mut sink) = duplex(256 * 1024);
+        let feed = tokio::spawn(async move {
+            source.write_all(&bytes).await.unwrap();
+            source.shutdown().await.unwrap();
+        });
+        let drain = tokio::spawn(async move {
+            let mut out = Vec::new();
+            sink.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        std::future::poll_fn(|cx| {
+            pump.poll_pump(
+                cx,
+                Pin::new(&mut reader),
+                Pin::new(&mut writer),
+                &mut NoTap,
+                true,
+            )
+        })
+        .await
+        .map_err(|_| "pump failed")
+        .unwrap();
+        feed.await.unwrap();
+        drain.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_messages_keep_the_small_buffer() {
+        let mut pump = Pump::new();
+        assert!(
+            pump.buf.is_empty(),
+            "nothing is allocated before the first read"
+        );
+        let out = pump_all(&mut pump, b"SELECT 1".to_vec()).await;
+        assert_eq!(out, b"SELECT 1");
+        assert_eq!(pump.buf.len(), FIRST_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn bulk_grows_the_buffer_and_moves_every_byte_in_order() {
+        let mut pump = Pump::new();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let out = pump_all(&mut pump, bytes.clone()).await;
+        assert_eq!(out.len(), bytes.len());
+        assert!(out == bytes, "bytes changed on the way");
+        assert_eq!(pump.moved, bytes.len() as u64);
+        assert_eq!(pump.buf.len(), MAX_BUFFER);
     }
 }
