@@ -62,16 +62,14 @@ async fn serve(
             return;
         }
     };
-    let (lease, mut upstream) = match admit(config, &lease_bytes).await {
-        Ok(pair) => pair,
-        Err((lease, denied)) => {
-            if let Some(lease) = lease {
-                record_refusal(config, &lease, peer, &denied);
-            }
-            return refuse(&mut client, peer, denied).await;
-        }
+    // The lease's signature and lifetime are checked now; whether it still grants access is
+    // asked of the directory once, when the connection is put to use (OPEN). A warm connection
+    // is only a promise: asking at HELLO too would double the directory's work for every
+    // connection and could not spare the question at OPEN (access may be revoked meanwhile).
+    let lease = match verify(config, &lease_bytes) {
+        Ok(lease) => lease,
+        Err(denied) => return refuse(&mut client, peer, denied).await,
     };
-
     let mut replies = handshake::encode_reply(&Reply::Ready);
     if pending.first() == Some(&handshake::OPEN) {
         pending.remove(0);
@@ -90,15 +88,17 @@ async fn serve(
             Ok(Ok(_)) => return refuse(&mut client, peer, protocol("expected OPEN")).await,
             Ok(Err(_)) | Err(_) => return, // closed or idle too long: nothing to say
         }
-        // Access may have been revoked, and the resource changed, while the connection waited.
-        match admit(config, &lease_bytes).await {
-            Ok((_, current)) => upstream = current,
-            Err((_, denied)) => {
-                record_refusal(config, &lease, peer, &denied);
-                return refuse(&mut client, peer, denied).await;
-            }
+        if let Err(denied) = check_expiry(config, &lease) {
+            return refuse(&mut client, peer, denied).await;
         }
     }
+    let upstream = match config.directory.authorize(&lease, &lease_bytes).await {
+        Ok(upstream) => upstream,
+        Err(denied) => {
+            record_refusal(config, &lease, peer, &denied);
+            return refuse(&mut client, peer, denied).await;
+        }
+    };
 
     let record = Record::start(config, &lease, &upstream, peer);
     // From here on, revoking access also ends this connection.
@@ -306,26 +306,29 @@ async fn greet(
     }
 }
 
-/// Verifies the lease offline, then asks the directory whether it still holds. A refusal
-/// carries the lease when its signature was good (so that it can be audited).
-async fn admit(
-    config: &GatewayConfig,
-    lease_bytes: &[u8],
-) -> Result<(Lease, Upstream), (Option<Lease>, Denied)> {
-    let lease = config
+/// Verifies the lease offline: signature, key, lifetime (with the tolerated clock difference).
+fn verify(config: &GatewayConfig, lease_bytes: &[u8]) -> Result<Lease, Denied> {
+    config
         .leases
         .verify(lease_bytes, sdm_proto::unix_now(), LEASE_SKEW_SECS)
-        .map_err(|e| {
-            let denied = Denied {
-                kind: ErrorKind::Unauthenticated,
-                message: format!("gateway {} refused the lease: {e}", config.name),
-            };
-            (None, denied)
-        })?;
-    match config.directory.authorize(&lease, lease_bytes).await {
-        Ok(upstream) => Ok((lease, upstream)),
-        Err(denied) => Err((Some(lease), denied)),
+        .map_err(|e| Denied {
+            kind: ErrorKind::Unauthenticated,
+            message: format!("gateway {} refused the lease: {e}", config.name),
+        })
+}
+
+/// A verified lease that waited (warm) may have expired meanwhile.
+fn check_expiry(config: &GatewayConfig, lease: &Lease) -> Result<(), Denied> {
+    if sdm_proto::unix_now() > lease.expires_at.saturating_add(LEASE_SKEW_SECS) {
+        return Err(Denied {
+            kind: ErrorKind::Unauthenticated,
+            message: format!(
+                "gateway {} refused the lease: it expired while the connection waited",
+                config.name
+            ),
+        });
     }
+    Ok(())
 }
 
 async fn connect_upstream(
