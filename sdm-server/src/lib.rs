@@ -6,6 +6,7 @@ mod api;
 pub mod control;
 pub mod gateway;
 pub mod keys;
+pub mod migrate;
 pub mod remote;
 mod server;
 pub mod store;

@@ -28,8 +28,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the control plane and one gateway on an embedded SQLite database.
+    /// Run the control plane and one gateway on an embedded SQLite database (or on PostgreSQL
+    /// with --database-url).
     Serve(ServeArgs),
+    /// Copy an installation's state from its SQLite database into an empty PostgreSQL database.
+    Migrate(MigrateArgs),
     /// Run a standalone gateway with no database, attached to one or more control planes.
     Gateway(sdm_server::remote::GatewayArgs),
 }
@@ -39,6 +42,16 @@ struct ServeArgs {
     /// Directory for keys and the database (created with mode 0700 if missing).
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
+    /// Keep the state in PostgreSQL (postgres://user:password@host:port/dbname) instead of
+    /// DIR/sdm.db; keys still come from DIR. Prefer the environment variable: a command line is
+    /// visible to other users.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SDM_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
     /// Address of the HTTPS API.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
@@ -61,6 +74,24 @@ struct ServeArgs {
     /// database its own.
     #[arg(long, value_name = "NAME", default_value = "embedded")]
     gateway_name: String,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The SQLite database: sqlite:PATH, PATH being sdm.db or the data directory holding it.
+    #[arg(long, value_name = "sqlite:PATH")]
+    from: String,
+    /// The PostgreSQL database (postgres://user:password@host:port/dbname).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SDM_DATABASE_URL",
+        hide_env_values = true
+    )]
+    to: String,
+    /// Replace what the PostgreSQL database holds instead of refusing a non-empty one.
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -138,6 +169,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Migrate(args) => runtime.block_on(migrate(args)),
         Command::Gateway(args) => runtime.block_on(gateway(args)),
     };
     match outcome {
@@ -154,7 +186,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Refuse early, before creating anything, when a fresh installation could not write its
     // token where asked.
     if let Some(path) = &args.admin_token_file {
-        let fresh = !args.data_dir.join("sdm.db").exists();
+        // With PostgreSQL, whether the installation is new is known only once connected.
+        let fresh = args.database_url.is_none() && !args.data_dir.join("sdm.db").exists();
         if fresh && path.exists() {
             return Err(format!(
                 "--admin-token-file {} already exists; remove it or choose another path",
@@ -170,6 +203,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .gateway_name(args.gateway_name.clone());
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());
+    }
+    if let Some(url) = &args.database_url {
+        builder = builder.database_url(url);
     }
     if let Some(addr) = &args.gateway_public_addr {
         builder = builder.gateway_public_addr(addr.clone());
@@ -213,6 +249,25 @@ async fn gateway(args: sdm_server::remote::GatewayArgs) -> Result<(), String> {
     signals.recv().await;
     tracing::info!("shutting down");
     gateway.shutdown().await;
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> Result<(), String> {
+    let migration = sdm_server::migrate::Migration::parse(&args.from, &args.to, args.force)
+        .map_err(|e| one_line(&e))?;
+    let started = std::time::Instant::now();
+    let counts = migration.run().await.map_err(|e| one_line(&e))?;
+    println!(
+        "copied {counts} from {} to {} in {:.1} s",
+        migration.source().display(),
+        migration.target(),
+        started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "sdm-server: next, start the control plane on PostgreSQL with the same keys: \
+         sdm-server serve --data-dir DIR --database-url URL (DIR holding this installation's \
+         ca.pem, ca.key, lease.key and secret.key, or SDM_SECRET_KEY set)"
+    );
     Ok(())
 }
 

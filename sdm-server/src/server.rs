@@ -31,7 +31,9 @@ use crate::control::{GATEWAY_HEARTBEAT, StoreAuditWriter, StoreDirectory};
 use crate::gateway::{AuditSink, Gateway, GatewayConfig};
 use crate::keys::tls::{self, LeafResolver};
 use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
-use crate::store::{AccountRecord, GatewayRecord, SqliteStore, Store, StoreError};
+use crate::store::{
+    AccountRecord, DatabaseUrl, GatewayRecord, PostgresStore, SqliteStore, Store, StoreError,
+};
 
 /// Default API address (loopback only).
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -71,6 +73,15 @@ pub enum ServerError {
     Database {
         /// The database file.
         path: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// The PostgreSQL database could not be reached or set up.
+    #[error("cannot use the PostgreSQL database {url}")]
+    Postgres {
+        /// Its URL, without the password.
+        url: String,
         /// Why.
         #[source]
         source: StoreError,
@@ -117,6 +128,7 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             data_dir: None,
+            database_url: None,
             listen: DEFAULT_LISTEN,
             gateway_listen: DEFAULT_GATEWAY_LISTEN,
             public_url: None,
@@ -132,6 +144,8 @@ impl Server {
 #[derive(Debug, Clone)]
 pub struct ServerBuilder {
     data_dir: Option<PathBuf>,
+    /// Parsed when given; a parse error is reported by `start`.
+    database_url: Option<Result<DatabaseUrl, String>>,
     listen: SocketAddr,
     gateway_listen: SocketAddr,
     public_url: Option<String>,
@@ -145,6 +159,24 @@ impl ServerBuilder {
     /// Where keys and the database live (created with mode 0700 if missing). Required.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// Keep the state in PostgreSQL (`postgres://user:password@host:port/dbname`) instead of
+    /// `sdm.db` in the data directory, so that several control planes can share it. The keys
+    /// still come from the data directory (or `SDM_SECRET_KEY`): every control plane on one
+    /// database needs the same `ca.pem`, `ca.key`, `lease.key` and `secret.key`.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(DatabaseUrl::parse(url).map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }));
         self
     }
 
@@ -520,11 +552,24 @@ async fn check_secret_key(store: &dyn Store, secrets: &SecretBox) -> Result<(), 
             let sealed = secrets.seal(SECRET_KEY_CHECK_TEXT).map_err(|_| {
                 ServerError::Config("cannot use the credential-encryption key".into())
             })?;
-            store
+            let stored = store
                 .put_setting_if_absent(SECRET_KEY_CHECK, sealed)
                 .await
                 .map_err(state("store the key check"))?;
-            Ok(())
+            if stored {
+                return Ok(());
+            }
+            // Another control plane sharing the database stored its check first: ours must
+            // open it, never replace it.
+            match store
+                .get_setting(SECRET_KEY_CHECK)
+                .await
+                .map_err(state("read the key check"))?
+                .map(|sealed| secrets.open(&sealed))
+            {
+                Some(Ok(text)) if text == SECRET_KEY_CHECK_TEXT => Ok(()),
+                _ => Err(ServerError::SecretKeyMismatch),
+            }
         }
     }
 }
@@ -561,6 +606,16 @@ async fn bootstrap_admin(
             Ok(()) => {
                 tracing::info!(account = %name, "created the first admin account");
                 return Ok(Some(token.encode()));
+            }
+            // Another control plane sharing the database created the first admin meanwhile.
+            Err(StoreError::Conflict { .. })
+                if store
+                    .count_admins()
+                    .await
+                    .map_err(state("count admin accounts"))?
+                    > 0 =>
+            {
+                return Ok(None);
             }
             // A service account already has the name: use a distinct one.
             Err(StoreError::Conflict { .. }) if attempt == 0 => {
@@ -616,29 +671,53 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         .transpose()?;
     let secret_key_env = secret_key_from_env()?;
 
-    // Keys, then the database (whose existence says whether this is a new installation).
+    // Keys and the database. Whether the installation exists already decides whether missing
+    // keys may be created: for SQLite the database file tells, for PostgreSQL what it holds.
     let db_path = data_dir.join(crate::store::sqlite::FILE);
+    let postgres = match b.database_url.clone() {
+        Some(url) => {
+            let url = url.map_err(|e| ServerError::Config(format!("--database-url: {e}")))?;
+            let fail = |source| ServerError::Postgres {
+                url: url.redacted(),
+                source,
+            };
+            let store = PostgresStore::connect(&url).await.map_err(fail)?;
+            let existing = store
+                .get_setting(SECRET_KEY_CHECK)
+                .await
+                .map_err(fail)?
+                .is_some()
+                || store.count_admins().await.map_err(fail)? > 0;
+            tracing::info!(database = %url, existing, "using PostgreSQL");
+            Some((Arc::new(store) as Arc<dyn Store>, existing))
+        }
+        None => None,
+    };
     let keys = {
         let data_dir = data_dir.clone();
         let db_path = db_path.clone();
+        let existing_postgres = postgres.as_ref().map(|(_, existing)| *existing);
         blocking(move || {
-            let existing = db_path.exists();
+            let existing = existing_postgres.unwrap_or_else(|| db_path.exists());
             Keys::load_or_create(&data_dir, existing, secret_key_env.as_deref())
                 .map_err(ServerError::Keys)
         })
         .await?
     };
-    let store: Arc<dyn Store> = {
-        let db_path = db_path.clone();
-        Arc::new(
-            blocking(move || {
-                SqliteStore::open(&db_path).map_err(|source| ServerError::Database {
-                    path: db_path.clone(),
-                    source,
+    let store: Arc<dyn Store> = match postgres {
+        Some((store, _)) => store,
+        None => {
+            let db_path = db_path.clone();
+            Arc::new(
+                blocking(move || {
+                    SqliteStore::open(&db_path).map_err(|source| ServerError::Database {
+                        path: db_path.clone(),
+                        source,
+                    })
                 })
-            })
-            .await?,
-        )
+                .await?,
+            )
+        }
     };
     let Keys {
         ca,

@@ -108,9 +108,10 @@ impl CertificateAuthority {
             }
             (None, None) if !existing_state => Self::create(&key_path, &cert_path),
             (None, None) => Err(KeyError::Inconsistent(format!(
-                "{} holds a database but no CA ({CERT_FILE}, {KEY_FILE}); every token issued \
-                 pins that CA, so a new one is not created. Restore {CERT_FILE} and {KEY_FILE} \
-                 from a backup",
+                "{} has no CA ({CERT_FILE}, {KEY_FILE}) but the installation's database exists; \
+                 every token issued pins that CA, so a new one is not created. Restore \
+                 {CERT_FILE} and {KEY_FILE} from a backup, or copy them from another control \
+                 plane of this installation",
                 data_dir.display()
             ))),
             (Some(_), None) | (None, Some(_)) => Err(KeyError::Inconsistent(format!(

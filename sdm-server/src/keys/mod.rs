@@ -127,7 +127,8 @@ impl Keys {
                     None if existing_state => {
                         return Err(KeyError::Inconsistent(format!(
                             "{} is missing but the database holds credentials sealed with it; \
-                             restore it from a backup or set {SECRET_KEY_ENV} to its contents",
+                             restore it from a backup (or copy it from another control plane \
+                             of this installation), or set {SECRET_KEY_ENV} to its contents",
                             path.display()
                         )));
                     }
