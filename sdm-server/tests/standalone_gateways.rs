@@ -881,3 +881,165 @@ async fn sigterm_withdraws_the_gateway_at_once() {
         .expect_error(502, "gateway_unreachable");
     assert!(message.contains("pinned"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_routes_bound_their_input_and_say_what_is_wrong() {
+    use sdm_proto::gateway::{
+        AuditEnd, AuditEvent, AuditUpload, Authorization, AuthorizeLease, GatewayRegistration,
+    };
+    let cp = control_plane().await;
+    let token = cp.gateway_token("gw", &[("region", "eu")]).await;
+    let register = |address: &str| RegisterGateway {
+        name: None,
+        address: address.into(),
+        tags: None,
+        version: "test".into(),
+    };
+    // Addresses clients could not use are refused.
+    for bad in ["0.0.0.0:8444", "gw.example.com", "[::1", "a b:1"] {
+        let reply = cp
+            .client
+            .post("/v1/gateway/register", Some(&token), &register(bad))
+            .await;
+        let message = reply.expect_error(400, "invalid_argument");
+        assert!(
+            message.contains("address") || message.contains("hostname"),
+            "{bad}: {message}"
+        );
+    }
+    // Another gateway's name.
+    let mut named = register("127.0.0.1:9");
+    named.name = Some("other".into());
+    let reply = cp
+        .client
+        .post("/v1/gateway/register", Some(&token), &named)
+        .await;
+    assert!(
+        reply
+            .expect_error(400, "invalid_argument")
+            .contains("belongs to gateway")
+    );
+    // A good registration carries a certificate for the host and the lease key.
+    let registration: GatewayRegistration = cp
+        .client
+        .post(
+            "/v1/gateway/register",
+            Some(&token),
+            &register("127.0.0.1:9"),
+        )
+        .await
+        .expect_ok();
+    assert_eq!(registration.name, "gw");
+    assert_eq!(registration.lease_keys.len(), 1);
+    assert!(registration.private_key_pem.contains("PRIVATE KEY"));
+    assert_eq!(
+        registration
+            .certificate_chain_pem
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2
+    );
+
+    // Leases: not base64, not a lease, and a tampered one.
+    let authorize = |lease: &str| AuthorizeLease {
+        lease: lease.into(),
+    };
+    let reply = cp
+        .client
+        .post("/v1/gateway/authorize", Some(&token), &authorize("!!!"))
+        .await;
+    reply.expect_error(400, "invalid_argument");
+    let reply = cp
+        .client
+        .post(
+            "/v1/gateway/authorize",
+            Some(&token),
+            &authorize(&"A".repeat(4000)),
+        )
+        .await;
+    reply.expect_error(400, "invalid_argument");
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo, None).await;
+    let (service, _session) = cp.session("etl", &["echo"]).await;
+    let grant: LeaseGrant = cp.raw_lease(&service, "echo").await.expect_ok();
+    let mut tampered = lease_bytes(&grant);
+    tampered[40] ^= 1;
+    let tampered = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tampered)
+    };
+    let answer: Authorization = cp
+        .client
+        .post("/v1/gateway/authorize", Some(&token), &authorize(&tampered))
+        .await
+        .expect_ok();
+    match answer {
+        Authorization::Denied(e) => assert_eq!(e.kind, "unauthenticated", "{}", e.message),
+        other => panic!("a tampered lease was authorized: {other:?}"),
+    }
+    let answer: Authorization = cp
+        .client
+        .post(
+            "/v1/gateway/authorize",
+            Some(&token),
+            &authorize(&grant.lease),
+        )
+        .await
+        .expect_ok();
+    assert!(matches!(answer, Authorization::Allowed(ref up) if up.resource_name == "echo"));
+
+    // Audit uploads: too many events, too many bytes, the wrong shape.
+    let end = AuditEvent::Ended(AuditEnd {
+        id: uuid::Uuid::new_v4(),
+        ended_at: 1,
+        bytes_up: 0,
+        bytes_down: 0,
+        outcome: "ok".into(),
+        error: None,
+        query_count: 0,
+    });
+    let too_many = AuditUpload {
+        events: vec![end.clone(); sdm_proto::gateway::MAX_AUDIT_EVENTS + 1],
+    };
+    let reply = cp
+        .client
+        .post("/v1/gateway/audit", Some(&token), &too_many)
+        .await;
+    assert!(
+        reply
+            .expect_error(400, "invalid_argument")
+            .contains("at most")
+    );
+    let huge = vec![b' '; 2 * sdm_proto::gateway::MAX_AUDIT_BODY_BYTES];
+    let reply = cp
+        .client
+        .request(
+            "POST",
+            "/v1/gateway/audit",
+            Some(&token),
+            Some("application/json"),
+            huge,
+        )
+        .await;
+    reply.expect_error(413, "invalid_argument");
+    let reply = cp
+        .client
+        .request(
+            "POST",
+            "/v1/gateway/audit",
+            Some(&token),
+            Some("application/json"),
+            br#"{"events": 5}"#.to_vec(),
+        )
+        .await;
+    reply.expect_error(422, "invalid_argument");
+    let reply = cp
+        .client
+        .post(
+            "/v1/gateway/audit",
+            Some(&token),
+            &AuditUpload { events: vec![end] },
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.text());
+}

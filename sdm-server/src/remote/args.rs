@@ -12,8 +12,9 @@ use crate::control::pinning::parse_tags;
 /// Environment variable the gateway token may be given in (keeps it out of `ps`).
 pub const GATEWAY_TOKEN_ENV: &str = "SDM_GATEWAY_TOKEN";
 
-/// `sdm-server gateway`: a gateway with no database, attached to control planes.
-#[derive(Debug, Clone, Args)]
+/// `sdm-server gateway`: a gateway with no database, attached to control planes. `Debug` hides
+/// the token.
+#[derive(Clone, Args)]
 pub struct GatewayArgs {
     /// Control plane URL (https://host:port); repeat, or separate with commas, to give several:
     /// the next is used when one fails. Default: the URL the gateway token carries.
@@ -37,6 +38,22 @@ pub struct GatewayArgs {
     /// gateway token allows. Default: all of them.
     #[arg(long, value_name = "K=V,…", value_parser = parse_tag_list)]
     pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl std::fmt::Debug for GatewayArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayArgs")
+            .field("control_planes", &self.control_planes)
+            .field(
+                "gateway_token",
+                &self.gateway_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("gateway_token_file", &self.gateway_token_file)
+            .field("listen", &self.listen)
+            .field("public_addr", &self.public_addr)
+            .field("tags", &self.tags)
+            .finish()
+    }
 }
 
 fn parse_tag_list(text: &str) -> Result<BTreeMap<String, String>, String> {
@@ -69,5 +86,65 @@ impl GatewayArgs {
             config = config.tags(tags);
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: GatewayArgs,
+    }
+
+    #[test]
+    fn several_control_planes_tags_and_no_token_in_debug_output() {
+        let cli = Cli::try_parse_from([
+            "gw",
+            "--control-plane",
+            "https://a:1,https://b:2",
+            "--control-plane",
+            "https://c:3",
+            "--gateway-token",
+            "sdm_gw_secretsecret",
+            "--tags",
+            "eu,zone=a",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.args.control_planes,
+            ["https://a:1", "https://b:2", "https://c:3"]
+        );
+        assert_eq!(
+            cli.args.tags.as_ref().unwrap(),
+            &BTreeMap::from([("eu".into(), String::new()), ("zone".into(), "a".into())])
+        );
+        assert!(!format!("{:?}", cli.args).contains("secretsecret"));
+        let config = cli.args.into_config().unwrap();
+        assert!(!format!("{config:?}").contains("secretsecret"));
+    }
+
+    #[test]
+    fn a_token_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "sdm_gw_fromfile\n").unwrap();
+        let cli =
+            Cli::try_parse_from(["gw", "--gateway-token-file", path.to_str().unwrap()]).unwrap();
+        assert!(cli.args.into_config().is_ok());
+        let missing = Cli::try_parse_from(["gw"]).unwrap();
+        if std::env::var_os(GATEWAY_TOKEN_ENV).is_none() {
+            assert!(
+                missing
+                    .args
+                    .into_config()
+                    .unwrap_err()
+                    .contains("no gateway token")
+            );
+        }
     }
 }
