@@ -420,6 +420,7 @@ class Run:
         cfg = self.cfg
         self.check_tools()
         self.wait_quiet()
+        self.t0 = time.monotonic()  # MAX_TOTAL_S bounds the measurements, not the wait
         self.meta["machine"] = self.machine()
         self.meta["config"] = {k: v for k, v in vars(cfg).items()}
         self.meta["paths"] = {p.name: p.label for p in self.paths}
