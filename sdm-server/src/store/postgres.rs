@@ -1260,6 +1260,8 @@ mod tests {
         let kv =
             DatabaseUrl::parse("host=/run/postgresql user=sdm dbname=sdm password=pw").unwrap();
         assert_eq!(kv.redacted(), "postgres://sdm@/run/postgresql:5432/sdm");
+        let socket = DatabaseUrl::parse("postgres://sdm@%2Frun%2Fpostgresql/sdm").unwrap();
+        assert_eq!(socket.redacted(), "postgres://sdm@/run/postgresql:5432/sdm");
         for tls in [
             "postgres://sdm@db/sdm?sslmode=require",
             "host=db user=sdm sslmode=require",
