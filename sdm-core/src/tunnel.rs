@@ -205,15 +205,24 @@ impl TunnelShared {
     }
 
     /// A carried connection ended; if the gateway ended it because access was revoked, the
-    /// tunnel should learn why. Checks at most every [`CHECK_INTERVAL`].
+    /// tunnel should learn why. The renewal task checks at most every [`CHECK_INTERVAL`]; a
+    /// request inside the interval is served when it ends (requests meanwhile coalesce), so a
+    /// connection cut just after another one closed normally is still explained.
     fn request_check(&self) {
+        self.check.notify_one();
+    }
+
+    /// How long the requested check must wait to keep to [`CHECK_INTERVAL`]; it is recorded
+    /// as done at the end of that wait.
+    fn next_check_in(&self) -> Duration {
         let Ok(mut last) = self.last_check.lock() else {
-            return;
+            return Duration::ZERO;
         };
-        if last.is_none_or(|at| at.elapsed() >= CHECK_INTERVAL) {
-            *last = Some(Instant::now());
-            self.check.notify_one();
-        }
+        let wait = last.map_or(Duration::ZERO, |at| {
+            CHECK_INTERVAL.saturating_sub(at.elapsed())
+        });
+        *last = Some(Instant::now() + wait);
+        wait
     }
 
     fn set_last_error(&self, error: Option<Error>) {
@@ -375,7 +384,14 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                 _ = tokio::time::sleep_until(wait_until) => break,
                 _ = t.check.notified() => {}
             }
+            let pause = t.next_check_in();
             drop(t);
+            if !pause.is_zero() {
+                tokio::select! {
+                    _ = shutdown.wait_for(|closed| *closed) => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
             // A connection ended: access may have been revoked; the control plane says.
             match core.verify_access(&resource).await {
                 Err(e) if !e.retryable() => {
