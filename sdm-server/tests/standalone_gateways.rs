@@ -435,6 +435,94 @@ fn lease_bytes(grant: &LeaseGrant) -> Vec<u8> {
         .unwrap()
 }
 
+/// Sessions with their tunnels and held connections, open on every gateway of a set.
+struct Spread {
+    sessions: Vec<Session>,
+    tunnels: Vec<sdm_core::Tunnel>,
+    held: Vec<TcpStream>,
+    since: i64,
+}
+
+/// Logs in again and again (through `api_url`, else the token's URL), each session with its own
+/// lease starting at a random gateway, holding two connections per session, until each gateway
+/// in `gateways` carries at least one (per the audit trail).
+async fn spread(
+    admin: &AdminClient,
+    token: &str,
+    api_url: Option<&str>,
+    resource: &str,
+    gateways: &[&str],
+) -> Spread {
+    let since = sdm_proto::unix_now();
+    let mut spread = Spread {
+        sessions: Vec::new(),
+        tunnels: Vec::new(),
+        held: Vec::new(),
+        since,
+    };
+    let mut per_gateway: Vec<(String, usize)> = Vec::new();
+    for _ in 0..24 {
+        let mut builder = Session::builder().token(token);
+        if let Some(url) = api_url {
+            builder = builder.api_url(url);
+        }
+        let session = builder.login().await.unwrap();
+        let tunnel = session.connect(resource).await.unwrap();
+        spread.held.push(held_connection(tunnel.local_addr()).await);
+        spread.held.push(held_connection(tunnel.local_addr()).await);
+        spread.tunnels.push(tunnel);
+        spread.sessions.push(session);
+        let expected = spread.held.len();
+        assert!(
+            eventually(SOON, async || {
+                let records = admin
+                    .audit(
+                        &AuditFilter::default()
+                            .resource(resource)
+                            .since(since)
+                            .limit(1000),
+                    )
+                    .await
+                    .unwrap()
+                    .records;
+                per_gateway = gateways
+                    .iter()
+                    .map(|g| {
+                        let open = records
+                            .iter()
+                            .filter(|r| r.gateway == *g && r.outcome == "open")
+                            .count();
+                        ((*g).to_owned(), open)
+                    })
+                    .collect();
+                per_gateway.iter().map(|(_, n)| n).sum::<usize>() == expected
+            })
+            .await,
+            "open connections per gateway: {per_gateway:?}"
+        );
+        if per_gateway.iter().all(|(_, n)| *n > 0) {
+            break;
+        }
+    }
+    println!("open connections per gateway: {per_gateway:?}");
+    assert!(per_gateway.iter().all(|(_, n)| *n > 0), "{per_gateway:?}");
+    spread
+}
+
+/// Waits until every held connection is cut; returns the longest wait after `since`.
+async fn all_cut(held: &mut [TcpStream], since: Instant) -> Duration {
+    let mut worst = Duration::ZERO;
+    for (i, s) in held.iter_mut().enumerate() {
+        let took = cut_within_soon(s, since).await;
+        assert!(
+            took.is_some(),
+            "connection {i} stayed open after the revocation"
+        );
+        worst = worst.max(took.unwrap());
+    }
+    worst
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tests
 
@@ -525,62 +613,16 @@ async fn suspending_an_account_closes_connections_on_standalone_gateways() {
     cp.echo_resource("echo", &echo, Some("edge")).await;
     let token = cp.admin.create_service_account("etl").await.unwrap().token;
     cp.admin.grant("etl", "echo").await.unwrap();
-    // Sessions, each with its own lease (starting at a random gateway), until connections are
-    // open on both gateways.
-    let since = sdm_proto::unix_now();
-    let mut sessions = Vec::new();
-    let mut tunnels = Vec::new();
-    let mut held = Vec::new();
-    let mut per_gateway: Vec<(String, usize)> = Vec::new();
-    for _ in 0..16 {
-        let session = Session::login(&token).await.unwrap();
-        let tunnel = session.connect("echo").await.unwrap();
-        held.push(held_connection(tunnel.local_addr()).await);
-        held.push(held_connection(tunnel.local_addr()).await);
-        tunnels.push(tunnel);
-        sessions.push(session);
-        let expected = held.len();
-        assert!(
-            eventually(SOON, async || {
-                let records = cp
-                    .admin
-                    .audit(&AuditFilter::default().resource("echo").since(since))
-                    .await
-                    .unwrap()
-                    .records;
-                per_gateway = gateways
-                    .iter()
-                    .map(|g| {
-                        let open = records
-                            .iter()
-                            .filter(|r| r.gateway == g.name && r.outcome == "open")
-                            .count();
-                        (g.name.clone(), open)
-                    })
-                    .collect();
-                per_gateway.iter().map(|(_, n)| n).sum::<usize>() == expected
-            })
-            .await,
-            "open connections per gateway: {per_gateway:?}"
-        );
-        if per_gateway.iter().all(|(_, n)| *n > 0) {
-            break;
-        }
-    }
-    println!("open connections per gateway: {per_gateway:?}");
-    assert!(per_gateway.iter().all(|(_, n)| *n > 0), "{per_gateway:?}");
+    let names: Vec<&str> = gateways.iter().map(|g| g.name.as_str()).collect();
+    let Spread {
+        sessions,
+        tunnels,
+        mut held,
+        since,
+    } = spread(&cp.admin, &token, None, "echo", &names).await;
 
     cp.admin.suspend_account("etl").await.unwrap();
-    let suspended = Instant::now();
-    let mut worst = Duration::ZERO;
-    for (i, s) in held.iter_mut().enumerate() {
-        let took = cut_within_soon(s, suspended).await;
-        assert!(
-            took.is_some(),
-            "connection {i} stayed open after the suspension"
-        );
-        worst = worst.max(took.unwrap());
-    }
+    let worst = all_cut(&mut held, Instant::now()).await;
     println!(
         "revocation through standalone gateways: all {} open connections closed {:?} after the suspension",
         held.len(),
@@ -1042,4 +1084,140 @@ async fn gateway_routes_bound_their_input_and_say_what_is_wrong() {
         )
         .await;
     assert_eq!(reply.status, 204, "{}", reply.text());
+}
+
+/// `serve` on the PostgreSQL database `url` in `data`, its built-in gateway named `name`;
+/// returns the process and its API URL.
+fn control_plane_on(data: &std::path::Path, url: &str, name: &str) -> (Proc, String) {
+    let mut proc = spawn(
+        name,
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--gateway-name",
+            name,
+        ],
+        &[("SDM_DATABASE_URL", url)],
+    );
+    let running = proc.wait_for("sdm-server is running");
+    let api_url = field(&running, "api_url");
+    (proc, api_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_planes_on_one_postgres_store_serve_gateways_attached_to_either() {
+    if !PgCluster::available() {
+        eprintln!("note: PostgreSQL is not installed; skipping");
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(PgCluster::shared)
+        .await
+        .unwrap()
+        .unwrap();
+    let database = format!("sdm_{}", uuid::Uuid::new_v4().simple());
+    pg.psql("postgres", &format!("CREATE DATABASE {database}"))
+        .unwrap();
+    let url = pg.url(&database);
+    let dir = tempfile::tempdir().unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+
+    // Control plane A creates the installation; B shares its key files and its database.
+    let (mut a, url_a) = control_plane_on(&data_a, &url, "cp-a");
+    let admin_token = a.first_stdout_line();
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&data_b)
+            .unwrap();
+        for file in ["ca.pem", "ca.key", "lease.key", "secret.key"] {
+            std::fs::copy(data_a.join(file), data_b.join(file)).unwrap();
+        }
+    }
+    let (_b, url_b) = control_plane_on(&data_b, &url, "cp-b");
+    let admin_a = AdminClient::with_api_url(&admin_token, Some(&url_a)).unwrap();
+    let admin_b = AdminClient::with_api_url(&admin_token, Some(&url_b)).unwrap();
+
+    // One gateway attached to B only (its identity created through A), one attached to A
+    // first and B second (its identity created through B).
+    let edge = BTreeMap::from([("edge".to_owned(), String::new())]);
+    let token_b = admin_a
+        .create_gateway("edge-b", edge.clone())
+        .await
+        .unwrap()
+        .token;
+    let token_ab = admin_b.create_gateway("edge-ab", edge).await.unwrap().token;
+    let g_b = gateway("edge-b", &token_b, &["--control-plane", &url_b]);
+    let g_ab = gateway(
+        "edge-ab",
+        &token_ab,
+        &["--control-plane", &format!("{url_a},{url_b}")],
+    );
+    let names = [g_b.name.as_str(), g_ab.name.as_str()];
+    let echo = EchoServer::start().unwrap();
+    admin_a
+        .create_resource(
+            &NewResource::new("echo", ResourceKind::Tcp, "127.0.0.1")
+                .port(echo.port())
+                .tag("sdm.gateway", "edge"),
+        )
+        .await
+        .unwrap();
+    let token = admin_a.create_service_account("etl").await.unwrap().token;
+    admin_b.grant("etl", "echo").await.unwrap();
+
+    // Jobs log in through A; their connections run on both gateways. Suspending the account on
+    // A closes the connections on the gateway attached to B as well.
+    let mut through_a = spread(&admin_a, &token, Some(&url_a), "echo", &names).await;
+    admin_a.suspend_account("etl").await.unwrap();
+    let worst = all_cut(&mut through_a.held, Instant::now()).await;
+    println!(
+        "suspended on control plane A: {} open connections on gateways attached to B (and to \
+         A then B) closed within {worst:?}",
+        through_a.held.len()
+    );
+    drop(through_a);
+    admin_a.unsuspend_account("etl").await.unwrap();
+
+    // Control plane A dies. Through B, jobs still log in, list, get leases and connect through
+    // both gateways (edge-ab moves to B), and revocation still reaches every gateway.
+    a.kill();
+    let session = Session::builder()
+        .token(&token)
+        .api_url(&url_b)
+        .login()
+        .await
+        .unwrap();
+    let listed = session.list_resources().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].healthy, "{listed:?}");
+    let tunnel = session.connect("echo").await.unwrap();
+    for i in 0..10 {
+        echo_once(tunnel.local_addr())
+            .await
+            .unwrap_or_else(|e| panic!("round {i} after A died: {e}"));
+    }
+    let mut through_b = spread(&admin_b, &token, Some(&url_b), "echo", &names).await;
+    through_b
+        .held
+        .push(held_connection(tunnel.local_addr()).await);
+    admin_b.suspend_account("etl").await.unwrap();
+    let worst = all_cut(&mut through_b.held, Instant::now()).await;
+    println!(
+        "control plane A dead, suspended on B: {} open connections closed within {worst:?}",
+        through_b.held.len()
+    );
+    assert!(
+        eventually(SOON, async || !tunnel.is_open()).await,
+        "the tunnel stayed open"
+    );
+    assert_eq!(
+        tunnel.close_reason().unwrap().kind(),
+        ErrorKind::Unauthenticated
+    );
 }
