@@ -7,6 +7,7 @@ use sdm_proto::api::{
     LoginResponse, ResourceList, UpdateResource,
 };
 use sdm_proto::error::ApiErrorBody;
+use sdm_proto::gateway;
 use sdm_proto::handshake::{self, MAX_LEASE_LEN, Reply};
 use sdm_proto::lease::{self, Lease, LeaseSigner, LeaseVerifier};
 use sdm_proto::{Token, TokenKind};
@@ -27,8 +28,10 @@ proptest! {
     #[test]
     fn tokens_with_any_prefixed_payload_are_handled(body in proptest::collection::vec(any::<u8>(), 0..400)) {
         use base64::Engine;
-        let text = format!("sdm_svc_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body));
-        let _ = Token::parse(&text);
+        for prefix in TokenKind::ALL.map(TokenKind::prefix) {
+            let text = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&body));
+            let _ = Token::parse(&text);
+        }
     }
 
     #[test]
@@ -36,9 +39,9 @@ proptest! {
         url in "https://[a-z0-9.-]{1,60}(:[0-9]{1,5})?",
         fingerprint in any::<[u8; 32]>(),
         at in any::<prop::sample::Index>(),
-        admin in any::<bool>(),
+        kind in 0usize..3,
     ) {
-        let kind = if admin { TokenKind::Admin } else { TokenKind::Service };
+        let kind = TokenKind::ALL[kind];
         let token = Token::generate(kind, &url, fingerprint).unwrap();
         let text = token.encode();
         prop_assert_eq!(Token::parse(&text).unwrap(), token);
@@ -55,6 +58,7 @@ proptest! {
         let _ = lease::decode_unverified(&bytes);
         let verifier = LeaseVerifier::new([signer().public_key()]);
         prop_assert!(verifier.verify(&bytes, 0, 0).is_err());
+        prop_assert!(verifier.verify_signature(&bytes).is_err());
     }
 
     #[test]
@@ -73,6 +77,7 @@ proptest! {
         prop_assert!(verifier.verify(&bytes, 1500, 0).is_ok());
         bytes[bit / 8] ^= 1 << (bit % 8);
         prop_assert!(verifier.verify(&bytes, 1500, 0).is_err());
+        prop_assert!(verifier.verify_signature(&bytes).is_err());
     }
 
     #[test]
@@ -112,6 +117,12 @@ proptest! {
             let _ = serde_json::from_slice::<UpdateResource>(input);
             let _ = serde_json::from_slice::<CreateGrant>(input);
             let _ = serde_json::from_slice::<ApiErrorBody>(input);
+            let _ = serde_json::from_slice::<gateway::CreateGateway>(input);
+            let _ = serde_json::from_slice::<gateway::RegisterGateway>(input);
+            let _ = serde_json::from_slice::<gateway::GatewayRegistration>(input);
+            let _ = serde_json::from_slice::<gateway::AuthorizeLease>(input);
+            let _ = serde_json::from_slice::<gateway::Authorization>(input);
+            let _ = serde_json::from_slice::<gateway::AuditUpload>(input);
         }
     }
 }
