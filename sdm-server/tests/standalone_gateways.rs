@@ -1221,3 +1221,53 @@ async fn two_control_planes_on_one_postgres_store_serve_gateways_attached_to_eit
         ErrorKind::Unauthenticated
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_gateway_is_dropped_at_once_and_stops_asking() {
+    let mut cp = control_plane().await;
+    let mut doomed = cp.gateway("doomed", &[("edge", "")], &[]).await;
+    let healthy = cp.gateway("healthy", &[("edge", "")], &[]).await;
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo, Some("edge")).await;
+    let (token, session) = cp.session("etl", &["echo"]).await;
+    let tunnel = session.connect("echo").await.unwrap();
+    echo_once(tunnel.local_addr()).await.unwrap();
+
+    cp.admin.delete_gateway("doomed").await.unwrap();
+    // No longer offered, without waiting for its registration to go stale.
+    let grant: LeaseGrant = cp.raw_lease(&token, "echo").await.expect_ok();
+    let names: Vec<&str> = grant.gateways.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, [healthy.name.as_str()]);
+    // A client that still goes there is refused: the gateway cannot get leases authorized.
+    let data_dir = cp.dir.path().join("data");
+    match present_lease(&data_dir, doomed.addr, &lease_bytes(&grant)).await {
+        Reply::Error { message, .. } => assert!(message.contains("token"), "{message}"),
+        other => panic!("a deleted gateway admitted a connection: {other:?}"),
+    }
+    // Jobs are unaffected.
+    for _ in 0..10 {
+        echo_once(tunnel.local_addr()).await.unwrap();
+    }
+    // The refused gateway does not keep failing token checks every second (which would get
+    // its address rate-limited, and every healthy gateway and job behind that address with it).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let logs = cp.proc.stderr_so_far();
+    let failures = logs
+        .lines()
+        .filter(|l| l.contains("failed token check"))
+        .map(|l| field(l, "failures").parse::<u32>().unwrap())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        failures <= 2,
+        "{failures} failed token checks in 6 s:\n{logs}"
+    );
+    let gateway_logs = doomed.proc.stderr_so_far();
+    assert_eq!(
+        gateway_logs
+            .matches("refused this gateway's token; asking again")
+            .count(),
+        1,
+        "{gateway_logs}"
+    );
+}

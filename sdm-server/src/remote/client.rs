@@ -35,6 +35,10 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 const MAX_IDLE_CONNECTIONS: usize = 16;
 /// TCP and TLS to one control plane.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After the token is refused, calls are not made again for this long: a gateway whose identity
+/// was deleted must not keep failing token checks every second, which would get its address
+/// (and any other gateway or job behind it) rate-limited by the control plane.
+const REFUSED_PAUSE: Duration = Duration::from_secs(30);
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -134,6 +138,8 @@ pub(crate) struct ControlPlane {
     current: AtomicUsize,
     auth: HeaderValue,
     tls: TlsConnector,
+    /// Set when a control plane refused the token: no call before then.
+    refused: Mutex<Option<(Instant, String)>>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -167,6 +173,7 @@ impl ControlPlane {
             current: AtomicUsize::new(0),
             auth,
             tls: TlsConnector::from(config),
+            refused: Mutex::new(None),
         })
     }
 
@@ -217,6 +224,19 @@ impl ControlPlane {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<Bytes, CallError> {
+        if let Some((until, message)) = self
+            .refused
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            && Instant::now() < *until
+        {
+            return Err(CallError::Refused {
+                status: 401,
+                kind: ErrorKind::Unauthenticated,
+                message: message.clone(),
+            });
+        }
         let n = self.endpoints.len();
         let first = self.current.load(Ordering::Relaxed) % n;
         let mut failures = Vec::new();
@@ -242,6 +262,11 @@ impl ControlPlane {
                     if status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS =>
                 {
                     let (kind, message) = error_of(status, &bytes);
+                    if status == StatusCode::UNAUTHORIZED {
+                        tracing::error!(url = %endpoint.url, %message, "the control plane refused this gateway's token; asking again in {} s", REFUSED_PAUSE.as_secs());
+                        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) =
+                            Some((Instant::now() + REFUSED_PAUSE, message.clone()));
+                    }
                     return Err(CallError::Refused {
                         status: status.as_u16(),
                         kind,
