@@ -2,7 +2,7 @@
 //! `/v1/gateway/authorize` and `/v1/gateway/revocations` routes.
 //!
 //! Positive answers are kept for a few seconds per lease, so that a burst of connections on one
-//! lease (and the second check of a warm connection) costs no round trip. The cache never
+//! lease costs one round trip to the control plane, not one each. The cache never
 //! outlives a revocation: whenever the revocation epoch moves (read every second by the
 //! gateway), the whole cache is dropped before the open connections are checked again, and an
 //! answer fetched before that moment is not stored afterwards. So open connections close within
