@@ -408,12 +408,15 @@ class Run:
         return {
             "nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem, 1),
             "kernel": platform.release(), "os": cmd(["sh", "-c", ". /etc/os-release; echo $PRETTY_NAME"]),
-            "openssh": cmd(["ssh", "-V"]), "stunnel": cmd([self.bins["stunnel"], "-version"]),
+            "openssh": cmd(["ssh", "-V"]),
+            "stunnel": cmd(["sh", "-c", f"{self.bins['stunnel']} -version 2>&1 | grep -m1 '^stunnel'"]),
             "iperf3": cmd(["iperf3", "--version"]), "openssl": cmd(["openssl", "version"]),
             "postgres": cmd([f"{pgbin}/postgres", "--version"]) if pgbin else "missing",
             "python": platform.python_version(),
             "sdm": cmd([self.bins["sdm"], "--version"]),
-            "sdm_commit": cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+            "sdm_commit": os.environ.get("SDM_BIN_COMMIT")
+            or cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]),
+            "sdm_bin_dir": os.path.relpath(self.cfg.bin_dir, ROOT),
         }
 
     def execute(self) -> int:
