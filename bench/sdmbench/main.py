@@ -75,7 +75,7 @@ class Config:
         self.pg_settings = {"shared_buffers": e.get("PG_SHARED_BUFFERS", "128MB" if s else "256MB"),
                             "synchronous_commit": e.get("PG_SYNC_COMMIT", "off")}
         self.workloads = [w for w in e.get("PG_WORKLOADS", "select tpcb connect").split()]
-        self.max_total_s = env_int("MAX_TOTAL_S", 120 if s else 5400)
+        self.max_total_s = env_int("MAX_TOTAL_S", 180 if s else 5400)
         self.out_root = e.get("OUT_DIR", os.path.join(ROOT, "target", "bench", "runs"))
         self.bin_dir = e.get("SDM_BIN_DIR", os.path.join(ROOT, "target", "release"))
         self.py_venv = e.get("SDM_PY_VENV", os.path.join(ROOT, "target", "py-venv"))

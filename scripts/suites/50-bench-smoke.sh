@@ -19,7 +19,7 @@ out=$PWD/target/bench/smoke
 rm -rf "$out"
 mkdir -p "$out"
 status=0
-SMOKE=1 SKIP_BUILD=1 OUT_DIR=$out timeout --kill-after=30 240 bench/run.sh || status=$?
+SMOKE=1 SKIP_BUILD=1 OUT_DIR=$out timeout --kill-after=30 300 bench/run.sh || status=$?
 [ "$status" -eq 0 ] || fail "bench smoke run (exit $status); see $out/*/REPORT.md and logs/"
 run=$(ls -d "$out"/*/ | head -n 1)
 python3 - "$run" <<'PY' || fail "bench smoke results are incomplete ($run)"
