@@ -92,6 +92,13 @@ pub enum ServerError {
          secret.key, or set {SECRET_KEY_ENV} to the key this installation was created with"
     )]
     SecretKeyMismatch,
+    /// The lease-signing key is not the one the other control planes of a shared database use.
+    #[error(
+        "the lease-signing key in the data directory (lease.key) is not the one this \
+         installation's other control planes use, so gateways would refuse the leases it signs: \
+         copy lease.key from another control plane"
+    )]
+    LeaseKeyMismatch,
     /// The state could not be read or written during start.
     #[error("cannot {what}")]
     State {
@@ -537,6 +544,44 @@ fn secret_key_from_env() -> Result<Option<String>, ServerError> {
     }
 }
 
+/// The setting that records the lease-signing public key of the installation.
+const LEASE_KEY_SETTING: &str = "keys.lease_public_key";
+
+/// Control planes sharing a database must sign with one key. The first start records its
+/// public key; a later start with another key is refused on a shared database. On an embedded
+/// one (a single control plane) a lost and regenerated key simply replaces the record.
+async fn check_lease_key(
+    store: &dyn Store,
+    public_key: &[u8],
+    shared: bool,
+) -> Result<(), ServerError> {
+    let state = |what| move |source| ServerError::State { what, source };
+    if store
+        .put_setting_if_absent(LEASE_KEY_SETTING, public_key.to_vec())
+        .await
+        .map_err(state("record the lease key"))?
+    {
+        return Ok(());
+    }
+    let recorded = store
+        .get_setting(LEASE_KEY_SETTING)
+        .await
+        .map_err(state("read the lease key"))?;
+    if recorded.as_deref() == Some(public_key) {
+        return Ok(());
+    }
+    if shared {
+        return Err(ServerError::LeaseKeyMismatch);
+    }
+    tracing::warn!(
+        "lease.key was replaced; leases signed with the old key are refused from now on"
+    );
+    store
+        .set_setting(LEASE_KEY_SETTING, public_key.to_vec())
+        .await
+        .map_err(state("record the lease key"))
+}
+
 async fn check_secret_key(store: &dyn Store, secrets: &SecretBox) -> Result<(), ServerError> {
     let state = |what| move |source| ServerError::State { what, source };
     match store
@@ -725,6 +770,8 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         secret_box,
     } = keys;
     check_secret_key(store.as_ref(), &secret_box).await?;
+    let shared_store = b.database_url.is_some();
+    check_lease_key(store.as_ref(), &lease_signer.public_key(), shared_store).await?;
 
     // The API listener: its address goes into the URL that tokens carry.
     let api_listener = TcpListener::bind(b.listen)

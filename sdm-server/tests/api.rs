@@ -153,6 +153,12 @@ async fn a_second_start_reuses_the_installation() {
         .expect_ok();
     assert_eq!(accounts.accounts.len(), 1, "no second admin was created");
     again.shutdown().await;
+
+    // A lost lease.key is harmless on an embedded installation: a new one replaces it.
+    std::fs::remove_file(dir.join("lease.key")).unwrap();
+    let renewed = start_in(&dir).await;
+    assert_ne!(renewed.lease_public_key(), &lease_key[..]);
+    renewed.shutdown().await;
 }
 
 #[tokio::test]

@@ -221,6 +221,14 @@ async fn a_control_plane_with_other_keys_is_refused() {
     let err = start(&other, &url, "gw-y").await.unwrap_err();
     assert!(matches!(err, ServerError::SecretKeyMismatch), "{err:?}");
 
+    // The same CA and secret.key but another lease.key: its leases would be refused elsewhere.
+    let other_lease = dir.path().join("other-lease");
+    copy_keys(&dir_a, &other_lease);
+    std::fs::copy(seed.join("lease.key"), other_lease.join("lease.key")).unwrap();
+    let err = start(&other_lease, &url, "gw-w").await.unwrap_err();
+    assert!(matches!(err, ServerError::LeaseKeyMismatch), "{err:?}");
+    assert!(err.to_string().contains("copy lease.key"), "{err}");
+
     // A bad URL is a configuration error that does not show the password.
     let err = start(
         &dir_a,

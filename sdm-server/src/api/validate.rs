@@ -54,6 +54,19 @@ pub(crate) fn labels(what: &str, map: &BTreeMap<String, String>) -> Result<(), A
                 "the value of {what} {key:?} is longer than {MAX_LABEL_VALUE_LEN} characters"
             )));
         }
+        no_nul(what, key)?;
+        no_nul(what, value)?;
+    }
+    Ok(())
+}
+
+/// NUL characters are refused everywhere: PostgreSQL cannot store them in text, and they are
+/// never meaningful in names, labels or credentials.
+fn no_nul(what: &str, value: &str) -> Result<(), ApiError> {
+    if value.contains('\0') {
+        return Err(ApiError::invalid(format!(
+            "{what} must not contain NUL characters"
+        )));
     }
     Ok(())
 }
@@ -70,14 +83,14 @@ pub(crate) fn pin(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
     }
 }
 
-/// Free text such as the client string: at most `max` characters.
+/// Free text such as the client string: at most `max` characters, no NUL.
 pub(crate) fn text(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::invalid(format!(
             "{what} is longer than {max} characters"
         )));
     }
-    Ok(())
+    no_nul(what, value)
 }
 
 /// A host name or IP address the gateway can connect to.
@@ -109,6 +122,14 @@ mod tests {
         for bad in ["", "with space", "é", "a/b", &"a".repeat(65)] {
             assert!(name("account", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        assert!(text("client", "sdm-core/0.1", 64).is_ok());
+        assert!(text("client", "bad\0client", 64).is_err());
+        let labels = BTreeMap::from([("dag_id".to_owned(), "x\0y".to_owned())]);
+        assert!(super::labels("label", &labels).is_err());
     }
 
     #[test]

@@ -60,20 +60,20 @@ impl StoreDirectory {
         lease: &Lease,
         gateway_tags: &BTreeMap<String, String>,
     ) -> Result<Upstream, Denied> {
-        let account = self
+        let facts = self
             .store
-            .get_account(lease.account_id)
+            .access_facts(lease.account_id, lease.session_id, lease.resource_id)
             .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                denied(
-                    ErrorKind::Unauthenticated,
-                    format!(
-                        "account {} was deleted; ask an admin for a new service account",
-                        lease.account_id
-                    ),
-                )
-            })?;
+            .map_err(unavailable)?;
+        let account = facts.account.ok_or_else(|| {
+            denied(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "account {} was deleted; ask an admin for a new service account",
+                    lease.account_id
+                ),
+            )
+        })?;
         if account.status != AccountStatus::Active {
             return Err(denied(
                 ErrorKind::Unauthenticated,
@@ -83,12 +83,7 @@ impl StoreDirectory {
                 ),
             ));
         }
-        let session = self
-            .store
-            .get_session(lease.session_id)
-            .await
-            .map_err(unavailable)?;
-        let labels = match session {
+        let labels = match facts.session {
             Some(s) if s.account_id == account.id && s.ended_at.is_none() => s.labels,
             _ => {
                 return Err(denied(
@@ -98,23 +93,13 @@ impl StoreDirectory {
                 ));
             }
         };
-        let resource = self
-            .store
-            .get_resource(lease.resource_id)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| {
-                denied(
-                    ErrorKind::ResourceNotFound,
-                    format!("resource {} was deleted", lease.resource_id),
-                )
-            })?;
-        if !self
-            .store
-            .has_grant(account.id, resource.id)
-            .await
-            .map_err(unavailable)?
-        {
+        let resource = facts.resource.ok_or_else(|| {
+            denied(
+                ErrorKind::ResourceNotFound,
+                format!("resource {} was deleted", lease.resource_id),
+            )
+        })?;
+        if !facts.granted {
             return Err(denied(
                 ErrorKind::Forbidden,
                 format!(

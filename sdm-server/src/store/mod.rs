@@ -218,6 +218,20 @@ impl StoreError {
     }
 }
 
+/// What a gateway needs to judge one connection: the lease's account, session and resource,
+/// and whether the grant holds (see [`Store::access_facts`]).
+#[derive(Debug, Clone)]
+pub struct AccessFacts {
+    /// The account the lease was issued to.
+    pub account: Option<AccountRecord>,
+    /// The login session the lease belongs to.
+    pub session: Option<SessionRecord>,
+    /// The resource the lease opens.
+    pub resource: Option<ResourceRecord>,
+    /// Whether the account was granted the resource.
+    pub granted: bool,
+}
+
 /// The control plane's state. Every method is one transaction.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -303,6 +317,31 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError>;
     /// Ends a session at `now`; whether it was open.
     async fn end_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError>;
+
+    // --- connections ---
+
+    /// The four facts a gateway judges a connection by, read together because they sit on
+    /// the critical path of every new connection. The default asks for them at once; a
+    /// backend with one connection overrides it to read them in one trip.
+    async fn access_facts(
+        &self,
+        account_id: Uuid,
+        session_id: Uuid,
+        resource_id: Uuid,
+    ) -> Result<AccessFacts, StoreError> {
+        let (account, session, resource, granted) = tokio::join!(
+            self.get_account(account_id),
+            self.get_session(session_id),
+            self.get_resource(resource_id),
+            self.has_grant(account_id, resource_id),
+        );
+        Ok(AccessFacts {
+            account: account?,
+            session: session?,
+            resource: resource?,
+            granted: granted?,
+        })
+    }
 
     // --- gateways ---
 

@@ -42,6 +42,7 @@ macro_rules! store_suite {
             audit_batches_fold_page_and_filter,
             concurrent_writers_leave_a_consistent_store,
             concurrent_suspensions_keep_one_active_admin,
+            access_facts_agree_with_the_single_reads,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {
@@ -279,6 +280,38 @@ pub(crate) async fn rotation_revokes_tokens_and_ends_sessions(f: &Fixture) {
         store.rotate_token(token(Uuid::new_v4())).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+pub(crate) async fn access_facts_agree_with_the_single_reads(f: &Fixture) {
+    let store = f.a.as_ref();
+    let a = with_account(store, "etl", AccountKind::Service).await;
+    let pg = resource("pg");
+    store.create_resource(pg.clone()).await.unwrap();
+    let s = session(a.id);
+    store.create_session(s.clone()).await.unwrap();
+
+    // Nothing granted yet; unknown ids read as absent, not as errors.
+    let facts = f.b.access_facts(a.id, s.id, pg.id).await.unwrap();
+    assert_eq!(facts.account, Some(a.clone()));
+    assert_eq!(facts.session, Some(s.clone()));
+    assert_eq!(facts.resource, Some(pg.clone()));
+    assert!(!facts.granted);
+    let none = store
+        .access_facts(Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4())
+        .await
+        .unwrap();
+    assert_eq!(
+        (none.account, none.session, none.resource),
+        (None, None, None)
+    );
+    assert!(!none.granted);
+
+    store.grant(grant(a.id, pg.id, 7)).await.unwrap();
+    assert!(f.b.access_facts(a.id, s.id, pg.id).await.unwrap().granted);
+    // Written through one handle, read through the other.
+    assert!(f.b.end_session(s.id, 200).await.unwrap());
+    let ended = store.access_facts(a.id, s.id, pg.id).await.unwrap();
+    assert_eq!(ended.session.and_then(|s| s.ended_at), Some(200));
 }
 
 pub(crate) async fn resources_and_grants(f: &Fixture) {
