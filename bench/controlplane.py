@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Control plane and gateway scale: logins and lease issues per second one control plane
+sustains on SQLite and on PostgreSQL, with one and with two control planes sharing the
+PostgreSQL store, and the memory of one gateway holding many idle connections.
+
+    bench/controlplane.sh                 # builds, then runs this
+    CP_SECONDS=10 CP_CONCURRENCY=8 IDLE_CONNS=10000 bench/controlplane.sh
+
+Everything listens on 127.0.0.1. The load generator (sdm-load) runs on the same two cores as
+the control planes, so the numbers are lower bounds for a control plane with cores of its own.
+"""
+
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sdmbench.pg import Cluster  # noqa: E402
+from sdmbench.procs import Procs, free_port, listening, run, wait_until  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(REPO, "target", "release")
+SECONDS = int(os.environ.get("CP_SECONDS", "10"))
+CONCURRENCY = int(os.environ.get("CP_CONCURRENCY", "8"))
+IDLE = int(os.environ.get("IDLE_CONNS", "10000"))
+KEY_FILES = ["ca.pem", "ca.key", "lease.key", "secret.key"]
+
+
+def env_without_tokens() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SDM_")}
+
+
+def start_server(procs: Procs, data_dir: str, name: str, database_url=None, gateway="embedded"):
+    api, gw = free_port(), free_port()
+    token_file = os.path.join(data_dir + ".admin-token")
+    argv = [os.path.join(BIN, "sdm-server"), "serve", "--data-dir", data_dir,
+            "--listen", f"127.0.0.1:{api}", "--gateway-listen", f"127.0.0.1:{gw}",
+            "--gateway-name", gateway, "--admin-token-file", token_file]
+    if database_url:
+        argv += ["--database-url", database_url]
+    proc = procs.start("server", name, argv, env=env_without_tokens())
+    wait_until(f"{name} listening", lambda: listening(api) and listening(gw), 60, proc.alive)
+    admin = None
+    if os.path.exists(token_file):
+        with open(token_file) as f:
+            admin = f.read().strip()
+    return {"url": f"https://127.0.0.1:{api}", "proc": proc, "admin": admin,
+            "ca": os.path.join(data_dir, "ca.pem")}
+
+
+def setup(admin: str, echo_port: int) -> str:
+    env = {**env_without_tokens(), "SDM_ADMIN_TOKEN": admin}
+    sdm = os.path.join(BIN, "sdm")
+    token = run([sdm, "admin", "services", "create", "load"], 30, env=env).strip()
+    run([sdm, "admin", "servers", "add", "tcp", "echo", "--hostname", "127.0.0.1",
+         "--port", str(echo_port)], 30, env=env)
+    run([sdm, "admin", "grant", "load", "echo"], 30, env=env)
+    return token
+
+
+def load(what: str, servers: list, token: str) -> dict:
+    argv = [os.path.join(BIN, "sdm-load"), "api", "--what", what, "--ca-pem", servers[0]["ca"],
+            "--concurrency", str(CONCURRENCY), "--seconds", str(SECONDS)]
+    for s in servers:
+        argv += ["--url", s["url"]]
+    out = run(argv, SECONDS + 120, env={**env_without_tokens(), "SDM_TOKEN": token})
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out_dir = os.path.join(REPO, "target", "bench", "controlplane", stamp)
+    os.makedirs(out_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="sdm-cp-")
+    os.chmod(work, 0o755)
+    procs = Procs(out_dir)
+    results = []
+    cluster = None
+
+    def record(scenario: str, row: dict) -> None:
+        row = {"scenario": scenario, "load_before": open("/proc/loadavg").read().split()[:3], **row}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+
+    try:
+        # An upstream for the resource (its traffic is not what is measured here, except in idle).
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = max(4 * IDLE + 4096, soft)
+        if want > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+        echo_port = free_port()
+        procs.start("infra", "echo", [os.path.join(BIN, "sdm-load"), "echo", "--port",
+                                      str(echo_port), "--seconds", "600"])
+        wait_until("echo listening", lambda: listening(echo_port), 20)
+
+        # 1. SQLite, one control plane.
+        lite = start_server(procs, os.path.join(work, "sqlite"), "cp-sqlite")
+        token = setup(lite["admin"], echo_port)
+        for what in ("logins", "leases"):
+            record("sqlite, 1 control plane", load(what, [lite], token))
+
+        # 4. Many idle connections through that gateway (in-process dials: one descriptor each
+        # on this side; the gateway holds the client and the upstream side of each).
+        idle = run([os.path.join(BIN, "sdm-load"), "idle", "--resource", "echo", "--count",
+                    str(IDLE), "--gateway-pid", str(lite["proc"].pid)], 900,
+                   env={**env_without_tokens(), "SDM_TOKEN": token})
+        record("one gateway, idle connections", json.loads(idle.strip().splitlines()[-1]))
+        procs.stop()
+        procs.start("infra", "echo", [os.path.join(BIN, "sdm-load"), "echo", "--port",
+                                      str(echo_port), "--seconds", "600"])
+        wait_until("echo listening", lambda: listening(echo_port), 20)
+
+        # 2. PostgreSQL, one control plane; 3. two control planes sharing it.
+        cluster = Cluster(os.path.join(work, "pg"), "sdmbench", out_dir, 1,
+                          {"shared_buffers": "128MB", "synchronous_commit": "off"})
+        cluster.start()
+        url = f"postgres://postgres@127.0.0.1:{cluster.port}/postgres"
+        first_dir = os.path.join(work, "cp-a")
+        a = start_server(procs, first_dir, "cp-pg-a", url, "gw-a")
+        token = setup(a["admin"], echo_port)
+        for what in ("logins", "leases"):
+            record("postgres, 1 control plane", load(what, [a], token))
+        second_dir = os.path.join(work, "cp-b")
+        os.makedirs(second_dir, mode=0o700)
+        for name in KEY_FILES:
+            shutil.copy2(os.path.join(first_dir, name), os.path.join(second_dir, name))
+        b = start_server(procs, second_dir, "cp-pg-b", url, "gw-b")
+        for what in ("logins", "leases"):
+            record("postgres, 2 control planes", load(what, [a, b], token))
+    finally:
+        procs.stop()
+        if cluster:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        with open(os.path.join(out_dir, "results.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in results)
+
+    print(f"\nresults: {os.path.relpath(out_dir, REPO)}/results.jsonl\n")
+    print("| scenario | what | per second | p50 ms | p99 ms | errors |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        if "what" in r:
+            print(f"| {r['scenario']} | {r['what']} | {r['per_second']:.0f} | {r['p50_ms']:.2f} "
+                  f"| {r['p99_ms']:.2f} | {r['errors']} |")
+    for r in results:
+        if "idle_connections" in r:
+            print(f"\nidle: {r['idle_connections']} connections, gateway RSS "
+                  f"{r['gateway_rss_before_kib'] / 1024:.1f} → {r['gateway_rss_after_kib'] / 1024:.1f} MiB "
+                  f"({r['gateway_kib_per_connection']:.1f} KiB each), opened in {r['opened_in_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
