@@ -26,7 +26,9 @@ const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock difference tolerated between the control plane that signed a lease and this gateway.
 const LEASE_SKEW_SECS: i64 = 30;
 
-type Client = TlsStream<TcpStream>;
+/// Boxed so that moving it between the phases of a connection's task moves a pointer, not
+/// the TLS state (over a kilobyte, and the task would keep a slot for each move).
+type Client = Box<TlsStream<TcpStream>>;
 
 pub(super) async fn handle(
     socket: TcpStream,
@@ -50,7 +52,10 @@ async fn serve(
     registry: &Arc<Registry>,
     acceptor: &TlsAcceptor,
 ) {
-    let greeting = tokio::time::timeout(config.handshake_timeout, greet(socket, acceptor)).await;
+    // Each phase's future is boxed and freed when the phase ends, so that a connection's task
+    // holds only what its current phase needs (the gateway holds thousands of idle ones).
+    let greeting =
+        tokio::time::timeout(config.handshake_timeout, Box::pin(greet(socket, acceptor))).await;
     let (mut client, lease_bytes, mut pending) = match greeting {
         Ok(Ok(parts)) => parts,
         Ok(Err(reason)) => {
@@ -117,13 +122,13 @@ async fn serve(
             );
         }
         let mut client = Prefixed::new(pending, client);
-        let finished = postgres::serve(
+        let finished = Box::pin(postgres::serve(
             &mut client,
             &upstream,
             config.audit.clone(),
             record.id,
             registration.stopped(),
-        )
+        ))
         .await;
         return record.end(
             config,
@@ -134,7 +139,7 @@ async fn serve(
         );
     }
 
-    let mut remote = match connect_upstream(config, &upstream).await {
+    let mut remote = match Box::pin(connect_upstream(config, &upstream)).await {
         Ok(remote) => remote,
         Err(denied) => {
             let mut bytes = replies;
@@ -158,14 +163,14 @@ async fn serve(
         );
     }
     let mut client = Prefixed::new(pending, client);
-    let spliced = splice(
+    let spliced = Box::pin(splice(
         &mut client,
         &mut remote,
         &mut NoTap,
         &mut NoTap,
         false,
         registration.stopped(),
-    )
+    ))
     .await;
     let failure = match spliced.end {
         End::Stopped(denied) => Some((denied.kind, denied.message)),
@@ -272,12 +277,13 @@ async fn greet(
     socket: TcpStream,
     acceptor: &TlsAcceptor,
 ) -> Result<(Client, Vec<u8>, Vec<u8>), String> {
-    let mut client = acceptor
-        .accept(socket)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
+    let mut client = Box::new(
+        acceptor
+            .accept(socket)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?,
+    );
     let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 2048];
     loop {
         match handshake::decode_hello(&buf) {
             Ok(Some((hello, n))) => {
@@ -295,14 +301,14 @@ async fn greet(
                 return Err(e.to_string());
             }
         }
+        buf.reserve(512);
         let n = client
-            .read(&mut chunk)
+            .read_buf(&mut buf)
             .await
             .map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("closed during HELLO".into());
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 

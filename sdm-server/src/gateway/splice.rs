@@ -9,10 +9,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Denied;
 
-/// Per direction, a connection starts with a small buffer: most connections carry small
+/// Per direction, a connection reads into a small buffer: most connections carry small
 /// messages (queries, rows) or sit idle, and a gateway holds thousands of them. A read that
 /// fills the buffer means a bulk transfer: the buffer then grows (×4 at a time) up to
-/// [`MAX_BUFFER`], large enough for full TLS records and few syscalls per megabyte.
+/// [`MAX_BUFFER`], large enough for full TLS records and few syscalls per megabyte. A small
+/// buffer is given back whenever its direction has nothing to read, so an idle connection
+/// holds none (allocating 4 KiB again costs far less than the wake-up that brings data).
 const FIRST_BUFFER: usize = 4 * 1024;
 /// The largest buffer per direction.
 const MAX_BUFFER: usize = 64 * 1024;
@@ -124,6 +126,9 @@ impl Pump {
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match reader.as_mut().poll_read(cx, &mut rb) {
                     Poll::Pending => {
+                        if self.buf.len() == FIRST_BUFFER {
+                            self.buf = Box::default();
+                        }
                         if self.need_flush {
                             ready!(writer.as_mut().poll_flush(cx)).map_err(PumpError::Write)?;
                             self.need_flush = false;
@@ -290,6 +295,34 @@ mod tests {
         let out = pump_all(&mut pump, b"SELECT 1".to_vec()).await;
         assert_eq!(out, b"SELECT 1");
         assert_eq!(pump.buf.len(), FIRST_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn an_idle_direction_gives_its_small_buffer_back() {
+        let mut pump = Pump::new();
+        let (mut source, mut reader) = duplex(1024);
+        let (mut writer, mut sink) = duplex(1024);
+        let mut poll = |pump: &mut Pump| {
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            pump.poll_pump(
+                &mut cx,
+                Pin::new(&mut reader),
+                Pin::new(&mut writer),
+                &mut NoTap,
+                true,
+            )
+            .is_pending()
+        };
+        assert!(poll(&mut pump), "nothing to read yet");
+        assert!(pump.buf.is_empty(), "idle: no buffer held");
+        source.write_all(b"SELECT 1").await.unwrap();
+        assert!(poll(&mut pump), "moved what there was, then waits");
+        assert!(pump.buf.is_empty(), "idle again: the buffer was given back");
+        assert_eq!(pump.moved, 8);
+        let mut out = [0u8; 8];
+        sink.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out, b"SELECT 1");
     }
 
     #[tokio::test]

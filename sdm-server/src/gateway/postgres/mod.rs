@@ -60,7 +60,7 @@ where
 {
     let name = &resource.resource_name;
     let (startup, leftover) =
-        match tokio::time::timeout(STARTUP_TIMEOUT, read_startup(client)).await {
+        match tokio::time::timeout(STARTUP_TIMEOUT, Box::pin(read_startup(client))).await {
             Ok(Ok(s)) => s,
             Ok(Err(why)) => {
                 let text = format!("sdm: invalid startup from the client: {why}");
@@ -85,7 +85,8 @@ where
         }
     };
 
-    let mut server = match upstream::connect(resource).await {
+    // The phases before the splice are boxed: an idle session's task keeps only the splice.
+    let mut server = match Box::pin(upstream::connect(resource)).await {
         Ok(s) => s,
         Err(why) => {
             let text = format!(
@@ -129,7 +130,7 @@ where
                 .map_err(|e| AuthError::Failed(format!("the connection failed: {e}")))?;
             auth::log_in(&mut server, creds).await
         };
-        match login.await {
+        match Box::pin(login).await {
             Ok(logged_in) => {
                 let mut hello = Vec::new();
                 if minor > 0 || !dropped.is_empty() {
@@ -175,7 +176,15 @@ where
 
     let mut queries = tap::QueryTap::new(audit, connection_id);
     let mut replies = tap::ServerTap::default();
-    let spliced = splice(client, &mut server, &mut queries, &mut replies, true, stop).await;
+    let spliced = Box::pin(splice(
+        client,
+        &mut server,
+        &mut queries,
+        &mut replies,
+        true,
+        stop,
+    ))
+    .await;
     if let End::Stopped(denied) = &spliced.end {
         let text = format!(
             "sdm: access to resource \"{name}\" was revoked: {}",
