@@ -5,6 +5,7 @@ PostgreSQL store, and the memory of one gateway holding many idle connections.
 
     bench/controlplane.sh                 # builds, then runs this
     CP_SECONDS=10 CP_CONCURRENCY=8 CP_REPEATS=3 IDLE_CONNS=10000 bench/controlplane.sh
+    OUT_DIR=DIR (default target/bench/controlplane): results go to DIR/<UTC stamp>/
 
 Each load runs CP_REPEATS times; the summary gives the median and the range. CPU seconds of
 the control planes, of PostgreSQL and of the load generator are recorded for each run, to
@@ -115,7 +116,7 @@ def summary(results: list) -> None:
 
 def main() -> None:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    out_dir = os.path.join(REPO, "target", "bench", "controlplane", stamp)
+    out_dir = os.path.join(os.environ.get("OUT_DIR", os.path.join(REPO, "target", "bench", "controlplane")), stamp)
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="sdm-cp-")
     os.chmod(work, 0o755)
@@ -190,7 +191,7 @@ def main() -> None:
         with open(os.path.join(out_dir, "results.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in results)
 
-    print(f"\nresults: {os.path.relpath(out_dir, REPO)}/results.jsonl\n")
+    print(f"\nresults: {out_dir}/results.jsonl\n")
     summary(results)
 
 if __name__ == "__main__":

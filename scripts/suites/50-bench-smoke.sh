@@ -2,7 +2,8 @@
 # The benchmark's smoke mode (bench/, SMOKE=1): every path (direct TCP, ssh -L, stunnel, sdm, sdm
 # with stored credentials) through every section once, with tiny sizes, in well under a minute.
 # It fails on breakage only (a path that does not start, a connection or query that fails, a
-# section without results), never on the numbers. Bounded to 4 minutes including setup.
+# section without results), never on the numbers. Bounded to 4 minutes including setup. Then
+# bench/controlplane.sh once, for a second per load (about 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -42,3 +43,24 @@ print(f"bench smoke: {len(recs)} records, sections {sorted({r.get('section') for
 PY
 grep -q '^| sdm (agent' "$run/REPORT.md" || fail "REPORT.md has no sdm row"
 echo "bench smoke passed: ${run}REPORT.md"
+
+# Control plane and gateway scale (bench/controlplane.sh), once, for a second each.
+cp_out=$PWD/target/bench/smoke-controlplane
+rm -rf "$cp_out"
+cargo build --release --locked -p sdm-load
+status=0
+OUT_DIR=$cp_out CP_SECONDS=1 CP_REPEATS=1 IDLE_CONNS=50 SKIP_BUILD=1 \
+  timeout --kill-after=30 300 bench/controlplane.sh || status=$?
+[ "$status" -eq 0 ] || fail "control plane bench smoke (exit $status); see $cp_out/*/"
+python3 - "$cp_out"/*/results.jsonl <<'PY' || fail "control plane bench smoke results are incomplete"
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+loads = [r for r in recs if "what" in r]
+if len(loads) != 6 or any(r["errors"] or not r["ok"] for r in loads):
+    sys.exit(f"expected 6 error-free loads, got {loads}")
+idle = [r for r in recs if r.get("idle_connections") == 50]
+if not idle:
+    sys.exit("no idle-connection record")
+print(f"control plane smoke: {len(loads)} loads, idle {idle[0]['gateway_kib_per_connection']:.1f} KiB each")
+PY
+echo "control plane bench smoke passed"
