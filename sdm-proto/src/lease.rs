@@ -34,6 +34,20 @@ pub struct Lease {
     pub expires_at: i64,
 }
 
+impl Lease {
+    /// Whether the lease is valid at `now` (unix seconds), allowing `skew` seconds of clock
+    /// difference with the control plane that signed it. Says nothing about the signature.
+    pub fn check_validity(&self, now: i64, skew: i64) -> Result<(), LeaseError> {
+        if now > self.expires_at.saturating_add(skew) {
+            return Err(LeaseError::Expired(self.expires_at));
+        }
+        if self.issued_at > now.saturating_add(skew) {
+            return Err(LeaseError::NotYetValid(self.issued_at));
+        }
+        Ok(())
+    }
+}
+
 /// Why a gateway refuses a lease.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -145,12 +159,7 @@ impl LeaseVerifier {
     /// `skew` seconds of clock difference with the control plane that signed it.
     pub fn verify(&self, bytes: &[u8], now: i64, skew: i64) -> Result<Lease, LeaseError> {
         let lease = self.verify_signature(bytes)?;
-        if now > lease.expires_at.saturating_add(skew) {
-            return Err(LeaseError::Expired(lease.expires_at));
-        }
-        if lease.issued_at > now.saturating_add(skew) {
-            return Err(LeaseError::NotYetValid(lease.issued_at));
-        }
+        lease.check_validity(now, skew)?;
         Ok(lease)
     }
 

@@ -17,6 +17,7 @@ use super::postgres;
 use super::prefixed::Prefixed;
 use super::registry::Registry;
 use super::splice::{End, NoTap, Side, splice};
+use super::verified::VerifiedLeases;
 use super::{Denied, GatewayConfig, Upstream};
 use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord};
 
@@ -30,28 +31,35 @@ const LEASE_SKEW_SECS: i64 = 30;
 /// the TLS state (over a kilobyte, and the task would keep a slot for each move).
 type Client = Box<TlsStream<TcpStream>>;
 
+/// What every connection of one gateway uses.
+#[derive(Clone, Copy)]
+pub(super) struct Shared<'a> {
+    pub(super) config: &'a GatewayConfig,
+    pub(super) registry: &'a Arc<Registry>,
+    pub(super) leases: &'a VerifiedLeases,
+    pub(super) acceptor: &'a TlsAcceptor,
+}
+
 pub(super) async fn handle(
     socket: TcpStream,
     peer: SocketAddr,
-    config: &GatewayConfig,
-    registry: &Arc<Registry>,
-    acceptor: &TlsAcceptor,
+    shared: Shared<'_>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
     tokio::select! {
-        _ = serve(socket, peer, config, registry, acceptor) => {}
+        _ = serve(socket, peer, shared) => {}
         _ = shutdown.wait_for(|stop| *stop) => {}
     }
 }
 
-async fn serve(
-    socket: TcpStream,
-    peer: SocketAddr,
-    config: &GatewayConfig,
-    registry: &Arc<Registry>,
-    acceptor: &TlsAcceptor,
-) {
+async fn serve(socket: TcpStream, peer: SocketAddr, shared: Shared<'_>) {
+    let Shared {
+        config,
+        registry,
+        leases,
+        acceptor,
+    } = shared;
     // Each phase's future is boxed and freed when the phase ends, so that a connection's task
     // holds only what its current phase needs (the gateway holds thousands of idle ones).
     let greeting =
@@ -71,7 +79,7 @@ async fn serve(
     // asked of the directory once, when the connection is put to use (OPEN). A warm connection
     // is only a promise: asking at HELLO too would double the directory's work for every
     // connection and could not spare the question at OPEN (access may be revoked meanwhile).
-    let lease = match verify(config, &lease_bytes) {
+    let lease = match verify(config, leases, &lease_bytes) {
         Ok(lease) => lease,
         Err(denied) => return refuse(&mut client, peer, denied).await,
     };
@@ -313,9 +321,12 @@ async fn greet(
 }
 
 /// Verifies the lease offline: signature, key, lifetime (with the tolerated clock difference).
-fn verify(config: &GatewayConfig, lease_bytes: &[u8]) -> Result<Lease, Denied> {
-    config
-        .leases
+fn verify(
+    config: &GatewayConfig,
+    leases: &VerifiedLeases,
+    lease_bytes: &[u8],
+) -> Result<Lease, Denied> {
+    leases
         .verify(lease_bytes, sdm_proto::unix_now(), LEASE_SKEW_SECS)
         .map_err(|e| Denied {
             kind: ErrorKind::Unauthenticated,

@@ -10,6 +10,7 @@ use tokio_rustls::TlsAcceptor;
 use super::GatewayConfig;
 use super::connection;
 use super::registry::Registry;
+use super::verified::VerifiedLeases;
 
 /// Connections served at once; more wait in the kernel's backlog instead of exhausting
 /// file descriptors.
@@ -19,6 +20,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     config: Arc<GatewayConfig>,
     registry: Arc<Registry>,
+    leases: Arc<VerifiedLeases>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(config.tls.clone());
@@ -44,9 +46,15 @@ pub(super) async fn serve(
             }
         };
         let (config, acceptor, shutdown) = (config.clone(), acceptor.clone(), shutdown.clone());
-        let registry = registry.clone();
+        let (registry, leases) = (registry.clone(), leases.clone());
         tokio::spawn(async move {
-            connection::handle(socket, peer, &config, &registry, &acceptor, shutdown).await;
+            let shared = connection::Shared {
+                config: &config,
+                registry: &registry,
+                leases: &leases,
+                acceptor: &acceptor,
+            };
+            connection::handle(socket, peer, shared, shutdown).await;
             drop(permit);
         });
     }

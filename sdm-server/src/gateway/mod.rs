@@ -20,6 +20,7 @@ mod postgres;
 mod prefixed;
 mod registry;
 mod splice;
+mod verified;
 
 pub use audit::{AuditSink, DiscardAudit};
 
@@ -136,10 +137,12 @@ impl Gateway {
             registry.clone(),
             shutdown.subscribe(),
         ));
+        let leases = Arc::new(verified::VerifiedLeases::new(config.leases.clone()));
         let task = tokio::spawn(listener::serve(
             listener,
             config,
             registry,
+            leases,
             shutdown.subscribe(),
         ));
         tracing::info!(address = %local_addr, "gateway listening");
