@@ -5,7 +5,6 @@ mod blocking;
 mod common;
 mod dial;
 mod errors;
-mod leaks;
 mod resilience;
 mod security;
 mod tunnel;

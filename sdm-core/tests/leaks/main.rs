@@ -1,12 +1,24 @@
 //! Nothing leaks: many open/close cycles through a tunnel leave file descriptors and memory
 //! where they were; logging out releases everything the session held.
+//!
+//! Its own test binary: descriptors and RSS are counted for the whole process, so no other
+//! test may run beside these (and these two run one after the other).
 
 use std::time::Duration;
 
 use sdm_testkit::EchoServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Fixture, eventually};
+use common::{Fixture, eventually};
+use tokio::sync::Mutex;
+
+// The end-to-end fixture, shared with tests/e2e; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../e2e/common.rs"]
+mod common;
+
+/// Held by each test for its whole run.
+static ALONE: Mutex<()> = Mutex::const_new(());
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
@@ -32,6 +44,7 @@ async fn cycle(addr: std::net::SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_cycles_leave_no_trace() {
+    let _alone = ALONE.lock().await;
     let fx = Fixture::start().await;
     let echo = EchoServer::start().unwrap();
     fx.tcp_resource("echo", echo.port(), None).await;
@@ -74,6 +87,7 @@ async fn ten_thousand_cycles_leave_no_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_last_handles_releases_everything() {
+    let _alone = ALONE.lock().await;
     let fx = Fixture::start().await;
     let echo = EchoServer::start().unwrap();
     fx.tcp_resource("echo", echo.port(), None).await;
