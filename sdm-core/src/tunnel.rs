@@ -245,7 +245,7 @@ impl TunnelShared {
             tracing::info!(resource = %self.resource.name, "tunnel closed");
         }
         self.shutdown.send_replace(true);
-        self.pool.clear();
+        self.pool.close();
     }
 
     /// Waits for the accept loop to end (the listener is then dropped and the port free).

@@ -27,6 +27,8 @@ pub(crate) struct WarmPool {
     idle: Mutex<VecDeque<Warm>>,
     target: usize,
     filling: AtomicBool,
+    /// Set when the tunnel closes: a refill still in flight then keeps nothing.
+    closed: AtomicBool,
 }
 
 impl WarmPool {
@@ -35,6 +37,7 @@ impl WarmPool {
             idle: Mutex::new(VecDeque::new()),
             target,
             filling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -74,10 +77,15 @@ impl WarmPool {
         resource: &str,
     ) {
         let result: Result<()> = async {
-            while self.len() < self.target {
+            while !self.closed.load(Ordering::Acquire) && self.len() < self.target {
                 let mut stream = connector.connect(lease, resource, false).await?;
                 stream.wait_ready().await?;
                 if let Ok(mut idle) = self.idle.lock() {
+                    // Checked under the lock that `close` takes after setting the flag, so a
+                    // connection made while the tunnel closed is dropped, not kept.
+                    if self.closed.load(Ordering::Acquire) {
+                        break;
+                    }
                     idle.push_back(Warm {
                         stream,
                         lease_id: lease.lease_id,
@@ -94,8 +102,9 @@ impl WarmPool {
         self.filling.store(false, Ordering::Release);
     }
 
-    /// Drops every idle connection.
-    pub(crate) fn clear(&self) {
+    /// Drops every idle connection and keeps none from now on (the tunnel closed).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
