@@ -45,9 +45,13 @@ def test_connect_psycopg_through_the_tunnel(session: sdm.Session, pg: Dict[str, 
         assert query_psycopg(dsn, "select current_user") == pg["user"]
         assert query_psycopg(dsn, "select 40 + 2") == 42
     assert not tunnel.is_open
-    # The port was released when the with block ended.
+    # The port was released when the with block ended: a new listener can take it. (With
+    # SO_REUSEADDR, as servers bind, so that only a listener still there could stop it; the
+    # closed connections may leave TIME_WAIT entries on the port, which are not a listener.)
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", tunnel.port))
+        s.listen()
 
 
 def test_tunnel_to_a_tcp_resource_carries_bytes(session: sdm.Session) -> None:
