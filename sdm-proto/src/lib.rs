@@ -10,6 +10,8 @@ pub mod error;
 pub mod gateway;
 pub mod handshake;
 pub mod lease;
+#[cfg(feature = "tls")]
+pub mod pinned_ca;
 pub mod resource;
 pub mod token;
 

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::api::{self, ApiState};
-use crate::control::{GATEWAY_HEARTBEAT, StoreAuditWriter, StoreDirectory};
+use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory, store_audit_writer};
 use crate::gateway::{AuditSink, Gateway, GatewayConfig};
 use crate::keys::tls::{self, LeafResolver};
 use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
@@ -820,7 +820,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
 
     // The gateway, and the audit trail it writes through a background writer.
     let secret_box = Arc::new(secret_box);
-    let (audit_writer, audit_task) = StoreAuditWriter::start(store.clone());
+    let (audit_writer, audit_task) = store_audit_writer(store.clone());
     let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
     let lease_public_key = lease_signer.public_key();
     let kit = GatewayKit {

@@ -1,107 +1,49 @@
-//! [`StoreAuditWriter`]: the gateway's audit events, queued and written to the store in batches
-//! by one background task, so that recording never waits on the database.
+//! [`store_audit_writer`]: the gateway's audit events, queued ([`AuditQueue`]) and written to the
+//! store in batches by one background task, so that recording never waits on the database.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use crate::gateway::AuditSink;
-use crate::store::{AuditEvent, Store};
+use crate::gateway::{AuditBatches, AuditQueue, audit_queue};
+use crate::store::Store;
 
-/// Events waiting to be written; beyond this, events are dropped (and counted) rather than
-/// slowing connections down.
-const QUEUE: usize = 64 * 1024;
 /// Events written per transaction at most.
 const BATCH: usize = 2048;
-/// Under sustained traffic, a transaction starts at most this often, so that each carries many
-/// events: a commit costs about as much for one row as for hundreds (SQLite rewrites the same
-/// pages), and a PostgreSQL query audit would otherwise commit once per query. An event after a
-/// quiet spell is written at once.
-const MIN_INTERVAL: Duration = Duration::from_millis(25);
 
-/// Queues audit events for the store.
-#[derive(Debug)]
-pub struct StoreAuditWriter {
-    queue: mpsc::Sender<AuditEvent>,
-    dropped: Arc<AtomicU64>,
+/// A queue for the gateway's audit events and the task that writes them to `store`; the task
+/// ends after every queue handle is dropped and what was queued is written.
+pub fn store_audit_writer(store: Arc<dyn Store>) -> (AuditQueue, JoinHandle<()>) {
+    let (queue, batches) = audit_queue();
+    (queue, tokio::spawn(write_loop(store, batches)))
 }
 
-impl StoreAuditWriter {
-    /// A writer and its task; the task ends after every writer handle is dropped and the queue
-    /// is written.
-    pub fn start(store: Arc<dyn Store>) -> (StoreAuditWriter, JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(write_loop(store, rx, dropped.clone()));
-        (StoreAuditWriter { queue, dropped }, task)
-    }
-}
-
-impl AuditSink for StoreAuditWriter {
-    fn record(&self, event: AuditEvent) {
-        if self.queue.try_send(event).is_err() {
-            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if before.is_power_of_two() {
-                tracing::warn!(
-                    dropped = before + 1,
-                    "the audit queue is full; events are being dropped"
-                );
-            }
-        }
-    }
-}
-
-async fn write_loop(
-    store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<AuditEvent>,
-    dropped: Arc<AtomicU64>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut last_write: Option<Instant> = None;
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        if let Some(next) = last_write.map(|at| at + MIN_INTERVAL)
-            && batch.len() < BATCH
-            && Instant::now() < next
-        {
-            tokio::time::sleep_until(next).await;
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
-                }
-            }
-        }
-        last_write = Some(Instant::now());
-        let events = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+async fn write_loop(store: Arc<dyn Store>, mut batches: AuditBatches) {
+    while let Some(events) = batches.next(BATCH).await {
         let count = events.len();
         if let Err(e) = store.write_audit(events).await {
-            dropped.fetch_add(count as u64, Ordering::Relaxed);
+            batches.lost(count);
             tracing::error!(error = %e, lost = count, "writing the audit trail failed");
         }
     }
-    let lost = dropped.load(Ordering::Relaxed);
-    if lost > 0 {
-        tracing::warn!(lost, "audit events were lost while this server ran");
-    }
+    batches.finish("this server");
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+    use std::time::Duration;
 
     use uuid::Uuid;
 
     use super::*;
-    use crate::store::{ConnectionRecord, QueryRecord, SqliteStore};
+    use crate::gateway::AuditSink;
+    use crate::store::{AuditEvent, ConnectionRecord, QueryRecord, SqliteStore};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bursts_are_written_whole_and_in_order() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let (writer, task) = StoreAuditWriter::start(store.clone());
+        let (writer, task) = store_audit_writer(store.clone());
         let id = Uuid::new_v4();
         writer.record(AuditEvent::Started(ConnectionRecord {
             id,

@@ -11,7 +11,7 @@ mod directory;
 pub mod gateway_identities;
 pub mod pinning;
 
-pub use audit_writer::StoreAuditWriter;
+pub use audit_writer::store_audit_writer;
 pub use directory::StoreDirectory;
 
 /// A gateway that has not reported for longer than this is not offered to clients, and a

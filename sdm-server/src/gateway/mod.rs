@@ -22,7 +22,8 @@ mod registry;
 mod splice;
 mod verified;
 
-pub use audit::{AuditSink, DiscardAudit};
+pub(crate) use audit::{AuditBatches, audit_queue};
+pub use audit::{AuditQueue, AuditSink, DiscardAudit};
 
 /// Where a lease may go, as decided by the control plane's state.
 #[async_trait::async_trait]

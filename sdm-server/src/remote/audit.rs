@@ -1,28 +1,24 @@
-//! [`RemoteAuditSink`]: the standalone gateway's audit events, queued and uploaded to the
+//! [`audit_uploader`]: the standalone gateway's audit events, queued and uploaded to the
 //! control plane in batches by one background task, so that recording never waits on the
 //! network.
 //!
 //! The queue is bounded; when it is full (the control plane unreachable for long), events are
 //! dropped and counted rather than slowing connections down. A batch that fails to upload is
-//! retried with backoff a bounded number of times, in order, before the next one is sent.
+//! retried with backoff a bounded number of times, in order, before the next one is sent. Under
+//! sustained traffic a batch is uploaded at most every 25 ms (see [`AuditBatches`]).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sdm_proto::api::{AuditRecord, routes};
 use sdm_proto::gateway::{
     AuditEnd, AuditEvent as WireEvent, AuditQueryEvent, MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS,
 };
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client::{CallError, SharedControlPlane, backoff};
-use crate::gateway::AuditSink;
+use crate::gateway::{AuditBatches, AuditQueue, audit_queue};
 use crate::store::AuditEvent;
 
-/// Events waiting to be uploaded; beyond this, events are dropped (and counted).
-const QUEUE: usize = 64 * 1024;
 /// Events read from the queue at once.
 const READ: usize = 2048;
 /// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
@@ -31,36 +27,12 @@ const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;
 const ATTEMPTS: u32 = 6;
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Queues audit events for the control plane.
-#[derive(Debug)]
-pub struct RemoteAuditSink {
-    queue: mpsc::Sender<AuditEvent>,
-    dropped: Arc<AtomicU64>,
-}
-
-impl RemoteAuditSink {
-    /// A sink and its task; the task ends after every sink handle is dropped and the queue is
-    /// uploaded (or given up).
-    pub(crate) fn start(control_plane: SharedControlPlane) -> (RemoteAuditSink, JoinHandle<()>) {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        let dropped = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(upload_loop(control_plane, rx, dropped.clone()));
-        (RemoteAuditSink { queue, dropped }, task)
-    }
-}
-
-impl AuditSink for RemoteAuditSink {
-    fn record(&self, event: AuditEvent) {
-        if self.queue.try_send(event).is_err() {
-            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if before.is_power_of_two() {
-                tracing::warn!(
-                    dropped = before + 1,
-                    "the audit queue is full; events are being dropped"
-                );
-            }
-        }
-    }
+/// A queue for the gateway's audit events and the task that uploads them to the control plane;
+/// the task ends after every queue handle is dropped and what was queued is uploaded (or given
+/// up).
+pub(crate) fn audit_uploader(control_plane: SharedControlPlane) -> (AuditQueue, JoinHandle<()>) {
+    let (queue, batches) = audit_queue();
+    (queue, tokio::spawn(upload_loop(control_plane, batches)))
 }
 
 fn wire(event: AuditEvent) -> WireEvent {
@@ -135,24 +107,15 @@ fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
     out
 }
 
-async fn upload_loop(
-    control_plane: SharedControlPlane,
-    mut rx: mpsc::Receiver<AuditEvent>,
-    dropped: Arc<AtomicU64>,
-) {
-    let mut batch = Vec::with_capacity(READ);
-    while rx.recv_many(&mut batch, READ).await > 0 {
-        let events = std::mem::replace(&mut batch, Vec::with_capacity(READ));
+async fn upload_loop(control_plane: SharedControlPlane, mut batches: AuditBatches) {
+    while let Some(events) = batches.next(READ).await {
         for (count, body) in bodies(events) {
             if !upload(&control_plane, body).await {
-                dropped.fetch_add(count as u64, Ordering::Relaxed);
+                batches.lost(count);
             }
         }
     }
-    let lost = dropped.load(Ordering::Relaxed);
-    if lost > 0 {
-        tracing::warn!(lost, "audit events were lost while this gateway ran");
-    }
+    batches.finish("this gateway");
 }
 
 /// Uploads one body, retrying transient failures; whether it was accepted.

@@ -19,13 +19,12 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use sdm_proto::error::ApiErrorBody;
+use sdm_proto::pinned_ca;
 use sdm_proto::{ErrorKind, Token};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-
-use super::tls;
 
 /// Answers larger than this are refused.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -100,7 +99,8 @@ impl Endpoint {
         }
         let (host, port) =
             crate::server::split_host_port(authority, true).map_err(|why| bad(&why))?;
-        let server_name = tls::server_name(&host).ok_or_else(|| bad("has an invalid host"))?;
+        let server_name =
+            pinned_ca::server_name(&host).ok_or_else(|| bad("has an invalid host"))?;
         Ok(Endpoint {
             url: url.trim_end_matches('/').to_owned(),
             host,
@@ -163,8 +163,9 @@ impl ControlPlane {
             .iter()
             .map(|u| Endpoint::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let config = tls::client_config(token.ca_fingerprint)
-            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let config =
+            pinned_ca::client_config(token.ca_fingerprint, crate::keys::tls::ALPN_API, 256)
+                .map_err(|e| format!("cannot set up TLS: {e}"))?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.encode()))
             .map_err(|_| "the gateway token contains invalid characters".to_owned())?;
         auth.set_sensitive(true);

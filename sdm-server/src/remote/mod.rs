@@ -1,7 +1,7 @@
 //! [`StandaloneGateway`]: a gateway with no database of its own (`sdm-server gateway`).
 //!
 //! It runs the same gateway code as `sdm-server serve`, with a [`RemoteDirectory`] that asks the
-//! control plane where leases go and a [`RemoteAuditSink`] that uploads the audit trail, both
+//! control plane where leases go and an audit uploader for the audit trail, both
 //! over the `/v1/gateway/…` routes with a gateway token and the pinned CA. At start it registers
 //! (and receives the lease verification keys and a TLS certificate issued by the installation's
 //! CA for its public address); then it heartbeats so that clients are offered it, polls the
@@ -41,10 +41,8 @@ mod args;
 mod audit;
 mod client;
 mod directory;
-mod tls;
 
 pub use args::GatewayArgs;
-pub use audit::RemoteAuditSink;
 pub use directory::RemoteDirectory;
 
 use client::{CallError, ControlPlane, SharedControlPlane, backoff};
@@ -313,7 +311,7 @@ impl StandaloneGateway {
             control_plane.clone(),
             registration.name.clone(),
         ));
-        let (audit, audit_task) = RemoteAuditSink::start(control_plane.clone());
+        let (audit, audit_task) = audit::audit_uploader(control_plane.clone());
         let gateway = Gateway::start_on(
             listener,
             GatewayConfig {

@@ -1,23 +1,27 @@
-//! TLS from a standalone gateway to the control plane: TLS 1.3 only, trusting exactly the CA
-//! whose SHA-256 fingerprint the gateway token carries (the same rule as clients follow, see
-//! `sdm-core/src/tls.rs`; the server does not depend on the client library).
+//! How every sdm client trusts an installation: TLS 1.3 only, trusting exactly the CA whose
+//! SHA-256 fingerprint the token carries. Jobs (through `sdm-core`) and standalone gateways
+//! (talking to their control plane) use the same rule, so it lives here, behind the `tls`
+//! feature.
 //!
-//! The control plane sends its chain as `[leaf, CA]`; the CA certificate is picked out of the
-//! chain by fingerprint and the leaf is verified against it with webpki (signature, validity,
-//! name). A chain without the pinned CA is refused.
+//! Servers send their chain as `[leaf, CA]`. The client picks the CA certificate out of the
+//! chain by fingerprint and then verifies the leaf against it with webpki as usual (signature,
+//! validity, name). A chain without the pinned CA is refused, so a token only ever talks to its
+//! own installation.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 #[derive(Debug)]
 struct PinnedCa {
     fingerprint: [u8; 32],
     provider: Arc<CryptoProvider>,
+    /// The webpki verifier for the CA found in the first chain; every later chain must carry
+    /// the same CA. Only a cache, so a poisoned lock is simply taken over.
     verifier: Mutex<Option<Arc<WebPkiServerVerifier>>>,
 }
 
@@ -28,11 +32,11 @@ impl PinnedCa {
     ) -> Result<Arc<WebPkiServerVerifier>, rustls::Error> {
         let ca = intermediates
             .iter()
-            .find(|c| sdm_proto::sha256(c.as_ref()) == self.fingerprint)
+            .find(|c| crate::sha256(c.as_ref()) == self.fingerprint)
             .ok_or_else(|| {
                 rustls::Error::General(
-                    "the control plane's certificate is not issued by the CA this gateway token \
-                     trusts (another installation, or an interception attempt)"
+                    "the server's certificate is not issued by the CA this token trusts \
+                     (another installation, or an interception attempt)"
                         .into(),
                 )
             })?;
@@ -101,8 +105,16 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
-/// A client configuration for the control plane API that trusts only the pinned CA.
-pub(crate) fn client_config(ca_fingerprint: [u8; 32]) -> Result<Arc<ClientConfig>, rustls::Error> {
+/// A client configuration that trusts only the CA with `ca_fingerprint`, speaks `alpn` and
+/// remembers up to `sessions` tickets for resumption.
+///
+/// Share one configuration across connections: it holds the session cache that lets later
+/// connections resume instead of doing a full handshake.
+pub fn client_config(
+    ca_fingerprint: [u8; 32],
+    alpn: &[u8],
+    sessions: usize,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinnedCa {
         fingerprint: ca_fingerprint,
@@ -114,13 +126,13 @@ pub(crate) fn client_config(ca_fingerprint: [u8; 32]) -> Result<Arc<ClientConfig
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    config.alpn_protocols = vec![crate::keys::tls::ALPN_API.to_vec()];
-    config.resumption = rustls::client::Resumption::in_memory_sessions(256);
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config.resumption = rustls::client::Resumption::in_memory_sessions(sessions);
     Ok(Arc::new(config))
 }
 
 /// The TLS server name for `host` (a DNS name or an IP address, brackets allowed).
-pub(crate) fn server_name(host: &str) -> Option<ServerName<'static>> {
+pub fn server_name(host: &str) -> Option<ServerName<'static>> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_owned()).ok()
 }
