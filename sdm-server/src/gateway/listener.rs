@@ -1,9 +1,10 @@
-//! The gateway's accept loop: bounded concurrency, one task per client connection.
+//! The gateway's accept loop: bounded concurrency, one task per client connection, carried by
+//! one of the [`Workers`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -11,10 +12,14 @@ use super::GatewayConfig;
 use super::connection;
 use super::registry::Registry;
 use super::verified::VerifiedLeases;
+use super::workers::Workers;
 
 /// Connections served at once; more wait in the kernel's backlog instead of exhausting
 /// file descriptors.
 const MAX_CONNECTIONS: usize = 16 * 1024;
+/// After shutdown, open connections get this long to close (they are told to at once) before
+/// the worker threads are stopped.
+const DRAIN: Duration = Duration::from_secs(5);
 
 pub(super) async fn serve(
     listener: TcpListener,
@@ -23,6 +28,13 @@ pub(super) async fn serve(
     leases: Arc<VerifiedLeases>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let workers = match Workers::start() {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the gateway's worker threads");
+            return;
+        }
+    };
     let acceptor = TlsAcceptor::from(config.tls.clone());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -45,9 +57,24 @@ pub(super) async fn serve(
                 continue;
             }
         };
+        // Moved to the worker's I/O driver, which then wakes the task on its own thread.
+        let socket = match socket.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot hand a connection to a worker");
+                continue;
+            }
+        };
         let (config, acceptor, shutdown) = (config.clone(), acceptor.clone(), shutdown.clone());
         let (registry, leases) = (registry.clone(), leases.clone());
-        tokio::spawn(async move {
+        workers.spawn(async move {
+            let socket = match TcpStream::from_std(socket) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, %peer, "cannot adopt a connection");
+                    return;
+                }
+            };
             let shared = connection::Shared {
                 config: &config,
                 registry: &registry,
@@ -58,5 +85,14 @@ pub(super) async fn serve(
             drop(permit);
         });
     }
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, permits.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after shutdown are dropped");
+    }
+    // Joining the threads blocks; not on this runtime's thread.
+    let _ = tokio::task::spawn_blocking(move || drop(workers)).await;
     tracing::info!("gateway stopped");
 }

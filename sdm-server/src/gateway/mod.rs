@@ -21,6 +21,7 @@ mod prefixed;
 mod registry;
 mod splice;
 mod verified;
+mod workers;
 
 pub(crate) use audit::{AuditBatches, audit_queue};
 pub use audit::{AuditQueue, AuditSink, DiscardAudit};
