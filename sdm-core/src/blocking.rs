@@ -123,7 +123,7 @@ impl Session {
         let mut theirs = tokio::net::UnixStream::from_std(theirs)
             .map_err(|e| Error::internal(format!("socketpair setup failed: {e}")).with_source(e))?;
         rt.spawn(async move {
-            let _ = tokio::io::copy_bidirectional(&mut theirs, &mut remote).await;
+            let _ = sdm_relay::relay(&mut theirs, &mut remote).await;
         });
         Ok(mine)
     }

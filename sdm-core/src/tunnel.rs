@@ -15,8 +15,6 @@ use crate::listener::{ListenAddr, LocalListener, LocalStream};
 use crate::resource::Resource;
 use crate::session::SessionCore;
 
-/// Copy buffer per direction: large enough for full TLS records and bulk transfers.
-const COPY_BUFFER: usize = 64 * 1024;
 /// Renewal retries back off up to this long between attempts.
 const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
 /// Access is checked at most this often after connections end.
@@ -311,7 +309,8 @@ async fn carry(
     let name = tunnel.resource.name.as_str();
     let work = async {
         let mut remote = core.open_stream(&slot, name, Some(&tunnel.pool)).await?;
-        tokio::io::copy_bidirectional_with_sizes(&mut local, &mut remote, COPY_BUFFER, COPY_BUFFER)
+        // Buffers sized by use: up to 64 KiB for bulk, none while idle.
+        sdm_relay::relay(&mut local, &mut remote)
             .await
             .map_err(|e| {
                 error_from_io(&e).unwrap_or_else(|| {

@@ -1,0 +1,338 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Per direction, a connection reads into a small buffer: most connections carry small
+/// messages (queries, rows) or sit idle, and a gateway holds thousands of them. A read that
+/// fills the buffer means a bulk transfer: the buffer then grows (×4 at a time) up to
+/// [`MAX_BUFFER`], large enough for full TLS records and few syscalls per megabyte. A small
+/// buffer is given back whenever its direction has nothing to read, so an idle connection
+/// holds none (allocating 4 KiB again costs far less than the wake-up that brings data).
+const FIRST_BUFFER: usize = 4 * 1024;
+/// The largest buffer per direction.
+const MAX_BUFFER: usize = 64 * 1024;
+
+/// Sees every chunk of one direction, in order, before it is written on.
+pub trait Tap: Send {
+    /// Called with each chunk read, before it is written.
+    fn observe(&mut self, bytes: &[u8]);
+}
+
+/// Looks at nothing.
+pub struct NoTap;
+
+impl Tap for NoTap {
+    fn observe(&mut self, _bytes: &[u8]) {}
+}
+
+/// Moves one direction of a connection; see the crate documentation for its buffer.
+#[derive(Debug)]
+pub struct Pump {
+    buf: Box<[u8]>,
+    pos: usize,
+    cap: usize,
+    eof: bool,
+    done: bool,
+    moved: u64,
+    need_flush: bool,
+    /// The last read filled the buffer (more was probably waiting).
+    full: bool,
+}
+
+/// Which half of a pump failed.
+#[derive(Debug)]
+pub enum PumpError {
+    /// Reading from its reader.
+    Read(io::Error),
+    /// Writing to (or flushing, or closing) its writer.
+    Write(io::Error),
+}
+
+impl Default for Pump {
+    fn default() -> Pump {
+        Pump::new()
+    }
+}
+
+impl Pump {
+    /// A pump holding no buffer yet.
+    pub fn new() -> Pump {
+        Pump {
+            // Allocated by the first read (see `grow`).
+            buf: Box::default(),
+            pos: 0,
+            cap: 0,
+            eof: false,
+            done: false,
+            moved: 0,
+            need_flush: false,
+            full: false,
+        }
+    }
+
+    /// Bytes written on so far.
+    pub fn moved(&self) -> u64 {
+        self.moved
+    }
+
+    /// Whether the reader ended and everything read was written (and flushed).
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Before a read into an empty buffer: allocates the first buffer, or a larger one when
+    /// the last read filled it. Never called with bytes pending, so nothing is copied.
+    fn grow(&mut self) {
+        let want = if self.buf.is_empty() {
+            FIRST_BUFFER
+        } else if self.full && self.buf.len() < MAX_BUFFER {
+            (self.buf.len() * 4).min(MAX_BUFFER)
+        } else {
+            return;
+        };
+        self.buf = vec![0u8; want].into_boxed_slice();
+        self.full = false;
+    }
+
+    /// Moves bytes until the reader is exhausted (then, with `shutdown`, closes the writer's
+    /// sending half), or until one side is not ready.
+    pub fn poll_pump<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+        tap: &mut dyn Tap,
+        shutdown: bool,
+    ) -> Poll<Result<(), PumpError>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            if self.pos == self.cap && !self.eof {
+                self.grow();
+                let mut rb = ReadBuf::new(&mut self.buf);
+                match reader.as_mut().poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        if self.buf.len() == FIRST_BUFFER {
+                            self.buf = Box::default();
+                        }
+                        if self.need_flush {
+                            ready!(writer.as_mut().poll_flush(cx)).map_err(PumpError::Write)?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(PumpError::Read(e))),
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.eof = true;
+                        } else {
+                            tap.observe(&self.buf[..n]);
+                            self.pos = 0;
+                            self.cap = n;
+                            self.full = n == self.buf.len();
+                        }
+                    }
+                }
+            }
+            while self.pos < self.cap {
+                let n = ready!(
+                    writer
+                        .as_mut()
+                        .poll_write(cx, &self.buf[self.pos..self.cap])
+                )
+                .map_err(PumpError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(PumpError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.pos += n;
+                self.moved += n as u64;
+                self.need_flush = true;
+            }
+            if self.eof && self.pos == self.cap {
+                ready!(writer.as_mut().poll_flush(cx)).map_err(PumpError::Write)?;
+                self.need_flush = false;
+                if shutdown {
+                    ready!(writer.as_mut().poll_shutdown(cx)).map_err(PumpError::Write)?;
+                }
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Moves bytes both ways between `a` and `b` until each has ended its sending half (which is
+/// then closed on the other), or until one fails. Returns the bytes moved from `a` to `b` and
+/// from `b` to `a`.
+pub async fn relay<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let mut forth = Pump::new();
+    let mut back = Pump::new();
+    std::future::poll_fn(|cx| {
+        if !forth.done
+            && let Poll::Ready(Err(e)) =
+                forth.poll_pump(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut NoTap, true)
+        {
+            return Poll::Ready(Err(e.into_inner()));
+        }
+        if !back.done
+            && let Poll::Ready(Err(e)) =
+                back.poll_pump(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut NoTap, true)
+        {
+            return Poll::Ready(Err(e.into_inner()));
+        }
+        if forth.done && back.done {
+            Poll::Ready(Ok((forth.moved, back.moved)))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+impl PumpError {
+    /// The I/O error, whichever half failed.
+    pub fn into_inner(self) -> io::Error {
+        match self {
+            PumpError::Read(e) | PumpError::Write(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    use super::*;
+
+    /// Reads `reader` to its end while `pump` moves it into `writer`.
+    async fn pump_all(pump: &mut Pump, bytes: Vec<u8>) -> Vec<u8> {
+        let (mut source, mut reader) = duplex(256 * 1024);
+        let (mut writer, mut sink) = duplex(256 * 1024);
+        let feed = tokio::spawn(async move {
+            source.write_all(&bytes).await.unwrap();
+            source.shutdown().await.unwrap();
+        });
+        let drain = tokio::spawn(async move {
+            let mut out = Vec::new();
+            sink.read_to_end(&mut out).await.unwrap();
+            out
+        });
+        std::future::poll_fn(|cx| {
+            pump.poll_pump(
+                cx,
+                Pin::new(&mut reader),
+                Pin::new(&mut writer),
+                &mut NoTap,
+                true,
+            )
+        })
+        .await
+        .map_err(|_| "pump failed")
+        .unwrap();
+        feed.await.unwrap();
+        drain.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn small_messages_keep_the_small_buffer() {
+        let mut pump = Pump::new();
+        assert!(
+            pump.buf.is_empty(),
+            "nothing is allocated before the first read"
+        );
+        let out = pump_all(&mut pump, b"SELECT 1".to_vec()).await;
+        assert_eq!(out, b"SELECT 1");
+        assert_eq!(pump.buf.len(), FIRST_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn an_idle_direction_gives_its_small_buffer_back() {
+        let mut pump = Pump::new();
+        let (mut source, mut reader) = duplex(1024);
+        let (mut writer, mut sink) = duplex(1024);
+        let mut poll = |pump: &mut Pump| {
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            pump.poll_pump(
+                &mut cx,
+                Pin::new(&mut reader),
+                Pin::new(&mut writer),
+                &mut NoTap,
+                true,
+            )
+            .is_pending()
+        };
+        assert!(poll(&mut pump), "nothing to read yet");
+        assert!(pump.buf.is_empty(), "idle: no buffer held");
+        source.write_all(b"SELECT 1").await.unwrap();
+        assert!(poll(&mut pump), "moved what there was, then waits");
+        assert!(pump.buf.is_empty(), "idle again: the buffer was given back");
+        assert_eq!(pump.moved, 8);
+        let mut out = [0u8; 8];
+        sink.read_exact(&mut out).await.unwrap();
+        assert_eq!(&out, b"SELECT 1");
+    }
+
+    #[tokio::test]
+    async fn bulk_grows_the_buffer_and_moves_every_byte_in_order() {
+        let mut pump = Pump::new();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let out = pump_all(&mut pump, bytes.clone()).await;
+        assert_eq!(out.len(), bytes.len());
+        assert!(out == bytes, "bytes changed on the way");
+        assert_eq!(pump.moved, bytes.len() as u64);
+        assert_eq!(pump.buf.len(), MAX_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn relay_moves_both_ways_and_passes_each_end_on() {
+        let (mut client, mut a) = duplex(64 * 1024);
+        let (mut b, mut server) = duplex(64 * 1024);
+        let relayed = tokio::spawn(async move { relay(&mut a, &mut b).await });
+        let upload: Vec<u8> = (0..500_000u32).map(|i| (i % 253) as u8).collect();
+        let expected = upload.clone();
+        let server_side = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            server.write_all(b"done").await.unwrap();
+            server.shutdown().await.unwrap();
+            got
+        });
+        client.write_all(&upload).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"done");
+        assert!(
+            server_side.await.unwrap() == expected,
+            "bytes changed on the way"
+        );
+        let (forth, back) = relayed.await.unwrap().unwrap();
+        assert_eq!((forth, back), (500_000, 4));
+    }
+
+    #[tokio::test]
+    async fn relay_reports_a_failing_side() {
+        let (client, mut a) = duplex(1024);
+        let (mut b, server) = duplex(1024);
+        drop(server);
+        let relayed = tokio::spawn(async move { relay(&mut a, &mut b).await });
+        let mut client = client;
+        // The write into a closed peer fails; the relay ends with that error.
+        let _ = client.write_all(b"hello").await;
+        let err = relayed.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
+}
