@@ -1,7 +1,9 @@
 //! [`StoreDirectory`]: the gateway's [`Directory`] over the control plane's [`Store`].
 //!
-//! Nothing is cached: every connection reads the current state, so suspending an account,
-//! ending a session or removing a grant refuses the next connection at once.
+//! Every connection is decided on the current state, so suspending an account, ending a session
+//! or removing a grant refuses the next connection at once. Positive answers are remembered
+//! ([`AnswerCache`]) only while the store can vouch, without a database trip, that nothing
+//! changed since (embedded SQLite); otherwise every connection reads the store.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use sdm_proto::{ErrorKind, Lease};
 
 use sdm_proto::api::UpstreamTls;
 
+use super::answer_cache::AnswerCache;
 use super::pinning;
 use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
 use crate::keys::SecretBox;
@@ -23,6 +26,7 @@ pub struct StoreDirectory {
     secrets: Arc<SecretBox>,
     /// The tags of the gateway this directory answers for (none for an embedded gateway).
     tags: BTreeMap<String, String>,
+    answers: Arc<AnswerCache>,
 }
 
 impl std::fmt::Debug for StoreDirectory {
@@ -50,6 +54,7 @@ impl StoreDirectory {
             store,
             secrets,
             tags: BTreeMap::new(),
+            answers: Arc::default(),
         }
     }
 
@@ -169,7 +174,18 @@ impl Directory for StoreDirectory {
     }
 
     async fn authorize(&self, lease: &Lease, _signed: &[u8]) -> Result<Upstream, Denied> {
-        self.decide(lease, &self.tags).await
+        // Read before the store: a change committed in between moves the epoch past the one
+        // the answer is remembered under.
+        let Some(epoch) = self.store.local_revocation_epoch() else {
+            return self.decide(lease, &self.tags).await;
+        };
+        let key = (lease.account_id, lease.session_id, lease.resource_id);
+        if let Some(answer) = self.answers.get(epoch, &key) {
+            return Ok(answer);
+        }
+        let answer = self.decide(lease, &self.tags).await?;
+        self.answers.put(epoch, key, &answer);
+        Ok(answer)
     }
 }
 
@@ -293,6 +309,54 @@ mod tests {
                 labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
             }
         );
+    }
+
+    /// Each change lands after the answer was remembered, and the next connection sees it.
+    #[tokio::test]
+    async fn remembered_answers_end_with_every_change() {
+        let f = fixture().await;
+        let first = f.directory.authorize(&f.lease, &[]).await.unwrap();
+        assert_eq!(f.directory.authorize(&f.lease, &[]).await.unwrap(), first);
+
+        let mut resource = f
+            .store
+            .get_resource(f.lease.resource_id)
+            .await
+            .unwrap()
+            .unwrap();
+        resource.port = 6543;
+        f.store.update_resource(resource).await.unwrap();
+        let moved = f.directory.authorize(&f.lease, &[]).await.unwrap();
+        assert_eq!(moved.port, 6543);
+
+        f.store
+            .set_account_status(f.account.id, AccountStatus::Suspended)
+            .await
+            .unwrap();
+        assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
+        f.store
+            .set_account_status(f.account.id, AccountStatus::Active)
+            .await
+            .unwrap();
+        f.directory.authorize(&f.lease, &[]).await.unwrap();
+
+        f.store
+            .revoke_grant(f.account.id, f.lease.resource_id)
+            .await
+            .unwrap();
+        assert_eq!(refusal(&f).await.kind, ErrorKind::Forbidden);
+        f.store
+            .grant(GrantRecord {
+                account_id: f.account.id,
+                resource_id: f.lease.resource_id,
+                created_at: 2,
+            })
+            .await
+            .unwrap();
+        f.directory.authorize(&f.lease, &[]).await.unwrap();
+
+        assert!(f.store.end_session(f.lease.session_id, 3).await.unwrap());
+        assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
     }
 
     #[tokio::test]

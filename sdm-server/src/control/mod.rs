@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+mod answer_cache;
 mod audit_writer;
 mod directory;
 pub mod gateway_identities;

@@ -23,18 +23,12 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 pub(super) async fn serve(
     listener: TcpListener,
+    workers: Workers,
     config: Arc<GatewayConfig>,
     registry: Arc<Registry>,
     leases: Arc<VerifiedLeases>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let workers = match Workers::start() {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the gateway's worker threads");
-            return;
-        }
-    };
     let acceptor = TlsAcceptor::from(config.tls.clone());
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {

@@ -131,6 +131,7 @@ impl Gateway {
     /// for a gateway that must know its port before its certificate exists.
     pub fn start_on(listener: TcpListener, config: GatewayConfig) -> std::io::Result<Gateway> {
         let local_addr = listener.local_addr()?;
+        let workers = workers::Workers::start()?;
         let (shutdown, _) = watch::channel(false);
         let config = Arc::new(config);
         let registry = Arc::new(registry::Registry::default());
@@ -142,6 +143,7 @@ impl Gateway {
         let leases = Arc::new(verified::VerifiedLeases::new(config.leases.clone()));
         let task = tokio::spawn(listener::serve(
             listener,
+            workers,
             config,
             registry,
             leases,

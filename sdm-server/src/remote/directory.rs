@@ -25,9 +25,8 @@ use uuid::Uuid;
 use super::client::{CallError, SharedControlPlane};
 use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
 
-/// How long a positive answer is reused (unless the revocation epoch moves first). Changes that
-/// take nothing away, such as a new password for the resource, reach connections opened after
-/// this long.
+/// How long a positive answer is reused (unless the revocation epoch moves first, which a
+/// resource update also does).
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);
 /// Bound on cached leases; past it the cache starts over.
 const CACHE_MAX: usize = 100_000;

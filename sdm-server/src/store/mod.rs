@@ -354,9 +354,18 @@ pub trait Store: Send + Sync + 'static {
     // --- revocation ---
 
     /// A number that grows whenever access is taken away anywhere (an account suspended or
-    /// deleted, a token revoked, a session ended, a grant or resource removed). Gateways poll it
+    /// deleted, a token revoked, a session ended, a grant or resource removed) or a resource is
+    /// changed. Gateways poll it
     /// and re-check their open connections when it moves.
     async fn revocation_epoch(&self) -> Result<i64, StoreError>;
+
+    /// The revocation epoch without a database trip, when this process sees every change to
+    /// the store as it is made (embedded SQLite: this process is its only writer), so that an
+    /// answer remembered under this epoch is still the answer the store would give. `None` when
+    /// other processes may change the store (PostgreSQL) or the epoch is unknown.
+    fn local_revocation_epoch(&self) -> Option<i64> {
+        None
+    }
 
     // --- audit ---
 

@@ -38,7 +38,13 @@ use super::{
 
 /// Versioned migrations, applied in order, each once. PostgreSQL's versions are its own: one
 /// migration here may hold several of SQLite's (version 1 = SQLite's 1 to 3).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("migrations/postgres/0002_resource_update_epoch.sql"),
+    ),
+];
 
 /// Connections per process at most (PostgreSQL's default `max_connections` is 100).
 pub const POOL_SIZE: usize = 16;

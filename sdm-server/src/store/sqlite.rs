@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("migrations/sqlite/0003_revocation_epoch.sql"),
     ),
+    (
+        4,
+        include_str!("migrations/sqlite/0004_resource_update_epoch.sql"),
+    ),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,7 +46,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(super) conn: Arc<Mutex<Connection>>,
+    /// The revocation epoch as of the last change made through this store (or the last read),
+    /// so that the gateway can tell without a database trip whether what it remembered still
+    /// holds. This process is the database's only writer; `UNKNOWN_EPOCH` after a failed read.
+    epoch: Arc<AtomicI64>,
 }
+
+const UNKNOWN_EPOCH: i64 = i64::MIN;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -382,6 +393,18 @@ fn revoke_tokens_tx(tx: &Transaction<'_>, account_id: Uuid, now: i64) -> Result<
     Ok(u64::try_from(revoked).unwrap_or(u64::MAX))
 }
 
+fn read_epoch(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT epoch FROM revocation_epoch WHERE id = 1", [], |r| {
+        r.get(0)
+    })
+    .context("read the revocation epoch")
+}
+
+fn refresh_epoch(conn: &Connection, mirror: &AtomicI64) {
+    let epoch = read_epoch(conn).unwrap_or(UNKNOWN_EPOCH);
+    mirror.store(epoch, Ordering::Release);
+}
+
 impl SqliteStore {
     /// Opens (creating it with mode 0600 if needed) the database at `path` and applies pending
     /// migrations. Blocking: call it from a blocking context.
@@ -390,9 +413,7 @@ impl SqliteStore {
         let mut conn = Connection::open(path).context("open the database")?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(SqliteStore::with(conn))
     }
 
     /// A private in-memory database, for tests and experiments.
@@ -400,9 +421,16 @@ impl SqliteStore {
         let mut conn = Connection::open_in_memory().context("open an in-memory database")?;
         configure(&conn)?;
         migrate(&mut conn)?;
-        Ok(SqliteStore {
+        Ok(SqliteStore::with(conn))
+    }
+
+    fn with(conn: Connection) -> SqliteStore {
+        let epoch = Arc::new(AtomicI64::new(UNKNOWN_EPOCH));
+        refresh_epoch(&conn, &epoch);
+        SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
-        })
+            epoch,
+        }
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -412,11 +440,18 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let conn = Arc::clone(&self.conn);
+        let epoch = Arc::clone(&self.epoch);
         tokio::task::spawn_blocking(move || {
             // A panic while the lock was held cannot leave a transaction half applied (an
             // unfinished `Transaction` rolls back on drop), so the connection stays usable.
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard)
+            let changes = guard.total_changes();
+            let value = f(&mut guard);
+            // Triggers move the epoch; read it before anyone can act on the change.
+            if guard.total_changes() != changes {
+                refresh_epoch(&guard, &epoch);
+            }
+            value
         })
         .await
         .map_err(|e| StoreError::backend("run a database task", e))?
@@ -904,13 +939,18 @@ impl Store for SqliteStore {
     }
 
     async fn revocation_epoch(&self) -> Result<i64, StoreError> {
-        self.run(|conn| {
-            conn.query_row("SELECT epoch FROM revocation_epoch WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .context("read the revocation epoch")
+        let mirror = Arc::clone(&self.epoch);
+        self.run(move |conn| {
+            let epoch = read_epoch(conn);
+            // Also catches changes made by anything but this store (gateways poll every second).
+            mirror.store(*epoch.as_ref().unwrap_or(&UNKNOWN_EPOCH), Ordering::Release);
+            epoch
         })
         .await
+    }
+
+    fn local_revocation_epoch(&self) -> Option<i64> {
+        Some(self.epoch.load(Ordering::Acquire)).filter(|e| *e != UNKNOWN_EPOCH)
     }
 
     async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {

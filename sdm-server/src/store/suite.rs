@@ -501,8 +501,8 @@ pub(crate) async fn names_sort_byte_wise(f: &Fixture) {
     assert_eq!(resources, expected);
 }
 
-/// The epoch moves on exactly the events that take access away, once per row changed (a
-/// cascade counts its rows), and on nothing else.
+/// The epoch moves on exactly the events that take access away or change where it leads (a
+/// resource update), once per row changed (a cascade counts its rows), and on nothing else.
 pub(crate) async fn revocation_epoch_moves_on_exactly_the_revoking_events(f: &Fixture) {
     let store = f.a.as_ref();
     let mut last = store.revocation_epoch().await.unwrap();
@@ -571,10 +571,11 @@ pub(crate) async fn revocation_epoch_moves_on_exactly_the_revoking_events(f: &Fi
     assert!(!store.revoke_grant(a.id, pg.id).await.unwrap());
     step("revoking a missing grant", 0).await;
     store.grant(grant(a.id, pg.id, 11)).await.unwrap();
+    step("granting", 0).await;
     let mut changed = pg.clone();
     changed.port = 6543;
     store.update_resource(changed).await.unwrap();
-    step("granting and updating a resource", 0).await;
+    step("updating a resource (gateways re-check)", 1).await;
 
     store.delete_resource(redis.id).await.unwrap();
     step("deleting a resource with one grant", 2).await;
