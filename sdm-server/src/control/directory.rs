@@ -281,6 +281,16 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        async fn resource(&self) -> ResourceRecord {
+            self.store
+                .get_resource(self.lease.resource_id)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    }
+
     async fn refusal(f: &Fixture) -> Denied {
         f.directory.authorize(&f.lease, &[]).await.unwrap_err()
     }
@@ -318,12 +328,7 @@ mod tests {
         let first = f.directory.authorize(&f.lease, &[]).await.unwrap();
         assert_eq!(f.directory.authorize(&f.lease, &[]).await.unwrap(), first);
 
-        let mut resource = f
-            .store
-            .get_resource(f.lease.resource_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut resource = f.resource().await;
         resource.port = 6543;
         f.store.update_resource(resource).await.unwrap();
         let moved = f.directory.authorize(&f.lease, &[]).await.unwrap();
@@ -404,12 +409,7 @@ mod tests {
     #[tokio::test]
     async fn a_pinned_resource_goes_only_to_matching_gateways() {
         let f = fixture().await;
-        let mut resource = f
-            .store
-            .get_resource(f.lease.resource_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let mut resource = f.resource().await;
         resource
             .tags
             .insert(pinning::PIN_TAG.into(), "region=eu".into());

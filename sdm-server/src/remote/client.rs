@@ -32,6 +32,8 @@ const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 const MAX_IDLE: Duration = Duration::from_secs(30);
 /// Idle connections kept per control plane.
 const MAX_IDLE_CONNECTIONS: usize = 16;
+/// TLS resumption tickets kept (a few per control plane URL suffice).
+const TLS_SESSIONS: usize = 256;
 /// TCP and TLS to one control plane.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After the token is refused, calls are not made again for this long: a gateway whose identity
@@ -163,9 +165,12 @@ impl ControlPlane {
             .iter()
             .map(|u| Endpoint::parse(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let config =
-            pinned_ca::client_config(token.ca_fingerprint, crate::keys::tls::ALPN_API, 256)
-                .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let config = pinned_ca::client_config(
+            token.ca_fingerprint,
+            crate::keys::tls::ALPN_API,
+            TLS_SESSIONS,
+        )
+        .map_err(|e| format!("cannot set up TLS: {e}"))?;
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.encode()))
             .map_err(|_| "the gateway token contains invalid characters".to_owned())?;
         auth.set_sensitive(true);

@@ -400,9 +400,11 @@ fn read_epoch(conn: &Connection) -> Result<i64, StoreError> {
     .context("read the revocation epoch")
 }
 
-fn refresh_epoch(conn: &Connection, mirror: &AtomicI64) {
-    let epoch = read_epoch(conn).unwrap_or(UNKNOWN_EPOCH);
-    mirror.store(epoch, Ordering::Release);
+/// Reads the epoch into `mirror` (unknown when the read fails) and returns the read.
+fn refresh_epoch(conn: &Connection, mirror: &AtomicI64) -> Result<i64, StoreError> {
+    let epoch = read_epoch(conn);
+    mirror.store(*epoch.as_ref().unwrap_or(&UNKNOWN_EPOCH), Ordering::Release);
+    epoch
 }
 
 impl SqliteStore {
@@ -426,7 +428,8 @@ impl SqliteStore {
 
     fn with(conn: Connection) -> SqliteStore {
         let epoch = Arc::new(AtomicI64::new(UNKNOWN_EPOCH));
-        refresh_epoch(&conn, &epoch);
+        // Unknown (no remembered answers) until a read succeeds.
+        let _ = refresh_epoch(&conn, &epoch);
         SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             epoch,
@@ -449,7 +452,7 @@ impl SqliteStore {
             let value = f(&mut guard);
             // Triggers move the epoch; read it before anyone can act on the change.
             if guard.total_changes() != changes {
-                refresh_epoch(&guard, &epoch);
+                let _ = refresh_epoch(&guard, &epoch);
             }
             value
         })
@@ -940,13 +943,8 @@ impl Store for SqliteStore {
 
     async fn revocation_epoch(&self) -> Result<i64, StoreError> {
         let mirror = Arc::clone(&self.epoch);
-        self.run(move |conn| {
-            let epoch = read_epoch(conn);
-            // Also catches changes made by anything but this store (gateways poll every second).
-            mirror.store(*epoch.as_ref().unwrap_or(&UNKNOWN_EPOCH), Ordering::Release);
-            epoch
-        })
-        .await
+        // Also catches changes made by anything but this store (gateways poll every second).
+        self.run(move |conn| refresh_epoch(conn, &mirror)).await
     }
 
     fn local_revocation_epoch(&self) -> Option<i64> {
