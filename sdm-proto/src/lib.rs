@@ -13,6 +13,8 @@ pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
 pub mod resource;
+#[cfg(feature = "tls")]
+pub mod tls_provider;
 pub mod token;
 
 pub use error::ErrorKind;

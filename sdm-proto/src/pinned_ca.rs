@@ -115,7 +115,7 @@ pub fn client_config(
     alpn: &[u8],
     sessions: usize,
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls_provider::provider();
     let verifier = Arc::new(PinnedCa {
         fingerprint: ca_fingerprint,
         provider: provider.clone(),
