@@ -2,12 +2,14 @@
 //! sink queues events and a background task writes them elsewhere (the store, or the control
 //! plane of a standalone gateway), in batches.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::store::AuditEvent;
 
@@ -75,6 +77,38 @@ impl AuditSink for AuditQueue {
     }
 }
 
+/// Writes the end of a connection that started in the same batch into its start, so that it
+/// costs one row written instead of an insert and an update (a job that connects per
+/// transaction starts and ends most of its connections within one batch).
+fn fold_ends(batch: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    let mut out = Vec::with_capacity(batch.len());
+    // Where each connection that started in this batch, and has not ended yet, sits in `out`.
+    let mut open: HashMap<Uuid, usize> = HashMap::new();
+    for event in batch {
+        match event {
+            AuditEvent::Started(c) => {
+                if c.ended_at.is_none() {
+                    open.insert(c.id, out.len());
+                }
+                out.push(AuditEvent::Started(c));
+            }
+            AuditEvent::Ended(end) => match open.remove(&end.id).map(|at| &mut out[at]) {
+                Some(AuditEvent::Started(c)) => {
+                    c.ended_at = Some(end.ended_at);
+                    c.bytes_up = end.bytes_up;
+                    c.bytes_down = end.bytes_down;
+                    c.outcome = end.outcome;
+                    c.error = end.error;
+                    c.query_count = end.query_count;
+                }
+                _ => out.push(AuditEvent::Ended(end)),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 impl AuditBatches {
     /// The next events, in order, at most `max`; `None` once every [`AuditQueue`] is dropped and
     /// everything queued was handed out.
@@ -96,7 +130,7 @@ impl AuditBatches {
             }
         }
         self.last_batch = Some(Instant::now());
-        Some(batch)
+        Some(fold_ends(batch))
     }
 
     /// Counts `count` events that could not be written.
@@ -110,5 +144,111 @@ impl AuditBatches {
         if lost > 0 {
             tracing::warn!(lost, "audit events were lost while {owner} ran");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ConnectionEnd, ConnectionRecord, QueryRecord};
+
+    fn started(id: Uuid) -> AuditEvent {
+        AuditEvent::Started(ConnectionRecord {
+            id,
+            account_id: Uuid::nil(),
+            account_name: "etl".into(),
+            resource_id: Uuid::nil(),
+            resource_name: "pg".into(),
+            gateway: "gw".into(),
+            session_id: Uuid::nil(),
+            lease_id: Uuid::nil(),
+            labels: Default::default(),
+            client_addr: "127.0.0.1:1".into(),
+            started_at: 100,
+            ended_at: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            outcome: "open".into(),
+            error: None,
+            query_count: 0,
+        })
+    }
+
+    fn ended(id: Uuid, outcome: &str) -> ConnectionEnd {
+        ConnectionEnd {
+            id,
+            ended_at: 107,
+            bytes_up: 11,
+            bytes_down: 22,
+            outcome: outcome.into(),
+            error: Some("why".into()),
+            query_count: 1,
+        }
+    }
+
+    fn query(id: Uuid) -> AuditEvent {
+        AuditEvent::Query(QueryRecord {
+            connection_id: id,
+            seq: 1,
+            at: 101,
+            text: "SELECT 1".into(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_in_its_batch_is_written_once() {
+        let (queue, mut batches) = audit_queue();
+        let [a, b, c] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+        // `c` started in an earlier batch; `b` is still open.
+        for event in [
+            started(a),
+            query(a),
+            started(b),
+            AuditEvent::Ended(ended(c, "ok")),
+            AuditEvent::Ended(ended(a, "upstream_failed")),
+        ] {
+            queue.record(event);
+        }
+        let batch = batches.next(100).await.unwrap();
+        let AuditEvent::Started(mut whole) = started(a) else {
+            unreachable!()
+        };
+        whole.ended_at = Some(107);
+        whole.bytes_up = 11;
+        whole.bytes_down = 22;
+        whole.outcome = "upstream_failed".into();
+        whole.error = Some("why".into());
+        whole.query_count = 1;
+        assert_eq!(
+            batch,
+            vec![
+                AuditEvent::Started(whole),
+                query(a),
+                started(b),
+                AuditEvent::Ended(ended(c, "ok")),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_end_without_its_start_in_the_batch_is_kept() {
+        let id = Uuid::new_v4();
+        let batch = vec![AuditEvent::Ended(ended(id, "ok")), started(id)];
+        assert_eq!(
+            fold_ends(batch.clone()),
+            batch,
+            "an end before the start is not folded"
+        );
+        let AuditEvent::Started(mut refused) = started(id) else {
+            unreachable!()
+        };
+        refused.ended_at = Some(100);
+        refused.outcome = "permission_denied".into();
+        // A connection refused at once is recorded whole; a stray end after it stays an update.
+        let batch = vec![
+            AuditEvent::Started(refused),
+            AuditEvent::Ended(ended(id, "ok")),
+        ];
+        assert_eq!(fold_ends(batch.clone()), batch);
     }
 }
