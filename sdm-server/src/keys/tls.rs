@@ -59,9 +59,9 @@ impl ResolvesServerCert for LeafResolver {
     }
 }
 
-/// A TLS 1.3-only server configuration (ring provider, AES-128-GCM first) advertising `alpn`,
-/// issuing resumption tickets so that clients resume instead of doing a full handshake per
-/// connection.
+/// A TLS 1.3-only server configuration (ring provider, AES-128-GCM first, whatever order the
+/// client offers) advertising `alpn`, issuing resumption tickets so that clients resume instead
+/// of doing a full handshake per connection.
 ///
 /// Tickets are stateless (the session sealed with a key that rustls rotates every 6 hours)
 /// rather than kept in a session cache: finding a session in rustls's cache scans its list of
@@ -79,6 +79,7 @@ pub fn server_config(
             .with_no_client_auth()
             .with_cert_resolver(resolver);
     config.alpn_protocols = vec![alpn.to_vec()];
+    config.ignore_client_order = true;
     config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(KeyError::Tls)?;
     config.session_storage = Arc::new(NoServerSessionStorage {});
     Ok(Arc::new(config))
@@ -147,5 +148,28 @@ mod tests {
                 "each resumed connection brings a new ticket for the next one"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_server_chooses_aes_128_gcm_for_clients_preferring_aes_256() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path(), false).unwrap();
+        let leaf = ca.issue_leaf(&["localhost".into()]).unwrap();
+        let server = server_config(LeafResolver::new(leaf).unwrap(), ALPN_API).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.certificate_der().clone()).unwrap();
+        // rustls's own default order, as OpenSSL's: AES-256-GCM first.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        assert_eq!(
+            provider.cipher_suites[0].suite(),
+            CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (_, suite) = handshake(&server, &Arc::new(client)).await;
+        assert_eq!(suite, CipherSuite::TLS13_AES_128_GCM_SHA256);
     }
 }
