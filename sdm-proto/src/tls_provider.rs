@@ -1,14 +1,13 @@
 //! The cryptography of every sdm TLS endpoint (clients, gateways, the API): ring, with
 //! TLS13_AES_128_GCM_SHA256 preferred.
 //!
-//! rustls lists AES-256-GCM with SHA-384 first. Two things make the 128-bit suite cheaper here:
-//! AES-128 runs 10 rounds per block instead of 14 (bulk transfers spend most of their TLS time in
-//! AES-GCM), and SHA-256 has CPU instructions on current x86 and ARM processors while SHA-384
-//! does not, and every handshake, resumed ones included, hashes its transcript and derives its
-//! keys with the suite's hash (SHA-512's block function was 4 % of both the client's and the
-//! gateway's CPU time with a new connection per transaction). AES-128-GCM is the suite RFC 8446
-//! requires of every TLS 1.3 implementation and the cipher `ssh` uses by default. The other two
-//! suites stay enabled, after it.
+//! rustls lists AES-256-GCM with SHA-384 first. Two things make the 128-bit suite cheaper: AES-128
+//! runs 10 rounds per block instead of 14 (bulk transfers spend most of their TLS time in
+//! AES-GCM), and x86 processors have instructions for SHA-256 but not for SHA-384, while every
+//! handshake, resumed ones included, hashes its transcript and derives its keys with the suite's
+//! hash (SHA-512's block function was 4 % of both the client's and the gateway's CPU time with a
+//! new connection per transaction). AES-128-GCM is the suite RFC 8446 requires of every TLS 1.3
+//! implementation. The other two suites stay enabled, after it.
 
 use std::sync::Arc;
 
