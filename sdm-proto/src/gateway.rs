@@ -131,10 +131,15 @@ impl std::fmt::Debug for GatewayRegistration {
 }
 
 /// Answer to a heartbeat.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HeartbeatReply {
     /// The revocation epoch now.
     pub revocation_epoch: i64,
+    /// Ed25519 public keys leases are signed with now, base64url without padding (they change
+    /// when the control plane's `lease.key` is replaced). Empty from control planes that predate
+    /// this field: keep the keys of the registration then.
+    #[serde(default)]
+    pub lease_keys: Vec<String>,
 }
 
 /// `GET /v1/gateway/revocations`.

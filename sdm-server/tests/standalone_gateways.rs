@@ -279,6 +279,32 @@ impl ControlPlane {
         (token, session)
     }
 
+    /// Stops the control plane as a crash would, replaces its lease-signing key (as an operator
+    /// rotating it would: a missing `lease.key` is created anew) and starts it again at the same
+    /// address on the same data.
+    fn restart_with_a_new_lease_key(&mut self) {
+        self.proc.kill();
+        let data = self.dir.path().join("data");
+        std::fs::remove_file(data.join("lease.key")).unwrap();
+        let listen = self.api_addr.to_string();
+        let mut proc = spawn(
+            "control plane",
+            &[
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--gateway-listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+        );
+        let running = proc.wait_for("sdm-server is running");
+        assert_eq!(field(&running, "api_url"), self.url);
+        self.proc = proc;
+    }
+
     /// A TCP resource for an echo server, pinned to gateways by `pin` (if any).
     async fn echo_resource(&self, name: &str, echo: &EchoServer, pin: Option<&str>) {
         let mut resource = NewResource::new(name, ResourceKind::Tcp, "127.0.0.1").port(echo.port());
@@ -1268,4 +1294,43 @@ async fn a_deleted_gateway_is_dropped_at_once_and_stops_asking() {
         .matches("refused this gateway's token; asking again")
         .count();
     assert!((1..=3).contains(&refusals), "{gateway_logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_lease_key_reaches_standalone_gateways_with_their_heartbeat() {
+    let mut cp = control_plane().await;
+    let edge = cp.gateway("edge-keys", &[("edge", "")], &[]).await;
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo, Some("edge")).await;
+    let token = cp.admin.create_service_account("etl").await.unwrap().token;
+    cp.admin.grant("etl", "echo").await.unwrap();
+    let data_dir = cp.dir.path().join("data");
+    let old: LeaseGrant = cp.raw_lease(&token, "echo").await.expect_ok();
+    let old = lease_bytes(&old);
+    assert_eq!(
+        present_lease(&data_dir, edge.addr, &old).await,
+        Reply::Connected
+    );
+
+    cp.restart_with_a_new_lease_key();
+    let new: LeaseGrant = cp.raw_lease(&token, "echo").await.expect_ok();
+    let new = lease_bytes(&new);
+    // Within a heartbeat (20 s) the gateway checks leases with the new key; before this, it kept
+    // the keys of its registration and refused every new lease until restarted.
+    let started = Instant::now();
+    assert!(
+        eventually(WAIT, async || present_lease(&data_dir, edge.addr, &new)
+            .await
+            == Reply::Connected)
+        .await,
+        "the standalone gateway never accepted a lease signed with the new key"
+    );
+    println!("new key accepted after {:?}", started.elapsed());
+    match present_lease(&data_dir, edge.addr, &old).await {
+        Reply::Error { kind, message } => println!("old lease refused: {kind:?}: {message}"),
+        other => panic!("a lease signed with the replaced key was accepted: {other:?}"),
+    }
+    let mut edge = edge;
+    let logs = edge.proc.stderr_so_far();
+    assert!(logs.contains("lease keys changed"), "{logs}");
 }

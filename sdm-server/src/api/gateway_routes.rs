@@ -164,12 +164,17 @@ pub(crate) async fn register(
         id: row.id,
         name: identity.name.clone(),
         tags: identity.serving_tags().clone(),
-        lease_keys: vec![URL_SAFE_NO_PAD.encode(state.signer.public_key())],
+        lease_keys: lease_keys(&state),
         certificate_chain_pem,
         private_key_pem,
         heartbeat_secs: GATEWAY_HEARTBEAT.as_secs(),
         revocation_epoch,
     }))
+}
+
+/// The keys gateways check leases with: the public half of this control plane's `lease.key`.
+fn lease_keys(state: &ApiState) -> Vec<String> {
+    vec![URL_SAFE_NO_PAD.encode(state.signer.public_key())]
 }
 
 /// `POST /v1/gateway/heartbeat`: the gateway is alive (and still at this address).
@@ -181,6 +186,7 @@ pub(crate) async fn heartbeat(
     refresh(&state, caller, &request).await?;
     Ok(axum::Json(HeartbeatReply {
         revocation_epoch: state.store.revocation_epoch().await?,
+        lease_keys: lease_keys(&state),
     }))
 }
 

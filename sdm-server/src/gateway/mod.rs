@@ -116,8 +116,21 @@ pub struct GatewayConfig {
 /// A running gateway.
 pub struct Gateway {
     local_addr: SocketAddr,
+    leases: Arc<verified::VerifiedLeases>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+}
+
+/// Replaces the keys a running gateway checks leases with ([`Gateway::lease_keys`]).
+#[derive(Clone)]
+pub struct LeaseKeys(Arc<verified::VerifiedLeases>);
+
+impl LeaseKeys {
+    /// New connections' leases are checked against `verifier` from now on; leases accepted
+    /// under the old keys are checked again.
+    pub fn replace(&self, verifier: LeaseVerifier) {
+        self.0.replace_keys(verifier);
+    }
 }
 
 impl Gateway {
@@ -146,12 +159,13 @@ impl Gateway {
             workers,
             config,
             registry,
-            leases,
+            leases.clone(),
             shutdown.subscribe(),
         ));
         tracing::info!(address = %local_addr, "gateway listening");
         Ok(Gateway {
             local_addr,
+            leases,
             shutdown,
             task: Some(task),
         })
@@ -160,6 +174,11 @@ impl Gateway {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that replaces the keys this gateway checks leases with, while it runs.
+    pub fn lease_keys(&self) -> LeaseKeys {
+        LeaseKeys(self.leases.clone())
     }
 
     /// Stops accepting and closes open connections.

@@ -2,11 +2,12 @@
 //!
 //! A client presents the same lease on every connection of a tunnel (its warm pool refills
 //! with it), so the Ed25519 check (~70 µs of CPU) is done once per lease rather than once per
-//! connection. Identical bytes verify identically under the same keys, which the gateway holds
-//! for its lifetime; validity in time is still checked on every use.
+//! connection. Identical bytes verify identically under the same keys; when the keys are
+//! replaced (a standalone gateway learns that its control plane's `lease.key` changed), what
+//! was remembered is forgotten. Validity in time is still checked on every use.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use sdm_proto::Lease;
 use sdm_proto::lease::{LEASE_LEN, LeaseError, LeaseVerifier};
@@ -15,44 +16,70 @@ use sdm_proto::lease::{LEASE_LEN, LeaseError, LeaseVerifier};
 const CAPACITY: usize = 4096;
 
 pub(crate) struct VerifiedLeases {
-    verifier: LeaseVerifier,
-    seen: Mutex<HashMap<[u8; LEASE_LEN], Lease>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    verifier: Arc<LeaseVerifier>,
+    /// Leases that `verifier` accepted.
+    seen: HashMap<[u8; LEASE_LEN], Lease>,
 }
 
 impl VerifiedLeases {
     pub(crate) fn new(verifier: LeaseVerifier) -> VerifiedLeases {
         VerifiedLeases {
-            verifier,
-            seen: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                verifier: Arc::new(verifier),
+                seen: HashMap::new(),
+            }),
         }
+    }
+
+    /// Checks leases against `verifier` from now on, forgetting those the old keys accepted.
+    pub(crate) fn replace_keys(&self, verifier: LeaseVerifier) {
+        let mut state = self.lock();
+        state.verifier = Arc::new(verifier);
+        state.seen.clear();
     }
 
     /// As [`LeaseVerifier::verify`], with the signature checked only the first time these
     /// bytes are seen.
     pub(crate) fn verify(&self, bytes: &[u8], now: i64, skew: i64) -> Result<Lease, LeaseError> {
-        let Ok(key) = <[u8; LEASE_LEN]>::try_from(bytes) else {
-            return self.verifier.verify(bytes, now, skew);
-        };
-        let known = self.lock().get(&key).cloned();
-        if let Some(lease) = known {
-            lease.check_validity(now, skew)?;
-            return Ok(lease);
-        }
-        let lease = self.verifier.verify(bytes, now, skew)?;
-        let mut seen = self.lock();
-        if seen.len() >= CAPACITY {
-            seen.retain(|_, l| l.check_validity(now, skew).is_ok());
-            if seen.len() >= CAPACITY {
-                seen.clear();
+        let verifier = {
+            let state = self.lock();
+            if let Some(lease) = <[u8; LEASE_LEN]>::try_from(bytes)
+                .ok()
+                .and_then(|key| state.seen.get(&key))
+            {
+                lease.check_validity(now, skew)?;
+                return Ok(lease.clone());
             }
+            state.verifier.clone()
+        };
+        // Outside the lock: the signature check is the slow part.
+        let lease = verifier.verify(bytes, now, skew)?;
+        let Ok(key) = <[u8; LEASE_LEN]>::try_from(bytes) else {
+            return Ok(lease);
+        };
+        let mut state = self.lock();
+        // Keys replaced meanwhile: the answer stands for this connection but is not kept.
+        if Arc::ptr_eq(&state.verifier, &verifier) {
+            if state.seen.len() >= CAPACITY {
+                state
+                    .seen
+                    .retain(|_, l| l.check_validity(now, skew).is_ok());
+                if state.seen.len() >= CAPACITY {
+                    state.seen.clear();
+                }
+            }
+            state.seen.insert(key, lease.clone());
         }
-        seen.insert(key, lease.clone());
         Ok(lease)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; LEASE_LEN], Lease>> {
-        // The map holds no invariant a panic could break.
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state holds no invariant a panic could break.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -123,6 +150,27 @@ mod tests {
             let l = lease(0, 100 + i);
             assert_eq!(leases.verify(&signer.sign(&l), 50, 0), Ok(l));
         }
-        assert!(leases.lock().len() <= CAPACITY);
+        assert!(leases.lock().seen.len() <= CAPACITY);
+    }
+
+    #[test]
+    fn replaced_keys_refuse_what_the_old_ones_signed_even_if_remembered() {
+        let (old, new) = (new_signer(), new_signer());
+        let leases = VerifiedLeases::new(LeaseVerifier::new([old.public_key()]));
+        let granted = lease(1_000, 1_100);
+        let by_old = old.sign(&granted);
+        let by_new = new.sign(&granted);
+        assert_eq!(leases.verify(&by_old, 1_050, 0), Ok(granted.clone()));
+        assert_eq!(
+            leases.verify(&by_new, 1_050, 0),
+            Err(LeaseError::UnknownKey)
+        );
+        leases.replace_keys(LeaseVerifier::new([new.public_key()]));
+        assert_eq!(
+            leases.verify(&by_old, 1_050, 0),
+            Err(LeaseError::UnknownKey),
+            "a lease remembered under the old keys is checked again"
+        );
+        assert_eq!(leases.verify(&by_new, 1_050, 0), Ok(granted));
     }
 }

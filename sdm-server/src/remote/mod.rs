@@ -47,7 +47,7 @@ pub use directory::RemoteDirectory;
 
 use client::{CallError, ControlPlane, SharedControlPlane, backoff};
 
-use crate::gateway::{Gateway, GatewayConfig};
+use crate::gateway::{Gateway, GatewayConfig, LeaseKeys};
 use crate::keys::ca::Leaf;
 use crate::keys::tls::{ALPN_GATEWAY, LeafResolver, server_config};
 
@@ -214,9 +214,8 @@ fn leaf_from(registration: &GatewayRegistration) -> Result<Leaf, StandaloneError
     Ok(Leaf { chain, key })
 }
 
-fn verifier_from(registration: &GatewayRegistration) -> Result<LeaseVerifier, StandaloneError> {
-    let keys = registration
-        .lease_keys
+fn verifier_from(lease_keys: &[String]) -> Result<LeaseVerifier, StandaloneError> {
+    let keys = lease_keys
         .iter()
         .map(|k| URL_SAFE_NO_PAD.decode(k))
         .collect::<Result<Vec<_>, _>>()
@@ -306,7 +305,7 @@ impl StandaloneGateway {
             .map_err(|e| StandaloneError::Registration(e.to_string()))?;
         let tls = server_config(resolver.clone(), ALPN_GATEWAY)
             .map_err(|e| StandaloneError::Registration(e.to_string()))?;
-        let leases = verifier_from(&registration)?;
+        let leases = verifier_from(&registration.lease_keys)?;
         let directory = Arc::new(RemoteDirectory::new(
             control_plane.clone(),
             registration.name.clone(),
@@ -326,8 +325,17 @@ impl StandaloneGateway {
         )
         .map_err(bind)?;
         let every = Duration::from_secs(registration.heartbeat_secs.clamp(1, 60));
+        let keys = KnownLeaseKeys {
+            current: registration.lease_keys.clone(),
+            gateway: gateway.lease_keys(),
+        };
         let tasks = vec![
-            tokio::spawn(heartbeat(control_plane.clone(), request.clone(), every)),
+            tokio::spawn(heartbeat(
+                control_plane.clone(),
+                request.clone(),
+                every,
+                keys,
+            )),
             tokio::spawn(renew(control_plane.clone(), request, resolver)),
         ];
         tracing::info!(
@@ -409,8 +417,43 @@ impl Drop for StandaloneGateway {
     }
 }
 
-/// Keeps the registration fresh so that clients are offered this gateway.
-async fn heartbeat(control_plane: SharedControlPlane, request: RegisterGateway, every: Duration) {
+/// The lease keys a standalone gateway checks with, and the handle that replaces them.
+struct KnownLeaseKeys {
+    current: Vec<String>,
+    gateway: LeaseKeys,
+}
+
+impl KnownLeaseKeys {
+    /// Takes the keys a heartbeat named, if they differ (the control plane's `lease.key` was
+    /// replaced): new leases are signed with the new key, and would all be refused here until
+    /// a restart otherwise. An empty list (an older control plane) changes nothing.
+    fn update(&mut self, named: &[String]) {
+        if named.is_empty() || named == self.current.as_slice() {
+            return;
+        }
+        match verifier_from(named) {
+            Ok(verifier) => {
+                self.gateway.replace(verifier);
+                self.current = named.to_vec();
+                tracing::info!(
+                    "the control plane's lease keys changed; new connections are checked against the new keys"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the control plane named unusable lease keys; keeping the current ones")
+            }
+        }
+    }
+}
+
+/// Keeps the registration fresh so that clients are offered this gateway, and follows the
+/// control plane's lease keys.
+async fn heartbeat(
+    control_plane: SharedControlPlane,
+    request: RegisterGateway,
+    every: Duration,
+    mut keys: KnownLeaseKeys,
+) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     interval.tick().await;
@@ -419,8 +462,11 @@ async fn heartbeat(control_plane: SharedControlPlane, request: RegisterGateway, 
         let answer: Result<HeartbeatReply, _> = control_plane
             .post(routes::GATEWAY_HEARTBEAT, &request, CALL_TIMEOUT)
             .await;
-        if let Err(e) = answer {
-            tracing::warn!(error = %e, "heartbeat failed; clients stop being offered this gateway if it keeps failing");
+        match answer {
+            Ok(reply) => keys.update(&reply.lease_keys),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed; clients stop being offered this gateway if it keeps failing")
+            }
         }
     }
 }
