@@ -150,6 +150,22 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Reply {
+        self.try_request(method, path, token, content_type, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// As [`request`](Self::request), with a connection failure returned instead of a panic:
+    /// a server may answer an oversized body before reading all of it and close, so that the
+    /// client's write fails instead.
+    pub async fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Reply, String> {
         tokio::time::timeout(
             TIMEOUT,
             self.request_inner(method, path, token, content_type, body),
@@ -165,7 +181,7 @@ impl Client {
         token: Option<&str>,
         content_type: Option<&str>,
         body: Vec<u8>,
-    ) -> Reply {
+    ) -> Result<Reply, String> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let name = ServerName::IpAddress(self.addr.ip().into());
@@ -186,18 +202,26 @@ impl Client {
             request = request.header(hyper::header::CONTENT_TYPE, ct);
         }
         let request = request.body(Full::new(Bytes::from(body))).unwrap();
-        let response = sender.send_request(request).await.unwrap();
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request failed: {e:?}"))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
             .get(hyper::header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply {
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer failed: {e:?}"))?
+            .to_bytes();
+        Ok(Reply {
             status,
             content_type,
             body: body.to_vec(),
-        }
+        })
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
