@@ -172,6 +172,9 @@ pub enum AdminCommand {
     Grant(GrantArgs),
     /// Remove a grant.
     Revoke(GrantArgs),
+    /// Standalone gateways (`sdm-server gateway`): create (prints its token once), list, delete.
+    #[command(subcommand)]
+    Gateways(GatewaysCommand),
     /// Organisation settings: show them, or turn auto-connect on login on or off.
     #[command(subcommand)]
     Settings(SettingsCommand),
@@ -301,6 +304,27 @@ pub enum ResourcesCommand {
     /// Delete a resource and its grants.
     Delete {
         /// Resource name or id.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewaysCommand {
+    /// Create a gateway identity; its token (for `sdm-server gateway`) is printed once, alone
+    /// on stdout.
+    Create {
+        /// Gateway name: 1 to 64 letters, digits, '.', '_' or '-'.
+        name: String,
+        /// Tags it may serve under (resources pinned with `sdm.gateway`): key=value pairs
+        /// separated by commas.
+        #[arg(long, value_name = "K=V,...", value_parser = parse_tags)]
+        tags: Option<BTreeMap<String, String>>,
+    },
+    /// List gateways: address, tags, last heartbeat, whether clients are offered it.
+    List,
+    /// Delete a gateway: its token is refused at once and clients are no longer offered it.
+    Delete {
+        /// Gateway name.
         name: String,
     },
 }

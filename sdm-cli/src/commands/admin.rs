@@ -5,15 +5,15 @@ use std::io::BufRead;
 
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, AuditFilter, AuditRecord,
-    Credentials, NewAccount, NewResource, ResourceDetails,
+    Credentials, GatewayDetails, NewAccount, NewGateway, NewResource, ResourceDetails,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
 
 use crate::cli::{
     AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
-    OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind, ServersCommand,
-    ServicesCommand, SettingsCommand,
+    GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind,
+    ServersCommand, ServicesCommand, SettingsCommand,
 };
 use crate::exit::{CliError, Exit};
 use crate::render::{outln, print_json, print_raw, table, tags, utc};
@@ -116,7 +116,69 @@ async fn dispatch(
         }
         AdminCommand::Audit(a) => audit(client, a, json).await,
         AdminCommand::Settings(command) => settings(client, command, json).await,
+        AdminCommand::Gateways(command) => gateways(client, command, json).await,
     }
+}
+
+async fn gateways(
+    client: &AdminClient,
+    command: GatewaysCommand,
+    json: bool,
+) -> Result<(), CliError> {
+    match command {
+        GatewaysCommand::Create { name, tags } => {
+            let created = client
+                .create_gateway(&name, tags.unwrap_or_default())
+                .await?;
+            print_gateway_token(&created, json)
+        }
+        GatewaysCommand::List => {
+            let gateways = client.list_gateways().await?;
+            if json {
+                return print_json(&json!({ "gateways": gateways }));
+            }
+            print_raw(&gateways_table(&gateways));
+            Ok(())
+        }
+        GatewaysCommand::Delete { name } => {
+            client.delete_gateway(&name).await?;
+            if json {
+                return print_json(&json!({ "deleted": name }));
+            }
+            outln!("deleted gateway {name}; its token is refused from now on");
+            Ok(())
+        }
+    }
+}
+
+/// As [`print_token`], for a gateway's token.
+fn print_gateway_token(created: &NewGateway, json: bool) -> Result<(), CliError> {
+    if json {
+        return print_json(created);
+    }
+    eprintln!(
+        "created gateway {}; its token follows, shown only this once: give it to \
+         `sdm-server gateway` (SDM_GATEWAY_TOKEN or --gateway-token-file)",
+        created.gateway.name
+    );
+    outln!("{}", created.token);
+    Ok(())
+}
+
+fn gateways_table(gateways: &[GatewayDetails]) -> String {
+    let rows: Vec<Vec<String>> = gateways
+        .iter()
+        .map(|g| {
+            vec![
+                g.name.clone(),
+                g.address.clone().unwrap_or_else(|| "-".to_owned()),
+                tags(&g.tags),
+                g.last_seen.map_or_else(|| "-".to_owned(), utc),
+                if g.live { "yes" } else { "no" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ADDRESS", "TAGS", "LAST SEEN", "LIVE"], &rows)
 }
 
 /// `settings show` and `settings port-overrides --auto-connect on|off`: both print the

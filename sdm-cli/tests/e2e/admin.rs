@@ -369,3 +369,77 @@ fn the_audit_trail_lists_a_jobs_connections() {
     );
     assert_eq!(admin(&fx, &sdm, &["audit", "--since", "soon"]).code, 2);
 }
+
+#[test]
+fn gateways_create_list_and_delete() {
+    let fx = Fixture::start();
+    let sdm = fx.sdm();
+    let out = admin(
+        &fx,
+        &sdm,
+        &["gateways", "create", "gw-eu-1", "--tags", "region=eu"],
+    );
+    let token = out.ok().strip_suffix('\n').unwrap().to_owned();
+    assert!(token.starts_with("sdm_gw_"), "{out:#?}");
+    assert!(out.stderr.contains("shown only this once"), "{out:#?}");
+    assert!(!out.stderr.contains(&token), "the notice repeats the token");
+
+    let row = |text: &str, name: &str| -> Option<Vec<String>> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+    };
+    let text = admin(&fx, &sdm, &["gateways", "list"]).ok().to_owned();
+    assert_eq!(
+        text.lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["NAME", "ADDRESS", "TAGS", "LAST", "SEEN", "LIVE"]
+    );
+    assert_eq!(
+        row(&text, "gw-eu-1").unwrap(),
+        ["gw-eu-1", "-", "region=eu", "-", "no"],
+        "{text}"
+    );
+
+    // The token printed is the gateway's: a standalone gateway registers with it.
+    let gateway = fx
+        .block_on(sdm_server::remote::StandaloneGateway::start(
+            sdm_server::remote::StandaloneConfig::new(&token)
+                .control_planes([fx.api_url.clone()])
+                .listen("127.0.0.1:0".parse().unwrap()),
+        ))
+        .unwrap();
+    let listed = admin(&fx, &sdm, &["gateways", "list", "--json"]).json();
+    let entry = listed["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "gw-eu-1")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["address"], gateway.address());
+    assert_eq!(entry["live"], true);
+    let text = admin(&fx, &sdm, &["gateways", "list"]).ok().to_owned();
+    let live = row(&text, "gw-eu-1").unwrap();
+    assert_eq!(live[1], gateway.address());
+    assert_eq!(live.last().unwrap(), "yes", "{text}");
+
+    // A second gateway of the same name is refused; deleting removes it from the list.
+    let dup = admin(&fx, &sdm, &["gateways", "create", "gw-eu-1"])
+        .fails(14)
+        .to_owned();
+    assert!(dup.contains("gw-eu-1"), "{dup}");
+    assert_eq!(
+        admin(&fx, &sdm, &["gateways", "delete", "gw-eu-1"]).ok(),
+        "deleted gateway gw-eu-1; its token is refused from now on\n"
+    );
+    assert!(row(admin(&fx, &sdm, &["gateways", "list"]).ok(), "gw-eu-1").is_none());
+    let gone = admin(&fx, &sdm, &["gateways", "delete", "gw-eu-1"])
+        .fails(14)
+        .to_owned();
+    assert!(gone.contains("gw-eu-1"), "{gone}");
+    fx.block_on(gateway.shutdown());
+}
