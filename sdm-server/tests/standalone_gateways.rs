@@ -183,6 +183,23 @@ fn field(line: &str, key: &str) -> String {
         .to_owned()
 }
 
+/// `sdm-server serve` on SQLite in `data`, its API on `listen`, its gateway on any port.
+fn spawn_control_plane(data: &std::path::Path, listen: &str) -> Proc {
+    spawn(
+        "control plane",
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    )
+}
+
 /// A control plane process (`serve`) with its embedded gateway, in a temporary data dir.
 struct ControlPlane {
     proc: Proc,
@@ -197,19 +214,7 @@ struct ControlPlane {
 async fn control_plane() -> ControlPlane {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut proc = spawn(
-        "control plane",
-        &[
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let mut proc = spawn_control_plane(&data, "127.0.0.1:0");
     let admin_token = proc.first_stdout_line();
     let running = proc.wait_for("sdm-server is running");
     let url = field(&running, "api_url");
@@ -286,20 +291,7 @@ impl ControlPlane {
         self.proc.kill();
         let data = self.dir.path().join("data");
         std::fs::remove_file(data.join("lease.key")).unwrap();
-        let listen = self.api_addr.to_string();
-        let mut proc = spawn(
-            "control plane",
-            &[
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--listen",
-                &listen,
-                "--gateway-listen",
-                "127.0.0.1:0",
-            ],
-            &[],
-        );
+        let mut proc = spawn_control_plane(&data, &self.api_addr.to_string());
         let running = proc.wait_for("sdm-server is running");
         assert_eq!(field(&running, "api_url"), self.url);
         self.proc = proc;

@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, AuditFilter, AuditRecord,
-    Credentials, GatewayDetails, NewAccount, NewGateway, NewResource, ResourceDetails,
+    Credentials, GatewayDetails, NewAccount, NewResource, ResourceDetails,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -130,7 +130,12 @@ async fn gateways(
             let created = client
                 .create_gateway(&name, tags.unwrap_or_default())
                 .await?;
-            print_gateway_token(&created, json)
+            let notice = format!(
+                "created gateway {}; its token follows, shown only this once: give it to \
+                 `sdm-server gateway` (SDM_GATEWAY_TOKEN or --gateway-token-file)",
+                created.gateway.name
+            );
+            print_token(&created, &created.token, &notice, json)
         }
         GatewaysCommand::List => {
             let gateways = client.list_gateways().await?;
@@ -149,20 +154,6 @@ async fn gateways(
             Ok(())
         }
     }
-}
-
-/// As [`print_token`], for a gateway's token.
-fn print_gateway_token(created: &NewGateway, json: bool) -> Result<(), CliError> {
-    if json {
-        return print_json(created);
-    }
-    eprintln!(
-        "created gateway {}; its token follows, shown only this once: give it to \
-         `sdm-server gateway` (SDM_GATEWAY_TOKEN or --gateway-token-file)",
-        created.gateway.name
-    );
-    outln!("{}", created.token);
-    Ok(())
 }
 
 fn gateways_table(gateways: &[GatewayDetails]) -> String {
@@ -225,11 +216,11 @@ async fn services(
     match command {
         ServicesCommand::Create { name } => {
             let created = client.create_service_account(&name).await?;
-            print_token(&created, json, "created service account")
+            print_account_token(&created, json, "created service account")
         }
         ServicesCommand::Rotate { name } => {
             let created = client.rotate_token(&name).await?;
-            print_token(
+            print_account_token(
                 &created,
                 json,
                 "revoked every token and ended every session of",
@@ -262,18 +253,29 @@ async fn services(
     }
 }
 
-/// The token alone on stdout (so `TOKEN=$(sdm admin services create etl)` works), the notice
-/// on stderr; or everything as JSON on stdout.
-fn print_token(created: &NewAccount, json: bool, what: &str) -> Result<(), CliError> {
+/// The token alone on stdout (so `TOKEN=$(sdm admin services create etl)` works), `notice` on
+/// stderr; or all of `created` as JSON on stdout.
+fn print_token(
+    created: &impl serde::Serialize,
+    token: &str,
+    notice: &str,
+    json: bool,
+) -> Result<(), CliError> {
     if json {
         return print_json(created);
     }
-    eprintln!(
+    eprintln!("{notice}");
+    outln!("{token}");
+    Ok(())
+}
+
+/// `print_token` for a service account's new token, after `what` was done to it.
+fn print_account_token(created: &NewAccount, json: bool, what: &str) -> Result<(), CliError> {
+    let notice = format!(
         "{what} {}; its token follows, shown only this once: keep it in a secret store",
         created.account.name
     );
-    outln!("{}", created.token);
-    Ok(())
+    print_token(created, &created.token, &notice, json)
 }
 
 fn print_account(account: &Account, json: bool) -> Result<(), CliError> {

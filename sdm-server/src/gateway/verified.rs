@@ -45,12 +45,14 @@ impl VerifiedLeases {
     /// As [`LeaseVerifier::verify`], with the signature checked only the first time these
     /// bytes are seen.
     pub(crate) fn verify(&self, bytes: &[u8], now: i64, skew: i64) -> Result<Lease, LeaseError> {
+        // Bytes of another length are malformed: the verifier says so, and nothing is kept.
+        let Ok(key) = <[u8; LEASE_LEN]>::try_from(bytes) else {
+            let verifier = self.lock().verifier.clone();
+            return verifier.verify(bytes, now, skew);
+        };
         let verifier = {
             let state = self.lock();
-            if let Some(lease) = <[u8; LEASE_LEN]>::try_from(bytes)
-                .ok()
-                .and_then(|key| state.seen.get(&key))
-            {
+            if let Some(lease) = state.seen.get(&key) {
                 lease.check_validity(now, skew)?;
                 return Ok(lease.clone());
             }
@@ -58,9 +60,6 @@ impl VerifiedLeases {
         };
         // Outside the lock: the signature check is the slow part.
         let lease = verifier.verify(bytes, now, skew)?;
-        let Ok(key) = <[u8; LEASE_LEN]>::try_from(bytes) else {
-            return Ok(lease);
-        };
         let mut state = self.lock();
         // Keys replaced meanwhile: the answer stands for this connection but is not kept.
         if Arc::ptr_eq(&state.verifier, &verifier) {

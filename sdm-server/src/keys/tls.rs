@@ -124,12 +124,21 @@ mod tests {
         )
     }
 
+    /// A new CA in `dir` and a server configuration whose leaf it issued for `localhost`.
+    fn server_with_new_ca(
+        dir: &tempfile::TempDir,
+        alpn: &[u8],
+    ) -> (CertificateAuthority, Arc<rustls::ServerConfig>) {
+        let ca = CertificateAuthority::load_or_create(dir.path(), false).unwrap();
+        let leaf = ca.issue_leaf(&["localhost".into()]).unwrap();
+        let server = server_config(LeafResolver::new(leaf).unwrap(), alpn).unwrap();
+        (ca, server)
+    }
+
     #[tokio::test]
     async fn later_connections_resume_with_aes_128_gcm() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertificateAuthority::load_or_create(dir.path(), false).unwrap();
-        let leaf = ca.issue_leaf(&["localhost".into()]).unwrap();
-        let server = server_config(LeafResolver::new(leaf).unwrap(), ALPN_GATEWAY).unwrap();
+        let (ca, server) = server_with_new_ca(&dir, ALPN_GATEWAY);
         let client =
             sdm_proto::pinned_ca::client_config(ca.fingerprint(), ALPN_GATEWAY, 8).unwrap();
         let first = handshake(&server, &client).await;
@@ -153,9 +162,7 @@ mod tests {
     #[tokio::test]
     async fn the_server_chooses_aes_128_gcm_for_clients_preferring_aes_256() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = CertificateAuthority::load_or_create(dir.path(), false).unwrap();
-        let leaf = ca.issue_leaf(&["localhost".into()]).unwrap();
-        let server = server_config(LeafResolver::new(leaf).unwrap(), ALPN_API).unwrap();
+        let (ca, server) = server_with_new_ca(&dir, ALPN_API);
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.certificate_der().clone()).unwrap();
         // rustls's own default order, as OpenSSL's: AES-256-GCM first.
