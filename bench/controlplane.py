@@ -40,7 +40,18 @@ def env_without_tokens() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("SDM_")}
 
 
-def start_server(procs: Procs, data_dir: str, name: str, database_url=None, gateway="embedded"):
+def read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def start_server(procs: Procs, data_dir: str, name: str, database_url=None, gateway="embedded",
+                 new_installation=True):
+    """Starts `sdm-server serve`; on a new installation, also waits for its admin token (written
+    to a file just after the listeners are up)."""
     api, gw = free_port(), free_port()
     token_file = os.path.join(data_dir + ".admin-token")
     argv = [os.path.join(BIN, "sdm-server"), "serve", "--data-dir", data_dir,
@@ -50,10 +61,11 @@ def start_server(procs: Procs, data_dir: str, name: str, database_url=None, gate
         argv += ["--database-url", database_url]
     proc = procs.start("server", name, argv, env=env_without_tokens())
     wait_until(f"{name} listening", lambda: listening(api) and listening(gw), 60, proc.alive)
-    admin = None
-    if os.path.exists(token_file):
-        with open(token_file) as f:
-            admin = f.read().strip()
+    if new_installation:
+        # Created first, then written: done once the line is whole.
+        wait_until(f"{name} admin token", lambda: read_text(token_file).endswith("\n"), 20,
+                   proc.alive)
+    admin = read_text(token_file).strip() or None
     return {"url": f"https://127.0.0.1:{api}", "proc": proc, "admin": admin,
             "ca": os.path.join(data_dir, "ca.pem")}
 
@@ -179,7 +191,7 @@ def main() -> None:
         os.makedirs(second_dir, mode=0o700)
         for name in KEY_FILES:
             shutil.copy2(os.path.join(first_dir, name), os.path.join(second_dir, name))
-        b = start_server(procs, second_dir, "cp-pg-b", url, "gw-b")
+        b = start_server(procs, second_dir, "cp-pg-b", url, "gw-b", new_installation=False)
         for _ in range(REPEATS):
             for what in ("logins", "leases"):
                 record("postgres, 2 control planes", load(what, [a, b], token, cluster))
