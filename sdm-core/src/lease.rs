@@ -12,10 +12,13 @@ use uuid::Uuid;
 use crate::api::ApiClient;
 use crate::error::{Error, Result};
 
-/// A lease ready to present: the HELLO is encoded once.
+/// A lease ready to present: the HELLOs are encoded once.
 #[derive(Debug)]
 pub(crate) struct ActiveLease {
+    /// For a connection used at once (HELLO, OPEN and the first bytes in one write).
     pub(crate) hello: Vec<u8>,
+    /// For a warm connection, which waits for READY and so can ask for framed streams.
+    pub(crate) hello_framed: Vec<u8>,
     pub(crate) lease_id: Uuid,
     pub(crate) gateways: Vec<GatewayInfo>,
     obtained: Instant,
@@ -101,7 +104,8 @@ impl LeaseSlot {
             .decode(grant.lease.as_bytes())
             .map_err(|_| Error::internal("the control plane sent a lease that is not base64url"))?;
         let lease = Arc::new(ActiveLease {
-            hello: sdm_proto::handshake::encode_hello(&bytes),
+            hello: sdm_proto::handshake::encode_hello(&bytes, false),
+            hello_framed: sdm_proto::handshake::encode_hello(&bytes, true),
             lease_id: grant.lease_id,
             gateways: grant.gateways,
             obtained: started,

@@ -316,10 +316,14 @@ async fn carry(
                 error_from_io(&e).unwrap_or_else(|| {
                     Error::new(ErrorKind::Closed, format!("connection ended: {e}"))
                 })
-            })
+            })?;
+        if remote.end_stream() {
+            tunnel.pool.give_back(remote);
+        }
+        Ok::<(), Error>(())
     };
     let outcome = tokio::select! {
-        r = work => r.map(|_| ()),
+        r = work => r,
         _ = shutdown.wait_for(|closed| *closed) => Ok(()),
     };
     if let Err(e) = outcome {

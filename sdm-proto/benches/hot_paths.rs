@@ -46,7 +46,7 @@ fn lease(c: &mut Criterion) {
 
 fn handshake(c: &mut Criterion) {
     let (lease, _, _) = signed_lease();
-    let mut hello = handshake::encode_hello(&lease);
+    let mut hello = handshake::encode_hello(&lease, false);
     hello.push(handshake::OPEN);
     hello.extend_from_slice(b"\0\0\0\x08\x04\xd2\x16\x2f"); // an SSLRequest right behind
     let mut g = c.benchmark_group("handshake");
@@ -75,7 +75,7 @@ fn handshake(c: &mut Criterion) {
         })
     });
     g.bench_function("encode_hello", |b| {
-        b.iter(|| handshake::encode_hello(black_box(&lease)))
+        b.iter(|| handshake::encode_hello(black_box(&lease), true))
     });
     g.finish();
 }

@@ -2,22 +2,31 @@
 //! connection becomes a plain byte stream to the resource.
 //!
 //! ```text
-//! client → gateway   HELLO  "SDMG" | version:u8 = 1 | flags:u8 = 0 | lease length:u16 | lease
+//! client → gateway   HELLO  "SDMG" | version:u8 = 1 | flags:u8 | lease length:u16 | lease
 //! gateway → client   READY  'R'                      lease accepted
+//! gateway → client   READY-FRAMED 'F'                lease accepted; streams will be framed
 //! client → gateway   OPEN   'O'                      connect to the resource now
-//! gateway → client   CONNECTED 'C'                   upstream connected; raw bytes follow both ways
+//! gateway → client   CONNECTED 'C'                   upstream connected; the stream follows
 //! gateway → client   ERROR  'E' | kind code:u16 | message length:u16 | UTF-8 message, then close
 //! ```
 //!
 //! A client may send HELLO and OPEN (and the first application bytes) in one write; a client
 //! that keeps warm connections sends HELLO ahead of time and OPEN when a local connection
-//! arrives. Decoders are incremental: they return `Ok(None)` until a whole message is buffered,
-//! and never read a length field without a bound.
+//! arrives. A client that sets [`FLAG_FRAMED`] in its HELLO asks for framed streams
+//! (`sdm_relay::Framed`): the gateway confirms with READY-FRAMED instead of READY, both sides
+//! frame the stream after OPEN (the client) and CONNECTED (the gateway), and once both of its
+//! directions have ended with an end frame the connection waits for the next OPEN instead of
+//! closing. A gateway that does not know the flag ignores it and answers READY, so a client
+//! sets it only when it waits for READY before sending OPEN (its warm connections). Decoders
+//! are incremental: they return `Ok(None)` until a whole message is buffered, and never read a
+//! length field without a bound.
 
 use crate::ErrorKind;
 
 const MAGIC: &[u8; 4] = b"SDMG";
 const VERSION: u8 = 1;
+/// HELLO flag: the client frames its streams and can carry another after each.
+pub const FLAG_FRAMED: u8 = 0x01;
 /// Largest lease a gateway accepts in a HELLO.
 pub const MAX_LEASE_LEN: usize = 1024;
 /// Largest error message a client accepts.
@@ -25,6 +34,7 @@ pub const MAX_MESSAGE_LEN: usize = 1024;
 /// The OPEN byte.
 pub const OPEN: u8 = b'O';
 const READY: u8 = b'R';
+const READY_FRAMED: u8 = b'F';
 const CONNECTED: u8 = b'C';
 const ERROR: u8 = b'E';
 
@@ -51,15 +61,17 @@ pub enum HandshakeError {
 pub struct Hello<'a> {
     /// The signed lease, as sent.
     pub lease: &'a [u8],
+    /// The client asked for framed streams ([`FLAG_FRAMED`]).
+    pub framed: bool,
 }
 
-/// HELLO bytes for this lease.
-pub fn encode_hello(lease: &[u8]) -> Vec<u8> {
+/// HELLO bytes for this lease, asking for framed streams or not.
+pub fn encode_hello(lease: &[u8], framed: bool) -> Vec<u8> {
     let len = u16::try_from(lease.len()).unwrap_or(u16::MAX);
     let mut out = Vec::with_capacity(8 + lease.len());
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    out.push(0);
+    out.push(if framed { FLAG_FRAMED } else { 0 });
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(&lease[..usize::from(len)]);
     out
@@ -88,6 +100,8 @@ pub fn decode_hello(buf: &[u8]) -> Result<Option<(Hello<'_>, usize)>, HandshakeE
     Ok(Some((
         Hello {
             lease: &buf[8..8 + len],
+            // Unknown flags are ignored: a later client may ask for more than this side knows.
+            framed: buf[5] & FLAG_FRAMED != 0,
         },
         8 + len,
     )))
@@ -98,6 +112,9 @@ pub fn decode_hello(buf: &[u8]) -> Result<Option<(Hello<'_>, usize)>, HandshakeE
 pub enum Reply {
     /// The lease was accepted; send OPEN when ready.
     Ready,
+    /// The lease was accepted and streams on this connection will be framed (the client
+    /// asked); send OPEN when ready.
+    ReadyFramed,
     /// The resource is connected; the stream follows.
     Connected,
     /// Refused; the gateway closes the connection after this.
@@ -114,6 +131,7 @@ pub fn encode_reply(reply: &Reply) -> Vec<u8> {
     match reply {
         Reply::Ready => vec![READY],
         Reply::Connected => vec![CONNECTED],
+        Reply::ReadyFramed => vec![READY_FRAMED],
         Reply::Error { kind, message } => {
             let mut end = message.len().min(MAX_MESSAGE_LEN);
             while !message.is_char_boundary(end) {
@@ -138,6 +156,7 @@ pub fn decode_reply(buf: &[u8]) -> Result<Option<(Reply, usize)>, HandshakeError
     match first {
         READY => Ok(Some((Reply::Ready, 1))),
         CONNECTED => Ok(Some((Reply::Connected, 1))),
+        READY_FRAMED => Ok(Some((Reply::ReadyFramed, 1))),
         ERROR => {
             if buf.len() < 5 {
                 return Ok(None);
@@ -163,15 +182,23 @@ mod tests {
 
     #[test]
     fn hello_round_trips_and_waits_for_more() {
-        let bytes = encode_hello(&[9u8; 156]);
-        for cut in 0..bytes.len() {
-            assert_eq!(decode_hello(&bytes[..cut]), Ok(None), "cut at {cut}");
+        for framed in [false, true] {
+            let bytes = encode_hello(&[9u8; 156], framed);
+            for cut in 0..bytes.len() {
+                assert_eq!(decode_hello(&bytes[..cut]), Ok(None), "cut at {cut}");
+            }
+            let mut with_tail = bytes.clone();
+            with_tail.push(OPEN);
+            let (hello, n) = decode_hello(&with_tail).unwrap().unwrap();
+            assert_eq!(hello.lease, &[9u8; 156][..]);
+            assert_eq!(hello.framed, framed);
+            assert_eq!(n, bytes.len());
         }
-        let mut with_tail = bytes.clone();
-        with_tail.push(OPEN);
-        let (hello, n) = decode_hello(&with_tail).unwrap().unwrap();
-        assert_eq!(hello.lease, &[9u8; 156][..]);
-        assert_eq!(n, bytes.len());
+        // Flags this side does not know are ignored.
+        let mut bytes = encode_hello(&[1u8; 4], false);
+        bytes[5] = 0x80;
+        let (hello, _) = decode_hello(&bytes).unwrap().unwrap();
+        assert!(!hello.framed);
     }
 
     #[test]
@@ -193,6 +220,7 @@ mod tests {
         for reply in [
             Reply::Ready,
             Reply::Connected,
+            Reply::ReadyFramed,
             Reply::Error {
                 kind: ErrorKind::Forbidden,
                 message: "no grant for resource pg".into(),

@@ -96,7 +96,7 @@ proptest! {
 
     #[test]
     fn handshake_messages_survive_any_split(lease in proptest::collection::vec(any::<u8>(), 0..=MAX_LEASE_LEN), cut in any::<prop::sample::Index>()) {
-        let bytes = handshake::encode_hello(&lease);
+        let bytes = handshake::encode_hello(&lease, false);
         let cut = cut.index(bytes.len());
         prop_assert_eq!(handshake::decode_hello(&bytes[..cut]), Ok(None));
         let (hello, n) = handshake::decode_hello(&bytes).unwrap().unwrap();

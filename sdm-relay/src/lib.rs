@@ -7,6 +7,9 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+mod frames;
+pub use frames::{Framed, MAX_FRAME};
+
 /// Per direction, a connection reads into a small buffer: most connections carry small
 /// messages (queries, rows) or sit idle, and a gateway holds thousands of them. A read that
 /// fills the buffer means a bulk transfer: the buffer then grows (×4 at a time) up to

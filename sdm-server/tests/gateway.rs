@@ -61,7 +61,7 @@ async fn open_tunnel(
         .await
         .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"sdm/1"[..]));
-    let mut hello = handshake::encode_hello(lease);
+    let mut hello = handshake::encode_hello(lease, false);
     hello.push(handshake::OPEN);
     tls.write_all(&hello).await.unwrap();
     let mut buf = Vec::new();
@@ -70,7 +70,7 @@ async fn open_tunnel(
         while let Some((reply, n)) = handshake::decode_reply(&buf).unwrap() {
             buf.drain(..n);
             match reply {
-                Reply::Ready => {}
+                Reply::Ready | Reply::ReadyFramed => {}
                 Reply::Connected => {
                     assert!(buf.is_empty());
                     return Ok(tls);

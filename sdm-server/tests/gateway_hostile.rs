@@ -111,7 +111,7 @@ impl Setup {
     /// Presents `lease` with OPEN and returns the gateway's final reply.
     async fn present(&self, lease: &[u8]) -> Reply {
         let mut tls = self.tls().await;
-        let mut hello = handshake::encode_hello(lease);
+        let mut hello = handshake::encode_hello(lease, false);
         hello.push(handshake::OPEN);
         tls.write_all(&hello).await.unwrap();
         let mut buf = Vec::new();

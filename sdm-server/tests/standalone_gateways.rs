@@ -424,7 +424,7 @@ async fn present_lease(data_dir: &std::path::Path, gateway: SocketAddr, lease: &
     let tcp = TcpStream::connect(gateway).await.unwrap();
     let name = rustls::pki_types::ServerName::IpAddress(gateway.ip().into());
     let mut tls = connector.connect(name, tcp).await.unwrap();
-    let mut hello = handshake::encode_hello(lease);
+    let mut hello = handshake::encode_hello(lease, false);
     hello.push(handshake::OPEN);
     tls.write_all(&hello).await.unwrap();
     let mut buf = Vec::new();

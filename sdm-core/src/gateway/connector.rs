@@ -66,7 +66,7 @@ impl Connector {
         }
         let mut failures = Vec::new();
         for gateway in order {
-            match self.connect_one(gateway, &lease.hello, open).await {
+            match self.connect_one(gateway, lease, open).await {
                 Ok(stream) => {
                     if let Ok(mut failed) = self.failed.lock() {
                         failed.remove(&gateway.address);
@@ -94,7 +94,7 @@ impl Connector {
     async fn connect_one(
         &self,
         gateway: &GatewayInfo,
-        hello: &[u8],
+        lease: &ActiveLease,
         open: bool,
     ) -> std::result::Result<GatewayStream, String> {
         let server_name = tls::server_name(&gateway.server_name)
@@ -109,15 +109,24 @@ impl Connector {
                 .connect(server_name, tcp)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {}", describe_io(&e)))?;
-            // HELLO and OPEN go out in one TLS record.
-            let mut first = Vec::with_capacity(hello.len() + 1);
-            first.extend_from_slice(hello);
-            if open {
+            // HELLO and OPEN go out in one TLS record. Only a connection that waits for READY
+            // asks for framed streams: its first bytes must not be written before it knows
+            // whether the gateway frames them.
+            let first = if open {
+                let mut first = Vec::with_capacity(lease.hello.len() + 1);
+                first.extend_from_slice(&lease.hello);
                 first.push(sdm_proto::handshake::OPEN);
-            }
+                first
+            } else {
+                lease.hello_framed.clone()
+            };
             tls.write_all(&first).await.map_err(|e| describe_io(&e))?;
             tls.flush().await.map_err(|e| describe_io(&e))?;
-            Ok(GatewayStream::after_hello(tls, gateway.name.clone()))
+            Ok(GatewayStream::after_hello(
+                tls,
+                gateway.name.clone(),
+                lease.lease_id,
+            ))
         };
         tokio::time::timeout(self.connect_timeout, work)
             .await

@@ -1,5 +1,7 @@
 //! Warm connections: a tunnel keeps a few gateway connections with TLS done and the lease
-//! accepted, so a new local connection costs one OPEN byte instead of a handshake.
+//! accepted, so a new local connection costs one OPEN byte instead of a handshake. A connection
+//! whose stream ended cleanly both ways (framed streams) comes back to the pool, so short
+//! connections one after another cost no handshake at all.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +17,9 @@ use crate::lease::ActiveLease;
 
 /// Warm connections are used within this age; gateways drop unopened connections after 60 s.
 const MAX_AGE: Duration = Duration::from_secs(20);
+/// Connections that came back are kept up to this many times the warm target: enough for a
+/// burst of short connections to come back without a handshake each, and bounded.
+const KEPT_PER_WARM: usize = 4;
 
 struct Warm {
     stream: GatewayStream,
@@ -55,14 +60,31 @@ impl WarmPool {
         None
     }
 
+    /// Keeps a connection whose stream ended cleanly both ways for the next local connection
+    /// (the caller checked with `GatewayStream::end_stream`).
+    pub(crate) fn give_back(&self, stream: GatewayStream) {
+        if let Ok(mut idle) = self.idle.lock()
+            && !self.closed.load(Ordering::Acquire)
+            && idle.len() < self.target * KEPT_PER_WARM
+        {
+            idle.push_back(Warm {
+                lease_id: stream.lease_id(),
+                stream,
+                since: Instant::now(),
+            });
+        }
+    }
+
     fn len(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(usize::MAX)
     }
 
-    /// Whether a refill should start (nobody is filling and the pool is short).
+    /// Whether a refill should start: nobody is filling and fewer than half the target
+    /// (rounded up) are left. Not as soon as one is taken: it usually comes back when its
+    /// stream ends, and a refill would be a handshake spent.
     pub(crate) fn claim_fill(&self) -> bool {
         self.target > 0
-            && self.len() < self.target
+            && self.len() < self.target.div_ceil(2)
             && self
                 .filling
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)

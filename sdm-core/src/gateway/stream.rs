@@ -6,9 +6,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use sdm_proto::handshake::{self, Reply};
+use sdm_relay::Framed;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use uuid::Uuid;
 
 use crate::error::{Error, ErrorKind};
 
@@ -20,14 +22,23 @@ enum State {
     Failed(ErrorKind, String),
 }
 
-/// A TLS connection to a gateway, in handshake or streaming state.
+/// A TLS connection to a gateway, in handshake or streaming state. When the gateway answered
+/// READY-FRAMED, streams are framed (`sdm_relay::Framed`) and the connection can carry another
+/// stream after one ended cleanly both ways.
 pub(crate) struct GatewayStream {
-    io: TlsStream<TcpStream>,
+    io: Framed<Buffered>,
     state: State,
-    /// Handshake bytes read so far; after CONNECTED, application bytes that came with it.
+    /// The gateway frames this connection's streams.
+    framed: bool,
+    gateway: String,
+    lease_id: Uuid,
+}
+
+/// The TLS connection, with the bytes read past the last handshake reply in front of it.
+struct Buffered {
+    tls: TlsStream<TcpStream>,
     buf: Vec<u8>,
     pos: usize,
-    gateway: String,
 }
 
 impl std::fmt::Debug for GatewayStream {
@@ -35,19 +46,28 @@ impl std::fmt::Debug for GatewayStream {
         f.debug_struct("GatewayStream")
             .field("gateway", &self.gateway)
             .field("state", &self.state)
+            .field("framed", &self.framed)
             .finish_non_exhaustive()
     }
 }
 
 impl GatewayStream {
     /// A stream whose HELLO has been sent; the READY reply is still to come.
-    pub(crate) fn after_hello(io: TlsStream<TcpStream>, gateway: String) -> GatewayStream {
+    pub(crate) fn after_hello(
+        tls: TlsStream<TcpStream>,
+        gateway: String,
+        lease_id: Uuid,
+    ) -> GatewayStream {
         GatewayStream {
-            io,
+            io: Framed::new(Buffered {
+                tls,
+                buf: Vec::new(),
+                pos: 0,
+            }),
             state: State::AwaitReady,
-            buf: Vec::new(),
-            pos: 0,
+            framed: false,
             gateway,
+            lease_id,
         }
     }
 
@@ -61,11 +81,31 @@ impl GatewayStream {
         std::future::poll_fn(|cx| self.poll_handshake(cx, false)).await
     }
 
-    /// Sends OPEN on a stream that is waiting after READY.
+    /// Sends OPEN on a stream that is waiting after READY; what is written next is the
+    /// stream's.
     pub(crate) async fn send_open(&mut self) -> io::Result<()> {
         use tokio::io::AsyncWriteExt;
         self.io.write_all(&[handshake::OPEN]).await?;
-        self.io.flush().await
+        self.io.flush().await?;
+        if self.framed {
+            self.io.start_writing();
+        }
+        Ok(())
+    }
+
+    /// After the stream was carried: whether it ended cleanly both ways on a connection that
+    /// can carry another, which then waits for the next [`send_open`](Self::send_open).
+    pub(crate) fn end_stream(&mut self) -> bool {
+        let again = self.framed && matches!(self.state, State::Streaming) && self.io.finished();
+        if again {
+            self.state = State::AwaitConnected;
+        }
+        again
+    }
+
+    /// The lease this connection presented in its HELLO.
+    pub(crate) fn lease_id(&self) -> Uuid {
+        self.lease_id
     }
 
     /// Whether the gateway has closed this (idle) connection, checked without blocking.
@@ -74,12 +114,14 @@ impl GatewayStream {
         let mut cx = Context::from_waker(waker);
         let mut probe = [0u8; 1];
         let mut buf = ReadBuf::new(&mut probe);
+        let raw = self.io.get_mut();
         // Idle connections carry nothing until OPEN, so anything readable means the peer
         // closed or misbehaved; only "would block" is healthy.
-        !matches!(
-            Pin::new(&mut self.io.get_mut().0).poll_peek(&mut cx, &mut buf),
-            Poll::Pending
-        )
+        raw.pos < raw.buf.len()
+            || !matches!(
+                Pin::new(&mut raw.tls.get_mut().0).poll_peek(&mut cx, &mut buf),
+                Poll::Pending
+            )
     }
 
     pub(crate) fn gateway(&self) -> &str {
@@ -101,27 +143,37 @@ impl GatewayStream {
                 }
                 State::AwaitReady | State::AwaitConnected => {}
             }
-            match handshake::decode_reply(&self.buf[self.pos..]) {
+            let raw = self.io.get_mut();
+            match handshake::decode_reply(&raw.buf[raw.pos..]) {
                 Ok(Some((reply, n))) => {
-                    self.pos += n;
+                    raw.pos += n;
+                    if raw.pos == raw.buf.len() {
+                        raw.buf.clear();
+                        raw.pos = 0;
+                    }
                     self.state = match (&self.state, reply) {
                         (State::AwaitReady, Reply::Ready) => State::AwaitConnected,
-                        (State::AwaitConnected, Reply::Connected) => State::Streaming,
+                        (State::AwaitReady, Reply::ReadyFramed) => {
+                            self.framed = true;
+                            State::AwaitConnected
+                        }
+                        (State::AwaitConnected, Reply::Connected) => {
+                            if self.framed {
+                                self.io.start_reading();
+                            }
+                            State::Streaming
+                        }
                         (_, Reply::Error { kind, message }) => State::Failed(kind, message),
                         (_, other) => State::Failed(
                             ErrorKind::Internal,
                             format!("gateway {} sent {other:?} out of order", self.gateway),
                         ),
                     };
-                    if self.pos == self.buf.len() {
-                        self.buf.clear();
-                        self.pos = 0;
-                    }
                 }
                 Ok(None) => {
                     let mut chunk = [0u8; 2048];
                     let mut rb = ReadBuf::new(&mut chunk);
-                    match ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb)) {
+                    match ready!(Pin::new(&mut raw.tls).poll_read(cx, &mut rb)) {
                         Ok(()) if rb.filled().is_empty() => {
                             self.state = State::Failed(
                                 ErrorKind::GatewayUnreachable,
@@ -131,7 +183,7 @@ impl GatewayStream {
                                 ),
                             );
                         }
-                        Ok(()) => self.buf.extend_from_slice(rb.filled()),
+                        Ok(()) => raw.buf.extend_from_slice(rb.filled()),
                         Err(e) => {
                             self.state = State::Failed(
                                 ErrorKind::GatewayUnreachable,
@@ -172,16 +224,6 @@ impl AsyncRead for GatewayStream {
         if !matches!(this.state, State::Streaming) {
             ready!(this.poll_handshake(cx, false)).map_err(io::Error::other)?;
         }
-        if this.pos < this.buf.len() {
-            let n = out.remaining().min(this.buf.len() - this.pos);
-            out.put_slice(&this.buf[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.buf.len() {
-                this.buf = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
         Pin::new(&mut this.io).poll_read(cx, out)
     }
 }
@@ -213,5 +255,56 @@ impl AsyncWrite for GatewayStream {
 
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
+    }
+}
+
+impl AsyncRead for Buffered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.pos < this.buf.len() {
+            let n = out.remaining().min(this.buf.len() - this.pos);
+            out.put_slice(&this.buf[this.pos..this.pos + n]);
+            this.pos += n;
+            if this.pos == this.buf.len() {
+                this.buf = Vec::new();
+                this.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.tls).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Buffered {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tls.is_write_vectored()
     }
 }

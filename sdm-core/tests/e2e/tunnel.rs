@@ -7,6 +7,8 @@ use sdm_testkit::{EchoServer, free_port};
 
 use crate::common::{Fixture, eventually, pg, pg_client};
 
+const WAIT: Duration = Duration::from_secs(10);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_list_connect_and_query() {
     let fx = Fixture::start().await;
@@ -135,6 +137,98 @@ async fn many_connections_share_one_tunnel() {
     for (worker, task) in tasks.into_iter().enumerate() {
         let expected: i64 = (0..25).map(|i| worker as i64 * 1000 + i).sum();
         assert_eq!(task.await.unwrap(), expected);
+    }
+}
+
+/// Connections one after another reuse the tunnel's warm gateway connections (framed streams)
+/// instead of a new gateway connection each; every stream still carries only its own bytes, ends
+/// both ways, and has its own audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_connections_one_after_another_reuse_gateway_connections() {
+    use std::collections::HashSet;
+
+    use sdm_core::admin::AuditFilter;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo", echo.port(), None).await;
+    fx.pg_resource("pgsql").await;
+    let session = fx.session_with("etl", &["echo", "pgsql"]).await;
+    let echo_tunnel = session.connect("echo").await.unwrap();
+    let pg_tunnel = session.connect("pgsql").await.unwrap();
+    let idle = async |tunnel: &sdm_core::Tunnel| {
+        assert!(
+            eventually(WAIT, async || tunnel.active_connections() == 0).await,
+            "a connection was still carried"
+        );
+    };
+
+    for round in 0..10u8 {
+        let mut s = tokio::net::TcpStream::connect(echo_tunnel.local_addr())
+            .await
+            .unwrap();
+        let payload = vec![round; 1000 + usize::from(round)];
+        s.write_all(&payload).await.unwrap();
+        // Half-close: the echo service sees the end, answers it, and closes its side.
+        s.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(back == payload, "round {round} got other bytes");
+        drop(s);
+        idle(&echo_tunnel).await;
+    }
+    for round in 0..5i32 {
+        let client = pg_client(&pg_tunnel.host(), pg_tunnel.port()).await;
+        let row = client
+            .query_one("SELECT $1::int + 1", &[&round])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), round + 1);
+        drop(client);
+        idle(&pg_tunnel).await;
+    }
+
+    let records = async |resource: &str, count: usize| {
+        let mut records = Vec::new();
+        let ended = eventually(WAIT, async || {
+            records = fx
+                .admin
+                .audit(&AuditFilter::default().resource(resource))
+                .await
+                .unwrap()
+                .records;
+            records.len() == count && records.iter().all(|r| r.ended_at.is_some())
+        })
+        .await;
+        assert!(ended, "{records:#?}");
+        records
+    };
+    let echoed = records("echo", 10).await;
+    let mut sizes: Vec<(u64, u64)> = echoed.iter().map(|r| (r.bytes_up, r.bytes_down)).collect();
+    sizes.sort();
+    let expected: Vec<(u64, u64)> = (1000..1010).map(|n| (n, n)).collect();
+    assert_eq!(sizes, expected);
+    assert!(echoed.iter().all(|r| r.outcome == "ok"), "{echoed:#?}");
+    let queried = records("pgsql", 5).await;
+    assert!(
+        queried
+            .iter()
+            .all(|r| r.outcome == "ok" && r.query_count == 1),
+        "{queried:#?}"
+    );
+    // Two warm connections carry them all; a slow first refill may add a cold one or two.
+    for (resource, records) in [("echo", &echoed), ("pgsql", &queried)] {
+        let addresses: HashSet<&str> = records.iter().map(|r| r.client_addr.as_str()).collect();
+        assert!(
+            addresses.len() * 2 <= records.len(),
+            "{resource}: {} streams came over {} gateway connections",
+            records.len(),
+            addresses.len()
+        );
     }
 }
 

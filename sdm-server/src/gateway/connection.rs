@@ -1,4 +1,5 @@
-//! One client connection: TLS, HELLO with a lease, READY, OPEN, upstream connect, splice.
+//! One client connection: TLS, HELLO with a lease, READY, then for each stream OPEN, upstream
+//! connect, splice (one stream, or one after another when the client frames them).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +7,8 @@ use std::time::Duration;
 
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{ErrorKind, Lease, ResourceKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sdm_relay::Framed;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -23,13 +25,18 @@ use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord};
 
 /// A client may keep an accepted connection idle (warm) this long before sending OPEN.
 const IDLE_BEFORE_OPEN: Duration = Duration::from_secs(60);
+/// After a framed stream ended on this side, how long the client has to end its side too, and
+/// how much it may still send meanwhile, before the connection is closed instead of kept.
+const END_WAIT: Duration = Duration::from_secs(5);
+const MAX_DISCARDED: usize = 64 * 1024;
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Clock difference tolerated between the control plane that signed a lease and this gateway.
 const LEASE_SKEW_SECS: i64 = 30;
 
-/// Boxed so that moving it between the phases of a connection's task moves a pointer, not
-/// the TLS state (over a kilobyte, and the task would keep a slot for each move).
-type Client = Box<TlsStream<TcpStream>>;
+/// The client's connection, framed while a stream runs if the client asked for it. Boxed so
+/// that moving it between the phases of a connection's task moves a pointer, not the TLS state
+/// (over a kilobyte, and the task would keep a slot for each move).
+type Client = Box<Framed<Prefixed<TlsStream<TcpStream>>>>;
 
 /// What every connection of one gateway uses.
 #[derive(Clone, Copy)]
@@ -54,17 +61,15 @@ pub(super) async fn handle(
 }
 
 async fn serve(socket: TcpStream, peer: SocketAddr, shared: Shared<'_>) {
-    let Shared {
-        config,
-        registry,
-        leases,
-        acceptor,
-    } = shared;
+    let config = shared.config;
     // Each phase's future is boxed and freed when the phase ends, so that a connection's task
     // holds only what its current phase needs (the gateway holds thousands of idle ones).
-    let greeting =
-        tokio::time::timeout(config.handshake_timeout, Box::pin(greet(socket, acceptor))).await;
-    let (mut client, lease_bytes, mut pending) = match greeting {
+    let greeting = tokio::time::timeout(
+        config.handshake_timeout,
+        Box::pin(greet(socket, shared.acceptor)),
+    )
+    .await;
+    let (mut client, greeted) = match greeting {
         Ok(Ok(parts)) => parts,
         Ok(Err(reason)) => {
             tracing::debug!(%peer, %reason, "gateway handshake failed");
@@ -76,119 +81,202 @@ async fn serve(socket: TcpStream, peer: SocketAddr, shared: Shared<'_>) {
         }
     };
     // The lease's signature and lifetime are checked now; whether it still grants access is
-    // asked of the directory once, when the connection is put to use (OPEN). A warm connection
-    // is only a promise: asking at HELLO too would double the directory's work for every
-    // connection and could not spare the question at OPEN (access may be revoked meanwhile).
-    let lease = match verify(config, leases, &lease_bytes) {
+    // asked of the directory once per stream, when the connection is put to use (OPEN). A warm
+    // connection is only a promise: asking at HELLO too would double the directory's work for
+    // every connection and could not spare the question at OPEN (access may be revoked meanwhile).
+    let lease = match verify(config, shared.leases, &greeted.lease) {
         Ok(lease) => lease,
         Err(denied) => return refuse(&mut client, peer, denied).await,
     };
-    let mut replies = handshake::encode_reply(&Reply::Ready);
-    if pending.first() == Some(&handshake::OPEN) {
-        pending.remove(0);
+    let ready = if greeted.framed {
+        Reply::ReadyFramed
     } else {
+        Reply::Ready
+    };
+    let mut replies = handshake::encode_reply(&ready);
+    if !greeted.opened {
         // A warm connection: READY now, OPEN when the client has a use for it.
         if send(&mut client, &replies).await.is_err() {
             return;
         }
         replies.clear();
-        if !pending.is_empty() {
+        if client.get_ref().has_prefix() {
             return refuse(&mut client, peer, protocol("bytes before OPEN")).await;
         }
-        let open = tokio::time::timeout(IDLE_BEFORE_OPEN, client.read_u8()).await;
-        match open {
-            Ok(Ok(handshake::OPEN)) => {}
-            Ok(Ok(_)) => return refuse(&mut client, peer, protocol("expected OPEN")).await,
-            Ok(Err(_)) | Err(_) => return, // closed or idle too long: nothing to say
-        }
-        if let Err(denied) = check_expiry(config, &lease) {
-            return refuse(&mut client, peer, denied).await;
+        if !await_open(&mut client, peer, config, &lease).await {
+            return;
         }
     }
-    let upstream = match config.directory.authorize(&lease, &lease_bytes).await {
-        Ok(upstream) => upstream,
-        Err(denied) => {
-            record_refusal(config, &lease, peer, &denied);
-            return refuse(&mut client, peer, denied).await;
-        }
+    let stream = Stream {
+        peer,
+        lease: &lease,
+        lease_bytes: &greeted.lease,
+        framed: greeted.framed,
     };
+    // A framed connection carries one stream after another until one does not end cleanly.
+    while Box::pin(stream.serve(&mut client, shared, replies)).await
+        && await_open(&mut client, peer, config, &lease).await
+    {
+        replies = Vec::new();
+    }
+}
 
-    let record = Record::start(config, &lease, &upstream, peer);
-    // From here on, revoking access also ends this connection.
-    let registration = registry.register(&lease, &lease_bytes);
-    if upstream.kind == ResourceKind::Postgres {
-        // PostgreSQL failures are told to the client in its own protocol, so the stream is
-        // declared connected first.
-        replies.extend(handshake::encode_reply(&Reply::Connected));
-        if send(&mut client, &replies).await.is_err() {
-            return record.end(
-                config,
-                0,
-                0,
-                0,
-                Some((ErrorKind::Closed, "the client went away".into())),
-            );
+/// What the client sent before its first stream.
+struct Greeted {
+    lease: Vec<u8>,
+    /// The client asked for framed streams.
+    framed: bool,
+    /// OPEN came with the HELLO (a connection put to use at once).
+    opened: bool,
+}
+
+/// Waits for the next OPEN on an idle connection, then checks the lease again (it may have
+/// expired while the connection waited). False when the connection should close.
+async fn await_open(
+    client: &mut Client,
+    peer: SocketAddr,
+    config: &GatewayConfig,
+    lease: &Lease,
+) -> bool {
+    match tokio::time::timeout(IDLE_BEFORE_OPEN, client.read_u8()).await {
+        Ok(Ok(handshake::OPEN)) => {}
+        Ok(Ok(_)) => {
+            refuse(client, peer, protocol("expected OPEN")).await;
+            return false;
         }
-        let mut client = Prefixed::new(pending, client);
-        let finished = Box::pin(postgres::serve(
-            &mut client,
-            &upstream,
-            config.audit.clone(),
-            record.id,
+        Ok(Err(_)) | Err(_) => return false, // closed or idle too long: nothing to say
+    }
+    if let Err(denied) = check_expiry(config, lease) {
+        refuse(client, peer, denied).await;
+        return false;
+    }
+    true
+}
+
+/// One stream of a connection: from OPEN to its end.
+struct Stream<'a> {
+    peer: SocketAddr,
+    lease: &'a Lease,
+    lease_bytes: &'a [u8],
+    framed: bool,
+}
+
+impl Stream<'_> {
+    /// Asks the directory, connects the resource, carries the stream and records it; `replies`
+    /// are handshake bytes still to send before CONNECTED. Returns whether the connection can
+    /// carry another stream.
+    async fn serve(&self, client: &mut Client, shared: Shared<'_>, replies: Vec<u8>) -> bool {
+        let Stream {
+            peer,
+            lease,
+            lease_bytes,
+            framed,
+        } = *self;
+        let config = shared.config;
+        let mut replies = replies;
+        let upstream = match config.directory.authorize(lease, lease_bytes).await {
+            Ok(upstream) => upstream,
+            Err(denied) => {
+                record_refusal(config, lease, peer, &denied);
+                refuse(client, peer, denied).await;
+                return false;
+            }
+        };
+
+        let record = Record::start(config, lease, &upstream, peer);
+        // From here on, revoking access also ends this stream.
+        let registration = shared.registry.register(lease, lease_bytes);
+        let went_away = || Some((ErrorKind::Closed, "the client went away".into()));
+        if upstream.kind == ResourceKind::Postgres {
+            // PostgreSQL failures are told to the client in its own protocol, so the stream is
+            // declared connected first.
+            replies.extend(handshake::encode_reply(&Reply::Connected));
+            if send(client, &replies).await.is_err() {
+                record.end(config, 0, 0, 0, went_away());
+                return false;
+            }
+            if framed {
+                client.start();
+            }
+            let finished = Box::pin(postgres::serve(
+                &mut **client,
+                &upstream,
+                config.audit.clone(),
+                record.id,
+                registration.stopped(),
+            ))
+            .await;
+            record.end(
+                config,
+                finished.up,
+                finished.down,
+                finished.queries,
+                finished.failure,
+            );
+            return framed && Box::pin(end_stream(client)).await;
+        }
+
+        let mut remote = match Box::pin(connect_upstream(config, &upstream)).await {
+            Ok(remote) => remote,
+            Err(denied) => {
+                replies.extend(handshake::encode_reply(&Reply::Error {
+                    kind: denied.kind,
+                    message: denied.message.clone(),
+                }));
+                let _ = send(client, &replies).await;
+                tracing::warn!(%peer, resource = %upstream.resource_name, reason = %denied.message, "upstream refused");
+                record.end(config, 0, 0, 0, Some((denied.kind, denied.message)));
+                return false;
+            }
+        };
+        replies.extend(handshake::encode_reply(&Reply::Connected));
+        if send(client, &replies).await.is_err() {
+            record.end(config, 0, 0, 0, went_away());
+            return false;
+        }
+        if framed {
+            client.start();
+        }
+        let spliced = Box::pin(splice(
+            &mut **client,
+            &mut remote,
+            &mut NoTap,
+            &mut NoTap,
+            false,
             registration.stopped(),
         ))
         .await;
-        return record.end(
-            config,
-            finished.up,
-            finished.down,
-            finished.queries,
-            finished.failure,
-        );
+        let failure = match spliced.end {
+            End::Stopped(denied) => Some((denied.kind, denied.message)),
+            End::Failed(Side::Upstream, e) => Some((
+                ErrorKind::UpstreamRefused,
+                format!("resource {:?} failed: {e}", upstream.resource_name),
+            )),
+            End::Failed(Side::Client, _) | End::Closed | End::UpstreamClosed => None,
+        };
+        record.end(config, spliced.up, spliced.down, 0, failure);
+        framed && Box::pin(end_stream(client)).await
     }
+}
 
-    let mut remote = match Box::pin(connect_upstream(config, &upstream)).await {
-        Ok(remote) => remote,
-        Err(denied) => {
-            let mut bytes = replies;
-            bytes.extend(handshake::encode_reply(&Reply::Error {
-                kind: denied.kind,
-                message: denied.message.clone(),
-            }));
-            let _ = send(&mut client, &bytes).await;
-            tracing::warn!(%peer, resource = %upstream.resource_name, reason = %denied.message, "upstream refused");
-            return record.end(config, 0, 0, 0, Some((denied.kind, denied.message)));
+/// After a framed stream: ends this side of it (if its handler did not), then waits a bounded
+/// time for the client's end, discarding what the resource can no longer take. Whether the
+/// connection can carry another stream.
+async fn end_stream(client: &mut Client) -> bool {
+    let finish = async {
+        client.shutdown().await.ok()?;
+        let mut sink = [0u8; 4096];
+        let mut discarded = 0;
+        while !client.read_ended() {
+            let n = client.read(&mut sink).await.ok()?;
+            discarded += n;
+            if (n == 0 && !client.read_ended()) || discarded > MAX_DISCARDED {
+                return None;
+            }
         }
+        Some(())
     };
-    replies.extend(handshake::encode_reply(&Reply::Connected));
-    if send(&mut client, &replies).await.is_err() {
-        return record.end(
-            config,
-            0,
-            0,
-            0,
-            Some((ErrorKind::Closed, "the client went away".into())),
-        );
-    }
-    let mut client = Prefixed::new(pending, client);
-    let spliced = Box::pin(splice(
-        &mut client,
-        &mut remote,
-        &mut NoTap,
-        &mut NoTap,
-        false,
-        registration.stopped(),
-    ))
-    .await;
-    let failure = match spliced.end {
-        End::Stopped(denied) => Some((denied.kind, denied.message)),
-        End::Failed(Side::Upstream, e) => Some((
-            ErrorKind::UpstreamRefused,
-            format!("resource {:?} failed: {e}", upstream.resource_name),
-        )),
-        End::Failed(Side::Client, _) | End::Closed | End::UpstreamClosed => None,
-    };
-    record.end(config, spliced.up, spliced.down, 0, failure);
+    matches!(tokio::time::timeout(END_WAIT, finish).await, Ok(Some(()))) && client.finished()
 }
 
 /// The audit record of one connection.
@@ -280,24 +368,23 @@ fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denie
     }));
 }
 
-/// TLS, then the HELLO. Returns the lease bytes and whatever the client sent after the HELLO.
-async fn greet(
-    socket: TcpStream,
-    acceptor: &TlsAcceptor,
-) -> Result<(Client, Vec<u8>, Vec<u8>), String> {
-    let mut client = Box::new(
-        acceptor
-            .accept(socket)
-            .await
-            .map_err(|e| format!("TLS: {e}"))?,
-    );
+/// TLS, then the HELLO (and an OPEN right behind it).
+async fn greet(socket: TcpStream, acceptor: &TlsAcceptor) -> Result<(Client, Greeted), String> {
+    let mut tls = acceptor
+        .accept(socket)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
     let mut buf = Vec::with_capacity(512);
     loop {
         match handshake::decode_hello(&buf) {
             Ok(Some((hello, n))) => {
-                let lease = hello.lease.to_vec();
-                buf.drain(..n);
-                return Ok((client, lease, buf));
+                let greeted = Greeted {
+                    lease: hello.lease.to_vec(),
+                    framed: hello.framed,
+                    opened: buf.get(n) == Some(&handshake::OPEN),
+                };
+                buf.drain(..n + usize::from(greeted.opened));
+                return Ok((Box::new(Framed::new(Prefixed::new(buf, tls))), greeted));
             }
             Ok(None) => {}
             Err(e) => {
@@ -305,12 +392,12 @@ async fn greet(
                     kind: ErrorKind::InvalidArgument,
                     message: format!("not an sdm client: {e}"),
                 });
-                let _ = send(&mut client, &reply).await;
+                let _ = send(&mut tls, &reply).await;
                 return Err(e.to_string());
             }
         }
         buf.reserve(512);
-        let n = client
+        let n = tls
             .read_buf(&mut buf)
             .await
             .map_err(|e| format!("read: {e}"))?;
@@ -377,7 +464,7 @@ async fn refuse(client: &mut Client, peer: SocketAddr, denied: Denied) {
     let _ = send(client, &reply).await;
 }
 
-async fn send(client: &mut Client, bytes: &[u8]) -> std::io::Result<()> {
+async fn send<W: AsyncWrite + Unpin + ?Sized>(client: &mut W, bytes: &[u8]) -> std::io::Result<()> {
     client.write_all(bytes).await?;
     client.flush().await
 }
