@@ -154,47 +154,63 @@ impl<S: AsyncRead + Unpin> AsyncRead for Framed<S> {
         if reading.ended || reading.closed || out.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        while reading.left == 0 {
-            let mut rb = ReadBuf::new(&mut reading.header[reading.header_len..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
-            let n = rb.filled().len();
-            if n == 0 {
-                if reading.header_len > 0 {
-                    return Poll::Ready(Err(cut_short()));
-                }
-                // The connection ended between frames: the stream ends with it.
-                reading.closed = true;
-                return Poll::Ready(Ok(()));
-            }
-            reading.header_len += n;
-            if reading.header_len < HEADER {
-                continue;
-            }
-            reading.header_len = 0;
-            let len = u32::from_be_bytes(reading.header) as usize;
-            if len == 0 {
-                reading.ended = true;
-                return Poll::Ready(Ok(()));
-            }
-            if len > MAX_FRAME {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a frame of {len} bytes is over the limit of {MAX_FRAME}"),
-                )));
-            }
-            reading.left = len;
+        let result = ready!(poll_read_frames(&mut this.inner, reading, cx, out));
+        if result.is_err() {
+            // Nothing after a broken frame can be trusted: the stream reads as ended from now
+            // on, and the connection is not finished.
+            reading.closed = true;
         }
-        let want = out.remaining().min(reading.left);
-        let mut rb = ReadBuf::new(out.initialize_unfilled_to(want));
-        ready!(Pin::new(&mut this.inner).poll_read(cx, &mut rb))?;
+        Poll::Ready(result)
+    }
+}
+
+/// Reads the next bytes of the current frame, or the next frame's header first.
+fn poll_read_frames<S: AsyncRead + Unpin>(
+    inner: &mut S,
+    reading: &mut Reading,
+    cx: &mut Context<'_>,
+    out: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    while reading.left == 0 {
+        let mut rb = ReadBuf::new(&mut reading.header[reading.header_len..]);
+        ready!(Pin::new(&mut *inner).poll_read(cx, &mut rb))?;
         let n = rb.filled().len();
         if n == 0 {
-            return Poll::Ready(Err(cut_short()));
+            if reading.header_len > 0 {
+                return Poll::Ready(Err(cut_short()));
+            }
+            // The connection ended between frames: the stream ends with it.
+            reading.closed = true;
+            return Poll::Ready(Ok(()));
         }
-        out.advance(n);
-        reading.left -= n;
-        Poll::Ready(Ok(()))
+        reading.header_len += n;
+        if reading.header_len < HEADER {
+            continue;
+        }
+        reading.header_len = 0;
+        let len = u32::from_be_bytes(reading.header) as usize;
+        if len == 0 {
+            reading.ended = true;
+            return Poll::Ready(Ok(()));
+        }
+        if len > MAX_FRAME {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a frame of {len} bytes is over the limit of {MAX_FRAME}"),
+            )));
+        }
+        reading.left = len;
     }
+    let want = out.remaining().min(reading.left);
+    let mut rb = ReadBuf::new(out.initialize_unfilled_to(want));
+    ready!(Pin::new(&mut *inner).poll_read(cx, &mut rb))?;
+    let n = rb.filled().len();
+    if n == 0 {
+        return Poll::Ready(Err(cut_short()));
+    }
+    out.advance(n);
+    reading.left -= n;
+    Poll::Ready(Ok(()))
 }
 
 impl<S: AsyncWrite + Unpin> Framed<S> {
@@ -394,6 +410,12 @@ mod tests {
         let err = b.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("over the limit"), "{err}");
+        // What follows a broken frame is not read as frames, even a well-formed end.
+        raw.write_all(&[0, 0, 0, 0]).await.unwrap();
+        assert_eq!(b.read(&mut [0u8; 8]).await.unwrap(), 0);
+        assert!(!b.read_ended());
+        b.shutdown().await.unwrap();
+        assert!(!b.finished());
     }
 
     #[tokio::test]

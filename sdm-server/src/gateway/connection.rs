@@ -206,6 +206,7 @@ impl Stream<'_> {
                 registration.stopped(),
             ))
             .await;
+            let clean = finished.failure.is_none();
             record.end(
                 config,
                 finished.up,
@@ -213,7 +214,7 @@ impl Stream<'_> {
                 finished.queries,
                 finished.failure,
             );
-            return framed && Box::pin(end_stream(client)).await;
+            return framed && clean && Box::pin(end_stream(client)).await;
         }
 
         let mut remote = match Box::pin(connect_upstream(config, &upstream)).await {
@@ -246,6 +247,7 @@ impl Stream<'_> {
             registration.stopped(),
         ))
         .await;
+        let clean = matches!(spliced.end, End::Closed);
         let failure = match spliced.end {
             End::Stopped(denied) => Some((denied.kind, denied.message)),
             End::Failed(Side::Upstream, e) => Some((
@@ -255,13 +257,14 @@ impl Stream<'_> {
             End::Failed(Side::Client, _) | End::Closed | End::UpstreamClosed => None,
         };
         record.end(config, spliced.up, spliced.down, 0, failure);
-        framed && Box::pin(end_stream(client)).await
+        framed && clean && Box::pin(end_stream(client)).await
     }
 }
 
-/// After a framed stream: ends this side of it (if its handler did not), then waits a bounded
-/// time for the client's end, discarding what the resource can no longer take. Whether the
-/// connection can carry another stream.
+/// After a framed stream that ended without a failure: ends this side of it (if its handler did
+/// not), then waits a bounded time for the client's end, discarding what the resource can no
+/// longer take (PostgreSQL streams end when the server closes). Whether the connection can
+/// carry another stream.
 async fn end_stream(client: &mut Client) -> bool {
     let finish = async {
         client.shutdown().await.ok()?;
