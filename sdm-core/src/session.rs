@@ -140,7 +140,8 @@ impl SessionBuilder {
     }
 
     /// Gateway connections each tunnel keeps ready so that new local connections skip the TLS
-    /// handshake (default 2; 0 turns it off).
+    /// handshake (default 2; 0 turns it off). Connections whose stream ended cleanly come back
+    /// for the next local connection, up to four times this many.
     pub fn warm_connections(mut self, n: usize) -> Self {
         self.warm_connections = Some(n);
         self
