@@ -24,7 +24,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The largest frame written or accepted; more than a relay buffer holds.
 pub const MAX_FRAME: usize = 1 << 20;
-const HEADER: usize = 4;
+pub(crate) const HEADER: usize = 4;
 
 /// A stream over `S`, framed in each direction once started; see the module documentation.
 #[derive(Debug)]

@@ -16,9 +16,13 @@ pub use frames::{Framed, MAX_FRAME};
 /// [`MAX_BUFFER`], large enough for full TLS records and few syscalls per megabyte. A small
 /// buffer is given back whenever its direction has nothing to read, so an idle connection
 /// holds none (allocating 4 KiB again costs far less than the wake-up that brings data).
+///
+/// The larger sizes leave room for a frame header ([`Framed`]): a full buffer, framed, then
+/// still fills whole 16 KiB TLS records, where four bytes more would need a record of their own.
+const SIZES: [usize; 3] = [FIRST_BUFFER, 16 * 1024 - frames::HEADER, MAX_BUFFER];
 const FIRST_BUFFER: usize = 4 * 1024;
 /// The largest buffer per direction.
-const MAX_BUFFER: usize = 64 * 1024;
+const MAX_BUFFER: usize = 64 * 1024 - frames::HEADER;
 
 /// Sees every chunk of one direction, in order, before it is written on.
 pub trait Tap: Send {
@@ -93,8 +97,10 @@ impl Pump {
     fn grow(&mut self) {
         let want = if self.buf.is_empty() {
             FIRST_BUFFER
-        } else if self.full && self.buf.len() < MAX_BUFFER {
-            (self.buf.len() * 4).min(MAX_BUFFER)
+        } else if self.full
+            && let Some(&larger) = SIZES.iter().find(|&&size| size > self.buf.len())
+        {
+            larger
         } else {
             return;
         };
