@@ -478,8 +478,9 @@ impl SessionCore {
         }
     }
 
-    /// A gateway connection with OPEN sent: a warm one from `pool` when there is one,
-    /// else a new one. The pool is topped up in the background.
+    /// A gateway connection with OPEN sent (or, on a warm one, going out with the stream's first
+    /// bytes): a warm one from `pool` when there is one, else a new one. The pool is topped up in
+    /// the background.
     pub(crate) async fn open_stream(
         self: &Arc<Self>,
         slot: &LeaseSlot,
@@ -499,12 +500,8 @@ impl SessionCore {
                 tokio::spawn(async move { pool.fill(&core.connector, &lease, &resource).await });
             }
             if let Some(mut stream) = warm {
-                match stream.send_open().await {
-                    Ok(()) => return Ok(stream),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "warm connection failed; opening a new one")
-                    }
-                }
+                stream.open();
+                return Ok(stream);
             }
         }
         self.connector.connect(&lease, resource, true).await

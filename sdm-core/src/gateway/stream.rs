@@ -34,11 +34,26 @@ pub(crate) struct GatewayStream {
     lease_id: Uuid,
 }
 
-/// The TLS connection, with the bytes read past the last handshake reply in front of it.
+/// The TLS connection, with the bytes read past the last handshake reply in front of it, and
+/// an OPEN byte still to write in front of the stream's first bytes.
 struct Buffered {
     tls: TlsStream<TcpStream>,
     buf: Vec<u8>,
     pos: usize,
+    open_pending: bool,
+}
+
+impl Buffered {
+    /// Writes (and flushes) the OPEN byte held back, if there is one.
+    fn poll_send_open(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.open_pending {
+            if ready!(Pin::new(&mut self.tls).poll_write(cx, &[handshake::OPEN]))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.open_pending = false;
+        }
+        Pin::new(&mut self.tls).poll_flush(cx)
+    }
 }
 
 impl std::fmt::Debug for GatewayStream {
@@ -63,6 +78,7 @@ impl GatewayStream {
                 tls,
                 buf: Vec::new(),
                 pos: 0,
+                open_pending: false,
             }),
             state: State::AwaitReady,
             framed: false,
@@ -81,20 +97,19 @@ impl GatewayStream {
         std::future::poll_fn(|cx| self.poll_handshake(cx, false)).await
     }
 
-    /// Sends OPEN on a stream that is waiting after READY; what is written next is the
-    /// stream's.
-    pub(crate) async fn send_open(&mut self) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        self.io.write_all(&[handshake::OPEN]).await?;
-        self.io.flush().await?;
+    /// Opens the next stream on a connection that is waiting after READY (or after its last
+    /// stream). The OPEN byte goes out with the stream's first bytes, in one TLS record and one
+    /// write, or alone as soon as the stream is read from (for protocols where the server
+    /// speaks first).
+    pub(crate) fn open(&mut self) {
+        self.io.get_mut().open_pending = true;
         if self.framed {
             self.io.start_writing();
         }
-        Ok(())
     }
 
     /// After the stream was carried: whether it ended cleanly both ways on a connection that
-    /// can carry another, which then waits for the next [`send_open`](Self::send_open).
+    /// can carry another, which then waits for the next [`open`](Self::open).
     pub(crate) fn end_stream(&mut self) -> bool {
         let again = self.framed && matches!(self.state, State::Streaming) && self.io.finished();
         if again {
@@ -171,6 +186,17 @@ impl GatewayStream {
                     };
                 }
                 Ok(None) => {
+                    if let Err(e) = ready!(raw.poll_send_open(cx)) {
+                        self.state = State::Failed(
+                            ErrorKind::GatewayUnreachable,
+                            format!(
+                                "gateway {} failed: {}",
+                                self.gateway,
+                                crate::error::describe_io(&e)
+                            ),
+                        );
+                        continue;
+                    }
                     let mut chunk = [0u8; 2048];
                     let mut rb = ReadBuf::new(&mut chunk);
                     match ready!(Pin::new(&mut raw.tls).poll_read(cx, &mut rb)) {
@@ -285,15 +311,17 @@ impl AsyncWrite for Buffered {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tls).poll_write(cx, data)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tls).poll_flush(cx)
+        self.get_mut().poll_send_open(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().tls).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_send_open(cx))?;
+        Pin::new(&mut this.tls).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -301,7 +329,23 @@ impl AsyncWrite for Buffered {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tls).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.open_pending {
+            // OPEN and the stream's first bytes in one record.
+            let open = [handshake::OPEN];
+            let mut with_open = Vec::with_capacity(bufs.len() + 1);
+            with_open.push(io::IoSlice::new(&open));
+            with_open.extend(bufs.iter().map(|b| io::IoSlice::new(b)));
+            let n = ready!(Pin::new(&mut this.tls).poll_write_vectored(cx, &with_open))?;
+            if n == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            this.open_pending = false;
+            if n > 1 {
+                return Poll::Ready(Ok(n - 1));
+            }
+        }
+        Pin::new(&mut this.tls).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -232,6 +232,52 @@ async fn short_connections_one_after_another_reuse_gateway_connections() {
     }
 }
 
+/// A resource that speaks first (like SSH or MySQL servers) through warm and reused gateway
+/// connections: the OPEN that the client library holds back for the first bytes goes out when
+/// the local client only reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_speak_first_are_reached_through_warm_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let greeter = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = greeter.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = greeter.accept().await {
+            tokio::spawn(async move {
+                socket.write_all(b"hello\n").await?;
+                let mut name = [0u8; 3];
+                socket.read_exact(&mut name).await?;
+                socket.write_all(&name).await?;
+                socket.shutdown().await
+            });
+        }
+    });
+    let fx = Fixture::start().await;
+    fx.tcp_resource("greeter", port, None).await;
+    let session = fx.session_with("etl", &["greeter"]).await;
+    let tunnel = session.connect("greeter").await.unwrap();
+    for round in 0..4 {
+        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr())
+            .await
+            .unwrap();
+        let mut greeting = [0u8; 6];
+        tokio::time::timeout(WAIT, s.read_exact(&mut greeting))
+            .await
+            .expect("the server's greeting arrived")
+            .unwrap();
+        assert_eq!(&greeting, b"hello\n", "round {round}");
+        s.write_all(b"etl").await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(WAIT, s.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rest, b"etl", "round {round}");
+        drop(s);
+        assert!(eventually(WAIT, async || tunnel.active_connections() == 0).await);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_result_arrives_intact() {
     let fx = Fixture::start().await;
