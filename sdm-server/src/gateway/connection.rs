@@ -165,7 +165,7 @@ impl Stream<'_> {
     /// Asks the directory, connects the resource, carries the stream and records it; `replies`
     /// are handshake bytes still to send before CONNECTED. Returns whether the connection can
     /// carry another stream.
-    async fn serve(&self, client: &mut Client, shared: Shared<'_>, replies: Vec<u8>) -> bool {
+    async fn serve(&self, client: &mut Client, shared: Shared<'_>, mut replies: Vec<u8>) -> bool {
         let Stream {
             peer,
             lease,
@@ -173,7 +173,6 @@ impl Stream<'_> {
             framed,
         } = *self;
         let config = shared.config;
-        let mut replies = replies;
         let upstream = match config.directory.authorize(lease, lease_bytes).await {
             Ok(upstream) => upstream,
             Err(denied) => {
@@ -186,17 +185,22 @@ impl Stream<'_> {
         let record = Record::start(config, lease, &upstream, peer);
         // From here on, revoking access also ends this stream.
         let registration = shared.registry.register(lease, lease_bytes);
+        // CONNECTED, after the replies still to send; the stream follows (framed if asked).
+        let connected = async |client: &mut Client, mut replies: Vec<u8>| {
+            replies.extend(handshake::encode_reply(&Reply::Connected));
+            let sent = send(client, &replies).await.is_ok();
+            if sent && framed {
+                client.start();
+            }
+            sent
+        };
         let went_away = || Some((ErrorKind::Closed, "the client went away".into()));
         if upstream.kind == ResourceKind::Postgres {
             // PostgreSQL failures are told to the client in its own protocol, so the stream is
             // declared connected first.
-            replies.extend(handshake::encode_reply(&Reply::Connected));
-            if send(client, &replies).await.is_err() {
+            if !connected(client, replies).await {
                 record.end(config, 0, 0, 0, went_away());
                 return false;
-            }
-            if framed {
-                client.start();
             }
             let finished = Box::pin(postgres::serve(
                 &mut **client,
@@ -230,13 +234,9 @@ impl Stream<'_> {
                 return false;
             }
         };
-        replies.extend(handshake::encode_reply(&Reply::Connected));
-        if send(client, &replies).await.is_err() {
+        if !connected(client, replies).await {
             record.end(config, 0, 0, 0, went_away());
             return false;
-        }
-        if framed {
-            client.start();
         }
         let spliced = Box::pin(splice(
             &mut **client,
