@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" != "--report" ] && [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release --locked -p sdm-server -p sdm-cli >&2
+  cargo build --release --locked -p sdm-server -p sdm-cli -p sdm-load >&2
 fi
 exec python3 -u bench/run.py "$@"

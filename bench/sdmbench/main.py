@@ -49,7 +49,7 @@ class Config:
         self.smoke = e.get("SMOKE", "0") == "1"
         s = self.smoke
         self.sections = e.get("SECTIONS", "A B C D E").split()
-        self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds").split()
+        self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds relay").split()
         if "direct" not in self.paths:
             self.paths.insert(0, "direct")
         base = env_int("REPEATS", 1 if s else 3)
@@ -112,6 +112,7 @@ class Run:
         bins = {
             "sdm": os.path.join(self.cfg.bin_dir, "sdm"),
             "sdm-server": os.path.join(self.cfg.bin_dir, "sdm-server"),
+            "sdm-load": os.path.join(self.cfg.bin_dir, "sdm-load"),
             "sshd": shutil.which("sshd") or "/usr/sbin/sshd",
             "stunnel": shutil.which("stunnel4") or shutil.which("stunnel") or "stunnel",
         }
@@ -133,6 +134,8 @@ class Run:
         for b in ("sdm", "sdm-server"):
             if any(p.name.startswith("sdm") for p in self.paths) and not os.access(self.bins[b], os.X_OK):
                 missing.append(self.bins[b] + " (cargo build --release -p sdm-server -p sdm-cli)")
+        if any(p.name == "relay" for p in self.paths) and not os.access(self.bins["sdm-load"], os.X_OK):
+            missing.append(self.bins["sdm-load"] + " (cargo build --release -p sdm-load)")
         if missing:
             raise BenchError("missing: " + ", ".join(missing) + " (run bench/setup.sh)")
 

@@ -249,7 +249,30 @@ class SdmCreds(Sdm):
     creds = True
 
 
-ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds]
+class Relay(Path):
+    """Two plain TCP relays in a row (`sdm-load relay`: sdm's pump, one thread each), no TLS:
+    not a peer but the floor of a tunnel with a hop on each side, so that each target can be
+    read against what is left once the hops themselves are paid."""
+    name = "relay"
+    label = "2 plain relays (no TLS; floor)"
+    sections = "ABC"
+
+    def start(self, target: Target, state: str) -> Instance:
+        procs = Procs(state)
+        gport, lport = free_port(), free_port()
+        load = self.bins["sdm-load"]
+        hours = ["--seconds", str(4 * 3600)]
+        gw = procs.start("gateway", "relay-server",
+                         [load, "relay", "--listen", str(gport), "--to", str(target.port), *hours])
+        wait_until("relay server listening", lambda: listening(gport), 10, gw.alive)
+        cl = procs.start("client", "relay-client",
+                         [load, "relay", "--listen", str(lport), "--to", str(gport), *hours])
+        wait_until("relay client listening", lambda: listening(lport), 10, cl.alive)
+        procs.commands.append("sdm-load relay --listen PORT --to PORT (twice, chained)")
+        return Instance([lport], procs, {"gateway_port": gport})
+
+
+ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds, Relay]
 
 
 def clean_env() -> dict:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark's smoke mode (bench/, SMOKE=1): every path (direct TCP, ssh -L, stunnel, sdm, sdm
-# with stored credentials) through every section once, with tiny sizes, in well under a minute.
+# with stored credentials, two plain relays) through every section once, with tiny sizes, in well under a minute.
 # It fails on breakage only (a path that does not start, a connection or query that fails, a
 # section without results), never on the numbers. Bounded to 4 minutes including setup. Then
 # bench/controlplane.sh once, for a second per load (about 30 s).
@@ -14,7 +14,7 @@ fail() {
 
 timeout --kill-after=30 900 bench/setup.sh || fail "bench/setup.sh"
 # SDM_BIN_DIR: measure binaries built elsewhere (e.g. from another worktree) instead.
-[ -n "${SDM_BIN_DIR:-}" ] || cargo build --release --locked -p sdm-server -p sdm-cli
+[ -n "${SDM_BIN_DIR:-}" ] || cargo build --release --locked -p sdm-server -p sdm-cli -p sdm-load
 
 out=$PWD/target/bench/smoke
 rm -rf "$out"
@@ -27,8 +27,8 @@ python3 - "$run" <<'PY' || fail "bench smoke results are incomplete ($run)"
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1] + "/results.jsonl") if l.strip()]
 seen = {(r.get("section"), r.get("path")) for r in recs if "error" not in r}
-want = [(s, p) for s in "AB" for p in ("direct", "ssh", "stunnel", "sdm")]
-want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds")]
+want = [(s, p) for s in "AB" for p in ("direct", "ssh", "stunnel", "sdm", "relay")]
+want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")]
 want += [("D", p) for p in ("ssh", "stunnel", "sdm")]
 missing = [w for w in want if w not in seen]
 if missing:

@@ -6,6 +6,7 @@
 //!                --concurrency N --seconds S            token in SDM_TOKEN
 //! sdm-load idle  --resource NAME --count N --gateway-pid PID   token in SDM_TOKEN
 //! sdm-load echo  --port PORT --seconds S                 a TCP echo upstream
+//! sdm-load relay --listen PORT --to PORT --seconds S     a plain TCP relay (bench/run.sh)
 //! ```
 
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 mod api;
 mod echo;
 mod idle;
+mod relay;
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -27,7 +29,7 @@ impl Args {
         let mut it = std::env::args().skip(1);
         let mode = it
             .next()
-            .ok_or("usage: sdm-load api|idle|echo --name value …")?;
+            .ok_or("usage: sdm-load api|idle|echo|relay --name value …")?;
         let mut pairs = Vec::new();
         while let Some(name) = it.next() {
             let name = name
@@ -83,19 +85,29 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     let started = Instant::now();
-    let result = async {
-        let args = Args::parse()?;
-        match args.mode.as_str() {
-            "api" => api::run(&args).await,
-            "idle" => idle::run(&args).await,
-            "echo" => echo::run(&args).await,
-            other => Err(format!("unknown mode {other:?}").into()),
+    let result = Args::parse().and_then(|args| {
+        // The relay runs on one thread, as ssh's event loop does; the loads on two.
+        let runtime = if args.mode == "relay" {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
         }
-    }
-    .await;
+        .enable_all()
+        .build()?;
+        runtime.block_on(async {
+            match args.mode.as_str() {
+                "api" => api::run(&args).await,
+                "idle" => idle::run(&args).await,
+                "echo" => echo::run(&args).await,
+                "relay" => relay::run(&args).await,
+                other => Err(format!("unknown mode {other:?}").into()),
+            }
+        })
+    });
     match result {
         Ok(line) => println!("{line}"),
         Err(e) => {
