@@ -261,12 +261,12 @@ class Relay(Path):
         procs = Procs(state)
         gport, lport = free_port(), free_port()
         load = self.bins["sdm-load"]
-        hours = ["--seconds", str(4 * 3600)]
+        bound = ["--seconds", str(4 * 3600)]  # outlives any run; stopped with the path
         gw = procs.start("gateway", "relay-server",
-                         [load, "relay", "--listen", str(gport), "--to", str(target.port), *hours])
+                         [load, "relay", "--listen", str(gport), "--to", str(target.port), *bound])
         wait_until("relay server listening", lambda: listening(gport), 10, gw.alive)
         cl = procs.start("client", "relay-client",
-                         [load, "relay", "--listen", str(lport), "--to", str(gport), *hours])
+                         [load, "relay", "--listen", str(lport), "--to", str(gport), *bound])
         wait_until("relay client listening", lambda: listening(lport), 10, cl.alive)
         procs.commands.append("sdm-load relay --listen PORT --to PORT (twice, chained)")
         return Instance([lport], procs, {"gateway_port": gport})

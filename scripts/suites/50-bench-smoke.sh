@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The benchmark's smoke mode (bench/, SMOKE=1): every path (direct TCP, ssh -L, stunnel, sdm, sdm
-# with stored credentials, two plain relays) through every section once, with tiny sizes, in well under a minute.
-# It fails on breakage only (a path that does not start, a connection or query that fails, a
-# section without results), never on the numbers. Bounded to 4 minutes including setup. Then
-# bench/controlplane.sh once, for a second per load (about 30 s).
+# with stored credentials, two plain relays) through each of its sections once, with tiny sizes,
+# in about a minute. It fails on breakage only (a path that does not start, a connection or
+# query that fails, a section without results), never on the numbers. Bounded to 4 minutes
+# including setup. Then bench/controlplane.sh once, for a second per load (about 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
