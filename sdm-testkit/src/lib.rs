@@ -19,10 +19,13 @@ pub use relay::Relay;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago: bound on port 0, read, released.
+/// A TCP port on 127.0.0.1 that was free a moment ago, picked below the kernel's ephemeral range
+/// when there is room there (`/proc/sys/net/ipv4/ip_local_port_range`): a port handed out by
+/// binding port 0 lies inside that range, where the kernel may give it to any outgoing
+/// connection as its source port before the caller binds it (seen as a flaky "port in use").
 ///
-/// Another process may take it before the caller binds it; callers that can retry should (the
-/// PostgreSQL fixture does).
+/// Another process may still take it before the caller binds it; callers that can retry should
+/// (the PostgreSQL fixture does).
 ///
 /// # Panics
 ///
@@ -35,6 +38,32 @@ pub fn free_port() -> u16 {
 
 /// Like [`free_port`], but returns the bind error instead of panicking.
 pub fn try_free_port() -> io::Result<u16> {
+    let below = ephemeral_start().unwrap_or(0);
+    if below > PICK_FROM + 1_000 {
+        for _ in 0..64 {
+            let port = PICK_FROM + (random() % u64::from(below - PICK_FROM)) as u16;
+            if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+/// Picked ports start here, above the registered services tests might meet.
+const PICK_FROM: u16 = 20_000;
+
+/// The first port of the kernel's ephemeral range, where Linux tells.
+fn ephemeral_start() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    range.split_whitespace().next()?.parse().ok()
+}
+
+/// A different random number on every call (std's per-map hash keys, fed a counter).
+fn random() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    RandomState::new().hash_one(CALLS.fetch_add(1, Ordering::Relaxed))
 }

@@ -57,8 +57,8 @@ fn login_connects_every_granted_resource_with_a_fixed_port() {
     let echo = sdm_testkit::EchoServer::start().unwrap();
     let (echo_port, pg_port) = (free_port(), free_port());
     // A fixed port something else holds.
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy_port = taken.local_addr().unwrap().port();
+    let busy_port = free_port();
+    let taken = TcpListener::bind(("127.0.0.1", busy_port)).unwrap();
     fx.resource(
         "echo-fixed",
         ResourceKind::Tcp,
