@@ -68,6 +68,9 @@ fn wire(bytes: &[u8], framed: bool) -> Vec<u8> {
     out
 }
 
+/// Each benchmark runs over a plain and a framed pump.
+const VARIANTS: [(&str, bool); 2] = [("plain", false), ("framed", true)];
+
 fn pump(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -79,10 +82,9 @@ fn pump(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     let msg = [7u8; 64];
     let mut out = [0u8; 64];
-    for framed in [false, true] {
+    for (name, framed) in VARIANTS {
         let mut path = start(&rt, framed);
         let sent = wire(&msg, framed);
-        let name = if framed { "framed" } else { "plain" };
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 rt.block_on(async {
@@ -99,10 +101,9 @@ fn pump(c: &mut Criterion) {
     let bulk = vec![42u8; 1 << 20];
     let mut sink = vec![0u8; 1 << 20];
     g.throughput(Throughput::Bytes(bulk.len() as u64));
-    for framed in [false, true] {
+    for (name, framed) in VARIANTS {
         let mut path = start(&rt, framed);
         let sent = wire(&bulk, framed);
-        let name = if framed { "framed" } else { "plain" };
         g.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 rt.block_on(async {

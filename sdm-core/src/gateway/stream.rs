@@ -186,20 +186,14 @@ impl GatewayStream {
                     };
                 }
                 Ok(None) => {
-                    if let Err(e) = ready!(raw.poll_send_open(cx)) {
-                        self.state = State::Failed(
-                            ErrorKind::GatewayUnreachable,
-                            format!(
-                                "gateway {} failed: {}",
-                                self.gateway,
-                                crate::error::describe_io(&e)
-                            ),
-                        );
-                        continue;
-                    }
                     let mut chunk = [0u8; 2048];
                     let mut rb = ReadBuf::new(&mut chunk);
-                    match ready!(Pin::new(&mut raw.tls).poll_read(cx, &mut rb)) {
+                    // An OPEN held back goes out before the reply to it is awaited.
+                    let read = match ready!(raw.poll_send_open(cx)) {
+                        Ok(()) => ready!(Pin::new(&mut raw.tls).poll_read(cx, &mut rb)),
+                        Err(e) => Err(e),
+                    };
+                    match read {
                         Ok(()) if rb.filled().is_empty() => {
                             self.state = State::Failed(
                                 ErrorKind::GatewayUnreachable,
