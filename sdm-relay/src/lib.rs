@@ -24,17 +24,28 @@ const FIRST_BUFFER: usize = 4 * 1024;
 /// The largest buffer per direction.
 const MAX_BUFFER: usize = 64 * 1024 - frames::HEADER;
 
-/// Sees every chunk of one direction, in order, before it is written on.
+/// Sees every chunk of one direction, in order, before it is written on, and may stop it: a
+/// protocol's audit records what passes and refuses what it cannot record.
 pub trait Tap: Send {
-    /// Called with each chunk read, before it is written.
-    fn observe(&mut self, bytes: &[u8]);
+    /// Called with each chunk read, before it is written. An error refuses the chunk: nothing
+    /// of it is written, and the pump fails with [`PumpError::Refused`].
+    fn observe(&mut self, bytes: &[u8]) -> Result<(), String>;
+
+    /// Called before the chunk last observed is written: `Pending` holds it back while the tap
+    /// finishes what it needs to (say, looking up a name to record), and an error refuses it
+    /// as in [`observe`](Tap::observe).
+    fn poll_release(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Looks at nothing.
 pub struct NoTap;
 
 impl Tap for NoTap {
-    fn observe(&mut self, _bytes: &[u8]) {}
+    fn observe(&mut self, _bytes: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Moves one direction of a connection; see the crate documentation for its buffer.
@@ -49,6 +60,8 @@ pub struct Pump {
     need_flush: bool,
     /// The last read filled the buffer (more was probably waiting).
     full: bool,
+    /// The tap has not released the chunk in the buffer yet.
+    held: bool,
 }
 
 /// Which half of a pump failed.
@@ -58,6 +71,8 @@ pub enum PumpError {
     Read(io::Error),
     /// Writing to (or flushing, or closing) its writer.
     Write(io::Error),
+    /// The tap refused a chunk (which was not written), for this reason.
+    Refused(String),
 }
 
 impl Default for Pump {
@@ -79,6 +94,7 @@ impl Pump {
             moved: 0,
             need_flush: false,
             full: false,
+            held: false,
         }
     }
 
@@ -143,11 +159,28 @@ impl Pump {
                         if n == 0 {
                             self.eof = true;
                         } else {
-                            tap.observe(&self.buf[..n]);
+                            tap.observe(&self.buf[..n]).map_err(PumpError::Refused)?;
                             self.pos = 0;
                             self.cap = n;
                             self.full = n == self.buf.len();
+                            self.held = true;
                         }
+                    }
+                }
+            }
+            if self.held {
+                match tap.poll_release(cx) {
+                    Poll::Ready(Ok(())) => self.held = false,
+                    Poll::Ready(Err(reason)) => {
+                        return Poll::Ready(Err(PumpError::Refused(reason)));
+                    }
+                    Poll::Pending => {
+                        // What was written before the held chunk goes out meanwhile.
+                        if self.need_flush {
+                            ready!(writer.as_mut().poll_flush(cx)).map_err(PumpError::Write)?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
                     }
                 }
             }
@@ -211,10 +244,11 @@ where
 }
 
 impl PumpError {
-    /// The I/O error, whichever half failed.
+    /// The I/O error, whichever half failed (a refusal becomes an error of kind `Other`).
     pub fn into_inner(self) -> io::Error {
         match self {
             PumpError::Read(e) | PumpError::Write(e) => e,
+            PumpError::Refused(reason) => io::Error::other(reason),
         }
     }
 }
@@ -330,6 +364,67 @@ mod tests {
         );
         let (forth, back) = relayed.await.unwrap().unwrap();
         assert_eq!((forth, back), (500_000, 4));
+    }
+
+    /// Refuses the chunk that contains `stop`; holds each chunk for one poll first.
+    struct Gate {
+        stop: u8,
+        held_once: bool,
+    }
+
+    impl Tap for Gate {
+        fn observe(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.held_once = false;
+            match bytes.contains(&self.stop) {
+                true => Err("refused".into()),
+                false => Ok(()),
+            }
+        }
+
+        fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+            if self.held_once {
+                return Poll::Ready(Ok(()));
+            }
+            self.held_once = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tap_holds_chunks_back_and_refuses_one_without_writing_it() {
+        let (mut source, mut reader) = duplex(1024);
+        let (mut writer, mut sink) = duplex(1024);
+        let mut pump = Pump::new();
+        let mut gate = Gate {
+            stop: b'!',
+            held_once: false,
+        };
+        source.write_all(b"first").await.unwrap();
+        let mut pumping = std::pin::pin!(std::future::poll_fn(|cx| {
+            pump.poll_pump(
+                cx,
+                Pin::new(&mut reader),
+                Pin::new(&mut writer),
+                &mut gate,
+                true,
+            )
+        }));
+        let mut out = [0u8; 5];
+        tokio::select! {
+            ended = &mut pumping => panic!("the pump ended early: {ended:?}"),
+            read = sink.read_exact(&mut out) => read.unwrap(),
+        };
+        assert_eq!(&out, b"first");
+        source.write_all(b"then!").await.unwrap();
+        match pumping.await {
+            Err(PumpError::Refused(why)) => assert_eq!(why, "refused"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        drop(writer);
+        let mut rest = Vec::new();
+        sink.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "the refused chunk was not written");
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sdm_server::remote::{AuditArgs, parse_duration};
 use sdm_server::{LEASE_TTL_RANGE, RunningServer, Server};
 
 #[derive(Parser)]
@@ -74,6 +75,9 @@ struct ServeArgs {
     /// database its own.
     #[arg(long, value_name = "NAME", default_value = "embedded")]
     gateway_name: String,
+    /// What to do when the audit trail cannot be written.
+    #[command(flatten)]
+    audit: AuditArgs,
 }
 
 #[derive(Args)]
@@ -95,26 +99,12 @@ struct MigrateArgs {
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 300, 300s, 5m or 1h"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        _ => return Err(format!("unknown unit in {text:?}; use s, m or h")),
-    };
-    let ttl = Duration::from_secs(secs);
+    let ttl = parse_duration(text)?;
     let (min, max) = LEASE_TTL_RANGE;
     if ttl < min || ttl > max {
         return Err(format!(
             "{} s is out of range ({} s to {} s)",
-            secs,
+            ttl.as_secs(),
             min.as_secs(),
             max.as_secs()
         ));
@@ -200,7 +190,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .listen(args.listen)
         .gateway_listen(args.gateway_listen)
         .lease_ttl(args.lease_ttl)
-        .gateway_name(args.gateway_name.clone());
+        .gateway_name(args.gateway_name.clone())
+        .audit_policy(args.audit.policy());
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());
     }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 use crate::api::{self, ApiState};
 use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory, store_audit_writer};
-use crate::gateway::{AuditSink, Gateway, GatewayConfig};
+use crate::gateway::{AuditPolicy, AuditSink, Gateway, GatewayConfig};
 use crate::keys::tls::{self, LeafResolver};
 use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
 use crate::store::{
@@ -143,6 +143,7 @@ impl Server {
             gateway_name: "embedded".to_owned(),
             lease_ttl: DEFAULT_LEASE_TTL,
             gateway_handshake_timeout: GATEWAY_HANDSHAKE_TIMEOUT,
+            audit_policy: AuditPolicy::default(),
         }
     }
 }
@@ -160,6 +161,7 @@ pub struct ServerBuilder {
     gateway_name: String,
     lease_ttl: Duration,
     gateway_handshake_timeout: Duration,
+    audit_policy: AuditPolicy,
 }
 
 impl ServerBuilder {
@@ -229,6 +231,13 @@ impl ServerBuilder {
     /// Lifetime of issued leases (2 s to 24 h; default 300 s).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// What the gateway does when its audit trail cannot be written (default: refuse new
+    /// connections at once and close open ones after [`DEFAULT_GRACE`](crate::gateway::DEFAULT_GRACE)).
+    pub fn audit_policy(mut self, policy: AuditPolicy) -> Self {
+        self.audit_policy = policy;
         self
     }
 
@@ -820,7 +829,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
 
     // The gateway, and the audit trail it writes through a background writer.
     let secret_box = Arc::new(secret_box);
-    let (audit_writer, audit_task) = store_audit_writer(store.clone());
+    let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
     let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
     let lease_public_key = lease_signer.public_key();
     let kit = GatewayKit {

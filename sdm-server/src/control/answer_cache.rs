@@ -80,6 +80,8 @@ mod tests {
             },
             account_name: "etl".into(),
             labels: BTreeMap::new(),
+            databases: Vec::new(),
+            replication: false,
         }
     }
 

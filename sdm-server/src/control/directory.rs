@@ -157,6 +157,8 @@ impl StoreDirectory {
             },
             account_name: account.name,
             labels,
+            databases: Vec::new(),
+            replication: false,
         })
     }
 }
@@ -317,6 +319,8 @@ mod tests {
                 },
                 account_name: f.account.name.clone(),
                 labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
+                databases: Vec::new(),
+                replication: false,
             }
         );
     }

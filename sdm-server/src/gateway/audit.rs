@@ -1,10 +1,17 @@
 //! Where the gateway reports what passes through it. Reporting never blocks the data path: a
 //! sink queues events and a background task writes them elsewhere (the store, or the control
 //! plane of a standalone gateway), in batches.
+//!
+//! The audit trail fails closed: a connection is served only while its events can be kept.
+//! When the writer cannot write (disk full, store or control plane down), it keeps its events
+//! and retries; meanwhile new connections are refused, and open ones are closed once the
+//! failure has lasted [`AuditPolicy::grace`]. The queue is bounded; an event that does not fit
+//! refuses what it describes (the statement is not sent on). Only an installation that says so
+//! ([`AuditPolicy::fail_open`]) keeps serving instead, and then counts and logs what it loses.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -13,10 +20,27 @@ use uuid::Uuid;
 
 use crate::store::AuditEvent;
 
+/// Why the audit trail cannot take more now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail cannot be written: {0}")]
+pub struct AuditUnavailable(pub String);
+
 /// Receives audit events from the gateway.
 pub trait AuditSink: Send + Sync + 'static {
-    /// Takes one event; must return at once.
-    fn record(&self, event: AuditEvent);
+    /// Takes one event, at once. An error means the event cannot be kept: the gateway then
+    /// does not carry on with what it describes (the statement is not sent on, the connection
+    /// is refused).
+    fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable>;
+
+    /// Whether a new connection may start now.
+    fn admit(&self) -> Result<(), AuditUnavailable> {
+        Ok(())
+    }
+
+    /// Why open connections must close now (the trail has failed for too long), if they must.
+    fn must_close(&self) -> Option<AuditUnavailable> {
+        None
+    }
 }
 
 /// Drops every event (for gateways whose owner keeps no audit trail, and for tests).
@@ -24,56 +48,153 @@ pub trait AuditSink: Send + Sync + 'static {
 pub struct DiscardAudit;
 
 impl AuditSink for DiscardAudit {
-    fn record(&self, _event: AuditEvent) {}
+    fn record(&self, _event: AuditEvent) -> Result<(), AuditUnavailable> {
+        Ok(())
+    }
 }
 
-/// Events waiting to be written; beyond this, events are dropped (and counted) rather than
-/// slowing connections down.
+/// What a gateway does when its audit trail cannot be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPolicy {
+    /// Keep serving, losing (and counting) events that do not fit the queue. Off by default:
+    /// only an installation that prefers availability to a complete trail turns it on.
+    pub fail_open: bool,
+    /// How long open connections are kept while the writer fails (events keep being queued
+    /// and are written when it recovers).
+    pub grace: Duration,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> AuditPolicy {
+        AuditPolicy {
+            fail_open: false,
+            grace: DEFAULT_GRACE,
+        }
+    }
+}
+
+/// See [`AuditPolicy::grace`].
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// Events waiting to be written. Beyond `QUEUE - RESERVED_FOR_ENDS`, new connections and
+/// statements are refused; the rest is kept for the ends of connections already open (at most
+/// one per connection a gateway carries), so that closing them never loses their record.
 const QUEUE: usize = 64 * 1024;
+const RESERVED_FOR_ENDS: usize = 16 * 1024 + 1024;
 /// Under sustained traffic, a batch is handed out at most this often, so that each carries many
 /// events: a write costs about as much for one event as for hundreds (a SQLite commit rewrites
 /// the same pages, an upload is a round trip), and a PostgreSQL query audit would otherwise be
 /// written once per query. An event after a quiet spell is handed out at once.
 const MIN_INTERVAL: Duration = Duration::from_millis(25);
 
+/// Whether the writer is keeping up, shared by a queue and its writing end.
+#[derive(Debug, Default)]
+struct Health {
+    /// Set while writes fail (the fast path of [`AuditQueue::admit`] reads only this).
+    failing: AtomicBool,
+    /// Since when, and why.
+    failure: Mutex<Option<(Instant, String)>>,
+    /// Events lost (fail-open only, or given up at shutdown).
+    dropped: AtomicU64,
+}
+
 /// The recording end of a bounded audit queue.
 #[derive(Debug)]
 pub struct AuditQueue {
     queue: mpsc::Sender<AuditEvent>,
-    dropped: Arc<AtomicU64>,
+    health: Arc<Health>,
+    policy: AuditPolicy,
 }
 
 /// The writing end of an [`AuditQueue`], owned by the task that writes the events.
 #[derive(Debug)]
 pub(crate) struct AuditBatches {
     rx: mpsc::Receiver<AuditEvent>,
-    dropped: Arc<AtomicU64>,
+    health: Arc<Health>,
     last_batch: Option<Instant>,
 }
 
 /// A queue and the batches it hands to its writing task.
-pub(crate) fn audit_queue() -> (AuditQueue, AuditBatches) {
+pub(crate) fn audit_queue(policy: AuditPolicy) -> (AuditQueue, AuditBatches) {
     let (queue, rx) = mpsc::channel(QUEUE);
-    let dropped = Arc::new(AtomicU64::new(0));
+    let health = Arc::new(Health::default());
     let batches = AuditBatches {
         rx,
-        dropped: dropped.clone(),
+        health: health.clone(),
         last_batch: None,
     };
-    (AuditQueue { queue, dropped }, batches)
+    (
+        AuditQueue {
+            queue,
+            health,
+            policy,
+        },
+        batches,
+    )
+}
+
+impl AuditQueue {
+    /// Since when and why the writer fails, if it does.
+    fn failure(&self) -> Option<(Instant, String)> {
+        if !self.health.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.health.failure.lock().ok()?.clone()
+    }
+
+    /// An event that does not fit: refused, or (fail-open) lost and counted.
+    fn overflow(&self, why: &str) -> Result<(), AuditUnavailable> {
+        if !self.policy.fail_open {
+            return Err(AuditUnavailable(why.to_owned()));
+        }
+        let before = self.health.dropped.fetch_add(1, Ordering::Relaxed);
+        if before.is_power_of_two() {
+            tracing::error!(
+                lost = before + 1,
+                "{why}; audit events are being lost (the gateway runs with the audit failing open)"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl AuditSink for AuditQueue {
-    fn record(&self, event: AuditEvent) {
-        if self.queue.try_send(event).is_err() {
-            let before = self.dropped.fetch_add(1, Ordering::Relaxed);
-            if before.is_power_of_two() {
-                tracing::warn!(
-                    dropped = before + 1,
-                    "the audit queue is full; events are being dropped"
-                );
+    fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        const FULL: &str = "the audit queue is full (the writer is not keeping up)";
+        let is_end = matches!(event, AuditEvent::Ended(_));
+        if !is_end && self.queue.capacity() <= RESERVED_FOR_ENDS {
+            return self.overflow(FULL);
+        }
+        match self.queue.try_send(event) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => self.overflow(FULL),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.overflow("the audit writer has stopped")
             }
         }
+    }
+
+    fn admit(&self) -> Result<(), AuditUnavailable> {
+        if self.policy.fail_open {
+            return Ok(());
+        }
+        if let Some((_, why)) = self.failure() {
+            return Err(AuditUnavailable(why));
+        }
+        if self.queue.capacity() <= RESERVED_FOR_ENDS {
+            return Err(AuditUnavailable(
+                "the audit queue is full (the writer is not keeping up)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn must_close(&self) -> Option<AuditUnavailable> {
+        if self.policy.fail_open {
+            return None;
+        }
+        let (since, why) = self.failure()?;
+        (since.elapsed() >= self.policy.grace).then_some(AuditUnavailable(why))
     }
 }
 
@@ -133,16 +254,58 @@ impl AuditBatches {
         Some(fold_ends(batch))
     }
 
-    /// Counts `count` events that could not be written.
+    /// A write failed: new connections are refused from now on, open ones after the grace.
+    pub(crate) fn failed(&self, why: &str) {
+        let Ok(mut failure) = self.health.failure.lock() else {
+            return;
+        };
+        if failure.is_none() {
+            tracing::error!(
+                reason = why,
+                "the audit trail cannot be written; the gateway refuses new connections until it can"
+            );
+            *failure = Some((Instant::now(), why.to_owned()));
+        } else if let Some((_, reason)) = failure.as_mut() {
+            why.clone_into(reason);
+        }
+        self.health.failing.store(true, Ordering::Release);
+    }
+
+    /// A write succeeded: the gateway serves again if it had stopped.
+    pub(crate) fn written(&self) {
+        if !self.health.failing.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut failure) = self.health.failure.lock()
+            && let Some((since, _)) = failure.take()
+        {
+            tracing::warn!(
+                after = ?since.elapsed(),
+                "the audit trail is written again; the gateway accepts connections"
+            );
+        }
+        self.health.failing.store(false, Ordering::Release);
+    }
+
+    /// Whether every queue handle is gone (the gateway is shutting down): a writer then stops
+    /// retrying after a few attempts instead of holding the shutdown up.
+    pub(crate) fn closing(&self) -> bool {
+        self.rx.is_closed()
+    }
+
+    /// Counts `count` events given up (at shutdown, or refused by the control plane as
+    /// invalid); they are logged, never silently dropped.
     pub(crate) fn lost(&self, count: usize) {
-        self.dropped.fetch_add(count as u64, Ordering::Relaxed);
+        self.health
+            .dropped
+            .fetch_add(count as u64, Ordering::Relaxed);
     }
 
     /// Says, when the queue is done, how many events were lost while `owner` ran.
     pub(crate) fn finish(self, owner: &str) {
-        let lost = self.dropped.load(Ordering::Relaxed);
+        let lost = self.health.dropped.load(Ordering::Relaxed);
         if lost > 0 {
-            tracing::warn!(lost, "audit events were lost while {owner} ran");
+            tracing::error!(lost, "audit events were lost while {owner} ran");
         }
     }
 }
@@ -197,7 +360,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_ends_in_its_batch_is_written_once() {
-        let (queue, mut batches) = audit_queue();
+        let (queue, mut batches) = audit_queue(AuditPolicy::default());
         let [a, b, c] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
         // `c` started in an earlier batch; `b` is still open.
         for event in [
@@ -207,7 +370,7 @@ mod tests {
             AuditEvent::Ended(ended(c, "ok")),
             AuditEvent::Ended(ended(a, "upstream_failed")),
         ] {
-            queue.record(event);
+            queue.record(event).unwrap();
         }
         let batch = batches.next(100).await.unwrap();
         let AuditEvent::Started(mut whole) = started(a) else {
@@ -227,6 +390,76 @@ mod tests {
                 started(b),
                 AuditEvent::Ended(ended(c, "ok")),
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_writer_refuses_new_connections_and_closes_open_ones_after_the_grace() {
+        let policy = |grace| AuditPolicy {
+            fail_open: false,
+            grace,
+        };
+        let (queue, batches) = audit_queue(policy(Duration::from_secs(3600)));
+        assert_eq!(queue.admit(), Ok(()));
+        batches.failed("writing to the store failed: database or disk is full");
+        let refused = queue.admit().unwrap_err();
+        assert!(refused.to_string().contains("disk is full"), "{refused}");
+        assert_eq!(
+            queue.must_close(),
+            None,
+            "open connections have their grace"
+        );
+        queue
+            .record(query(Uuid::nil()))
+            .expect("events are still queued meanwhile");
+        batches.written();
+        assert_eq!((queue.admit(), queue.must_close()), (Ok(()), None));
+
+        let (queue, batches) = audit_queue(policy(Duration::ZERO));
+        batches.failed("the control plane is unreachable");
+        assert!(
+            queue
+                .must_close()
+                .is_some_and(|why| why.0.contains("unreachable"))
+        );
+        let (open, batches) = audit_queue(AuditPolicy {
+            fail_open: true,
+            grace: Duration::ZERO,
+        });
+        batches.failed("disk full");
+        assert_eq!(
+            (open.admit(), open.must_close()),
+            (Ok(()), None),
+            "fail-open serves on"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_statements_and_keeps_room_for_ends() {
+        let (queue, _batches) = audit_queue(AuditPolicy::default());
+        let mut taken = 0;
+        while queue.record(query(Uuid::nil())).is_ok() {
+            taken += 1;
+        }
+        assert_eq!(taken, QUEUE - RESERVED_FOR_ENDS);
+        assert!(queue.admit().is_err(), "no new connection while full");
+        for _ in 0..RESERVED_FOR_ENDS {
+            queue
+                .record(AuditEvent::Ended(ended(Uuid::nil(), "ok")))
+                .unwrap();
+        }
+
+        let (open, batches) = audit_queue(AuditPolicy {
+            fail_open: true,
+            ..AuditPolicy::default()
+        });
+        for _ in 0..QUEUE {
+            open.record(query(Uuid::nil())).unwrap();
+        }
+        assert_eq!(
+            batches.health.dropped.load(Ordering::Relaxed),
+            RESERVED_FOR_ENDS as u64,
+            "fail-open counts what it loses"
         );
     }
 

@@ -20,7 +20,7 @@ use super::prefixed::Prefixed;
 use super::registry::Registry;
 use super::splice::{End, NoTap, Side, splice};
 use super::verified::VerifiedLeases;
-use super::{Denied, GatewayConfig, Upstream};
+use super::{AuditUnavailable, Denied, GatewayConfig, Upstream};
 use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord};
 
 /// A client may keep an accepted connection idle (warm) this long before sending OPEN.
@@ -182,7 +182,11 @@ impl Stream<'_> {
             }
         };
 
-        let record = Record::start(config, lease, &upstream, peer);
+        // A stream is served only while its audit events can be kept.
+        let record = config
+            .audit
+            .admit()
+            .and_then(|()| Record::start(config, lease, &upstream, peer));
         // From here on, revoking access also ends this stream.
         let registration = shared.registry.register(lease, lease_bytes);
         // CONNECTED, after the replies still to send; the stream follows (framed if asked).
@@ -198,18 +202,29 @@ impl Stream<'_> {
         if upstream.kind == ResourceKind::Postgres {
             // PostgreSQL failures are told to the client in its own protocol, so the stream is
             // declared connected first.
+            let (record, unrecordable) = match record {
+                Ok(record) => (Some(record), None),
+                Err(why) => (None, Some(unrecordable(config, peer, &upstream, why))),
+            };
             if !connected(client, replies).await {
-                record.end(config, 0, 0, 0, went_away());
+                if let Some(record) = record {
+                    record.end(config, 0, 0, 0, went_away());
+                }
                 return false;
             }
+            let id = record.as_ref().map_or_else(Uuid::nil, |r| r.id);
             let finished = Box::pin(postgres::serve(
                 &mut **client,
                 &upstream,
                 config.audit.clone(),
-                record.id,
+                id,
+                unrecordable,
                 registration.stopped(),
             ))
             .await;
+            let Some(record) = record else {
+                return false;
+            };
             let clean = finished.failure.is_none();
             record.end(
                 config,
@@ -220,6 +235,18 @@ impl Stream<'_> {
             );
             return framed && clean && Box::pin(end_stream(client)).await;
         }
+        let record = match record {
+            Ok(record) => record,
+            Err(why) => {
+                let why = unrecordable(config, peer, &upstream, why);
+                replies.extend(handshake::encode_reply(&Reply::Error {
+                    kind: ErrorKind::GatewayUnreachable,
+                    message: why.to_string(),
+                }));
+                let _ = send(client, &replies).await;
+                return false;
+            }
+        };
 
         let mut remote = match Box::pin(connect_upstream(config, &upstream)).await {
             Ok(remote) => remote,
@@ -254,7 +281,9 @@ impl Stream<'_> {
                 ErrorKind::UpstreamRefused,
                 format!("resource {:?} failed: {e}", upstream.resource_name),
             )),
-            End::Failed(Side::Client, _) | End::Closed | End::UpstreamClosed => None,
+            End::Failed(Side::Client, _) | End::Closed | End::UpstreamClosed | End::Refused(_) => {
+                None
+            }
         };
         record.end(config, spliced.up, spliced.down, 0, failure);
         framed && clean && Box::pin(end_stream(client)).await
@@ -294,7 +323,7 @@ impl Record {
         lease: &Lease,
         upstream: &Upstream,
         peer: SocketAddr,
-    ) -> Record {
+    ) -> Result<Record, AuditUnavailable> {
         let id = Uuid::new_v4();
         config.audit.record(AuditEvent::Started(ConnectionRecord {
             id,
@@ -314,11 +343,11 @@ impl Record {
             outcome: "open".into(),
             error: None,
             query_count: 0,
-        }));
-        Record {
+        }))?;
+        Ok(Record {
             id,
             resource: upstream.resource_name.clone(),
-        }
+        })
     }
 
     fn end(
@@ -334,7 +363,7 @@ impl Record {
             None => ("ok".to_owned(), None),
             Some((kind, message)) => (kind.as_str().to_owned(), Some(message)),
         };
-        config.audit.record(AuditEvent::Ended(ConnectionEnd {
+        let ended = config.audit.record(AuditEvent::Ended(ConnectionEnd {
             id: self.id,
             ended_at: sdm_proto::unix_now(),
             bytes_up: up,
@@ -343,6 +372,9 @@ impl Record {
             error,
             query_count: queries,
         }));
+        if let Err(why) = ended {
+            tracing::error!(connection = %self.id, resource = %self.resource, reason = %why, "the end of a connection could not be recorded");
+        }
     }
 }
 
@@ -350,7 +382,7 @@ impl Record {
 /// it was refused.
 fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denied: &Denied) {
     let now = sdm_proto::unix_now();
-    config.audit.record(AuditEvent::Started(ConnectionRecord {
+    let recorded = config.audit.record(AuditEvent::Started(ConnectionRecord {
         id: Uuid::new_v4(),
         account_id: lease.account_id,
         account_name: String::new(),
@@ -369,6 +401,24 @@ fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denie
         error: Some(denied.message.clone()),
         query_count: 0,
     }));
+    if let Err(why) = recorded {
+        tracing::warn!(%peer, account = %lease.account_id, reason = %denied.message, "a refused connection could not be recorded: {why}");
+    }
+}
+
+/// A stream the audit trail cannot record is refused; the refusal says why, and since it cannot
+/// be recorded, it is logged.
+fn unrecordable(
+    config: &GatewayConfig,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    why: AuditUnavailable,
+) -> AuditUnavailable {
+    tracing::warn!(%peer, resource = %upstream.resource_name, account = %upstream.account_name, reason = %why, "connection refused: the audit trail cannot record it");
+    AuditUnavailable(format!(
+        "gateway {} is not accepting connections: its audit trail cannot be written ({})",
+        config.name, why.0
+    ))
 }
 
 /// TLS, then the HELLO (and an OPEN right behind it).

@@ -24,7 +24,9 @@ mod verified;
 mod workers;
 
 pub(crate) use audit::{AuditBatches, audit_queue};
-pub use audit::{AuditQueue, AuditSink, DiscardAudit};
+pub use audit::{
+    AuditPolicy, AuditQueue, AuditSink, AuditUnavailable, DEFAULT_GRACE, DiscardAudit,
+};
 
 /// Where a lease may go, as decided by the control plane's state.
 #[async_trait::async_trait]
@@ -63,6 +65,10 @@ pub struct Upstream {
     pub account_name: String,
     /// The session's job labels (for the audit trail).
     pub labels: BTreeMap<String, String>,
+    /// Databases a client may name besides the stored one (postgres).
+    pub databases: Vec<String>,
+    /// Whether replication connections are let through (postgres).
+    pub replication: bool,
 }
 
 /// Stored credentials, decrypted. `Debug` hides the password.

@@ -91,6 +91,17 @@ impl Registry {
         by_id.into_values().collect()
     }
 
+    /// Stops every connection not stopped yet; returns how many.
+    fn stop_all(&self, reason: &Denied) -> usize {
+        let Ok(open) = self.open.lock() else { return 0 };
+        let mut stopped = 0;
+        for entry in open.values().filter(|e| e.stop.borrow().is_none()) {
+            entry.stop.send_replace(Some(reason.clone()));
+            stopped += 1;
+        }
+        stopped
+    }
+
     /// Stops every connection opened with lease `lease_id`.
     fn stop(&self, lease_id: Uuid, reason: &Denied) -> usize {
         let Ok(open) = self.open.lock() else { return 0 };
@@ -111,7 +122,27 @@ impl Drop for Registration {
     }
 }
 
-/// Re-checks open connections whenever the revocation epoch moves, until shutdown.
+/// Closes every open connection while the audit trail has been failing for longer than its
+/// grace (new ones are refused meanwhile, see `connection`).
+fn close_unrecorded(config: &GatewayConfig, registry: &Registry) {
+    let Some(why) = config.audit.must_close() else {
+        return;
+    };
+    let reason = Denied {
+        kind: ErrorKind::GatewayUnreachable,
+        message: format!(
+            "gateway {} closed the connection: its audit trail cannot be written ({})",
+            config.name, why.0
+        ),
+    };
+    let n = registry.stop_all(&reason);
+    if n > 0 {
+        tracing::warn!(connections = n, reason = %why, "closing connections: the audit trail cannot be written");
+    }
+}
+
+/// Re-checks open connections whenever the revocation epoch moves, and closes them all while
+/// the audit trail cannot be written, until shutdown.
 pub(crate) async fn watch_revocations(
     config: Arc<GatewayConfig>,
     registry: Arc<Registry>,
@@ -125,6 +156,7 @@ pub(crate) async fn watch_revocations(
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
+        close_unrecorded(&config, &registry);
         let Some(epoch) = config.directory.revocation_epoch().await else {
             continue;
         };
@@ -146,7 +178,8 @@ pub(crate) async fn watch_revocations(
     }
 }
 
-fn is_revocation(kind: ErrorKind) -> bool {
+/// Whether a refusal means access was taken away (not that the state could not be read).
+pub(crate) fn is_revocation(kind: ErrorKind) -> bool {
     matches!(
         kind,
         ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::ResourceNotFound

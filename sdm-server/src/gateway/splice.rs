@@ -30,8 +30,10 @@ pub(crate) enum End {
     UpstreamClosed,
     /// Reading from or writing to `side` failed.
     Failed(Side, io::Error),
-    /// The connection was told to stop (access revoked).
+    /// The connection was told to stop (access revoked, the audit trail failing).
     Stopped(Denied),
+    /// The client's tap refused what the client sent (it was not sent on), for this reason.
+    Refused(String),
 }
 
 /// Bytes moved each way and how it ended.
@@ -78,6 +80,9 @@ where
                 Poll::Ready(Err(PumpError::Write(e))) => {
                     return Poll::Ready(End::Failed(Side::Upstream, e));
                 }
+                Poll::Ready(Err(PumpError::Refused(why))) => {
+                    return Poll::Ready(End::Refused(why));
+                }
                 Poll::Ready(Ok(())) | Poll::Pending => {}
             }
         }
@@ -95,6 +100,9 @@ where
                 }
                 Poll::Ready(Err(PumpError::Write(e))) => {
                     return Poll::Ready(End::Failed(Side::Client, e));
+                }
+                Poll::Ready(Err(PumpError::Refused(why))) => {
+                    return Poll::Ready(End::Refused(why));
                 }
                 Poll::Ready(Ok(())) if stop_at_upstream_eof && !up.done() => {
                     return Poll::Ready(End::UpstreamClosed);

@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::StandaloneConfig;
 use crate::control::pinning::parse_tags;
+use crate::gateway::AuditPolicy;
 
 /// Environment variable the gateway token may be given in (keeps it out of `ps`).
 pub const GATEWAY_TOKEN_ENV: &str = "SDM_GATEWAY_TOKEN";
@@ -38,6 +40,54 @@ pub struct GatewayArgs {
     /// gateway token allows. Default: all of them.
     #[arg(long, value_name = "K=V,…", value_parser = parse_tag_list)]
     pub tags: Option<BTreeMap<String, String>>,
+    /// What to do when the audit trail cannot be written.
+    #[command(flatten)]
+    pub audit: AuditArgs,
+}
+
+/// What a gateway does when its audit trail cannot be written (`sdm-server serve` and
+/// `sdm-server gateway`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct AuditArgs {
+    /// Keep serving when the audit trail cannot be written (disk full, store or control plane
+    /// down), losing the events that do not fit in memory. UNSAFE: connections and statements
+    /// then go unrecorded. Default: refuse new connections, and close open ones after
+    /// --audit-grace, until the trail is written again.
+    #[arg(long)]
+    pub audit_fail_open: bool,
+    /// How long open connections are kept while the audit trail cannot be written: seconds, or
+    /// a number with s, m or h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10")]
+    pub audit_grace: Duration,
+}
+
+impl AuditArgs {
+    /// The policy these arguments describe.
+    pub fn policy(self) -> AuditPolicy {
+        AuditPolicy {
+            fail_open: self.audit_fail_open,
+            grace: self.audit_grace,
+        }
+    }
+}
+
+/// A duration: seconds, or a number with `s`, `m` or `h` (`300`, `300s`, `5m`, `1h`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 300, 300s, 5m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("unknown unit in {text:?}; use s, m or h")),
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 impl std::fmt::Debug for GatewayArgs {
@@ -52,6 +102,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("listen", &self.listen)
             .field("public_addr", &self.public_addr)
             .field("tags", &self.tags)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -78,7 +129,8 @@ impl GatewayArgs {
         };
         let mut config = StandaloneConfig::new(token)
             .control_planes(self.control_planes)
-            .listen(self.listen);
+            .listen(self.listen)
+            .audit_policy(self.audit.policy());
         if let Some(addr) = self.public_addr {
             config = config.public_addr(addr);
         }

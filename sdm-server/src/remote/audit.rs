@@ -2,10 +2,10 @@
 //! control plane in batches by one background task, so that recording never waits on the
 //! network.
 //!
-//! The queue is bounded; when it is full (the control plane unreachable for long), events are
-//! dropped and counted rather than slowing connections down. A batch that fails to upload is
-//! retried with backoff a bounded number of times, in order, before the next one is sent. Under
-//! sustained traffic a batch is uploaded at most every 25 ms (see [`AuditBatches`]).
+//! A batch that fails to upload (the control plane unreachable or failing) is kept and sent
+//! again with backoff, in order, until it is taken; meanwhile the queue reports the failure and
+//! the gateway refuses connections (see [`AuditPolicy`]). Under sustained traffic a batch is
+//! uploaded at most every 25 ms (see [`AuditBatches`]).
 
 use std::time::Duration;
 
@@ -16,22 +16,27 @@ use sdm_proto::gateway::{
 use tokio::task::JoinHandle;
 
 use super::client::{CallError, SharedControlPlane, backoff};
-use crate::gateway::{AuditBatches, AuditQueue, audit_queue};
+use crate::gateway::{AuditBatches, AuditPolicy, AuditQueue, audit_queue};
 use crate::store::AuditEvent;
 
 /// Events read from the queue at once.
 const READ: usize = 2048;
 /// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
 const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;
-/// Attempts per batch before it is given up.
-const ATTEMPTS: u32 = 6;
+/// At shutdown, a batch that cannot be uploaded is given up after this many attempts.
+const ATTEMPTS_WHILE_CLOSING: u32 = 4;
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Retries back off up to this.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// A queue for the gateway's audit events and the task that uploads them to the control plane;
-/// the task ends after every queue handle is dropped and what was queued is uploaded (or given
-/// up).
-pub(crate) fn audit_uploader(control_plane: SharedControlPlane) -> (AuditQueue, JoinHandle<()>) {
-    let (queue, batches) = audit_queue();
+/// the task ends after every queue handle is dropped and what was queued is uploaded (or, when
+/// the control plane cannot be reached at shutdown, given up and counted).
+pub(crate) fn audit_uploader(
+    control_plane: SharedControlPlane,
+    policy: AuditPolicy,
+) -> (AuditQueue, JoinHandle<()>) {
+    let (queue, batches) = audit_queue(policy);
     (queue, tokio::spawn(upload_loop(control_plane, batches)))
 }
 
@@ -110,43 +115,54 @@ fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
 async fn upload_loop(control_plane: SharedControlPlane, mut batches: AuditBatches) {
     while let Some(events) = batches.next(READ).await {
         for (count, body) in bodies(events) {
-            if !upload(&control_plane, body).await {
-                batches.lost(count);
-            }
+            upload(&control_plane, &batches, count, body).await;
         }
     }
     batches.finish("this gateway");
 }
 
-/// Uploads one body, retrying transient failures; whether it was accepted.
-async fn upload(control_plane: &SharedControlPlane, body: Vec<u8>) -> bool {
-    for attempt in 0..ATTEMPTS {
-        match control_plane
+/// Uploads one body of `count` events, retrying until the control plane takes it. Only a body
+/// the control plane refuses as invalid is given up (logged and counted: retrying cannot help),
+/// and, at shutdown, one it cannot be reached for.
+async fn upload(
+    control_plane: &SharedControlPlane,
+    batches: &AuditBatches,
+    count: usize,
+    body: Vec<u8>,
+) {
+    let mut attempt = 0u32;
+    loop {
+        let why = match control_plane
             .post_raw(routes::GATEWAY_AUDIT, Some(body.clone()), UPLOAD_TIMEOUT)
             .await
         {
-            Ok(()) => return true,
+            Ok(()) => {
+                batches.written();
+                return;
+            }
             Err(CallError::Refused {
                 status, message, ..
-            }) if status != 401 => {
-                tracing::error!(status, %message, "the control plane refused audit events; they are lost");
-                return false;
+            }) if matches!(status, 400 | 413 | 422) => {
+                tracing::error!(status, %message, lost = count, "the control plane refused audit events as invalid; they are lost");
+                batches.lost(count);
+                return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, attempt = attempt + 1, "uploading audit events failed");
-                if attempt + 1 < ATTEMPTS {
-                    tokio::time::sleep(backoff(
-                        attempt,
-                        Duration::from_millis(500),
-                        Duration::from_secs(10),
-                    ))
-                    .await;
-                }
-            }
+            Err(e) => e.to_string(),
+        };
+        attempt = attempt.saturating_add(1);
+        if batches.closing() && attempt >= ATTEMPTS_WHILE_CLOSING {
+            tracing::error!(reason = %why, lost = count, "audit events could not be uploaded at shutdown; they are lost");
+            batches.lost(count);
+            return;
         }
+        batches.failed(&format!("uploading to the control plane failed: {why}"));
+        tokio::time::sleep(backoff(
+            attempt - 1,
+            Duration::from_millis(250),
+            MAX_RETRY_WAIT,
+        ))
+        .await;
     }
-    tracing::error!("audit events could not be uploaded; they are lost");
-    false
 }
 
 #[cfg(test)]

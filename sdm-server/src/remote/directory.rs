@@ -151,6 +151,8 @@ fn upstream(up: GatewayUpstream) -> Upstream {
         tls: up.upstream_tls,
         account_name: up.account_name,
         labels: up.labels,
+        databases: Vec::new(),
+        replication: false,
     }
 }
 
@@ -242,6 +244,8 @@ mod tests {
             tls: UpstreamTls::default(),
             account_name: "etl".into(),
             labels: BTreeMap::new(),
+            databases: Vec::new(),
+            replication: false,
         }
     }
 

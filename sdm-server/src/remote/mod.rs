@@ -42,12 +42,13 @@ mod audit;
 mod client;
 mod directory;
 
-pub use args::GatewayArgs;
+pub use args::{AuditArgs, GatewayArgs, parse_duration};
 pub use directory::RemoteDirectory;
 
-use client::{CallError, ControlPlane, SharedControlPlane, backoff};
+pub(crate) use client::backoff;
+use client::{CallError, ControlPlane, SharedControlPlane};
 
-use crate::gateway::{Gateway, GatewayConfig, LeaseKeys};
+use crate::gateway::{AuditPolicy, Gateway, GatewayConfig, LeaseKeys};
 use crate::keys::ca::Leaf;
 use crate::keys::tls::{ALPN_GATEWAY, LeafResolver, server_config};
 
@@ -72,6 +73,7 @@ pub struct StandaloneConfig {
     tags: Option<BTreeMap<String, String>>,
     handshake_timeout: Duration,
     register_timeout: Duration,
+    audit_policy: AuditPolicy,
 }
 
 impl std::fmt::Debug for StandaloneConfig {
@@ -98,6 +100,7 @@ impl StandaloneConfig {
             tags: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             register_timeout: DEFAULT_REGISTER_TIMEOUT,
+            audit_policy: AuditPolicy::default(),
         }
     }
 
@@ -141,6 +144,13 @@ impl StandaloneConfig {
     /// How long start-up waits for a control plane to answer (default 120 s).
     pub fn register_timeout(mut self, timeout: Duration) -> Self {
         self.register_timeout = timeout;
+        self
+    }
+
+    /// What the gateway does when it cannot upload its audit trail (default: refuse new
+    /// connections at once and close open ones after [`DEFAULT_GRACE`](crate::gateway::DEFAULT_GRACE)).
+    pub fn audit_policy(mut self, policy: AuditPolicy) -> Self {
+        self.audit_policy = policy;
         self
     }
 }
@@ -310,7 +320,7 @@ impl StandaloneGateway {
             control_plane.clone(),
             registration.name.clone(),
         ));
-        let (audit, audit_task) = audit::audit_uploader(control_plane.clone());
+        let (audit, audit_task) = audit::audit_uploader(control_plane.clone(), config.audit_policy);
         let gateway = Gateway::start_on(
             listener,
             GatewayConfig {

@@ -1,7 +1,10 @@
 //! PostgreSQL at the gateway: the client's startup is answered here (TLS and GSS encryption
 //! requests get `N`: the tunnel is already encrypted), cancel requests are passed on, and with
 //! stored credentials the gateway logs in itself, so the client connects with any user name and
-//! no password. After the login, bytes are spliced; the client's queries are recorded on the way.
+//! no password. The startup may ask only for what the resource allows (database,
+//! replication). After the login, bytes are spliced; every client message after the startup,
+//! including any that came with it, passes the query tap, which records each statement before
+//! it is sent on.
 //!
 //! Every failure reaches the client as a PostgreSQL `ErrorResponse` naming the resource, never as
 //! a bare reset.
@@ -13,11 +16,15 @@ use sdm_proto::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::splice::{End, Side, splice};
-use super::{AuditSink, Denied, Upstream};
+use super::registry::is_revocation;
+use super::splice::{End, Side, Tap, splice};
+use super::{AuditSink, AuditUnavailable, Denied, Upstream};
 
 mod auth;
+mod function_call;
 pub(crate) mod message;
+mod startup;
+mod statement;
 mod tap;
 mod upstream;
 
@@ -47,12 +54,14 @@ impl Finished {
     }
 }
 
-/// Serves one client connection to a PostgreSQL resource.
+/// Serves one client connection to a PostgreSQL resource. With `unrecordable`, the audit trail
+/// cannot record the connection: the client's startup is answered with that refusal.
 pub(crate) async fn serve<C>(
     client: &mut C,
     resource: &Upstream,
     audit: Arc<dyn AuditSink>,
     connection_id: Uuid,
+    unrecordable: Option<AuditUnavailable>,
     stop: impl Future<Output = Denied>,
 ) -> Finished
 where
@@ -84,6 +93,25 @@ where
             );
         }
     };
+    if let Some(why) = unrecordable {
+        let text = why.to_string();
+        let hint = "Try again later; an admin must make the audit trail writable again.";
+        let _ = tell(client, &message::error_response("57P03", &text, Some(hint))).await;
+        return Finished::failed(ErrorKind::GatewayUnreachable, text);
+    }
+    let database = match startup::admit(resource, &params) {
+        Ok(database) => database,
+        Err(refusal) => {
+            let response =
+                message::error_response(refusal.code, &refusal.message, Some(&refusal.hint));
+            let _ = tell(client, &response).await;
+            return Finished::failed(ErrorKind::Forbidden, refusal.message);
+        }
+    };
+    // Everything the client sends from here on is recorded before it is sent on, starting with
+    // what came in the same read as the startup.
+    let mut queries = tap::QueryTap::new(audit, connection_id);
+    let mut replies = tap::ServerTap::default();
 
     // The phases before the splice are boxed: an idle session's task keeps only the splice.
     let mut server = match Box::pin(upstream::connect(resource)).await {
@@ -100,29 +128,7 @@ where
     };
 
     if let Some(creds) = &resource.credentials {
-        let client_database = params
-            .iter()
-            .find(|(k, _)| k == "database")
-            .map(|(_, v)| v.clone());
-        let dropped: Vec<String> = params
-            .iter()
-            .filter(|(k, _)| k.starts_with("_pq_."))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let database = creds
-            .database
-            .clone()
-            .or(client_database)
-            .unwrap_or_else(|| creds.username.clone());
-        let mut startup = vec![
-            ("user".to_owned(), creds.username.clone()),
-            ("database".to_owned(), database),
-        ];
-        startup.extend(
-            params
-                .into_iter()
-                .filter(|(k, _)| k != "user" && k != "database" && !k.starts_with("_pq_.")),
-        );
+        let (startup, dropped) = startup::login_params(creds, database, params);
         let login = async {
             server
                 .write_all(&message::startup_message(&startup))
@@ -167,15 +173,29 @@ where
         let _ = tell(client, &message::error_response("08006", &text, None)).await;
         return Finished::failed(ErrorKind::UpstreamRefused, text);
     }
-    if !leftover.is_empty() && server.write_all(&leftover).await.is_err() {
-        return Finished::failed(
-            ErrorKind::UpstreamRefused,
-            format!("resource \"{name}\" went away"),
-        );
+    if !leftover.is_empty() {
+        let recorded = async {
+            queries.observe(&leftover)?;
+            std::future::poll_fn(|cx| queries.poll_release(cx)).await
+        };
+        if let Err(why) = recorded.await {
+            let text = refused_text(name, &why);
+            let _ = tell(client, &message::error_response("08P01", &text, None)).await;
+            return Finished {
+                up: 0,
+                down: 0,
+                queries: queries.queries,
+                failure: Some((queries.refusal_kind(), text)),
+            };
+        }
+        if server.write_all(&leftover).await.is_err() {
+            return Finished::failed(
+                ErrorKind::UpstreamRefused,
+                format!("resource \"{name}\" went away"),
+            );
+        }
     }
 
-    let mut queries = tap::QueryTap::new(audit, connection_id);
-    let mut replies = tap::ServerTap::default();
     let spliced = Box::pin(splice(
         client,
         &mut server,
@@ -186,10 +206,14 @@ where
     ))
     .await;
     if let End::Stopped(denied) = &spliced.end {
-        let text = format!(
-            "sdm: access to resource \"{name}\" was revoked: {}",
-            denied.message
-        );
+        let text = if is_revocation(denied.kind) {
+            format!(
+                "sdm: access to resource \"{name}\" was revoked: {}",
+                denied.message
+            )
+        } else {
+            format!("sdm: {}", denied.message)
+        };
         if !replies.last_was_error && replies.at_boundary() {
             let _ = tell(client, &message::error_response("57P01", &text, None)).await;
         }
@@ -201,8 +225,21 @@ where
             failure: Some((denied.kind, text)),
         };
     }
+    if let End::Refused(why) = &spliced.end {
+        let text = refused_text(name, why);
+        if replies.at_boundary() {
+            let _ = tell(client, &message::error_response("08P01", &text, None)).await;
+        }
+        let _ = client.shutdown().await;
+        return Finished {
+            up: spliced.up,
+            down: spliced.down,
+            queries: queries.queries,
+            failure: Some((queries.refusal_kind(), text)),
+        };
+    }
     let lost = match &spliced.end {
-        End::Closed | End::Stopped(_) => None,
+        End::Closed | End::Stopped(_) | End::Refused(_) => None,
         End::UpstreamClosed if queries.terminated => None,
         End::UpstreamClosed => Some("closed the connection".to_owned()),
         End::Failed(Side::Upstream, e) => Some(format!("failed: {e}")),
@@ -243,6 +280,11 @@ where
         queries: queries.queries,
         failure,
     }
+}
+
+/// What the client is told when the tap refuses its bytes.
+fn refused_text(resource: &str, why: &str) -> String {
+    format!("sdm: the gateway closed the connection to resource \"{resource}\": {why}")
 }
 
 /// Reads the client's first packets, answering encryption requests with `N`. Returns the

@@ -1,0 +1,347 @@
+//! What reaches a PostgreSQL resource through the gateway is what the grant allows and what the
+//! audit trail shows, tried as an attacker with a valid tunnel would: raw protocol bytes cut at
+//! awkward places, the fast-path function call, padding in front of a statement, a database or
+//! a replication connection the resource does not allow. PostgreSQL logs every statement it
+//! runs (`log_statement = all`), so each test checks both sides: it ran, and it is in the audit.
+
+mod support;
+
+use std::time::Duration;
+
+use sdm_core::admin::{AuditFilter, Credentials, NewResource};
+use sdm_core::{ResourceKind, Tunnel};
+use sdm_testkit::{HbaAuth, PgCluster, PgConfig};
+use support::{Installation, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PASSWORD: &str = "Pw-audit-integrity-3f1c";
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A cluster that logs every statement, with role `app` (password [`PASSWORD`]) owning
+/// databases `app` and `reports`, and a table only `app` can read.
+async fn cluster() -> PgCluster {
+    tokio::task::spawn_blocking(|| {
+        let pg = PgCluster::start(
+            PgConfig::default()
+                .auth(HbaAuth::Scram)
+                .setting("log_statement", "all"),
+        )
+        .unwrap();
+        pg.psql(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
+        )
+        .unwrap();
+        for db in ["app", "reports", "other"] {
+            pg.psql("postgres", &format!("CREATE DATABASE {db} OWNER app"))
+                .unwrap();
+        }
+        pg.psql_as(
+            "app",
+            Some(PASSWORD),
+            "app",
+            "CREATE TABLE vault (secret text); INSERT INTO vault VALUES ('crown jewels')",
+        )
+        .unwrap();
+        pg
+    })
+    .await
+    .unwrap()
+}
+
+fn resource(name: &str, pg: &PgCluster) -> NewResource {
+    NewResource::new(name, ResourceKind::Postgres, pg.host())
+        .port(pg.port())
+        .credentials(Credentials {
+            username: "app".into(),
+            password: PASSWORD.into(),
+            database: Some("app".into()),
+        })
+}
+
+/// A message: `tag | length | body`.
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = 0x0003_0000u32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = (body.len() as u32 + 4).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
+    out
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    message(b'Q', format!("{sql}\0").as_bytes())
+}
+
+/// A raw protocol client of the tunnel.
+struct Raw(TcpStream);
+
+impl Raw {
+    async fn connect(tunnel: &Tunnel) -> Raw {
+        Raw(TcpStream::connect(tunnel.local_addr()).await.unwrap())
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).await.unwrap();
+        // Each send is its own segment (TCP_NODELAY), so that the gateway may read it alone.
+        self.0.flush().await.unwrap();
+    }
+
+    /// Messages up to and including the next ReadyForQuery (or the first error, when `fatal`).
+    async fn until_ready(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut messages = Vec::new();
+        loop {
+            let mut header = [0u8; 5];
+            tokio::time::timeout(WAIT, self.0.read_exact(&mut header))
+                .await
+                .expect("no answer from the gateway")
+                .unwrap_or_else(|e| panic!("connection ended after {messages:?}: {e}"));
+            let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let mut body = vec![0u8; len - 4];
+            self.0.read_exact(&mut body).await.unwrap();
+            let tag = header[0];
+            messages.push((tag, body));
+            if tag == b'Z' {
+                return messages;
+            }
+        }
+    }
+
+    /// The first ErrorResponse's message, reading until the gateway closes.
+    async fn error(&mut self) -> String {
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(WAIT, self.0.read_to_end(&mut all)).await;
+        let start = all
+            .iter()
+            .position(|&b| b == b'E')
+            .expect("no ErrorResponse");
+        let text = String::from_utf8_lossy(&all[start..]).into_owned();
+        text.split('\0')
+            .find_map(|f| f.strip_prefix('M'))
+            .unwrap_or(&text)
+            .to_owned()
+    }
+}
+
+fn rows(messages: &[(u8, Vec<u8>)]) -> String {
+    messages
+        .iter()
+        .filter(|(tag, _)| *tag == b'D')
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .collect()
+}
+
+/// The statements recorded for the latest connection of `account`, once it has ended.
+async fn audited(sdm: &Installation, account: &str) -> Vec<String> {
+    let mut id = None;
+    let ended = eventually(WAIT, async || {
+        let list = sdm
+            .admin
+            .audit(&AuditFilter::default().account(account))
+            .await
+            .unwrap();
+        id = list
+            .records
+            .first()
+            .filter(|r| r.ended_at.is_some())
+            .map(|r| r.id);
+        id.is_some()
+    })
+    .await;
+    assert!(ended, "no ended audit record for {account}");
+    let id = id.unwrap().to_string();
+    sdm.admin
+        .audit_queries(&id, 0)
+        .await
+        .unwrap()
+        .queries
+        .into_iter()
+        .map(|q| q.text)
+        .collect()
+}
+
+/// Whether PostgreSQL's log shows it ran `fragment`.
+async fn ran(pg: &PgCluster, fragment: &str) -> bool {
+    let log = pg.log_path();
+    let fragment = fragment.to_owned();
+    eventually(WAIT, async || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains(&fragment))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_sent_with_the_startup_or_split_across_it_are_audited() {
+    let pg = cluster().await;
+    let sdm = Installation::start().await;
+    sdm.resource(resource("db", &pg)).await;
+    let session = sdm.session("pipelined", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+
+    // The startup and a query in one write.
+    let mut first = startup(&[("user", "anyone"), ("database", "app")]);
+    first.extend(query("SELECT 'sent with the startup' AS a"));
+    let mut raw = Raw::connect(&tunnel).await;
+    raw.send(&first).await;
+    raw.until_ready().await; // the login
+    assert!(rows(&raw.until_ready().await).contains("sent with the startup"));
+    // A header cut after the startup: the tap must still be in step for what follows.
+    let second = query("SELECT 'header split across the startup'");
+    raw.send(&second[..3]).await;
+    raw.send(&second[3..]).await;
+    raw.until_ready().await;
+    for n in 0..3 {
+        raw.send(&query(&format!("SELECT 'after the split {n}'")))
+            .await;
+        raw.until_ready().await;
+    }
+    raw.send(&message(b'X', b"")).await;
+    drop(raw);
+
+    // Again, with the cut inside the header that comes with the startup.
+    let mut raw = Raw::connect(&tunnel).await;
+    let third = query("SELECT 'header cut in the first write'");
+    let mut first = startup(&[("user", "anyone"), ("database", "app")]);
+    first.extend_from_slice(&third[..2]);
+    raw.send(&first).await;
+    raw.send(&third[2..]).await;
+    raw.until_ready().await;
+    assert!(rows(&raw.until_ready().await).contains("header cut in the first write"));
+    raw.send(&query("SELECT 'still in step'")).await;
+    raw.until_ready().await;
+    raw.send(&message(b'X', b"")).await;
+    drop(raw);
+
+    let texts = audited(&sdm, "pipelined").await;
+    assert_eq!(
+        texts,
+        [
+            "SELECT 'header cut in the first write'",
+            "SELECT 'still in step'"
+        ]
+    );
+    let list = sdm
+        .admin
+        .audit(&AuditFilter::default().account("pipelined"))
+        .await
+        .unwrap();
+    let earlier = list.records[1].id.to_string();
+    let texts: Vec<String> = sdm
+        .admin
+        .audit_queries(&earlier, 0)
+        .await
+        .unwrap()
+        .queries
+        .into_iter()
+        .map(|q| q.text)
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "SELECT 'sent with the startup' AS a",
+            "SELECT 'header split across the startup'",
+            "SELECT 'after the split 0'",
+            "SELECT 'after the split 1'",
+            "SELECT 'after the split 2'",
+        ]
+    );
+    for text in &texts {
+        assert!(ran(&pg, text).await, "PostgreSQL did not log {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_calls_and_padded_statements_are_audited_whole() {
+    let pg = cluster().await;
+    let sdm = Installation::start().await;
+    sdm.resource(resource("db", &pg)).await;
+    let session = sdm.session("sneaky", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+    let oid: u32 = pg
+        .psql(
+            "app",
+            "SELECT 'query_to_xml(text,boolean,boolean,text)'::regprocedure::oid",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let mut raw = Raw::connect(&tunnel).await;
+    raw.send(&startup(&[("user", "x"), ("database", "app")]))
+        .await;
+    raw.until_ready().await;
+    // query_to_xml through the fast path, every argument in binary as libpq's PQfn sends it.
+    let sql = b"SELECT secret FROM vault";
+    let mut body = oid.to_be_bytes().to_vec();
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&4i16.to_be_bytes());
+    for arg in [&sql[..], &[1], &[0], b""] {
+        body.extend_from_slice(&(arg.len() as i32).to_be_bytes());
+        body.extend_from_slice(arg);
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    raw.send(&message(b'F', &body)).await;
+    let answer = raw.until_ready().await;
+    let result = answer
+        .iter()
+        .find(|(tag, _)| *tag == b'V')
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .unwrap_or_else(|| panic!("no FunctionCallResponse in {answer:?}"));
+    assert!(result.contains("crown jewels"), "the call ran: {result}");
+
+    // A statement behind 9 KiB of comment.
+    let padded = format!("/*{}*/ SELECT 'behind the padding'", "-".repeat(9 * 1024));
+    raw.send(&query(&padded)).await;
+    assert!(rows(&raw.until_ready().await).contains("behind the padding"));
+    raw.send(&message(b'X', b"")).await;
+    drop(raw);
+
+    let texts = audited(&sdm, "sneaky").await;
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(
+        texts[0].starts_with(&format!("FunctionCall {oid}"))
+            && texts[0].contains("'SELECT secret FROM vault'"),
+        "{}",
+        texts[0]
+    );
+    assert_eq!(texts[1], padded, "kept whole");
+    assert!(ran(&pg, "fastpath function call").await);
+    assert!(ran(&pg, "*/ SELECT 'behind the padding'").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_not_messages_close_the_connection_and_pass_nothing() {
+    let pg = cluster().await;
+    let sdm = Installation::start().await;
+    sdm.resource(resource("db", &pg)).await;
+    let session = sdm.session("garbage", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+    let mut raw = Raw::connect(&tunnel).await;
+    raw.send(&startup(&[("user", "x"), ("database", "app")]))
+        .await;
+    raw.until_ready().await;
+    // A length below 4 cannot be followed; what comes after it must not reach the server.
+    let mut bytes = vec![b'Q', 0, 0, 0, 2];
+    bytes.extend(query("SELECT 'smuggled after garbage'"));
+    raw.send(&bytes).await;
+    let error = raw.error().await;
+    assert!(error.contains("not PostgreSQL messages"), "{error}");
+    let texts = audited(&sdm, "garbage").await;
+    assert!(texts.is_empty(), "{texts:?}");
+    let log = std::fs::read_to_string(pg.log_path()).unwrap();
+    assert!(!log.contains("smuggled after garbage"));
+}
