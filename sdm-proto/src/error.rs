@@ -2,6 +2,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An error and its sources on one line, `what: why: root cause`, for messages and logs.
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// What went wrong, independent of the language a caller uses.
 ///
 /// The numeric [`code`](ErrorKind::code) of a kind never changes and is never reused; the C

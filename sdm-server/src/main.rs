@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use sdm_proto::error::one_line;
 use sdm_server::remote::{AuditArgs, parse_duration};
 use sdm_server::{LEASE_TTL_RANGE, RunningServer, Server};
 
@@ -110,18 +111,6 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(ttl)
-}
-
-/// The error and its sources on one line.
-fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn main() -> ExitCode {

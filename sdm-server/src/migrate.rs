@@ -22,6 +22,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sdm_proto::error::one_line;
+
 use crate::store::transfer::{Counts, sqlite_to_postgres};
 use crate::store::{DatabaseUrl, PostgresStore, SqliteStore, StoreError};
 
@@ -83,18 +85,6 @@ pub struct Migration {
     replace: bool,
 }
 
-/// One line: the error and its sources.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// `sqlite:PATH` → the database file (`PATH`, or `PATH/sdm.db` when `PATH` is a directory).
 fn sqlite_path(from: &str) -> Result<PathBuf, MigrateError> {
     let path = from
@@ -127,7 +117,7 @@ impl Migration {
     pub fn parse(from: &str, to: &str, replace: bool) -> Result<Migration, MigrateError> {
         let from = sqlite_path(from)?;
         let to = DatabaseUrl::parse(to)
-            .map_err(|e| MigrateError::Usage(format!("--to: {}", chain(&e))))?;
+            .map_err(|e| MigrateError::Usage(format!("--to: {}", one_line(&e))))?;
         Ok(Migration { from, to, replace })
     }
 

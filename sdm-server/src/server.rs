@@ -34,6 +34,7 @@ use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBo
 use crate::store::{
     AccountRecord, DatabaseUrl, GatewayRecord, PostgresStore, SqliteStore, Store, StoreError,
 };
+use sdm_proto::error::one_line;
 
 /// Default API address (loopback only).
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -176,16 +177,7 @@ impl ServerBuilder {
     /// still come from the data directory (or `SDM_SECRET_KEY`): every control plane on one
     /// database needs the same `ca.pem`, `ca.key`, `lease.key` and `secret.key`.
     pub fn database_url(mut self, url: &str) -> Self {
-        self.database_url = Some(DatabaseUrl::parse(url).map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }));
+        self.database_url = Some(DatabaseUrl::parse(url).map_err(|e| one_line(&e)));
         self
     }
 

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_proto::error::one_line;
 use tokio::task::JoinHandle;
 
 use crate::gateway::{AuditBatches, AuditPolicy, AuditQueue, audit_queue};
@@ -46,7 +47,7 @@ async fn write_loop(store: Arc<dyn Store>, mut batches: AuditBatches) {
                     break;
                 }
                 Err(e) => {
-                    batches.failed(&format!("writing to the store failed: {e}"));
+                    batches.failed(&format!("writing to the store failed: {}", one_line(&e)));
                     tokio::time::sleep(backoff(
                         attempt,
                         Duration::from_millis(100),

@@ -10,7 +10,7 @@
 //! ([`AuditPolicy::fail_open`]) keeps serving instead, and then counts and logs what it loses.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
 /// one per connection a gateway carries), so that closing them never loses their record.
 const QUEUE: usize = 64 * 1024;
 const RESERVED_FOR_ENDS: usize = 16 * 1024 + 1024;
+/// The statement text waiting to be written is bounded too (statements run to 64 KiB each).
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Under sustained traffic, a batch is handed out at most this often, so that each carries many
 /// events: a write costs about as much for one event as for hundreds (a SQLite commit rewrites
 /// the same pages, an upload is a round trip), and a PostgreSQL query audit would otherwise be
@@ -96,6 +98,16 @@ struct Health {
     failure: Mutex<Option<(Instant, String)>>,
     /// Events lost (fail-open only, or given up at shutdown).
     dropped: AtomicU64,
+    /// About how many bytes the queued events hold.
+    queued_bytes: AtomicUsize,
+}
+
+/// About how much memory an event holds while queued.
+fn size_of(event: &AuditEvent) -> usize {
+    match event {
+        AuditEvent::Query(q) => 64 + q.text.len(),
+        _ => 256,
+    }
 }
 
 /// The recording end of a bounded audit queue.
@@ -142,6 +154,10 @@ impl AuditQueue {
         self.health.failure.lock().ok()?.clone()
     }
 
+    fn over_budget(&self, more: usize) -> bool {
+        self.health.queued_bytes.load(Ordering::Relaxed) + more > MAX_QUEUED_BYTES
+    }
+
     /// An event that does not fit: refused, or (fail-open) lost and counted.
     fn overflow(&self, why: &str) -> Result<(), AuditUnavailable> {
         if !self.policy.fail_open {
@@ -162,11 +178,15 @@ impl AuditSink for AuditQueue {
     fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
         const FULL: &str = "the audit queue is full (the writer is not keeping up)";
         let is_end = matches!(event, AuditEvent::Ended(_));
-        if !is_end && self.queue.capacity() <= RESERVED_FOR_ENDS {
+        let size = size_of(&event);
+        if !is_end && (self.queue.capacity() <= RESERVED_FOR_ENDS || self.over_budget(size)) {
             return self.overflow(FULL);
         }
         match self.queue.try_send(event) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.health.queued_bytes.fetch_add(size, Ordering::Relaxed);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => self.overflow(FULL),
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.overflow("the audit writer has stopped")
@@ -181,7 +201,7 @@ impl AuditSink for AuditQueue {
         if let Some((_, why)) = self.failure() {
             return Err(AuditUnavailable(why));
         }
-        if self.queue.capacity() <= RESERVED_FOR_ENDS {
+        if self.queue.capacity() <= RESERVED_FOR_ENDS || self.over_budget(0) {
             return Err(AuditUnavailable(
                 "the audit queue is full (the writer is not keeping up)".into(),
             ));
@@ -251,6 +271,8 @@ impl AuditBatches {
             }
         }
         self.last_batch = Some(Instant::now());
+        let size: usize = batch.iter().map(size_of).sum();
+        self.health.queued_bytes.fetch_sub(size, Ordering::Relaxed);
         Some(fold_ends(batch))
     }
 
@@ -461,6 +483,30 @@ mod tests {
             RESERVED_FOR_ENDS as u64,
             "fail-open counts what it loses"
         );
+    }
+
+    #[tokio::test]
+    async fn queued_statement_text_is_bounded_and_given_back_as_it_is_written() {
+        let (queue, mut batches) = audit_queue(AuditPolicy::default());
+        let big = |seq| {
+            AuditEvent::Query(QueryRecord {
+                connection_id: Uuid::nil(),
+                seq,
+                at: 1,
+                text: "x".repeat(64 * 1024),
+            })
+        };
+        let mut taken = 0;
+        while queue.record(big(taken)).is_ok() {
+            taken += 1;
+        }
+        assert!(taken < 1100, "{taken} statements of 64 KiB were queued");
+        assert!(queue.admit().is_err());
+        let batch = batches.next(10).await.unwrap();
+        assert_eq!(batch.len(), 10);
+        queue
+            .record(big(taken))
+            .expect("room again once a batch is handed out");
     }
 
     #[test]
