@@ -238,10 +238,9 @@ async fn a_full_disk_refuses_connections_closes_open_ones_and_loses_nothing() {
     );
 
     // A new connection is refused, saying why.
-    let refused = connect(&tunnel)
-        .await
-        .err()
-        .expect("a new connection was served");
+    let Err(refused) = connect(&tunnel).await else {
+        panic!("a new connection was served");
+    };
     let db = refused
         .as_db_error()
         .unwrap_or_else(|| panic!("not a PostgreSQL error: {refused}"));

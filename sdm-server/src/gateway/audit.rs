@@ -83,6 +83,8 @@ const QUEUE: usize = 64 * 1024;
 const RESERVED_FOR_ENDS: usize = 16 * 1024 + 1024;
 /// The statement text waiting to be written is bounded too (statements run to 64 KiB each).
 const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// A connection starts only while the queue has room for a long statement.
+const ROOM_TO_START: usize = 256 * 1024;
 /// Under sustained traffic, a batch is handed out at most this often, so that each carries many
 /// events: a write costs about as much for one event as for hundreds (a SQLite commit rewrites
 /// the same pages, an upload is a round trip), and a PostgreSQL query audit would otherwise be
@@ -201,7 +203,7 @@ impl AuditSink for AuditQueue {
         if let Some((_, why)) = self.failure() {
             return Err(AuditUnavailable(why));
         }
-        if self.queue.capacity() <= RESERVED_FOR_ENDS || self.over_budget(0) {
+        if self.queue.capacity() <= RESERVED_FOR_ENDS || self.over_budget(ROOM_TO_START) {
             return Err(AuditUnavailable(
                 "the audit queue is full (the writer is not keeping up)".into(),
             ));
