@@ -77,6 +77,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
                 database: Some("postgres".into()),
             }),
             upstream_tls: None,
+            databases: Vec::new(),
+            replication: false,
         },
         None => NewResource {
             name: "pg-echo".into(),
@@ -87,6 +89,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
             tags: BTreeMap::new(),
             credentials: None,
             upstream_tls: None,
+            databases: Vec::new(),
+            replication: false,
         },
     };
     admin.create_resource(&database).await?;
@@ -100,6 +104,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
             tags: BTreeMap::new(),
             credentials: None,
             upstream_tls: None,
+            databases: Vec::new(),
+            replication: false,
         })
         .await?;
     admin.grant("etl-bot", &database.name).await?;

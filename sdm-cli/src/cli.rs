@@ -239,9 +239,17 @@ pub struct DatasourceAddArgs {
     /// Port the gateway connects to.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
-    /// Database name.
+    /// Database name: the one clients get when they name none.
     #[arg(long)]
     pub database: String,
+    /// Other databases clients may name, separated by commas (default: only --database; a
+    /// client naming another is refused).
+    #[arg(long, value_name = "DB,...", value_delimiter = ',')]
+    pub databases: Vec<String>,
+    /// Let replication connections through (pg_basebackup, logical replication). They read
+    /// every database of the server, whatever --database says.
+    #[arg(long)]
+    pub allow_replication: bool,
     /// User the gateway logs in as.
     #[arg(long)]
     pub username: String,
@@ -301,6 +309,18 @@ pub struct ResourceOptions {
 pub enum ResourcesCommand {
     /// List every resource.
     List,
+    /// Change what PostgreSQL clients may ask for through a resource.
+    Update {
+        /// Resource name or id.
+        name: String,
+        /// Databases clients may name besides the stored one, separated by commas; an empty
+        /// value leaves only the stored one.
+        #[arg(long, value_name = "DB,...", value_delimiter = ',')]
+        databases: Option<Vec<String>>,
+        /// Let replication connections through, or refuse them.
+        #[arg(long, value_enum, value_name = "on|off")]
+        replication: Option<OnOff>,
+    },
     /// Delete a resource and its grants.
     Delete {
         /// Resource name or id.

@@ -302,6 +302,13 @@ pub struct CreateResource {
     /// How the gateway protects its connection to the resource (postgres; default: disable).
     #[serde(default)]
     pub upstream_tls: Option<UpstreamTls>,
+    /// Databases a client may name besides the stored one (postgres); see
+    /// [`AdminResource::databases`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub databases: Vec<String>,
+    /// Let replication connections through (postgres; default: refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replication: bool,
 }
 
 impl CreateResource {
@@ -316,6 +323,8 @@ impl CreateResource {
             tags: BTreeMap::new(),
             credentials: None,
             upstream_tls: None,
+            databases: Vec::new(),
+            replication: false,
         }
     }
 
@@ -346,6 +355,18 @@ impl CreateResource {
     /// Upstream TLS settings.
     pub fn upstream_tls(mut self, tls: UpstreamTls) -> Self {
         self.upstream_tls = Some(tls);
+        self
+    }
+
+    /// Also allows a client to name `database` (postgres).
+    pub fn database(mut self, database: impl Into<String>) -> Self {
+        self.databases.push(database.into());
+        self
+    }
+
+    /// Lets replication connections through (postgres).
+    pub fn allow_replication(mut self) -> Self {
+        self.replication = true;
         self
     }
 }
@@ -401,6 +422,12 @@ pub struct UpdateResource {
     /// Replaces the upstream TLS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_tls: Option<UpstreamTls>,
+    /// Replaces the databases a client may name besides the stored one (empty: only that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<Vec<String>>,
+    /// Lets replication connections through, or refuses them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<bool>,
 }
 
 /// A resource as an admin sees it: address and credential presence, never the password.
@@ -429,6 +456,15 @@ pub struct AdminResource {
     /// Upstream TLS mode.
     #[serde(default)]
     pub upstream_tls: TlsMode,
+    /// Databases a client may name besides the stored one (postgres). A client that names
+    /// another database is refused; one that names none gets the stored database. With no stored
+    /// database and no list, the client chooses.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Whether replication connections (`replication=true|database`) are let through
+    /// (postgres); they read every database of the server.
+    #[serde(default)]
+    pub replication: bool,
     /// When it was created.
     pub created_at: i64,
 }

@@ -190,6 +190,12 @@ pub struct GatewayUpstream {
     /// The session's job labels (audit).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Databases a client may name besides the stored one (postgres).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Whether replication connections are let through (postgres).
+    #[serde(default)]
+    pub replication: bool,
 }
 
 /// `POST /v1/gateway/audit`: a batch of audit events, in the order they happened.
@@ -275,6 +281,8 @@ mod tests {
             upstream_tls: UpstreamTls::default(),
             account_name: "etl".into(),
             labels: BTreeMap::new(),
+            databases: Vec::new(),
+            replication: false,
         };
         assert!(!format!("{up:?}").contains("hunter2"));
     }

@@ -52,6 +52,8 @@ async fn setup() -> Setup {
             tags: BTreeMap::new(),
             credentials: None,
             upstream_tls: None,
+            databases: Vec::new(),
+            replication: false,
         })
         .await
         .unwrap();

@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, AuditFilter, AuditRecord,
-    Credentials, GatewayDetails, NewAccount, NewResource, ResourceDetails,
+    Credentials, GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -86,6 +86,33 @@ async fn dispatch(
                 return print_json(&json!({ "resources": resources }));
             }
             print_raw(&resources_table(&resources));
+            Ok(())
+        }
+        AdminCommand::Resources(ResourcesCommand::Update {
+            name,
+            databases,
+            replication,
+        }) => {
+            let changes = ResourceChanges {
+                databases: databases
+                    .map(|list| list.into_iter().filter(|d| !d.is_empty()).collect()),
+                replication: replication.map(|r| r == OnOff::On),
+                ..ResourceChanges::default()
+            };
+            let updated = client.update_resource(&name, &changes).await?;
+            if json {
+                return print_json(&updated);
+            }
+            outln!(
+                "updated resource {}: databases {}; replication {}",
+                updated.name,
+                allowed_databases(&updated),
+                if updated.replication {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+            );
             Ok(())
         }
         AdminCommand::Resources(ResourcesCommand::Delete { name }) => {
@@ -312,6 +339,21 @@ fn accounts_table(accounts: &[Account]) -> String {
     table(&["NAME", "TYPE", "STATUS", "CREATED"], &rows)
 }
 
+/// The databases clients may name through a resource, for people.
+fn allowed_databases(r: &ResourceDetails) -> String {
+    let all: Vec<&str> = r
+        .database
+        .iter()
+        .chain(&r.databases)
+        .map(String::as_str)
+        .collect();
+    if all.is_empty() {
+        "any".to_owned()
+    } else {
+        all.join(", ")
+    }
+}
+
 fn resources_table(resources: &[ResourceDetails]) -> String {
     let rows: Vec<Vec<String>> = resources
         .iter()
@@ -445,13 +487,19 @@ fn datasource(add: DatasourceAddArgs, password: String) -> NewResource {
     let kind = match add.kind {
         DatasourceKind::Postgres => ResourceKind::Postgres,
     };
-    let resource = NewResource::new(add.name, kind, add.hostname)
+    let mut resource = NewResource::new(add.name, kind, add.hostname)
         .port(add.port)
         .credentials(Credentials {
             username: add.username,
             password,
             database: Some(add.database),
         });
+    resource.databases = add
+        .databases
+        .into_iter()
+        .filter(|d| !d.is_empty())
+        .collect();
+    resource.replication = add.allow_replication;
     with_options(resource, add.common)
 }
 

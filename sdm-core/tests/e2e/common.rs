@@ -54,6 +54,8 @@ impl Fixture {
                 tags: BTreeMap::from([("env".into(), "test".into())]),
                 credentials: None,
                 upstream_tls: None,
+                databases: Vec::new(),
+                replication: false,
             })
             .await
             .unwrap()
@@ -75,6 +77,8 @@ impl Fixture {
                 tags: BTreeMap::new(),
                 credentials: None,
                 upstream_tls: None,
+                databases: Vec::new(),
+                replication: false,
             })
             .await
             .unwrap()

@@ -232,6 +232,8 @@ fn wire_upstream(up: Upstream) -> GatewayUpstream {
         upstream_tls: up.tls,
         account_name: up.account_name,
         labels: up.labels,
+        databases: up.databases,
+        replication: up.replication,
     }
 }
 

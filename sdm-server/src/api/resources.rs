@@ -31,6 +31,8 @@ fn admin_view(r: ResourceRecord) -> AdminResource {
         database: r.database,
         has_credentials: r.password_sealed.is_some(),
         upstream_tls: r.tls_mode,
+        databases: r.databases,
+        replication: r.replication,
         created_at: r.created_at,
     }
 }
@@ -130,6 +132,7 @@ pub(crate) async fn create(
         None => (None, None, None),
     };
     let (tls_mode, tls_ca_pem) = tls_settings(request.upstream_tls.as_ref())?;
+    databases(&request.databases)?;
     let record = ResourceRecord {
         id: Uuid::new_v4(),
         name: request.name,
@@ -143,6 +146,8 @@ pub(crate) async fn create(
         password_sealed,
         tls_mode,
         tls_ca_pem,
+        databases: request.databases,
+        replication: request.replication,
         created_at: sdm_proto::unix_now(),
     };
     state.store.create_resource(record.clone()).await?;
@@ -176,6 +181,26 @@ fn seal_credentials(state: &ApiState, c: &Credentials) -> Result<SealedCredentia
         .seal(&c.password)
         .map_err(|e| ApiError::internal("sealing a resource password failed", &e))?;
     Ok((Some(c.username.clone()), c.database.clone(), Some(sealed)))
+}
+
+/// Databases a client may name at most per resource.
+const MAX_DATABASES: usize = 64;
+
+/// Validates a resource's list of databases a client may name.
+fn databases(list: &[String]) -> Result<(), ApiError> {
+    if list.len() > MAX_DATABASES {
+        return Err(ApiError::invalid(format!(
+            "a resource lists at most {MAX_DATABASES} databases ({} given)",
+            list.len()
+        )));
+    }
+    for db in list {
+        if db.is_empty() {
+            return Err(ApiError::invalid("databases must not hold an empty name"));
+        }
+        validate::text("databases", db, validate::MAX_TEXT_LEN)?;
+    }
+    Ok(())
 }
 
 /// The largest CA bundle accepted for `verify-full`.
@@ -255,6 +280,13 @@ pub(crate) async fn update(
     }
     if let Some(tls) = &request.upstream_tls {
         (record.tls_mode, record.tls_ca_pem) = tls_settings(Some(tls))?;
+    }
+    if let Some(list) = request.databases {
+        databases(&list)?;
+        record.databases = list;
+    }
+    if let Some(replication) = request.replication {
+        record.replication = replication;
     }
     state.store.update_resource(record.clone()).await?;
     tracing::info!(admin = %admin.0.account.name, resource = %record.name, "resource updated");

@@ -157,8 +157,8 @@ impl StoreDirectory {
             },
             account_name: account.name,
             labels,
-            databases: Vec::new(),
-            replication: false,
+            databases: resource.databases,
+            replication: resource.replication,
         })
     }
 }
@@ -247,6 +247,8 @@ mod tests {
             password_sealed: Some(secrets.seal("s3cret").unwrap()),
             tls_mode: TlsMode::Require,
             tls_ca_pem: None,
+            databases: vec!["reports".into()],
+            replication: true,
             created_at: 1,
         };
         store.create_resource(resource.clone()).await.unwrap();
@@ -319,8 +321,8 @@ mod tests {
                 },
                 account_name: f.account.name.clone(),
                 labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
-                databases: Vec::new(),
-                replication: false,
+                databases: vec!["reports".into()],
+                replication: true,
             }
         );
     }

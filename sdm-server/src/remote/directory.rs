@@ -151,8 +151,8 @@ fn upstream(up: GatewayUpstream) -> Upstream {
         tls: up.upstream_tls,
         account_name: up.account_name,
         labels: up.labels,
-        databases: Vec::new(),
-        replication: false,
+        databases: up.databases,
+        replication: up.replication,
     }
 }
 

@@ -94,6 +94,10 @@ pub struct ResourceRecord {
     pub tls_mode: TlsMode,
     /// CA certificate(s) for `verify-full`, PEM.
     pub tls_ca_pem: Option<String>,
+    /// Databases a client may name besides the stored one (postgres).
+    pub databases: Vec<String>,
+    /// Whether replication connections are let through (postgres).
+    pub replication: bool,
     /// Unix seconds.
     pub created_at: i64,
 }

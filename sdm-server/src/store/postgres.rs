@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("migrations/postgres/0002_resource_update_epoch.sql"),
     ),
+    (
+        3,
+        include_str!("migrations/postgres/0003_postgres_access.sql"),
+    ),
 ];
 
 /// Connections per process at most (PostgreSQL's default `max_connections` is 100).
@@ -176,6 +180,11 @@ pub(super) fn map_at(row: &Row, i: usize) -> Result<BTreeMap<String, String>, St
     Ok(map)
 }
 
+pub(super) fn list_at(row: &Row, i: usize) -> Result<Vec<String>, StoreError> {
+    let Json(list) = col::<Json<Vec<String>>>(row, i)?;
+    Ok(list)
+}
+
 pub(super) fn count_at(row: &Row, i: usize) -> Result<u64, StoreError> {
     Ok(u64::try_from(col::<i64>(row, i)?).unwrap_or(0))
 }
@@ -243,7 +252,8 @@ fn token_row(row: &Row) -> Result<TokenRecord, StoreError> {
 }
 
 const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
-     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem";
+     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
+     r.databases, r.replication";
 
 fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
     let kind: &str = col(row, 2)?;
@@ -267,6 +277,8 @@ fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
             other => return Err(invalid(format!("unknown TLS mode {other:?}"))),
         },
         tls_ca_pem: col(row, 12)?,
+        databases: list_at(row, 13)?,
+        replication: col(row, 14)?,
     })
 }
 
@@ -786,8 +798,8 @@ impl Store for PostgresStore {
                 .prepare_cached(
                     "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                             username, database, password_sealed, created_at,
-                                            tls_mode, tls_ca_pem)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                                            tls_mode, tls_ca_pem, databases, replication)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                 )
                 .await
                 .context("create a resource")?;
@@ -808,6 +820,8 @@ impl Store for PostgresStore {
                         &resource.created_at,
                         &tls_mode_str(resource.tls_mode),
                         &resource.tls_ca_pem,
+                        &Json(&resource.databases),
+                        &resource.replication,
                     ],
                 )
                 .await
@@ -885,7 +899,7 @@ impl Store for PostgresStore {
                 "update a resource",
                 "UPDATE resources SET kind = $2, hostname = $3, port = $4, port_override = $5,
                         tags = $6, username = $7, database = $8, password_sealed = $9,
-                        tls_mode = $10, tls_ca_pem = $11
+                        tls_mode = $10, tls_ca_pem = $11, databases = $12, replication = $13
                  WHERE id = $1",
                 &[
                     &resource.id,
@@ -899,6 +913,8 @@ impl Store for PostgresStore {
                     &resource.password_sealed,
                     &tls_mode_str(resource.tls_mode),
                     &resource.tls_ca_pem,
+                    &Json(&resource.databases),
+                    &resource.replication,
                 ],
             )
             .await?;

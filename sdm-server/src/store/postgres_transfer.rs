@@ -56,7 +56,8 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
         ),
         Item::Resource(_) => (
             "COPY resources (id, name, kind, hostname, port, port_override, tags, username,
-                             database, password_sealed, created_at, tls_mode, tls_ca_pem)
+                             database, password_sealed, created_at, tls_mode, tls_ca_pem,
+                             databases, replication)
              FROM STDIN BINARY",
             &[
                 Type::UUID,
@@ -72,6 +73,8 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
                 Type::INT8,
                 Type::TEXT,
                 Type::TEXT,
+                Type::JSONB,
+                Type::BOOL,
             ],
         ),
         Item::Grant(_) => (
@@ -196,6 +199,8 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                         &r.created_at,
                         &tls_mode_str(r.tls_mode),
                         &r.tls_ca_pem,
+                        &Json(&r.databases),
+                        &r.replication,
                     ])
                     .await
             }
@@ -498,6 +503,12 @@ mod tests {
                 password_sealed: (i != 1).then(|| vec![0xA5; 60]),
                 tls_mode: [TlsMode::Disable, TlsMode::Require, TlsMode::VerifyFull][i],
                 tls_ca_pem: (i == 2).then(|| "-----BEGIN CERTIFICATE-----".into()),
+                databases: if i == 0 {
+                    vec!["reports".into()]
+                } else {
+                    Vec::new()
+                },
+                replication: i == 2,
                 created_at: 1200,
             };
             store.create_resource(r.clone()).await.unwrap();

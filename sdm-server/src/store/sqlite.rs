@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("migrations/sqlite/0004_resource_update_epoch.sql"),
     ),
+    (
+        5,
+        include_str!("migrations/sqlite/0005_postgres_access.sql"),
+    ),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +112,15 @@ pub(super) fn json(map: &BTreeMap<String, String>) -> Result<String, StoreError>
     serde_json::to_string(map).map_err(|e| StoreError::backend("encode a map as JSON", e))
 }
 
+pub(super) fn list_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Vec<String>> {
+    let text: String = row.get(i)?;
+    serde_json::from_str(&text).map_err(|_| conversion(i, "bad JSON list".into()))
+}
+
+pub(super) fn json_list(list: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(list).map_err(|e| StoreError::backend("encode a list as JSON", e))
+}
+
 fn kind_str(kind: AccountKind) -> &'static str {
     match kind {
         AccountKind::Service => "service",
@@ -164,7 +177,8 @@ pub(super) fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 }
 
 pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
-     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem";
+     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
+     r.databases, r.replication";
 
 pub(super) fn tls_mode_str(mode: TlsMode) -> &'static str {
     match mode {
@@ -200,6 +214,8 @@ pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
         created_at: row.get(10)?,
         tls_mode: tls_mode_at(row, 11)?,
         tls_ca_pem: row.get(12)?,
+        databases: list_at(row, 13)?,
+        replication: row.get(14)?,
     })
 }
 
@@ -637,12 +653,13 @@ impl Store for SqliteStore {
 
     async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
         let tags = json(&resource.tags)?;
+        let databases = json_list(&resource.databases)?;
         self.run(move |conn| {
             conn.execute(
                 "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                         username, database, password_sealed, created_at,
-                                        tls_mode, tls_ca_pem)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                                        tls_mode, tls_ca_pem, databases, replication)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     resource.id.to_string(),
                     resource.name,
@@ -656,7 +673,9 @@ impl Store for SqliteStore {
                     resource.password_sealed,
                     resource.created_at,
                     tls_mode_str(resource.tls_mode),
-                    resource.tls_ca_pem
+                    resource.tls_ca_pem,
+                    databases,
+                    resource.replication
                 ],
             )
             .map_err(|e| {
@@ -724,12 +743,13 @@ impl Store for SqliteStore {
 
     async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
         let tags = json(&resource.tags)?;
+        let databases = json_list(&resource.databases)?;
         self.run(move |conn| {
             let changed = conn
                 .execute(
                     "UPDATE resources SET kind = ?2, hostname = ?3, port = ?4, port_override = ?5,
                             tags = ?6, username = ?7, database = ?8, password_sealed = ?9,
-                            tls_mode = ?10, tls_ca_pem = ?11
+                            tls_mode = ?10, tls_ca_pem = ?11, databases = ?12, replication = ?13
                      WHERE id = ?1",
                     params![
                         resource.id.to_string(),
@@ -742,7 +762,9 @@ impl Store for SqliteStore {
                         resource.database,
                         resource.password_sealed,
                         tls_mode_str(resource.tls_mode),
-                        resource.tls_ca_pem
+                        resource.tls_ca_pem,
+                        databases,
+                        resource.replication
                     ],
                 )
                 .context("update a resource")?;

@@ -91,6 +91,8 @@ fn resource(name: &str) -> ResourceRecord {
         password_sealed: Some(vec![9; 40]),
         tls_mode: TlsMode::Disable,
         tls_ca_pem: None,
+        databases: vec!["reports".into(), "staging".into()],
+        replication: true,
         created_at: 100,
     }
 }

@@ -6,9 +6,10 @@
 
 mod support;
 
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use sdm_core::admin::{AuditFilter, Credentials, NewResource};
+use sdm_core::admin::{AuditFilter, Credentials, NewResource, ResourceChanges};
 use sdm_core::{ResourceKind, Tunnel};
 use sdm_testkit::{HbaAuth, PgCluster, PgConfig};
 use support::{Installation, eventually};
@@ -344,4 +345,133 @@ async fn bytes_that_are_not_messages_close_the_connection_and_pass_nothing() {
     assert!(texts.is_empty(), "{texts:?}");
     let log = std::fs::read_to_string(pg.log_path()).unwrap();
     assert!(!log.contains("smuggled after garbage"));
+}
+
+/// psql through the tunnel with `conninfo` added, as a user that does not exist, no password.
+async fn psql(pg: &PgCluster, tunnel: &Tunnel, conninfo: &str, sql: &str) -> Output {
+    let mut cmd = Command::new(pg.bin("psql"));
+    cmd.arg(format!(
+        "host={} port={} user=anyone sslmode=disable connect_timeout=20 {conninfo}",
+        tunnel.host(),
+        tunnel.port()
+    ))
+    .args(["-XAtc", sql])
+    .env_remove("PGPASSWORD")
+    .env_remove("PGDATABASE")
+    .env("PGPASSFILE", "/nonexistent");
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn said(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_a_database_the_resource_allows_and_never_silently_another() {
+    let pg = cluster().await;
+    let sdm = Installation::start().await;
+    sdm.resource(resource("db", &pg).database("reports")).await;
+    let session = sdm.session("typo", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+
+    for asked in ["nosuchdb", "other"] {
+        let out = psql(&pg, &tunnel, &format!("dbname={asked}"), "SELECT 1").await;
+        assert!(!out.status.success(), "{}", said(&out));
+        assert!(
+            said(&out).contains(&format!(
+                "resource \"db\" does not allow database \"{asked}\"; allowed: app, reports"
+            )),
+            "{}",
+            said(&out)
+        );
+    }
+    let out = psql(&pg, &tunnel, "dbname=reports", "SELECT current_database()").await;
+    assert_eq!(said(&out).trim(), "reports");
+    // No database named: libpq sends the user name, which counts as none: the stored one.
+    let out = psql(&pg, &tunnel, "", "SELECT current_database()").await;
+    assert_eq!(said(&out).trim(), "app");
+
+    let refused = eventually(WAIT, async || {
+        let list = sdm
+            .admin
+            .audit(&AuditFilter::default().account("typo"))
+            .await
+            .unwrap();
+        list.records
+            .iter()
+            .filter(|r| r.outcome == "forbidden")
+            .count()
+            == 2
+    })
+    .await;
+    assert!(refused, "the refused connections are in the audit trail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connections_only_where_the_resource_allows_them() {
+    let pg = cluster().await;
+    pg.psql("postgres", "ALTER ROLE app REPLICATION").unwrap();
+    let sdm = Installation::start().await;
+    sdm.resource(resource("db", &pg)).await;
+    let session = sdm.session("replicator", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+
+    for mode in ["database", "true"] {
+        let out = psql(
+            &pg,
+            &tunnel,
+            &format!("dbname=app replication={mode}"),
+            "IDENTIFY_SYSTEM",
+        )
+        .await;
+        assert!(!out.status.success(), "{}", said(&out));
+        assert!(
+            said(&out).contains("resource \"db\" does not allow replication connections"),
+            "{}",
+            said(&out)
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut backup = Command::new(pg.bin("pg_basebackup"));
+    backup
+        .args(["-h", &tunnel.host(), "-p", &tunnel.port().to_string()])
+        .args(["-U", "anyone", "-w", "-D"])
+        .arg(dir.path().join("copy"))
+        .env("PGPASSFILE", "/nonexistent");
+    let out = tokio::task::spawn_blocking(move || backup.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "pg_basebackup copied the cluster");
+    assert!(
+        said(&out).contains("does not allow replication"),
+        "{}",
+        said(&out)
+    );
+
+    let changes = ResourceChanges {
+        replication: Some(true),
+        ..ResourceChanges::default()
+    };
+    sdm.admin.update_resource("db", &changes).await.unwrap();
+    let out = psql(
+        &pg,
+        &tunnel,
+        "dbname=app replication=database",
+        "IDENTIFY_SYSTEM",
+    )
+    .await;
+    assert!(out.status.success(), "{}", said(&out));
+    let system_id = pg
+        .psql(
+            "postgres",
+            "SELECT system_identifier FROM pg_control_system()",
+        )
+        .unwrap();
+    assert!(said(&out).starts_with(&system_id), "{}", said(&out));
 }
