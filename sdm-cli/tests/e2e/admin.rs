@@ -118,12 +118,34 @@ fn resources_grants_and_what_the_job_sees() {
             "15432",
             "--tags",
             "env=prod,team=data",
+            "--databases",
+            "reports,staging",
+            "--allow-replication",
             "--json",
         ],
         &admin_env(&fx),
         None,
     );
     let pg = out.json();
+    assert_eq!(pg["databases"], serde_json::json!(["reports", "staging"]));
+    assert_eq!(pg["replication"], true);
+    assert_eq!(
+        admin(
+            &fx,
+            &sdm,
+            &[
+                "resources",
+                "update",
+                "pg-main",
+                "--databases",
+                "",
+                "--replication",
+                "off"
+            ],
+        )
+        .ok(),
+        "updated resource pg-main: databases app; replication refused\n"
+    );
     assert_eq!(pg["name"], "pg-main");
     assert_eq!(pg["kind"], "postgres");
     assert_eq!(pg["port"], 5433);
