@@ -338,9 +338,10 @@ async fn carry(
     tunnel.request_check();
 }
 
-/// Renews the tunnel's lease at half its lifetime while the tunnel is open. Transient failures
-/// retry with jittered backoff (the current lease keeps working meanwhile); a refusal (account
-/// suspended, grant removed) closes the tunnel with that reason.
+/// Renews the tunnel's lease at half its lifetime while the tunnel is open. Failures to ask
+/// (unreachable, throttled with 429, a server error) retry with jittered backoff up to
+/// [`MAX_RENEW_BACKOFF`] apart (the current lease keeps working meanwhile); only a refusal
+/// (account suspended, token revoked, grant removed) closes the tunnel with that reason.
 async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<TunnelShared>) {
     let Some((mut shutdown, resource)) = tunnel
         .upgrade()
@@ -364,7 +365,9 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                 }
                 tokio::time::Instant::from_std(lease.renew_at())
             }
-            Err(e) if e.retryable() => {
+            // Only a refusal closes the tunnel; a failure to ask (unreachable, throttled, a
+            // server error) is asked again while the current lease keeps working.
+            Err(e) if !e.ends_access() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "lease renewal failed; retrying");
                 if let Some(t) = tunnel.upgrade() {
                     t.set_last_error(Some(e.detached()));
@@ -397,7 +400,7 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
             }
             // A connection ended: access may have been revoked; the control plane says.
             match core.verify_access(&resource).await {
-                Err(e) if !e.retryable() => {
+                Err(e) if e.ends_access() => {
                     if let Some(t) = tunnel.upgrade() {
                         t.close(Some(e));
                     }
