@@ -64,8 +64,9 @@ pub enum Command {
     /// Open a tunnel to a resource (exact name, else a unique substring), or to all of them.
     ///
     /// The tunnel listens on 127.0.0.1: on PORT if given, else on the port the admin fixed for
-    /// the resource, else on a free port. It lives in the agent until `sdm disconnect` or
-    /// `sdm logout`.
+    /// the resource, else on a free port. Only the OS user running the agent may connect to it
+    /// (others are refused) unless --allow-other-users is given. It lives in the agent until
+    /// `sdm disconnect` or `sdm logout`.
     #[command(group(ArgGroup::new("target").required(true).args(["name", "all"])))]
     Connect(ConnectArgs),
     /// Close the tunnel to a resource, or every tunnel.
@@ -100,6 +101,10 @@ pub struct LoginArgs {
     /// The token (prefer the environment: a command line is visible to other users).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Let every OS user on this machine use the tunnels this login opens (auto-connect).
+    /// By default a tunnel serves only the user running the agent; unsafe on a shared host.
+    #[arg(long)]
+    pub allow_other_users: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -115,6 +120,11 @@ pub struct ConnectArgs {
     /// Connect every granted resource not connected yet.
     #[arg(long)]
     pub all: bool,
+    /// Let every OS user on this machine use the tunnel (the default: only the user running
+    /// the agent; others are refused). Unsafe on a shared host: anyone there reaches the
+    /// resource as this account.
+    #[arg(long)]
+    pub allow_other_users: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -140,6 +150,10 @@ pub struct ListenArgs {
     /// Log in with this token at start (prefer the environment).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// Let every OS user on this machine use the tunnels this login opens (auto-connect).
+    /// By default a tunnel serves only the user running the agent; unsafe on a shared host.
+    #[arg(long)]
+    pub allow_other_users: bool,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,9 @@ pub enum Request {
         /// Overrides the control plane URL the token carries (`SDM_API_URL` of the caller).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         api_url: Option<String>,
+        /// Let every OS user on the machine use the tunnels auto-connect opens; default: only the agent's user.
+        #[serde(default, skip_serializing_if = "is_false")]
+        allow_other_users: bool,
     },
     /// Every granted resource and its state → [`Reply::Status`].
     Status,
@@ -48,9 +51,16 @@ pub enum Request {
         /// Local port; default: the resource's fixed port, else a free one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         port: Option<u16>,
+        /// Let every OS user on the machine use the tunnel; default: only the agent's user.
+        #[serde(default, skip_serializing_if = "is_false")]
+        allow_other_users: bool,
     },
     /// Open a tunnel to every granted resource not yet connected → [`Reply::ConnectedAll`].
-    ConnectAll,
+    ConnectAll {
+        /// Let every OS user on the machine use the new tunnels; default: only the agent's user.
+        #[serde(default, skip_serializing_if = "is_false")]
+        allow_other_users: bool,
+    },
     /// Close the tunnel to a connected resource → [`Reply::Disconnected`].
     Disconnect {
         /// Exact name or id, else a unique substring among the connected resources.
@@ -66,19 +76,32 @@ pub enum Request {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Request::Login { api_url, .. } => f
+            Request::Login {
+                api_url,
+                allow_other_users,
+                ..
+            } => f
                 .debug_struct("Login")
                 .field("token", &"<redacted>")
                 .field("api_url", api_url)
+                .field("allow_other_users", allow_other_users)
                 .finish(),
             Request::Ping => f.write_str("Ping"),
             Request::Status => f.write_str("Status"),
-            Request::Connect { name, port } => f
+            Request::Connect {
+                name,
+                port,
+                allow_other_users,
+            } => f
                 .debug_struct("Connect")
                 .field("name", name)
                 .field("port", port)
+                .field("allow_other_users", allow_other_users)
                 .finish(),
-            Request::ConnectAll => f.write_str("ConnectAll"),
+            Request::ConnectAll { allow_other_users } => f
+                .debug_struct("ConnectAll")
+                .field("allow_other_users", allow_other_users)
+                .finish(),
             Request::Disconnect { name } => {
                 f.debug_struct("Disconnect").field("name", name).finish()
             }
@@ -223,6 +246,10 @@ pub struct ResourceRow {
     pub port_override: Option<u16>,
     /// `127.0.0.1:PORT` when connected.
     pub local_address: Option<String>,
+    /// When connected: whether the tunnel serves only the OS user running the agent (false
+    /// when it was opened with `--allow-other-users`).
+    #[serde(default)]
+    pub owner_only: Option<bool>,
     /// Local connections carried now (0 when not connected).
     pub connections: usize,
 }
@@ -239,6 +266,10 @@ pub struct TunnelInfo {
     pub local_address: String,
     /// The local port.
     pub port: u16,
+    /// Whether only the OS user running the agent may connect (false: every local user may,
+    /// `--allow-other-users`; also what an older agent that did not say means).
+    #[serde(default)]
+    pub owner_only: bool,
 }
 
 /// What a login connected on its own: with the organisation setting "connect automatically to
@@ -281,6 +312,10 @@ pub struct ErrorReply {
     pub candidates: Vec<String>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// [`ErrorReply::kind`] of a request that needs a session when the agent has none.
 pub const NOT_LOGGED_IN: &str = "not_logged_in";
 /// [`ErrorReply::kind`] of a line that is not a request this agent understands.
@@ -318,6 +353,7 @@ mod tests {
             request: Request::Connect {
                 name: "pg".into(),
                 port: Some(5432),
+                allow_other_users: false,
             },
         };
         assert_eq!(
@@ -330,10 +366,38 @@ mod tests {
     }
 
     #[test]
+    fn the_other_users_opt_in_is_optional_and_off_by_default() {
+        let all: RequestLine = serde_json::from_str(r#"{"v":1,"op":"connect_all"}"#).unwrap();
+        assert_eq!(
+            all.request,
+            Request::ConnectAll {
+                allow_other_users: false
+            }
+        );
+        let line = RequestLine {
+            v: PROTOCOL_VERSION,
+            request: Request::ConnectAll {
+                allow_other_users: true,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&line).unwrap(),
+            r#"{"v":1,"op":"connect_all","allow_other_users":true}"#
+        );
+        // A tunnel described by an agent that did not say was open to everyone.
+        let t: TunnelInfo = serde_json::from_str(
+            r#"{"resource":"pg","type":"postgres","local_address":"127.0.0.1:5432","port":5432}"#,
+        )
+        .unwrap();
+        assert!(!t.owner_only);
+    }
+
+    #[test]
     fn debug_hides_the_token() {
         let r = Request::Login {
             token: "sdm_svc_supersecret".into(),
             api_url: None,
+            allow_other_users: false,
         };
         assert!(!format!("{r:?}").contains("supersecret"));
     }

@@ -200,6 +200,7 @@ mod tests {
             port,
             port_override: port,
             local_address: None,
+            owner_only: None,
             connections: 0,
         }
     }

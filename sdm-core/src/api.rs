@@ -27,6 +27,10 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Idle connections older than this are not reused (the server may have closed them).
 const MAX_IDLE: Duration = Duration::from_secs(30);
 const MAX_IDLE_CONNECTIONS: usize = 4;
+/// How often a request answered with 429 is sent in all, and the first pause (doubled, with
+/// jitter, between tries).
+const BUSY_ATTEMPTS: u32 = 3;
+const FIRST_BUSY_PAUSE: Duration = Duration::from_millis(500);
 
 type Sender = SendRequest<Full<Bytes>>;
 
@@ -132,19 +136,48 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         retry_stale: bool,
     ) -> Result<Bytes> {
+        // A 429 ("too many requests") refuses nothing for good: asked again after a pause, the
+        // same request may pass. A few tries, then the caller gets a retryable error.
+        let mut backoff = FIRST_BUSY_PAUSE;
+        for attempt in 1..=BUSY_ATTEMPTS {
+            let (status, bytes) = self
+                .call_once(&method, path, body.clone(), retry_stale)
+                .await?;
+            if status.is_success() {
+                return Ok(bytes);
+            }
+            if status != StatusCode::TOO_MANY_REQUESTS || attempt == BUSY_ATTEMPTS {
+                return Err(api_error(&self.endpoint.url, status, &bytes, attempt));
+            }
+            let pause = crate::tunnel::jitter(backoff);
+            tracing::debug!(url = %self.endpoint.url, path, attempt, ?pause, "the sdm API answered 429; asking again");
+            tokio::time::sleep(pause).await;
+            backoff *= 2;
+        }
+        Err(Error::internal("the retry loop ended without an answer"))
+    }
+
+    /// One request, within the client's time limit: the status and body of the answer.
+    async fn call_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        retry_stale: bool,
+    ) -> Result<(StatusCode, Bytes)> {
         let work = async {
             let (sender, reused) = self.checkout().await?;
-            match self.send(sender, &method, path, body.clone()).await {
+            match self.send(sender, method, path, body.clone()).await {
                 Err(SendError::Stale(_)) if reused && retry_stale => {
                     let (sender, _) = self.connect().await.map(|s| (s, false))?;
-                    self.send(sender, &method, path, body)
+                    self.send(sender, method, path, body)
                         .await
                         .map_err(|e| e.into_error(self))
                 }
                 other => other.map_err(|e| e.into_error(self)),
             }
         };
-        let (status, bytes) = tokio::time::timeout(self.timeout, work)
+        tokio::time::timeout(self.timeout, work)
             .await
             .map_err(|_| {
                 Error::new(
@@ -154,12 +187,7 @@ impl ApiClient {
                         self.endpoint.url, self.timeout
                     ),
                 )
-            })??;
-        if status.is_success() {
-            Ok(bytes)
-        } else {
-            Err(api_error(&self.endpoint.url, status, &bytes))
-        }
+            })?
     }
 
     async fn checkout(&self) -> Result<(Sender, bool)> {
@@ -293,11 +321,74 @@ fn decode<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T> {
     })
 }
 
-fn api_error(url: &str, status: StatusCode, body: &[u8]) -> Error {
-    match serde_json::from_slice::<ApiErrorBody>(body) {
-        Ok(b) => Error::new(b.error.kind(), b.error.message).with_candidates(b.error.candidates),
-        Err(_) => Error::internal(format!(
+/// The error an unsuccessful answer stands for. `attempts`: how often the request was sent.
+///
+/// 429 is never a refusal for good, whatever kind its body names (an older server said
+/// `unauthenticated` while it throttled an address): it is `api_unreachable`, retryable. A
+/// 502, 503 or 504 without an sdm error body comes from something between the client and the
+/// control plane (a proxy, a load balancer) and is `api_unreachable` too.
+fn api_error(url: &str, status: StatusCode, body: &[u8], attempts: u32) -> Error {
+    let parsed = serde_json::from_slice::<ApiErrorBody>(body).ok();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let why = parsed.map_or_else(|| "no reason given".to_owned(), |b| b.error.message);
+        return Error::new(
+            ErrorKind::ApiUnreachable,
+            format!(
+                "unavailable: the sdm API at {url} answered 429 (too many requests) to {attempts} \
+                 attempt(s): {why}. This is not a revocation: try again later (open tunnels keep \
+                 their lease and go on renewing it)"
+            ),
+        );
+    }
+    match parsed {
+        Some(b) => Error::new(b.error.kind(), b.error.message).with_candidates(b.error.candidates),
+        None if matches!(
+            status,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+        ) =>
+        {
+            Error::new(
+                ErrorKind::ApiUnreachable,
+                format!(
+                    "unavailable: Unable to contact sdm API at {url}: something in between \
+                     answered HTTP {status}; try again later"
+                ),
+            )
+        }
+        None => Error::internal(format!(
             "the sdm API at {url} answered HTTP {status} without an error description"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://127.0.0.1:8443";
+
+    #[test]
+    fn a_429_is_retryable_whatever_its_body_says() {
+        // What earlier servers answered while they throttled an address.
+        let old = br#"{"error":{"kind":"unauthenticated","message":"too many failed token checks from 127.0.0.1; try again in 42 s"}}"#;
+        for body in [old.as_slice(), b"", b"<html>slow down</html>"] {
+            let e = api_error(URL, StatusCode::TOO_MANY_REQUESTS, body, BUSY_ATTEMPTS);
+            assert_eq!(e.kind(), ErrorKind::ApiUnreachable, "{e}");
+            assert!(e.retryable());
+            assert!(e.message().contains("not a revocation"), "{e}");
+        }
+        let e = api_error(URL, StatusCode::TOO_MANY_REQUESTS, old, 3);
+        assert!(e.message().contains("too many failed token checks"), "{e}");
+    }
+
+    #[test]
+    fn a_proxy_that_cannot_reach_the_api_is_unreachable_and_sdm_errors_keep_their_kind() {
+        let e = api_error(URL, StatusCode::SERVICE_UNAVAILABLE, b"busy", 1);
+        assert_eq!(e.kind(), ErrorKind::ApiUnreachable);
+        let body = br#"{"error":{"kind":"unauthenticated","message":"token is not valid"}}"#;
+        let e = api_error(URL, StatusCode::UNAUTHORIZED, body, 1);
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+        let e = api_error(URL, StatusCode::INTERNAL_SERVER_ERROR, b"", 1);
+        assert_eq!(e.kind(), ErrorKind::Internal);
     }
 }

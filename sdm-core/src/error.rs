@@ -62,6 +62,20 @@ impl Error {
         self.kind.retryable()
     }
 
+    /// Whether this answer takes access away for good (token or account refused, grant or
+    /// resource gone, session ended), as opposed to a failure to ask (unreachable, throttled,
+    /// a server error): only such an answer closes a tunnel.
+    pub(crate) fn ends_access(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unauthenticated
+                | ErrorKind::InvalidToken
+                | ErrorKind::Forbidden
+                | ErrorKind::ResourceNotFound
+                | ErrorKind::Closed
+        )
+    }
+
     /// For [`ErrorKind::AmbiguousResource`]: the resource names that matched.
     pub fn candidates(&self) -> &[String] {
         &self.candidates

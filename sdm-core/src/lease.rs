@@ -62,7 +62,7 @@ impl LeaseSlot {
     }
 
     /// A lease to present now: the cached one while it is fresh; otherwise a renewed one; if
-    /// renewal fails for a transient reason, the old one as long as it is still valid.
+    /// renewal fails for any reason but a refusal, the old one as long as it is still valid.
     pub(crate) async fn get(&self, api: &ApiClient, session_id: Uuid) -> Result<Arc<ActiveLease>> {
         if let Some(lease) = self.cached()
             && Instant::now() < lease.renew_at()
@@ -71,7 +71,7 @@ impl LeaseSlot {
         }
         match self.renew(api, session_id).await {
             Ok(lease) => Ok(lease),
-            Err(e) if e.retryable() => match self.cached() {
+            Err(e) if !e.ends_access() => match self.cached() {
                 Some(old) if old.usable() => {
                     tracing::warn!(error = %e, "lease renewal failed; using the current lease until it expires");
                     Ok(old)

@@ -11,6 +11,7 @@ mod error;
 mod gateway;
 mod lease;
 mod listener;
+mod refusal;
 mod resource;
 pub mod runtime;
 mod session;

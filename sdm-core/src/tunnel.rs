@@ -5,13 +5,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::{WarmPool, error_from_io};
 use crate::lease::LeaseSlot;
 use crate::listener::{ListenAddr, LocalListener, LocalStream};
+use crate::refusal;
 use crate::resource::Resource;
 use crate::session::SessionCore;
 
@@ -19,6 +20,8 @@ use crate::session::SessionCore;
 const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
 /// Access is checked at most this often after connections end.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Refused peers (other OS users) being told why at once, per tunnel; more are just closed.
+const MAX_REFUSALS: usize = 16;
 
 /// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
 ///
@@ -263,6 +266,9 @@ async fn accept_loop(
     tunnel: Weak<TunnelShared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let owner = unsafe { libc::geteuid() };
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|closed| *closed) => break,
@@ -277,14 +283,23 @@ async fn accept_loop(
                 continue;
             }
         };
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if same_user_only && uid != Some(unsafe { libc::geteuid() }) {
-            tracing::warn!(%peer, ?uid, "refused a local connection from another OS user");
-            continue;
-        }
         let Some(shared) = tunnel.upgrade() else {
             break;
         };
+        if same_user_only && uid != Some(owner) {
+            let why = refusal::message(&shared.resource.name, owner, uid);
+            tracing::warn!(resource = %shared.resource.name, %peer, ?uid, "refused a local connection from another OS user: {why}");
+            // Told why in its own task (bounded in time and in number), so that a slow or
+            // silent peer holds up nobody; past the bound it is just closed.
+            if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                let kind = shared.resource.kind.clone();
+                tokio::spawn(async move {
+                    refusal::refuse(socket, &kind, &why).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        }
         tokio::spawn(carry(
             socket,
             peer,
@@ -338,9 +353,10 @@ async fn carry(
     tunnel.request_check();
 }
 
-/// Renews the tunnel's lease at half its lifetime while the tunnel is open. Transient failures
-/// retry with jittered backoff (the current lease keeps working meanwhile); a refusal (account
-/// suspended, grant removed) closes the tunnel with that reason.
+/// Renews the tunnel's lease at half its lifetime while the tunnel is open. Failures to ask
+/// (unreachable, throttled with 429, a server error) retry with jittered backoff up to
+/// [`MAX_RENEW_BACKOFF`] apart (the current lease keeps working meanwhile); only a refusal
+/// (account suspended, token revoked, grant removed) closes the tunnel with that reason.
 async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<TunnelShared>) {
     let Some((mut shutdown, resource)) = tunnel
         .upgrade()
@@ -364,7 +380,9 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                 }
                 tokio::time::Instant::from_std(lease.renew_at())
             }
-            Err(e) if e.retryable() => {
+            // Only a refusal closes the tunnel; a failure to ask (unreachable, throttled, a
+            // server error) is asked again while the current lease keeps working.
+            Err(e) if !e.ends_access() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "lease renewal failed; retrying");
                 if let Some(t) = tunnel.upgrade() {
                     t.set_last_error(Some(e.detached()));
@@ -397,7 +415,7 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
             }
             // A connection ended: access may have been revoked; the control plane says.
             match core.verify_access(&resource).await {
-                Err(e) if !e.retryable() => {
+                Err(e) if e.ends_access() => {
                     if let Some(t) = tunnel.upgrade() {
                         t.close(Some(e));
                     }

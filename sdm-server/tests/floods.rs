@@ -1,5 +1,6 @@
 //! Floods and slow clients from loopback are shed with limits and timeouts while legitimate
-//! clients get through; bad tokens are rate-limited per source; oversized headers are refused.
+//! clients get through; failed token checks are limited per source and per token id, never a
+//! valid token; oversized headers are refused.
 
 mod support;
 
@@ -70,41 +71,121 @@ async fn a_flood_of_stalled_connections_is_shed_and_real_clients_get_through() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tokens_are_rate_limited_per_source() {
-    let sdm = Installation::start().await;
-    let good = sdm.admin.create_service_account("etl").await.unwrap().token;
-    let forged = sdm_proto::Token::generate(
+/// A token of this installation with a random id (unknown to the server).
+fn forged(sdm: &Installation) -> sdm_proto::Token {
+    sdm_proto::Token::generate(
         sdm_proto::TokenKind::Service,
         sdm.server.api_url(),
         sdm.server.ca_fingerprint(),
     )
     .unwrap()
-    .encode();
-    let mut throttled = None;
+}
+
+/// Logs in with tokens from `make` until an answer contains `marker` (at most 100 tries);
+/// returns the number of the try that got it, and the answer.
+async fn fail_until(make: impl Fn() -> String, marker: &str) -> (usize, sdm_core::Error) {
     for attempt in 1..=100 {
-        let err = Session::login(&forged).await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
-        if err.message().contains("too many failed token checks") {
-            throttled = Some(attempt);
-            break;
+        let err = Session::login(&make()).await.unwrap_err();
+        if err.message().contains(marker) {
+            return (attempt, err);
         }
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err:?}");
     }
-    assert_eq!(
-        throttled,
-        Some(61),
-        "the 61st failure in a minute is throttled"
-    );
-    // While throttled, even a good token from the same source is refused, with the reason.
-    let err = Session::login(&good).await.unwrap_err();
-    assert!(err.message().contains("try again in"), "{err}");
+    panic!("100 failed token checks never got {marker:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_headers_are_refused_and_the_api_keeps_serving() {
+async fn bad_tokens_are_rate_limited_per_source_and_a_valid_token_still_passes() {
     let sdm = Installation::start().await;
-    let ca = rustls::pki_types::CertificateDer::from_pem_file(sdm.data_dir().join("ca.pem"));
+    let echo = EchoServer::start().unwrap();
+    sdm.resource(NewResource::new("echo", ResourceKind::Tcp, "127.0.0.1").port(echo.port()))
+        .await;
+    let good = sdm.admin.create_service_account("etl").await.unwrap().token;
+    sdm.admin.grant("etl", "echo").await.unwrap();
+
+    let (attempt, err) = fail_until(
+        || forged(&sdm).encode(),
+        "too many failed token checks from 127.0.0.1",
+    )
+    .await;
+    assert_eq!(attempt, 61, "the 61st failure in a minute is throttled");
+    // Retryable, and not a revocation: the client tried again (with backoff) before saying so.
+    assert_eq!(err.kind(), ErrorKind::ApiUnreachable, "{err:?}");
+    assert!(err.retryable());
+    assert!(
+        err.message().contains("answered 429") && err.message().contains("not a revocation"),
+        "{err}"
+    );
+
+    // Garbage is refused without a look-up, with 429 and when to come back.
+    let answer = raw_get(&sdm, "/v1/resources", Some("Bearer garbage")).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: "),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""kind":"api_unreachable""#), "{answer}");
+
+    // A valid token from the same source is checked as usual: the job works.
+    let session = Session::login(&good).await.unwrap();
+    assert_eq!(session.list_resources().await.unwrap().len(), 1);
+    let tunnel = session.connect("echo").await.unwrap();
+    let mut conn = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    conn.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&back, b"still here");
+    // The source is still throttled all the while.
+    let (attempt, _) = fail_until(|| forged(&sdm).encode(), "too many failed token checks").await;
+    assert_eq!(attempt, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_secret_of_a_real_token_is_limited_per_token_and_the_real_secret_passes() {
+    let sdm = Installation::start().await;
+    let good = sdm.admin.create_service_account("etl").await.unwrap().token;
+    let real = sdm_proto::Token::parse(&good).unwrap();
+    let guess = || {
+        let mut guess = real.clone();
+        guess.secret = forged(&sdm).secret;
+        guess.encode()
+    };
+
+    let (attempt, err) = fail_until(guess, "too many failed checks of this token id").await;
+    assert_eq!(
+        attempt, 11,
+        "the 11th wrong secret in a minute is throttled"
+    );
+    assert_eq!(err.kind(), ErrorKind::ApiUnreachable, "{err:?}");
+    // That token id only: the source is not throttled (13 failures so far, with the client's
+    // retries), so an unknown token still gets the ordinary answer…
+    let err = Session::login(&forged(&sdm).encode()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err:?}");
+    // …and the right secret of the throttled id is accepted.
+    let session = Session::login(&good).await.unwrap();
+    assert!(session.list_resources().await.unwrap().is_empty());
+    let (attempt, _) = fail_until(guess, "too many failed checks of this token id").await;
+    assert_eq!(attempt, 1, "the guesses are still throttled");
+}
+
+/// One HTTPS GET to the API, with an optional `Authorization` value; the raw answer.
+async fn raw_get(sdm: &Installation, path: &str, authorization: Option<&str>) -> String {
+    let mut tls = api_tls(sdm).await;
+    let auth = authorization.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: sdm\r\n{auth}Connection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A TLS connection to the API that trusts the installation's CA.
+async fn api_tls(sdm: &Installation) -> tokio_rustls::client::TlsStream<TcpStream> {
     use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(sdm.data_dir().join("ca.pem"));
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.unwrap()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
@@ -115,13 +196,19 @@ async fn oversized_headers_are_refused_and_the_api_keeps_serving() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let tcp = TcpStream::connect(sdm.server.api_addr()).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
         .connect(
             rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
             tcp,
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused_and_the_api_keeps_serving() {
+    let sdm = Installation::start().await;
+    let mut tls = api_tls(&sdm).await;
     let huge = "x".repeat(64 * 1024);
     let request = format!("GET /v1/health HTTP/1.1\r\nHost: sdm\r\nX-Big: {huge}\r\n\r\n");
     let _ = tls.write_all(request.as_bytes()).await;

@@ -19,6 +19,29 @@ pub use relay::Relay;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 
+/// An unprivileged OS user other than root, for tests that play another user of the same host
+/// (a tunnel must refuse it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OsUser {
+    /// Its name.
+    pub name: &'static str,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+/// When the tests run as root: the system user that root runs PostgreSQL as (`sdmtest`),
+/// created if missing exactly as [`PgCluster`] does. `None` when not root: an unprivileged
+/// process cannot act as another user, so such a test has to be skipped.
+pub fn other_os_user() -> Result<Option<OsUser>, TestkitError> {
+    Ok(pg::os_user::run_as()?.map(|r| OsUser {
+        name: pg::os_user::USER,
+        uid: r.uid,
+        gid: r.gid,
+    }))
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago, picked below the kernel's ephemeral range
 /// when there is room there (`/proc/sys/net/ipv4/ip_local_port_range`): a port handed out by
 /// binding port 0 lies inside that range, where the kernel may give it to any outgoing

@@ -32,6 +32,8 @@ pub struct InitialLogin {
     pub token: String,
     /// An API URL override.
     pub api_url: Option<String>,
+    /// Let every OS user use the tunnels this login opens (auto-connect).
+    pub allow_other_users: bool,
 }
 
 /// Runs the agent in this process until logout or a signal.
@@ -104,8 +106,12 @@ async fn serve(
     let mut signals =
         Signals::install().inspect_err(|_| remove_own_files(home, socket_ino, pid))?;
     let agent = Arc::new(Agent::new());
-    if let Some(InitialLogin { token, api_url }) = login
-        && let Err(e) = agent.login(token, api_url).await
+    if let Some(InitialLogin {
+        token,
+        api_url,
+        allow_other_users,
+    }) = login
+        && let Err(e) = agent.login(token, api_url, allow_other_users).await
     {
         remove_own_files(home, socket_ino, pid);
         return Err(CliError::from(e));

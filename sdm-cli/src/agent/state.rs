@@ -39,10 +39,30 @@ struct Inner {
     auto_failures: HashMap<Uuid, ErrorReply>,
 }
 
-/// An open tunnel, and whether the login opened it on its own (auto-connect).
+/// An open tunnel, whether the login opened it on its own (auto-connect), and whether it
+/// serves only the agent's OS user.
 struct Open {
     tunnel: Tunnel,
     auto: bool,
+    owner_only: bool,
+}
+
+/// The options of every tunnel the agent opens: on loopback, and unless `allow_other_users`,
+/// refusing local connections from other OS users (the agent is one user's; the tunnel logs
+/// in as its account).
+fn tunnel_options(allow_other_users: bool) -> ConnectOptions {
+    if allow_other_users {
+        ConnectOptions::default()
+    } else {
+        ConnectOptions::default().same_user_only()
+    }
+}
+
+/// Says, in the log, that a tunnel serves everyone on the machine.
+fn warn_if_open_to_all(tunnel: &Tunnel, allow_other_users: bool) {
+    if allow_other_users {
+        tracing::warn!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), "the tunnel accepts connections from every OS user on this machine (--allow-other-users)");
+    }
 }
 
 /// What a login did besides logging in.
@@ -112,6 +132,7 @@ impl Agent {
         &self,
         token: String,
         api_url: Option<String>,
+        allow_other_users: bool,
     ) -> Result<LoggedIn, sdm_core::Error> {
         let mut builder = Session::builder().token(token);
         if let Some(url) = api_url {
@@ -138,7 +159,7 @@ impl Agent {
             info,
         });
         let auto_connect = if session.settings().auto_connect {
-            auto_connect(&session, &mut inner).await
+            auto_connect(&session, &mut inner, allow_other_users).await
         } else {
             AutoConnect::default()
         };
@@ -184,7 +205,11 @@ impl Agent {
     pub(crate) async fn handle(&self, request: Request) -> Reply {
         let result = match request {
             Request::Ping => Ok(Reply::Agent(self.info())),
-            Request::Login { token, api_url } => match self.login(token, api_url).await {
+            Request::Login {
+                token,
+                api_url,
+                allow_other_users,
+            } => match self.login(token, api_url, allow_other_users).await {
                 Ok(done) => Ok(Reply::LoggedIn {
                     agent: self.info(),
                     replaced: done.replaced,
@@ -193,8 +218,12 @@ impl Agent {
                 Err(e) => Err(ErrorReply::from(&e)),
             },
             Request::Status => self.status().await,
-            Request::Connect { name, port } => self.connect(&name, port).await,
-            Request::ConnectAll => self.connect_all().await,
+            Request::Connect {
+                name,
+                port,
+                allow_other_users,
+            } => self.connect(&name, port, allow_other_users).await,
+            Request::ConnectAll { allow_other_users } => self.connect_all(allow_other_users).await,
             Request::Disconnect { name } => self.disconnect(Some(&name)).await,
             Request::DisconnectAll => self.disconnect(None).await,
             Request::Logout => Ok(Reply::LoggedOut {
@@ -224,16 +253,24 @@ impl Agent {
         })
     }
 
-    async fn connect(&self, name: &str, port: Option<u16>) -> Result<Reply, ErrorReply> {
+    async fn connect(
+        &self,
+        name: &str,
+        port: Option<u16>,
+        allow_other_users: bool,
+    ) -> Result<Reply, ErrorReply> {
         let mut inner = self.inner.lock().await;
         prune(&mut inner);
         let session = logged_in(&inner)?.session.clone();
         let resource = session.resolve(name).await.map_err(|e| err(&e))?;
-        if let Some(open) = inner
+        if let Some(Open {
+            tunnel: open,
+            owner_only,
+            ..
+        }) = inner
             .tunnels
             .iter()
-            .map(|o| &o.tunnel)
-            .find(|t| t.resource().id == resource.id)
+            .find(|o| o.tunnel.resource().id == resource.id)
         {
             if let Some(p) = port.filter(|p| *p != open.port()) {
                 return Err(ErrorReply::new(
@@ -247,12 +284,29 @@ impl Agent {
                     ),
                 ));
             }
+            if *owner_only == allow_other_users {
+                let (now, asked) = if *owner_only {
+                    ("serves only this OS user", "every user")
+                } else {
+                    ("serves every OS user", "this user only")
+                };
+                return Err(ErrorReply::new(
+                    sdm_core::ErrorKind::InvalidArgument.as_str(),
+                    format!(
+                        "{} is already connected on {} and {now}; run `sdm disconnect {}` \
+                         first to open it for {asked}",
+                        resource.name,
+                        open.local_addr(),
+                        resource.name
+                    ),
+                ));
+            }
             return Ok(Reply::Connected {
-                tunnel: tunnel_info(open),
+                tunnel: tunnel_info(open, *owner_only),
                 already: true,
             });
         }
-        let mut options = ConnectOptions::default();
+        let mut options = tunnel_options(allow_other_users);
         if let Some(p) = port {
             options = options.port(p);
         }
@@ -260,12 +314,14 @@ impl Agent {
             .connect_with(&resource.id.to_string(), options)
             .await
             .map_err(|e| err(&e))?;
-        tracing::info!(resource = %resource.name, addr = %tunnel.local_addr(), "connected");
-        let info = tunnel_info(&tunnel);
+        tracing::info!(resource = %resource.name, addr = %tunnel.local_addr(), owner_only = !allow_other_users, "connected");
+        warn_if_open_to_all(&tunnel, allow_other_users);
+        let info = tunnel_info(&tunnel, !allow_other_users);
         inner.auto_failures.remove(&resource.id);
         inner.tunnels.push(Open {
             tunnel,
             auto: false,
+            owner_only: !allow_other_users,
         });
         self.publish(&inner);
         Ok(Reply::Connected {
@@ -274,7 +330,7 @@ impl Agent {
         })
     }
 
-    async fn connect_all(&self) -> Result<Reply, ErrorReply> {
+    async fn connect_all(&self, allow_other_users: bool) -> Result<Reply, ErrorReply> {
         let mut inner = self.inner.lock().await;
         prune(&mut inner);
         let session = logged_in(&inner)?.session.clone();
@@ -291,7 +347,7 @@ impl Agent {
             let session = session.clone();
             tasks.spawn(async move {
                 let result = session
-                    .connect_with(&resource.id.to_string(), ConnectOptions::default())
+                    .connect_with(&resource.id.to_string(), tunnel_options(allow_other_users))
                     .await;
                 (resource.name, result)
             });
@@ -300,11 +356,13 @@ impl Agent {
         while let Some(joined) = tasks.join_next().await {
             match joined {
                 Ok((_, Ok(tunnel))) => {
-                    tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), "connected");
+                    tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), owner_only = !allow_other_users, "connected");
+                    warn_if_open_to_all(&tunnel, allow_other_users);
                     inner.auto_failures.remove(&tunnel.resource().id);
                     inner.tunnels.push(Open {
                         tunnel,
                         auto: false,
+                        owner_only: !allow_other_users,
                     });
                 }
                 Ok((resource, Err(e))) => failures.push(Failure {
@@ -324,7 +382,7 @@ impl Agent {
             tunnels: inner
                 .tunnels
                 .iter()
-                .map(|o| tunnel_info(&o.tunnel))
+                .map(|o| tunnel_info(&o.tunnel, o.owner_only))
                 .collect(),
             failures,
         })
@@ -392,7 +450,11 @@ async fn end(session: Session) -> Option<String> {
 /// Auto-connect: opens a tunnel to every granted resource that has a fixed port, on that port,
 /// in parallel. Failures are logged, remembered for `status` and reported; resources without
 /// a fixed port are listed as skipped.
-async fn auto_connect(session: &Session, inner: &mut Inner) -> AutoConnect {
+async fn auto_connect(
+    session: &Session,
+    inner: &mut Inner,
+    allow_other_users: bool,
+) -> AutoConnect {
     let mut report = AutoConnect {
         enabled: true,
         ..AutoConnect::default()
@@ -416,7 +478,7 @@ async fn auto_connect(session: &Session, inner: &mut Inner) -> AutoConnect {
             let result = session
                 .connect_with(
                     &resource.id.to_string(),
-                    ConnectOptions::default().port(port),
+                    tunnel_options(allow_other_users).port(port),
                 )
                 .await;
             (resource, port, result)
@@ -425,9 +487,16 @@ async fn auto_connect(session: &Session, inner: &mut Inner) -> AutoConnect {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((_, _, Ok(tunnel))) => {
-                tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), "auto-connected");
-                report.tunnels.push(tunnel_info(&tunnel));
-                inner.tunnels.push(Open { tunnel, auto: true });
+                tracing::info!(resource = %tunnel.resource().name, addr = %tunnel.local_addr(), owner_only = !allow_other_users, "auto-connected");
+                warn_if_open_to_all(&tunnel, allow_other_users);
+                report
+                    .tunnels
+                    .push(tunnel_info(&tunnel, !allow_other_users));
+                inner.tunnels.push(Open {
+                    tunnel,
+                    auto: true,
+                    owner_only: !allow_other_users,
+                });
             }
             Ok((resource, port, Err(e))) => {
                 tracing::warn!(resource = %resource.name, port, error = %e, "auto-connect failed");
@@ -495,12 +564,13 @@ fn account_info(session: &Session) -> AccountInfo {
     }
 }
 
-fn tunnel_info(t: &Tunnel) -> TunnelInfo {
+fn tunnel_info(t: &Tunnel, owner_only: bool) -> TunnelInfo {
     TunnelInfo {
         resource: t.resource().name.clone(),
         kind: t.resource().kind.clone(),
         local_address: t.local_addr().to_string(),
         port: t.port(),
+        owner_only,
     }
 }
 
@@ -520,11 +590,16 @@ fn report(session: &SessionInfo, status: &Status, inner: &Inner) -> StatusReport
             };
             let r = &row.resource;
             let connected = row.is_connected();
-            let auto = connected
-                && inner
-                    .tunnels
-                    .iter()
-                    .any(|o| o.auto && o.tunnel.is_open() && o.tunnel.resource().id == r.id);
+            let open = inner
+                .tunnels
+                .iter()
+                .find(|o| o.tunnel.is_open() && o.tunnel.resource().id == r.id);
+            let auto = connected && open.is_some_and(|o| o.auto);
+            let owner_only = if connected {
+                open.map(|o| o.owner_only)
+            } else {
+                None
+            };
             ResourceRow {
                 id: r.id,
                 name: r.name.clone(),
@@ -549,6 +624,7 @@ fn report(session: &SessionInfo, status: &Status, inner: &Inner) -> StatusReport
                 port: row.port(),
                 port_override: r.port_override,
                 local_address,
+                owner_only,
                 connections,
             }
         })

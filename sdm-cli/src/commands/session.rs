@@ -46,7 +46,7 @@ pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
         agent,
         replaced,
         auto_connect,
-    } = match send_login(home, token) {
+    } = match send_login(home, token, args.allow_other_users) {
         Ok(done) => done,
         Err(e) => {
             if started {
@@ -103,6 +103,9 @@ struct LoginJson<'a> {
 /// On stderr: what auto-connect could not connect (the login worked all the same), and which
 /// resources it leaves alone for want of a fixed port.
 fn auto_connect_notices(auto: &AutoConnect) {
+    for t in &auto.tunnels {
+        super::tunnels::warn_if_open_to_all(t);
+    }
     for f in &auto.failures {
         eprintln!(
             "warning: auto-connect could not connect {}: {}",
@@ -130,11 +133,12 @@ struct LoginReply {
     auto_connect: AutoConnect,
 }
 
-fn send_login(home: &Home, token: String) -> Result<LoginReply, CliError> {
+fn send_login(home: &Home, token: String, allow_other_users: bool) -> Result<LoginReply, CliError> {
     let mut client = AgentClient::connect(home)?;
     let request = Request::Login {
         token,
         api_url: api_url_override(),
+        allow_other_users,
     };
     match client.request(request, SLOW)? {
         Reply::LoggedIn {
@@ -249,6 +253,7 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
         let login = token.map(|token| InitialLogin {
             token,
             api_url: api_url_override(),
+            allow_other_users: args.allow_other_users,
         });
         return agent::run(home, login);
     }
@@ -263,7 +268,7 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
         eprintln!("an sdm agent is already running (pid {})", info.pid);
     }
     if let Some(token) = token {
-        let reply = send_login(home, token).inspect_err(|_| {
+        let reply = send_login(home, token, args.allow_other_users).inspect_err(|_| {
             if started {
                 stop_quietly(home);
             }

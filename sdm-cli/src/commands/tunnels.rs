@@ -49,14 +49,16 @@ pub fn connect(home: &Home, args: ConnectArgs) -> Result<(), CliError> {
     let mut client = AgentClient::connect(home)?;
     let name = match (args.all, args.name) {
         (false, Some(name)) => name,
-        _ => return connect_all(&mut client, args.json),
+        _ => return connect_all(&mut client, args.json, args.allow_other_users),
     };
     let request = Request::Connect {
         name,
         port: args.port,
+        allow_other_users: args.allow_other_users,
     };
     match client.request(request, SLOW)? {
         Reply::Connected { tunnel, already } => {
+            warn_if_open_to_all(&tunnel);
             if args.json {
                 return print_json(&Connected {
                     tunnel: &tunnel,
@@ -78,11 +80,30 @@ pub fn connect(home: &Home, args: ConnectArgs) -> Result<(), CliError> {
     }
 }
 
-fn connect_all(client: &mut AgentClient, json: bool) -> Result<(), CliError> {
-    let (tunnels, failures) = match client.request(Request::ConnectAll, SLOW)? {
+/// On stderr, for a tunnel opened with `--allow-other-users`.
+pub fn warn_if_open_to_all(tunnel: &TunnelInfo) {
+    if !tunnel.owner_only {
+        eprintln!(
+            "warning: every OS user on this machine can use the tunnel to {} on {} (as this \
+             account); unsafe on a shared host",
+            tunnel.resource, tunnel.local_address
+        );
+    }
+}
+
+fn connect_all(
+    client: &mut AgentClient,
+    json: bool,
+    allow_other_users: bool,
+) -> Result<(), CliError> {
+    let request = Request::ConnectAll { allow_other_users };
+    let (tunnels, failures) = match client.request(request, SLOW)? {
         Reply::ConnectedAll { tunnels, failures } => (tunnels, failures),
         other => return Err(unexpected(&other)),
     };
+    for t in &tunnels {
+        warn_if_open_to_all(t);
+    }
     if json {
         print_json(&serde_json::json!({ "tunnels": tunnels, "failures": failures }))?;
     } else {

@@ -10,6 +10,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::future::Future;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use sdm_core::ResourceKind;
 use sdm_core::admin::{AdminClient, NewResource, ResourceDetails};
-use sdm_server::{RunningServer, Server};
+use sdm_server::{RunningServer, Server, ServerBuilder};
 use sdm_testkit::PgCluster;
 
 /// The `sdm` binary under test.
@@ -40,6 +41,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn start() -> Fixture {
+        Fixture::start_with(|b| b)
+    }
+
+    /// A server whose builder `configure` adjusts (short leases, …).
+    pub fn start_with(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Fixture {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -48,11 +54,13 @@ impl Fixture {
         let dir = tempfile::Builder::new().prefix("sdmcli").tempdir().unwrap();
         let server = rt
             .block_on(
-                Server::builder()
-                    .data_dir(dir.path().join("data"))
-                    .listen("127.0.0.1:0".parse().unwrap())
-                    .gateway_listen("127.0.0.1:0".parse().unwrap())
-                    .start(),
+                configure(
+                    Server::builder()
+                        .data_dir(dir.path().join("data"))
+                        .listen("127.0.0.1:0".parse().unwrap())
+                        .gateway_listen("127.0.0.1:0".parse().unwrap()),
+                )
+                .start(),
             )
             .unwrap();
         let admin_token = server.admin_token().unwrap().to_owned();
@@ -386,6 +394,33 @@ pub fn psql(port: u16, sql: &str) -> (i32, String, String) {
 
 /// psql through `port` as `user`, with `password` or none (`-w`: never prompt).
 pub fn psql_as(port: u16, user: &str, password: Option<&str>, sql: &str) -> (i32, String, String) {
+    let out = output_within(
+        psql_command(port, user, password, sql),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    (out.code, out.stdout.trim().to_owned(), out.stderr)
+}
+
+/// psql through `port` as the database user `user`, without a password, run by another OS
+/// user of this host (the tests run as root), with libpq's default `sslmode=prefer`.
+pub fn psql_as_os_user(
+    os_user: &sdm_testkit::OsUser,
+    port: u16,
+    user: &str,
+    sql: &str,
+) -> (i32, String, String) {
+    let mut c = psql_command(port, user, None, sql);
+    c.uid(os_user.uid)
+        .gid(os_user.gid)
+        .current_dir("/")
+        .env("HOME", "/")
+        .env("PGSSLMODE", "prefer");
+    let out = output_within(c, None, COMMAND_TIMEOUT);
+    (out.code, out.stdout.trim().to_owned(), out.stderr)
+}
+
+fn psql_command(port: u16, user: &str, password: Option<&str>, sql: &str) -> Command {
     let pg = pg();
     let mut c = Command::new(pg.bin("psql"));
     c.args(["-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p"])
@@ -401,6 +436,5 @@ pub fn psql_as(port: u16, user: &str, password: Option<&str>, sql: &str) -> (i32
     if let Some(p) = password {
         c.env("PGPASSWORD", p);
     }
-    let out = output_within(c, None, COMMAND_TIMEOUT);
-    (out.code, out.stdout.trim().to_owned(), out.stderr)
+    c
 }

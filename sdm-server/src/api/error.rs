@@ -14,6 +14,8 @@ pub(crate) struct ApiError {
     status: StatusCode,
     kind: ErrorKind,
     message: String,
+    /// Seconds for a `Retry-After` header (429 answers).
+    retry_after: Option<u64>,
 }
 
 /// The message of every failed token check, whichever check failed.
@@ -28,12 +30,19 @@ impl ApiError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             kind,
             message: message.into(),
+            retry_after: None,
         }
     }
 
     /// The same error with another status.
     pub(crate) fn with_status(mut self, status: StatusCode) -> ApiError {
         self.status = status;
+        self
+    }
+
+    /// The same error, telling the client to retry after `secs` seconds (`Retry-After`).
+    pub(crate) fn with_retry_after(mut self, secs: u64) -> ApiError {
+        self.retry_after = Some(secs);
         self
     }
 
@@ -99,6 +108,12 @@ pub(crate) fn error_response(status: StatusCode, kind: ErrorKind, message: Strin
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error_response(self.status, self.kind, self.message)
+        let mut response = error_response(self.status, self.kind, self.message);
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

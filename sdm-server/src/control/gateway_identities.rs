@@ -113,7 +113,12 @@ fn corrupt(e: serde_json::Error) -> StoreError {
     StoreError::backend("read a gateway identity", e)
 }
 
-async fn read(store: &dyn Store, token_id: Uuid) -> Result<Option<GatewayIdentity>, StoreError> {
+/// The identity whose token has this id, if any (its secret not checked: see
+/// [`GatewayIdentity::accepts`]).
+pub async fn read(
+    store: &dyn Store,
+    token_id: Uuid,
+) -> Result<Option<GatewayIdentity>, StoreError> {
     match store.get_setting(&format!("{TOKEN_KEY}{token_id}")).await? {
         Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(corrupt),
         None => Ok(None),

@@ -7,7 +7,7 @@
 
 mod binaries;
 mod config;
-mod os_user;
+pub(crate) mod os_user;
 mod postmaster;
 mod quote;
 mod spawner;

@@ -1,0 +1,173 @@
+//! What a local peer that a tunnel refuses (another OS user, with the same-user check on) is
+//! told before its connection closes.
+//!
+//! For a PostgreSQL resource: what a server that refuses a login says, a FATAL `ErrorResponse`
+//! (SQLSTATE 28000) after the startup message, so that psql and drivers print the reason. An
+//! `SSLRequest` or `GSSENCRequest` first is answered `N` (libpq does not print errors sent in
+//! answer to those). For other kinds there is no protocol to say it in: the connection closes.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::resource::ResourceKind;
+
+/// Bound on the whole exchange with a refused peer.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest startup packet read (PostgreSQL's own limit is 10,000 bytes).
+const MAX_STARTUP: usize = 10_000;
+/// At most this many encryption requests before the startup message.
+const MAX_REQUESTS: usize = 2;
+/// What is read (and dropped) after the answer, so that closing does not reset the connection
+/// before the client has read it.
+const MAX_DRAIN: u64 = 64 * 1024;
+
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+/// Protocol 3.0's startup message.
+const PROTOCOL_3: u32 = 196_608;
+
+/// The sentence a refused peer (and the log) reads.
+pub(crate) fn message(resource: &str, owner: u32, peer: Option<u32>) -> String {
+    let who = peer.map_or_else(
+        || "a process whose OS user could not be identified".to_owned(),
+        |uid| format!("OS user uid {uid}"),
+    );
+    format!(
+        "sdm: the tunnel to {resource:?} serves only the OS user that opened it (uid {owner}); \
+         a connection from {who} was refused. Open a tunnel of your own with your own token, or \
+         ask its owner to open it for other users"
+    )
+}
+
+/// Tells the peer why it is refused, as far as the resource's protocol allows, then closes;
+/// bounded by [`REFUSAL_TIMEOUT`].
+pub(crate) async fn refuse<S>(stream: S, kind: &ResourceKind, message: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if *kind == ResourceKind::Postgres {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, postgres(stream, message)).await;
+    }
+}
+
+async fn postgres<S>(mut stream: S, message: &str) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for _ in 0..=MAX_REQUESTS {
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let code = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        if !(8..=MAX_STARTUP).contains(&len) {
+            return Ok(());
+        }
+        match code {
+            SSL_REQUEST | GSSENC_REQUEST if len == 8 => stream.write_all(b"N").await?,
+            PROTOCOL_3 => {
+                let mut rest = vec![0u8; len - 8];
+                stream.read_exact(&mut rest).await?;
+                stream.write_all(&error_response(message)).await?;
+                stream.shutdown().await?;
+                let mut drained = (&mut stream).take(MAX_DRAIN);
+                tokio::io::copy(&mut drained, &mut tokio::io::sink()).await?;
+                return Ok(());
+            }
+            // A cancel request, or something that is not PostgreSQL: nothing to say.
+            _ => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+/// A FATAL `ErrorResponse` with SQLSTATE 28000 (invalid authorization specification).
+fn error_response(message: &str) -> Vec<u8> {
+    let mut fields = Vec::with_capacity(message.len() + 32);
+    for (code, value) in [
+        (b'S', "FATAL"),
+        (b'V', "FATAL"),
+        (b'C', "28000"),
+        (b'M', message),
+    ] {
+        fields.push(code);
+        // A NUL would end the field early; the message is ours, but keep the framing sound.
+        fields.extend(value.bytes().filter(|b| *b != 0));
+        fields.push(0);
+    }
+    fields.push(0);
+    let len = u32::try_from(fields.len() + 4).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(fields.len() + 5);
+    out.push(b'E');
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&fields);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup() -> Vec<u8> {
+        let body = b"user\0etl\0database\0app\0\0";
+        let mut out = ((8 + body.len()) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&PROTOCOL_3.to_be_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_postgres_client_reads_the_reason_after_declining_ssl() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let refusal = tokio::spawn(async move {
+            refuse(server, &ResourceKind::Postgres, "go away").await;
+        });
+        let mut client = client;
+        let mut ssl = 8u32.to_be_bytes().to_vec();
+        ssl.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        // Split at every byte: the reader must not assume a message arrives in one piece.
+        for b in ssl.iter().chain(startup().iter()) {
+            client.write_all(&[*b]).await.unwrap();
+        }
+        drop(client.shutdown().await);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        refusal.await.unwrap();
+        assert_eq!(answer[0], b'N');
+        assert_eq!(&answer[1..], error_response("go away").as_slice());
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("28000") && text.contains("Mgo away"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_kinds_and_garbage_get_no_answer() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        refuse(server, &ResourceKind::Tcp, "go away").await;
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert!(answer.is_empty());
+
+        let (mut client, server) = tokio::io::duplex(1024);
+        let refusal = tokio::spawn(async move {
+            refuse(server, &ResourceKind::Postgres, "go away").await;
+        });
+        client.write_all(&[0xff; 8]).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        refusal.await.unwrap();
+        assert!(answer.is_empty());
+    }
+
+    #[test]
+    fn the_error_response_is_framed() {
+        let e = error_response("a\0b");
+        assert_eq!(e[0], b'E');
+        let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
+        assert_eq!(len + 1, e.len());
+        assert_eq!(*e.last().unwrap(), 0);
+    }
+}
