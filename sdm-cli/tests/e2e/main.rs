@@ -9,4 +9,5 @@ mod agent;
 mod auto_connect;
 mod errors;
 mod golden;
+mod terminal;
 mod workflow;
