@@ -167,6 +167,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Both servers hold a descriptor per API connection and two per gateway connection.
+    if matches!(cli.command, Command::Serve(_) | Command::Gateway(_)) {
+        sdm_server::raise_open_file_limit();
+    }
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Migrate(args) => runtime.block_on(migrate(args)),
