@@ -62,7 +62,7 @@ fn control_characters_a_server_sends_are_printed_escaped() {
     // JSON carries the same string, escaped the JSON way.
     let json = sdm.run(&["status", "--json"]);
     assert_terminal_safe(&json);
-    assert_eq!(json.json()["resources"][0]["kind"], KIND);
+    assert_eq!(json.json()["resources"][0]["type"], KIND);
     assert_eq!(json.json()["resources"][0]["tags"]["team"], TAG);
 
     // The admin tables, in text and JSON.
