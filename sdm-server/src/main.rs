@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sdm_server::{LEASE_TTL_RANGE, RunningServer, Server};
+use sdm_server::{DEFAULT_API_CONNECTIONS_PER_SOURCE, LEASE_TTL_RANGE, RunningServer, Server};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +74,15 @@ struct ServeArgs {
     /// database its own.
     #[arg(long, value_name = "NAME", default_value = "embedded")]
     gateway_name: String,
+    /// Most connections one client address (an IPv6 /64) may hold on the API at once; raise it
+    /// when many clients reach the API through one address (NAT, a proxy).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_API_CONNECTIONS_PER_SOURCE,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+    )]
+    api_connections_per_source: usize,
 }
 
 #[derive(Args)]
@@ -204,7 +213,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .listen(args.listen)
         .gateway_listen(args.gateway_listen)
         .lease_ttl(args.lease_ttl)
-        .gateway_name(args.gateway_name.clone());
+        .gateway_name(args.gateway_name.clone())
+        .api_connections_per_source(args.api_connections_per_source);
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());
     }
