@@ -145,14 +145,16 @@ impl CliError {
     }
 
     /// The message as one line: line breaks (which a server message should not carry, but a
-    /// peer controls) become spaces.
+    /// peer controls) become spaces, and other control characters are written out (`\x1b`).
     pub fn line(&self) -> String {
-        self.message
+        let line = self
+            .message
             .split(['\n', '\r'])
             .map(str::trim)
             .filter(|part| !part.is_empty())
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" ");
+        crate::render::escape(&line).into_owned()
     }
 }
 

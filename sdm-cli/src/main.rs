@@ -9,6 +9,7 @@ mod client;
 mod commands;
 mod exit;
 mod home;
+mod open_files;
 mod protocol;
 mod render;
 
@@ -37,7 +38,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(matches!(cli.command, Command::Listen(_)));
+    let agent = matches!(cli.command, Command::Listen(_));
+    init_logging(agent);
+    if agent {
+        open_files::raise_to_hard_limit();
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -24,6 +24,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use listener::ListenAddr;
 pub use resource::{Resource, ResourceClass, ResourceKind};
 pub use sdm_proto::api::{AccountKind, Settings};
+/// Text from a server on a terminal: which characters are escaped, and how.
+pub use sdm_proto::text;
 pub use session::{
     API_URL_ENV_VAR, Account, ConnectOptions, Session, SessionBuilder, TOKEN_ENV_VARS,
 };

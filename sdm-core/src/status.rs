@@ -3,6 +3,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
+use sdm_proto::text::escape_controls;
+
 use crate::resource::{Resource, ResourceClass};
 use crate::session::Account;
 
@@ -74,17 +76,24 @@ impl Status {
 /// SSH SERVER          STATUS            PORT      TYPE
 /// server-245a         not connected     61334     ssh
 /// ```
+///
+/// Control characters in what the server sent (an older server accepted them in kinds) are
+/// shown escaped (`\x1b`), never passed to the terminal.
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name_width = self
             .resources
             .iter()
-            .map(|r| r.resource.name.chars().count() + 2)
+            .map(|r| escape_controls(&r.resource.name).chars().count() + 2)
             .chain([20])
             .max()
             .unwrap_or(20);
         if self.resources.is_empty() {
-            return writeln!(f, "No resources are granted to {}.", self.account.name);
+            return writeln!(
+                f,
+                "No resources are granted to {}.",
+                escape_controls(&self.account.name)
+            );
         }
         for (class, title) in [
             (ResourceClass::Datasource, "DATASOURCE NAME"),
@@ -109,7 +118,8 @@ impl fmt::Display for Status {
                 writeln!(
                     f,
                     "{:<name_width$}{status:<18}{port:<10}{}",
-                    row.resource.name, row.resource.kind
+                    escape_controls(&row.resource.name),
+                    escape_controls(row.resource.kind.as_str())
                 )?;
             }
         }
@@ -170,6 +180,30 @@ pgsql_1_31          not connected     5432      postgres
 warehouse           connected         40001     postgres
 SSH SERVER          STATUS            PORT      TYPE
 server-245a         not connected     61334     ssh
+";
+        assert_eq!(status.to_string(), expected);
+    }
+
+    #[test]
+    fn control_characters_from_the_server_are_shown_escaped() {
+        let status = Status::new(
+            Account {
+                id: Uuid::nil(),
+                name: "etl".into(),
+                kind: AccountKind::Service,
+            },
+            vec![ResourceStatus::new(
+                res(
+                    "kafka",
+                    ResourceKind::Other("\x1b]0;pwned\x07kafka\u{9b}2J".into()),
+                    None,
+                ),
+                ConnectionState::NotConnected,
+            )],
+        );
+        let expected = "\
+DATASOURCE NAME     STATUS            PORT      TYPE
+kafka               not connected     -         \\x1b]0;pwned\\x07kafka\\u{9b}2J
 ";
         assert_eq!(status.to_string(), expected);
     }

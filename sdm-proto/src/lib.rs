@@ -13,6 +13,7 @@ pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
 pub mod resource;
+pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls_provider;
 pub mod token;

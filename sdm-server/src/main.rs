@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use sdm_proto::error::one_line;
 use sdm_server::remote::{AuditArgs, parse_duration};
-use sdm_server::{LEASE_TTL_RANGE, RunningServer, Server};
+use sdm_server::{DEFAULT_API_CONNECTIONS_PER_SOURCE, LEASE_TTL_RANGE, RunningServer, Server};
 
 #[derive(Parser)]
 #[command(
@@ -79,6 +79,15 @@ struct ServeArgs {
     /// What to do when the audit trail cannot be written.
     #[command(flatten)]
     audit: AuditArgs,
+    /// Most connections one client address (an IPv6 /64) may hold on the API at once; raise it
+    /// when many clients reach the API through one address (NAT, a proxy).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = DEFAULT_API_CONNECTIONS_PER_SOURCE,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+    )]
+    api_connections_per_source: usize,
 }
 
 #[derive(Args)]
@@ -146,6 +155,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Both servers hold a descriptor per API connection and two per gateway connection.
+    if matches!(cli.command, Command::Serve(_) | Command::Gateway(_)) {
+        sdm_server::raise_open_file_limit();
+    }
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Migrate(args) => runtime.block_on(migrate(args)),
@@ -180,7 +193,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .gateway_listen(args.gateway_listen)
         .lease_ttl(args.lease_ttl)
         .gateway_name(args.gateway_name.clone())
-        .audit_policy(args.audit.policy());
+        .audit_policy(args.audit.policy())
+        .api_connections_per_source(args.api_connections_per_source);
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());
     }

@@ -47,6 +47,8 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 /// Shortest and longest lease lifetime accepted.
 pub const LEASE_TTL_RANGE: (Duration, Duration) =
     (Duration::from_secs(2), Duration::from_secs(24 * 3600));
+/// Default of [`ServerBuilder::api_connections_per_source`].
+pub const DEFAULT_API_CONNECTIONS_PER_SOURCE: usize = api::serve::DEFAULT_CONNECTIONS_PER_SOURCE;
 /// Name of the first admin account.
 pub const FIRST_ADMIN_NAME: &str = "admin";
 
@@ -145,6 +147,7 @@ impl Server {
             lease_ttl: DEFAULT_LEASE_TTL,
             gateway_handshake_timeout: GATEWAY_HANDSHAKE_TIMEOUT,
             audit_policy: AuditPolicy::default(),
+            api_connections_per_source: DEFAULT_API_CONNECTIONS_PER_SOURCE,
         }
     }
 }
@@ -163,6 +166,7 @@ pub struct ServerBuilder {
     lease_ttl: Duration,
     gateway_handshake_timeout: Duration,
     audit_policy: AuditPolicy,
+    api_connections_per_source: usize,
 }
 
 impl ServerBuilder {
@@ -217,6 +221,15 @@ impl ServerBuilder {
     /// clients are dropped.
     pub fn gateway_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.gateway_handshake_timeout = timeout;
+        self
+    }
+
+    /// The most connections one client address (an IPv6 /64) may hold on the API at once
+    /// (default 256); more are closed as soon as they are accepted, so that one source cannot
+    /// take every slot. Raise it when many clients reach the API through one address (NAT, a
+    /// proxy).
+    pub fn api_connections_per_source(mut self, connections: usize) -> Self {
+        self.api_connections_per_source = connections;
         self
     }
 
@@ -698,6 +711,11 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             LEASE_TTL_RANGE.1.as_secs()
         )));
     }
+    if b.api_connections_per_source == 0 {
+        return Err(ServerError::Config(
+            "the API's connections per source must be at least 1".into(),
+        ));
+    }
     if b.gateway_name.is_empty() || b.gateway_name.len() > 64 {
         return Err(ServerError::Config(
             "the gateway name must have 1 to 64 characters".into(),
@@ -894,6 +912,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         api::router(state),
         stop_rx,
         SHUTDOWN_DRAIN,
+        b.api_connections_per_source,
     ));
     let background = vec![
         tokio::spawn(heartbeat(store.clone(), registration)),

@@ -659,6 +659,127 @@ async fn login_labels_are_bounded() {
     t.server.shutdown().await;
 }
 
+/// An error message that repeats no control character of the refused value.
+#[track_caller]
+fn assert_printable(message: &str) {
+    assert_eq!(
+        sdm_proto::text::find_terminal_control(message),
+        None,
+        "{message:?}"
+    );
+}
+
+#[tokio::test]
+async fn control_characters_are_refused_in_text_that_terminals_print() {
+    let t = TestServer::start().await;
+    let admin = t.admin();
+    let c = &t.client;
+    let resource = |kind: &str, tags: serde_json::Value| json!({"name": "kafka", "kind": kind, "hostname": "127.0.0.1", "port": 9092, "tags": tags});
+    // A kind that sets the window title and rings the bell.
+    let msg = c
+        .post(
+            routes::ADMIN_RESOURCES,
+            Some(&admin),
+            &resource("\u{1b}]0;pwned\u{7}kafka", json!({})),
+        )
+        .await
+        .expect_error(400, "invalid_argument");
+    assert_printable(&msg);
+    assert!(
+        msg.contains("resource kind must not contain control characters: found U+001B"),
+        "{msg}"
+    );
+    // A tag value that clears the screen, a key with a C1 CSI, a value with a bidi override.
+    for (tags, field) in [
+        (
+            json!({"team": "\u{1b}[2Jdata"}),
+            "the value of tag \"team\"",
+        ),
+        (
+            json!({"\u{9b}31mteam": "data"}),
+            "tag key \"\\u{9b}31mteam\"",
+        ),
+        (json!({"team": "\u{202e}atad"}), "the value of tag \"team\""),
+    ] {
+        let msg = c
+            .post(
+                routes::ADMIN_RESOURCES,
+                Some(&admin),
+                &resource("kafka", tags),
+            )
+            .await
+            .expect_error(400, "invalid_argument");
+        assert_printable(&msg);
+        assert!(msg.contains(field), "{msg}");
+        assert!(msg.contains("must not contain control characters"), "{msg}");
+    }
+    // Printable text in any script is fine; a change of tags is checked like a creation.
+    let created: AdminResource = c
+        .post(
+            routes::ADMIN_RESOURCES,
+            Some(&admin),
+            &resource("kafka", json!({"équipe": "données"})),
+        )
+        .await
+        .expect_ok();
+    let msg = c
+        .request(
+            "PATCH",
+            &format!("/v1/admin/resources/{}", created.id),
+            Some(&admin),
+            Some("application/json"),
+            serde_json::to_vec(&json!({"tags": {"env": "prod\u{7}"}})).unwrap(),
+        )
+        .await
+        .expect_error(400, "invalid_argument");
+    assert_printable(&msg);
+    assert!(msg.contains("the value of tag \"env\""), "{msg}");
+    // Gateway tags.
+    let msg = c
+        .post(
+            routes::ADMIN_GATEWAYS,
+            Some(&admin),
+            &json!({"name": "gw-eu", "tags": {"region": "eu\u{1b}[0m"}}),
+        )
+        .await
+        .expect_error(400, "invalid_argument");
+    assert_printable(&msg);
+    assert!(msg.contains("the value of gateway tag \"region\""), "{msg}");
+    // Session labels and the client string at login.
+    let token = create_account(&t, "etl", AccountKind::Service).await.token;
+    let msg = c
+        .post(
+            routes::LOGIN,
+            Some(&token),
+            &json!({"labels": {"dag_id": "nightly\r\u{1b}[1A"}}),
+        )
+        .await
+        .expect_error(400, "invalid_argument");
+    assert_printable(&msg);
+    assert!(msg.contains("the value of label \"dag_id\""), "{msg}");
+    let msg = c
+        .post(
+            routes::LOGIN,
+            Some(&token),
+            &json!({"client": "sdm\u{8}\u{8}\u{8}psql"}),
+        )
+        .await
+        .expect_error(400, "invalid_argument");
+    assert_printable(&msg);
+    assert!(
+        msg.contains("client must not contain control characters"),
+        "{msg}"
+    );
+    // Nothing refused was stored.
+    let list: AdminResourceList = c
+        .get(routes::ADMIN_RESOURCES, Some(&admin))
+        .await
+        .expect_ok();
+    assert_eq!(list.resources.len(), 1);
+    assert_eq!(list.resources[0].tags["équipe"], "données");
+    t.server.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
     let t = TestServer::start().await;

@@ -4,18 +4,23 @@
 
 mod support;
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sdm_core::admin::NewResource;
 use sdm_core::{ErrorKind, ResourceKind, Session};
 use sdm_testkit::EchoServer;
 use support::Installation;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(40);
+/// Bound on one connection, handshake or request that should be served at once: only there to
+/// turn a hang into a failure (the API holds an idle connection for 45 s at most).
+const HANG: Duration = Duration::from_secs(20);
 
-async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+async fn closed_by_peer(stream: &mut (impl AsyncRead + Unpin)) -> bool {
     let mut sink = [0u8; 4096];
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -219,4 +224,127 @@ async fn oversized_headers_are_refused_and_the_api_keeps_serving() {
     // Still serving.
     let admin = sdm.admin.list_accounts().await.unwrap();
     assert!(!admin.is_empty());
+}
+
+/// A TLS client that trusts only the installation's CA.
+fn tls_connector(sdm: &Installation) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(sdm.data_dir().join("ca.pem"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.unwrap()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// A TCP connection to `to` from the local address `from` (all of 127.0.0.0/8 is loopback).
+async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(to).await
+}
+
+/// `GET /v1/health` on a new connection from `from`: the status, or why there was none.
+async fn health_from(sdm: &Installation, from: IpAddr) -> Result<u16, String> {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    let api = sdm.server.api_addr();
+    let tcp = connect_from(from, api)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let tls = tls_connector(sdm)
+        .connect(
+            rustls::pki_types::ServerName::IpAddress(api.ip().into()),
+            tcp,
+        )
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(sdm_proto::api::routes::HEALTH)
+        .header(hyper::header::HOST, api.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_source_do_not_hold_the_api() {
+    // This process holds a few thousand sockets.
+    sdm_server::raise_open_file_limit();
+    let sdm = Installation::start().await;
+    let api = sdm.server.api_addr();
+    let connector = tls_connector(&sdm);
+    let one = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+    let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let name = rustls::pki_types::ServerName::IpAddress(api.ip().into());
+
+    // 3,000 connections from 127.0.0.1 that never send a request: 1,500 of them finish the TLS
+    // handshake first (when the server lets them), the others stay silent from the start.
+    let mut silent = Vec::new();
+    let mut after_tls = Vec::new();
+    let mut refused = 0;
+    for i in 0..3000 {
+        let tcp = tokio::time::timeout(HANG, connect_from(one, api))
+            .await
+            .expect("connecting to the API hung")
+            .unwrap();
+        if !(100..1600).contains(&i) {
+            silent.push(tcp);
+            continue;
+        }
+        let handshake = tokio::time::timeout(HANG, connector.connect(name.clone(), tcp))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("connection {i}: the API neither finished the TLS handshake nor closed it")
+            });
+        match handshake {
+            Ok(tls) => after_tls.push(tls),
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0,
+        "one source was let in {} times",
+        after_tls.len()
+    );
+
+    // Meanwhile another source is served at once.
+    let status = tokio::time::timeout(HANG, health_from(&sdm, two))
+        .await
+        .expect("a health check from 127.0.0.2 hung behind 127.0.0.1's idle connections");
+    assert_eq!(status, Ok(200));
+
+    // Every idle connection is closed by the server: those over the source's share at once, the
+    // others once they have sent no request in time.
+    for (i, s) in silent.iter_mut().enumerate() {
+        assert!(
+            closed_by_peer(s).await,
+            "silent connection {i} was never closed"
+        );
+    }
+    for (i, s) in after_tls.iter_mut().enumerate() {
+        assert!(
+            closed_by_peer(s).await,
+            "idle TLS connection {i} was never closed"
+        );
+    }
+    // And 127.0.0.1 is served again.
+    let status = tokio::time::timeout(HANG, health_from(&sdm, one))
+        .await
+        .expect("a health check from 127.0.0.1 hung after its idle connections were closed");
+    assert_eq!(status, Ok(200));
 }

@@ -16,7 +16,7 @@ use crate::cli::{
     ServersCommand, ServicesCommand, SettingsCommand,
 };
 use crate::exit::{CliError, Exit};
-use crate::render::{outln, print_json, print_raw, table, tags, utc};
+use crate::render::{errln, outln, print_json, print_raw, table, tags, utc};
 
 /// `sdm admin …`.
 pub fn run(args: AdminArgs) -> Result<(), CliError> {
@@ -291,7 +291,7 @@ fn print_token(
     if json {
         return print_json(created);
     }
-    eprintln!("{notice}");
+    errln!("{notice}");
     outln!("{token}");
     Ok(())
 }

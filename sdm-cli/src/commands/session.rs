@@ -8,7 +8,7 @@ use crate::client::{AgentClient, QUICK, SLOW};
 use crate::exit::{CliError, Exit};
 use crate::home::Home;
 use crate::protocol::{AccountInfo, AgentInfo, AutoConnect, Reply, Request};
-use crate::render::{outln, print_json};
+use crate::render::{errln, outln, print_json};
 
 use super::unexpected;
 
@@ -65,7 +65,7 @@ pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
         );
     }
     if let Some(old) = &replaced {
-        eprintln!(
+        errln!(
             "replaced the session of {} (its tunnels were closed)",
             old.name
         );
@@ -107,19 +107,20 @@ fn auto_connect_notices(auto: &AutoConnect) {
         super::tunnels::warn_if_open_to_all(t);
     }
     for f in &auto.failures {
-        eprintln!(
+        errln!(
             "warning: auto-connect could not connect {}: {}",
-            f.resource, f.error.message
+            f.resource,
+            f.error.message
         );
     }
     if let Some(e) = &auto.error {
-        eprintln!(
+        errln!(
             "warning: auto-connect could not list the granted resources, nothing was connected: {}",
             e.message
         );
     }
     if !auto.skipped.is_empty() {
-        eprintln!(
+        errln!(
             "not auto-connected (no fixed port): {}; `sdm connect NAME` opens them",
             auto.skipped.join(", ")
         );
@@ -274,10 +275,10 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
             }
         })?;
         if let Some(session) = reply.agent.session {
-            eprintln!("logged in as {}", session.account.name);
+            errln!("logged in as {}", session.account.name);
         }
         for t in &reply.auto_connect.tunnels {
-            eprintln!("auto-connected {} on {}", t.resource, t.local_address);
+            errln!("auto-connected {} on {}", t.resource, t.local_address);
         }
         auto_connect_notices(&reply.auto_connect);
     }

@@ -7,7 +7,7 @@ use crate::client::{AgentClient, SLOW, error_from_reply};
 use crate::exit::CliError;
 use crate::home::Home;
 use crate::protocol::{Reply, Request, TunnelInfo};
-use crate::render::{outln, print_json, print_raw};
+use crate::render::{errln, outln, print_json, print_raw};
 
 use super::unexpected;
 
@@ -23,10 +23,12 @@ pub fn status(home: &Home, args: JsonArg) -> Result<(), CliError> {
             // The table says `failed (auto)`; the reason goes to stderr, the table stays a table.
             for r in &status.resources {
                 if let Some(e) = &r.auto_error {
-                    eprintln!(
+                    errln!(
                         "warning: auto-connect at login could not connect {}: {}; `sdm connect {}` \
                          tries again",
-                        r.name, e.message, r.name
+                        r.name,
+                        e.message,
+                        r.name
                     );
                 }
             }
@@ -116,7 +118,7 @@ fn connect_all(
     }
     // One line per resource that failed; the exit code is the first failure's.
     for f in &failures {
-        eprintln!("sdm: cannot connect {}: {}", f.resource, f.error.message);
+        errln!("sdm: cannot connect {}: {}", f.resource, f.error.message);
     }
     match failures.first() {
         Some(f) => Err(CliError {

@@ -10,4 +10,5 @@ mod auto_connect;
 mod errors;
 mod golden;
 mod shared_host;
+mod terminal;
 mod workflow;

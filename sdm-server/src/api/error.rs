@@ -51,6 +51,12 @@ impl ApiError {
         self.kind
     }
 
+    /// The message, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// `invalid_argument`, 400.
     pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorKind::InvalidArgument, message)

@@ -367,7 +367,7 @@ pub(crate) async fn audit(
     }
     for event in &upload.events {
         if let WireEvent::Started(r) = event {
-            validate::labels("label", &r.labels)?;
+            validate::recorded_labels("label", &r.labels)?;
         }
     }
     let name = caller.identity.name;

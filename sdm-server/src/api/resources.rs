@@ -168,7 +168,7 @@ fn seal_credentials(state: &ApiState, c: &Credentials) -> Result<SealedCredentia
         return Err(ApiError::invalid("credentials.username must not be empty"));
     }
     validate::text("credentials.username", &c.username, validate::MAX_TEXT_LEN)?;
-    validate::text(
+    validate::secret(
         "credentials.password",
         &c.password,
         validate::MAX_PASSWORD_LEN,

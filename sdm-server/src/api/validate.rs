@@ -35,8 +35,22 @@ pub(crate) fn name(what: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Session labels or resource tags: at most 32, keys 1–64 characters, values up to 256.
+/// Session labels, resource or gateway tags: at most 32, keys 1–64 characters, values up to
+/// 256, no control characters (they are printed in tables and logs).
 pub(crate) fn labels(what: &str, map: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    recorded_labels(what, map)?;
+    for (key, value) in map {
+        printable(&format!("{what} key {key:?}"), key)?;
+        printable(&format!("the value of {what} {key:?}"), value)?;
+    }
+    Ok(())
+}
+
+/// The bounds of [`labels`] without the check for control characters, for labels that were
+/// accepted earlier and are now only recorded (a gateway's audit events carry its sessions'
+/// labels; a session from before that check may hold control characters, and refusing them
+/// would refuse the whole batch of events).
+pub(crate) fn recorded_labels(what: &str, map: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if map.len() > MAX_LABELS {
         return Err(ApiError::invalid(format!(
             "too many {what}: {} given, at most {MAX_LABELS} allowed",
@@ -83,14 +97,37 @@ pub(crate) fn pin(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
     }
 }
 
-/// Free text such as the client string: at most `max` characters, no NUL.
+/// Free text such as a resource kind or the client string: at most `max` characters, no
+/// control characters.
 pub(crate) fn text(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    secret(what, value, max)?;
+    printable(what, value)
+}
+
+/// A secret such as a stored password: at most `max` characters, no NUL; it is never printed,
+/// so other control characters are the owner's business.
+pub(crate) fn secret(what: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::invalid(format!(
             "{what} is longer than {max} characters"
         )));
     }
     no_nul(what, value)
+}
+
+/// No terminal control characters ([`sdm_proto::text::is_terminal_control`]): text the API
+/// stores is printed by `sdm status`, `sdm admin …` and logs, where an escape sequence would
+/// act on the reader's terminal instead of being shown.
+fn printable(what: &str, value: &str) -> Result<(), ApiError> {
+    match sdm_proto::text::find_terminal_control(value) {
+        None => Ok(()),
+        Some((at, c)) => Err(ApiError::invalid(format!(
+            "{what} must not contain control characters: found U+{:04X} at character {}; \
+             use printable text",
+            u32::from(c),
+            at + 1
+        ))),
+    }
 }
 
 /// A host name or IP address the gateway can connect to.
@@ -130,6 +167,40 @@ mod tests {
         assert!(text("client", "bad\0client", 64).is_err());
         let labels = BTreeMap::from([("dag_id".to_owned(), "x\0y".to_owned())]);
         assert!(super::labels("label", &labels).is_err());
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_printed_text_only() {
+        for bad in [
+            "\x1b[2J",
+            "a\u{9b}31m",
+            "bell\x07",
+            "tab\t",
+            "new\nline",
+            "\u{202e}txt",
+        ] {
+            let e = text("resource kind", bad, 64).unwrap_err();
+            assert!(
+                e.message()
+                    .contains("resource kind must not contain control"),
+                "{e:?}"
+            );
+            let tags = BTreeMap::from([("team".to_owned(), bad.to_owned())]);
+            let e = labels("tag", &tags).unwrap_err();
+            assert!(e.message().contains("the value of tag \"team\""), "{e:?}");
+            let tags = BTreeMap::from([(bad.to_owned(), "x".to_owned())]);
+            let e = labels("tag", &tags).unwrap_err();
+            // The key is quoted with its control characters escaped.
+            assert!(e.message().starts_with("tag key \""), "{e:?}");
+            assert!(sdm_proto::text::find_terminal_control(e.message()).is_none());
+            // Recorded labels and secrets keep only their bounds.
+            assert!(recorded_labels("label", &tags).is_ok());
+            assert!(secret("credentials.password", bad, 64).is_ok());
+        }
+        for ok in ["postgres", "kafka-3.7", "données", "東京", "a b"] {
+            assert!(text("resource kind", ok, 64).is_ok(), "{ok}");
+        }
+        assert!(secret("credentials.password", "a\0b", 64).is_err());
     }
 
     #[test]
