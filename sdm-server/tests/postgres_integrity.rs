@@ -313,11 +313,12 @@ async fn function_calls_and_padded_statements_are_audited_whole() {
 
     let texts = audited(&sdm, "sneaky").await;
     assert_eq!(texts.len(), 2, "{texts:?}");
-    assert!(
-        texts[0].starts_with(&format!("FunctionCall {oid}"))
-            && texts[0].contains("'SELECT secret FROM vault'"),
-        "{}",
-        texts[0]
+    assert_eq!(
+        texts[0],
+        format!(
+            "FunctionCall query_to_xml(text,boolean,boolean,text) [OID {oid}] \
+             ('SELECT secret FROM vault', '\\x01', '\\x00', '')"
+        )
     );
     assert_eq!(texts[1], padded, "kept whole");
     assert!(ran(&pg, "fastpath function call").await);

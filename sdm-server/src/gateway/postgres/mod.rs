@@ -21,6 +21,7 @@ use super::splice::{End, Side, Tap, splice};
 use super::{AuditSink, AuditUnavailable, Denied, Upstream};
 
 mod auth;
+mod catalog;
 mod function_call;
 pub(crate) mod message;
 mod startup;
@@ -110,7 +111,8 @@ where
     };
     // Everything the client sends from here on is recorded before it is sent on, starting with
     // what came in the same read as the startup.
-    let mut queries = tap::QueryTap::new(audit, connection_id);
+    let mut queries = tap::QueryTap::new(audit, connection_id)
+        .with_catalog(catalog::Catalog::of(resource, &database));
     let mut replies = tap::ServerTap::default();
 
     // The phases before the splice are boxed: an idle session's task keeps only the splice.

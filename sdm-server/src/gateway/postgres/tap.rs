@@ -7,11 +7,15 @@
 //! record, and the refused bytes never reach the server: a message PostgreSQL has not received
 //! whole does not run.
 
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use sdm_proto::ErrorKind;
 use uuid::Uuid;
 
+use super::catalog::Catalog;
 use super::function_call::CallReader;
 use super::statement::TextCapture;
 use crate::gateway::AuditSink;
@@ -117,6 +121,22 @@ pub(crate) struct QueryTap {
     pub(crate) terminated: bool,
     /// Why the tap refused the stream, once it did.
     refused: Option<(ErrorKind, String)>,
+    /// Where function names are looked up; `None`: calls are recorded with their OID alone.
+    catalog: Option<Catalog>,
+    /// Function names looked up so far (`None`: not found, or the look-up failed).
+    names: HashMap<u32, Option<String>>,
+    /// Calls complete but not recorded yet: their function's name is being looked up, and the
+    /// chunk that completed them is held until they are recorded.
+    unnamed: Vec<Unnamed>,
+    lookup: Option<Pin<Box<dyn Future<Output = HashMap<u32, String>> + Send>>>,
+}
+
+/// A `FunctionCall` waiting for its function's name.
+struct Unnamed {
+    seq: u64,
+    at: i64,
+    oid: u32,
+    arguments: String,
 }
 
 impl QueryTap {
@@ -130,7 +150,17 @@ impl QueryTap {
             queries: 0,
             terminated: false,
             refused: None,
+            catalog: None,
+            names: HashMap::new(),
+            unnamed: Vec::new(),
+            lookup: None,
         }
+    }
+
+    /// Looks the names of called functions up in `catalog` before recording the calls.
+    pub(crate) fn with_catalog(mut self, catalog: Option<Catalog>) -> QueryTap {
+        self.catalog = catalog;
+        self
     }
 
     fn start(&mut self, tag: u8) {
@@ -192,17 +222,52 @@ impl QueryTap {
                 }
                 text
             }
-            Reading::Call(call) => format!("FunctionCall {}{}", call.oid(), call.arguments()),
+            Reading::Call(call) => {
+                let (oid, arguments) = (call.oid(), call.arguments());
+                self.queries += 1;
+                let unnamed = Unnamed {
+                    seq: self.queries,
+                    at: sdm_proto::unix_now(),
+                    oid,
+                    arguments,
+                };
+                if self.catalog.is_some() && !self.names.contains_key(&oid) {
+                    self.unnamed.push(unnamed);
+                    return Ok(());
+                }
+                return self.record_call(unnamed);
+            }
         };
         self.queries += 1;
+        self.record(self.queries, sdm_proto::unix_now(), text)
+    }
+
+    fn record_call(&self, call: Unnamed) -> Result<(), (ErrorKind, String)> {
+        let text = match self.names.get(&call.oid) {
+            Some(Some(name)) => {
+                format!("FunctionCall {name} [OID {}] {}", call.oid, call.arguments)
+            }
+            _ => format!("FunctionCall [OID {}] {}", call.oid, call.arguments),
+        };
+        self.record(call.seq, call.at, text)
+    }
+
+    fn record(&self, seq: u64, at: i64, text: String) -> Result<(), (ErrorKind, String)> {
         self.sink
             .record(AuditEvent::Query(QueryRecord {
                 connection_id: self.connection_id,
-                seq: self.queries,
-                at: sdm_proto::unix_now(),
+                seq,
+                at,
                 text,
             }))
             .map_err(|e| (ErrorKind::GatewayUnreachable, e.to_string()))
+    }
+
+    /// The tap refuses what follows, for this reason.
+    fn refuse(&mut self, refused: (ErrorKind, String)) -> String {
+        let why = refused.1.clone();
+        self.refused = Some(refused);
+        why
     }
 }
 
@@ -235,11 +300,37 @@ impl Tap for QueryTap {
                 "the client sent bytes that are not PostgreSQL messages".into(),
             ));
         }
-        result.map_err(|refused| {
-            let why = refused.1.clone();
-            self.refused = Some(refused);
-            why
-        })
+        result.map_err(|refused| self.refuse(refused))
+    }
+
+    /// Holds the chunk while the names of the functions it calls are looked up, then records
+    /// the calls.
+    fn poll_release(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        if self.unnamed.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        if self.lookup.is_none()
+            && let Some(catalog) = self.catalog.clone()
+        {
+            let mut oids: Vec<u32> = self.unnamed.iter().map(|c| c.oid).collect();
+            oids.sort_unstable();
+            oids.dedup();
+            self.lookup = Some(Box::pin(catalog.names(oids)));
+        }
+        if let Some(lookup) = self.lookup.as_mut() {
+            let mut names = ready!(lookup.as_mut().poll(cx));
+            self.lookup = None;
+            for call in &self.unnamed {
+                let name = names.remove(&call.oid);
+                self.names.entry(call.oid).or_insert(name);
+            }
+        }
+        for call in std::mem::take(&mut self.unnamed) {
+            if let Err(refused) = self.record_call(call) {
+                return Poll::Ready(Err(self.refuse(refused)));
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -396,7 +487,7 @@ mod tests {
                 [
                     "SELECT 1",
                     "SELECT $1::int",
-                    "FunctionCall 2925('SELECT secret FROM vault')",
+                    "FunctionCall [OID 2925] ('SELECT secret FROM vault')",
                     "SELECT 'café'"
                 ],
                 "chunk size {chunk}"
@@ -495,7 +586,7 @@ mod tests {
                 (message(b'P', body.as_bytes()), Some(t))
             }),
             (any::<u32>(), text).prop_map(|(oid, t): (u32, String)| {
-                let shown = format!("FunctionCall {oid}('{}')", t.replace('\'', "''"));
+                let shown = format!("FunctionCall [OID {oid}] ('{}')", t.replace('\'', "''"));
                 (call(oid, t.as_bytes()), Some(shown))
             }),
             (
