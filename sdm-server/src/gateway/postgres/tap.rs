@@ -128,8 +128,11 @@ pub(crate) struct QueryTap {
     /// Calls complete but not recorded yet: their function's name is being looked up, and the
     /// chunk that completed them is held until they are recorded.
     unnamed: Vec<Unnamed>,
-    lookup: Option<Pin<Box<dyn Future<Output = HashMap<u32, String>> + Send>>>,
+    lookup: Option<NameLookup>,
 }
+
+/// A look-up of function names in progress.
+type NameLookup = Pin<Box<dyn Future<Output = HashMap<u32, String>> + Send>>;
 
 /// A `FunctionCall` waiting for its function's name.
 struct Unnamed {
