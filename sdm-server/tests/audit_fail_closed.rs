@@ -5,13 +5,16 @@
 //!
 //! Mounting a tmpfs needs root (as in CI); elsewhere these tests say so and pass.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use sdm_core::admin::{AdminClient, AuditFilter, Credentials, NewResource};
-use sdm_core::{ResourceKind, Session, Tunnel};
+use sdm_core::{ResourceKind, Session};
 use sdm_testkit::{HbaAuth, PgCluster, PgConfig, free_port};
+use support::{app_cluster, pg_connect as connect};
 
 const PASSWORD: &str = "Pw-fail-closed-81d0";
 const WAIT: Duration = Duration::from_secs(60);
@@ -132,19 +135,7 @@ async fn setup(extra: &[&str]) -> Option<Setup> {
         eprintln!("skipped: mounting a tmpfs needs root");
         return None;
     };
-    let pg = tokio::task::spawn_blocking(|| {
-        let pg = PgCluster::start(PgConfig::default().auth(HbaAuth::Scram)).unwrap();
-        pg.psql(
-            "postgres",
-            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
-        )
-        .unwrap();
-        pg.psql("postgres", "CREATE DATABASE app OWNER app")
-            .unwrap();
-        pg
-    })
-    .await
-    .unwrap();
+    let pg = app_cluster(PgConfig::default().auth(HbaAuth::Scram), PASSWORD, &[]).await;
     let logs = tempfile::tempdir().unwrap();
     let (server, token) = ServerProcess::start(&disk.path().join("data"), logs.path(), extra);
     let admin = AdminClient::new(&token).unwrap();
@@ -171,24 +162,6 @@ async fn setup(extra: &[&str]) -> Option<Setup> {
         disk,
         _logs: logs,
     })
-}
-
-async fn connect(
-    tunnel: &Tunnel,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-    ),
-    tokio_postgres::Error,
-> {
-    let config = format!(
-        "host={} port={} user=anyone dbname=app connect_timeout=20",
-        tunnel.host(),
-        tunnel.port()
-    );
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
-    Ok((client, tokio::spawn(connection)))
 }
 
 fn padded(n: usize) -> String {

@@ -15,7 +15,7 @@ use sdm_core::admin::{
 };
 use sdm_core::{ResourceKind, Tunnel};
 use sdm_testkit::{EchoServer, HbaAuth, PgCluster, PgConfig, free_port};
-use support::{Installation, eventually};
+use support::{Installation, app_cluster, eventually, pg_connect as connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The stored password: distinctive, so that finding it anywhere is a leak.
@@ -51,23 +51,8 @@ impl std::io::Write for Writer {
     }
 }
 
-/// A cluster using `auth`, with role `app` (password [`APP_PASSWORD`]) owning database `app`.
-fn cluster(auth: HbaAuth) -> PgCluster {
-    let pg = PgCluster::start(PgConfig::default().auth(auth)).unwrap();
-    pg.psql(
-        "postgres",
-        &format!("CREATE ROLE app LOGIN PASSWORD '{APP_PASSWORD}'"),
-    )
-    .unwrap();
-    pg.psql("postgres", "CREATE DATABASE app OWNER app")
-        .unwrap();
-    pg
-}
-
 async fn cluster_async(auth: HbaAuth) -> PgCluster {
-    tokio::task::spawn_blocking(move || cluster(auth))
-        .await
-        .unwrap()
+    app_cluster(PgConfig::default().auth(auth), APP_PASSWORD, &[]).await
 }
 
 fn pg_resource(name: &str, pg: &PgCluster, password: &str) -> NewResource {
@@ -78,25 +63,6 @@ fn pg_resource(name: &str, pg: &PgCluster, password: &str) -> NewResource {
             password: password.into(),
             database: Some("app".into()),
         })
-}
-
-/// tokio-postgres through the tunnel as a user that does not exist, without a password.
-async fn connect(
-    tunnel: &Tunnel,
-) -> Result<
-    (
-        tokio_postgres::Client,
-        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-    ),
-    tokio_postgres::Error,
-> {
-    let config = format!(
-        "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
-        tunnel.host(),
-        tunnel.port()
-    );
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
-    Ok((client, tokio::spawn(connection)))
 }
 
 /// Runs a PostgreSQL client program against the tunnel without any password in reach.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sdm_core::admin::{AuditFilter, Credentials, NewResource, ResourceChanges};
 use sdm_core::{ResourceKind, Tunnel};
 use sdm_testkit::{HbaAuth, PgCluster, PgConfig};
-use support::{Installation, eventually};
+use support::{Installation, app_cluster, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -20,35 +20,20 @@ const PASSWORD: &str = "Pw-audit-integrity-3f1c";
 const WAIT: Duration = Duration::from_secs(30);
 
 /// A cluster that logs every statement, with role `app` (password [`PASSWORD`]) owning
-/// databases `app` and `reports`, and a table only `app` can read.
+/// databases `app`, `reports` and `other`, and a table only `app` can read.
 async fn cluster() -> PgCluster {
-    tokio::task::spawn_blocking(|| {
-        let pg = PgCluster::start(
-            PgConfig::default()
-                .auth(HbaAuth::Scram)
-                .setting("log_statement", "all"),
-        )
-        .unwrap();
-        pg.psql(
-            "postgres",
-            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
-        )
-        .unwrap();
-        for db in ["app", "reports", "other"] {
-            pg.psql("postgres", &format!("CREATE DATABASE {db} OWNER app"))
-                .unwrap();
-        }
-        pg.psql_as(
-            "app",
-            Some(PASSWORD),
-            "app",
-            "CREATE TABLE vault (secret text); INSERT INTO vault VALUES ('crown jewels')",
-        )
-        .unwrap();
-        pg
-    })
-    .await
-    .unwrap()
+    let config = PgConfig::default()
+        .auth(HbaAuth::Scram)
+        .setting("log_statement", "all");
+    let pg = app_cluster(config, PASSWORD, &["reports", "other"]).await;
+    pg.psql_as(
+        "app",
+        Some(PASSWORD),
+        "app",
+        "CREATE TABLE vault (secret text); INSERT INTO vault VALUES ('crown jewels')",
+    )
+    .unwrap();
+    pg
 }
 
 fn resource(name: &str, pg: &PgCluster) -> NewResource {

@@ -6,9 +6,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sdm_core::Session;
 use sdm_core::admin::{AdminClient, NewResource, ResourceDetails};
+use sdm_core::{Session, Tunnel};
 use sdm_server::{RunningServer, Server, ServerBuilder};
+use sdm_testkit::{PgCluster, PgConfig};
 
 pub struct Installation {
     pub server: RunningServer,
@@ -67,4 +68,46 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// A cluster started with `config` (off the async runtime), with role `app` (password
+/// `password`) owning database `app` and the databases in `more`.
+pub async fn app_cluster(config: PgConfig, password: &str, more: &[&str]) -> PgCluster {
+    let password = password.to_owned();
+    let more: Vec<String> = more.iter().map(|d| (*d).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let pg = PgCluster::start(config).unwrap();
+        pg.psql(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN PASSWORD '{password}'"),
+        )
+        .unwrap();
+        for db in std::iter::once("app").chain(more.iter().map(String::as_str)) {
+            pg.psql("postgres", &format!("CREATE DATABASE {db} OWNER app"))
+                .unwrap();
+        }
+        pg
+    })
+    .await
+    .unwrap()
+}
+
+/// A tokio-postgres connection through `tunnel` to database `app`, as a user that does not
+/// exist and without a password (the gateway logs in), and the task driving it.
+pub async fn pg_connect(
+    tunnel: &Tunnel,
+) -> Result<
+    (
+        tokio_postgres::Client,
+        tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    ),
+    tokio_postgres::Error,
+> {
+    let config = format!(
+        "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
+        tunnel.host(),
+        tunnel.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
+    Ok((client, tokio::spawn(connection)))
 }
