@@ -55,11 +55,11 @@ async fn start(data_dir: &Path, database_url: Option<&str>) -> RunningServer {
 }
 
 /// Through the tunnel as a user that does not exist, without a password: the gateway logs in
-/// with the stored credentials. Returns `current_user`.
+/// with the stored credentials, to the stored database (none is named). Returns `current_user`.
 async fn query_through(session: &Session, sql: &[&str]) -> String {
     let tunnel = session.connect("app-db").await.unwrap();
     let config = format!(
-        "host={} port={} user=anything dbname=whatever sslmode=disable connect_timeout=20",
+        "host={} port={} user=anything sslmode=disable connect_timeout=20",
         tunnel.host(),
         tunnel.port()
     );
