@@ -29,6 +29,7 @@ pub(crate) async fn login(
         client: request.client,
         created_at: now,
         ended_at: None,
+        last_used_at: None,
     };
     let session_id = session.id;
     tracing::info!(
