@@ -390,6 +390,7 @@ impl RunningServer {
             .kit
             .clone()
             .ok_or_else(|| ServerError::Config("the server is shutting down".into()))?;
+        interrupt_left_open(kit.store.as_ref(), name).await?;
         let gateway = Gateway::start(GatewayConfig {
             name: name.to_owned(),
             listen,
@@ -854,6 +855,9 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
     let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
     let lease_public_key = lease_signer.public_key();
+    // Connections this gateway carried when its process last stopped without ending them (a
+    // crash, a kill) are over: close their records before it serves again.
+    interrupt_left_open(store.as_ref(), &b.gateway_name).await?;
     let kit = GatewayKit {
         store: store.clone(),
         tls: gateway_tls,
@@ -954,6 +958,27 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         audit_task: Some(audit_task),
         kit: Some(kit),
     })
+}
+
+/// Closes the audit records that the gateway named `name` left open when its process last
+/// stopped without ending them; called before it serves, when none of them can be live.
+async fn interrupt_left_open(store: &dyn Store, name: &str) -> Result<(), ServerError> {
+    let closed = store
+        .interrupt_connections(name, sdm_proto::unix_now())
+        .await
+        .map_err(|source| ServerError::State {
+            what: "close the audit records the gateway left open when it last stopped",
+            source,
+        })?;
+    if closed > 0 {
+        tracing::warn!(
+            gateway = %name,
+            closed,
+            "the gateway stopped last time with connections open (a crash or a kill); their \
+             audit records are closed as interrupted"
+        );
+    }
+    Ok(())
 }
 
 /// Keeps the gateway's registration fresh so that clients are offered it.
