@@ -1093,6 +1093,44 @@ mod tests {
 
     store_suite!(fixture);
 
+    /// Sessions open before session lifetimes existed may have leases out: the session limit
+    /// must end them (moving the epoch), never delete them as unused.
+    #[tokio::test]
+    async fn sessions_open_before_the_lifetimes_migration_count_as_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let (open, ended) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 6) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+                    [version],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO sessions (id, account_id, created_at, ended_at)
+                 VALUES (?1, ?3, 10, NULL), (?2, ?3, 11, 12)",
+                params![
+                    open.to_string(),
+                    ended.to_string(),
+                    Uuid::new_v4().to_string()
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let get = |id| store.get_session(id);
+        assert_eq!(get(open).await.unwrap().unwrap().last_used_at, Some(10));
+        assert_eq!(get(ended).await.unwrap().unwrap().last_used_at, None);
+    }
+
     #[test]
     fn file_database_is_private_and_migrations_are_idempotent() {
         use std::os::unix::fs::MetadataExt;

@@ -7,6 +7,10 @@
 -- labels and times by value, so they need no session row.
 
 ALTER TABLE sessions ADD COLUMN last_used_at INTEGER;
+-- Whether the sessions open now were used is not known: count them as used, so that the limit
+-- ends them (moving the revocation epoch, which cuts their connections) rather than deleting
+-- them.
+UPDATE sessions SET last_used_at = created_at WHERE ended_at IS NULL;
 
 -- The account's open sessions, oldest first (the per-account limit ends the oldest).
 DROP INDEX open_sessions_by_account;
