@@ -350,11 +350,16 @@ impl Session {
         let mut stream = self.core.open_stream(&slot, &resource.name, None).await?;
         match stream.wait_connected().await {
             Ok(()) => {}
-            // Refused by the gateway with a lease of a session that ended meanwhile: ask the
-            // control plane again (which logs in again if that is why) and try once more.
+            // Refused by the gateway, perhaps with a lease of a session that ended meanwhile: ask
+            // the control plane again (which logs in again if that is why) and try once more. If
+            // it cannot be asked, the gateway's refusal stands.
             Err(e) if e.kind() == ErrorKind::Unauthenticated => {
                 tracing::debug!(error = %e, "the gateway refused the lease; renewing it");
-                self.core.lease(&slot, true).await?;
+                match self.core.lease(&slot, true).await {
+                    Ok(_) => {}
+                    Err(renewal) if renewal.ends_access() => return Err(renewal),
+                    Err(_) => return Err(e),
+                }
                 stream = self.core.open_stream(&slot, &resource.name, None).await?;
                 stream.wait_connected().await?;
             }

@@ -416,13 +416,9 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            // A gateway refused the lease: renew it now (logging in again if the session ended).
-            if tunnel
+            let refused = tunnel
                 .upgrade()
-                .is_some_and(|t| t.lease_refused.swap(false, Ordering::Relaxed))
-            {
-                break;
-            }
+                .is_some_and(|t| t.lease_refused.swap(false, Ordering::Relaxed));
             // A connection ended: access may have been revoked; the control plane says.
             match core.verify_access(&resource).await {
                 Err(e) if e.ends_access() => {
@@ -431,6 +427,9 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                     }
                     return;
                 }
+                // Access holds but a gateway refused the lease: its session may have ended on
+                // the server; renew now (logging in again if so).
+                _ if refused => break,
                 _ => continue,
             }
         }
