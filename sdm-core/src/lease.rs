@@ -61,6 +61,13 @@ impl LeaseSlot {
         self.current.read().ok().and_then(|c| c.clone())
     }
 
+    /// Drops the cached lease (its session was replaced), so that the next use asks anew.
+    pub(crate) fn forget(&self) {
+        if let Ok(mut current) = self.current.write() {
+            *current = None;
+        }
+    }
+
     /// A lease to present now: the cached one while it is fresh; otherwise a renewed one; if
     /// renewal fails for any reason but a refusal, the old one as long as it is still valid.
     pub(crate) async fn get(&self, api: &ApiClient, session_id: Uuid) -> Result<Arc<ActiveLease>> {

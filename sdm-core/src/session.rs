@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use sdm_proto::Token;
@@ -17,7 +17,7 @@ use crate::api::ApiClient;
 use crate::dial::DialStream;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::{Connector, GatewayStream, WarmPool};
-use crate::lease::LeaseSlot;
+use crate::lease::{ActiveLease, LeaseSlot};
 use crate::listener::LocalListener;
 use crate::resource::{Resource, resolve};
 use crate::status::{ConnectionState, ResourceStatus, Status};
@@ -33,6 +33,9 @@ const GATEWAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a resource list is reused to resolve names for `connect` and `dial`.
 const RESOURCE_CACHE: Duration = Duration::from_secs(5);
 const DEFAULT_WARM_CONNECTIONS: usize = 2;
+/// Logins per call at most when the session keeps ending on the server (the account's other
+/// logins push it out of its session limit as soon as it is made).
+const RELOGINS: usize = 2;
 
 /// The account a session is logged in as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,7 +179,9 @@ impl SessionBuilder {
         Ok(Session {
             core: Arc::new(SessionCore {
                 api,
-                id: response.session_id,
+                id: RwLock::new(response.session_id),
+                login: request,
+                relogin: tokio::sync::Mutex::new(()),
                 account: Account {
                     id: response.account.id,
                     name: response.account.name,
@@ -218,7 +223,7 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("account", &self.core.account.name)
-            .field("id", &self.core.id)
+            .field("id", &self.core.id())
             .field("api_url", &self.core.api.url())
             .finish()
     }
@@ -227,7 +232,13 @@ impl std::fmt::Debug for Session {
 /// What tunnels and dials share: the API client, leases, gateway connector.
 pub(crate) struct SessionCore {
     pub(crate) api: Arc<ApiClient>,
-    pub(crate) id: Uuid,
+    /// The session on the control plane; replaced when it ended there (expiry, the account's
+    /// session limit) while the token is still valid: see [`SessionCore::lease`].
+    id: RwLock<Uuid>,
+    /// What a login sends again (the job's labels and client).
+    login: LoginRequest,
+    /// One login again at a time.
+    relogin: tokio::sync::Mutex<()>,
     account: Account,
     settings: Settings,
     pub(crate) connector: Connector,
@@ -265,9 +276,11 @@ impl Session {
         self.core.settings
     }
 
-    /// The session id (audit records carry it).
+    /// The session id (audit records carry it). It changes when the server ended the session
+    /// (it was idle or old for longer than the server allows, or the account's session limit
+    /// was reached by its other logins) and the session logged in again on its own.
     pub fn id(&self) -> Uuid {
-        self.core.id
+        self.core.id()
     }
 
     /// The control plane URL in use.
@@ -305,7 +318,7 @@ impl Session {
         let resource = resolve(&resources, name)?.clone();
         let slot = self.core.lease_slot(resource.id);
         // Fail now, not on the first local connection, when the account may not connect.
-        slot.get(&self.core.api, self.core.id).await?;
+        self.core.lease(&slot, false).await?;
         let listener = match &options.unix_socket {
             Some(path) => LocalListener::bind_unix(path, &resource.name)?,
             None => {
@@ -335,7 +348,23 @@ impl Session {
         let resource = self.core.resolve(name).await?;
         let slot = self.core.lease_slot(resource.id);
         let mut stream = self.core.open_stream(&slot, &resource.name, None).await?;
-        stream.wait_connected().await?;
+        match stream.wait_connected().await {
+            Ok(()) => {}
+            // Refused by the gateway, perhaps with a lease of a session that ended meanwhile: ask
+            // the control plane again (which logs in again if that is why) and try once more. If
+            // it cannot be asked, the gateway's refusal stands.
+            Err(e) if e.kind() == ErrorKind::Unauthenticated => {
+                tracing::debug!(error = %e, "the gateway refused the lease; renewing it");
+                match self.core.lease(&slot, true).await {
+                    Ok(_) => {}
+                    Err(renewal) if renewal.ends_access() => return Err(renewal),
+                    Err(_) => return Err(e),
+                }
+                stream = self.core.open_stream(&slot, &resource.name, None).await?;
+                stream.wait_connected().await?;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(DialStream::new(stream))
     }
 
@@ -395,15 +424,26 @@ impl Session {
             return Ok(());
         }
         self.disconnect_all().await;
-        self.core
+        let _relogin = self.core.relogin.lock().await;
+        match self
+            .core
             .api
             .post_no_content(
                 routes::LOGOUT,
                 &LogoutRequest {
-                    session_id: self.core.id,
+                    session_id: self.core.id(),
                 },
             )
             .await
+        {
+            // The session is no longer open there (it expired and was removed, or the token
+            // was revoked): what logout asks for is done.
+            Err(e) if e.kind() == ErrorKind::Unauthenticated => {
+                tracing::debug!(error = %e, "the session had already ended on the server");
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     fn open_tunnels(&self) -> Vec<Arc<TunnelShared>> {
@@ -419,6 +459,76 @@ impl Session {
 }
 
 impl SessionCore {
+    /// The current session id.
+    pub(crate) fn id(&self) -> Uuid {
+        *self
+            .id
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A lease for `slot`'s resource: [`LeaseSlot::get`], or a fresh one with `renew`. When
+    /// the control plane says the session is not open although the token is valid (it expired,
+    /// or the account's session limit ended it), logs in again with the same token, labels and
+    /// client, and asks again: tunnels carry on with new connections. A refusal of the token
+    /// itself (revoked, account suspended or deleted) fails the login and is returned.
+    pub(crate) async fn lease(&self, slot: &LeaseSlot, renew: bool) -> Result<Arc<ActiveLease>> {
+        let mut id = self.id();
+        let mut result = if renew {
+            slot.renew(&self.api, id).await
+        } else {
+            slot.get(&self.api, id).await
+        };
+        for _ in 0..RELOGINS {
+            match result {
+                Err(e) if e.kind() == ErrorKind::Unauthenticated => {
+                    tracing::debug!(error = %e, "the control plane refused a lease");
+                    id = self.log_in_again(id).await?;
+                    result = slot.renew(&self.api, id).await;
+                }
+                other => return other,
+            }
+        }
+        result
+    }
+
+    /// Replaces the session `ended` by a new login, unless another caller already did; returns
+    /// the session to use.
+    async fn log_in_again(&self, ended: Uuid) -> Result<Uuid> {
+        let _one = self.relogin.lock().await;
+        self.check_open()?;
+        let current = self.id();
+        if current != ended {
+            return Ok(current);
+        }
+        let response: LoginResponse = self.api.post(routes::LOGIN, &self.login, true).await?;
+        if response.account.id != self.account.id {
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "logging in again gave account {}, not {}; log in anew",
+                    response.account.name, self.account.name
+                ),
+            ));
+        }
+        if let Ok(mut id) = self.id.write() {
+            *id = response.session_id;
+        }
+        if let Ok(leases) = self.leases.lock() {
+            for slot in leases.values() {
+                slot.forget();
+            }
+        }
+        tracing::info!(
+            account = %self.account.name,
+            ended = %ended,
+            session = %response.session_id,
+            "the session had ended on the server (expiry, or the account's session limit); \
+             logged in again with the same token"
+        );
+        Ok(response.session_id)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.logged_out.load(Ordering::Acquire) {
             return Err(Error::closed("the session was logged out; log in again"));
@@ -487,7 +597,7 @@ impl SessionCore {
         resource: &str,
         pool: Option<&Arc<WarmPool>>,
     ) -> Result<GatewayStream> {
-        let lease = slot.get(&self.api, self.id).await?;
+        let lease = self.lease(slot, false).await?;
         if let Some(pool) = pool {
             let warm = pool.take(&lease);
             if pool.claim_fill() {

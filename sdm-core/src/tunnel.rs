@@ -1,7 +1,7 @@
 //! Tunnels: a local listener whose connections are carried through a gateway to a resource.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,9 @@ pub(crate) struct TunnelShared {
     /// Asks the renewal task to check access now (a connection ended: maybe access was revoked).
     check: Notify,
     last_check: Mutex<Option<Instant>>,
+    /// A gateway refused the current lease (its session may have ended on the server): the
+    /// check renews the lease instead of waiting for its half-life.
+    lease_refused: AtomicBool,
 }
 
 impl Tunnel {
@@ -85,6 +88,7 @@ impl Tunnel {
             last_error: Mutex::new(None),
             check: Notify::new(),
             last_check: Mutex::new(None),
+            lease_refused: AtomicBool::new(false),
         });
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -106,7 +110,7 @@ impl Tunnel {
         if shared.pool.claim_fill() {
             let (pool, name) = (shared.pool.clone(), shared.resource.name.clone());
             tokio::spawn(async move {
-                if let Ok(lease) = slot.get(&core.api, core.id).await {
+                if let Ok(lease) = core.lease(&slot, false).await {
                     pool.fill(&core.connector, &lease, &name).await;
                 }
             });
@@ -342,6 +346,9 @@ async fn carry(
         _ = shutdown.wait_for(|closed| *closed) => Ok(()),
     };
     if let Err(e) = outcome {
+        if e.kind() == ErrorKind::Unauthenticated {
+            tunnel.lease_refused.store(true, Ordering::Relaxed);
+        }
         match e.kind() {
             ErrorKind::Closed => {
                 tracing::debug!(resource = name, %peer, error = %e, "connection ended")
@@ -367,11 +374,7 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
     let mut backoff = Duration::from_secs(1);
     let mut due = false;
     loop {
-        let result = if due {
-            slot.renew(&core.api, core.id).await
-        } else {
-            slot.get(&core.api, core.id).await
-        };
+        let result = core.lease(&slot, due).await;
         let wait_until = match result {
             Ok(lease) => {
                 backoff = Duration::from_secs(1);
@@ -413,6 +416,9 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
+            let refused = tunnel
+                .upgrade()
+                .is_some_and(|t| t.lease_refused.swap(false, Ordering::Relaxed));
             // A connection ended: access may have been revoked; the control plane says.
             match core.verify_access(&resource).await {
                 Err(e) if e.ends_access() => {
@@ -421,6 +427,9 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
                     }
                     return;
                 }
+                // Access holds but a gateway refused the lease: its session may have ended on
+                // the server; renew now (logging in again if so).
+                _ if refused => break,
                 _ => continue,
             }
         }

@@ -95,6 +95,12 @@ pub struct RegisterGateway {
     /// The gateway's software, for logs (`sdm-server/0.1.0`).
     #[serde(default)]
     pub version: String,
+    /// Set on the first registration of a gateway process, before it serves anything: the
+    /// audit records its name left open belong to an earlier process that stopped without
+    /// ending them (a crash, a kill), and the control plane closes them as `interrupted`.
+    /// Never set on heartbeats or later registrations (certificate renewal).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub starting: bool,
 }
 
 /// What a registered gateway needs to serve.

@@ -13,6 +13,7 @@ pub mod remote;
 mod server;
 pub mod store;
 
+pub use control::SessionPolicy;
 pub use open_files::raise_open_file_limit;
 pub use server::{
     DEFAULT_API_CONNECTIONS_PER_SOURCE, DEFAULT_GATEWAY_LISTEN, DEFAULT_LEASE_TTL, DEFAULT_LISTEN,

@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sdm_proto::error::one_line;
+use sdm_server::control::sessions::DEFAULT_MAX_SESSIONS_PER_ACCOUNT;
 use sdm_server::remote::{AuditArgs, parse_duration};
-use sdm_server::{DEFAULT_API_CONNECTIONS_PER_SOURCE, LEASE_TTL_RANGE, RunningServer, Server};
+use sdm_server::{
+    DEFAULT_API_CONNECTIONS_PER_SOURCE, LEASE_TTL_RANGE, RunningServer, Server, SessionPolicy,
+};
 
 #[derive(Parser)]
 #[command(
@@ -88,6 +91,24 @@ struct ServeArgs {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
     )]
     api_connections_per_source: usize,
+    /// Most open sessions per account; a login beyond it ends the account's oldest sessions.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        default_value_t = DEFAULT_MAX_SESSIONS_PER_ACCOUNT
+    )]
+    max_sessions_per_account: u32,
+    /// End a session in which no lease was asked for this long and no connection is open
+    /// (seconds, or a number with s, m, h or d; at least the lease lifetime).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "1h")]
+    session_idle_timeout: Duration,
+    /// End every session this long after its login (at least the lease lifetime).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    session_max_age: Duration,
+    /// Remove ended sessions this long after their end.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    session_retention: Duration,
 }
 
 #[derive(Args)]
@@ -194,7 +215,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .lease_ttl(args.lease_ttl)
         .gateway_name(args.gateway_name.clone())
         .audit_policy(args.audit.policy())
-        .api_connections_per_source(args.api_connections_per_source);
+        .api_connections_per_source(args.api_connections_per_source)
+        .session_policy(SessionPolicy {
+            max_per_account: args.max_sessions_per_account,
+            idle_timeout: args.session_idle_timeout,
+            max_age: args.session_max_age,
+            retention: args.session_retention,
+        });
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());
     }

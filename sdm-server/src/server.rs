@@ -27,7 +27,8 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::api::{self, ApiState};
-use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory, store_audit_writer};
+use crate::control::sessions::sweep_sessions;
+use crate::control::{GATEWAY_HEARTBEAT, SessionPolicy, StoreDirectory, store_audit_writer};
 use crate::gateway::{AuditPolicy, AuditSink, Gateway, GatewayConfig};
 use crate::keys::tls::{self, LeafResolver};
 use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
@@ -148,6 +149,7 @@ impl Server {
             gateway_handshake_timeout: GATEWAY_HANDSHAKE_TIMEOUT,
             audit_policy: AuditPolicy::default(),
             api_connections_per_source: DEFAULT_API_CONNECTIONS_PER_SOURCE,
+            sessions: SessionPolicy::default(),
         }
     }
 }
@@ -167,6 +169,7 @@ pub struct ServerBuilder {
     gateway_handshake_timeout: Duration,
     audit_policy: AuditPolicy,
     api_connections_per_source: usize,
+    sessions: SessionPolicy,
 }
 
 impl ServerBuilder {
@@ -243,6 +246,14 @@ impl ServerBuilder {
     /// connections at once and close open ones after [`DEFAULT_GRACE`](crate::gateway::DEFAULT_GRACE)).
     pub fn audit_policy(mut self, policy: AuditPolicy) -> Self {
         self.audit_policy = policy;
+        self
+    }
+
+    /// How many open sessions an account may hold, and how long sessions live (default
+    /// [`SessionPolicy::default`]: 1000 per account, 1 h idle, 7 days at most, ended ones kept
+    /// 7 days). The idle timeout and the maximum age must be at least the lease lifetime.
+    pub fn session_policy(mut self, policy: SessionPolicy) -> Self {
+        self.sessions = policy;
         self
     }
 
@@ -379,6 +390,7 @@ impl RunningServer {
             .kit
             .clone()
             .ok_or_else(|| ServerError::Config("the server is shutting down".into()))?;
+        interrupt_left_open(kit.store.as_ref(), name).await?;
         let gateway = Gateway::start(GatewayConfig {
             name: name.to_owned(),
             listen,
@@ -716,6 +728,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             "the API's connections per source must be at least 1".into(),
         ));
     }
+    b.sessions.check(b.lease_ttl).map_err(ServerError::Config)?;
     if b.gateway_name.is_empty() || b.gateway_name.len() > 64 {
         return Err(ServerError::Config(
             "the gateway name must have 1 to 64 characters".into(),
@@ -842,6 +855,9 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
     let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
     let lease_public_key = lease_signer.public_key();
+    // Connections this gateway carried when its process last stopped without ending them (a
+    // crash, a kill) are over: close their records before it serves again.
+    interrupt_left_open(store.as_ref(), &b.gateway_name).await?;
     let kit = GatewayKit {
         store: store.clone(),
         tls: gateway_tls,
@@ -902,6 +918,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         api_url: api_url.clone(),
         ca_fingerprint,
         lease_ttl: b.lease_ttl,
+        sessions: b.sessions,
         throttle: api::LoginThrottle::default(),
         ca: ca.clone(),
         gateway_tags: Default::default(),
@@ -917,6 +934,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     let background = vec![
         tokio::spawn(heartbeat(store.clone(), registration)),
         tokio::spawn(renew_leaf(ca.clone(), resolver, names)),
+        tokio::spawn(sweep_sessions(store.clone(), b.sessions)),
     ];
     tracing::info!(
         api_url = %api_url,
@@ -940,6 +958,27 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         audit_task: Some(audit_task),
         kit: Some(kit),
     })
+}
+
+/// Closes the audit records that the gateway named `name` left open when its process last
+/// stopped without ending them; called before it serves, when none of them can be live.
+async fn interrupt_left_open(store: &dyn Store, name: &str) -> Result<(), ServerError> {
+    let closed = store
+        .interrupt_connections(name, sdm_proto::unix_now())
+        .await
+        .map_err(|source| ServerError::State {
+            what: "close the audit records the gateway left open when it last stopped",
+            source,
+        })?;
+    if closed > 0 {
+        tracing::warn!(
+            gateway = %name,
+            closed,
+            "the gateway stopped last time with connections open (a crash or a kill); their \
+             audit records are closed as interrupted"
+        );
+    }
+    Ok(())
 }
 
 /// Keeps the gateway's registration fresh so that clients are offered it.

@@ -882,6 +882,7 @@ async fn bad_gateway_tokens_are_refused() {
         address: "127.0.0.1:9".into(),
         tags: None,
         version: String::new(),
+        starting: false,
     };
     let reply = cp
         .client
@@ -954,6 +955,7 @@ async fn gateway_routes_bound_their_input_and_say_what_is_wrong() {
         address: address.into(),
         tags: None,
         version: "test".into(),
+        starting: false,
     };
     // Addresses clients could not use are refused.
     for bad in ["0.0.0.0:8444", "gw.example.com", "[::1", "a b:1"] {

@@ -71,14 +71,23 @@ pub(crate) async fn issue(
     Json(request): Json<LeaseRequest>,
 ) -> Result<axum::Json<LeaseGrant>, ApiError> {
     let session = state.store.get_session(request.session_id).await?;
-    let open = matches!(
-        &session,
-        Some(s) if s.account_id == caller.account.id && s.ended_at.is_none()
-    );
-    if !open {
+    let Some(session) =
+        session.filter(|s| s.account_id == caller.account.id && s.ended_at.is_none())
+    else {
         return Err(ApiError::unauthenticated(format!(
             "session {} is not open for this account (it ended or never existed); log in again",
             request.session_id
+        )));
+    };
+    let now = sdm_proto::unix_now();
+    if let Some(why) = state.sessions.too_old(&session, now) {
+        // As a logout: gateways cut what the session still carries.
+        if state.store.end_session(session.id, now).await? {
+            tracing::info!(account = %caller.account.name, session = %session.id, %why, "session expired");
+        }
+        return Err(ApiError::unauthenticated(format!(
+            "session {} has expired ({why}); log in again: the token is still valid",
+            session.id
         )));
     }
     // An ungranted resource and a missing one look the same, so that existence does not leak.
@@ -100,7 +109,6 @@ pub(crate) async fn issue(
             ),
         ));
     };
-    let now = sdm_proto::unix_now();
     let live = live_gateways(&state, now).await?;
     let any_live = !live.is_empty();
     let gateways = serving_gateways(&state, live, &resource.tags).await?;
@@ -124,6 +132,16 @@ pub(crate) async fn issue(
                 GATEWAY_LIVENESS.as_secs()
             ),
         ));
+    }
+    // The session is in use (idle expiry counts from here). A session that ended meanwhile
+    // (the account's limit) gets no lease.
+    if state.sessions.should_touch(&session, now)
+        && !state.store.touch_session(session.id, now).await?
+    {
+        return Err(ApiError::unauthenticated(format!(
+            "session {} has just ended; log in again",
+            session.id
+        )));
     }
     let ttl = state.lease_ttl.as_secs();
     let lease_id = Uuid::new_v4();

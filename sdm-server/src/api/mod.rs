@@ -61,6 +61,8 @@ pub(crate) struct ApiState {
     pub(crate) ca_fingerprint: [u8; 32],
     /// Lifetime of issued leases.
     pub(crate) lease_ttl: Duration,
+    /// How many sessions an account may hold, and how long they live.
+    pub(crate) sessions: crate::control::SessionPolicy,
     /// Failed token checks per source.
     pub(crate) throttle: LoginThrottle,
     /// Issues standalone gateways their TLS certificates.

@@ -13,7 +13,9 @@ use super::json::Json;
 use super::{ApiState, validate};
 use crate::store::SessionRecord;
 
-/// Opens a session for the caller, recording the job's labels and client.
+/// Opens a session for the caller, recording the job's labels and client. When the account
+/// then holds more open sessions than the limit, its oldest make room (see
+/// [`Store::open_session`](crate::store::Store::open_session)).
 pub(crate) async fn login(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -29,6 +31,7 @@ pub(crate) async fn login(
         client: request.client,
         created_at: now,
         ended_at: None,
+        last_used_at: None,
     };
     let session_id = session.id;
     tracing::info!(
@@ -37,7 +40,16 @@ pub(crate) async fn login(
         client = %session.client,
         "login"
     );
-    state.store.create_session(session).await?;
+    let max = state.sessions.max_per_account;
+    let made_room = state.store.open_session(session, max).await?;
+    if made_room > 0 {
+        tracing::info!(
+            account = %caller.account.name,
+            ended = made_room,
+            max,
+            "the account's oldest sessions were ended to stay within its session limit"
+        );
+    }
     Ok(axum::Json(LoginResponse {
         session_id,
         account: AccountSummary {

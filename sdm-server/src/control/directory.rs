@@ -93,7 +93,8 @@ impl StoreDirectory {
             _ => {
                 return Err(denied(
                     ErrorKind::Unauthenticated,
-                    "the login session has ended (logout, token rotation or deletion); log in again"
+                    "the login session has ended (logout, expiry, the account's session limit, \
+                     token rotation or deletion); log in again"
                         .into(),
                 ));
             }
@@ -267,6 +268,7 @@ mod tests {
             client: String::new(),
             created_at: 1,
             ended_at: None,
+            last_used_at: None,
         };
         store.create_session(session.clone()).await.unwrap();
         let lease = Lease {
@@ -455,6 +457,7 @@ mod tests {
             client: String::new(),
             created_at: 1,
             ended_at: None,
+            last_used_at: None,
         };
         f.store.create_session(other.clone()).await.unwrap();
         f.lease.session_id = other.id;

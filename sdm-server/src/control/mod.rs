@@ -1,6 +1,6 @@
 //! The control plane's decisions that other parts consult: the gateway's [`Directory`] (where a
-//! verified lease may go), the gateway liveness rules, the identities of standalone gateways and
-//! the pinning of resources to gateways by tag.
+//! verified lease may go), the gateway liveness rules, the identities of standalone gateways,
+//! the pinning of resources to gateways by tag, and the limits on login sessions.
 //!
 //! [`Directory`]: crate::gateway::Directory
 
@@ -11,9 +11,11 @@ mod audit_writer;
 mod directory;
 pub mod gateway_identities;
 pub mod pinning;
+pub mod sessions;
 
 pub use audit_writer::store_audit_writer;
 pub use directory::StoreDirectory;
+pub use sessions::SessionPolicy;
 
 /// A gateway that has not reported for longer than this is not offered to clients, and a
 /// resource with no such gateway is listed as unhealthy.

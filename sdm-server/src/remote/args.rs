@@ -71,7 +71,7 @@ impl AuditArgs {
     }
 }
 
-/// A duration: seconds, or a number with `s`, `m` or `h` (`300`, `300s`, `5m`, `1h`).
+/// A duration: seconds, or a number with `s`, `m`, `h` or `d` (`300`, `300s`, `5m`, `1h`, `7d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -80,12 +80,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 300, 300s, 5m or 1h"))?;
+        .map_err(|_| format!("{text:?} is not a duration; use e.g. 300, 300s, 5m, 1h or 7d"))?;
     let secs = match unit {
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
-        _ => return Err(format!("unknown unit in {text:?}; use s, m or h")),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("unknown unit in {text:?}; use s, m, h or d")),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -151,6 +152,17 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: GatewayArgs,
+    }
+
+    #[test]
+    fn duration_forms() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "d", "5w", "-1h", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -304,13 +304,17 @@ impl StandaloneGateway {
             }
             None => local_addr.to_string(),
         };
-        let request = RegisterGateway {
+        let mut request = RegisterGateway {
             name: None,
             address: address.clone(),
             tags: config.tags.clone(),
             version: format!("sdm-server/{}", env!("CARGO_PKG_VERSION")),
+            // This process serves nothing yet: records its name left open are an earlier one's.
+            starting: true,
         };
         let registration = register(&control_plane, &request, config.register_timeout).await?;
+        // Heartbeats and renewals come from a process that serves: they must close nothing.
+        request.starting = false;
         let resolver = LeafResolver::new(leaf_from(&registration)?)
             .map_err(|e| StandaloneError::Registration(e.to_string()))?;
         let tls = server_config(resolver.clone(), ALPN_GATEWAY)

@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
+/// The outcome of a record closed because its gateway stopped without ending it (see
+/// [`Store::interrupt_connections`](super::Store::interrupt_connections)).
+pub const INTERRUPTED: &str = "interrupted";
+
 /// A connection through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionRecord {
@@ -102,4 +106,61 @@ pub struct AuditFilter {
     pub before: Option<(i64, Uuid)>,
     /// Page size.
     pub limit: u32,
+}
+
+/// What a gateway's audit upload was not allowed to do (see
+/// [`Store::write_gateway_audit`](super::Store::write_gateway_audit)): events about
+/// connections it did not open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AuditRefusals {
+    /// Starts of records that exist already, written by another gateway.
+    pub starts: u64,
+    /// Ends of records that are another gateway's or do not exist.
+    pub ends: u64,
+    /// Queries of records that are another gateway's or do not exist.
+    pub queries: u64,
+}
+
+impl AuditRefusals {
+    /// Events left out in all.
+    pub fn total(&self) -> u64 {
+        self.starts
+            .saturating_add(self.ends)
+            .saturating_add(self.queries)
+    }
+}
+
+/// Which gateway a batch of audit events may change records of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Writer<'a> {
+    /// This process's own gateways: trusted.
+    Local,
+    /// The authenticated gateway of this name: only its own records.
+    Gateway(&'a str),
+}
+
+impl Writer<'_> {
+    /// The gateway name to check records against, if any.
+    pub(super) fn gateway(&self) -> Option<&str> {
+        match self {
+            Writer::Local => None,
+            Writer::Gateway(name) => Some(name),
+        }
+    }
+
+    /// Whether a record owned by `owner` (`None`: no such record) may be changed.
+    pub(super) fn may_change(&self, owner: Option<&str>) -> bool {
+        match self {
+            Writer::Local => true,
+            Writer::Gateway(name) => owner == Some(*name),
+        }
+    }
+}
+
+/// The error text of a record closed as [`INTERRUPTED`].
+pub(super) fn interrupted_error(gateway: &str) -> String {
+    format!(
+        "gateway {gateway} stopped while this connection was open (it crashed or was killed); \
+         the connection ended at the latest when this record was closed, at the gateway's next start"
+    )
 }

@@ -14,15 +14,20 @@ use uuid::Uuid;
 pub mod audit;
 pub mod postgres;
 mod postgres_audit;
+mod postgres_sessions;
 mod postgres_transfer;
 pub mod sqlite;
 mod sqlite_audit;
+mod sqlite_sessions;
 mod sqlite_transfer;
 #[cfg(test)]
 mod suite;
 pub mod transfer;
 
-pub use audit::{AuditEvent, AuditFilter, ConnectionEnd, ConnectionRecord, QueryRecord};
+pub use audit::{
+    AuditEvent, AuditFilter, AuditRefusals, ConnectionEnd, ConnectionRecord, INTERRUPTED,
+    QueryRecord,
+};
 pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -134,8 +139,24 @@ pub struct SessionRecord {
     pub client: String,
     /// Unix seconds.
     pub created_at: i64,
-    /// When it ended (logout, token rotation, account deletion).
+    /// When it ended (logout, token rotation, account deletion, expiry, the account's session
+    /// limit).
     pub ended_at: Option<i64>,
+    /// When a lease was last issued in it (kept to the minute or so: see
+    /// [`Store::touch_session`]); `None` if none ever was.
+    pub last_used_at: Option<i64>,
+}
+
+/// Which open sessions [`Store::expire_sessions`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionExpiry {
+    /// When they end (Unix seconds).
+    pub now: i64,
+    /// Sessions last used (or, never used, logged in) before this are idle, unless the audit
+    /// trail shows a connection of theirs still open.
+    pub idle_before: i64,
+    /// Sessions logged in before this are too old, whatever they do.
+    pub created_before: i64,
 }
 
 /// A gateway that registered itself.
@@ -315,12 +336,32 @@ pub trait Store: Send + Sync + 'static {
 
     // --- sessions ---
 
-    /// Records a new session.
+    /// Records a session as it is, with no limit applied (imports and tests; logins use
+    /// [`open_session`](Store::open_session)).
     async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError>;
     /// The session with this id, open or ended.
     async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError>;
     /// Ends a session at `now`; whether it was open.
     async fn end_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError>;
+    /// Records a new session of an account that may hold at most `max_open` open sessions
+    /// (at least 1). When the new one would exceed that, the account's oldest open sessions
+    /// (by login time, then id) make room, never the new one: those in which a lease was issued
+    /// are ended at the new session's `created_at`, as a logout ends them (the revocation
+    /// epoch moves, so their connections are cut); those never used are deleted, since nothing
+    /// can refer to them. Returns how many made room. Logins of one account are serialised, so
+    /// concurrent ones cannot leave more than `max_open` open.
+    async fn open_session(&self, session: SessionRecord, max_open: u32) -> Result<u64, StoreError>;
+    /// Records that a lease was issued in a session at `now`; whether the session is still
+    /// open (`false` when it ended or is gone).
+    async fn touch_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError>;
+    /// How many open sessions an account has.
+    async fn count_open_sessions(&self, account_id: Uuid) -> Result<u64, StoreError>;
+    /// Ends at most `limit` open sessions that `expiry` says are idle or too old, at
+    /// `expiry.now` (the revocation epoch moves, as for a logout); how many it ended.
+    async fn expire_sessions(&self, expiry: SessionExpiry, limit: u32) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` sessions that ended before `ended_before`; how many. Audit
+    /// records keep the session id, labels and times by value, so they stay whole.
+    async fn prune_sessions(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError>;
 
     // --- connections ---
 
@@ -373,8 +414,25 @@ pub trait Store: Send + Sync + 'static {
 
     // --- audit ---
 
-    /// Writes a batch of audit events in one transaction.
+    /// Writes a batch of audit events in one transaction, as this process's own gateways
+    /// report them. A start for a record that exists already changes nothing (records are
+    /// changed only by their ends); an end for a record nobody wrote changes nothing.
     async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+    /// Writes a batch of audit events from the gateway named `gateway` (authenticated) in one
+    /// transaction, applying only what it may report: starts of records that do not exist yet
+    /// (their `gateway` must already name it), and ends and queries of records whose gateway it
+    /// is. Everything else is left out and counted in the answer; a start that repeats one of
+    /// its own records (an upload sent again) is not counted.
+    async fn write_gateway_audit(
+        &self,
+        gateway: &str,
+        events: Vec<AuditEvent>,
+    ) -> Result<AuditRefusals, StoreError>;
+    /// Closes the records that the gateway named `gateway` left open, because its process
+    /// stopped without ending them (a crash, a kill), with outcome [`INTERRUPTED`] at `now`
+    /// (or at their start, if that is later); returns how many. Call it only when no process
+    /// of that gateway carries connections (before it serves).
+    async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError>;
     /// Connection records matching `filter`, newest first.
     async fn list_connections(
         &self,

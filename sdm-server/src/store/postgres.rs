@@ -31,9 +31,11 @@ use tokio_postgres::types::{FromSql, Json, ToSql};
 use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 
+use super::audit::Writer;
 use super::{
-    AccountRecord, AuditEvent, AuditFilter, ConnectionRecord, GatewayRecord, GrantRecord,
-    QueryRecord, ResourceRecord, SessionRecord, Store, StoreError, TokenRecord, postgres_audit,
+    AccountRecord, AuditEvent, AuditFilter, AuditRefusals, ConnectionRecord, GatewayRecord,
+    GrantRecord, QueryRecord, ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError,
+    TokenRecord, postgres_audit, postgres_sessions,
 };
 
 /// Versioned migrations, applied in order, each once. PostgreSQL's versions are its own: one
@@ -47,6 +49,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("migrations/postgres/0003_postgres_access.sql"),
+    ),
+    (
+        4,
+        include_str!("migrations/postgres/0004_session_lifetimes_and_audit_owners.sql"),
     ),
 ];
 
@@ -282,7 +288,7 @@ fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
     })
 }
 
-const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at";
+const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at, last_used_at";
 
 fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
     Ok(SessionRecord {
@@ -292,6 +298,7 @@ fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
         client: col(row, 3)?,
         created_at: col(row, 4)?,
         ended_at: col(row, 5)?,
+        last_used_at: col(row, 6)?,
     })
 }
 
@@ -1023,8 +1030,9 @@ impl Store for PostgresStore {
     async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError> {
         self.execute(
             "create a session",
-            "INSERT INTO sessions (id, account_id, labels, client, created_at, ended_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO sessions (id, account_id, labels, client, created_at, ended_at,
+                                   last_used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &session.id,
                 &session.account_id,
@@ -1032,6 +1040,7 @@ impl Store for PostgresStore {
                 &session.client,
                 &session.created_at,
                 &session.ended_at,
+                &session.last_used_at,
             ],
         )
         .await?;
@@ -1059,6 +1068,49 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    async fn open_session(&self, session: SessionRecord, max_open: u32) -> Result<u64, StoreError> {
+        self.call("create a session", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let made_room = postgres_sessions::open(&tx, &session, max_open).await?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(made_room)
+        })
+        .await
+    }
+
+    async fn touch_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError> {
+        self.call("record a session's use", async {
+            let client = self.client().await?;
+            postgres_sessions::touch(&client, id, now).await
+        })
+        .await
+    }
+
+    async fn count_open_sessions(&self, account_id: Uuid) -> Result<u64, StoreError> {
+        self.call("count open sessions", async {
+            let client = self.client().await?;
+            postgres_sessions::count_open(&client, account_id).await
+        })
+        .await
+    }
+
+    async fn expire_sessions(&self, expiry: SessionExpiry, limit: u32) -> Result<u64, StoreError> {
+        self.call("end expired sessions", async {
+            let client = self.client().await?;
+            postgres_sessions::expire(&client, expiry, limit).await
+        })
+        .await
+    }
+
+    async fn prune_sessions(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.call("remove ended sessions", async {
+            let client = self.client().await?;
+            postgres_sessions::prune(&client, ended_before, limit).await
+        })
+        .await
     }
 
     async fn upsert_gateway(&self, gateway: GatewayRecord) -> Result<GatewayRecord, StoreError> {
@@ -1115,8 +1167,31 @@ impl Store for PostgresStore {
         self.call("write the audit trail", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.context("start a transaction")?;
-            postgres_audit::write(&tx, &events).await?;
+            postgres_audit::write(&tx, Writer::Local, &events).await?;
             tx.commit().await.context("commit a transaction")
+        })
+        .await
+    }
+
+    async fn write_gateway_audit(
+        &self,
+        gateway: &str,
+        events: Vec<AuditEvent>,
+    ) -> Result<AuditRefusals, StoreError> {
+        self.call("write the audit trail", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            let refused = postgres_audit::write(&tx, Writer::Gateway(gateway), &events).await?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(refused)
+        })
+        .await
+    }
+
+    async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError> {
+        self.call("close the records a stopped gateway left open", async {
+            let client = self.client().await?;
+            postgres_audit::interrupt(&client, gateway, now).await
         })
         .await
     }

@@ -1,9 +1,10 @@
 //! The audit trail in PostgreSQL (the `Store` methods in `postgres.rs` call these).
 //!
-//! A batch is written with three statements whatever its size: its events are first folded
-//! per connection into what applying them one by one would leave (a start replaces the record,
-//! an end updates it), then the new records, the ends of records written by earlier batches and
-//! the queries each go in as arrays (`UNNEST`).
+//! A batch is written with four statements whatever its size: the gateways of the records it
+//! touches are read (a gateway may change only its own records, and a start never replaces a
+//! record), its events are folded per connection into what applying them one by one would leave
+//! (a start writes the record, an end updates it), then the new records, the ends of records
+//! written by earlier batches and the queries each go in as arrays (`UNNEST`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,8 +13,12 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
+use super::audit::Writer;
 use super::postgres::{Context, col, count_at, map_at, signed};
-use super::{AuditEvent, AuditFilter, ConnectionEnd, ConnectionRecord, QueryRecord, StoreError};
+use super::{
+    AuditEvent, AuditFilter, AuditRefusals, ConnectionEnd, ConnectionRecord, QueryRecord,
+    StoreError,
+};
 
 const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
      gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
@@ -58,10 +63,84 @@ fn apply_end(record: &mut ConnectionRecord, end: &ConnectionEnd) {
     record.query_count = end.query_count;
 }
 
+/// The gateways that wrote the records with these ids, for those that exist.
+async fn owners(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: Vec<Uuid>,
+) -> Result<HashMap<Uuid, String>, StoreError> {
+    let context = "read audit records' gateways";
+    let stmt = tx
+        .prepare_cached("SELECT id, gateway FROM audit_connections WHERE id = ANY($1)")
+        .await
+        .context(context)?;
+    tx.query(&stmt, &[&ids])
+        .await
+        .context(context)?
+        .iter()
+        .map(|row| Ok((col(row, 0)?, col(row, 1)?)))
+        .collect()
+}
+
+/// The events of a batch that `writer` may apply (see [`Writer`]), in order, and what it may
+/// not. `owners` holds the gateway of every record that existed before the batch.
+fn admissible<'a>(
+    writer: Writer<'_>,
+    events: &'a [AuditEvent],
+    mut owners: HashMap<Uuid, String>,
+) -> (Vec<&'a AuditEvent>, AuditRefusals) {
+    let mut refused = AuditRefusals::default();
+    let mut kept = Vec::with_capacity(events.len());
+    for event in events {
+        match event {
+            AuditEvent::Started(c) => {
+                if writer.gateway().is_some_and(|g| g != c.gateway) {
+                    refused.starts += 1;
+                } else if let Some(owner) = owners.get(&c.id) {
+                    // Records are changed only by their ends. The same gateway sending a start
+                    // again (an upload repeated after a lost answer) is no refusal.
+                    if !writer.may_change(Some(owner)) {
+                        refused.starts += 1;
+                    }
+                } else {
+                    owners.insert(c.id, c.gateway.clone());
+                    kept.push(event);
+                }
+            }
+            AuditEvent::Ended(e) => {
+                if writer.may_change(owners.get(&e.id).map(String::as_str)) {
+                    kept.push(event);
+                } else {
+                    refused.ends += 1;
+                }
+            }
+            AuditEvent::Query(q) => {
+                if writer.may_change(owners.get(&q.connection_id).map(String::as_str)) {
+                    kept.push(event);
+                } else {
+                    refused.queries += 1;
+                }
+            }
+        }
+    }
+    (kept, refused)
+}
+
 pub(super) async fn write(
     tx: &deadpool_postgres::Transaction<'_>,
+    writer: Writer<'_>,
     events: &[AuditEvent],
-) -> Result<(), StoreError> {
+) -> Result<AuditRefusals, StoreError> {
+    let mut ids: Vec<Uuid> = events
+        .iter()
+        .map(|event| match event {
+            AuditEvent::Started(c) => c.id,
+            AuditEvent::Ended(e) => e.id,
+            AuditEvent::Query(q) => q.connection_id,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let (events, refused) = admissible(writer, events, owners(tx, ids).await?);
     let mut order: Vec<Uuid> = Vec::new();
     let mut folded: HashMap<Uuid, Fold<'_>> = HashMap::new();
     let mut queries: Vec<&QueryRecord> = Vec::new();
@@ -95,19 +174,50 @@ pub(super) async fn write(
             None => {}
         }
     }
+    let gateway = writer.gateway();
     if !records.is_empty() {
         write_records(tx, &records).await?;
     }
     if !ends.is_empty() {
-        write_ends(tx, &ends).await?;
+        write_ends(tx, &ends, gateway).await?;
     }
     if !queries.is_empty() {
-        write_queries(tx, &queries).await?;
+        write_queries(tx, &queries, gateway).await?;
     }
-    Ok(())
+    Ok(refused)
 }
 
-/// Inserts or replaces whole records (SQLite's `INSERT OR REPLACE`).
+/// Closes the records `gateway` left open as [`INTERRUPTED`](super::INTERRUPTED).
+pub(super) async fn interrupt(
+    client: &ClientWrapper,
+    gateway: &str,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let context = "close the records a stopped gateway left open";
+    let stmt = client
+        .prepare_cached(
+            "UPDATE audit_connections SET ended_at = GREATEST(started_at, $2), outcome = $3,
+                    error = $4
+             WHERE gateway = $1 AND ended_at IS NULL",
+        )
+        .await
+        .context(context)?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &gateway,
+                &now,
+                &super::INTERRUPTED,
+                &super::audit::interrupted_error(gateway),
+            ],
+        )
+        .await
+        .context(context)
+}
+
+/// Inserts whole records that do not exist yet; one that does (written meanwhile by another
+/// transaction) is kept as it is.
 async fn write_records(
     tx: &deadpool_postgres::Transaction<'_>,
     records: &[ConnectionRecord],
@@ -120,15 +230,7 @@ async fn write_records(
                                   $6::text[], $7::uuid[], $8::uuid[], $9::jsonb[], $10::text[],
                                   $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[],
                                   $15::text[], $16::text[], $17::bigint[])
-             ON CONFLICT (id) DO UPDATE SET
-                 account_id = excluded.account_id, account_name = excluded.account_name,
-                 resource_id = excluded.resource_id, resource_name = excluded.resource_name,
-                 gateway = excluded.gateway, session_id = excluded.session_id,
-                 lease_id = excluded.lease_id, labels = excluded.labels,
-                 client_addr = excluded.client_addr, started_at = excluded.started_at,
-                 ended_at = excluded.ended_at, bytes_up = excluded.bytes_up,
-                 bytes_down = excluded.bytes_down, outcome = excluded.outcome,
-                 error = excluded.error, query_count = excluded.query_count"
+             ON CONFLICT (id) DO NOTHING"
         ))
         .await
         .context(context)?;
@@ -177,10 +279,12 @@ async fn write_records(
     Ok(())
 }
 
-/// Ends records written by earlier batches; an end for an unknown record changes nothing.
+/// Ends records written by earlier batches (only `gateway`'s, when given); an end for an
+/// unknown record changes nothing.
 async fn write_ends(
     tx: &deadpool_postgres::Transaction<'_>,
     ends: &[&ConnectionEnd],
+    gateway: Option<&str>,
 ) -> Result<(), StoreError> {
     let context = "record a connection's end";
     let stmt = tx
@@ -191,7 +295,7 @@ async fn write_ends(
              FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[],
                          $6::text[], $7::bigint[])
                   AS u (id, ended_at, bytes_up, bytes_down, outcome, error, query_count)
-             WHERE c.id = u.id",
+             WHERE c.id = u.id AND ($8::text IS NULL OR c.gateway = $8)",
         )
         .await
         .context(context)?;
@@ -204,24 +308,31 @@ async fn write_ends(
     let counts: Vec<i64> = ends.iter().map(|e| signed(e.query_count)).collect();
     tx.execute(
         &stmt,
-        &[&ids, &ended, &up, &down, &outcomes, &errors, &counts],
+        &[
+            &ids, &ended, &up, &down, &outcomes, &errors, &counts, &gateway,
+        ],
     )
     .await
     .context(context)?;
     Ok(())
 }
 
-/// Adds queries; a query already recorded (same connection and position) is kept as it was
-/// (SQLite's `INSERT OR IGNORE`).
+/// Adds queries (only to `gateway`'s records, when given); a query already recorded (same
+/// connection and position) is kept as it was (SQLite's `INSERT OR IGNORE`).
 async fn write_queries(
     tx: &deadpool_postgres::Transaction<'_>,
     queries: &[&QueryRecord],
+    gateway: Option<&str>,
 ) -> Result<(), StoreError> {
     let context = "record a query";
     let stmt = tx
         .prepare_cached(
             "INSERT INTO audit_queries (connection_id, seq, at, text)
              SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[])
+                 AS u (connection_id, seq, at, text)
+             WHERE $5::text IS NULL
+                OR EXISTS (SELECT 1 FROM audit_connections c
+                           WHERE c.id = u.connection_id AND c.gateway = $5)
              ON CONFLICT (connection_id, seq) DO NOTHING",
         )
         .await
@@ -230,7 +341,7 @@ async fn write_queries(
     let seqs: Vec<i64> = queries.iter().map(|q| signed(q.seq)).collect();
     let at: Vec<i64> = queries.iter().map(|q| q.at).collect();
     let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
-    tx.execute(&stmt, &[&ids, &seqs, &at, &texts])
+    tx.execute(&stmt, &[&ids, &seqs, &at, &texts, &gateway])
         .await
         .context(context)?;
     Ok(())

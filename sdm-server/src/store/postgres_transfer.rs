@@ -82,13 +82,14 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
             &[Type::UUID, Type::UUID, Type::INT8],
         ),
         Item::Session(_) => (
-            "COPY sessions (id, account_id, labels, client, created_at, ended_at)
+            "COPY sessions (id, account_id, labels, client, created_at, ended_at, last_used_at)
              FROM STDIN BINARY",
             &[
                 Type::UUID,
                 Type::UUID,
                 Type::JSONB,
                 Type::TEXT,
+                Type::INT8,
                 Type::INT8,
                 Type::INT8,
             ],
@@ -220,6 +221,7 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                         &s.client,
                         &s.created_at,
                         &s.ended_at,
+                        &s.last_used_at,
                     ])
                     .await
             }
@@ -534,6 +536,7 @@ mod tests {
                 client: "sdm-core/0.1.0".into(),
                 created_at: 1400,
                 ended_at: None,
+                last_used_at: (i == 1).then_some(1420),
             };
             ids.sessions.push(s.id);
             store.create_session(s.clone()).await.unwrap();

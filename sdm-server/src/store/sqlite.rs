@@ -17,10 +17,11 @@ use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
 use uuid::Uuid;
 
+use super::audit::Writer;
 use super::{
-    AccessFacts, AccountRecord, AuditEvent, AuditFilter, ConnectionRecord, GatewayRecord,
-    GrantRecord, QueryRecord, ResourceRecord, SessionRecord, Store, StoreError, TokenRecord,
-    sqlite_audit,
+    AccessFacts, AccountRecord, AuditEvent, AuditFilter, AuditRefusals, ConnectionRecord,
+    GatewayRecord, GrantRecord, QueryRecord, ResourceRecord, SessionExpiry, SessionRecord, Store,
+    StoreError, TokenRecord, sqlite_audit, sqlite_sessions,
 };
 
 /// File name of the database in the data directory.
@@ -41,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         include_str!("migrations/sqlite/0005_postgres_access.sql"),
+    ),
+    (
+        6,
+        include_str!("migrations/sqlite/0006_session_lifetimes_and_audit_owners.sql"),
     ),
 ];
 
@@ -219,7 +224,8 @@ pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
     })
 }
 
-pub(super) const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at";
+pub(super) const SESSION_COLUMNS: &str =
+    "id, account_id, labels, client, created_at, ended_at, last_used_at";
 
 pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     Ok(SessionRecord {
@@ -229,6 +235,7 @@ pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         client: row.get(3)?,
         created_at: row.get(4)?,
         ended_at: row.get(5)?,
+        last_used_at: row.get(6)?,
     })
 }
 
@@ -863,24 +870,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError> {
-        let labels = json(&session.labels)?;
-        self.run(move |conn| {
-            conn.execute(
-                "INSERT INTO sessions (id, account_id, labels, client, created_at, ended_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    session.id.to_string(),
-                    session.account_id.to_string(),
-                    labels,
-                    session.client,
-                    session.created_at,
-                    session.ended_at
-                ],
-            )
-            .context("create a session")?;
-            Ok(())
-        })
-        .await
+        self.run(move |conn| sqlite_sessions::insert(conn, &session))
+            .await
     }
 
     async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
@@ -921,6 +912,31 @@ impl Store for SqliteStore {
             Ok(n > 0)
         })
         .await
+    }
+
+    async fn open_session(&self, session: SessionRecord, max_open: u32) -> Result<u64, StoreError> {
+        self.transaction(move |tx| sqlite_sessions::open(tx, &session, max_open))
+            .await
+    }
+
+    async fn touch_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError> {
+        self.run(move |conn| sqlite_sessions::touch(conn, id, now))
+            .await
+    }
+
+    async fn count_open_sessions(&self, account_id: Uuid) -> Result<u64, StoreError> {
+        self.run(move |conn| sqlite_sessions::count_open(conn, account_id))
+            .await
+    }
+
+    async fn expire_sessions(&self, expiry: SessionExpiry, limit: u32) -> Result<u64, StoreError> {
+        self.run(move |conn| sqlite_sessions::expire(conn, expiry, limit))
+            .await
+    }
+
+    async fn prune_sessions(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.run(move |conn| sqlite_sessions::prune(conn, ended_before, limit))
+            .await
     }
 
     async fn upsert_gateway(&self, gateway: GatewayRecord) -> Result<GatewayRecord, StoreError> {
@@ -974,7 +990,24 @@ impl Store for SqliteStore {
     }
 
     async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        self.transaction(move |tx| sqlite_audit::write(tx, &events))
+        self.transaction(move |tx| sqlite_audit::write(tx, Writer::Local, &events))
+            .await
+            .map(|_| ())
+    }
+
+    async fn write_gateway_audit(
+        &self,
+        gateway: &str,
+        events: Vec<AuditEvent>,
+    ) -> Result<AuditRefusals, StoreError> {
+        let gateway = gateway.to_owned();
+        self.transaction(move |tx| sqlite_audit::write(tx, Writer::Gateway(&gateway), &events))
+            .await
+    }
+
+    async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError> {
+        let gateway = gateway.to_owned();
+        self.run(move |conn| sqlite_audit::interrupt(conn, &gateway, now))
             .await
     }
 
@@ -1059,6 +1092,44 @@ mod tests {
     }
 
     store_suite!(fixture);
+
+    /// Sessions open before session lifetimes existed may have leases out: the session limit
+    /// must end them (moving the epoch), never delete them as unused.
+    #[tokio::test]
+    async fn sessions_open_before_the_lifetimes_migration_count_as_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let (open, ended) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 6) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+                    [version],
+                )
+                .unwrap();
+            }
+            conn.execute(
+                "INSERT INTO sessions (id, account_id, created_at, ended_at)
+                 VALUES (?1, ?3, 10, NULL), (?2, ?3, 11, 12)",
+                params![
+                    open.to_string(),
+                    ended.to_string(),
+                    Uuid::new_v4().to_string()
+                ],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let get = |id| store.get_session(id);
+        assert_eq!(get(open).await.unwrap().unwrap().last_used_at, Some(10));
+        assert_eq!(get(ended).await.unwrap().unwrap().last_used_at, None);
+    }
 
     #[test]
     fn file_database_is_private_and_migrations_are_idempotent() {

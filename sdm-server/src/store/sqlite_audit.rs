@@ -1,10 +1,13 @@
 //! The audit trail in SQLite (the `Store` methods in `sqlite.rs` call these).
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_from_iter};
 use uuid::Uuid;
 
+use super::audit::Writer;
 use super::sqlite::{Context, json, map_at, uuid_at};
-use super::{AuditEvent, AuditFilter, ConnectionRecord, QueryRecord, StoreError};
+use super::{AuditEvent, AuditFilter, AuditRefusals, ConnectionRecord, QueryRecord, StoreError};
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
      gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
@@ -41,18 +44,34 @@ fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-pub(super) fn write(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), StoreError> {
+/// The gateway that wrote a record, if there is one.
+fn owner_of(tx: &Transaction<'_>, id: Uuid) -> Result<Option<String>, StoreError> {
+    tx.prepare_cached("SELECT gateway FROM audit_connections WHERE id = ?1")
+        .context("read an audit record's gateway")?
+        .query_row([id.to_string()], |r| r.get(0))
+        .optional()
+        .context("read an audit record's gateway")
+}
+
+/// Applies `events` in order, as far as `writer` may (see [`Writer`]); what it may not do is
+/// counted in the answer.
+pub(super) fn write(
+    tx: &Transaction<'_>,
+    writer: Writer<'_>,
+    events: &[AuditEvent],
+) -> Result<AuditRefusals, StoreError> {
     let mut start = tx
         .prepare_cached(&format!(
-            "INSERT OR REPLACE INTO audit_connections ({CONNECTION_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            "INSERT INTO audit_connections ({CONNECTION_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (id) DO NOTHING"
         ))
         .context("record a connection")?;
     let mut end = tx
         .prepare_cached(
             "UPDATE audit_connections SET ended_at = ?2, bytes_up = ?3, bytes_down = ?4,
                     outcome = ?5, error = ?6, query_count = ?7
-             WHERE id = ?1",
+             WHERE id = ?1 AND (?8 IS NULL OR gateway = ?8)",
         )
         .context("record a connection's end")?;
     let mut query = tx
@@ -60,10 +79,17 @@ pub(super) fn write(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), S
             "INSERT OR IGNORE INTO audit_queries (connection_id, seq, at, text) VALUES (?1, ?2, ?3, ?4)",
         )
         .context("record a query")?;
+    let mut refused = AuditRefusals::default();
+    // Who owns each record this batch touches, as far as known: read once, then kept current.
+    let mut owners: HashMap<Uuid, Option<String>> = HashMap::new();
     for event in events {
         match event {
             AuditEvent::Started(c) => {
-                start
+                if writer.gateway().is_some_and(|g| g != c.gateway) {
+                    refused.starts += 1;
+                    continue;
+                }
+                let written = start
                     .execute(params![
                         c.id.to_string(),
                         c.account_id.to_string(),
@@ -84,20 +110,53 @@ pub(super) fn write(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), S
                         signed(c.query_count)
                     ])
                     .context("record a connection")?;
+                if written > 0 {
+                    owners.insert(c.id, Some(c.gateway.clone()));
+                } else {
+                    let owner = match owners.get(&c.id) {
+                        Some(owner) => owner.clone(),
+                        None => owner_of(tx, c.id)?,
+                    };
+                    // The same gateway sending a start again (an upload repeated after a lost
+                    // answer) is no refusal.
+                    if !writer.may_change(owner.as_deref()) {
+                        refused.starts += 1;
+                    }
+                    owners.insert(c.id, owner);
+                }
             }
             AuditEvent::Ended(e) => {
-                end.execute(params![
-                    e.id.to_string(),
-                    e.ended_at,
-                    signed(e.bytes_up),
-                    signed(e.bytes_down),
-                    e.outcome,
-                    e.error,
-                    signed(e.query_count)
-                ])
-                .context("record a connection's end")?;
+                let changed = end
+                    .execute(params![
+                        e.id.to_string(),
+                        e.ended_at,
+                        signed(e.bytes_up),
+                        signed(e.bytes_down),
+                        e.outcome,
+                        e.error,
+                        signed(e.query_count),
+                        writer.gateway()
+                    ])
+                    .context("record a connection's end")?;
+                if changed == 0 && writer.gateway().is_some() {
+                    refused.ends += 1;
+                }
             }
             AuditEvent::Query(q) => {
+                if writer.gateway().is_some() {
+                    let owner = match owners.get(&q.connection_id) {
+                        Some(owner) => owner.clone(),
+                        None => {
+                            let owner = owner_of(tx, q.connection_id)?;
+                            owners.insert(q.connection_id, owner.clone());
+                            owner
+                        }
+                    };
+                    if !writer.may_change(owner.as_deref()) {
+                        refused.queries += 1;
+                        continue;
+                    }
+                }
                 query
                     .execute(params![
                         q.connection_id.to_string(),
@@ -109,7 +168,24 @@ pub(super) fn write(tx: &Transaction<'_>, events: &[AuditEvent]) -> Result<(), S
             }
         }
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// Closes the records `gateway` left open as [`INTERRUPTED`](super::INTERRUPTED).
+pub(super) fn interrupt(conn: &Connection, gateway: &str, now: i64) -> Result<u64, StoreError> {
+    let n = conn
+        .execute(
+            "UPDATE audit_connections SET ended_at = MAX(started_at, ?2), outcome = ?3, error = ?4
+             WHERE gateway = ?1 AND ended_at IS NULL",
+            params![
+                gateway,
+                now,
+                super::INTERRUPTED,
+                super::audit::interrupted_error(gateway)
+            ],
+        )
+        .context("close the records a stopped gateway left open")?;
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
 pub(super) fn list_connections(

@@ -17,6 +17,18 @@ use super::{
     GrantRecord, QueryRecord, ResourceRecord, SessionRecord, Store, StoreError, TokenRecord,
 };
 
+mod audit_owners;
+mod sessions;
+
+pub(crate) use audit_owners::{
+    a_gateway_changes_only_its_own_audit_records,
+    records_a_stopped_gateway_left_open_are_interrupted,
+};
+pub(crate) use sessions::{
+    expired_sessions_end_and_old_ended_ones_are_removed,
+    logins_beyond_the_limit_end_the_oldest_sessions,
+};
+
 /// Two handles on one fresh database.
 pub(crate) struct Fixture {
     pub a: Arc<dyn Store>,
@@ -43,6 +55,10 @@ macro_rules! store_suite {
             concurrent_writers_leave_a_consistent_store,
             concurrent_suspensions_keep_one_active_admin,
             access_facts_agree_with_the_single_reads,
+            logins_beyond_the_limit_end_the_oldest_sessions,
+            expired_sessions_end_and_old_ended_ones_are_removed,
+            a_gateway_changes_only_its_own_audit_records,
+            records_a_stopped_gateway_left_open_are_interrupted,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {
@@ -105,6 +121,7 @@ fn session(account_id: Uuid) -> SessionRecord {
         client: "test".into(),
         created_at: 100,
         ended_at: None,
+        last_used_at: None,
     }
 }
 
@@ -668,8 +685,8 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
     c3.ended_at = Some(1001);
     c3.outcome = "upstream_refused".into();
     c3.error = Some("connection refused".into());
-    // c4: ended in the same batch twice (the last end wins), then restarted by a replay of
-    // its start in a later batch (a start replaces the whole record).
+    // c4: ended in the same batch twice (the last end wins); a replay of its start in a later
+    // batch changes nothing (records are changed only by their ends).
     let c4 = connection(bi, redis, 1002);
     let e4a = end(&c4, 1003, "closed");
     let e4b = end(&c4, 1004, "ok");
@@ -717,7 +734,10 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
         .write_audit(vec![AuditEvent::Started(c4.clone())])
         .await
         .unwrap();
-    assert_eq!(store.get_connection(c4.id).await.unwrap(), Some(c4.clone()));
+    assert_eq!(
+        store.get_connection(c4.id).await.unwrap(),
+        Some(ended(&c4, &e4b))
+    );
 
     let all = AuditFilter {
         limit: 100,
