@@ -1364,7 +1364,7 @@ mod tests {
             "host=db user=sdm sslmode=require",
         ] {
             let err = DatabaseUrl::parse(tls).unwrap_err();
-            let text = crate::store::suite::chain(&err);
+            let text = sdm_proto::error::one_line(&err);
             assert!(text.contains("does not support TLS"), "{text}");
         }
         for bad in [
@@ -1386,7 +1386,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = PostgresStore::connect(&url).await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(20));
-        let text = crate::store::suite::chain(&err);
+        let text = sdm_proto::error::one_line(&err);
         assert!(text.contains("get a PostgreSQL connection"), "{text}");
         assert!(!text.contains("x9q"), "{text}");
     }

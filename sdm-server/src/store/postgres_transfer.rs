@@ -678,7 +678,7 @@ mod tests {
         drop(tx);
         let err = target.import(&mut rx, false).await.unwrap_err();
         assert!(
-            crate::store::suite::chain(&err).contains("stopped before its end"),
+            sdm_proto::error::one_line(&err).contains("stopped before its end"),
             "{err:?}"
         );
         // A miscounted end is refused too.
@@ -695,7 +695,7 @@ mod tests {
         drop(tx);
         let err = target.import(&mut rx, false).await.unwrap_err();
         assert!(
-            crate::store::suite::chain(&err).contains("nothing was written"),
+            sdm_proto::error::one_line(&err).contains("nothing was written"),
             "{err:?}"
         );
         assert!(target.counts().await.unwrap().is_empty());

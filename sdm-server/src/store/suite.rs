@@ -1048,15 +1048,3 @@ pub(crate) async fn fresh_postgres_database() -> super::DatabaseUrl {
     connection.await.unwrap().unwrap();
     super::DatabaseUrl::parse(&cluster.url(&name)).unwrap()
 }
-
-/// An error and its sources on one line.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
