@@ -14,7 +14,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::Json;
-use crate::control::{GATEWAY_LIVENESS, pinning};
+use crate::control::{GATEWAY_LIVENESS, access, pinning};
 
 /// The gateways that reported within [`GATEWAY_LIVENESS`], most recently seen first.
 pub(crate) async fn live_gateways(
@@ -70,15 +70,23 @@ pub(crate) async fn issue(
     caller: Caller,
     Json(request): Json<LeaseRequest>,
 ) -> Result<axum::Json<LeaseGrant>, ApiError> {
-    let session = state.store.get_session(request.session_id).await?;
-    let Some(session) =
-        session.filter(|s| s.account_id == caller.account.id && s.ended_at.is_none())
-    else {
-        return Err(ApiError::unauthenticated(format!(
-            "session {} is not open for this account (it ended or never existed); log in again",
-            request.session_id
-        )));
-    };
+    let facts = state
+        .store
+        .access_facts(caller.account.id, request.session_id, request.resource_id)
+        .await?;
+    let access::Allowed {
+        session, resource, ..
+    } = access::judge(
+        facts,
+        access::Request {
+            account_id: caller.account.id,
+            session_id: request.session_id,
+            resource_id: request.resource_id,
+            gateway_tags: None,
+            moment: access::Moment::Lease,
+        },
+    )
+    .map_err(|refused| ApiError::new(refused.kind, refused.message))?;
     let now = sdm_proto::unix_now();
     if let Some(why) = state.sessions.too_old(&session, now) {
         // As a logout: gateways cut what the session still carries.
@@ -90,25 +98,6 @@ pub(crate) async fn issue(
             session.id
         )));
     }
-    // An ungranted resource and a missing one look the same, so that existence does not leak.
-    let resource = if state
-        .store
-        .has_grant(caller.account.id, request.resource_id)
-        .await?
-    {
-        state.store.get_resource(request.resource_id).await?
-    } else {
-        None
-    };
-    let Some(resource) = resource else {
-        return Err(ApiError::new(
-            ErrorKind::ResourceNotFound,
-            format!(
-                "no resource with id {} is available to account {}; list resources to see what it may use",
-                request.resource_id, caller.account.name
-            ),
-        ));
-    };
     let live = live_gateways(&state, now).await?;
     let any_live = !live.is_empty();
     let gateways = serving_gateways(&state, live, &resource.tags).await?;

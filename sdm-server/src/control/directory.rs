@@ -8,13 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sdm_proto::api::AccountStatus;
 use sdm_proto::{ErrorKind, Lease};
 
 use sdm_proto::api::UpstreamTls;
 
+use super::access;
 use super::answer_cache::AnswerCache;
-use super::pinning;
 use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
 use crate::keys::SecretBox;
 use crate::store::{Store, StoreError};
@@ -70,62 +69,21 @@ impl StoreDirectory {
             .access_facts(lease.account_id, lease.session_id, lease.resource_id)
             .await
             .map_err(unavailable)?;
-        let account = facts.account.ok_or_else(|| {
-            denied(
-                ErrorKind::Unauthenticated,
-                format!(
-                    "account {} was deleted; ask an admin for a new service account",
-                    lease.account_id
-                ),
-            )
-        })?;
-        if account.status != AccountStatus::Active {
-            return Err(denied(
-                ErrorKind::Unauthenticated,
-                format!(
-                    "account {} is suspended; ask an admin to unsuspend it",
-                    account.name
-                ),
-            ));
-        }
-        let labels = match facts.session {
-            Some(s) if s.account_id == account.id && s.ended_at.is_none() => s.labels,
-            _ => {
-                return Err(denied(
-                    ErrorKind::Unauthenticated,
-                    "the login session has ended (logout, expiry, the account's session limit, \
-                     token rotation or deletion); log in again"
-                        .into(),
-                ));
-            }
-        };
-        let resource = facts.resource.ok_or_else(|| {
-            denied(
-                ErrorKind::ResourceNotFound,
-                format!("resource {} was deleted", lease.resource_id),
-            )
-        })?;
-        if !facts.granted {
-            return Err(denied(
-                ErrorKind::Forbidden,
-                format!(
-                    "access to resource {} was revoked for account {}",
-                    resource.name, account.name
-                ),
-            ));
-        }
-        if !pinning::serves(&resource.tags, gateway_tags) {
-            return Err(denied(
-                ErrorKind::Forbidden,
-                format!(
-                    "resource {} is pinned to gateways matching {}={}, and this gateway does \
-                     not match; connect through a gateway the control plane offers for it",
-                    resource.name,
-                    pinning::PIN_TAG,
-                    pinning::pin_of(&resource.tags).unwrap_or_default()
-                ),
-            ));
-        }
+        let access::Allowed {
+            account,
+            session,
+            resource,
+        } = access::judge(
+            facts,
+            access::Request {
+                account_id: lease.account_id,
+                session_id: lease.session_id,
+                resource_id: lease.resource_id,
+                gateway_tags: Some(gateway_tags),
+                moment: access::Moment::Connection,
+            },
+        )
+        .map_err(|refused| denied(refused.kind, refused.message))?;
         let credentials = match (&resource.username, &resource.password_sealed) {
             (Some(username), Some(sealed)) => {
                 let password = self.secrets.open(sealed).map_err(|e| {
@@ -157,7 +115,7 @@ impl StoreDirectory {
                 ca_pem: resource.tls_ca_pem,
             },
             account_name: account.name,
-            labels,
+            labels: session.labels,
             databases: resource.databases,
             replication: resource.replication,
         })
@@ -197,10 +155,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use sdm_proto::ResourceKind;
-    use sdm_proto::api::{AccountKind, TlsMode};
+    use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
     use uuid::Uuid;
 
     use super::*;
+    use crate::control::pinning;
     use crate::store::{
         AccountRecord, GrantRecord, ResourceRecord, SessionRecord, SqliteStore, TokenRecord,
     };

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+pub(crate) mod access;
 mod answer_cache;
 mod audit_writer;
 mod directory;
