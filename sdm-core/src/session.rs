@@ -599,7 +599,7 @@ impl SessionCore {
     ) -> Result<GatewayStream> {
         let lease = self.lease(slot, false).await?;
         if let Some(pool) = pool {
-            let warm = pool.take(&lease);
+            let warm = pool.take(&lease, &self.connector);
             if pool.claim_fill() {
                 let (core, pool, lease, resource) = (
                     self.clone(),

@@ -332,9 +332,19 @@ async fn carry(
         sdm_relay::relay(&mut local, &mut remote)
             .await
             .map_err(|e| {
-                error_from_io(&e).unwrap_or_else(|| {
+                let e = error_from_io(&e).unwrap_or_else(|| {
                     Error::new(ErrorKind::Closed, format!("connection ended: {e}"))
-                })
+                });
+                // A gateway that refused for a reason of its own (it cannot check the lease or
+                // record the connection) is tried last for a while: later connections go to
+                // the others.
+                if matches!(
+                    e.kind(),
+                    ErrorKind::GatewayUnreachable | ErrorKind::Internal
+                ) {
+                    core.connector.avoid(remote.gateway());
+                }
+                e
             })?;
         if remote.end_stream() {
             tunnel.pool.give_back(remote);

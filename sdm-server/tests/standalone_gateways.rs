@@ -1274,10 +1274,16 @@ async fn a_deleted_gateway_is_dropped_at_once_and_stops_asking() {
         Reply::Error { message, .. } => assert!(message.contains("token"), "{message}"),
         other => panic!("a deleted gateway admitted a connection: {other:?}"),
     }
-    // Jobs are unaffected.
+    // Jobs are unaffected, but for one connection at most: the deleted gateway can no longer
+    // check leases or record connections, so one that reaches it is refused, and the client then
+    // tries that gateway last.
+    let mut refused = Vec::new();
     for _ in 0..10 {
-        echo_once(tunnel.local_addr()).await.unwrap();
+        if let Err(e) = echo_once(tunnel.local_addr()).await {
+            refused.push(e);
+        }
     }
+    assert!(refused.len() <= 1, "{refused:?}");
     // The refused gateway does not keep failing token checks every second (which would get
     // its address rate-limited, and every healthy gateway and job behind that address with it).
     tokio::time::sleep(Duration::from_secs(6)).await;

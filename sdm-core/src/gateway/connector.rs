@@ -60,7 +60,7 @@ impl Connector {
             // Stable: healthy gateways keep the lease's order, recently failed ones go last.
             order.sort_by_key(|g| {
                 failed
-                    .get(&g.address)
+                    .get(&g.name)
                     .is_some_and(|at| at.elapsed() < COOLDOWN)
             });
         }
@@ -69,15 +69,13 @@ impl Connector {
             match self.connect_one(gateway, lease, open).await {
                 Ok(stream) => {
                     if let Ok(mut failed) = self.failed.lock() {
-                        failed.remove(&gateway.address);
+                        failed.remove(&gateway.name);
                     }
                     return Ok(stream);
                 }
                 Err(reason) => {
                     tracing::debug!(gateway = %gateway.address, %reason, "gateway failed");
-                    if let Ok(mut failed) = self.failed.lock() {
-                        failed.insert(gateway.address.clone(), Instant::now());
-                    }
+                    self.avoid(&gateway.name);
                     failures.push(format!("{} ({}): {reason}", gateway.name, gateway.address));
                 }
             }
@@ -89,6 +87,21 @@ impl Connector {
                 failures.join("; ")
             ),
         ))
+    }
+
+    /// Tries gateway `name` last for a while: it failed, or refused a stream for a reason of
+    /// its own (it cannot check leases or record the connection), not one of access.
+    pub(crate) fn avoid(&self, name: &str) {
+        if let Ok(mut failed) = self.failed.lock() {
+            failed.insert(name.to_owned(), Instant::now());
+        }
+    }
+
+    /// Whether gateway `name` failed within the cooldown.
+    pub(crate) fn avoided(&self, name: &str) -> bool {
+        self.failed
+            .lock()
+            .is_ok_and(|failed| failed.get(name).is_some_and(|at| at.elapsed() < COOLDOWN))
     }
 
     async fn connect_one(

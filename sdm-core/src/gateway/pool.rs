@@ -46,12 +46,14 @@ impl WarmPool {
         }
     }
 
-    /// A ready connection for the current lease, if one is waiting and still alive.
-    pub(crate) fn take(&self, lease: &ActiveLease) -> Option<GatewayStream> {
+    /// A ready connection for the current lease, if one is waiting, still alive and to a gateway
+    /// the connector is not avoiding.
+    pub(crate) fn take(&self, lease: &ActiveLease, connector: &Connector) -> Option<GatewayStream> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(mut warm) = idle.pop_front() {
             if warm.lease_id == lease.lease_id
                 && warm.since.elapsed() < MAX_AGE
+                && !connector.avoided(warm.stream.gateway())
                 && !warm.stream.looks_closed()
             {
                 return Some(warm.stream);
