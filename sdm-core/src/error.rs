@@ -9,8 +9,8 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// An sdm error: a [`kind`](Error::kind) to branch on, a message for people, and the
 /// underlying cause (if any) as [`source`](std::error::Error::source).
 ///
-/// Messages say what failed and what to do, e.g.
-/// `unavailable: Unable to contact sdm API at https://127.0.0.1:8443: connection refused`.
+/// Messages say what failed and what to do, e.g. (kind `api_unreachable`)
+/// `Unable to contact sdm API at https://127.0.0.1:8443: connection refused`.
 #[derive(thiserror::Error)]
 #[error("{message}")]
 #[non_exhaustive]

@@ -282,3 +282,21 @@ fn the_secret_key_can_come_from_the_environment_and_must_not_change() {
     assert!(line.contains("SDM_SECRET_KEY"), "{line}");
     assert_eq!(malformed.wait().0, 1);
 }
+
+/// Documentation cannot drift from the binary: every flag `--help` lists is named in the README.
+#[test]
+fn every_flag_the_binary_takes_is_in_its_readme() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let flags = sdm_testkit::help::flags(Path::new(env!("CARGO_BIN_EXE_sdm-server"))).unwrap();
+    assert!(flags.len() > 20, "{flags:?}");
+    let missing: Vec<String> = flags
+        .iter()
+        .filter(|f| !readme.contains(&f.flag))
+        .map(|f| format!("sdm-server {} {}", f.command, f.flag))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "sdm-server/README.md does not name: {missing:#?}"
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod echo;
 mod error;
+pub mod help;
 pub mod pg;
 mod process;
 pub mod relay;

@@ -9,6 +9,7 @@ mod agent;
 mod auto_connect;
 mod errors;
 mod golden;
+mod readme;
 mod shared_host;
 mod terminal;
 mod workflow;
