@@ -387,8 +387,8 @@ fn postmaster_dies_with_its_process_and_the_sweep_cleans_up() {
         Duration::from_secs(30),
         || !postmaster_alive(pid, data_dir),
     );
-    assert!(work_dir.exists(), "nothing removed the directory yet");
-    // The next start sweeps directories whose owner process is gone.
+    // The next start sweeps directories whose owner process is gone. Another test of this
+    // binary may start a cluster first and sweep it already; either way a start removed it.
     let _pg = start(PgConfig::default());
     assert!(!work_dir.exists(), "{} was not swept", work_dir.display());
 }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -247,4 +248,122 @@ fn an_agent_whose_home_is_removed_stops() {
     assert_ne!(inode, 0);
     fs::remove_dir_all(&sdm.home).unwrap();
     assert!(wait_exit(pid, LIMIT), "the agent outlived its SDM_HOME");
+}
+
+#[test]
+fn sighup_stops_the_agent_cleanly_and_ends_its_session() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let sdm = fx.sdm();
+    sdm.login(&token);
+    let pid = sdm.agent_pid().unwrap();
+    signal(pid, libc::SIGHUP);
+    assert!(wait_exit(pid, LIMIT), "the agent ignored SIGHUP");
+    assert!(!sdm.home.join("agent.sock").exists());
+    assert!(!sdm.home.join("agent.pid").exists());
+    let log = fs::read_to_string(sdm.home.join("agent.log")).unwrap();
+    assert!(log.contains("reason=Signal(\"SIGHUP\")"), "{log}");
+    assert!(log.contains("logged out account=etl"), "{log}");
+}
+
+#[test]
+fn an_agent_log_past_1_mib_is_kept_as_agent_log_1_when_the_agent_starts() {
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let sdm = fx.sdm();
+    fs::create_dir_all(&sdm.home).unwrap();
+    fs::set_permissions(&sdm.home, fs::Permissions::from_mode(0o700)).unwrap();
+    let old = "an old line\n".repeat(100_000);
+    fs::write(sdm.home.join("agent.log"), &old).unwrap();
+    sdm.login(&token);
+    assert_eq!(
+        fs::read_to_string(sdm.home.join("agent.log.1")).unwrap(),
+        old,
+        "the previous log is kept whole"
+    );
+    let new = fs::read_to_string(sdm.home.join("agent.log")).unwrap();
+    assert!(
+        !new.contains("an old line") && new.len() < 64 * 1024,
+        "{}",
+        new.len()
+    );
+    sdm.run(&["logout"]).ok();
+}
+
+/// As root: another OS user (sdm_testkit's `sdmtest`), or `None` with a note.
+fn other_user() -> Option<sdm_testkit::OsUser> {
+    let user = sdm_testkit::other_os_user().unwrap();
+    if user.is_none() {
+        eprintln!("skipped: playing another OS user needs root");
+    }
+    user
+}
+
+#[test]
+fn an_sdm_home_owned_by_another_user_is_refused() {
+    let Some(other) = other_user() else { return };
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("theirs");
+    fs::create_dir(&home).unwrap();
+    fs::set_permissions(&home, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&home, Some(other.uid), Some(other.gid)).unwrap();
+    let sdm = Sdm::new(&home);
+    let line = sdm
+        .run_env(&["login"], &[("SDM_SERVICE_TOKEN", &token)])
+        .fails(2)
+        .to_owned();
+    assert!(line.contains("belongs to another user"), "{line}");
+    assert!(
+        !home.join("agent.sock").exists(),
+        "no agent in their directory"
+    );
+}
+
+#[test]
+fn the_agent_answers_only_its_own_user_even_when_its_socket_is_opened_up() {
+    let Some(other) = other_user() else { return };
+    let fx = Fixture::start();
+    let token = fx.service_account("etl");
+    let dir = tempfile::tempdir().unwrap();
+    let sdm = Sdm::new(&dir.path().join("h"));
+    sdm.login(&token);
+    // A mistake that opens the directory and the socket to everyone: the peer check remains.
+    for path in [
+        dir.path().to_path_buf(),
+        sdm.home.clone(),
+        sdm.home.join("agent.sock"),
+    ] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let socket = sdm.home.join("agent.sock");
+    let ask = r#"{"v":1,"op":"ping"}"#;
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(20)\ns.connect({:?})\n\
+         s.sendall(b'{ask}\\n')\n\
+         try:\n    sys.stdout.write(s.recv(4096).decode())\nexcept ConnectionResetError:\n    pass\n",
+        socket.display().to_string()
+    );
+    let theirs = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .uid(other.uid)
+        .gid(other.gid)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(theirs.status.success(), "{theirs:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&theirs.stdout),
+        "",
+        "another user got an answer"
+    );
+    // The owner still gets one.
+    sdm.run(&["ready"]).ok();
+    let log = fs::read_to_string(sdm.home.join("agent.log")).unwrap();
+    assert!(
+        log.contains("refused a connection from another user"),
+        "{log}"
+    );
+    sdm.run(&["logout"]).ok();
 }
