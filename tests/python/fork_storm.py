@@ -159,6 +159,7 @@ def storm(forks: int, parallel: int, timeout: float, pg: Dict[str, Any]) -> Dict
     for t in threads:
         t.start()
     outcomes: Dict[str, Dict[str, int]] = {}
+    ok_pids: List[int] = []
     running: List[Child] = []
     started = 0
     try:
@@ -178,7 +179,9 @@ def storm(forks: int, parallel: int, timeout: float, pg: Dict[str, Any]) -> Dict
                     child.kill()
                 else:
                     outcome = "ok" if code == 0 else "failed"
-                    if code != 0:
+                    if code == 0:
+                        ok_pids.append(child.pid)
+                    else:
                         print(f"fork_storm: child {child.pid} ({child.how}) exited {code}", file=sys.stderr)
                 counts = outcomes.setdefault(child.how, {"ok": 0, "hung": 0, "failed": 0})
                 counts[outcome] += 1
@@ -198,6 +201,7 @@ def storm(forks: int, parallel: int, timeout: float, pg: Dict[str, Any]) -> Dict
         "failed": sum(c["failed"] for c in outcomes.values()),
         "parent_thread_failures": len(thread_failures) + sum(t.is_alive() for t in threads),
         "by_kind": outcomes,
+        "ok_pids": ok_pids,
     }
 
 
@@ -239,7 +243,14 @@ def main() -> None:
     summary["logging_errors"] = errors.count("--- Logging error ---")
     summary["reentrant_calls"] = errors.count("reentrant call inside")
     summary["log_lines"] = len(lines)
-    summary["children_done_lines"] = sum(" worker INFO task in process " in line for line in lines)
+    # Lines are "DATE TIME PID THREAD LOGGER LEVEL MESSAGE".
+    fields = [line.split(" ", 6) for line in lines]
+    done = {f[2] for f in fields if len(f) == 7 and f[4] == "worker"}
+    closed = {f[2] for f in fields if len(f) == 7 and f[4] == "sdm.core.tunnel" and f[6].startswith("tunnel closed")}
+    ok_pids = {str(pid) for pid in summary.pop("ok_pids")}
+    # Each child that succeeded logged its own line, and sdm's last line of it reached the file.
+    summary["children_done_lines"] = len(ok_pids & done)
+    summary["children_tunnel_closed_lines"] = len(ok_pids & closed)
     summary["seconds"] = round(time.monotonic() - began, 1)
     summary["log_file"] = log_file
     print(json.dumps(summary), flush=True)
