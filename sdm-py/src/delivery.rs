@@ -171,7 +171,14 @@ pub(crate) fn settle(py: Python<'_>, poll: Duration) -> PyResult<()> {
         return Ok(());
     }
     let queue = queue();
-    let target = queue.lock().pushed;
+    let target = {
+        // Held only briefly by anyone, never while waiting for the GIL: fine to take here.
+        let state = queue.lock();
+        if state.delivered >= state.pushed {
+            return Ok(()); // nothing pending: no need to give up the GIL
+        }
+        state.pushed
+    };
     let deadline = Instant::now() + SETTLE_BOUND;
     loop {
         let done = py.detach(|| {
