@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The slow suite of issue 28: forked Airflow/Celery-like workers never hang on sdm's own log
 # lines, with the full count of 2,000 forked children (test_fork_storm.py; the regular Python
-# suite runs it with 40). Not run by scripts/test.sh or CI: run it by hand, from anywhere:
+# suite runs it with 100). Not run by scripts/test.sh or CI: run it by hand, from anywhere:
 #
 #   scripts/slow/python-fork-storm.sh                            # 2,000 children, ~15 min here
 #   SDM_FORK_STORM_FORKS=500 scripts/slow/python-fork-storm.sh   # another count

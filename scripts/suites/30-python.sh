@@ -7,7 +7,7 @@
 #     package and the examples type-checked with mypy --strict
 #  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg), every error kind,
 #     threads, Ctrl-C, asyncio, fork/spawn/forkserver, logging, forked workers while sdm logs
-#     (test_fork_storm.py, SDM_FORK_STORM_FORKS children: 40 here), the examples
+#     (test_fork_storm.py, SDM_FORK_STORM_FORKS children: 100 here), the examples
 #
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
 # SDM_PYTEST_ARGS (default: all of tests/python) and SDM_PYTEST_LIMIT (seconds, default 1500)

@@ -21,7 +21,7 @@ from typing import Any, Dict
 from conftest import Fixture
 
 HERE = Path(__file__).resolve().parent
-FORKS = int(os.environ.get("SDM_FORK_STORM_FORKS", "40"))
+FORKS = int(os.environ.get("SDM_FORK_STORM_FORKS", "100"))
 # A child that has not finished after this long is counted as hung (a bound, not an expectation:
 # a child takes well under a second).
 CHILD_TIMEOUT = 60
