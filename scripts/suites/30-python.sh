@@ -6,9 +6,12 @@
 #  3. the wheel installed in the venv; stubs checked against the module (mypy.stubtest), the
 #     package and the examples type-checked with mypy --strict
 #  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg), every error kind,
-#     threads, Ctrl-C, asyncio, fork/spawn/forkserver, logging, the examples
+#     threads, Ctrl-C, asyncio, fork/spawn/forkserver, logging, forked workers while sdm logs
+#     (test_fork_storm.py, SDM_FORK_STORM_FORKS children: 100 here), the examples
 #
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
+# SDM_PYTEST_ARGS (default: all of tests/python) and SDM_PYTEST_LIMIT (seconds, default 1500)
+# change what pytest runs and for how long: scripts/slow/python-fork-storm.sh uses them.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -80,7 +83,8 @@ run 600 "mypy on the sdm package" "$venv/bin/python" -m mypy --strict -p sdm
 run 600 "mypy on examples/python" "$venv/bin/python" -m mypy --strict \
   --config-file "$root/examples/python/mypy.ini" "$root/examples/python"
 
-step "pytest tests/python"
-run 1500 "pytest" "$venv/bin/python" -m pytest "$root/tests/python"
+read -r -a pytest_args <<<"${SDM_PYTEST_ARGS:-$root/tests/python}"
+step "pytest ${pytest_args[*]}"
+run "${SDM_PYTEST_LIMIT:-1500}" "pytest" "$venv/bin/python" -m pytest "${pytest_args[@]}"
 
 step "python suite passed in $((SECONDS - started))s"

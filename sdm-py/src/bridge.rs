@@ -1,10 +1,10 @@
 //! Async calls: a core future runs on the sdm runtime and resolves an asyncio future created on
 //! the caller's running loop, from whichever loop and thread the call was made.
 //!
-//! The result is handed to the loop with `loop.call_soon_threadsafe`, from a blocking-pool
-//! thread of the runtime (taking the GIL must never stall a thread that carries tunnel traffic).
-//! Cancelling the asyncio future (a task cancelled, `asyncio.wait_for` timing out) aborts the
-//! core future.
+//! The runtime's threads never call into Python: the finished result is queued for sdm's
+//! delivery thread ([`crate::delivery`]), which converts it and hands it to the loop with
+//! `loop.call_soon_threadsafe`. Cancelling the asyncio future (a task cancelled,
+//! `asyncio.wait_for` timing out) aborts the core future.
 
 use std::future::Future;
 
@@ -12,9 +12,9 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tokio::task::{AbortHandle, JoinError};
 
+use crate::delivery;
 use crate::errors::{guard, to_py};
-use crate::logging;
-use crate::wait::join_error;
+use crate::wait::{enter, join_error};
 
 /// Turns the value of a finished core future into a Python object (with the GIL held).
 pub(crate) type Convert<T> = fn(Python<'_>, T) -> PyResult<Py<PyAny>>;
@@ -33,7 +33,7 @@ where
     T: Send + 'static,
 {
     guard(py, || {
-        logging::refresh(py);
+        enter(py);
         let asyncio = py.import("asyncio")?;
         let event_loop = asyncio.call_method0("get_running_loop")?;
         let awaitable = event_loop.call_method0("create_future")?;
@@ -51,9 +51,8 @@ where
         };
         rt.spawn(async move {
             let outcome = task.await;
-            // Taking the GIL may wait: do it off the I/O threads.
-            drop(tokio::task::spawn_blocking(move || {
-                target.deliver(outcome, convert)
+            delivery::push(Box::new(move |py: Python<'_>| {
+                target.deliver(py, outcome, convert)
             }));
         });
         Ok(awaitable)
@@ -67,41 +66,36 @@ struct Target {
 }
 
 impl Target {
-    fn deliver<T>(self, outcome: Result<sdm_core::Result<T>, JoinError>, convert: Convert<T>) {
-        if !logging::python_alive() {
-            // The interpreter is exiting: nobody awaits this any more.
-            std::mem::forget(self);
-            return;
-        }
-        let delivered = Python::try_attach(|py| {
-            let result = match outcome {
-                Ok(Ok(value)) => guard(py, || convert(py, value)),
-                Ok(Err(e)) => Err(to_py(py, &e)),
-                // Aborted because the asyncio future was cancelled: it is already done.
-                Err(e) if e.is_cancelled() => return,
-                Err(e) => Err(join_error(py, e)),
-            };
-            let (ok, value) = match result {
-                Ok(value) => (true, value),
-                Err(err) => (false, err.into_value(py).into_any()),
-            };
-            static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-            let scheduled = RESOLVE
-                .import(py, "sdm._native", "_resolve")
-                .and_then(|resolve| {
-                    self.event_loop.call_method1(
-                        py,
-                        "call_soon_threadsafe",
-                        (resolve, self.future.clone_ref(py), ok, value),
-                    )
-                });
-            if let Err(e) = scheduled {
-                // The loop was closed before the call finished; nobody can await it now.
-                tracing::debug!(error = %e, "dropping the result of an sdm call: its event loop is closed");
-            }
-        });
-        if delivered.is_none() {
-            tracing::debug!("dropping the result of an sdm call: the interpreter is shutting down");
+    fn deliver<T>(
+        self,
+        py: Python<'_>,
+        outcome: Result<sdm_core::Result<T>, JoinError>,
+        convert: Convert<T>,
+    ) {
+        let result = match outcome {
+            Ok(Ok(value)) => guard(py, || convert(py, value)),
+            Ok(Err(e)) => Err(to_py(py, &e)),
+            // Aborted because the asyncio future was cancelled: it is already done.
+            Err(e) if e.is_cancelled() => return,
+            Err(e) => Err(join_error(py, e)),
+        };
+        let (ok, value) = match result {
+            Ok(value) => (true, value),
+            Err(err) => (false, err.into_value(py).into_any()),
+        };
+        static RESOLVE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let scheduled = RESOLVE
+            .import(py, "sdm._native", "_resolve")
+            .and_then(|resolve| {
+                self.event_loop.call_method1(
+                    py,
+                    "call_soon_threadsafe",
+                    (resolve, self.future.clone_ref(py), ok, value),
+                )
+            });
+        if let Err(e) = scheduled {
+            // The loop was closed before the call finished; nobody can await it now.
+            tracing::debug!(error = %e, "dropping the result of an sdm call: its event loop is closed");
         }
     }
 }

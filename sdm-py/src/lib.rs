@@ -11,12 +11,16 @@
 //!   [`bridge::into_awaitable`] (which resolves an asyncio future on the caller's loop).
 //! - Every core error becomes a Python exception in one place, [`errors::to_py`]; panics are
 //!   caught and raised as `sdm.InternalError`.
+//! - The runtime's threads never call into Python: what they have for it (log events, results
+//!   of async calls) is queued and run by sdm's delivery thread ([`delivery`]), which the
+//!   package holds still around `fork()`.
 //! - Objects that own core state are [`owned::ProcessLocal`]: in a forked child they are never
 //!   used or dropped, so the child cannot touch the parent's sockets or runtime.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bridge;
+mod delivery;
 mod errors;
 mod logging;
 mod owned;
@@ -40,7 +44,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(errors::error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_error_for_kind, m)?)?;
     m.add_function(wrap_pyfunction!(errors::_panic_for_test, m)?)?;
-    m.add_function(wrap_pyfunction!(logging::_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(delivery::_shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(delivery::_wait_for_items, m)?)?;
+    m.add_function(wrap_pyfunction!(delivery::_deliver, m)?)?;
     m.add_function(wrap_pyfunction!(logging::refresh_log_level, m)?)?;
     Ok(())
 }

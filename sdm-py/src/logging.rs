@@ -5,9 +5,14 @@
 //! read again at every call into the native module (so a level set with
 //! `logging.getLogger("sdm").setLevel(...)` applies from the next sdm call on). Disabled events
 //! cost an atomic load.
+//!
+//! The thread that emits an event (usually one of the runtime's) never calls into Python: the
+//! event is queued ([`crate::delivery`]) and handed to `logging` by sdm's delivery thread, with
+//! the time at which it happened.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -18,27 +23,16 @@ use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::Registry;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
+use crate::delivery;
+
 /// The lowest Python level the `sdm` logger handles (WARNING until read).
 static THRESHOLD: AtomicU32 = AtomicU32::new(30);
-/// False once the interpreter began to exit (`atexit`): runtime threads stop calling into it.
-static ALIVE: AtomicBool = AtomicBool::new(true);
 
 /// Installs the forwarding subscriber as the process's global default (once; a subscriber that
 /// another extension installed first is left alone).
 pub(crate) fn install() {
     let subscriber = Registry::default().with(ForwardToPython);
     let _ = tracing::subscriber::set_global_default(subscriber);
-}
-
-/// Whether runtime threads may still call into Python.
-pub(crate) fn python_alive() -> bool {
-    ALIVE.load(Ordering::Acquire)
-}
-
-/// Called from `atexit`: runtime threads no longer forward logs or deliver async results.
-#[pyfunction]
-pub(crate) fn _shutdown() {
-    ALIVE.store(false, Ordering::Release);
 }
 
 /// Reads the level of the `sdm` logger again (done at every call into the native module).
@@ -104,41 +98,70 @@ impl<S: Subscriber> Layer<S> for ForwardToPython {
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        python_level(metadata.level()) >= THRESHOLD.load(Ordering::Relaxed) && python_alive()
+        python_level(metadata.level()) >= THRESHOLD.load(Ordering::Relaxed) && delivery::open()
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let metadata = event.metadata();
         let mut text = Text::default();
         event.record(&mut text);
-        let level = python_level(metadata.level());
-        let name = logger_name(metadata.target());
-        // Never panics; returns None while the interpreter is shutting down.
-        let file = metadata.file().unwrap_or("<rust>");
-        let line = metadata.line().unwrap_or(0);
-        let _ = Python::try_attach(|py| -> PyResult<()> {
-            let logger = py
-                .import("logging")?
-                .call_method1("getLogger", (name.as_str(),))?;
-            if !logger.call_method1("isEnabledFor", (level,))?.is_truthy()? {
-                return Ok(());
-            }
-            // A record that points at the Rust source of the event.
-            let record = logger.call_method1(
-                "makeRecord",
-                (
-                    name,
-                    level,
-                    file,
-                    line,
-                    text.finish(),
-                    PyTuple::empty(py),
-                    py.None(),
-                ),
-            )?;
-            logger.call_method1("handle", (record,))?;
-            Ok(())
-        });
+        let record = Record {
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            level: python_level(metadata.level()),
+            name: logger_name(metadata.target()),
+            file: metadata.file().unwrap_or("<rust>"),
+            line: metadata.line().unwrap_or(0),
+            message: text.finish(),
+        };
+        delivery::push_droppable(Box::new(move |py: Python<'_>| {
+            // A failing handler reports itself (`Handler.handleError`); anything else that
+            // fails here (a broken filter) must not stop the delivery of later events.
+            let _ = record.emit(py);
+        }));
+    }
+}
+
+/// An event, ready for `logging` (it holds no Python object, so it may be dropped anywhere).
+struct Record {
+    /// Seconds since the epoch at which the event happened (not when it was delivered).
+    created: f64,
+    level: u32,
+    name: String,
+    file: &'static str,
+    line: u32,
+    message: String,
+}
+
+impl Record {
+    fn emit(self, py: Python<'_>) -> PyResult<()> {
+        let logger = py
+            .import("logging")?
+            .call_method1("getLogger", (self.name.as_str(),))?;
+        if !logger
+            .call_method1("isEnabledFor", (self.level,))?
+            .is_truthy()?
+        {
+            return Ok(());
+        }
+        // A record that points at the Rust source of the event.
+        let record = logger.call_method1(
+            "makeRecord",
+            (
+                self.name,
+                self.level,
+                self.file,
+                self.line,
+                self.message,
+                PyTuple::empty(py),
+                py.None(),
+            ),
+        )?;
+        record.setattr("created", self.created)?;
+        record.setattr("msecs", (self.created.fract() * 1000.0).floor())?;
+        logger.call_method1("handle", (record,))?;
+        Ok(())
     }
 }
 

@@ -40,9 +40,9 @@ impl<T: Send + 'static> Drop for ProcessLocal<T> {
         }
         // SAFETY: taken exactly once, here; `self.value` is not used afterwards.
         let value = unsafe { ManuallyDrop::take(&mut self.value) };
-        // Python drops these with the GIL held. Dropping a tunnel closes it, which takes locks
-        // that the runtime's threads hold while they may wait for the GIL (to log): so the
-        // value is dropped on the runtime instead of here.
+        // Python drops these with the GIL held, at any moment (garbage collection). Dropping a
+        // tunnel closes it, which takes locks shared with the runtime's threads: so the value
+        // is dropped on the runtime instead of here, and the GIL is never held while waiting.
         match sdm_core::runtime::runtime() {
             Ok(rt) => drop(rt.spawn(async move { drop(value) })),
             Err(_) => drop(value),

@@ -101,6 +101,14 @@ impl RawTunnel {
         })
     }
 
+    /// Closes the tunnel and returns at once (the port is released shortly after, on the
+    /// runtime): what a garbage-collected `sdm.Tunnel` does.
+    fn close_nowait(&self, py: Python<'_>) {
+        if let Some(t) = self.inner.get() {
+            quick(py, || t.close());
+        }
+    }
+
     /// Closes the tunnel; an awaitable that resolves once the local port is released.
     fn close_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let t = self.inner.get().cloned();

@@ -8,26 +8,36 @@ use pyo3::prelude::*;
 use tokio::task::JoinError;
 
 use crate::errors::{guard, internal, invalid_argument, panic_message, to_py};
-use crate::logging;
+use crate::{delivery, logging};
 
 /// How often a waiting thread looks for signals (Ctrl-C) to handle.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
 
+/// What every call into sdm does first, on the caller's thread: read the `sdm` logger's level
+/// again, and start this process's delivery thread if it does not run yet (so in a forked child
+/// it starts before the child's runtime can queue anything).
+pub(crate) fn enter(py: Python<'_>) {
+    logging::refresh(py);
+    delivery::ensure_consumer(py);
+}
+
 /// Runs `future` on the sdm runtime and waits for it with the GIL released; the only way this
 /// crate blocks. Python signal handlers run every [`SIGNAL_POLL`] while it waits, so Ctrl-C
-/// raises `KeyboardInterrupt` promptly (and cancels the work).
+/// raises `KeyboardInterrupt` promptly (and cancels the work). It returns once the log events
+/// queued meanwhile were handled ([`delivery::settle`]), so a call's log lines come before it
+/// returns, as with any Python code that logs.
 pub(crate) fn block_on<T, F>(py: Python<'_>, future: F) -> PyResult<T>
 where
     F: Future<Output = sdm_core::Result<T>> + Send + 'static,
     T: Send + 'static,
 {
     guard(py, || {
-        logging::refresh(py);
+        enter(py);
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(invalid_argument(
                 py,
-                "a blocking sdm call was made from a thread of the sdm runtime (for example from \
-                 a logging handler); call it from your own thread",
+                "a blocking sdm call was made from a thread of the sdm runtime; call it from \
+                 your own thread",
             ));
         }
         let rt = sdm_core::runtime::runtime().map_err(|e| to_py(py, &e))?;
@@ -36,23 +46,26 @@ where
             let polled = py.detach(|| {
                 rt.block_on(async { tokio::time::timeout(SIGNAL_POLL, &mut task).await })
             });
-            match polled {
-                Ok(Ok(Ok(value))) => return Ok(value),
-                Ok(Ok(Err(e))) => return Err(to_py(py, &e)),
-                Ok(Err(e)) => return Err(join_error(py, e)),
+            let outcome = match polled {
+                Ok(Ok(Ok(value))) => Ok(value),
+                Ok(Ok(Err(e))) => Err(to_py(py, &e)),
+                Ok(Err(e)) => Err(join_error(py, e)),
                 Err(_elapsed) => {
                     if let Err(interrupt) = py.check_signals() {
                         task.abort();
                         return Err(interrupt);
                     }
+                    continue;
                 }
-            }
+            };
+            delivery::settle(py, SIGNAL_POLL)?;
+            return outcome;
         }
     })
 }
 
 /// Runs a short, non-waiting core call (one that takes locks shared with the runtime's threads)
-/// with the GIL released, so that a runtime thread logging to Python can never deadlock with it.
+/// with the GIL released: no core lock is ever waited for while the GIL is held.
 pub(crate) fn quick<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> T {
     py.detach(f)
 }

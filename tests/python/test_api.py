@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import os
 import pickle
 import socket
-from typing import Any, Dict
+import time
+import warnings
+from typing import Any, Callable, Dict
 
 import pytest
 
@@ -70,16 +74,77 @@ def test_tunnel_to_a_tcp_resource_carries_bytes(session: sdm.Session) -> None:
     tunnel.close()
 
 
-def test_the_session_keeps_tunnels_open_until_disconnect(session: sdm.Session) -> None:
-    port = session.connect("server-echo").port  # not kept in a variable
+def test_status_shows_open_tunnels_and_disconnect_closes_them(session: sdm.Session) -> None:
+    tunnel = session.connect("server-echo")
     status = session.status()
     row = next(r for r in status.resources if r.resource.name == "server-echo")
-    assert row.connected and row.address == ("127.0.0.1", port) and row.port == port
+    assert row.connected and row.address == ("127.0.0.1", tunnel.port) and row.port == tunnel.port
     assert "server-echo" in str(status) and "connected" in str(status)
     assert status.account == "etl"
     session.disconnect("server-echo")
+    assert not tunnel.is_open
     row = next(r for r in session.status().resources if r.resource.name == "server-echo")
     assert not row.connected and row.address is None
+
+
+def wait_until(condition: Callable[[], bool], bound: float = 60.0) -> bool:
+    """Polls `condition` until it holds or `bound` seconds passed (a bound, not an expectation)."""
+    deadline = time.monotonic() + bound
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def connected(session: sdm.Session, name: str) -> bool:
+    return next(r for r in session.status().resources if r.resource.name == name).connected
+
+
+def test_a_dropped_tunnel_is_closed_with_a_resource_warning(session: sdm.Session) -> None:
+    tunnel = session.connect("server-echo")
+    address = tunnel.address
+    with pytest.warns(ResourceWarning, match=r"unclosed <sdm.Tunnel 'server-echo' at 127\.0\.0\.1:"):
+        del tunnel
+        gc.collect()
+    # Closed on sdm's runtime, without waiting: the port is released shortly after.
+    assert wait_until(lambda: not connected(session, "server-echo"))
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(address, timeout=5).close()
+            return False
+        except OSError:
+            return True
+
+    assert wait_until(refused)
+
+
+def test_a_closed_tunnel_is_collected_without_a_warning(session: sdm.Session) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        with session.connect("server-echo"):
+            pass
+        tunnel = session.connect("server-echo")
+        tunnel.close()
+        del tunnel
+        gc.collect()
+
+
+def test_a_loop_that_drops_tunnels_does_not_run_out_of_descriptors(session: sdm.Session) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        for _ in range(100):
+            session.connect("server-echo")  # never closed, never kept: each holds 3 descriptors
+        gc.collect()
+    assert len([w for w in caught if issubclass(w.category, ResourceWarning)]) == 100
+    # Held for ever, the hundred tunnels would keep ~300 descriptors open.
+    assert wait_until(lambda: open_fds() < before + 30), (before, open_fds())
+    assert wait_until(lambda: not connected(session, "server-echo"))
 
 
 def test_connect_on_a_chosen_port(session: sdm.Session) -> None:

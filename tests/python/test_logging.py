@@ -50,8 +50,64 @@ def test_warnings_are_forwarded_by_default_level(
     t = s.connect("server-echo")
     short_lease_fixture.command(f"suspend {name}")
     deadline = time.monotonic() + 60
-    while t.is_open and time.monotonic() < deadline:
+
+    def warned() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "sdm.core.tunnel" and r.levelno == logging.WARNING]
+
+    # The tunnel closes on sdm's runtime and the warning follows on sdm's delivery thread.
+    while (t.is_open or not warned()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not t.is_open
-    warned = [r for r in caplog.records if r.name == "sdm.core.tunnel" and r.levelno == logging.WARNING]
-    assert warned and "tunnel closed" in warned[0].getMessage(), caplog.text
+    assert warned() and "tunnel closed" in warned()[0].getMessage(), caplog.text
+
+
+def test_records_are_handled_on_sdms_delivery_thread(
+    fixture: Fixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Never on sdm's runtime threads (which a fork could catch holding a handler's lock), and
+    # before the call that caused them returns.
+    caplog.set_level(logging.INFO, logger="sdm")
+    with sdm.login(fixture["token"]) as s:
+        t = s.connect("server-echo")
+        assert any(r.getMessage().startswith("tunnel open") for r in caplog.records)
+        t.close()
+        assert any(r.getMessage().startswith("tunnel closed") for r in caplog.records)
+    records = [r for r in caplog.records if r.name.startswith("sdm.core")]
+    assert records and {r.threadName for r in records} == {"sdm-delivery"}
+
+
+def test_a_handler_that_blocks_delays_calls_but_never_stops_tunnels(
+    fixture: Fixture, session: sdm.Session
+) -> None:
+    import socket
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    class Stuck(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            entered.set()
+            release.wait(120)  # bounded: the test releases it
+
+    sdm_logger = logging.getLogger("sdm")
+    handler = Stuck(level=logging.INFO)
+    previous = sdm_logger.level
+    sdm_logger.addHandler(handler)
+    sdm_logger.setLevel(logging.INFO)
+    try:
+        # Each call returns although its log lines are stuck (it waits for them a little).
+        with session.connect("server-echo") as t:
+            assert entered.wait(60)
+            with socket.create_connection(t.address, timeout=30) as c:
+                c.sendall(b"still carried")
+                got = b""
+                while len(got) < 13:
+                    chunk = c.recv(64)
+                    assert chunk, "the echo connection closed early"
+                    got += chunk
+                assert got == b"still carried"
+    finally:
+        release.set()
+        sdm_logger.removeHandler(handler)
+        sdm_logger.setLevel(previous)

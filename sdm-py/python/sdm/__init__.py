@@ -8,14 +8,15 @@
 
 ``sdm.login()`` returns a blocking ``Session``; ``await sdm.AsyncSession.login()`` an asyncio one.
 Errors are ``sdm.Error`` subclasses, one per error kind, with ``.code`` and ``.retryable``.
-Rust log events go to the ``sdm`` logger of ``logging``.
+Rust log events go to the ``sdm`` logger of ``logging``, delivered by sdm's own thread
+``sdm-delivery`` (never by sdm's runtime threads, so forking is safe while sdm logs).
 """
 
 from __future__ import annotations
 
 import atexit
 
-from . import _native
+from . import _delivery, _native
 from .errors import (
     AmbiguousResourceError,
     ApiUnreachableError,
@@ -65,5 +66,6 @@ __all__ = [
     "__version__",
 ]
 
-# At interpreter exit, stop sdm's runtime threads from calling into Python (logs, results).
-atexit.register(_native._shutdown)
+# At interpreter exit, stop the delivery thread and hand the last log events to logging (before
+# logging's own exit hook, registered earlier, flushes and closes the handlers).
+atexit.register(_delivery._at_exit)

@@ -8,7 +8,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from . import _native
 from .errors import ClosedError, Error, InvalidArgumentError
@@ -74,24 +74,13 @@ class _Config:
 
 
 class _Live:
-    """A session's login in one process, and the tunnels it keeps open there."""
+    """A session's login in one process."""
 
-    __slots__ = ("raw", "pid", "tunnels")
+    __slots__ = ("raw", "pid")
 
     def __init__(self, raw: _native.RawSession) -> None:
         self.raw = raw
         self.pid = raw.pid
-        self.tunnels: Set[Tunnel] = set()
-
-    def keep(self, tunnel: Tunnel) -> Tunnel:
-        self.tunnels.add(tunnel)
-        self.prune()
-        return tunnel
-
-    def prune(self) -> None:
-        for t in list(self.tunnels):
-            if not t.is_open:
-                self.tunnels.discard(t)
 
 
 def _check_port(port: Optional[int]) -> Optional[int]:
@@ -169,18 +158,6 @@ class _SessionBase:
             )
         return raw
 
-    def _tunnel(self, raw: _native.RawTunnel) -> Tunnel:
-        tunnel = Tunnel(raw)
-        live = self._local()
-        if live is not None:
-            live.keep(tunnel)
-        return tunnel
-
-    def _forget_tunnels(self) -> None:
-        live = self._local()
-        if live is not None:
-            live.prune()
-
     def __reduce__(self) -> Tuple[Any, ...]:
         # Carries the token (never the login): the unpickled session logs in on first use.
         return (_restore, (type(self), self._config, self._closed))
@@ -246,11 +223,12 @@ class Session(_SessionBase):
         """Opens a tunnel to the resource ``name`` (an exact name, else a unique part of one).
 
         The tunnel listens on 127.0.0.1, on ``port`` if given, else on the resource's fixed port
-        if it has one, else on a free port. Raises ``ResourceNotFoundError``,
-        ``AmbiguousResourceError`` (see ``.candidates``), ``PortInUseError``, …
+        if it has one, else on a free port. Close it (``with`` or ``close()``): a tunnel dropped
+        while open is closed when it is garbage-collected, with a ``ResourceWarning``. Raises
+        ``ResourceNotFoundError``, ``AmbiguousResourceError`` (see ``.candidates``),
+        ``PortInUseError``, …
         """
-        raw = self._raw().connect(name, _check_port(port))
-        return self._tunnel(raw)
+        return Tunnel(self._raw().connect(name, _check_port(port)))
 
     def dial(self, name: str) -> socket.socket:
         """A connected socket to the resource ``name``, carried inside this process (no local
@@ -262,18 +240,15 @@ class Session(_SessionBase):
 
     def status(self) -> Status:
         """Every granted resource and whether this session is connected to it."""
-        self._forget_tunnels()
         return Status._from_raw(self._raw().status())
 
     def disconnect(self, name: str) -> None:
         """Closes this session's tunnels to the resource ``name`` (exact name or unique part)."""
         self._raw().disconnect(name)
-        self._forget_tunnels()
 
     def disconnect_all(self) -> None:
         """Closes every tunnel of this session."""
         self._raw().disconnect_all()
-        self._forget_tunnels()
 
     def logout(self) -> None:
         """Closes every tunnel and ends the session on the control plane. Later calls raise
@@ -285,7 +260,6 @@ class Session(_SessionBase):
         if live is None:
             return  # Never logged in in this process: nothing of ours to end.
         live.raw.logout()
-        live.prune()
 
     def close(self) -> None:
         """``logout()``, except that a failure to reach the control plane is logged to the
@@ -352,7 +326,7 @@ class AsyncSession(_SessionBase):
         """See ``Session.connect``."""
         checked = _check_port(port)
         raw = await self._raw()
-        return self._tunnel(await raw.connect_async(name, checked))
+        return Tunnel(await raw.connect_async(name, checked))
 
     async def dial(self, name: str) -> socket.socket:
         """See ``Session.dial``. The socket is blocking; asyncio code can pass it to
@@ -362,7 +336,6 @@ class AsyncSession(_SessionBase):
 
     async def status(self) -> Status:
         """See ``Session.status``."""
-        self._forget_tunnels()
         raw = await self._raw()
         return Status._from_raw(await raw.status_async())
 
@@ -370,13 +343,11 @@ class AsyncSession(_SessionBase):
         """See ``Session.disconnect``."""
         raw = await self._raw()
         await raw.disconnect_async(name)
-        self._forget_tunnels()
 
     async def disconnect_all(self) -> None:
         """See ``Session.disconnect_all``."""
         raw = await self._raw()
         await raw.disconnect_all_async()
-        self._forget_tunnels()
 
     async def logout(self) -> None:
         """See ``Session.logout``."""
@@ -387,7 +358,6 @@ class AsyncSession(_SessionBase):
         if live is None:
             return
         await live.raw.logout_async()
-        live.prune()
 
     async def close(self) -> None:
         """See ``Session.close``."""

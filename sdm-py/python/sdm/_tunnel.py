@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
 from types import TracebackType
-from typing import Optional, Tuple, Type
+from typing import Any, Callable, Optional, Tuple, Type
 from urllib.parse import quote, urlencode
 
 from . import _native
@@ -22,7 +23,8 @@ class Tunnel:
 
     Open until ``close()``, the end of its ``with`` block, ``Session.disconnect()``,
     ``Session.logout()``/``close()``, or until access is revoked (``close_reason`` then says
-    why). The session keeps it open while it lives, so it need not be kept in a variable.
+    why). Like a file or a socket, a tunnel dropped while open is closed when it is
+    garbage-collected, with a ``ResourceWarning``: keep a reference for as long as it is used.
 
     A tunnel belongs to the process that opened it: in a forked child, ``is_open`` is false and
     ``close()`` leaves the parent's tunnel alone; open the child's own tunnels there.
@@ -164,6 +166,24 @@ class Tunnel:
         tb: Optional[TracebackType],
     ) -> None:
         await self.aclose()
+
+    def __del__(self, _getpid: Callable[[], int] = os.getpid, _warn: Any = warnings.warn) -> None:
+        # Garbage-collected while open: say so, as files and sockets do, and close it without
+        # waiting (a finalizer must not block). Closed here rather than by releasing `_raw`, which
+        # whatever holds on to the warning's `source` would keep alive. A tunnel of another
+        # process (inherited through fork) is neither reported nor touched.
+        raw = getattr(self, "_raw", None)
+        if raw is None:
+            return
+        try:
+            unclosed = raw.pid == _getpid() and raw.is_open
+        except Exception:  # late in interpreter exit
+            return
+        if unclosed:
+            try:
+                _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+            finally:
+                raw.close_nowait()
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError(
