@@ -24,6 +24,10 @@ pub use error::{Error, ErrorKind, Result};
 pub use listener::ListenAddr;
 pub use resource::{Resource, ResourceClass, ResourceKind};
 pub use sdm_proto::api::{AccountKind, Settings};
+/// Durations as typed on a command line (`300`, `5m`, `1h`, `7d`).
+pub use sdm_proto::duration;
+/// Tag lists as typed on a command line (`env=prod,team=data`).
+pub use sdm_proto::tags;
 /// Text from a server on a terminal: which characters are escaped, and how.
 pub use sdm_proto::text;
 pub use session::{
