@@ -437,40 +437,16 @@ impl Since {
 pub fn parse_since(text: &str) -> Result<Since, String> {
     let text = text.trim();
     let bad = || format!("{text:?} is neither Unix seconds nor an age such as 30m, 2h or 7d");
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => return text.parse().map(Since::At).map_err(|_| bad()),
-    };
-    let n: i64 = digits.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(bad()),
-    };
-    Ok(Since::Ago(n.saturating_mul(scale)))
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Since::At).map_err(|_| bad());
+    }
+    let age = sdm_core::duration::parse(text).map_err(|_| bad())?;
+    Ok(Since::Ago(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)))
 }
 
 /// `k=v,k2=v2` → a map; keys must be non-empty and unique.
-pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut tags = BTreeMap::new();
-    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("{pair:?} is not key=value"))?;
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(format!("{pair:?} has an empty key"));
-        }
-        if tags
-            .insert(key.to_owned(), value.trim().to_owned())
-            .is_some()
-        {
-            return Err(format!("tag {key:?} is given twice"));
-        }
-    }
-    Ok(tags)
+pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>, sdm_core::tags::TagError> {
+    sdm_core::tags::parse(text, sdm_core::tags::TagForm::Pairs)
 }
 
 #[cfg(test)]

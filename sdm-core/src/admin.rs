@@ -159,7 +159,7 @@ impl AdminClient {
             name: name.to_owned(),
             kind,
         };
-        self.api.post(routes::ADMIN_ACCOUNTS, &body, false).await
+        self.api.post(routes::ADMIN_ACCOUNTS, &body).await
     }
 
     /// Every account, sorted by name.
@@ -171,13 +171,13 @@ impl AdminClient {
     /// Refuses the account's logins and connections until [`unsuspend_account`](Self::unsuspend_account).
     pub async fn suspend_account(&self, account: &str) -> Result<AccountInfo> {
         let path = format!("{}/{}/suspend", routes::ADMIN_ACCOUNTS, segment(account)?);
-        self.api.post(&path, &(), true).await
+        self.api.post(&path, &()).await
     }
 
     /// Lets a suspended account in again.
     pub async fn unsuspend_account(&self, account: &str) -> Result<AccountInfo> {
         let path = format!("{}/{}/unsuspend", routes::ADMIN_ACCOUNTS, segment(account)?);
-        self.api.post(&path, &(), true).await
+        self.api.post(&path, &()).await
     }
 
     /// Deletes an account with its tokens and grants.
@@ -189,13 +189,13 @@ impl AdminClient {
     /// Revokes the account's tokens and issues a new one (shown once, in the result).
     pub async fn rotate_token(&self, account: &str) -> Result<CreatedAccount> {
         let path = format!("{}/{}/tokens", routes::ADMIN_ACCOUNTS, segment(account)?);
-        self.api.post(&path, &(), false).await
+        self.api.post(&path, &()).await
     }
 
     /// Creates a resource (credentials, if any, are stored encrypted and never returned).
     pub async fn create_resource(&self, resource: &CreateResource) -> Result<AdminResource> {
         self.api
-            .post(routes::ADMIN_RESOURCES, resource, false)
+            .post(routes::ADMIN_RESOURCES, resource)
             .await
     }
 
@@ -258,7 +258,7 @@ impl AdminClient {
         let body = CreateGrant {
             resource: resource.to_owned(),
         };
-        self.api.post(&path, &body, true).await
+        self.api.post(&path, &body).await
     }
 
     /// Removes a grant.
@@ -290,7 +290,7 @@ impl AdminClient {
             name: name.to_owned(),
             tags,
         };
-        self.api.post(routes::ADMIN_GATEWAYS, &body, false).await
+        self.api.post(routes::ADMIN_GATEWAYS, &body).await
     }
 
     /// Every standalone gateway's identity, sorted by name.

@@ -119,18 +119,4 @@ impl fmt::Debug for Error {
 }
 
 /// A short, human description of an I/O failure ("connection refused", "timed out").
-pub(crate) fn describe_io(e: &std::io::Error) -> String {
-    use std::io::ErrorKind as K;
-    match e.kind() {
-        K::ConnectionRefused => "connection refused".into(),
-        K::ConnectionReset => "connection reset".into(),
-        K::ConnectionAborted => "connection aborted".into(),
-        K::TimedOut => "timed out".into(),
-        K::UnexpectedEof => "connection closed unexpectedly".into(),
-        K::AddrNotAvailable => "address not available".into(),
-        _ => match e.get_ref() {
-            Some(inner) => inner.to_string(),
-            None => e.to_string(),
-        },
-    }
-}
+pub(crate) use sdm_proto::error::describe_io;

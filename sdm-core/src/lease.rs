@@ -106,7 +106,7 @@ impl LeaseSlot {
             session_id,
             resource_id: self.resource_id,
         };
-        let grant: LeaseGrant = api.post(routes::LEASES, &request, true).await?;
+        let grant: LeaseGrant = api.post(routes::LEASES, &request).await?;
         let bytes = URL_SAFE_NO_PAD
             .decode(grant.lease.as_bytes())
             .map_err(|_| Error::internal("the control plane sent a lease that is not base64url"))?;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use sdm_proto::text::escape_controls;
 
 use crate::resource::{Resource, ResourceClass};
-use crate::session::Account;
+use crate::account::Account;
 
 /// The session's resources and their connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]

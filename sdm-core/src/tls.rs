@@ -1,4 +1,4 @@
-//! TLS for the control plane and the gateways: the pinned-CA rule of
+//! TLS for the gateways: the pinned-CA rule of
 //! [`sdm_proto::pinned_ca`] with the client library's protocols and session cache.
 
 use std::sync::Arc;
@@ -7,8 +7,6 @@ use rustls::ClientConfig;
 
 pub(crate) use sdm_proto::pinned_ca::server_name;
 
-/// ALPN protocol of the control plane API.
-pub(crate) const ALPN_API: &[u8] = b"http/1.1";
 /// ALPN protocol of the gateway.
 pub(crate) const ALPN_GATEWAY: &[u8] = b"sdm/1";
 /// Resumption tickets kept per configuration: enough for a warm pool per tunnel across many

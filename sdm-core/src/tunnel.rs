@@ -14,8 +14,10 @@ use crate::lease::LeaseSlot;
 use crate::listener::{ListenAddr, LocalListener, LocalStream};
 use crate::refusal;
 use crate::resource::Resource;
-use crate::session::SessionCore;
+use crate::session_core::SessionCore;
 
+/// The first pause after a failed renewal; it doubles (with jitter) while renewals fail.
+const FIRST_RENEW_BACKOFF: Duration = Duration::from_secs(1);
 /// Renewal retries back off up to this long between attempts.
 const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
 /// Access is checked at most this often after connections end.
@@ -381,13 +383,13 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
     else {
         return;
     };
-    let mut backoff = Duration::from_secs(1);
+    let mut failures = 0u32;
     let mut due = false;
     loop {
         let result = core.lease(&slot, due).await;
         let wait_until = match result {
             Ok(lease) => {
-                backoff = Duration::from_secs(1);
+                failures = 0;
                 if let Some(t) = tunnel.upgrade() {
                     t.set_last_error(None);
                 }
@@ -396,13 +398,14 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
             // Only a refusal closes the tunnel; a failure to ask (unreachable, throttled, a
             // server error) is asked again while the current lease keeps working.
             Err(e) if !e.ends_access() => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "lease renewal failed; retrying");
+                let pause =
+                    sdm_proto::backoff::jittered(failures, FIRST_RENEW_BACKOFF, MAX_RENEW_BACKOFF);
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, retry_in = ?pause, "lease renewal failed; retrying");
                 if let Some(t) = tunnel.upgrade() {
                     t.set_last_error(Some(e.detached()));
                 }
-                let at = tokio::time::Instant::now() + jitter(backoff);
-                backoff = (backoff * 2).min(MAX_RENEW_BACKOFF);
-                at
+                tokio::time::Instant::now() + pause
             }
             Err(e) => {
                 if let Some(t) = tunnel.upgrade() {
@@ -445,13 +448,4 @@ async fn renew_loop(core: Arc<SessionCore>, slot: Arc<LeaseSlot>, tunnel: Weak<T
         }
         due = true;
     }
-}
-
-/// `d` scaled by a random factor in [0.5, 1.5), so that many clients do not retry in step.
-pub(crate) fn jitter(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0);
-    let unit = (h.finish() % 1000) as f64 / 1000.0;
-    d.mul_f64(0.5 + unit)
 }

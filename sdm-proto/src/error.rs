@@ -14,6 +14,24 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// A socket error as a person reads it: `connection refused`, `connection reset`, … rather than
+/// `Connection refused (os error 111)`; other errors by their own text.
+pub fn describe_io(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset => "connection reset".into(),
+        K::ConnectionAborted => "connection aborted".into(),
+        K::TimedOut => "timed out".into(),
+        K::UnexpectedEof => "connection closed unexpectedly".into(),
+        K::AddrNotAvailable => "address not available".into(),
+        _ => match e.get_ref() {
+            Some(inner) => inner.to_string(),
+            None => e.to_string(),
+        },
+    }
+}
+
 /// What went wrong, independent of the language a caller uses.
 ///
 /// The numeric [`code`](ErrorKind::code) of a kind never changes and is never reused; the C

@@ -5,7 +5,10 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod addr;
 pub mod api;
+pub mod backoff;
+pub mod duration;
 pub mod error;
 pub mod gateway;
 pub mod handshake;
@@ -13,6 +16,7 @@ pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
 pub mod resource;
+pub mod tags;
 pub mod text;
 #[cfg(feature = "tls")]
 pub mod tls_provider;

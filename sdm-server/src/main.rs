@@ -130,7 +130,7 @@ struct MigrateArgs {
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    let ttl = parse_duration(text)?;
+    let ttl = parse_duration(text).map_err(|e| e.to_string())?;
     let (min, max) = LEASE_TTL_RANGE;
     if ttl < min || ttl > max {
         return Err(format!(

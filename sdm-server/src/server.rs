@@ -475,60 +475,17 @@ impl Drop for RunningServer {
 
 /// `https://host[:port][/path]` → (the URL without a trailing `/`, host without brackets).
 fn parse_public_url(url: &str) -> Result<(String, String), ServerError> {
-    let bad = |why: &str| {
+    let bad = |why: &dyn std::fmt::Display| {
         ServerError::Config(format!(
             "public URL {url:?} {why}; give it as https://host:port"
         ))
     };
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| bad("is not https"))?;
-    let authority = rest.split('/').next().unwrap_or_default();
-    if authority.contains('@') || authority.contains('?') || authority.contains('#') {
-        return Err(bad("has user information, a query or a fragment"));
-    }
-    let (host, _port) = split_host_port(authority, true).map_err(|why| bad(&why))?;
+    let parsed = sdm_proto::addr::HttpsUrl::parse(url).map_err(|why| bad(&why))?;
     let url = url.trim_end_matches('/').to_owned();
     if url.len() > 2048 {
-        return Err(bad("is longer than 2048 characters"));
+        return Err(bad(&"is longer than 2048 characters"));
     }
-    Ok((url, host))
-}
-
-/// `host:port` or `[v6]:port` → (host without brackets, port). The port may be left out only
-/// when `port_optional`.
-pub(crate) fn split_host_port(
-    text: &str,
-    port_optional: bool,
-) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| "has an unclosed '['".to_owned())?;
-        match after.strip_prefix(':') {
-            Some(port) => (host, Some(port)),
-            None if after.is_empty() => (host, None),
-            None => return Err("has text after ']'".into()),
-        }
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host, Some(port)),
-            Some(_) => return Err("has an IPv6 address without [brackets]".into()),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("has no host".into());
-    }
-    let port = match port {
-        Some(p) => match p.parse::<u16>() {
-            Ok(0) | Err(_) => return Err(format!("has an invalid port {p:?}")),
-            Ok(p) => Some(p),
-        },
-        None if port_optional => None,
-        None => return Err("has no port".into()),
-    };
-    Ok((host.to_owned(), port))
+    Ok((url, parsed.host))
 }
 
 fn url_for(addr: SocketAddr) -> String {
@@ -739,7 +696,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         .gateway_public_addr
         .as_deref()
         .map(|a| {
-            split_host_port(a, false).map_err(|why| {
+            sdm_proto::addr::host_and_port(a).map_err(|why| {
                 ServerError::Config(format!(
                     "gateway public address {a:?} {why}; give it as host:port"
                 ))
@@ -1047,20 +1004,6 @@ mod tests {
         ] {
             assert!(parse_public_url(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn gateway_addresses() {
-        assert_eq!(
-            split_host_port("gw.example.com:8444", false).unwrap(),
-            ("gw.example.com".into(), Some(8444))
-        );
-        assert_eq!(
-            split_host_port("[::1]:8444", false).unwrap(),
-            ("::1".into(), Some(8444))
-        );
-        assert!(split_host_port("gw.example.com", false).is_err());
-        assert!(split_host_port("[::1]", false).is_err());
     }
 
     #[test]

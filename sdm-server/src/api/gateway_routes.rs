@@ -41,7 +41,7 @@ const MAX_AUDIT_TEXT: usize = 2048;
 
 /// `host:port` → host, refusing what clients could not connect to.
 fn address_host(address: &str) -> Result<String, ApiError> {
-    let (host, _) = crate::server::split_host_port(address, false).map_err(|why| {
+    let (host, _) = sdm_proto::addr::host_and_port(address).map_err(|why| {
         ApiError::invalid(format!(
             "gateway address {address:?} {why}; give the host:port clients connect to \
              (sdm-server gateway --public-addr)"

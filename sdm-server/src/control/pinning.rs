@@ -25,14 +25,12 @@ enum Selector<'a> {
     Equals(&'a str, &'a str),
 }
 
+/// A pin is read like gateway tags ([`TagForm::PairsOrNames`](sdm_proto::tags::TagForm)).
 fn selectors(pin: &str) -> impl Iterator<Item = Selector<'_>> {
-    pin.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) => Selector::Equals(k.trim(), v.trim()),
-            None => Selector::Has(s),
-        })
+    sdm_proto::tags::items(pin).map(|(key, value)| match value {
+        Some(v) => Selector::Equals(key, v),
+        None => Selector::Has(key),
+    })
 }
 
 /// The pin of a resource, if it has one.
@@ -57,21 +55,6 @@ pub fn serves(
             Selector::Equals(key, value) => gateway_tags.get(key).is_some_and(|v| v == value),
         }),
     }
-}
-
-/// Reads `k=v,k2,…` (the command line form of gateway tags): a bare word is a tag with an empty
-/// value.
-pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut tags = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (key, value) = item.split_once('=').unwrap_or((item, ""));
-        let key = key.trim();
-        if key.is_empty() {
-            return Err(format!("tag {item:?} has no name; write key=value or key"));
-        }
-        tags.insert(key.to_owned(), value.trim().to_owned());
-    }
-    Ok(tags)
 }
 
 #[cfg(test)]
@@ -115,15 +98,5 @@ mod tests {
         assert!(!serves(&tags(&[(PIN_TAG, " , ")]), &tags(&[("eu", "")])));
         assert!(!is_valid_pin(" , "));
         assert!(is_valid_pin("eu"));
-    }
-
-    #[test]
-    fn command_line_tags() {
-        assert_eq!(
-            parse_tags("eu, region=eu-west ,zone=a=b").unwrap(),
-            tags(&[("eu", ""), ("region", "eu-west"), ("zone", "a=b")])
-        );
-        assert_eq!(parse_tags("").unwrap(), tags(&[]));
-        assert!(parse_tags("=x").is_err());
     }
 }

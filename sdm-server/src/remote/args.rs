@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::Args;
 
 use super::StandaloneConfig;
-use crate::control::pinning::parse_tags;
 use crate::gateway::AuditPolicy;
 
 /// Environment variable the gateway token may be given in (keeps it out of `ps`).
@@ -71,25 +70,8 @@ impl AuditArgs {
     }
 }
 
-/// A duration: seconds, or a number with `s`, `m`, `h` or `d` (`300`, `300s`, `5m`, `1h`, `7d`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use e.g. 300, 300s, 5m, 1h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("unknown unit in {text:?}; use s, m, h or d")),
-    };
-    Ok(Duration::from_secs(secs))
-}
+/// A duration: seconds, or a number with a unit (`300`, `300s`, `5m`, `1h`, `7d`).
+pub use sdm_proto::duration::parse as parse_duration;
 
 impl std::fmt::Debug for GatewayArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -108,8 +90,9 @@ impl std::fmt::Debug for GatewayArgs {
     }
 }
 
-fn parse_tag_list(text: &str) -> Result<BTreeMap<String, String>, String> {
-    parse_tags(text)
+/// Gateway tags: `key=value` or a bare `key`.
+fn parse_tag_list(text: &str) -> Result<BTreeMap<String, String>, sdm_proto::tags::TagError> {
+    sdm_proto::tags::parse(text, sdm_proto::tags::TagForm::PairsOrNames)
 }
 
 impl GatewayArgs {
