@@ -33,7 +33,12 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for the control plane at `url`, with `timeout` for each call (connecting,
     /// sending and reading the answer, retries after a 429 not included).
-    pub fn new(url: &str, token: &Token, timeout: Duration, options: &Options) -> Result<ApiClient> {
+    pub fn new(
+        url: &str,
+        token: &Token,
+        timeout: Duration,
+        options: &Options,
+    ) -> Result<ApiClient> {
         Ok(ApiClient {
             endpoint: Endpoint::parse(url)?,
             transport: Transport::new(token, options)?,

@@ -82,7 +82,9 @@ pub enum Error {
         attempts: u32,
     },
     /// A successful answer that is not the JSON expected.
-    #[error("the control plane at {url} sent an answer this client cannot read (a version mismatch?)")]
+    #[error(
+        "the control plane at {url} sent an answer this client cannot read (a version mismatch?)"
+    )]
     Undecodable {
         /// The control plane URL.
         url: String,

@@ -110,8 +110,8 @@ impl Failover {
         body: &B,
         timeout: Duration,
     ) -> Result<T, CallError> {
-        let json = encode(body)
-            .map_err(|e| CallError::Unavailable(sdm_proto::error::one_line(&e)))?;
+        let json =
+            encode(body).map_err(|e| CallError::Unavailable(sdm_proto::error::one_line(&e)))?;
         let body = self.call(Method::POST, path, Some(json), timeout).await?;
         decode_answer(&body)
     }
@@ -181,7 +181,10 @@ impl Failover {
                 }
                 Ok(answer) => {
                     let (_, message) = verdict(&answer);
-                    failures.push(format!("{}: HTTP {}: {message}", endpoint.url, answer.status));
+                    failures.push(format!(
+                        "{}: HTTP {}: {message}",
+                        endpoint.url, answer.status
+                    ));
                 }
                 Err(Error::Unreachable { detail, .. }) => {
                     failures.push(format!("{}: {detail}", endpoint.url));

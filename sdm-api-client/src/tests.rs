@@ -376,7 +376,13 @@ async fn a_silent_control_plane_times_out() {
 #[test]
 fn bad_urls_are_refused_before_any_call() {
     let token = Token::generate(TokenKind::Service, "https://x", [0; 32]).unwrap();
-    for url in ["http://x:1", "https://", "https://x:0", "https://u@x", "https://x/?q"] {
+    for url in [
+        "http://x:1",
+        "https://",
+        "https://x:0",
+        "https://u@x",
+        "https://x/?q",
+    ] {
         let e = ApiClient::new(url, &token, TIMEOUT, &Options::default()).unwrap_err();
         assert!(matches!(e, Error::Url { .. }), "{url}: {e:?}");
     }
@@ -425,10 +431,20 @@ async fn failover_says_what_happened_at_each_url() {
     let failing = Server::start(|_| Reply::Bytes(answer(503, "busy"))).await;
     let dead = dead_url();
     let cp = failover(&[failing.url(), dead.clone()], &failing.token());
-    match cp.get::<Pong>("/v1/gateway/ping", TIMEOUT).await.unwrap_err() {
+    match cp
+        .get::<Pong>("/v1/gateway/ping", TIMEOUT)
+        .await
+        .unwrap_err()
+    {
         CallError::Unavailable(why) => {
-            assert!(why.contains(&format!("{}: HTTP 503", failing.url())), "{why}");
-            assert!(why.contains(&format!("{dead}: connection refused")), "{why}");
+            assert!(
+                why.contains(&format!("{}: HTTP 503", failing.url())),
+                "{why}"
+            );
+            assert!(
+                why.contains(&format!("{dead}: connection refused")),
+                "{why}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -463,7 +479,10 @@ async fn after_a_refused_token_the_failover_pauses() {
             .await;
     let cp = failover(&[server.url()], &server.token());
     for _ in 0..3 {
-        let e = cp.get::<Pong>("/v1/gateway/ping", TIMEOUT).await.unwrap_err();
+        let e = cp
+            .get::<Pong>("/v1/gateway/ping", TIMEOUT)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&e, CallError::Refused { status: 401, message, .. } if message == "deleted"),
             "{e:?}"
@@ -476,7 +495,10 @@ async fn after_a_refused_token_the_failover_pauses() {
 async fn failover_reports_an_unreadable_success() {
     let server = Server::start(|_| ok("not json")).await;
     let cp = failover(&[server.url()], &server.token());
-    let e = cp.get::<Pong>("/v1/gateway/ping", TIMEOUT).await.unwrap_err();
+    let e = cp
+        .get::<Pong>("/v1/gateway/ping", TIMEOUT)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, CallError::Unavailable(why) if why.contains("cannot read")),
         "{e:?}"

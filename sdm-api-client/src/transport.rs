@@ -156,12 +156,9 @@ impl std::fmt::Debug for Transport {
 
 impl Transport {
     pub(crate) fn new(token: &Token, options: &Options) -> Result<Transport> {
-        let tls = sdm_proto::pinned_ca::client_config(
-            token.ca_fingerprint,
-            ALPN,
-            options.tls_sessions,
-        )
-        .map_err(Error::Tls)?;
+        let tls =
+            sdm_proto::pinned_ca::client_config(token.ca_fingerprint, ALPN, options.tls_sessions)
+                .map_err(Error::Tls)?;
         let mut builder = reqwest::Client::builder()
             // The configuration keeps its pinned-CA verifier, ALPN and resumption cache; the
             // cache is shared by every connection this client opens.

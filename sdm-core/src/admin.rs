@@ -194,9 +194,7 @@ impl AdminClient {
 
     /// Creates a resource (credentials, if any, are stored encrypted and never returned).
     pub async fn create_resource(&self, resource: &CreateResource) -> Result<AdminResource> {
-        self.api
-            .post(routes::ADMIN_RESOURCES, resource)
-            .await
+        self.api.post(routes::ADMIN_RESOURCES, resource).await
     }
 
     /// Changes a resource; only the fields set in `changes` change. Rotating a stored password

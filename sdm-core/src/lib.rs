@@ -20,6 +20,7 @@ mod status;
 mod tls;
 mod tunnel;
 
+pub use account::Account;
 pub use dial::DialStream;
 pub use error::{Error, ErrorKind, Result};
 pub use listener::ListenAddr;
@@ -31,7 +32,6 @@ pub use sdm_proto::duration;
 pub use sdm_proto::tags;
 /// Text from a server on a terminal: which characters are escaped, and how.
 pub use sdm_proto::text;
-pub use account::Account;
 pub use session::{API_URL_ENV_VAR, ConnectOptions, Session, SessionBuilder, TOKEN_ENV_VARS};
 pub use status::{ConnectionState, ResourceStatus, Status};
 pub use tunnel::Tunnel;

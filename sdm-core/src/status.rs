@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 
 use sdm_proto::text::escape_controls;
 
-use crate::resource::{Resource, ResourceClass};
 use crate::account::Account;
+use crate::resource::{Resource, ResourceClass};
 
 /// The session's resources and their connection state.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -138,7 +138,10 @@ mod tests {
             split_host_port("gw.example.com:8444"),
             Ok(("gw.example.com".into(), Some(8444)))
         );
-        assert_eq!(split_host_port("[::1]:8444"), Ok(("::1".into(), Some(8444))));
+        assert_eq!(
+            split_host_port("[::1]:8444"),
+            Ok(("::1".into(), Some(8444)))
+        );
         assert_eq!(split_host_port("[::1]"), Ok(("::1".into(), None)));
         assert_eq!(split_host_port("host"), Ok(("host".into(), None)));
         assert_eq!(host_and_port("[::1]:9"), Ok(("::1".into(), 9)));

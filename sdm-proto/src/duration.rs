@@ -35,7 +35,9 @@ pub fn parse(text: &str) -> Result<Duration, DurationError> {
     if text.contains(['.', ',', '-', '+']) {
         return Err(refuse("whole numbers only"));
     }
-    let units = text.split(|c: char| !c.is_alphabetic()).filter(|w| !w.is_empty());
+    let units = text
+        .split(|c: char| !c.is_alphabetic())
+        .filter(|w| !w.is_empty());
     if let Some(unit) = units.into_iter().find(|w| LONGER_THAN_A_DAY.contains(w)) {
         return Err(refuse(&format!("{unit:?}: the longest unit is d")));
     }

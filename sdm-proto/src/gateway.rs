@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::ResourceKind;
 use crate::api::{AuditRecord, Credentials, UpstreamTls};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// The largest audit upload a control plane reads (one batch of events).
 pub const MAX_AUDIT_BODY_BYTES: usize = 1024 * 1024;
@@ -202,6 +202,16 @@ pub struct GatewayUpstream {
     /// Whether replication connections are let through (postgres).
     #[serde(default)]
     pub replication: bool,
+}
+
+/// Why a lease does not hold (any more): what a gateway tells the client instead of
+/// connecting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The error kind the client reports.
+    pub kind: ErrorKind,
+    /// What happened, for a person.
+    pub message: String,
 }
 
 /// `POST /v1/gateway/audit`: a batch of audit events, in the order they happened.

@@ -16,6 +16,8 @@ pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
 pub mod resource;
+#[cfg(feature = "tls")]
+pub mod server_tls;
 pub mod tags;
 pub mod text;
 #[cfg(feature = "tls")]

@@ -91,7 +91,10 @@ mod tests {
             parse("novalue", TagForm::Pairs),
             Err(TagError::NotAPair("novalue".into()))
         );
-        assert_eq!(parse("=x", TagForm::Pairs), Err(TagError::NoName("=x".into())));
+        assert_eq!(
+            parse("=x", TagForm::Pairs),
+            Err(TagError::NoName("=x".into()))
+        );
         assert_eq!(
             parse("a=1,a=2", TagForm::Pairs),
             Err(TagError::Twice("a".into()))

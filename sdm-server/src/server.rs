@@ -19,23 +19,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdm_proto::api::{AccountKind, AccountStatus};
-use sdm_proto::lease::LeaseVerifier;
+use sdm_proto::server_tls as tls;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiConfig};
+use crate::bootstrap::{Installation, ServerError};
 use crate::control::sessions::sweep_sessions;
-use crate::control::{GATEWAY_HEARTBEAT, SessionPolicy, StoreDirectory, store_audit_writer};
-use crate::gateway::{AuditPolicy, AuditSink, Gateway, GatewayConfig};
-use crate::keys::tls::{self, LeafResolver};
-use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
-use crate::store::{
-    AccountRecord, DatabaseUrl, GatewayRecord, PostgresStore, SqliteStore, Store, StoreError,
-};
-use sdm_proto::error::one_line;
+use crate::control::{SessionPolicy, StoreDirectory, store_audit_writer};
+use crate::embedded::{EmbeddedDirectory, EmbeddedGateway, GatewayKit};
+use crate::gateway::AuditPolicy;
+use crate::keys::KeyError;
+use crate::store::DatabaseUrl;
 
 /// Default API address (loopback only).
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -50,84 +46,10 @@ pub const LEASE_TTL_RANGE: (Duration, Duration) =
     (Duration::from_secs(2), Duration::from_secs(24 * 3600));
 /// Default of [`ServerBuilder::api_connections_per_source`].
 pub const DEFAULT_API_CONNECTIONS_PER_SOURCE: usize = api::serve::DEFAULT_CONNECTIONS_PER_SOURCE;
-/// Name of the first admin account.
-pub const FIRST_ADMIN_NAME: &str = "admin";
 
 const GATEWAY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown lets in-flight API requests finish.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
-/// How often the TLS leaf is reissued (it is valid for 90 days).
-const LEAF_RENEWAL: Duration = Duration::from_secs(24 * 3600);
-/// Setting that holds a value sealed with the credential-encryption key, to detect a wrong key.
-const SECRET_KEY_CHECK: &str = "secret_key_check";
-const SECRET_KEY_CHECK_TEXT: &str = "sdm secret key check v1";
-
-/// The server could not start.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServerError {
-    /// A builder setting is unusable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// The keys could not be loaded or created.
-    #[error("cannot set up the server's keys")]
-    Keys(#[source] KeyError),
-    /// The database could not be opened.
-    #[error("cannot open the database {}", path.display())]
-    Database {
-        /// The database file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// The PostgreSQL database could not be reached or set up.
-    #[error("cannot use the PostgreSQL database {url}")]
-    Postgres {
-        /// Its URL, without the password.
-        url: String,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// The credential-encryption key is not the one the database was set up with.
-    #[error(
-        "the credential-encryption key does not match this database: restore the original \
-         secret.key, or set {SECRET_KEY_ENV} to the key this installation was created with"
-    )]
-    SecretKeyMismatch,
-    /// The lease-signing key is not the one the other control planes of a shared database use.
-    #[error(
-        "the lease-signing key in the data directory (lease.key) is not the one this \
-         installation's other control planes use, so gateways would refuse the leases it signs: \
-         copy lease.key from another control plane"
-    )]
-    LeaseKeyMismatch,
-    /// The state could not be read or written during start.
-    #[error("cannot {what}")]
-    State {
-        /// What was being done.
-        what: &'static str,
-        /// Why.
-        #[source]
-        source: StoreError,
-    },
-    /// A listener could not be bound.
-    #[error("cannot listen for the {what} on {addr} (is another sdm-server running?)")]
-    Bind {
-        /// `"API"` or `"gateway"`.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A background task failed unexpectedly.
-    #[error("an internal start-up task failed")]
-    Task(#[source] tokio::task::JoinError),
-}
-
 /// Entry point: [`Server::builder`].
 #[derive(Debug)]
 pub struct Server {
@@ -184,7 +106,8 @@ impl ServerBuilder {
     /// still come from the data directory (or `SDM_SECRET_KEY`): every control plane on one
     /// database needs the same `ca.pem`, `ca.key`, `lease.key` and `secret.key`.
     pub fn database_url(mut self, url: &str) -> Self {
-        self.database_url = Some(DatabaseUrl::parse(url).map_err(|e| one_line(&e)));
+        self.database_url =
+            Some(DatabaseUrl::parse(url).map_err(|e| sdm_proto::error::one_line(&e)));
         self
     }
 
@@ -275,60 +198,37 @@ pub struct RunningServer {
     stop: watch::Sender<bool>,
     api_task: Option<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    gateway: Option<Gateway>,
+    gateway: Option<EmbeddedGateway>,
     audit_task: Option<JoinHandle<()>>,
     /// What another gateway of this installation needs (see [`RunningServer::start_gateway`]).
     kit: Option<GatewayKit>,
 }
 
-/// The parts every gateway of one installation shares.
-#[derive(Clone)]
-struct GatewayKit {
-    store: Arc<dyn Store>,
-    tls: Arc<rustls::ServerConfig>,
-    leases: LeaseVerifier,
-    directory: Arc<dyn crate::gateway::Directory>,
-    audit: Arc<dyn AuditSink>,
-    handshake_timeout: Duration,
-}
-
 /// Another gateway started by [`RunningServer::start_gateway`], registered like the first.
-pub struct ExtraGateway {
-    gateway: Gateway,
-    heartbeat: JoinHandle<()>,
-    record: GatewayRecord,
-    store: Arc<dyn Store>,
-}
+pub struct ExtraGateway(EmbeddedGateway);
 
 impl std::fmt::Debug for ExtraGateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ExtraGateway")
-            .field("name", &self.record.name)
-            .field("address", &self.record.address)
-            .finish()
+            .field("address", &self.0.address)
+            .finish_non_exhaustive()
     }
 }
 
 impl ExtraGateway {
     /// Where it listens.
     pub fn local_addr(&self) -> SocketAddr {
-        self.gateway.local_addr()
+        self.0.gateway.local_addr()
     }
 
     /// Stops it and withdraws it from the gateways offered to clients at once.
-    pub async fn stop(mut self) {
-        self.heartbeat.abort();
-        self.record.last_seen = 0;
-        if let Err(e) = self.store.upsert_gateway(self.record.clone()).await {
-            tracing::warn!(error = %e, "could not withdraw the gateway");
-        }
-        self.gateway.shutdown().await;
+    pub async fn stop(self) {
+        self.0.stop(true).await;
     }
 
     /// Stops it as a crash would: no goodbye, its registration stays until it goes stale.
     pub async fn kill(self) {
-        self.heartbeat.abort();
-        self.gateway.shutdown().await;
+        self.0.stop(false).await;
     }
 }
 
@@ -390,45 +290,17 @@ impl RunningServer {
             .kit
             .clone()
             .ok_or_else(|| ServerError::Config("the server is shutting down".into()))?;
-        interrupt_left_open(kit.store.as_ref(), name).await?;
-        let gateway = Gateway::start(GatewayConfig {
-            name: name.to_owned(),
-            listen,
-            tls: kit.tls,
-            leases: kit.leases,
-            directory: kit.directory,
-            audit: kit.audit,
-            handshake_timeout: kit.handshake_timeout,
-        })
-        .await
-        .map_err(|source| ServerError::Bind {
+        let bind = |source| ServerError::Bind {
             what: "gateway",
             addr: listen,
             source,
-        })?;
-        let addr = gateway.local_addr();
-        let record = GatewayRecord {
-            id: Uuid::new_v4(),
-            name: name.to_owned(),
-            address: addr.to_string(),
-            server_name: addr.ip().to_string(),
-            last_seen: sdm_proto::unix_now(),
         };
-        let record =
-            kit.store
-                .upsert_gateway(record)
-                .await
-                .map_err(|source| ServerError::State {
-                    what: "register the gateway",
-                    source,
-                })?;
-        let heartbeat = tokio::spawn(heartbeat(kit.store.clone(), record.clone()));
-        Ok(ExtraGateway {
-            gateway,
-            heartbeat,
-            record,
-            store: kit.store,
-        })
+        let listener = TcpListener::bind(listen).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
+        let gateway = kit
+            .start_gateway(name, listener, addr.to_string(), addr.ip().to_string())
+            .await?;
+        Ok(ExtraGateway(gateway))
     }
 
     /// Stops accepting, lets in-flight API requests finish (up to 10 s), then stops the gateway.
@@ -444,7 +316,7 @@ impl RunningServer {
             }
         }
         if let Some(gateway) = self.gateway.take()
-            && tokio::time::timeout(SHUTDOWN_DRAIN, gateway.shutdown())
+            && tokio::time::timeout(SHUTDOWN_DRAIN, gateway.stop(false))
                 .await
                 .is_err()
         {
@@ -517,157 +389,6 @@ fn certificate_names(
     names
 }
 
-fn secret_key_from_env() -> Result<Option<String>, ServerError> {
-    match std::env::var(SECRET_KEY_ENV) {
-        Ok(v) => Ok(Some(v)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(ServerError::Config(format!(
-            "{SECRET_KEY_ENV} is not valid text; it must be a base64 key"
-        ))),
-    }
-}
-
-/// The setting that records the lease-signing public key of the installation.
-const LEASE_KEY_SETTING: &str = "keys.lease_public_key";
-
-/// Control planes sharing a database must sign with one key. The first start records its
-/// public key; a later start with another key is refused on a shared database. On an embedded
-/// one (a single control plane) a lost and regenerated key simply replaces the record.
-async fn check_lease_key(
-    store: &dyn Store,
-    public_key: &[u8],
-    shared: bool,
-) -> Result<(), ServerError> {
-    let state = |what| move |source| ServerError::State { what, source };
-    if store
-        .put_setting_if_absent(LEASE_KEY_SETTING, public_key.to_vec())
-        .await
-        .map_err(state("record the lease key"))?
-    {
-        return Ok(());
-    }
-    let recorded = store
-        .get_setting(LEASE_KEY_SETTING)
-        .await
-        .map_err(state("read the lease key"))?;
-    if recorded.as_deref() == Some(public_key) {
-        return Ok(());
-    }
-    if shared {
-        return Err(ServerError::LeaseKeyMismatch);
-    }
-    tracing::warn!(
-        "lease.key was replaced; leases signed with the old key are refused from now on"
-    );
-    store
-        .set_setting(LEASE_KEY_SETTING, public_key.to_vec())
-        .await
-        .map_err(state("record the lease key"))
-}
-
-async fn check_secret_key(store: &dyn Store, secrets: &SecretBox) -> Result<(), ServerError> {
-    let state = |what| move |source| ServerError::State { what, source };
-    match store
-        .get_setting(SECRET_KEY_CHECK)
-        .await
-        .map_err(state("read the key check"))?
-    {
-        Some(sealed) => match secrets.open(&sealed) {
-            Ok(text) if text == SECRET_KEY_CHECK_TEXT => Ok(()),
-            _ => Err(ServerError::SecretKeyMismatch),
-        },
-        None => {
-            let sealed = secrets.seal(SECRET_KEY_CHECK_TEXT).map_err(|_| {
-                ServerError::Config("cannot use the credential-encryption key".into())
-            })?;
-            let stored = store
-                .put_setting_if_absent(SECRET_KEY_CHECK, sealed)
-                .await
-                .map_err(state("store the key check"))?;
-            if stored {
-                return Ok(());
-            }
-            // Another control plane sharing the database stored its check first: ours must
-            // open it, never replace it.
-            match store
-                .get_setting(SECRET_KEY_CHECK)
-                .await
-                .map_err(state("read the key check"))?
-                .map(|sealed| secrets.open(&sealed))
-            {
-                Some(Ok(text)) if text == SECRET_KEY_CHECK_TEXT => Ok(()),
-                _ => Err(ServerError::SecretKeyMismatch),
-            }
-        }
-    }
-}
-
-/// Creates the first admin account and returns its token, if there is no admin yet.
-async fn bootstrap_admin(
-    store: &dyn Store,
-    api_url: &str,
-    ca_fingerprint: [u8; 32],
-) -> Result<Option<String>, ServerError> {
-    let state = |what| move |source| ServerError::State { what, source };
-    if store
-        .count_admins()
-        .await
-        .map_err(state("count admin accounts"))?
-        > 0
-    {
-        return Ok(None);
-    }
-    let now = sdm_proto::unix_now();
-    let id = Uuid::new_v4();
-    let mut name = FIRST_ADMIN_NAME.to_owned();
-    for attempt in 0..2 {
-        let (token, record) = api::new_token(api_url, ca_fingerprint, id, AccountKind::Admin, now)
-            .map_err(|_| ServerError::Config("cannot generate the admin token".into()))?;
-        let account = AccountRecord {
-            id,
-            name: name.clone(),
-            kind: AccountKind::Admin,
-            status: AccountStatus::Active,
-            created_at: now,
-        };
-        match store.create_account(account, record).await {
-            Ok(()) => {
-                tracing::info!(account = %name, "created the first admin account");
-                return Ok(Some(token.encode()));
-            }
-            // Another control plane sharing the database created the first admin meanwhile.
-            Err(StoreError::Conflict { .. })
-                if store
-                    .count_admins()
-                    .await
-                    .map_err(state("count admin accounts"))?
-                    > 0 =>
-            {
-                return Ok(None);
-            }
-            // A service account already has the name: use a distinct one.
-            Err(StoreError::Conflict { .. }) if attempt == 0 => {
-                name = format!("{FIRST_ADMIN_NAME}-{}", &id.simple().to_string()[..8]);
-            }
-            Err(source) => {
-                return Err(ServerError::State {
-                    what: "create the first admin account",
-                    source,
-                });
-            }
-        }
-    }
-    Ok(None)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
-) -> Result<T, ServerError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ServerError::Task)?
-}
-
 async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     let data_dir = b.data_dir.clone().ok_or_else(|| {
         ServerError::Config("no data directory given (sdm-server serve --data-dir DIR)".into())
@@ -703,64 +424,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             })
         })
         .transpose()?;
-    let secret_key_env = secret_key_from_env()?;
-
-    // Keys and the database. Whether the installation exists already decides whether missing
-    // keys may be created: for SQLite the database file tells, for PostgreSQL what it holds.
-    let db_path = data_dir.join(crate::store::sqlite::FILE);
-    let postgres = match b.database_url.clone() {
-        Some(url) => {
-            let url = url.map_err(|e| ServerError::Config(format!("--database-url: {e}")))?;
-            let fail = |source| ServerError::Postgres {
-                url: url.redacted(),
-                source,
-            };
-            let store = PostgresStore::connect(&url).await.map_err(fail)?;
-            let existing = store
-                .get_setting(SECRET_KEY_CHECK)
-                .await
-                .map_err(fail)?
-                .is_some()
-                || store.count_admins().await.map_err(fail)? > 0;
-            tracing::info!(database = %url, existing, "using PostgreSQL");
-            Some((Arc::new(store) as Arc<dyn Store>, existing))
-        }
-        None => None,
-    };
-    let keys = {
-        let data_dir = data_dir.clone();
-        let db_path = db_path.clone();
-        let existing_postgres = postgres.as_ref().map(|(_, existing)| *existing);
-        blocking(move || {
-            let existing = existing_postgres.unwrap_or_else(|| db_path.exists());
-            Keys::load_or_create(&data_dir, existing, secret_key_env.as_deref())
-                .map_err(ServerError::Keys)
-        })
-        .await?
-    };
-    let store: Arc<dyn Store> = match postgres {
-        Some((store, _)) => store,
-        None => {
-            let db_path = db_path.clone();
-            Arc::new(
-                blocking(move || {
-                    SqliteStore::open(&db_path).map_err(|source| ServerError::Database {
-                        path: db_path.clone(),
-                        source,
-                    })
-                })
-                .await?,
-            )
-        }
-    };
-    let Keys {
-        ca,
-        lease_signer,
-        secret_box,
-    } = keys;
-    check_secret_key(store.as_ref(), &secret_box).await?;
-    let shared_store = b.database_url.is_some();
-    check_lease_key(store.as_ref(), &lease_signer.public_key(), shared_store).await?;
+    let installation = Installation::open(&data_dir, b.database_url.clone()).await?;
 
     // The API listener: its address goes into the URL that tokens carry.
     let api_listener = TcpListener::bind(b.listen)
@@ -791,54 +455,22 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         }
     };
 
-    // TLS: one leaf for both listeners, reissued daily.
-    let names = certificate_names(
-        public.as_ref().map(|(_, host)| host.as_str()),
-        gateway_public.as_ref().map(|(host, _)| host.as_str()),
-        &[b.listen.ip(), b.gateway_listen.ip()],
-    );
-    let ca = Arc::new(ca);
-    let leaf = ca.issue_leaf(&names).map_err(ServerError::Keys)?;
-    let resolver = LeafResolver::new(leaf).map_err(ServerError::Keys)?;
-    let api_tls = tls::server_config(resolver.clone(), tls::ALPN_API).map_err(ServerError::Keys)?;
-    let gateway_tls =
-        tls::server_config(resolver.clone(), tls::ALPN_GATEWAY).map_err(ServerError::Keys)?;
-    let ca_fingerprint = ca.fingerprint();
-
-    let admin_token = bootstrap_admin(store.as_ref(), &api_url, ca_fingerprint).await?;
-
-    // The gateway, and the audit trail it writes through a background writer.
-    let secret_box = Arc::new(secret_box);
-    let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
-    let audit_writer: Arc<dyn AuditSink> = Arc::new(audit_writer);
-    let lease_public_key = lease_signer.public_key();
-    // Connections this gateway carried when its process last stopped without ending them (a
-    // crash, a kill) are over: close their records before it serves again.
-    interrupt_left_open(store.as_ref(), &b.gateway_name).await?;
-    let kit = GatewayKit {
-        store: store.clone(),
-        tls: gateway_tls,
-        leases: LeaseVerifier::new([lease_public_key.clone()]),
-        directory: Arc::new(StoreDirectory::new(store.clone(), secret_box.clone())),
-        audit: audit_writer.clone(),
-        handshake_timeout: b.gateway_handshake_timeout,
-    };
-    let gateway = Gateway::start(GatewayConfig {
-        name: b.gateway_name.clone(),
-        listen: b.gateway_listen,
-        tls: kit.tls.clone(),
-        leases: kit.leases.clone(),
-        directory: kit.directory.clone(),
-        audit: kit.audit.clone(),
-        handshake_timeout: kit.handshake_timeout,
-    })
-    .await
-    .map_err(|source| ServerError::Bind {
-        what: "gateway",
-        addr: b.gateway_listen,
-        source,
-    })?;
-    let gateway_addr = gateway.local_addr();
+    // The gateway's listener: its address goes into its registration.
+    let gateway_listener = TcpListener::bind(b.gateway_listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            what: "gateway",
+            addr: b.gateway_listen,
+            source,
+        })?;
+    let gateway_addr = gateway_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            what: "gateway",
+            addr: b.gateway_listen,
+            source,
+        })?;
+    let gateway_public_host = gateway_public.as_ref().map(|(host, _)| host.clone());
     let (address, server_name) = match (&b.gateway_public_addr, gateway_public) {
         (Some(text), Some((host, _))) => (text.clone(), host),
         _ => {
@@ -852,51 +484,67 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             (gateway_addr.to_string(), gateway_addr.ip().to_string())
         }
     };
-    let registration = GatewayRecord {
-        id: Uuid::new_v4(),
-        name: b.gateway_name.clone(),
-        address,
-        server_name,
-        last_seen: sdm_proto::unix_now(),
+
+    let admin_token = installation.bootstrap_admin(&api_url).await?;
+    let Installation {
+        store,
+        ca,
+        lease_signer,
+        secret_box,
+    } = installation;
+    let ca_fingerprint = ca.fingerprint();
+
+    // The gateway, and the audit trail it writes through a background writer. It registers
+    // with this process's control plane as a standalone gateway does with its own; the
+    // registration brings the TLS leaf, which also serves the API (one leaf for both
+    // listeners, renewed daily by the gateway's registration loop).
+    let secret_box = Arc::new(secret_box);
+    let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
+    let lease_public_key = lease_signer.public_key();
+    let kit = GatewayKit {
+        store: store.clone(),
+        ca: ca.clone(),
+        names: certificate_names(
+            public.as_ref().map(|(_, host)| host.as_str()),
+            gateway_public_host.as_deref(),
+            &[b.listen.ip(), b.gateway_listen.ip()],
+        ),
+        lease_public_key: lease_public_key.clone(),
+        directory: Arc::new(EmbeddedDirectory(StoreDirectory::new(
+            store.clone(),
+            secret_box.clone(),
+        ))),
+        audit: Arc::new(audit_writer),
+        handshake_timeout: b.gateway_handshake_timeout,
     };
-    let registered = store
-        .upsert_gateway(registration.clone())
-        .await
-        .map_err(|source| ServerError::State {
-            what: "register the gateway",
-            source,
-        })?;
+    let gateway = kit
+        .start_gateway(&b.gateway_name, gateway_listener, address, server_name)
+        .await?;
+    let tls_error = |e| ServerError::Keys(KeyError::Tls(e));
+    let api_tls = tls::server_config(gateway.resolver.clone(), tls::ALPN_API).map_err(tls_error)?;
 
     let (stop, stop_rx) = watch::channel(false);
-    let state = Arc::new(ApiState {
-        store: store.clone(),
-        signer: Arc::new(lease_signer),
-        secrets: secret_box,
-        api_url: api_url.clone(),
-        ca_fingerprint,
-        lease_ttl: b.lease_ttl,
-        sessions: b.sessions,
-        throttle: api::LoginThrottle::default(),
-        ca: ca.clone(),
-        gateway_tags: Default::default(),
-    });
-    let api_task = tokio::spawn(api::serve::serve(
+    let api_task = api::spawn(
         api_listener,
         api_tls,
-        api::router(state),
+        ApiConfig {
+            store: store.clone(),
+            signer: Arc::new(lease_signer),
+            secrets: secret_box,
+            api_url: api_url.clone(),
+            ca,
+            lease_ttl: b.lease_ttl,
+            sessions: b.sessions,
+            connections_per_source: b.api_connections_per_source,
+        },
         stop_rx,
         SHUTDOWN_DRAIN,
-        b.api_connections_per_source,
-    ));
-    let background = vec![
-        tokio::spawn(heartbeat(store.clone(), registration)),
-        tokio::spawn(renew_leaf(ca.clone(), resolver, names)),
-        tokio::spawn(sweep_sessions(store.clone(), b.sessions)),
-    ];
+    );
+    let background = vec![tokio::spawn(sweep_sessions(store.clone(), b.sessions))];
     tracing::info!(
         api_url = %api_url,
         api_addr = %api_addr,
-        gateway = %registered.address,
+        gateway = %gateway.address,
         gateway_addr = %gateway_addr,
         data_dir = %data_dir.display(),
         "sdm-server is running"
@@ -915,61 +563,6 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         audit_task: Some(audit_task),
         kit: Some(kit),
     })
-}
-
-/// Closes the audit records that the gateway named `name` left open when its process last
-/// stopped without ending them; called before it serves, when none of them can be live.
-async fn interrupt_left_open(store: &dyn Store, name: &str) -> Result<(), ServerError> {
-    let closed = store
-        .interrupt_connections(name, sdm_proto::unix_now())
-        .await
-        .map_err(|source| ServerError::State {
-            what: "close the audit records the gateway left open when it last stopped",
-            source,
-        })?;
-    if closed > 0 {
-        tracing::warn!(
-            gateway = %name,
-            closed,
-            "the gateway stopped last time with connections open (a crash or a kill); their \
-             audit records are closed as interrupted"
-        );
-    }
-    Ok(())
-}
-
-/// Keeps the gateway's registration fresh so that clients are offered it.
-async fn heartbeat(store: Arc<dyn Store>, mut record: GatewayRecord) {
-    let mut interval = tokio::time::interval(GATEWAY_HEARTBEAT);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        record.last_seen = sdm_proto::unix_now();
-        if let Err(e) = store.upsert_gateway(record.clone()).await {
-            tracing::warn!(error = %e, "could not refresh the gateway's registration");
-        }
-    }
-}
-
-/// Reissues the TLS leaf daily, so it never gets close to its 90-day expiry.
-async fn renew_leaf(
-    ca: Arc<CertificateAuthority>,
-    resolver: Arc<LeafResolver>,
-    names: Vec<String>,
-) {
-    let mut interval = tokio::time::interval(LEAF_RENEWAL);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        let issued = ca
-            .issue_leaf(&names)
-            .and_then(|leaf| resolver.replace(leaf));
-        match issued {
-            Ok(()) => tracing::info!("renewed the TLS certificate"),
-            Err(e) => tracing::warn!(error = %e, "could not renew the TLS certificate"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -15,11 +15,11 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sdm_proto::ErrorKind;
-use sdm_proto::api::{AuditRecord, Credentials};
+use sdm_proto::api::AuditRecord;
 use sdm_proto::error::ApiError as WireError;
 use sdm_proto::gateway::{
     AuditEvent as WireEvent, AuditUpload, Authorization, AuthorizeLease, GatewayRegistration,
-    GatewayUpstream, HeartbeatReply, MAX_AUDIT_EVENTS, RegisterGateway, RevocationEpoch,
+    HeartbeatReply, MAX_AUDIT_EVENTS, RegisterGateway, RevocationEpoch,
 };
 use sdm_proto::lease::LeaseVerifier;
 use uuid::Uuid;
@@ -30,8 +30,6 @@ use super::json::Json;
 use super::{ApiState, validate};
 use crate::control::gateway_identities::{self, GatewayIdentity};
 use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory};
-use crate::gateway::Upstream;
-use crate::keys::files::pem_encode;
 use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord, GatewayRecord, QueryRecord};
 
 /// Longest audited query text kept (the gateway cuts at 8 KiB already).
@@ -163,12 +161,7 @@ pub(crate) async fn register(
         .ca
         .issue_leaf(std::slice::from_ref(&row.server_name))
         .map_err(|e| ApiError::internal("issuing a gateway certificate failed", &e))?;
-    let certificate_chain_pem = leaf
-        .chain
-        .iter()
-        .map(|c| pem_encode("CERTIFICATE", c.as_ref()))
-        .collect();
-    let private_key_pem = pem_encode("PRIVATE KEY", leaf.key.secret_der());
+    let (certificate_chain_pem, private_key_pem) = leaf.to_pem();
     let revocation_epoch = state.store.revocation_epoch().await?;
     tracing::info!(
         gateway = %identity.name,
@@ -234,25 +227,6 @@ fn denied(kind: ErrorKind, message: String) -> axum::Json<Authorization> {
     }))
 }
 
-fn wire_upstream(up: Upstream) -> GatewayUpstream {
-    GatewayUpstream {
-        resource_name: up.resource_name,
-        kind: up.kind,
-        host: up.host,
-        port: up.port,
-        credentials: up.credentials.map(|c| Credentials {
-            username: c.username,
-            password: c.password,
-            database: c.database,
-        }),
-        upstream_tls: up.tls,
-        account_name: up.account_name,
-        labels: up.labels,
-        databases: up.databases,
-        replication: up.replication,
-    }
-}
-
 /// `POST /v1/gateway/authorize`: whether a lease a client presented still holds, and where it
 /// goes. A refusal is a 200 answer (`{"denied": …}`).
 pub(crate) async fn authorize(
@@ -284,7 +258,7 @@ pub(crate) async fn authorize(
             .decide(&lease, caller.identity.serving_tags())
             .await
         {
-            Ok(upstream) => axum::Json(Authorization::Allowed(wire_upstream(upstream))),
+            Ok(upstream) => axum::Json(Authorization::Allowed(upstream)),
             Err(refusal) => {
                 tracing::debug!(gateway = %caller.identity.name, lease = %lease.id, kind = %refusal.kind, "lease refused for a gateway");
                 denied(refusal.kind, refusal.message)

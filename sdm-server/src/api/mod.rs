@@ -47,6 +47,57 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest error text from a lower layer that is carried into a JSON error body.
 const MAX_PLAIN_ERROR_BYTES: usize = 4096;
 
+/// What the API serves with.
+pub struct ApiConfig {
+    /// Accounts, resources, grants, sessions, gateways.
+    pub store: Arc<dyn Store>,
+    /// Signs leases.
+    pub signer: Arc<LeaseSigner>,
+    /// Seals stored credentials.
+    pub secrets: Arc<SecretBox>,
+    /// The URL new tokens carry.
+    pub api_url: String,
+    /// Issues standalone gateways their TLS certificates; tokens carry its fingerprint.
+    pub ca: Arc<CertificateAuthority>,
+    /// Lifetime of issued leases.
+    pub lease_ttl: Duration,
+    /// How many sessions an account may hold, and how long they live.
+    pub sessions: crate::control::SessionPolicy,
+    /// Connections one source may hold at once.
+    pub connections_per_source: usize,
+}
+
+/// Serves the API on `listener` until `stop` turns true, then lets requests in flight finish
+/// for up to `drain`.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    config: ApiConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let state = Arc::new(ApiState {
+        store: config.store,
+        signer: config.signer,
+        secrets: config.secrets,
+        api_url: config.api_url,
+        ca_fingerprint: config.ca.fingerprint(),
+        lease_ttl: config.lease_ttl,
+        sessions: config.sessions,
+        throttle: LoginThrottle::default(),
+        ca: config.ca,
+        gateway_tags: TagCache::default(),
+    });
+    tokio::spawn(serve::serve(
+        listener,
+        tls,
+        router(state),
+        stop,
+        drain,
+        config.connections_per_source,
+    ))
+}
+
 /// What the handlers share.
 pub(crate) struct ApiState {
     /// Accounts, resources, grants, sessions, gateways.

@@ -14,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 
 use uuid::Uuid;
 
-use crate::gateway::Upstream;
+use sdm_proto::gateway::GatewayUpstream as Upstream;
 
 /// Answers remembered at most; when full, all are forgotten (they are cheap to read again).
 const CAPACITY: usize = 4096;
@@ -74,7 +74,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
             credentials: None,
-            tls: UpstreamTls {
+            upstream_tls: UpstreamTls {
                 mode: TlsMode::Disable,
                 ca_pem: None,
             },

@@ -1,4 +1,5 @@
-//! [`StoreDirectory`]: the gateway's [`Directory`] over the control plane's [`Store`].
+//! [`StoreDirectory`]: where a lease goes, decided on the control plane's [`Store`]: the answer
+//! to the embedded gateways' directory and to standalone gateways' `/v1/gateway/authorize`.
 //!
 //! Every connection is decided on the current state, so suspending an account, ending a session
 //! or removing a grant refuses the next connection at once. Positive answers are remembered
@@ -10,11 +11,11 @@ use std::sync::Arc;
 
 use sdm_proto::{ErrorKind, Lease};
 
-use sdm_proto::api::UpstreamTls;
+use sdm_proto::api::{Credentials, UpstreamTls};
+use sdm_proto::gateway::{Denied, GatewayUpstream};
 
 use super::access;
 use super::answer_cache::AnswerCache;
-use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
 use crate::keys::SecretBox;
 use crate::store::{Store, StoreError};
 
@@ -63,7 +64,7 @@ impl StoreDirectory {
         &self,
         lease: &Lease,
         gateway_tags: &BTreeMap<String, String>,
-    ) -> Result<Upstream, Denied> {
+    ) -> Result<GatewayUpstream, Denied> {
         let facts = self
             .store
             .access_facts(lease.account_id, lease.session_id, lease.resource_id)
@@ -96,7 +97,7 @@ impl StoreDirectory {
                         ),
                     )
                 })?;
-                Some(UpstreamCredentials {
+                Some(Credentials {
                     username: username.clone(),
                     password,
                     database: resource.database.clone(),
@@ -104,13 +105,13 @@ impl StoreDirectory {
             }
             _ => None,
         };
-        Ok(Upstream {
+        Ok(GatewayUpstream {
             resource_name: resource.name,
             kind: resource.kind,
             host: resource.hostname,
             port: resource.port,
             credentials,
-            tls: UpstreamTls {
+            upstream_tls: UpstreamTls {
                 mode: resource.tls_mode,
                 ca_pem: resource.tls_ca_pem,
             },
@@ -122,9 +123,9 @@ impl StoreDirectory {
     }
 }
 
-#[async_trait::async_trait]
-impl Directory for StoreDirectory {
-    async fn revocation_epoch(&self) -> Option<i64> {
+impl StoreDirectory {
+    /// The revocation epoch now; `None` when the store cannot be read.
+    pub async fn revocation_epoch(&self) -> Option<i64> {
         match self.store.revocation_epoch().await {
             Ok(epoch) => Some(epoch),
             Err(e) => {
@@ -134,7 +135,9 @@ impl Directory for StoreDirectory {
         }
     }
 
-    async fn authorize(&self, lease: &Lease, _signed: &[u8]) -> Result<Upstream, Denied> {
+    /// Where `lease` goes now, or why not; answers are remembered while the store can vouch
+    /// that nothing changed since.
+    pub async fn authorize(&self, lease: &Lease) -> Result<GatewayUpstream, Denied> {
         // Read before the store: a change committed in between moves the epoch past the one
         // the answer is remembered under.
         let Some(epoch) = self.store.local_revocation_epoch() else {
@@ -257,26 +260,26 @@ mod tests {
     }
 
     async fn refusal(f: &Fixture) -> Denied {
-        f.directory.authorize(&f.lease, &[]).await.unwrap_err()
+        f.directory.authorize(&f.lease).await.unwrap_err()
     }
 
     #[tokio::test]
     async fn a_granted_lease_gets_the_upstream() {
         let f = fixture().await;
-        let up = f.directory.authorize(&f.lease, &[]).await.unwrap();
+        let up = f.directory.authorize(&f.lease).await.unwrap();
         assert_eq!(
             up,
-            Upstream {
+            GatewayUpstream {
                 resource_name: "pg".into(),
                 kind: ResourceKind::Postgres,
                 host: "127.0.0.1".into(),
                 port: 5432,
-                credentials: Some(UpstreamCredentials {
+                credentials: Some(Credentials {
                     username: "app".into(),
                     password: "s3cret".into(),
                     database: Some("app".into()),
                 }),
-                tls: UpstreamTls {
+                upstream_tls: UpstreamTls {
                     mode: TlsMode::Require,
                     ca_pem: None,
                 },
@@ -292,13 +295,13 @@ mod tests {
     #[tokio::test]
     async fn remembered_answers_end_with_every_change() {
         let f = fixture().await;
-        let first = f.directory.authorize(&f.lease, &[]).await.unwrap();
-        assert_eq!(f.directory.authorize(&f.lease, &[]).await.unwrap(), first);
+        let first = f.directory.authorize(&f.lease).await.unwrap();
+        assert_eq!(f.directory.authorize(&f.lease).await.unwrap(), first);
 
         let mut resource = f.resource().await;
         resource.port = 6543;
         f.store.update_resource(resource).await.unwrap();
-        let moved = f.directory.authorize(&f.lease, &[]).await.unwrap();
+        let moved = f.directory.authorize(&f.lease).await.unwrap();
         assert_eq!(moved.port, 6543);
 
         f.store
@@ -310,7 +313,7 @@ mod tests {
             .set_account_status(f.account.id, AccountStatus::Active)
             .await
             .unwrap();
-        f.directory.authorize(&f.lease, &[]).await.unwrap();
+        f.directory.authorize(&f.lease).await.unwrap();
 
         f.store
             .revoke_grant(f.account.id, f.lease.resource_id)
@@ -325,7 +328,7 @@ mod tests {
             })
             .await
             .unwrap();
-        f.directory.authorize(&f.lease, &[]).await.unwrap();
+        f.directory.authorize(&f.lease).await.unwrap();
 
         assert!(f.store.end_session(f.lease.session_id, 3).await.unwrap());
         assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
@@ -345,7 +348,7 @@ mod tests {
             .set_account_status(f.account.id, AccountStatus::Active)
             .await
             .unwrap();
-        f.directory.authorize(&f.lease, &[]).await.unwrap();
+        f.directory.authorize(&f.lease).await.unwrap();
     }
 
     #[tokio::test]

@@ -1,14 +1,12 @@
 //! The gateway: accepts TLS connections from clients, verifies their lease offline, asks the
 //! [`Directory`] where the resource lives, connects to it and splices bytes both ways.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdm_proto::api::UpstreamTls;
+use sdm_proto::Lease;
 use sdm_proto::lease::LeaseVerifier;
-use sdm_proto::{ErrorKind, Lease, ResourceKind};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,6 +16,7 @@ mod connection;
 mod listener;
 mod postgres;
 mod prefixed;
+pub mod registration;
 mod registry;
 mod splice;
 mod verified;
@@ -46,60 +45,13 @@ pub trait Directory: Send + Sync + 'static {
     async fn revocation_epoch(&self) -> Option<i64>;
 }
 
-/// A resource's address and how to log in to it, as the gateway needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// Resource name (for messages and logs).
-    pub resource_name: String,
-    /// What it speaks.
-    pub kind: ResourceKind,
-    /// Host to connect to.
-    pub host: String,
-    /// Port to connect to.
-    pub port: u16,
-    /// Credentials the gateway logs in with; `None`: the client logs in itself.
-    pub credentials: Option<UpstreamCredentials>,
-    /// TLS between the gateway and the resource.
-    pub tls: UpstreamTls,
-    /// The account's name (for the audit trail).
-    pub account_name: String,
-    /// The session's job labels (for the audit trail).
-    pub labels: BTreeMap<String, String>,
-    /// Databases a client may name besides the stored one (postgres).
-    pub databases: Vec<String>,
-    /// Whether replication connections are let through (postgres).
-    pub replication: bool,
-}
-
 /// Stored credentials, decrypted. `Debug` hides the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct UpstreamCredentials {
-    /// User name.
-    pub username: String,
-    /// Password.
-    pub password: String,
-    /// Database; `None`: the one the client asks for.
-    pub database: Option<String>,
-}
-
-impl std::fmt::Debug for UpstreamCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamCredentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("database", &self.database)
-            .finish()
-    }
-}
-
+pub use sdm_proto::api::Credentials as UpstreamCredentials;
 /// A refusal, sent to the client as a handshake error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Denied {
-    /// The error kind the client reports.
-    pub kind: ErrorKind,
-    /// What happened, for a person.
-    pub message: String,
-}
+pub use sdm_proto::gateway::Denied;
+/// A resource's address and how to log in to it, as the control plane decided it for one
+/// lease (the same type whether the control plane runs in this process or answers over HTTP).
+pub use sdm_proto::gateway::GatewayUpstream as Upstream;
 
 /// How a gateway runs.
 pub struct GatewayConfig {

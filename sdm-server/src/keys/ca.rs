@@ -14,6 +14,8 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+pub use sdm_proto::server_tls::Leaf;
+
 use super::KeyError;
 use super::files;
 
@@ -38,22 +40,6 @@ impl std::fmt::Debug for CertificateAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CertificateAuthority")
             .field("fingerprint", &hex(&self.fingerprint))
-            .finish_non_exhaustive()
-    }
-}
-
-/// A leaf certificate and its key, ready for rustls.
-pub struct Leaf {
-    /// `[leaf, CA]`.
-    pub chain: Vec<CertificateDer<'static>>,
-    /// The leaf's private key.
-    pub key: PrivateKeyDer<'static>,
-}
-
-impl std::fmt::Debug for Leaf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leaf")
-            .field("chain", &self.chain.len())
             .finish_non_exhaustive()
     }
 }

@@ -159,18 +159,7 @@ fn temp_path(path: &Path) -> Result<PathBuf, KeyError> {
     Ok(path.with_file_name(format!(".{name}.tmp-{suffix}")))
 }
 
-/// PEM text for DER bytes under `label` (64-column base64 lines, RFC 7468).
-pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
+pub(crate) use sdm_proto::server_tls::pem_encode;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,8 @@ pub mod ca;
 pub(crate) mod files;
 pub mod lease_key;
 pub mod secret_box;
-pub mod tls;
+#[cfg(test)]
+mod tls;
 
 pub use ca::CertificateAuthority;
 pub use secret_box::{SecretBox, SecretError};

@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sdm_proto::api::routes;
-use sdm_proto::gateway::{Authorization, AuthorizeLease, GatewayUpstream, RevocationEpoch};
+use sdm_proto::gateway::{Authorization, AuthorizeLease, RevocationEpoch};
 use sdm_proto::{ErrorKind, Lease};
 use uuid::Uuid;
 
 use super::client::{CallError, SharedControlPlane};
-use crate::gateway::{Denied, Directory, Upstream, UpstreamCredentials};
+use crate::gateway::{Denied, Directory, Upstream};
 
 /// How long a positive answer is reused (unless the revocation epoch moves first, which a
 /// resource update also does).
@@ -137,25 +137,6 @@ impl RemoteDirectory {
     }
 }
 
-fn upstream(up: GatewayUpstream) -> Upstream {
-    Upstream {
-        resource_name: up.resource_name,
-        kind: up.kind,
-        host: up.host,
-        port: up.port,
-        credentials: up.credentials.map(|c| UpstreamCredentials {
-            username: c.username,
-            password: c.password,
-            database: c.database,
-        }),
-        tls: up.upstream_tls,
-        account_name: up.account_name,
-        labels: up.labels,
-        databases: up.databases,
-        replication: up.replication,
-    }
-}
-
 #[async_trait::async_trait]
 impl Directory for RemoteDirectory {
     async fn authorize(&self, lease: &Lease, signed: &[u8]) -> Result<Upstream, Denied> {
@@ -173,7 +154,6 @@ impl Directory for RemoteDirectory {
             .map_err(|e| self.unavailable(&e))?;
         match answer {
             Authorization::Allowed(up) => {
-                let up = upstream(up);
                 self.remember(lease.id, &up, generation);
                 Ok(up)
             }
@@ -241,7 +221,7 @@ mod tests {
             host: "db".into(),
             port: 5432,
             credentials: None,
-            tls: UpstreamTls::default(),
+            upstream_tls: UpstreamTls::default(),
             account_name: "etl".into(),
             labels: BTreeMap::new(),
             databases: Vec::new(),

@@ -24,15 +24,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sdm_proto::api::routes;
-use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
-use sdm_proto::lease::LeaseVerifier;
+use sdm_proto::gateway::RegisterGateway;
+use sdm_proto::server_tls::{ALPN_GATEWAY, LeafResolver, server_config};
 use sdm_proto::{Token, TokenKind};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -41,25 +36,22 @@ mod args;
 mod audit;
 mod client;
 mod directory;
+mod registry;
 
 pub use args::{AuditArgs, GatewayArgs, parse_duration};
 pub use directory::RemoteDirectory;
 
+use client::ControlPlane;
 pub(crate) use client::backoff;
-use client::{CallError, ControlPlane, SharedControlPlane};
+use registry::RemoteRegistry;
 
-use crate::gateway::{AuditPolicy, Gateway, GatewayConfig, LeaseKeys};
-use crate::keys::ca::Leaf;
-use crate::keys::tls::{ALPN_GATEWAY, LeafResolver, server_config};
+use crate::gateway::registration::{self, Registry, RegistryError, Served};
+use crate::gateway::{AuditPolicy, Gateway, GatewayConfig};
 
 /// How long a client has to finish TLS and the HELLO, by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long start-up waits for a control plane to answer, by default.
 pub const DEFAULT_REGISTER_TIMEOUT: Duration = Duration::from_secs(120);
-/// How often the certificate is renewed (it is valid for 90 days).
-const RENEWAL: Duration = Duration::from_secs(24 * 3600);
-const RENEWAL_RETRY: Duration = Duration::from_secs(3600);
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on each step of a clean stop.
 const STOP_STEP: Duration = Duration::from_secs(10);
 
@@ -192,7 +184,7 @@ pub struct StandaloneGateway {
     name: String,
     address: String,
     local_addr: SocketAddr,
-    control_plane: SharedControlPlane,
+    registry: Arc<RemoteRegistry>,
     gateway: Option<Gateway>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
@@ -205,67 +197,6 @@ impl std::fmt::Debug for StandaloneGateway {
             .field("address", &self.address)
             .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
-    }
-}
-
-fn leaf_from(registration: &GatewayRegistration) -> Result<Leaf, StandaloneError> {
-    let unusable = |what: &str| StandaloneError::Registration(what.to_owned());
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(registration.certificate_chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|_| unusable("the certificate chain is not PEM"))?;
-    if chain.len() < 2 {
-        return Err(unusable(
-            "the certificate chain lacks the leaf or the CA certificate",
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(registration.private_key_pem.as_bytes())
-        .map_err(|_| unusable("the private key is not PEM"))?;
-    Ok(Leaf { chain, key })
-}
-
-fn verifier_from(lease_keys: &[String]) -> Result<LeaseVerifier, StandaloneError> {
-    let keys = lease_keys
-        .iter()
-        .map(|k| URL_SAFE_NO_PAD.decode(k))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| StandaloneError::Registration("a lease key is not base64url".into()))?;
-    if keys.is_empty() {
-        return Err(StandaloneError::Registration(
-            "no lease verification key".into(),
-        ));
-    }
-    Ok(LeaseVerifier::new(keys))
-}
-
-/// Registers, retrying while no control plane answers (up to `bound`).
-async fn register(
-    control_plane: &ControlPlane,
-    request: &RegisterGateway,
-    bound: Duration,
-) -> Result<GatewayRegistration, StandaloneError> {
-    let deadline = Instant::now() + bound;
-    let mut attempt = 0;
-    loop {
-        match control_plane
-            .post(routes::GATEWAY_REGISTER, request, CALL_TIMEOUT)
-            .await
-        {
-            Ok(registration) => return Ok(registration),
-            Err(CallError::Refused { message, .. }) => {
-                return Err(StandaloneError::Refused(message));
-            }
-            Err(CallError::Unavailable(why)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(StandaloneError::Unreachable { after: bound, why });
-                }
-                tracing::warn!(%why, "no control plane answered yet; retrying");
-                let pause = backoff(attempt, Duration::from_millis(500), Duration::from_secs(10));
-                tokio::time::sleep(pause.min(left)).await;
-                attempt += 1;
-            }
-        }
     }
 }
 
@@ -312,14 +243,25 @@ impl StandaloneGateway {
             // This process serves nothing yet: records its name left open are an earlier one's.
             starting: true,
         };
-        let registration = register(&control_plane, &request, config.register_timeout).await?;
+        let registry = Arc::new(RemoteRegistry(control_plane.clone()));
+        let registration =
+            registration::register(registry.as_ref(), &request, config.register_timeout)
+                .await
+                .map_err(|e| match e {
+                    RegistryError::Refused(message) => StandaloneError::Refused(message),
+                    RegistryError::Unavailable(why) => StandaloneError::Unreachable {
+                        after: config.register_timeout,
+                        why,
+                    },
+                })?;
         // Heartbeats and renewals come from a process that serves: they must close nothing.
         request.starting = false;
-        let resolver = LeafResolver::new(leaf_from(&registration)?)
-            .map_err(|e| StandaloneError::Registration(e.to_string()))?;
-        let tls = server_config(resolver.clone(), ALPN_GATEWAY)
-            .map_err(|e| StandaloneError::Registration(e.to_string()))?;
-        let leases = verifier_from(&registration.lease_keys)?;
+        let unusable = StandaloneError::Registration;
+        let resolver = LeafResolver::new(registration::leaf_of(&registration).map_err(unusable)?)
+            .map_err(|e| unusable(e.to_string()))?;
+        let tls =
+            server_config(resolver.clone(), ALPN_GATEWAY).map_err(|e| unusable(e.to_string()))?;
+        let leases = registration::verifier_of(&registration.lease_keys).map_err(unusable)?;
         let directory = Arc::new(RemoteDirectory::new(
             control_plane.clone(),
             registration.name.clone(),
@@ -339,19 +281,17 @@ impl StandaloneGateway {
         )
         .map_err(bind)?;
         let every = Duration::from_secs(registration.heartbeat_secs.clamp(1, 60));
-        let keys = KnownLeaseKeys {
-            current: registration.lease_keys.clone(),
-            gateway: gateway.lease_keys(),
+        let served = Served {
+            resolver,
+            lease_keys: gateway.lease_keys(),
+            named_keys: registration.lease_keys.clone(),
         };
-        let tasks = vec![
-            tokio::spawn(heartbeat(
-                control_plane.clone(),
-                request.clone(),
-                every,
-                keys,
-            )),
-            tokio::spawn(renew(control_plane.clone(), request, resolver)),
-        ];
+        let tasks = vec![registration::keep_registered(
+            registry.clone(),
+            request,
+            every,
+            served,
+        )];
         tracing::info!(
             name = %registration.name,
             address = %address,
@@ -364,7 +304,7 @@ impl StandaloneGateway {
             name: registration.name,
             address,
             local_addr,
-            control_plane,
+            registry,
             gateway: Some(gateway),
             tasks,
             audit_task: Some(audit_task),
@@ -392,13 +332,7 @@ impl StandaloneGateway {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-        match tokio::time::timeout(
-            STOP_STEP,
-            self.control_plane
-                .post_raw(routes::GATEWAY_WITHDRAW, None, CALL_TIMEOUT),
-        )
-        .await
-        {
+        match tokio::time::timeout(STOP_STEP, self.registry.withdraw()).await {
             Ok(Ok(())) => tracing::info!(name = %self.name, "withdrew from the control plane"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "could not withdraw; clients skip this gateway until its registration goes stale")
@@ -428,94 +362,5 @@ impl Drop for StandaloneGateway {
         for task in self.tasks.drain(..) {
             task.abort();
         }
-    }
-}
-
-/// The lease keys a standalone gateway checks with, and the handle that replaces them.
-struct KnownLeaseKeys {
-    current: Vec<String>,
-    gateway: LeaseKeys,
-}
-
-impl KnownLeaseKeys {
-    /// Takes the keys a heartbeat named, if they differ (the control plane's `lease.key` was
-    /// replaced): new leases are signed with the new key, and would all be refused here until
-    /// a restart otherwise. An empty list (an older control plane) changes nothing.
-    fn update(&mut self, named: &[String]) {
-        if named.is_empty() || named == self.current.as_slice() {
-            return;
-        }
-        match verifier_from(named) {
-            Ok(verifier) => {
-                self.gateway.replace(verifier);
-                self.current = named.to_vec();
-                tracing::info!(
-                    "the control plane's lease keys changed; new connections are checked against the new keys"
-                );
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the control plane named unusable lease keys; keeping the current ones")
-            }
-        }
-    }
-}
-
-/// Keeps the registration fresh so that clients are offered this gateway, and follows the
-/// control plane's lease keys.
-async fn heartbeat(
-    control_plane: SharedControlPlane,
-    request: RegisterGateway,
-    every: Duration,
-    mut keys: KnownLeaseKeys,
-) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    interval.tick().await;
-    loop {
-        interval.tick().await;
-        let answer: Result<HeartbeatReply, _> = control_plane
-            .post(routes::GATEWAY_HEARTBEAT, &request, CALL_TIMEOUT)
-            .await;
-        match answer {
-            Ok(reply) => keys.update(&reply.lease_keys),
-            Err(e) => {
-                tracing::warn!(error = %e, "heartbeat failed; clients stop being offered this gateway if it keeps failing")
-            }
-        }
-    }
-}
-
-/// Registers again daily for a fresh certificate (valid 90 days); hourly after a failure.
-async fn renew(
-    control_plane: SharedControlPlane,
-    request: RegisterGateway,
-    resolver: Arc<LeafResolver>,
-) {
-    let mut next = RENEWAL;
-    loop {
-        tokio::time::sleep(next).await;
-        let renewed = match control_plane
-            .post::<_, GatewayRegistration>(routes::GATEWAY_REGISTER, &request, CALL_TIMEOUT)
-            .await
-        {
-            Ok(registration) => leaf_from(&registration)
-                .and_then(|leaf| {
-                    resolver
-                        .replace(leaf)
-                        .map_err(|e| StandaloneError::Registration(e.to_string()))
-                })
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        next = match renewed {
-            Ok(()) => {
-                tracing::info!("renewed the gateway's TLS certificate");
-                RENEWAL
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not renew the TLS certificate; trying again in an hour");
-                RENEWAL_RETRY
-            }
-        };
     }
 }

@@ -129,7 +129,7 @@ mod tests {
                 password: "pw".into(),
                 database: stored.map(str::to_owned),
             }),
-            tls: Default::default(),
+            upstream_tls: Default::default(),
             account_name: "etl".into(),
             labels: Default::default(),
             databases: databases.iter().map(|d| (*d).to_owned()).collect(),

@@ -37,7 +37,7 @@ pub(crate) async fn connect(upstream: &Upstream) -> Result<UpstreamIo, String> {
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
-        if upstream.tls.mode == TlsMode::Disable {
+        if upstream.upstream_tls.mode == TlsMode::Disable {
             return Ok(UpstreamIo::Plain(tcp));
         }
         let config = tls_config(upstream)?;
@@ -69,10 +69,10 @@ fn tls_config(upstream: &Upstream) -> Result<Arc<ClientConfig>, String> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
-    let config = match upstream.tls.mode {
+    let config = match upstream.upstream_tls.mode {
         TlsMode::VerifyFull => {
             let pem = upstream
-                .tls
+                .upstream_tls
                 .ca_pem
                 .as_deref()
                 .ok_or("verify-full needs the resource's CA certificate")?;

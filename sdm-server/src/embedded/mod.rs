@@ -1,0 +1,9 @@
+//! The control plane and gateways of one `sdm-server serve` process, wired together in
+//! process through the gateway's traits.
+
+mod directory;
+mod gateways;
+mod registry;
+
+pub(crate) use directory::EmbeddedDirectory;
+pub(crate) use gateways::{EmbeddedGateway, GatewayKit};
