@@ -6,6 +6,7 @@
 )]
 
 pub mod api;
+pub mod audit;
 pub mod error;
 pub mod gateway;
 pub mod handshake;

@@ -67,11 +67,12 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
     use uuid::Uuid;
 
     use super::*;
     use crate::gateway::AuditSink;
-    use crate::store::{AuditEvent, ConnectionRecord, QueryRecord, SqliteStore};
+    use crate::store::SqliteStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bursts_are_written_whole_and_in_order() {
@@ -79,7 +80,7 @@ mod tests {
         let (writer, task) = store_audit_writer(store.clone(), AuditPolicy::default());
         let id = Uuid::new_v4();
         writer
-            .record(AuditEvent::Started(ConnectionRecord {
+            .record(AuditEvent::Started(AuditRecord {
                 id,
                 account_id: Uuid::new_v4(),
                 account_name: "etl".into(),
@@ -94,7 +95,7 @@ mod tests {
                 ended_at: None,
                 bytes_up: 0,
                 bytes_down: 0,
-                outcome: "open".into(),
+                outcome: Outcome::Open,
                 error: None,
                 query_count: 0,
             }))
@@ -105,7 +106,7 @@ mod tests {
             for _ in 0..1_000 {
                 seq += 1;
                 writer
-                    .record(AuditEvent::Query(QueryRecord {
+                    .record(AuditEvent::Query(AuditQueryEvent {
                         connection_id: id,
                         seq,
                         at: 2,

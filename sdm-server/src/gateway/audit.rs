@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sdm_proto::audit::AuditEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
-
-use crate::store::AuditEvent;
 
 /// Why the audit trail cannot take more now.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -236,14 +235,7 @@ fn fold_ends(batch: Vec<AuditEvent>) -> Vec<AuditEvent> {
                 out.push(AuditEvent::Started(c));
             }
             AuditEvent::Ended(end) => match open.remove(&end.id).map(|at| &mut out[at]) {
-                Some(AuditEvent::Started(c)) => {
-                    c.ended_at = Some(end.ended_at);
-                    c.bytes_up = end.bytes_up;
-                    c.bytes_down = end.bytes_down;
-                    c.outcome = end.outcome;
-                    c.error = end.error;
-                    c.query_count = end.query_count;
-                }
+                Some(AuditEvent::Started(c)) => c.apply(&end),
                 _ => out.push(AuditEvent::Ended(end)),
             },
             other => out.push(other),
@@ -336,11 +328,12 @@ impl AuditBatches {
 
 #[cfg(test)]
 mod tests {
+    use sdm_proto::audit::{AuditEnd, AuditQueryEvent, AuditRecord};
+
     use super::*;
-    use crate::store::{ConnectionEnd, ConnectionRecord, QueryRecord};
 
     fn started(id: Uuid) -> AuditEvent {
-        AuditEvent::Started(ConnectionRecord {
+        AuditEvent::Started(AuditRecord {
             id,
             account_id: Uuid::nil(),
             account_name: "etl".into(),
@@ -361,8 +354,8 @@ mod tests {
         })
     }
 
-    fn ended(id: Uuid, outcome: &str) -> ConnectionEnd {
-        ConnectionEnd {
+    fn ended(id: Uuid, outcome: &str) -> AuditEnd {
+        AuditEnd {
             id,
             ended_at: 107,
             bytes_up: 11,
@@ -374,7 +367,7 @@ mod tests {
     }
 
     fn query(id: Uuid) -> AuditEvent {
-        AuditEvent::Query(QueryRecord {
+        AuditEvent::Query(AuditQueryEvent {
             connection_id: id,
             seq: 1,
             at: 101,
@@ -491,7 +484,7 @@ mod tests {
     async fn queued_statement_text_is_bounded_and_given_back_as_it_is_written() {
         let (queue, mut batches) = audit_queue(AuditPolicy::default());
         let big = |seq| {
-            AuditEvent::Query(QueryRecord {
+            AuditEvent::Query(AuditQueryEvent {
                 connection_id: Uuid::nil(),
                 seq,
                 at: 1,

@@ -9,15 +9,13 @@
 
 use std::time::Duration;
 
-use sdm_proto::api::{AuditRecord, routes};
-use sdm_proto::gateway::{
-    AuditEnd, AuditEvent as WireEvent, AuditQueryEvent, MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS,
-};
+use sdm_proto::api::routes;
+use sdm_proto::audit::AuditEvent;
+use sdm_proto::gateway::{MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS};
 use tokio::task::JoinHandle;
 
 use super::client::{CallError, SharedControlPlane, backoff};
 use crate::gateway::{AuditBatches, AuditPolicy, AuditQueue, audit_queue};
-use crate::store::AuditEvent;
 
 /// Events read from the queue at once.
 const READ: usize = 2048;
@@ -40,45 +38,6 @@ pub(crate) fn audit_uploader(
     (queue, tokio::spawn(upload_loop(control_plane, batches)))
 }
 
-fn wire(event: AuditEvent) -> WireEvent {
-    match event {
-        AuditEvent::Started(c) => WireEvent::Started(AuditRecord {
-            id: c.id,
-            account_id: c.account_id,
-            account_name: c.account_name,
-            resource_id: c.resource_id,
-            resource_name: c.resource_name,
-            gateway: c.gateway,
-            session_id: c.session_id,
-            lease_id: c.lease_id,
-            labels: c.labels,
-            client_addr: c.client_addr,
-            started_at: c.started_at,
-            ended_at: c.ended_at,
-            bytes_up: c.bytes_up,
-            bytes_down: c.bytes_down,
-            outcome: c.outcome,
-            error: c.error,
-            query_count: c.query_count,
-        }),
-        AuditEvent::Ended(e) => WireEvent::Ended(AuditEnd {
-            id: e.id,
-            ended_at: e.ended_at,
-            bytes_up: e.bytes_up,
-            bytes_down: e.bytes_down,
-            outcome: e.outcome,
-            error: e.error,
-            query_count: e.query_count,
-        }),
-        AuditEvent::Query(q) => WireEvent::Query(AuditQueryEvent {
-            connection_id: q.connection_id,
-            seq: q.seq,
-            at: q.at,
-            text: q.text,
-        }),
-    }
-}
-
 /// Splits events into upload bodies of at most [`MAX_AUDIT_EVENTS`] events and about
 /// [`BODY_TARGET`] bytes (one event alone may be larger, up to the query text limit).
 fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
@@ -98,7 +57,7 @@ fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
         *size = 0;
     };
     for event in events {
-        let Ok(json) = serde_json::to_vec(&wire(event)) else {
+        let Ok(json) = serde_json::to_vec(&event) else {
             continue;
         };
         if !parts.is_empty() && (size + json.len() > BODY_TARGET || parts.len() >= MAX_AUDIT_EVENTS)
@@ -169,17 +128,17 @@ async fn upload(
 mod tests {
     use uuid::Uuid;
 
+    use sdm_proto::audit::AuditQueryEvent;
     use sdm_proto::gateway::AuditUpload;
 
     use super::*;
-    use crate::store::QueryRecord;
 
     #[test]
     fn large_batches_are_split_into_bounded_bodies() {
         let id = Uuid::new_v4();
         let events: Vec<AuditEvent> = (0..200u64)
             .map(|seq| {
-                AuditEvent::Query(QueryRecord {
+                AuditEvent::Query(AuditQueryEvent {
                     connection_id: id,
                     seq,
                     at: 1,
