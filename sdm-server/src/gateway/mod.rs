@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod audit;
+mod backoff;
 mod connection;
 mod listener;
 mod postgres;
@@ -23,10 +24,11 @@ mod splice;
 mod verified;
 mod workers;
 
-pub(crate) use audit::{AuditBatches, audit_queue};
 pub use audit::{
-    AuditPolicy, AuditQueue, AuditSink, AuditUnavailable, DEFAULT_GRACE, DiscardAudit,
+    AuditPolicy, AuditQueue, AuditSink, AuditUnavailable, AuditWriter, DEFAULT_GRACE, DiscardAudit,
+    Retry, WriteError, spawn_audit_writer,
 };
+pub(crate) use backoff::backoff;
 
 /// Where a lease may go, as decided by the control plane's state.
 #[async_trait::async_trait]

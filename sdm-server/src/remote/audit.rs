@@ -1,11 +1,11 @@
 //! [`audit_uploader`]: the standalone gateway's audit events, queued and uploaded to the
-//! control plane in batches by one background task, so that recording never waits on the
-//! network.
+//! control plane in batches by the gateway's writing task (see [`spawn_audit_writer`]), so that
+//! recording never waits on the network.
 //!
 //! A batch that fails to upload (the control plane unreachable or failing) is kept and sent
 //! again with backoff, in order, until it is taken; meanwhile the queue reports the failure and
-//! the gateway refuses connections (see [`AuditPolicy`]). Under sustained traffic a batch is
-//! uploaded at most every 25 ms (see [`AuditBatches`]).
+//! the gateway refuses connections (see [`AuditPolicy`]). A body the control plane refuses as
+//! invalid (400, 413, 422) is given up, logged and counted: sending it again cannot help.
 
 use std::time::Duration;
 
@@ -14,18 +14,12 @@ use sdm_proto::audit::AuditEvent;
 use sdm_proto::gateway::{MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS};
 use tokio::task::JoinHandle;
 
-use super::client::{CallError, SharedControlPlane, backoff};
-use crate::gateway::{AuditBatches, AuditPolicy, AuditQueue, audit_queue};
+use super::client::{CallError, SharedControlPlane};
+use crate::gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 
-/// Events read from the queue at once.
-const READ: usize = 2048;
 /// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
 const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;
-/// At shutdown, a batch that cannot be uploaded is given up after this many attempts.
-const ATTEMPTS_WHILE_CLOSING: u32 = 4;
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(15);
-/// Retries back off up to this.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// A queue for the gateway's audit events and the task that uploads them to the control plane;
 /// the task ends after every queue handle is dropped and what was queued is uploaded (or, when
@@ -34,8 +28,42 @@ pub(crate) fn audit_uploader(
     control_plane: SharedControlPlane,
     policy: AuditPolicy,
 ) -> (AuditQueue, JoinHandle<()>) {
-    let (queue, batches) = audit_queue(policy);
-    (queue, tokio::spawn(upload_loop(control_plane, batches)))
+    spawn_audit_writer(Uploader(control_plane), policy)
+}
+
+/// Uploads each batch as one body.
+struct Uploader(SharedControlPlane);
+
+impl AuditWriter for Uploader {
+    type Batch = Vec<u8>;
+
+    const RETRY: Retry = Retry {
+        first_wait: Duration::from_millis(250),
+        max_wait: Duration::from_secs(5),
+        attempts_while_closing: 4,
+    };
+
+    fn prepare(&self, events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
+        bodies(events)
+    }
+
+    async fn write(&self, body: &Vec<u8>) -> Result<(), WriteError> {
+        match self
+            .0
+            .post_raw(routes::GATEWAY_AUDIT, Some(body.clone()), UPLOAD_TIMEOUT)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(CallError::Refused {
+                status, message, ..
+            }) if matches!(status, 400 | 413 | 422) => Err(WriteError::Invalid(format!(
+                "the control plane refused them as invalid (HTTP {status}): {message}"
+            ))),
+            Err(e) => Err(WriteError::Failed(format!(
+                "uploading to the control plane failed: {e}"
+            ))),
+        }
+    }
 }
 
 /// Splits events into upload bodies of at most [`MAX_AUDIT_EVENTS`] events and about
@@ -69,59 +97,6 @@ fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
     }
     flush(&mut parts, &mut size, &mut out);
     out
-}
-
-async fn upload_loop(control_plane: SharedControlPlane, mut batches: AuditBatches) {
-    while let Some(events) = batches.next(READ).await {
-        for (count, body) in bodies(events) {
-            upload(&control_plane, &batches, count, body).await;
-        }
-    }
-    batches.finish("this gateway");
-}
-
-/// Uploads one body of `count` events, retrying until the control plane takes it. Only a body
-/// the control plane refuses as invalid is given up (logged and counted: retrying cannot help),
-/// and, at shutdown, one it cannot be reached for.
-async fn upload(
-    control_plane: &SharedControlPlane,
-    batches: &AuditBatches,
-    count: usize,
-    body: Vec<u8>,
-) {
-    let mut attempt = 0u32;
-    loop {
-        let why = match control_plane
-            .post_raw(routes::GATEWAY_AUDIT, Some(body.clone()), UPLOAD_TIMEOUT)
-            .await
-        {
-            Ok(()) => {
-                batches.written();
-                return;
-            }
-            Err(CallError::Refused {
-                status, message, ..
-            }) if matches!(status, 400 | 413 | 422) => {
-                tracing::error!(status, %message, lost = count, "the control plane refused audit events as invalid; they are lost");
-                batches.lost(count);
-                return;
-            }
-            Err(e) => e.to_string(),
-        };
-        attempt = attempt.saturating_add(1);
-        if batches.closing() && attempt >= ATTEMPTS_WHILE_CLOSING {
-            tracing::error!(reason = %why, lost = count, "audit events could not be uploaded at shutdown; they are lost");
-            batches.lost(count);
-            return;
-        }
-        batches.failed(&format!("uploading to the control plane failed: {why}"));
-        tokio::time::sleep(backoff(
-            attempt - 1,
-            Duration::from_millis(250),
-            MAX_RETRY_WAIT,
-        ))
-        .await;
-    }
 }
 
 #[cfg(test)]

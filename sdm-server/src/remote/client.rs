@@ -433,19 +433,6 @@ fn error_of(status: StatusCode, body: &[u8]) -> (ErrorKind, String) {
     }
 }
 
-/// A random fraction in `[0, 1)` for jittered backoff.
-pub(crate) fn jitter() -> f64 {
-    let mut bytes = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    f64::from(u32::from_be_bytes(bytes)) / (f64::from(u32::MAX) + 1.0)
-}
-
-/// Doubling backoff from `base` up to `max`, with jitter, for attempt `n` (from 0).
-pub(crate) fn backoff(n: u32, base: Duration, max: Duration) -> Duration {
-    let exp = base.saturating_mul(1u32 << n.min(16)).min(max);
-    exp.mul_f64(0.5 + jitter() / 2.0)
-}
-
 /// Shared between the gateway's parts.
 pub(crate) type SharedControlPlane = Arc<ControlPlane>;
 
@@ -467,17 +454,5 @@ mod tests {
         for bad in ["http://x:1", "https://", "https://u@x:1", "https://x:1/?q"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn backoff_is_bounded_and_grows() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
-        for n in 0..40 {
-            let d = backoff(n, base, max);
-            assert!(d <= max, "{n}: {d:?}");
-            assert!(d >= base / 2, "{n}: {d:?}");
-        }
-        assert!(backoff(10, base, max) >= Duration::from_millis(2500));
     }
 }

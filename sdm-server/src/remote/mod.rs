@@ -45,10 +45,9 @@ mod directory;
 pub use args::{AuditArgs, GatewayArgs, parse_duration};
 pub use directory::RemoteDirectory;
 
-pub(crate) use client::backoff;
 use client::{CallError, ControlPlane, SharedControlPlane};
 
-use crate::gateway::{AuditPolicy, Gateway, GatewayConfig, LeaseKeys};
+use crate::gateway::{AuditPolicy, Gateway, GatewayConfig, LeaseKeys, backoff};
 use crate::keys::ca::Leaf;
 use crate::keys::tls::{ALPN_GATEWAY, LeafResolver, server_config};
 
