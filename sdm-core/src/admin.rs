@@ -21,6 +21,7 @@ pub use sdm_proto::api::{
     AuditRecord, CreateResource as NewResource, CreatedAccount as NewAccount, Credentials,
     GrantInfo as Grant, TlsMode, UpdateResource as ResourceChanges, UpstreamTls,
 };
+pub use sdm_proto::audit::Outcome;
 pub use sdm_proto::gateway::{CreatedGateway as NewGateway, GatewayDetails};
 
 /// Which audit records to list (all of them, newest first, by default).

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ResourceKind;
+pub use crate::audit::{AuditQuery, AuditRecord};
 
 /// Route paths, shared by the server's router and the client.
 pub mod routes {
@@ -503,47 +504,6 @@ pub struct GrantList {
     pub grants: Vec<GrantInfo>,
 }
 
-/// One connection through a gateway, as the audit trail keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditRecord {
-    /// Record id.
-    pub id: Uuid,
-    /// The account.
-    pub account_id: Uuid,
-    /// The account's name at the time.
-    pub account_name: String,
-    /// The resource.
-    pub resource_id: Uuid,
-    /// The resource's name at the time.
-    pub resource_name: String,
-    /// The gateway that carried it.
-    pub gateway: String,
-    /// The login session.
-    pub session_id: Uuid,
-    /// The lease presented.
-    pub lease_id: Uuid,
-    /// Job labels given at login.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// The client's address as the gateway saw it.
-    pub client_addr: String,
-    /// Unix seconds.
-    pub started_at: i64,
-    /// Unix seconds; `None` while open.
-    pub ended_at: Option<i64>,
-    /// Bytes from the client to the resource.
-    pub bytes_up: u64,
-    /// Bytes from the resource to the client.
-    pub bytes_down: u64,
-    /// `open`, `ok`, or an error kind name (`upstream_refused`, `unauthenticated`, …).
-    pub outcome: String,
-    /// What failed, when something did.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Queries recorded (postgres).
-    pub query_count: u64,
-}
-
 /// `GET /v1/admin/audit`: newest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditList {
@@ -551,17 +511,6 @@ pub struct AuditList {
     pub records: Vec<AuditRecord>,
     /// Pass as `before` for the next (older) page; `None` on the last page.
     pub next_before: Option<String>,
-}
-
-/// A query sent through a connection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditQuery {
-    /// Position within the connection, from 1.
-    pub seq: u64,
-    /// Unix seconds.
-    pub at: i64,
-    /// The SQL text (cut at 8 KiB).
-    pub text: String,
 }
 
 /// `GET /v1/admin/audit/{id}/queries`: in the order they were sent.

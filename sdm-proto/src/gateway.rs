@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ResourceKind;
-use crate::api::{AuditRecord, Credentials, UpstreamTls};
+use crate::api::{Credentials, UpstreamTls};
+pub use crate::audit::{AuditEnd, AuditEvent, AuditQueryEvent};
 use crate::error::{ApiError, ErrorKind};
 
 /// The largest audit upload a control plane reads (one batch of events).
@@ -219,52 +220,6 @@ pub struct Denied {
 pub struct AuditUpload {
     /// At most [`MAX_AUDIT_EVENTS`].
     pub events: Vec<AuditEvent>,
-}
-
-/// One audit event from a gateway.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditEvent {
-    /// A connection started (or was refused: then `ended_at` is set). The control plane
-    /// replaces `gateway` with the authenticated gateway's name.
-    Started(AuditRecord),
-    /// A connection ended.
-    Ended(AuditEnd),
-    /// A query sent through a connection (postgres).
-    Query(AuditQueryEvent),
-}
-
-/// How a connection ended.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditEnd {
-    /// The record's id (from [`AuditEvent::Started`]).
-    pub id: Uuid,
-    /// Unix seconds.
-    pub ended_at: i64,
-    /// Client → resource bytes.
-    pub bytes_up: u64,
-    /// Resource → client bytes.
-    pub bytes_down: u64,
-    /// `ok` or an error kind name.
-    pub outcome: String,
-    /// What failed.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Queries recorded.
-    pub query_count: u64,
-}
-
-/// A query sent through a connection.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AuditQueryEvent {
-    /// The record's id.
-    pub connection_id: Uuid,
-    /// Position within the connection, from 1.
-    pub seq: u64,
-    /// Unix seconds.
-    pub at: i64,
-    /// The SQL text (cut at 8 KiB).
-    pub text: String,
 }
 
 #[cfg(test)]

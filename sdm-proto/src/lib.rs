@@ -7,6 +7,7 @@
 
 pub mod addr;
 pub mod api;
+pub mod audit;
 pub mod backoff;
 pub mod duration;
 pub mod error;

@@ -437,7 +437,7 @@ fn audit_table(records: &[AuditRecord]) -> String {
                 r.query_count.to_string(),
                 match &r.error {
                     Some(e) => format!("{}: {e}", r.outcome),
-                    None => r.outcome.clone(),
+                    None => r.outcome.to_string(),
                 },
             ]
         })

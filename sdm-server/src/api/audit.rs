@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use sdm_proto::ErrorKind;
-use sdm_proto::api::{AuditList, AuditQuery, AuditQueryList, AuditRecord};
+use sdm_proto::api::{AuditList, AuditQueryList};
 use uuid::Uuid;
 
 use super::auth::Admin;
 use super::error::ApiError;
 use super::{ApiState, accounts, resources};
-use crate::store::{AuditFilter, ConnectionRecord};
+use crate::store::AuditFilter;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -52,7 +52,7 @@ pub(crate) async fn list(
         .then(|| records.last().map(|r| format!("{}:{}", r.started_at, r.id)))
         .flatten();
     Ok(axum::Json(AuditList {
-        records: records.into_iter().map(wire).collect(),
+        records,
         next_before,
     }))
 }
@@ -84,38 +84,9 @@ pub(crate) async fn queries(
         .then(|| rows.last().map(|q| q.seq))
         .flatten();
     Ok(axum::Json(AuditQueryList {
-        queries: rows
-            .into_iter()
-            .map(|q| AuditQuery {
-                seq: q.seq,
-                at: q.at,
-                text: q.text,
-            })
-            .collect(),
+        queries: rows.into_iter().map(Into::into).collect(),
         next_after,
     }))
-}
-
-fn wire(r: ConnectionRecord) -> AuditRecord {
-    AuditRecord {
-        id: r.id,
-        account_id: r.account_id,
-        account_name: r.account_name,
-        resource_id: r.resource_id,
-        resource_name: r.resource_name,
-        gateway: r.gateway,
-        session_id: r.session_id,
-        lease_id: r.lease_id,
-        labels: r.labels,
-        client_addr: r.client_addr,
-        started_at: r.started_at,
-        ended_at: r.ended_at,
-        bytes_up: r.bytes_up,
-        bytes_down: r.bytes_down,
-        outcome: r.outcome,
-        error: r.error,
-        query_count: r.query_count,
-    }
 }
 
 fn limit(params: &HashMap<String, String>) -> Result<u32, ApiError> {

@@ -15,11 +15,11 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sdm_proto::ErrorKind;
-use sdm_proto::api::AuditRecord;
+use sdm_proto::audit::{AuditEvent, Outcome};
 use sdm_proto::error::ApiError as WireError;
 use sdm_proto::gateway::{
-    AuditEvent as WireEvent, AuditUpload, Authorization, AuthorizeLease, GatewayRegistration,
-    HeartbeatReply, MAX_AUDIT_EVENTS, RegisterGateway, RevocationEpoch,
+    AuditUpload, Authorization, AuthorizeLease, GatewayRegistration, HeartbeatReply,
+    MAX_AUDIT_EVENTS, RegisterGateway, RevocationEpoch,
 };
 use sdm_proto::lease::LeaseVerifier;
 use uuid::Uuid;
@@ -30,7 +30,7 @@ use super::json::Json;
 use super::{ApiState, validate};
 use crate::control::gateway_identities::{self, GatewayIdentity};
 use crate::control::{GATEWAY_HEARTBEAT, StoreDirectory};
-use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord, GatewayRecord, QueryRecord};
+use crate::store::GatewayRecord;
 
 /// Longest audited query text kept (the gateway cuts at 8 KiB already).
 const MAX_QUERY_TEXT: usize = 8 * 1024 + 8;
@@ -267,7 +267,7 @@ pub(crate) async fn authorize(
     )
 }
 
-fn cut(mut text: String, max: usize) -> String {
+fn cut(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -275,67 +275,37 @@ fn cut(mut text: String, max: usize) -> String {
         }
         text.truncate(end);
     }
-    text
 }
 
-fn stored_event(event: WireEvent, gateway: &str) -> AuditEvent {
-    match event {
-        WireEvent::Started(r) => {
-            let AuditRecord {
-                id,
-                account_id,
-                account_name,
-                resource_id,
-                resource_name,
-                gateway: _,
-                session_id,
-                lease_id,
-                labels,
-                client_addr,
-                started_at,
-                ended_at,
-                bytes_up,
-                bytes_down,
-                outcome,
-                error,
-                query_count,
-            } = r;
-            AuditEvent::Started(ConnectionRecord {
-                id,
-                account_id,
-                account_name: cut(account_name, MAX_AUDIT_TEXT),
-                resource_id,
-                resource_name: cut(resource_name, MAX_AUDIT_TEXT),
-                gateway: gateway.to_owned(),
-                session_id,
-                lease_id,
-                labels,
-                client_addr: cut(client_addr, MAX_AUDIT_TEXT),
-                started_at,
-                ended_at,
-                bytes_up,
-                bytes_down,
-                outcome: cut(outcome, MAX_AUDIT_TEXT),
-                error: error.map(|e| cut(e, MAX_AUDIT_TEXT)),
-                query_count,
-            })
-        }
-        WireEvent::Ended(e) => AuditEvent::Ended(ConnectionEnd {
-            id: e.id,
-            ended_at: e.ended_at,
-            bytes_up: e.bytes_up,
-            bytes_down: e.bytes_down,
-            outcome: cut(e.outcome, MAX_AUDIT_TEXT),
-            error: e.error.map(|e| cut(e, MAX_AUDIT_TEXT)),
-            query_count: e.query_count,
-        }),
-        WireEvent::Query(q) => AuditEvent::Query(QueryRecord {
-            connection_id: q.connection_id,
-            seq: q.seq,
-            at: q.at,
-            text: cut(q.text, MAX_QUERY_TEXT),
-        }),
+fn cut_outcome(outcome: &mut Outcome) {
+    if let Outcome::Other(name) = outcome {
+        cut(name, MAX_AUDIT_TEXT);
     }
+}
+
+/// An uploaded event as the store keeps it: a start names the authenticated gateway, whatever
+/// it says, and texts are cut to their limits.
+fn received(mut event: AuditEvent, gateway: &str) -> AuditEvent {
+    match &mut event {
+        AuditEvent::Started(r) => {
+            gateway.clone_into(&mut r.gateway);
+            cut(&mut r.account_name, MAX_AUDIT_TEXT);
+            cut(&mut r.resource_name, MAX_AUDIT_TEXT);
+            cut(&mut r.client_addr, MAX_AUDIT_TEXT);
+            cut_outcome(&mut r.outcome);
+            if let Some(error) = &mut r.error {
+                cut(error, MAX_AUDIT_TEXT);
+            }
+        }
+        AuditEvent::Ended(e) => {
+            cut_outcome(&mut e.outcome);
+            if let Some(error) = &mut e.error {
+                cut(error, MAX_AUDIT_TEXT);
+            }
+        }
+        AuditEvent::Query(q) => cut(&mut q.text, MAX_QUERY_TEXT),
+    }
+    event
 }
 
 /// `POST /v1/gateway/audit`: a batch of the gateway's audit events, written in one transaction.
@@ -359,7 +329,7 @@ pub(crate) async fn audit(
         )));
     }
     for event in &upload.events {
-        if let WireEvent::Started(r) = event {
+        if let AuditEvent::Started(r) = event {
             validate::recorded_labels("label", &r.labels)?;
         }
     }
@@ -367,7 +337,7 @@ pub(crate) async fn audit(
     let events: Vec<AuditEvent> = upload
         .events
         .into_iter()
-        .map(|e| stored_event(e, &name))
+        .map(|e| received(e, &name))
         .collect();
     if !events.is_empty() {
         let refused = state.store.write_gateway_audit(&name, events).await?;

@@ -1,5 +1,6 @@
-//! [`store_audit_writer`]: the gateway's audit events, queued ([`AuditQueue`]) and written to the
-//! store in batches by one background task, so that recording never waits on the database.
+//! [`store_audit_writer`]: the embedded gateway's audit events, queued ([`AuditQueue`]) and
+//! written to the store in batches, one transaction each, by the gateway's writing task (see
+//! [`spawn_audit_writer`]), so that recording never waits on the database.
 //!
 //! A batch the store cannot take (disk full, database down) is kept and written again with
 //! backoff until the store takes it; meanwhile the queue reports the failure, and the gateway
@@ -8,19 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_proto::audit::AuditEvent;
 use sdm_proto::error::one_line;
 use tokio::task::JoinHandle;
 
-use crate::gateway::{AuditBatches, AuditPolicy, AuditQueue, audit_queue};
-use crate::remote::backoff;
+use crate::gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 use crate::store::Store;
-
-/// Events written per transaction at most.
-const BATCH: usize = 2048;
-/// Retries of a failed write back off up to this.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
-/// At shutdown, a batch the store refuses is given up after this many attempts.
-const ATTEMPTS_WHILE_CLOSING: u32 = 5;
 
 /// A queue for the gateway's audit events and the task that writes them to `store`; the task
 /// ends after every queue handle is dropped and what was queued is written.
@@ -28,38 +22,30 @@ pub fn store_audit_writer(
     store: Arc<dyn Store>,
     policy: AuditPolicy,
 ) -> (AuditQueue, JoinHandle<()>) {
-    let (queue, batches) = audit_queue(policy);
-    (queue, tokio::spawn(write_loop(store, batches)))
+    spawn_audit_writer(StoreWriter(store), policy)
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut batches: AuditBatches) {
-    while let Some(events) = batches.next(BATCH).await {
-        let mut attempt = 0;
-        loop {
-            match store.write_audit(events.clone()).await {
-                Ok(()) => {
-                    batches.written();
-                    break;
-                }
-                Err(e) if batches.closing() && attempt + 1 >= ATTEMPTS_WHILE_CLOSING => {
-                    tracing::error!(error = %e, lost = events.len(), "writing the audit trail failed at shutdown; these events are lost");
-                    batches.lost(events.len());
-                    break;
-                }
-                Err(e) => {
-                    batches.failed(&format!("writing to the store failed: {}", one_line(&e)));
-                    tokio::time::sleep(backoff(
-                        attempt,
-                        Duration::from_millis(100),
-                        MAX_RETRY_WAIT,
-                    ))
-                    .await;
-                    attempt = attempt.saturating_add(1);
-                }
-            }
-        }
+/// Writes each batch in one transaction.
+struct StoreWriter(Arc<dyn Store>);
+
+impl AuditWriter for StoreWriter {
+    type Batch = Vec<AuditEvent>;
+
+    const RETRY: Retry = Retry {
+        first_wait: Duration::from_millis(100),
+        max_wait: Duration::from_secs(5),
+        attempts_while_closing: 5,
+    };
+
+    fn prepare(&self, events: Vec<AuditEvent>) -> Vec<(usize, Vec<AuditEvent>)> {
+        vec![(events.len(), events)]
     }
-    batches.finish("this server");
+
+    async fn write(&self, batch: &Vec<AuditEvent>) -> Result<(), WriteError> {
+        self.0.write_audit(batch.clone()).await.map_err(|e| {
+            WriteError::Failed(format!("writing to the store failed: {}", one_line(&e)))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -67,11 +53,12 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
     use uuid::Uuid;
 
     use super::*;
     use crate::gateway::AuditSink;
-    use crate::store::{AuditEvent, ConnectionRecord, QueryRecord, SqliteStore};
+    use crate::store::SqliteStore;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bursts_are_written_whole_and_in_order() {
@@ -79,7 +66,7 @@ mod tests {
         let (writer, task) = store_audit_writer(store.clone(), AuditPolicy::default());
         let id = Uuid::new_v4();
         writer
-            .record(AuditEvent::Started(ConnectionRecord {
+            .record(AuditEvent::Started(AuditRecord {
                 id,
                 account_id: Uuid::new_v4(),
                 account_name: "etl".into(),
@@ -94,7 +81,7 @@ mod tests {
                 ended_at: None,
                 bytes_up: 0,
                 bytes_down: 0,
-                outcome: "open".into(),
+                outcome: Outcome::Open,
                 error: None,
                 query_count: 0,
             }))
@@ -105,7 +92,7 @@ mod tests {
             for _ in 0..1_000 {
                 seq += 1;
                 writer
-                    .record(AuditEvent::Query(QueryRecord {
+                    .record(AuditEvent::Query(AuditQueryEvent {
                         connection_id: id,
                         seq,
                         at: 2,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_proto::audit::{AuditEnd, AuditEvent, AuditRecord, Outcome};
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{ErrorKind, Lease, ResourceKind};
 use sdm_relay::Framed;
@@ -21,7 +22,6 @@ use super::registry::Registry;
 use super::splice::{End, NoTap, Side, splice};
 use super::verified::VerifiedLeases;
 use super::{AuditUnavailable, Denied, GatewayConfig, Upstream};
-use crate::store::{AuditEvent, ConnectionEnd, ConnectionRecord};
 
 /// A client may keep an accepted connection idle (warm) this long before sending OPEN.
 const IDLE_BEFORE_OPEN: Duration = Duration::from_secs(60);
@@ -325,7 +325,7 @@ impl Record {
         peer: SocketAddr,
     ) -> Result<Record, AuditUnavailable> {
         let id = Uuid::new_v4();
-        config.audit.record(AuditEvent::Started(ConnectionRecord {
+        config.audit.record(AuditEvent::Started(AuditRecord {
             id,
             account_id: lease.account_id,
             account_name: upstream.account_name.clone(),
@@ -340,7 +340,7 @@ impl Record {
             ended_at: None,
             bytes_up: 0,
             bytes_down: 0,
-            outcome: "open".into(),
+            outcome: Outcome::Open,
             error: None,
             query_count: 0,
         }))?;
@@ -360,10 +360,10 @@ impl Record {
     ) {
         tracing::debug!(resource = %self.resource, bytes_up = up, bytes_down = down, queries, failure = ?failure, "connection closed");
         let (outcome, error) = match failure {
-            None => ("ok".to_owned(), None),
-            Some((kind, message)) => (kind.as_str().to_owned(), Some(message)),
+            None => (Outcome::Ok, None),
+            Some((kind, message)) => (Outcome::Error(kind), Some(message)),
         };
-        let ended = config.audit.record(AuditEvent::Ended(ConnectionEnd {
+        let ended = config.audit.record(AuditEvent::Ended(AuditEnd {
             id: self.id,
             ended_at: sdm_proto::unix_now(),
             bytes_up: up,
@@ -382,7 +382,7 @@ impl Record {
 /// it was refused.
 fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denied: &Denied) {
     let now = sdm_proto::unix_now();
-    let recorded = config.audit.record(AuditEvent::Started(ConnectionRecord {
+    let recorded = config.audit.record(AuditEvent::Started(AuditRecord {
         id: Uuid::new_v4(),
         account_id: lease.account_id,
         account_name: String::new(),
@@ -397,7 +397,7 @@ fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denie
         ended_at: Some(now),
         bytes_up: 0,
         bytes_down: 0,
-        outcome: denied.kind.as_str().to_owned(),
+        outcome: Outcome::Error(denied.kind),
         error: Some(denied.message.clone()),
         query_count: 0,
     }));

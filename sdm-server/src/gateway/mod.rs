@@ -22,9 +22,9 @@ mod splice;
 mod verified;
 mod workers;
 
-pub(crate) use audit::{AuditBatches, audit_queue};
 pub use audit::{
-    AuditPolicy, AuditQueue, AuditSink, AuditUnavailable, DEFAULT_GRACE, DiscardAudit,
+    AuditPolicy, AuditQueue, AuditSink, AuditUnavailable, AuditWriter, DEFAULT_GRACE, DiscardAudit,
+    Retry, WriteError, spawn_audit_writer,
 };
 
 /// Where a lease may go, as decided by the control plane's state.

@@ -1,33 +1,25 @@
 //! [`audit_uploader`]: the standalone gateway's audit events, queued and uploaded to the
-//! control plane in batches by one background task, so that recording never waits on the
-//! network.
+//! control plane in batches by the gateway's writing task (see [`spawn_audit_writer`]), so that
+//! recording never waits on the network.
 //!
 //! A batch that fails to upload (the control plane unreachable or failing) is kept and sent
 //! again with backoff, in order, until it is taken; meanwhile the queue reports the failure and
-//! the gateway refuses connections (see [`AuditPolicy`]). Under sustained traffic a batch is
-//! uploaded at most every 25 ms (see [`AuditBatches`]).
+//! the gateway refuses connections (see [`AuditPolicy`]). A body the control plane refuses as
+//! invalid (400, 413, 422) is given up, logged and counted: sending it again cannot help.
 
 use std::time::Duration;
 
-use sdm_proto::api::{AuditRecord, routes};
-use sdm_proto::gateway::{
-    AuditEnd, AuditEvent as WireEvent, AuditQueryEvent, MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS,
-};
+use sdm_proto::api::routes;
+use sdm_proto::audit::AuditEvent;
+use sdm_proto::gateway::{MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS};
 use tokio::task::JoinHandle;
 
-use super::client::{CallError, SharedControlPlane, backoff};
-use crate::gateway::{AuditBatches, AuditPolicy, AuditQueue, audit_queue};
-use crate::store::AuditEvent;
+use super::client::{CallError, SharedControlPlane};
+use crate::gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 
-/// Events read from the queue at once.
-const READ: usize = 2048;
 /// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
 const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;
-/// At shutdown, a batch that cannot be uploaded is given up after this many attempts.
-const ATTEMPTS_WHILE_CLOSING: u32 = 4;
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(15);
-/// Retries back off up to this.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 
 /// A queue for the gateway's audit events and the task that uploads them to the control plane;
 /// the task ends after every queue handle is dropped and what was queued is uploaded (or, when
@@ -36,46 +28,41 @@ pub(crate) fn audit_uploader(
     control_plane: SharedControlPlane,
     policy: AuditPolicy,
 ) -> (AuditQueue, JoinHandle<()>) {
-    let (queue, batches) = audit_queue(policy);
-    (queue, tokio::spawn(upload_loop(control_plane, batches)))
+    spawn_audit_writer(Uploader(control_plane), policy)
 }
 
-fn wire(event: AuditEvent) -> WireEvent {
-    match event {
-        AuditEvent::Started(c) => WireEvent::Started(AuditRecord {
-            id: c.id,
-            account_id: c.account_id,
-            account_name: c.account_name,
-            resource_id: c.resource_id,
-            resource_name: c.resource_name,
-            gateway: c.gateway,
-            session_id: c.session_id,
-            lease_id: c.lease_id,
-            labels: c.labels,
-            client_addr: c.client_addr,
-            started_at: c.started_at,
-            ended_at: c.ended_at,
-            bytes_up: c.bytes_up,
-            bytes_down: c.bytes_down,
-            outcome: c.outcome,
-            error: c.error,
-            query_count: c.query_count,
-        }),
-        AuditEvent::Ended(e) => WireEvent::Ended(AuditEnd {
-            id: e.id,
-            ended_at: e.ended_at,
-            bytes_up: e.bytes_up,
-            bytes_down: e.bytes_down,
-            outcome: e.outcome,
-            error: e.error,
-            query_count: e.query_count,
-        }),
-        AuditEvent::Query(q) => WireEvent::Query(AuditQueryEvent {
-            connection_id: q.connection_id,
-            seq: q.seq,
-            at: q.at,
-            text: q.text,
-        }),
+/// Uploads each batch as one body.
+struct Uploader(SharedControlPlane);
+
+impl AuditWriter for Uploader {
+    type Batch = Vec<u8>;
+
+    const RETRY: Retry = Retry {
+        first_wait: Duration::from_millis(250),
+        max_wait: Duration::from_secs(5),
+        attempts_while_closing: 4,
+    };
+
+    fn prepare(&self, events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
+        bodies(events)
+    }
+
+    async fn write(&self, body: &Vec<u8>) -> Result<(), WriteError> {
+        match self
+            .0
+            .post_raw(routes::GATEWAY_AUDIT, Some(body.clone()), UPLOAD_TIMEOUT)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(CallError::Refused {
+                status, message, ..
+            }) if matches!(status, 400 | 413 | 422) => Err(WriteError::Invalid(format!(
+                "the control plane refused them as invalid (HTTP {status}): {message}"
+            ))),
+            Err(e) => Err(WriteError::Failed(format!(
+                "uploading to the control plane failed: {e}"
+            ))),
+        }
     }
 }
 
@@ -98,7 +85,7 @@ fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
         *size = 0;
     };
     for event in events {
-        let Ok(json) = serde_json::to_vec(&wire(event)) else {
+        let Ok(json) = serde_json::to_vec(&event) else {
             continue;
         };
         if !parts.is_empty() && (size + json.len() > BODY_TARGET || parts.len() >= MAX_AUDIT_EVENTS)
@@ -112,74 +99,21 @@ fn bodies(events: Vec<AuditEvent>) -> Vec<(usize, Vec<u8>)> {
     out
 }
 
-async fn upload_loop(control_plane: SharedControlPlane, mut batches: AuditBatches) {
-    while let Some(events) = batches.next(READ).await {
-        for (count, body) in bodies(events) {
-            upload(&control_plane, &batches, count, body).await;
-        }
-    }
-    batches.finish("this gateway");
-}
-
-/// Uploads one body of `count` events, retrying until the control plane takes it. Only a body
-/// the control plane refuses as invalid is given up (logged and counted: retrying cannot help),
-/// and, at shutdown, one it cannot be reached for.
-async fn upload(
-    control_plane: &SharedControlPlane,
-    batches: &AuditBatches,
-    count: usize,
-    body: Vec<u8>,
-) {
-    let mut attempt = 0u32;
-    loop {
-        let why = match control_plane
-            .post_raw(routes::GATEWAY_AUDIT, Some(body.clone()), UPLOAD_TIMEOUT)
-            .await
-        {
-            Ok(()) => {
-                batches.written();
-                return;
-            }
-            Err(CallError::Refused {
-                status, message, ..
-            }) if matches!(status, 400 | 413 | 422) => {
-                tracing::error!(status, %message, lost = count, "the control plane refused audit events as invalid; they are lost");
-                batches.lost(count);
-                return;
-            }
-            Err(e) => e.to_string(),
-        };
-        attempt = attempt.saturating_add(1);
-        if batches.closing() && attempt >= ATTEMPTS_WHILE_CLOSING {
-            tracing::error!(reason = %why, lost = count, "audit events could not be uploaded at shutdown; they are lost");
-            batches.lost(count);
-            return;
-        }
-        batches.failed(&format!("uploading to the control plane failed: {why}"));
-        tokio::time::sleep(backoff(
-            attempt - 1,
-            Duration::from_millis(250),
-            MAX_RETRY_WAIT,
-        ))
-        .await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use uuid::Uuid;
 
+    use sdm_proto::audit::AuditQueryEvent;
     use sdm_proto::gateway::AuditUpload;
 
     use super::*;
-    use crate::store::QueryRecord;
 
     #[test]
     fn large_batches_are_split_into_bounded_bodies() {
         let id = Uuid::new_v4();
         let events: Vec<AuditEvent> = (0..200u64)
             .map(|seq| {
-                AuditEvent::Query(QueryRecord {
+                AuditEvent::Query(AuditQueryEvent {
                     connection_id: id,
                     seq,
                     at: 1,

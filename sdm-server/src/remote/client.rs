@@ -14,8 +14,6 @@ use sdm_api_client::{Failover, Options};
 use sdm_proto::Token;
 
 pub(crate) use sdm_api_client::CallError;
-/// Doubling backoff from `base` up to `max`, with jitter, for attempt `n` (from 0).
-pub(crate) use sdm_proto::backoff::jittered as backoff;
 
 /// Answers larger than this are refused.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -57,20 +55,3 @@ impl std::ops::Deref for ControlPlane {
 
 /// Shared between the gateway's parts.
 pub(crate) type SharedControlPlane = Arc<ControlPlane>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_bounded_and_grows() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
-        for n in 0..40 {
-            let d = backoff(n, base, max);
-            assert!(d <= max, "{n}: {d:?}");
-            assert!(d >= base / 2, "{n}: {d:?}");
-        }
-        assert!(backoff(10, base, max) >= Duration::from_millis(2500));
-    }
-}

@@ -42,7 +42,6 @@ pub use args::{AuditArgs, GatewayArgs, parse_duration};
 pub use directory::RemoteDirectory;
 
 use client::ControlPlane;
-pub(crate) use client::backoff;
 use registry::RemoteRegistry;
 
 use crate::gateway::registration::{self, Registry, RegistryError, Served};

@@ -1,95 +1,7 @@
-//! Audit records as the store keeps them: one per connection through a gateway, plus the
-//! queries sent through it (postgres).
-
-use std::collections::BTreeMap;
+//! What the store adds to the audit model of `sdm_proto::audit`: which records to list, which
+//! events a gateway's upload may apply, and how a record a stopped gateway left open is closed.
 
 use uuid::Uuid;
-
-/// The outcome of a record closed because its gateway stopped without ending it (see
-/// [`Store::interrupt_connections`](super::Store::interrupt_connections)).
-pub const INTERRUPTED: &str = "interrupted";
-
-/// A connection through a gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionRecord {
-    /// Record id.
-    pub id: Uuid,
-    /// The account.
-    pub account_id: Uuid,
-    /// Its name when the connection started.
-    pub account_name: String,
-    /// The resource.
-    pub resource_id: Uuid,
-    /// Its name when the connection started.
-    pub resource_name: String,
-    /// The gateway's name.
-    pub gateway: String,
-    /// The login session.
-    pub session_id: Uuid,
-    /// The lease presented.
-    pub lease_id: Uuid,
-    /// The session's job labels.
-    pub labels: BTreeMap<String, String>,
-    /// The client's address as the gateway saw it.
-    pub client_addr: String,
-    /// Unix seconds.
-    pub started_at: i64,
-    /// Unix seconds; `None` while open.
-    pub ended_at: Option<i64>,
-    /// Client → resource bytes.
-    pub bytes_up: u64,
-    /// Resource → client bytes.
-    pub bytes_down: u64,
-    /// `open`, `ok`, or an error kind name.
-    pub outcome: String,
-    /// What failed.
-    pub error: Option<String>,
-    /// Queries recorded.
-    pub query_count: u64,
-}
-
-/// How a connection ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionEnd {
-    /// Record id.
-    pub id: Uuid,
-    /// Unix seconds.
-    pub ended_at: i64,
-    /// Client → resource bytes.
-    pub bytes_up: u64,
-    /// Resource → client bytes.
-    pub bytes_down: u64,
-    /// `ok` or an error kind name.
-    pub outcome: String,
-    /// What failed.
-    pub error: Option<String>,
-    /// Queries recorded.
-    pub query_count: u64,
-}
-
-/// A query sent through a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryRecord {
-    /// The connection.
-    pub connection_id: Uuid,
-    /// Position within the connection, from 1.
-    pub seq: u64,
-    /// Unix seconds.
-    pub at: i64,
-    /// The SQL text.
-    pub text: String,
-}
-
-/// One thing to write to the audit trail; written in batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditEvent {
-    /// A connection started (or failed at once: then `ended_at` is set).
-    Started(ConnectionRecord),
-    /// A connection ended.
-    Ended(ConnectionEnd),
-    /// Queries sent through a connection.
-    Query(QueryRecord),
-}
 
 /// Which connections to list; newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,7 +69,7 @@ impl Writer<'_> {
     }
 }
 
-/// The error text of a record closed as [`INTERRUPTED`].
+/// The error text of a record closed as [`Outcome::Interrupted`](sdm_proto::audit::Outcome).
 pub(super) fn interrupted_error(gateway: &str) -> String {
     format!(
         "gateway {gateway} stopped while this connection was open (it crashed or was killed); \

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
 use uuid::Uuid;
 
 pub mod audit;
@@ -24,10 +25,7 @@ mod sqlite_transfer;
 mod suite;
 pub mod transfer;
 
-pub use audit::{
-    AuditEvent, AuditFilter, AuditRefusals, ConnectionEnd, ConnectionRecord, INTERRUPTED,
-    QueryRecord,
-};
+pub use audit::{AuditFilter, AuditRefusals};
 pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -429,24 +427,22 @@ pub trait Store: Send + Sync + 'static {
         events: Vec<AuditEvent>,
     ) -> Result<AuditRefusals, StoreError>;
     /// Closes the records that the gateway named `gateway` left open, because its process
-    /// stopped without ending them (a crash, a kill), with outcome [`INTERRUPTED`] at `now`
+    /// stopped without ending them (a crash, a kill), with outcome
+    /// [`Interrupted`](sdm_proto::audit::Outcome::Interrupted) at `now`
     /// (or at their start, if that is later); returns how many. Call it only when no process
     /// of that gateway carries connections (before it serves).
     async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError>;
     /// Connection records matching `filter`, newest first.
-    async fn list_connections(
-        &self,
-        filter: AuditFilter,
-    ) -> Result<Vec<ConnectionRecord>, StoreError>;
+    async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// The connection record with this id.
-    async fn get_connection(&self, id: Uuid) -> Result<Option<ConnectionRecord>, StoreError>;
+    async fn get_connection(&self, id: Uuid) -> Result<Option<AuditRecord>, StoreError>;
     /// A connection's queries with `seq > after`, in order, at most `limit`.
     async fn list_queries(
         &self,
         connection_id: Uuid,
         after: u64,
         limit: u32,
-    ) -> Result<Vec<QueryRecord>, StoreError>;
+    ) -> Result<Vec<AuditQueryEvent>, StoreError>;
 
     // --- settings ---
 

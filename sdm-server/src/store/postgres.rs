@@ -25,6 +25,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Json, ToSql};
@@ -33,9 +34,9 @@ use uuid::Uuid;
 
 use super::audit::Writer;
 use super::{
-    AccountRecord, AuditEvent, AuditFilter, AuditRefusals, ConnectionRecord, GatewayRecord,
-    GrantRecord, QueryRecord, ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError,
-    TokenRecord, postgres_audit, postgres_sessions,
+    AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, ResourceRecord,
+    SessionExpiry, SessionRecord, Store, StoreError, TokenRecord, postgres_audit,
+    postgres_sessions,
 };
 
 /// Versioned migrations, applied in order, each once. PostgreSQL's versions are its own: one
@@ -1196,10 +1197,7 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn list_connections(
-        &self,
-        filter: AuditFilter,
-    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+    async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.call("list audit records", async {
             let client = self.client().await?;
             postgres_audit::list_connections(&client, &filter).await
@@ -1207,7 +1205,7 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn get_connection(&self, id: Uuid) -> Result<Option<ConnectionRecord>, StoreError> {
+    async fn get_connection(&self, id: Uuid) -> Result<Option<AuditRecord>, StoreError> {
         self.call("read an audit record", async {
             let client = self.client().await?;
             postgres_audit::get_connection(&client, id).await
@@ -1220,7 +1218,7 @@ impl Store for PostgresStore {
         connection_id: Uuid,
         after: u64,
         limit: u32,
-    ) -> Result<Vec<QueryRecord>, StoreError> {
+    ) -> Result<Vec<AuditQueryEvent>, StoreError> {
         self.call("list queries", async {
             let client = self.client().await?;
             postgres_audit::list_queries(&client, connection_id, after, limit).await

@@ -9,23 +9,21 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::ClientWrapper;
+use sdm_proto::audit::{AuditEnd, AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
 use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use super::audit::Writer;
 use super::postgres::{Context, col, count_at, map_at, signed};
-use super::{
-    AuditEvent, AuditFilter, AuditRefusals, ConnectionEnd, ConnectionRecord, QueryRecord,
-    StoreError,
-};
+use super::{AuditFilter, AuditRefusals, StoreError};
 
 const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
      gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
      bytes_down, outcome, error, query_count";
 
-pub(super) fn connection_row(row: &Row) -> Result<ConnectionRecord, StoreError> {
-    Ok(ConnectionRecord {
+pub(super) fn connection_row(row: &Row) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
         id: col(row, 0)?,
         account_id: col(row, 1)?,
         account_name: col(row, 2)?,
@@ -40,7 +38,7 @@ pub(super) fn connection_row(row: &Row) -> Result<ConnectionRecord, StoreError> 
         ended_at: col(row, 11)?,
         bytes_up: count_at(row, 12)?,
         bytes_down: count_at(row, 13)?,
-        outcome: col(row, 14)?,
+        outcome: Outcome::from(col::<String>(row, 14)?),
         error: col(row, 15)?,
         query_count: count_at(row, 16)?,
     })
@@ -49,18 +47,9 @@ pub(super) fn connection_row(row: &Row) -> Result<ConnectionRecord, StoreError> 
 /// What a batch leaves of one connection's record.
 enum Fold<'a> {
     /// The whole record (a start, with any later ends applied).
-    Record(Box<ConnectionRecord>),
+    Record(Box<AuditRecord>),
     /// An end for a record written earlier.
-    End(&'a ConnectionEnd),
-}
-
-fn apply_end(record: &mut ConnectionRecord, end: &ConnectionEnd) {
-    record.ended_at = Some(end.ended_at);
-    record.bytes_up = end.bytes_up;
-    record.bytes_down = end.bytes_down;
-    record.outcome = end.outcome.clone();
-    record.error = end.error.clone();
-    record.query_count = end.query_count;
+    End(&'a AuditEnd),
 }
 
 /// The gateways that wrote the records with these ids, for those that exist.
@@ -130,20 +119,13 @@ pub(super) async fn write(
     writer: Writer<'_>,
     events: &[AuditEvent],
 ) -> Result<AuditRefusals, StoreError> {
-    let mut ids: Vec<Uuid> = events
-        .iter()
-        .map(|event| match event {
-            AuditEvent::Started(c) => c.id,
-            AuditEvent::Ended(e) => e.id,
-            AuditEvent::Query(q) => q.connection_id,
-        })
-        .collect();
+    let mut ids: Vec<Uuid> = events.iter().map(AuditEvent::connection_id).collect();
     ids.sort_unstable();
     ids.dedup();
     let (events, refused) = admissible(writer, events, owners(tx, ids).await?);
     let mut order: Vec<Uuid> = Vec::new();
     let mut folded: HashMap<Uuid, Fold<'_>> = HashMap::new();
-    let mut queries: Vec<&QueryRecord> = Vec::new();
+    let mut queries: Vec<&AuditQueryEvent> = Vec::new();
     for event in events {
         match event {
             AuditEvent::Started(c) => {
@@ -155,7 +137,7 @@ pub(super) async fn write(
                 }
             }
             AuditEvent::Ended(e) => match folded.get_mut(&e.id) {
-                Some(Fold::Record(record)) => apply_end(record, e),
+                Some(Fold::Record(record)) => record.apply(e),
                 Some(slot @ Fold::End(_)) => *slot = Fold::End(e),
                 None => {
                     folded.insert(e.id, Fold::End(e));
@@ -187,7 +169,7 @@ pub(super) async fn write(
     Ok(refused)
 }
 
-/// Closes the records `gateway` left open as [`INTERRUPTED`](super::INTERRUPTED).
+/// Closes the records `gateway` left open as [`Outcome::Interrupted`].
 pub(super) async fn interrupt(
     client: &ClientWrapper,
     gateway: &str,
@@ -208,7 +190,7 @@ pub(super) async fn interrupt(
             &[
                 &gateway,
                 &now,
-                &super::INTERRUPTED,
+                &Outcome::Interrupted.as_str(),
                 &super::audit::interrupted_error(gateway),
             ],
         )
@@ -220,7 +202,7 @@ pub(super) async fn interrupt(
 /// transaction) is kept as it is.
 async fn write_records(
     tx: &deadpool_postgres::Transaction<'_>,
-    records: &[ConnectionRecord],
+    records: &[AuditRecord],
 ) -> Result<(), StoreError> {
     let context = "record a connection";
     let stmt = tx
@@ -283,7 +265,7 @@ async fn write_records(
 /// unknown record changes nothing.
 async fn write_ends(
     tx: &deadpool_postgres::Transaction<'_>,
-    ends: &[&ConnectionEnd],
+    ends: &[&AuditEnd],
     gateway: Option<&str>,
 ) -> Result<(), StoreError> {
     let context = "record a connection's end";
@@ -321,7 +303,7 @@ async fn write_ends(
 /// connection and position) is kept as it was (SQLite's `INSERT OR IGNORE`).
 async fn write_queries(
     tx: &deadpool_postgres::Transaction<'_>,
-    queries: &[&QueryRecord],
+    queries: &[&AuditQueryEvent],
     gateway: Option<&str>,
 ) -> Result<(), StoreError> {
     let context = "record a query";
@@ -350,7 +332,7 @@ async fn write_queries(
 pub(super) async fn list_connections(
     client: &ClientWrapper,
     filter: &AuditFilter,
-) -> Result<Vec<ConnectionRecord>, StoreError> {
+) -> Result<Vec<AuditRecord>, StoreError> {
     let context = "list audit records";
     let mut clauses = Vec::new();
     let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
@@ -404,7 +386,7 @@ pub(super) async fn list_connections(
 pub(super) async fn get_connection(
     client: &ClientWrapper,
     id: Uuid,
-) -> Result<Option<ConnectionRecord>, StoreError> {
+) -> Result<Option<AuditRecord>, StoreError> {
     let context = "read an audit record";
     let stmt = client
         .prepare_cached(&format!(
@@ -426,7 +408,7 @@ pub(super) async fn list_queries(
     connection_id: Uuid,
     after: u64,
     limit: u32,
-) -> Result<Vec<QueryRecord>, StoreError> {
+) -> Result<Vec<AuditQueryEvent>, StoreError> {
     let context = "list queries";
     let stmt = client
         .prepare_cached(
@@ -441,7 +423,7 @@ pub(super) async fn list_queries(
         .context(context)?
         .iter()
         .map(|row| {
-            Ok(QueryRecord {
+            Ok(AuditQueryEvent {
                 connection_id,
                 seq: count_at(row, 0)?,
                 at: col(row, 1)?,

@@ -250,7 +250,7 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                         &c.ended_at,
                         &signed(c.bytes_up),
                         &signed(c.bytes_down),
-                        &c.outcome,
+                        &c.outcome.as_str(),
                         &c.error,
                         &signed(c.query_count),
                     ])
@@ -363,14 +363,15 @@ mod tests {
 
     use sdm_proto::ResourceKind;
     use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+    use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
     use uuid::Uuid;
 
     use super::*;
     use crate::store::suite::fresh_postgres_database;
     use crate::store::transfer::sqlite_to_postgres;
     use crate::store::{
-        AccountRecord, AuditEvent, AuditFilter, ConnectionRecord, GatewayRecord, GrantRecord,
-        QueryRecord, ResourceRecord, SessionRecord, SqliteStore, Store, TokenRecord,
+        AccountRecord, AuditFilter, GatewayRecord, GrantRecord, ResourceRecord, SessionRecord,
+        SqliteStore, Store, TokenRecord,
     };
 
     /// Everything a store holds, read through the `Store` trait.
@@ -383,8 +384,8 @@ mod tests {
         sessions: Vec<Option<SessionRecord>>,
         gateways: Vec<GatewayRecord>,
         settings: Vec<Option<Vec<u8>>>,
-        connections: Vec<ConnectionRecord>,
-        queries: Vec<Vec<QueryRecord>>,
+        connections: Vec<AuditRecord>,
+        queries: Vec<Vec<AuditQueryEvent>>,
     }
 
     struct Ids {
@@ -562,7 +563,7 @@ mod tests {
             .unwrap();
         let mut events = Vec::new();
         for i in 0..1500u64 {
-            let c = ConnectionRecord {
+            let c = AuditRecord {
                 id: Uuid::new_v4(),
                 account_id: accounts[1].id,
                 account_name: accounts[1].name.clone(),
@@ -582,7 +583,7 @@ mod tests {
                 query_count: i % 4,
             };
             for seq in 1..=(i % 4) {
-                events.push(AuditEvent::Query(QueryRecord {
+                events.push(AuditEvent::Query(AuditQueryEvent {
                     connection_id: c.id,
                     seq,
                     at: c.started_at,

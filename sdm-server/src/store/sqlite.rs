@@ -15,13 +15,14 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
 use uuid::Uuid;
 
 use super::audit::Writer;
 use super::{
-    AccessFacts, AccountRecord, AuditEvent, AuditFilter, AuditRefusals, ConnectionRecord,
-    GatewayRecord, GrantRecord, QueryRecord, ResourceRecord, SessionExpiry, SessionRecord, Store,
-    StoreError, TokenRecord, sqlite_audit, sqlite_sessions,
+    AccessFacts, AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord,
+    ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord, sqlite_audit,
+    sqlite_sessions,
 };
 
 /// File name of the database in the data directory.
@@ -1011,15 +1012,12 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn list_connections(
-        &self,
-        filter: AuditFilter,
-    ) -> Result<Vec<ConnectionRecord>, StoreError> {
+    async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.run(move |conn| sqlite_audit::list_connections(conn, &filter))
             .await
     }
 
-    async fn get_connection(&self, id: Uuid) -> Result<Option<ConnectionRecord>, StoreError> {
+    async fn get_connection(&self, id: Uuid) -> Result<Option<AuditRecord>, StoreError> {
         self.run(move |conn| sqlite_audit::get_connection(conn, id))
             .await
     }
@@ -1029,7 +1027,7 @@ impl Store for SqliteStore {
         connection_id: Uuid,
         after: u64,
         limit: u32,
-    ) -> Result<Vec<QueryRecord>, StoreError> {
+    ) -> Result<Vec<AuditQueryEvent>, StoreError> {
         self.run(move |conn| sqlite_audit::list_queries(conn, connection_id, after, limit))
             .await
     }

@@ -3,11 +3,12 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_from_iter};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
 use uuid::Uuid;
 
 use super::audit::Writer;
 use super::sqlite::{Context, json, map_at, uuid_at};
-use super::{AuditEvent, AuditFilter, AuditRefusals, ConnectionRecord, QueryRecord, StoreError};
+use super::{AuditFilter, AuditRefusals, StoreError};
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
      gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
@@ -18,8 +19,8 @@ pub(super) fn count_at(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord> {
-    Ok(ConnectionRecord {
+pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
         id: uuid_at(row, 0)?,
         account_id: uuid_at(row, 1)?,
         account_name: row.get(2)?,
@@ -34,7 +35,7 @@ pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<ConnectionRecord
         ended_at: row.get(11)?,
         bytes_up: count_at(row, 12)?,
         bytes_down: count_at(row, 13)?,
-        outcome: row.get(14)?,
+        outcome: Outcome::from(row.get::<_, String>(14)?),
         error: row.get(15)?,
         query_count: count_at(row, 16)?,
     })
@@ -105,7 +106,7 @@ pub(super) fn write(
                         c.ended_at,
                         signed(c.bytes_up),
                         signed(c.bytes_down),
-                        c.outcome,
+                        c.outcome.as_str(),
                         c.error,
                         signed(c.query_count)
                     ])
@@ -132,7 +133,7 @@ pub(super) fn write(
                         e.ended_at,
                         signed(e.bytes_up),
                         signed(e.bytes_down),
-                        e.outcome,
+                        e.outcome.as_str(),
                         e.error,
                         signed(e.query_count),
                         writer.gateway()
@@ -171,7 +172,7 @@ pub(super) fn write(
     Ok(refused)
 }
 
-/// Closes the records `gateway` left open as [`INTERRUPTED`](super::INTERRUPTED).
+/// Closes the records `gateway` left open as [`Outcome::Interrupted`].
 pub(super) fn interrupt(conn: &Connection, gateway: &str, now: i64) -> Result<u64, StoreError> {
     let n = conn
         .execute(
@@ -180,7 +181,7 @@ pub(super) fn interrupt(conn: &Connection, gateway: &str, now: i64) -> Result<u6
             params![
                 gateway,
                 now,
-                super::INTERRUPTED,
+                Outcome::Interrupted.as_str(),
                 super::audit::interrupted_error(gateway)
             ],
         )
@@ -191,7 +192,7 @@ pub(super) fn interrupt(conn: &Connection, gateway: &str, now: i64) -> Result<u6
 pub(super) fn list_connections(
     conn: &Connection,
     filter: &AuditFilter,
-) -> Result<Vec<ConnectionRecord>, StoreError> {
+) -> Result<Vec<AuditRecord>, StoreError> {
     let mut clauses = Vec::new();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     if let Some(a) = filter.account_id {
@@ -241,7 +242,7 @@ pub(super) fn list_connections(
 pub(super) fn get_connection(
     conn: &Connection,
     id: Uuid,
-) -> Result<Option<ConnectionRecord>, StoreError> {
+) -> Result<Option<AuditRecord>, StoreError> {
     conn.query_row(
         &format!("SELECT {CONNECTION_COLUMNS} FROM audit_connections WHERE id = ?1"),
         [id.to_string()],
@@ -256,7 +257,7 @@ pub(super) fn list_queries(
     connection_id: Uuid,
     after: u64,
     limit: u32,
-) -> Result<Vec<QueryRecord>, StoreError> {
+) -> Result<Vec<AuditQueryEvent>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, at, text FROM audit_queries
@@ -267,7 +268,7 @@ pub(super) fn list_queries(
         .query_map(
             params![connection_id.to_string(), signed(after), i64::from(limit)],
             |row| {
-                Ok(QueryRecord {
+                Ok(AuditQueryEvent {
                     connection_id,
                     seq: count_at(row, 0)?,
                     at: row.get(1)?,

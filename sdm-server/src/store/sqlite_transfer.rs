@@ -3,14 +3,15 @@
 use std::sync::PoisonError;
 
 use rusqlite::{Connection, Row};
+use sdm_proto::audit::AuditQueryEvent;
 
+use super::StoreError;
 use super::sqlite::{
     ACCOUNT_COLUMNS, Context, GATEWAY_COLUMNS, RESOURCE_COLUMNS, SESSION_COLUMNS, SqliteStore,
     TOKEN_COLUMNS, account_row, gateway_row, grant_row, resource_row, session_row, token_row,
 };
 use super::sqlite_audit::{CONNECTION_COLUMNS, connection_row, count_at};
 use super::transfer::{CHUNK, Counts, Item};
-use super::{QueryRecord, StoreError};
 
 /// Collects items into chunks for `send`.
 struct Chunks<'a> {
@@ -142,7 +143,7 @@ impl SqliteStore {
             "read audited queries",
             "SELECT connection_id, seq, at, text FROM audit_queries ORDER BY connection_id, seq",
             |r| {
-                Ok(Item::Query(QueryRecord {
+                Ok(Item::Query(AuditQueryEvent {
                     connection_id: super::sqlite::uuid_at(r, 0)?,
                     seq: count_at(r, 1)?,
                     at: r.get(2)?,

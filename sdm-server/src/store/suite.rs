@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use sdm_proto::audit::{AuditEnd, AuditEvent, AuditQueryEvent, AuditRecord};
 use uuid::Uuid;
 
 use super::{
-    AccountRecord, AuditEvent, AuditFilter, ConnectionEnd, ConnectionRecord, GatewayRecord,
-    GrantRecord, QueryRecord, ResourceRecord, SessionRecord, Store, StoreError, TokenRecord,
+    AccountRecord, AuditFilter, GatewayRecord, GrantRecord, ResourceRecord, SessionRecord, Store,
+    StoreError, TokenRecord,
 };
 
 mod audit_owners;
@@ -608,8 +609,8 @@ pub(crate) async fn revocation_epoch_moves_on_exactly_the_revoking_events(f: &Fi
     step("deleting what is gone", 0).await;
 }
 
-fn connection(account_id: Uuid, resource_id: Uuid, started_at: i64) -> ConnectionRecord {
-    ConnectionRecord {
+fn connection(account_id: Uuid, resource_id: Uuid, started_at: i64) -> AuditRecord {
+    AuditRecord {
         id: Uuid::new_v4(),
         account_id,
         account_name: "etl".into(),
@@ -630,8 +631,8 @@ fn connection(account_id: Uuid, resource_id: Uuid, started_at: i64) -> Connectio
     }
 }
 
-fn end(c: &ConnectionRecord, ended_at: i64, outcome: &str) -> ConnectionEnd {
-    ConnectionEnd {
+fn end(c: &AuditRecord, ended_at: i64, outcome: &str) -> AuditEnd {
+    AuditEnd {
         id: c.id,
         ended_at,
         bytes_up: 1 << 40,
@@ -642,8 +643,8 @@ fn end(c: &ConnectionRecord, ended_at: i64, outcome: &str) -> ConnectionEnd {
     }
 }
 
-fn ended(c: &ConnectionRecord, e: &ConnectionEnd) -> ConnectionRecord {
-    ConnectionRecord {
+fn ended(c: &AuditRecord, e: &AuditEnd) -> AuditRecord {
+    AuditRecord {
         ended_at: Some(e.ended_at),
         bytes_up: e.bytes_up,
         // Stored as a signed 64-bit number: saturates.
@@ -655,8 +656,8 @@ fn ended(c: &ConnectionRecord, e: &ConnectionEnd) -> ConnectionRecord {
     }
 }
 
-fn query(c: &ConnectionRecord, seq: u64, text: &str) -> QueryRecord {
-    QueryRecord {
+fn query(c: &AuditRecord, seq: u64, text: &str) -> AuditQueryEvent {
+    AuditQueryEvent {
         connection_id: c.id,
         seq,
         at: c.started_at + i64::try_from(seq).unwrap(),
@@ -743,7 +744,7 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
         limit: 100,
         ..AuditFilter::default()
     };
-    let ids = |list: Vec<ConnectionRecord>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    let ids = |list: Vec<AuditRecord>| list.into_iter().map(|c| c.id).collect::<Vec<_>>();
     // Newest first; c2 and c3 started in the same second: larger id first.
     let (first, second) = if c2.id > c3.id {
         (c2.id, c3.id)

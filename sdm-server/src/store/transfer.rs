@@ -4,11 +4,12 @@
 
 use std::fmt;
 
+use sdm_proto::audit::{AuditQueryEvent, AuditRecord};
 use tokio::sync::mpsc;
 
 use super::{
-    AccountRecord, ConnectionRecord, GatewayRecord, GrantRecord, PostgresStore, QueryRecord,
-    ResourceRecord, SessionRecord, SqliteStore, StoreError, TokenRecord,
+    AccountRecord, GatewayRecord, GrantRecord, PostgresStore, ResourceRecord, SessionRecord,
+    SqliteStore, StoreError, TokenRecord,
 };
 
 /// Chunks in flight between the reading and the writing side.
@@ -40,9 +41,9 @@ pub enum Item {
         value: Vec<u8>,
     },
     /// An audited connection.
-    Connection(ConnectionRecord),
+    Connection(AuditRecord),
     /// An audited query.
-    Query(QueryRecord),
+    Query(AuditQueryEvent),
     /// The revocation counter.
     RevocationEpoch(i64),
     /// The end: everything was sent, this much of each kind. The target commits only after

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use sdm_proto::ErrorKind;
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent};
 use uuid::Uuid;
 
 use super::catalog::Catalog;
@@ -20,7 +21,6 @@ use super::function_call::CallReader;
 use super::statement::TextCapture;
 use crate::gateway::AuditSink;
 use crate::gateway::splice::Tap;
-use crate::store::{AuditEvent, QueryRecord};
 
 /// Follows `tag | length | body` framing across arbitrary chunk boundaries.
 #[derive(Debug, Default)]
@@ -257,7 +257,7 @@ impl QueryTap {
 
     fn record(&self, seq: u64, at: i64, text: String) -> Result<(), (ErrorKind, String)> {
         self.sink
-            .record(AuditEvent::Query(QueryRecord {
+            .record(AuditEvent::Query(AuditQueryEvent {
                 connection_id: self.connection_id,
                 seq,
                 at,

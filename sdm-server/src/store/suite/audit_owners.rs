@@ -1,10 +1,11 @@
 //! The store suite's checks of who may change an audit record: only the gateway that opened
 //! the connection, and, for records it left open when its process stopped, its next start.
 
+use sdm_proto::audit::{AuditEvent, AuditRecord, Outcome};
 use uuid::Uuid;
 
 use super::{Fixture, connection, end, ended, query};
-use crate::store::{AuditEvent, AuditRefusals, ConnectionRecord, INTERRUPTED};
+use crate::store::AuditRefusals;
 
 /// An authenticated gateway writes records of its own connections and changes only those:
 /// another gateway's record cannot be replaced, ended or given queries, and what was refused is
@@ -28,7 +29,7 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
     );
 
     // Gateway B goes after A's record in every way it can, and writes one of its own.
-    let forged = ConnectionRecord {
+    let forged = AuditRecord {
         gateway: "gw-b".into(),
         account_name: "someone-else".into(),
         ended_at: Some(1001),
@@ -151,7 +152,7 @@ pub(crate) async fn records_a_stopped_gateway_left_open_are_interrupted(f: &Fixt
     assert_eq!(f.b.interrupt_connections("gw-a", 500).await.unwrap(), 2);
     let closed = store.get_connection(open.id).await.unwrap().unwrap();
     assert_eq!(closed.ended_at, Some(500));
-    assert_eq!(closed.outcome, INTERRUPTED);
+    assert_eq!(closed.outcome, Outcome::Interrupted);
     assert!(
         closed.error.as_deref().is_some_and(|e| e.contains("gw-a")),
         "{closed:?}"

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use sdm_proto::api::AccountKind;
+use sdm_proto::audit::AuditEvent;
 use uuid::Uuid;
 
 use super::{Fixture, connection, end, session, with_account};
-use crate::store::{AuditEvent, SessionExpiry, SessionRecord, Store};
+use crate::store::{SessionExpiry, SessionRecord, Store};
 
 fn session_at(account_id: Uuid, created_at: i64, last_used_at: Option<i64>) -> SessionRecord {
     SessionRecord {

@@ -1,80 +1,17 @@
-//! Where the gateway reports what passes through it. Reporting never blocks the data path: a
-//! sink queues events and a background task writes them elsewhere (the store, or the control
-//! plane of a standalone gateway), in batches.
-//!
-//! The audit trail fails closed: a connection is served only while its events can be kept.
-//! When the writer cannot write (disk full, store or control plane down), it keeps its events
-//! and retries; meanwhile new connections are refused, and open ones are closed once the
-//! failure has lasted [`AuditPolicy::grace`]. The queue is bounded; an event that does not fit
-//! refuses what it describes (the statement is not sent on). Only an installation that says so
-//! ([`AuditPolicy::fail_open`]) keeps serving instead, and then counts and logs what it loses.
+//! The bounded queue between the gateway's connections and its audit writer, and the state
+//! they share: whether writes fail, since when, and what was lost.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sdm_proto::audit::AuditEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::store::AuditEvent;
-
-/// Why the audit trail cannot take more now.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the audit trail cannot be written: {0}")]
-pub struct AuditUnavailable(pub String);
-
-/// Receives audit events from the gateway.
-pub trait AuditSink: Send + Sync + 'static {
-    /// Takes one event, at once. An error means the event cannot be kept: the gateway then
-    /// does not carry on with what it describes (the statement is not sent on, the connection
-    /// is refused).
-    fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable>;
-
-    /// Whether a new connection may start now.
-    fn admit(&self) -> Result<(), AuditUnavailable> {
-        Ok(())
-    }
-
-    /// Why open connections must close now (the trail has failed for too long), if they must.
-    fn must_close(&self) -> Option<AuditUnavailable> {
-        None
-    }
-}
-
-/// Drops every event (for gateways whose owner keeps no audit trail, and for tests).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DiscardAudit;
-
-impl AuditSink for DiscardAudit {
-    fn record(&self, _event: AuditEvent) -> Result<(), AuditUnavailable> {
-        Ok(())
-    }
-}
-
-/// What a gateway does when its audit trail cannot be written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuditPolicy {
-    /// Keep serving, losing (and counting) events that do not fit the queue. Off by default:
-    /// only an installation that prefers availability to a complete trail turns it on.
-    pub fail_open: bool,
-    /// How long open connections are kept while the writer fails (events keep being queued
-    /// and are written when it recovers).
-    pub grace: Duration,
-}
-
-impl Default for AuditPolicy {
-    fn default() -> AuditPolicy {
-        AuditPolicy {
-            fail_open: false,
-            grace: DEFAULT_GRACE,
-        }
-    }
-}
-
-/// See [`AuditPolicy::grace`].
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+use super::{AuditPolicy, AuditSink, AuditUnavailable};
 
 /// Events waiting to be written. Beyond `QUEUE - RESERVED_FOR_ENDS`, new connections and
 /// statements are refused; the rest is kept for the ends of connections already open (at most
@@ -122,14 +59,14 @@ pub struct AuditQueue {
 
 /// The writing end of an [`AuditQueue`], owned by the task that writes the events.
 #[derive(Debug)]
-pub(crate) struct AuditBatches {
+pub(super) struct AuditBatches {
     rx: mpsc::Receiver<AuditEvent>,
     health: Arc<Health>,
     last_batch: Option<Instant>,
 }
 
 /// A queue and the batches it hands to its writing task.
-pub(crate) fn audit_queue(policy: AuditPolicy) -> (AuditQueue, AuditBatches) {
+pub(super) fn audit_queue(policy: AuditPolicy) -> (AuditQueue, AuditBatches) {
     let (queue, rx) = mpsc::channel(QUEUE);
     let health = Arc::new(Health::default());
     let batches = AuditBatches {
@@ -236,14 +173,7 @@ fn fold_ends(batch: Vec<AuditEvent>) -> Vec<AuditEvent> {
                 out.push(AuditEvent::Started(c));
             }
             AuditEvent::Ended(end) => match open.remove(&end.id).map(|at| &mut out[at]) {
-                Some(AuditEvent::Started(c)) => {
-                    c.ended_at = Some(end.ended_at);
-                    c.bytes_up = end.bytes_up;
-                    c.bytes_down = end.bytes_down;
-                    c.outcome = end.outcome;
-                    c.error = end.error;
-                    c.query_count = end.query_count;
-                }
+                Some(AuditEvent::Started(c)) => c.apply(&end),
                 _ => out.push(AuditEvent::Ended(end)),
             },
             other => out.push(other),
@@ -255,7 +185,7 @@ fn fold_ends(batch: Vec<AuditEvent>) -> Vec<AuditEvent> {
 impl AuditBatches {
     /// The next events, in order, at most `max`; `None` once every [`AuditQueue`] is dropped and
     /// everything queued was handed out.
-    pub(crate) async fn next(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
+    pub(super) async fn next(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
         let mut batch = Vec::with_capacity(max.min(256));
         if self.rx.recv_many(&mut batch, max).await == 0 {
             return None;
@@ -279,7 +209,7 @@ impl AuditBatches {
     }
 
     /// A write failed: new connections are refused from now on, open ones after the grace.
-    pub(crate) fn failed(&self, why: &str) {
+    pub(super) fn failed(&self, why: &str) {
         let Ok(mut failure) = self.health.failure.lock() else {
             return;
         };
@@ -296,7 +226,7 @@ impl AuditBatches {
     }
 
     /// A write succeeded: the gateway serves again if it had stopped.
-    pub(crate) fn written(&self) {
+    pub(super) fn written(&self) {
         if !self.health.failing.load(Ordering::Acquire) {
             return;
         }
@@ -313,34 +243,41 @@ impl AuditBatches {
 
     /// Whether every queue handle is gone (the gateway is shutting down): a writer then stops
     /// retrying after a few attempts instead of holding the shutdown up.
-    pub(crate) fn closing(&self) -> bool {
+    pub(super) fn closing(&self) -> bool {
         self.rx.is_closed()
     }
 
     /// Counts `count` events given up (at shutdown, or refused by the control plane as
     /// invalid); they are logged, never silently dropped.
-    pub(crate) fn lost(&self, count: usize) {
+    pub(super) fn lost(&self, count: usize) {
         self.health
             .dropped
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
-    /// Says, when the queue is done, how many events were lost while `owner` ran.
-    pub(crate) fn finish(self, owner: &str) {
+    /// Says, when the queue is done, how many events were lost while the gateway ran.
+    pub(super) fn finish(self) {
         let lost = self.health.dropped.load(Ordering::Relaxed);
         if lost > 0 {
-            tracing::error!(lost, "audit events were lost while {owner} ran");
+            tracing::error!(lost, "audit events were lost while this gateway ran");
         }
+    }
+
+    /// Events lost so far.
+    #[cfg(test)]
+    pub(super) fn lost_so_far(&self) -> u64 {
+        self.health.dropped.load(Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use sdm_proto::audit::{AuditEnd, AuditQueryEvent, AuditRecord};
+
     use super::*;
-    use crate::store::{ConnectionEnd, ConnectionRecord, QueryRecord};
 
     fn started(id: Uuid) -> AuditEvent {
-        AuditEvent::Started(ConnectionRecord {
+        AuditEvent::Started(AuditRecord {
             id,
             account_id: Uuid::nil(),
             account_name: "etl".into(),
@@ -361,8 +298,8 @@ mod tests {
         })
     }
 
-    fn ended(id: Uuid, outcome: &str) -> ConnectionEnd {
-        ConnectionEnd {
+    fn ended(id: Uuid, outcome: &str) -> AuditEnd {
+        AuditEnd {
             id,
             ended_at: 107,
             bytes_up: 11,
@@ -374,7 +311,7 @@ mod tests {
     }
 
     fn query(id: Uuid) -> AuditEvent {
-        AuditEvent::Query(QueryRecord {
+        AuditEvent::Query(AuditQueryEvent {
             connection_id: id,
             seq: 1,
             at: 101,
@@ -491,7 +428,7 @@ mod tests {
     async fn queued_statement_text_is_bounded_and_given_back_as_it_is_written() {
         let (queue, mut batches) = audit_queue(AuditPolicy::default());
         let big = |seq| {
-            AuditEvent::Query(QueryRecord {
+            AuditEvent::Query(AuditQueryEvent {
                 connection_id: Uuid::nil(),
                 seq,
                 at: 1,
