@@ -556,6 +556,51 @@ async fn rotating_the_stored_password_takes_effect_on_new_connections() {
     connect(&tunnel).await.unwrap();
 }
 
+/// PostgreSQL stores the SCRAM verifier of a password after SASLprep (RFC 4013), and libpq
+/// applies SASLprep before it derives its proof, so psql logs in with a password that SASLprep
+/// rewrites. The gateway must log in with it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_that_saslprep_rewrites_logs_in_as_it_does_with_psql() {
+    // U+00A0 and U+2003 map to a space, U+00AD to nothing, U+FB01 to "fi" (NFKC).
+    const REWRITTEN: &str = "Pw\u{a0}no-break\u{2003}em\u{ad}soft-\u{fb01}ligature";
+    const PREPARED: &str = "Pw no-break emsoft-filigature";
+    let pg = app_cluster(PgConfig::default().auth(HbaAuth::Scram), REWRITTEN, &[]).await;
+    let sql = "SELECT current_user";
+    assert_eq!(
+        pg.psql_as("app", Some(REWRITTEN), "app", sql).unwrap(),
+        "app"
+    );
+    // What PostgreSQL stored is the prepared form's verifier: that form logs in as well.
+    assert_eq!(
+        pg.psql_as("app", Some(PREPARED), "app", sql).unwrap(),
+        "app"
+    );
+
+    let sdm = Installation::start().await;
+    sdm.resource(pg_resource("db", &pg, REWRITTEN)).await;
+    let session = sdm.session("etl", &["db"]).await;
+    let tunnel = session.connect("db").await.unwrap();
+    let (client, _conn) = connect(&tunnel).await.unwrap_or_else(|e| {
+        panic!(
+            "the gateway could not log in: {}",
+            e.as_db_error()
+                .map_or(e.to_string(), |d| d.message().to_owned())
+        )
+    });
+    let user: String = client.query_one(sql, &[]).await.unwrap().get(0);
+    assert_eq!(user, "app");
+    let out = run(
+        &pg,
+        "psql",
+        &tunnel,
+        &["-X", "-A", "-t", "-w", "-d", "app", "-c", sql],
+        "disable",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
+}
+
 /// A CA and a server certificate for 127.0.0.1, and the cluster switched to TLS with them.
 fn enable_tls(pg: &PgCluster) -> String {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};

@@ -7,6 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::{DataRowBody, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::message::{self, MAX_AUTH_MESSAGE};
@@ -82,7 +85,7 @@ impl Catalog {
             .write_all(&message::message(b'Q', sql.as_bytes()))
             .await
             .map_err(|e| e.to_string())?;
-        let mut buf = logged_in.forward;
+        let mut buf = BytesMut::from(&logged_in.forward[..]);
         let mut names = HashMap::new();
         let mut ready = 0;
         // ReadyForQuery after the login, then after the query.
@@ -104,15 +107,19 @@ impl Catalog {
             };
             match msg.tag {
                 b'Z' => ready += 1,
-                b'E' => {
-                    let fields = message::error_fields(&msg.body);
-                    return Err(message::field(&fields, b'M').unwrap_or("error").to_owned());
-                }
-                b'D' => {
-                    if let Some((oid, name)) = data_row(&msg.body) {
-                        names.insert(oid, name);
+                // A row that cannot be read is left out, like one of another shape.
+                b'E' | b'D' => match msg.parse() {
+                    Ok(Message::ErrorResponse(error)) => {
+                        let fields = message::fields(error.fields());
+                        return Err(message::field(&fields, b'M').unwrap_or("error").to_owned());
                     }
-                }
+                    Ok(Message::DataRow(row)) => {
+                        if let Some((oid, name)) = data_row(&row) {
+                            names.insert(oid, name);
+                        }
+                    }
+                    _ => {}
+                },
                 _ => {}
             }
         }
@@ -122,13 +129,14 @@ impl Catalog {
 }
 
 /// A `DataRow` of two text columns: OID, name.
-fn data_row(body: &[u8]) -> Option<(u32, String)> {
-    let mut rest = body.get(2..)?;
-    let mut column = || {
-        let len = usize::try_from(i32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
-        let value = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_owned();
-        rest = &rest[4 + len..];
-        Some(value)
+fn data_row(row: &DataRowBody) -> Option<(u32, String)> {
+    let mut ranges = row.ranges();
+    let mut column = || match ranges.next() {
+        Ok(Some(Some(range))) => std::str::from_utf8(row.buffer().get(range)?)
+            .ok()
+            .map(str::to_owned),
+        // NULL, missing or malformed
+        _ => None,
     };
     let oid = column()?.parse().ok()?;
     Some((oid, column()?))
@@ -138,6 +146,16 @@ fn data_row(body: &[u8]) -> Option<(u32, String)> {
 mod tests {
     use super::*;
 
+    /// The row in a `DataRow` message with `body`, if it is one of two text columns.
+    fn row(body: &[u8]) -> Option<(u32, String)> {
+        let mut buf = BytesMut::from(&message::message(b'D', body)[..]);
+        let msg = message::take_message(&mut buf, MAX_ANSWER).ok()??;
+        match msg.parse() {
+            Ok(Message::DataRow(row)) => data_row(&row),
+            _ => None,
+        }
+    }
+
     #[test]
     fn data_rows_are_read_and_garbage_is_not() {
         let mut body = 2i16.to_be_bytes().to_vec();
@@ -146,14 +164,14 @@ mod tests {
             body.extend_from_slice(value.as_bytes());
         }
         assert_eq!(
-            data_row(&body),
+            row(&body),
             Some((2925, "query_to_xml(text,boolean,boolean,text)".into()))
         );
         for cut in 0..body.len() {
-            assert_eq!(data_row(&body[..cut]), None);
+            assert_eq!(row(&body[..cut]), None);
         }
         let mut null = 2i16.to_be_bytes().to_vec();
         null.extend_from_slice(&(-1i32).to_be_bytes());
-        assert_eq!(data_row(&null), None);
+        assert_eq!(row(&null), None);
     }
 }

@@ -1,6 +1,11 @@
 //! The parts of the PostgreSQL wire protocol (v3) the gateway reads and writes: the startup
-//! packet, authentication messages, errors. Parsers work on byte slices and never trust a
-//! length field beyond its limit.
+//! packet, authentication messages, errors. The startup packet (which only a frontend sends) is
+//! parsed here; backend messages are cut from the stream here, within a length limit, and
+//! parsed by `postgres-protocol`. No length field is trusted beyond its limit.
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::message::backend::{self, ErrorFields, Header};
 
 /// `SSLRequest` code.
 pub(crate) const SSL_REQUEST: u32 = 80_877_103;
@@ -101,7 +106,7 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
 }
 
 /// A NUL-terminated string at the start of `b`, and what follows it.
-pub(crate) fn cstring(b: &[u8]) -> Option<(String, &[u8])> {
+fn cstring(b: &[u8]) -> Option<(String, &[u8])> {
     let end = b.iter().position(|&c| c == 0)?;
     Some((
         String::from_utf8_lossy(&b[..end]).into_owned(),
@@ -176,21 +181,27 @@ pub(crate) fn error_response(code: &str, message_text: &str, hint: Option<&str>)
     message(b'E', &body)
 }
 
-/// The fields of an `ErrorResponse` or `NoticeResponse` body.
+/// The fields of an `ErrorResponse` or `NoticeResponse` body, also of one cut short: the fields
+/// before the cut.
 pub(crate) fn error_fields(body: &[u8]) -> Vec<(u8, String)> {
-    let mut fields = Vec::new();
-    let mut rest = body;
-    while let Some((&tag, tail)) = rest.split_first() {
-        if tag == 0 {
-            break;
-        }
-        let Some((value, after)) = cstring(tail) else {
-            break;
-        };
-        fields.push((tag, value));
-        rest = after;
+    let mut whole = BytesMut::from(&message(b'E', body)[..]);
+    match backend::Message::parse(&mut whole) {
+        Ok(Some(backend::Message::ErrorResponse(error))) => fields(error.fields()),
+        _ => Vec::new(),
     }
-    fields
+}
+
+/// The fields of a parsed `ErrorResponse` or `NoticeResponse` up to the first malformed one,
+/// values as text.
+pub(crate) fn fields(mut fields: ErrorFields<'_>) -> Vec<(u8, String)> {
+    let mut out = Vec::new();
+    while let Ok(Some(f)) = fields.next() {
+        out.push((
+            f.type_(),
+            String::from_utf8_lossy(f.value_bytes()).into_owned(),
+        ));
+    }
+    out
 }
 
 /// One field of an error.
@@ -201,35 +212,56 @@ pub(crate) fn field(fields: &[(u8, String)], tag: u8) -> Option<&str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// A backend message read whole.
+/// A backend message read whole, as received (tag, length and body).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BackendMessage {
     pub(crate) tag: u8,
-    pub(crate) body: Vec<u8>,
-    /// The message as received (tag, length and body).
-    pub(crate) raw: Vec<u8>,
+    pub(crate) raw: BytesMut,
 }
 
-/// Takes one whole message from the front of `buf`: `Ok(None)` until complete.
+impl BackendMessage {
+    /// The message parsed by `postgres-protocol`; an error for a tag or an authentication
+    /// request it does not know, or a body that does not fit the tag.
+    pub(crate) fn parse(&self) -> Result<backend::Message, String> {
+        let mut raw = self.raw.clone();
+        match backend::Message::parse(&mut raw) {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err("incomplete message".into()),
+            Err(e) => Err(format!("malformed {:?} message: {e}", char::from(self.tag))),
+        }
+    }
+
+    /// The method number of an authentication request (`R`).
+    pub(crate) fn auth_method(&self) -> Option<u32> {
+        let code = self.raw.get(5..9).filter(|_| self.tag == b'R')?;
+        Some(be32(code))
+    }
+}
+
+/// Takes one whole message from the front of `buf`: `Ok(None)` until complete. A length over
+/// `max` is an error before any of the body is awaited.
 pub(crate) fn take_message(
-    buf: &mut Vec<u8>,
+    buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<BackendMessage>, String> {
-    if buf.len() < 5 {
-        return Ok(None);
-    }
-    let len = be32(&buf[1..5]) as usize;
-    if len < 4 || len > max {
+    let header = match Header::parse(buf) {
+        Ok(Some(header)) => header,
+        Ok(None) => return Ok(None),
+        Err(_) => {
+            let len = buf.get(1..5).map_or(0, be32) as i32;
+            return Err(format!("invalid message length {len}"));
+        }
+    };
+    let len = usize::try_from(header.len()).unwrap_or(usize::MAX);
+    if len > max {
         return Err(format!("invalid message length {len}"));
     }
     if buf.len() < len + 1 {
         return Ok(None);
     }
-    let raw: Vec<u8> = buf.drain(..len + 1).collect();
     Ok(Some(BackendMessage {
-        tag: raw[0],
-        body: raw[5..].to_vec(),
-        raw,
+        tag: header.tag(),
+        raw: buf.split_to(len + 1),
     }))
 }
 
@@ -297,16 +329,55 @@ mod tests {
     #[test]
     fn errors_encode_and_parse() {
         let e = error_response("28P01", "password authentication failed", Some("fix it"));
-        let mut buf = e.clone();
+        let mut buf = BytesMut::from(&e[..]);
         let m = take_message(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(m.tag, b'E');
+        assert_eq!(m.raw, e);
         assert!(buf.is_empty());
-        let fields = error_fields(&m.body);
-        assert_eq!(field(&fields, b'C'), Some("28P01"));
-        assert_eq!(field(&fields, b'M'), Some("password authentication failed"));
-        assert_eq!(field(&fields, b'H'), Some("fix it"));
-        let mut huge = vec![b'D', 0x7f, 0xff, 0xff, 0xff];
+        let all = error_fields(&e[5..]);
+        assert_eq!(field(&all, b'C'), Some("28P01"));
+        assert_eq!(field(&all, b'M'), Some("password authentication failed"));
+        assert_eq!(field(&all, b'H'), Some("fix it"));
+        let Ok(backend::Message::ErrorResponse(parsed)) = m.parse() else {
+            panic!("not an error response");
+        };
+        assert_eq!(fields(parsed.fields()), all);
+        // Cut short (the tap keeps the first KiB of a body): the whole fields before the cut.
+        let cut = error_fields(&e[5..e.len() - 9]);
+        assert_eq!(field(&cut, b'M'), Some("password authentication failed"));
+        assert_eq!(field(&cut, b'H'), None);
+        let mut huge = BytesMut::from(&[b'D', 0x7f, 0xff, 0xff, 0xff][..]);
         assert!(take_message(&mut huge, 1024).is_err());
+        let mut negative = BytesMut::from(&[b'D', 0xff, 0xff, 0xff, 0xff][..]);
+        assert!(take_message(&mut negative, 1024).is_err());
+        let mut short = BytesMut::from(&[b'Z', 0, 0, 0, 3][..]);
+        assert!(take_message(&mut short, 1024).is_err());
+    }
+
+    #[test]
+    fn backend_messages_wait_for_their_last_byte() {
+        let mut stream = message(b'R', &10u32.to_be_bytes());
+        stream.extend(message(b'S', b"client_encoding\0UTF8\0"));
+        for cut in 0..stream.len() {
+            let mut buf = BytesMut::from(&stream[..cut]);
+            let first = take_message(&mut buf, 1024).unwrap();
+            assert_eq!(first.is_some(), cut >= 9, "{cut}");
+        }
+        let mut buf = BytesMut::from(&stream[..]);
+        let auth = take_message(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(auth.auth_method(), Some(10));
+        let status = take_message(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(status.auth_method(), None);
+        assert!(matches!(
+            status.parse(),
+            Ok(backend::Message::ParameterStatus(_))
+        ));
+        assert!(buf.is_empty());
+        // A tag postgres-protocol does not know is cut all the same, and not parsed.
+        let mut buf = BytesMut::from(&message(b'v', &[0, 0, 0, 0, 0, 0, 0, 0])[..]);
+        let negotiate = take_message(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(negotiate.tag, b'v');
+        assert!(negotiate.parse().is_err());
     }
 
     proptest::proptest! {
@@ -336,9 +407,11 @@ mod tests {
 
         #[test]
         fn backend_messages_and_error_fields_take_anything(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3000)) {
-            let mut buf = bytes.clone();
+            let mut buf = BytesMut::from(&bytes[..]);
             while let Ok(Some(m)) = take_message(&mut buf, 1024) {
                 proptest::prop_assert!(m.raw.len() <= 1025);
+                let _ = m.parse();
+                let _ = m.auth_method();
             }
             let _ = error_fields(&bytes);
         }
