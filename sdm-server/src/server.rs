@@ -24,14 +24,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiConfig};
-use crate::bootstrap::{Installation, ServerError};
-use crate::control::sessions::sweep_sessions;
-use crate::control::{SessionPolicy, StoreDirectory, store_audit_writer};
-use crate::embedded::{EmbeddedDirectory, EmbeddedGateway, GatewayKit};
-use crate::gateway::AuditPolicy;
-use crate::keys::KeyError;
-use crate::store::DatabaseUrl;
+use crate::embedded::{EmbeddedDirectory, EmbeddedGateway, GatewayKit, store_audit_writer};
+use sdm_control::api::{self, ApiConfig};
+use sdm_control::bootstrap::{Installation, ServerError};
+use sdm_control::keys::KeyError;
+use sdm_control::sessions::sweep_sessions;
+use sdm_control::store::DatabaseUrl;
+use sdm_control::{SessionPolicy, StoreDirectory};
+use sdm_gateway::AuditPolicy;
 
 /// Default API address (loopback only).
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -45,7 +45,7 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 pub const LEASE_TTL_RANGE: (Duration, Duration) =
     (Duration::from_secs(2), Duration::from_secs(24 * 3600));
 /// Default of [`ServerBuilder::api_connections_per_source`].
-pub const DEFAULT_API_CONNECTIONS_PER_SOURCE: usize = api::serve::DEFAULT_CONNECTIONS_PER_SOURCE;
+pub const DEFAULT_API_CONNECTIONS_PER_SOURCE: usize = api::DEFAULT_CONNECTIONS_PER_SOURCE;
 
 const GATEWAY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown lets in-flight API requests finish.
@@ -166,7 +166,7 @@ impl ServerBuilder {
     }
 
     /// What the gateway does when its audit trail cannot be written (default: refuse new
-    /// connections at once and close open ones after [`DEFAULT_GRACE`](crate::gateway::DEFAULT_GRACE)).
+    /// connections at once and close open ones after [`DEFAULT_GRACE`](sdm_gateway::DEFAULT_GRACE)).
     pub fn audit_policy(mut self, policy: AuditPolicy) -> Self {
         self.audit_policy = policy;
         self

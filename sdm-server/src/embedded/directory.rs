@@ -3,8 +3,8 @@
 
 use sdm_proto::Lease;
 
-use crate::control::StoreDirectory;
-use crate::gateway::{Denied, Directory, Upstream};
+use sdm_control::StoreDirectory;
+use sdm_gateway::{Denied, Directory, Upstream};
 
 /// The control plane's [`StoreDirectory`] as the gateway's [`Directory`].
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 //! The gateways `sdm-server serve` runs itself: each is the data plane's [`Gateway`], wired to
 //! this process's control plane through the traits a standalone gateway uses over HTTP (a
-//! [`Directory`], an [`AuditSink`], a [`Registry`](crate::gateway::registration::Registry)),
+//! [`Directory`], an [`AuditSink`], a [`Registry`](sdm_gateway::registration::Registry)),
 //! and kept registered by the same loop.
 
 use std::sync::Arc;
@@ -13,10 +13,10 @@ use tokio::task::JoinHandle;
 
 use super::registry::EmbeddedRegistry;
 use crate::ServerError;
-use crate::gateway::registration::{self, Registry, Served};
-use crate::gateway::{AuditSink, Directory, Gateway, GatewayConfig};
-use crate::keys::{CertificateAuthority, KeyError};
-use crate::store::Store;
+use sdm_control::keys::{CertificateAuthority, KeyError};
+use sdm_control::store::Store;
+use sdm_gateway::registration::{self, Registry, Served};
+use sdm_gateway::{AuditSink, Directory, Gateway, GatewayConfig};
 
 /// What every gateway of one installation shares.
 #[derive(Clone)]

@@ -12,10 +12,10 @@ use sdm_proto::error::one_line;
 use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
 use uuid::Uuid;
 
-use crate::control::GATEWAY_HEARTBEAT;
-use crate::gateway::registration::{Registry, RegistryError};
-use crate::keys::CertificateAuthority;
-use crate::store::{GatewayRecord, Store, StoreError};
+use sdm_control::GATEWAY_HEARTBEAT;
+use sdm_control::keys::CertificateAuthority;
+use sdm_control::store::{GatewayRecord, Store, StoreError};
+use sdm_gateway::registration::{Registry, RegistryError};
 
 /// One gateway of this process, registered in the store.
 pub(crate) struct EmbeddedRegistry {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::StandaloneConfig;
-use crate::gateway::AuditPolicy;
+use sdm_gateway::AuditPolicy;
 
 /// Environment variable the gateway token may be given in (keeps it out of `ps`).
 pub const GATEWAY_TOKEN_ENV: &str = "SDM_GATEWAY_TOKEN";

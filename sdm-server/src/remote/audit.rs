@@ -15,7 +15,7 @@ use sdm_proto::gateway::{MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS};
 use tokio::task::JoinHandle;
 
 use super::client::{CallError, SharedControlPlane};
-use crate::gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
+use sdm_gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 
 /// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
 const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;

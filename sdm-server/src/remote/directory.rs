@@ -23,7 +23,7 @@ use sdm_proto::{ErrorKind, Lease};
 use uuid::Uuid;
 
 use super::client::{CallError, SharedControlPlane};
-use crate::gateway::{Denied, Directory, Upstream};
+use sdm_gateway::{Denied, Directory, Upstream};
 
 /// How long a positive answer is reused (unless the revocation epoch moves first, which a
 /// resource update also does).

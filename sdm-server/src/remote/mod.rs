@@ -44,8 +44,8 @@ pub use directory::RemoteDirectory;
 use client::ControlPlane;
 use registry::RemoteRegistry;
 
-use crate::gateway::registration::{self, Registry, RegistryError, Served};
-use crate::gateway::{AuditPolicy, Gateway, GatewayConfig};
+use sdm_gateway::registration::{self, Registry, RegistryError, Served};
+use sdm_gateway::{AuditPolicy, Gateway, GatewayConfig};
 
 /// How long a client has to finish TLS and the HELLO, by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,7 +139,7 @@ impl StandaloneConfig {
     }
 
     /// What the gateway does when it cannot upload its audit trail (default: refuse new
-    /// connections at once and close open ones after [`DEFAULT_GRACE`](crate::gateway::DEFAULT_GRACE)).
+    /// connections at once and close open ones after [`DEFAULT_GRACE`](sdm_gateway::DEFAULT_GRACE)).
     pub fn audit_policy(mut self, policy: AuditPolicy) -> Self {
         self.audit_policy = policy;
         self

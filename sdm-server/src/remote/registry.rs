@@ -7,7 +7,7 @@ use sdm_proto::api::routes;
 use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
 
 use super::client::{CallError, SharedControlPlane};
-use crate::gateway::registration::{Registry, RegistryError};
+use sdm_gateway::registration::{Registry, RegistryError};
 
 /// Time for one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::message::{self, MAX_AUTH_MESSAGE};
 use super::{auth, upstream};
-use crate::gateway::Upstream;
+use crate::Upstream;
 
 /// How long one look-up may take; after it the call is recorded with its OID alone.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -116,7 +116,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::gateway::AuditSink;
+    use crate::AuditSink;
 
     /// Takes batches of one event each, after answering each batch with the errors queued for
     /// it, and keeps what it took.

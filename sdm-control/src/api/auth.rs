@@ -22,7 +22,7 @@ use axum::http::StatusCode;
 use super::ApiState;
 use super::error::{ApiError, TOKEN_NOT_VALID};
 use super::throttle::{LoginThrottle, PeerAddr};
-use crate::control::gateway_identities::{self, GatewayIdentity};
+use crate::gateway_identities::{self, GatewayIdentity};
 use crate::store::{AccountRecord, TokenRecord};
 use uuid::Uuid;
 

@@ -13,12 +13,12 @@ use sdm_proto::audit::AuditEvent;
 use sdm_proto::error::one_line;
 use tokio::task::JoinHandle;
 
-use crate::gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
-use crate::store::Store;
+use sdm_control::store::Store;
+use sdm_gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 
 /// A queue for the gateway's audit events and the task that writes them to `store`; the task
 /// ends after every queue handle is dropped and what was queued is written.
-pub fn store_audit_writer(
+pub(crate) fn store_audit_writer(
     store: Arc<dyn Store>,
     policy: AuditPolicy,
 ) -> (AuditQueue, JoinHandle<()>) {
@@ -57,8 +57,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::gateway::AuditSink;
-    use crate::store::SqliteStore;
+    use sdm_control::store::SqliteStore;
+    use sdm_gateway::AuditSink;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bursts_are_written_whole_and_in_order() {

@@ -162,7 +162,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::control::pinning;
+    use crate::pinning;
     use crate::store::{
         AccountRecord, GrantRecord, ResourceRecord, SessionRecord, SqliteStore, TokenRecord,
     };

@@ -16,7 +16,7 @@ use sdm_proto::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
-use super::registry::is_revocation;
+use super::open_connections::is_revocation;
 use super::splice::{End, Side, Tap, splice};
 use super::{AuditSink, AuditUnavailable, Denied, Upstream};
 

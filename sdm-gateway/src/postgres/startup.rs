@@ -2,7 +2,7 @@
 //! (never silently another one), and replication only where the resource allows it. And the
 //! startup the gateway sends in the client's name when it logs in with stored credentials.
 
-use crate::gateway::{Upstream, UpstreamCredentials};
+use crate::{Upstream, UpstreamCredentials};
 
 /// Why a startup is refused, as the client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use crate::accept::{AcceptFailures, SourceLimit, SourceSlot};
 const MAX_CONNECTIONS: usize = 4096;
 /// Most connections one source address (an IPv6 /64) holds at once, by default; more are
 /// closed as soon as they are accepted, so that one source cannot take every slot.
-pub(crate) const DEFAULT_CONNECTIONS_PER_SOURCE: usize = 256;
+pub const DEFAULT_CONNECTIONS_PER_SOURCE: usize = 256;
 /// Request line and headers together may not exceed this (hyper answers 431 beyond it).
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time a new connection has to finish the TLS handshake and send the headers of its first

@@ -10,7 +10,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::GatewayConfig;
 use super::connection;
-use super::registry::Registry;
+use super::open_connections::OpenConnections;
 use super::verified::VerifiedLeases;
 use super::workers::Workers;
 
@@ -25,7 +25,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     workers: Workers,
     config: Arc<GatewayConfig>,
-    registry: Arc<Registry>,
+    open_connections: Arc<OpenConnections>,
     leases: Arc<VerifiedLeases>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -60,7 +60,7 @@ pub(super) async fn serve(
             }
         };
         let (config, acceptor, shutdown) = (config.clone(), acceptor.clone(), shutdown.clone());
-        let (registry, leases) = (registry.clone(), leases.clone());
+        let (open_connections, leases) = (open_connections.clone(), leases.clone());
         workers.spawn(async move {
             let socket = match TcpStream::from_std(socket) {
                 Ok(s) => s,
@@ -71,7 +71,7 @@ pub(super) async fn serve(
             };
             let shared = connection::Shared {
                 config: &config,
-                registry: &registry,
+                open_connections: &open_connections,
                 leases: &leases,
                 acceptor: &acceptor,
             };

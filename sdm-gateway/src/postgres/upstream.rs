@@ -20,7 +20,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::message;
-use crate::gateway::Upstream;
+use crate::Upstream;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

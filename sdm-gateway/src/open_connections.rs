@@ -27,14 +27,14 @@ struct Entry {
 
 /// Open connections by number.
 #[derive(Default)]
-pub(crate) struct Registry {
+pub(crate) struct OpenConnections {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Entry>>,
 }
 
 /// A registered connection; dropping it unregisters.
 pub(crate) struct Registration {
-    registry: Arc<Registry>,
+    open_connections: Arc<OpenConnections>,
     id: u64,
     stopped: watch::Receiver<Option<Denied>>,
 }
@@ -56,7 +56,7 @@ impl Registration {
     }
 }
 
-impl Registry {
+impl OpenConnections {
     pub(crate) fn register(self: &Arc<Self>, lease: &Lease, signed: &[u8]) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = watch::channel(None);
@@ -71,7 +71,7 @@ impl Registry {
             );
         }
         Registration {
-            registry: self.clone(),
+            open_connections: self.clone(),
             id,
             stopped,
         }
@@ -116,7 +116,7 @@ impl Registry {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.registry.open.lock() {
+        if let Ok(mut open) = self.open_connections.open.lock() {
             open.remove(&self.id);
         }
     }
@@ -124,7 +124,7 @@ impl Drop for Registration {
 
 /// Closes every open connection while the audit trail has been failing for longer than its
 /// grace (new ones are refused meanwhile, see `connection`).
-fn close_unrecorded(config: &GatewayConfig, registry: &Registry) {
+fn close_unrecorded(config: &GatewayConfig, open_connections: &OpenConnections) {
     let Some(why) = config.audit.must_close() else {
         return;
     };
@@ -135,7 +135,7 @@ fn close_unrecorded(config: &GatewayConfig, registry: &Registry) {
             config.name, why.0
         ),
     };
-    let n = registry.stop_all(&reason);
+    let n = open_connections.stop_all(&reason);
     if n > 0 {
         tracing::warn!(connections = n, reason = %why, "closing connections: the audit trail cannot be written");
     }
@@ -145,7 +145,7 @@ fn close_unrecorded(config: &GatewayConfig, registry: &Registry) {
 /// the audit trail cannot be written, until shutdown.
 pub(crate) async fn watch_revocations(
     config: Arc<GatewayConfig>,
-    registry: Arc<Registry>,
+    open_connections: Arc<OpenConnections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut seen = config.directory.revocation_epoch().await;
@@ -156,7 +156,7 @@ pub(crate) async fn watch_revocations(
             _ = shutdown.wait_for(|stop| *stop) => return,
             _ = tick.tick() => {}
         }
-        close_unrecorded(&config, &registry);
+        close_unrecorded(&config, &open_connections);
         let Some(epoch) = config.directory.revocation_epoch().await else {
             continue;
         };
@@ -164,10 +164,10 @@ pub(crate) async fn watch_revocations(
             continue;
         }
         seen = Some(epoch);
-        for (lease, signed) in registry.leases() {
+        for (lease, signed) in open_connections.leases() {
             match config.directory.authorize(&lease, &signed).await {
                 Err(denied) if is_revocation(denied.kind) => {
-                    let n = registry.stop(lease.id, &denied);
+                    let n = open_connections.stop(lease.id, &denied);
                     tracing::info!(lease = %lease.id, account = %lease.account_id, connections = n, reason = %denied.message, "closing connections: access was revoked");
                 }
                 // The state could not be read: keep serving, check again next time.

@@ -1,5 +1,13 @@
 //! The gateway: accepts TLS connections from clients, verifies their lease offline, asks the
 //! [`Directory`] where the resource lives, connects to it and splices bytes both ways.
+//!
+//! It is the data plane only: what it needs from a control plane comes through three traits,
+//! [`Directory`] (where a lease goes), [`AuditSink`] (what passed through) and
+//! [`registration::Registry`] (staying offered to clients), so that the same code runs inside
+//! `sdm-server serve`, wired to the control plane in that process, and as a standalone
+//! gateway with no database, wired to a control plane over HTTPS. It depends on no store.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +22,10 @@ use tokio::task::JoinHandle;
 mod audit;
 mod connection;
 mod listener;
+mod open_connections;
 mod postgres;
 mod prefixed;
 pub mod registration;
-mod registry;
 mod splice;
 mod verified;
 mod workers;
@@ -105,10 +113,10 @@ impl Gateway {
         let workers = workers::Workers::start()?;
         let (shutdown, _) = watch::channel(false);
         let config = Arc::new(config);
-        let registry = Arc::new(registry::Registry::default());
-        tokio::spawn(registry::watch_revocations(
+        let open_connections = Arc::new(open_connections::OpenConnections::default());
+        tokio::spawn(open_connections::watch_revocations(
             config.clone(),
-            registry.clone(),
+            open_connections.clone(),
             shutdown.subscribe(),
         ));
         let leases = Arc::new(verified::VerifiedLeases::new(config.leases.clone()));
@@ -116,7 +124,7 @@ impl Gateway {
             listener,
             workers,
             config,
-            registry,
+            open_connections,
             leases.clone(),
             shutdown.subscribe(),
         ));

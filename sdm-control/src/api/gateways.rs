@@ -12,8 +12,8 @@ use super::auth::Admin;
 use super::error::ApiError;
 use super::json::Json;
 use super::{ApiState, validate};
-use crate::control::GATEWAY_LIVENESS;
-use crate::control::gateway_identities::{self, CreateError, GatewayIdentity};
+use crate::GATEWAY_LIVENESS;
+use crate::gateway_identities::{self, CreateError, GatewayIdentity};
 use crate::store::GatewayRecord;
 
 fn details(identity: GatewayIdentity, row: GatewayRecord, now: i64) -> GatewayDetails {

@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::catalog::Catalog;
 use super::function_call::CallReader;
 use super::statement::TextCapture;
-use crate::gateway::AuditSink;
-use crate::gateway::splice::Tap;
+use crate::AuditSink;
+use crate::splice::Tap;
 
 /// Follows `tag | length | body` framing across arbitrary chunk boundaries.
 #[derive(Debug, Default)]
@@ -405,9 +405,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::gateway::AuditUnavailable;
-    use crate::gateway::postgres::message::message;
-    use crate::gateway::postgres::statement::MAX_STATEMENT;
+    use crate::AuditUnavailable;
+    use crate::postgres::message::message;
+    use crate::postgres::statement::MAX_STATEMENT;
 
     /// Keeps the statements recorded; refuses once `room` is used up.
     struct Collect {
@@ -549,7 +549,7 @@ mod tests {
     #[test]
     fn server_tap_tracks_boundaries_and_login_errors() {
         let mut tap = ServerTap::default();
-        let err = crate::gateway::postgres::message::error_response(
+        let err = crate::postgres::message::error_response(
             "28P01",
             "password authentication failed",
             None,
@@ -566,11 +566,8 @@ mod tests {
         tap.observe(&message(b'Z', b"I")).unwrap();
         assert!(tap.ready && !tap.last_was_error);
         tap.fatal = None;
-        let shutdown = crate::gateway::postgres::message::error_response(
-            "57P01",
-            "terminating connection",
-            None,
-        );
+        let shutdown =
+            crate::postgres::message::error_response("57P01", "terminating connection", None);
         tap.observe(&shutdown).unwrap();
         assert_eq!(tap.fatal.as_deref(), Some("terminating connection"));
     }

@@ -22,7 +22,7 @@ use ring::{digest, hmac, pbkdf2};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::message::{self, BackendMessage, MAX_AUTH_MESSAGE};
-use crate::gateway::UpstreamCredentials;
+use crate::UpstreamCredentials;
 
 /// Why the upstream login failed.
 #[derive(Debug)]

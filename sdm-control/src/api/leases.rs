@@ -14,7 +14,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::json::Json;
-use crate::control::{GATEWAY_LIVENESS, access, pinning};
+use crate::{GATEWAY_LIVENESS, access, pinning};
 
 /// The gateways that reported within [`GATEWAY_LIVENESS`], most recently seen first.
 pub(crate) async fn live_gateways(
@@ -42,7 +42,7 @@ pub(crate) async fn live_gateways(
 }
 
 /// Of the `live` gateways, those that may serve a resource with `resource_tags` (see
-/// [`pinning`](crate::control::pinning)).
+/// [`pinning`](crate::pinning)).
 pub(crate) async fn serving_gateways(
     state: &ApiState,
     live: Vec<GatewayInfo>,

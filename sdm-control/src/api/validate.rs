@@ -87,7 +87,7 @@ fn no_nul(what: &str, value: &str) -> Result<(), ApiError> {
 
 /// A resource's pin to gateways (tag `sdm.gateway`), when it has one, names at least one tag.
 pub(crate) fn pin(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    use crate::control::pinning::{PIN_TAG, is_valid_pin, pin_of};
+    use crate::pinning::{PIN_TAG, is_valid_pin, pin_of};
     match pin_of(tags) {
         Some(pin) if !is_valid_pin(pin) => Err(ApiError::invalid(format!(
             "tag {PIN_TAG} pins the resource to gateways and must name at least one gateway \

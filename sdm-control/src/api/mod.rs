@@ -18,7 +18,7 @@ use sdm_proto::ErrorKind;
 use sdm_proto::api::{MAX_BODY_BYTES, routes};
 use sdm_proto::lease::LeaseSigner;
 
-use crate::control::gateway_identities::TagCache;
+use crate::gateway_identities::TagCache;
 use crate::keys::{CertificateAuthority, SecretBox};
 use crate::store::Store;
 
@@ -32,7 +32,9 @@ mod grants;
 mod json;
 mod leases;
 mod resources;
-pub(crate) mod serve;
+mod serve;
+
+pub use serve::DEFAULT_CONNECTIONS_PER_SOURCE;
 mod sessions;
 mod settings;
 mod throttle;
@@ -62,7 +64,7 @@ pub struct ApiConfig {
     /// Lifetime of issued leases.
     pub lease_ttl: Duration,
     /// How many sessions an account may hold, and how long they live.
-    pub sessions: crate::control::SessionPolicy,
+    pub sessions: crate::SessionPolicy,
     /// Connections one source may hold at once.
     pub connections_per_source: usize,
 }
@@ -113,7 +115,7 @@ pub(crate) struct ApiState {
     /// Lifetime of issued leases.
     pub(crate) lease_ttl: Duration,
     /// How many sessions an account may hold, and how long they live.
-    pub(crate) sessions: crate::control::SessionPolicy,
+    pub(crate) sessions: crate::SessionPolicy,
     /// Failed token checks per source.
     pub(crate) throttle: LoginThrottle,
     /// Issues standalone gateways their TLS certificates.

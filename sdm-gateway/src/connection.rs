@@ -16,9 +16,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use uuid::Uuid;
 
+use super::open_connections::OpenConnections;
 use super::postgres;
 use super::prefixed::Prefixed;
-use super::registry::Registry;
 use super::splice::{End, NoTap, Side, splice};
 use super::verified::VerifiedLeases;
 use super::{AuditUnavailable, Denied, GatewayConfig, Upstream};
@@ -42,7 +42,7 @@ type Client = Box<Framed<Prefixed<TlsStream<TcpStream>>>>;
 #[derive(Clone, Copy)]
 pub(super) struct Shared<'a> {
     pub(super) config: &'a GatewayConfig,
-    pub(super) registry: &'a Arc<Registry>,
+    pub(super) open_connections: &'a Arc<OpenConnections>,
     pub(super) leases: &'a VerifiedLeases,
     pub(super) acceptor: &'a TlsAcceptor,
 }
@@ -188,7 +188,7 @@ impl Stream<'_> {
             .admit()
             .and_then(|()| Record::start(config, lease, &upstream, peer));
         // From here on, revoking access also ends this stream.
-        let registration = shared.registry.register(lease, lease_bytes);
+        let registration = shared.open_connections.register(lease, lease_bytes);
         // CONNECTED, after the replies still to send; the stream follows (framed if asked).
         let connected = async |client: &mut Client, mut replies: Vec<u8>| {
             replies.extend(handshake::encode_reply(&Reply::Connected));
