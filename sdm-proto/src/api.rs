@@ -183,6 +183,55 @@ pub struct GatewayInfo {
     pub server_name: String,
 }
 
+/// A name that is none of an enum's text forms (see [`AccountKind::as_str`] and the like).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {name:?}")]
+pub struct UnknownName {
+    /// What the name was read as: `"account kind"`, `"TLS mode"`, …
+    pub what: &'static str,
+    /// The name.
+    pub name: String,
+}
+
+/// `as_str`, `ALL`, `FromStr` and `Display` of a fieldless enum, from one table of the names
+/// serde also uses on the wire (a test checks that the two agree). The store writes these
+/// names to its databases; they live here, next to the enum, once.
+macro_rules! text_forms {
+    ($enum:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $enum {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$enum] = &[$($enum::$variant),+];
+
+            /// The name used on the wire and in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($enum::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $enum {
+            type Err = UnknownName;
+
+            fn from_str(name: &str) -> Result<$enum, UnknownName> {
+                match name {
+                    $($name => Ok($enum::$variant),)+
+                    _ => Err(UnknownName {
+                        what: $what,
+                        name: name.to_owned(),
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $enum {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
 /// Service or admin.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -202,6 +251,16 @@ pub enum AccountStatus {
     /// Refused until unsuspended.
     Suspended,
 }
+
+text_forms!(AccountKind, "account kind", {
+    Service => "service",
+    Admin => "admin",
+});
+
+text_forms!(AccountStatus, "account status", {
+    Active => "active",
+    Suspended => "suspended",
+});
 
 /// An account as an admin sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -385,6 +444,12 @@ pub enum TlsMode {
     VerifyFull,
 }
 
+text_forms!(TlsMode, "TLS mode", {
+    Disable => "disable",
+    Require => "require",
+    VerifyFull => "verify-full",
+});
+
 /// Upstream TLS settings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpstreamTls {
@@ -525,6 +590,32 @@ pub struct AuditQueryList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names `as_str` gives are serde's, and `FromStr` reads them back.
+    fn text_forms_agree_with_serde<T>(all: &[T], as_str: fn(T) -> &'static str)
+    where
+        T: Copy + std::fmt::Debug + PartialEq + Serialize + std::str::FromStr<Err = UnknownName>,
+    {
+        for &value in all {
+            let name = as_str(value);
+            assert_eq!(serde_json::to_string(&value).unwrap(), format!("{name:?}"));
+            assert_eq!(name.parse::<T>(), Ok(value));
+        }
+        let err = "Admin ".parse::<T>().unwrap_err();
+        assert_eq!(err.name, "Admin ");
+    }
+
+    #[test]
+    fn enum_text_forms_are_the_wire_names() {
+        text_forms_agree_with_serde(AccountKind::ALL, AccountKind::as_str);
+        text_forms_agree_with_serde(AccountStatus::ALL, AccountStatus::as_str);
+        text_forms_agree_with_serde(TlsMode::ALL, TlsMode::as_str);
+        assert_eq!(TlsMode::VerifyFull.to_string(), "verify-full");
+        assert_eq!(
+            "verify_full".parse::<TlsMode>().unwrap_err().to_string(),
+            "unknown TLS mode \"verify_full\""
+        );
+    }
 
     #[test]
     fn debug_output_hides_secrets() {

@@ -36,10 +36,7 @@ impl RawSession {
         let account = session.account();
         RawSession {
             account: account.name.clone(),
-            account_kind: match account.kind {
-                sdm_core::AccountKind::Admin => "admin",
-                _ => "service",
-            },
+            account_kind: account.kind.as_str(),
             id: session.id().to_string(),
             api_url: session.api_url().to_owned(),
             inner: ProcessLocal::new(session),

@@ -4,8 +4,8 @@
 use std::io::BufRead;
 
 use sdm_core::admin::{
-    ADMIN_TOKEN_ENV_VAR, Account, AccountStatus, AdminClient, AuditFilter, AuditRecord,
-    Credentials, GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails,
+    ADMIN_TOKEN_ENV_VAR, Account, AdminClient, AuditFilter, AuditRecord, Credentials,
+    GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -309,15 +309,8 @@ fn print_account(account: &Account, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(account);
     }
-    outln!("{}: {}", account.name, status_name(account.status));
+    outln!("{}: {}", account.name, account.status.as_str());
     Ok(())
-}
-
-fn status_name(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Active => "active",
-        AccountStatus::Suspended => "suspended",
-    }
 }
 
 /// Every account; the TYPE column marks service accounts.
@@ -327,11 +320,8 @@ fn accounts_table(accounts: &[Account]) -> String {
         .map(|a| {
             vec![
                 a.name.clone(),
-                match a.kind {
-                    sdm_core::AccountKind::Service => "service".to_owned(),
-                    sdm_core::AccountKind::Admin => "admin".to_owned(),
-                },
-                status_name(a.status).to_owned(),
+                a.kind.as_str().to_owned(),
+                a.status.as_str().to_owned(),
                 utc(a.created_at),
             ]
         })
@@ -549,6 +539,7 @@ async fn create_resource(
 
 #[cfg(test)]
 mod tests {
+    use sdm_core::admin::AccountStatus;
     use uuid::Uuid;
 
     use super::*;

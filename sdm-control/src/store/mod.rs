@@ -2,6 +2,12 @@
 //! or PostgreSQL shared by several control planes) is a detail: SQL dialects stay inside their
 //! backend. One test suite (`suite.rs`) checks every backend against the same expectations.
 //!
+//! Each backend is a folder (`sqlite/`, `postgres/`) with the same files: `mod.rs` (the
+//! `Store` methods), `rows`, `audit`, `sessions`, `transfer`. A backend's files use only that
+//! backend and this shared module (the trait, the records, `audit`'s rules for writers,
+//! `transfer`'s items), never the other backend; the text forms of the enums they store are
+//! `sdm_proto`'s. Only `transfer::sqlite_to_postgres` holds both.
+//!
 //! Records are plain structs. Ids are generated and timestamps (Unix seconds) are taken by the
 //! caller, so backends only store and check.
 
@@ -14,13 +20,7 @@ use uuid::Uuid;
 
 pub mod audit;
 pub mod postgres;
-mod postgres_audit;
-mod postgres_sessions;
-mod postgres_transfer;
 pub mod sqlite;
-mod sqlite_audit;
-mod sqlite_sessions;
-mod sqlite_transfer;
 #[cfg(test)]
 mod suite;
 pub mod transfer;

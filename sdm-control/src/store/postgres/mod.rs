@@ -15,45 +15,58 @@
 //! TLS to the database is not supported yet (`NoTls`): `sslmode=require` is refused with a
 //! message; reach PostgreSQL over loopback, a Unix socket or a trusted network.
 //!
-//! [`SqliteStore`]: super::SqliteStore
+//! This file holds the [`Store`] methods, the connection URL, the pool and migrations; the
+//! larger subjects have a file each: `rows` (how records map to rows), `audit`, `sessions`,
+//! `transfer` (import for `sdm-server migrate`). They use only this backend and the shared
+//! `store` module, never the SQLite backend.
+//!
+//! [`SqliteStore`]: crate::store::SqliteStore
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use sdm_proto::ResourceKind;
-use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use sdm_proto::api::{AccountKind, AccountStatus};
 use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, Json, ToSql};
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 
-use super::audit::Writer;
-use super::{
+use crate::store::audit::Writer;
+use crate::store::{
     AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, ResourceRecord,
-    SessionExpiry, SessionRecord, Store, StoreError, TokenRecord, postgres_audit,
-    postgres_sessions,
+    SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+};
+
+mod audit;
+mod rows;
+mod sessions;
+mod transfer;
+
+use rows::{
+    ACCOUNT_COLUMNS, Context, GATEWAY_COLUMNS, RESOURCE_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS,
+    account_row, col, count_at, gateway_row, grant_row, invalid, resource_row, session_row,
+    token_row,
 };
 
 /// Versioned migrations, applied in order, each once. PostgreSQL's versions are its own: one
 /// migration here may hold several of SQLite's (version 1 = SQLite's 1 to 3).
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
     (
         2,
-        include_str!("migrations/postgres/0002_resource_update_epoch.sql"),
+        include_str!("../migrations/postgres/0002_resource_update_epoch.sql"),
     ),
     (
         3,
-        include_str!("migrations/postgres/0003_postgres_access.sql"),
+        include_str!("../migrations/postgres/0003_postgres_access.sql"),
     ),
     (
         4,
-        include_str!("migrations/postgres/0004_session_lifetimes_and_audit_owners.sql"),
+        include_str!("../migrations/postgres/0004_session_lifetimes_and_audit_owners.sql"),
     ),
 ];
 
@@ -67,7 +80,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Advisory lock held while migrations are applied ("sdm_migr").
-pub(super) const MIGRATION_LOCK: i64 = 0x7364_6d5f_6d69_6772;
+const MIGRATION_LOCK: i64 = 0x7364_6d5f_6d69_6772;
 /// Advisory lock held while an admin account is suspended or deleted ("sdm_admn").
 const ADMIN_LOCK: i64 = 0x7364_6d5f_6164_6d6e;
 
@@ -155,172 +168,8 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-pub(super) trait Context<T> {
-    fn context(self, context: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T> Context<T> for Result<T, tokio_postgres::Error> {
-    fn context(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::backend(context, e))
-    }
-}
-
 fn is(e: &tokio_postgres::Error, state: &SqlState) -> bool {
     e.code() == Some(state)
-}
-
-/// Column `i` of `row`; a type mismatch is a backend error naming the column.
-pub(super) fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
-    row.try_get(i)
-        .map_err(|e| StoreError::backend("decode a database row", e))
-}
-
-fn invalid(message: String) -> StoreError {
-    StoreError::backend(
-        "decode a database row",
-        std::io::Error::new(std::io::ErrorKind::InvalidData, message),
-    )
-}
-
-pub(super) fn map_at(row: &Row, i: usize) -> Result<BTreeMap<String, String>, StoreError> {
-    let Json(map) = col::<Json<BTreeMap<String, String>>>(row, i)?;
-    Ok(map)
-}
-
-pub(super) fn list_at(row: &Row, i: usize) -> Result<Vec<String>, StoreError> {
-    let Json(list) = col::<Json<Vec<String>>>(row, i)?;
-    Ok(list)
-}
-
-pub(super) fn count_at(row: &Row, i: usize) -> Result<u64, StoreError> {
-    Ok(u64::try_from(col::<i64>(row, i)?).unwrap_or(0))
-}
-
-pub(super) fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-pub(super) fn kind_str(kind: AccountKind) -> &'static str {
-    match kind {
-        AccountKind::Service => "service",
-        AccountKind::Admin => "admin",
-    }
-}
-
-pub(super) fn status_str(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Active => "active",
-        AccountStatus::Suspended => "suspended",
-    }
-}
-
-pub(super) fn tls_mode_str(mode: TlsMode) -> &'static str {
-    super::sqlite::tls_mode_str(mode)
-}
-
-fn port_at(row: &Row, i: usize) -> Result<Option<u16>, StoreError> {
-    col::<Option<i32>>(row, i)?
-        .map(|p| u16::try_from(p).map_err(|_| invalid(format!("bad port {p}"))))
-        .transpose()
-}
-
-const ACCOUNT_COLUMNS: &str = "id, name, kind, status, created_at";
-
-pub(super) fn account_row(row: &Row) -> Result<AccountRecord, StoreError> {
-    let kind: &str = col(row, 2)?;
-    let status: &str = col(row, 3)?;
-    Ok(AccountRecord {
-        id: col(row, 0)?,
-        name: col(row, 1)?,
-        kind: match kind {
-            "service" => AccountKind::Service,
-            "admin" => AccountKind::Admin,
-            other => return Err(invalid(format!("bad account kind {other:?}"))),
-        },
-        status: match status {
-            "active" => AccountStatus::Active,
-            "suspended" => AccountStatus::Suspended,
-            other => return Err(invalid(format!("bad account status {other:?}"))),
-        },
-        created_at: col(row, 4)?,
-    })
-}
-
-const TOKEN_COLUMNS: &str = "id, account_id, secret_hash, created_at, revoked_at";
-
-fn token_row(row: &Row) -> Result<TokenRecord, StoreError> {
-    Ok(TokenRecord {
-        id: col(row, 0)?,
-        account_id: col(row, 1)?,
-        secret_hash: col(row, 2)?,
-        created_at: col(row, 3)?,
-        revoked_at: col(row, 4)?,
-    })
-}
-
-const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
-     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication";
-
-fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
-    let kind: &str = col(row, 2)?;
-    let tls_mode: &str = col(row, 11)?;
-    Ok(ResourceRecord {
-        id: col(row, 0)?,
-        name: col(row, 1)?,
-        kind: ResourceKind::from_name(kind),
-        hostname: col(row, 3)?,
-        port: port_at(row, 4)?.ok_or_else(|| invalid("missing port".into()))?,
-        port_override: port_at(row, 5)?,
-        tags: map_at(row, 6)?,
-        username: col(row, 7)?,
-        database: col(row, 8)?,
-        password_sealed: col(row, 9)?,
-        created_at: col(row, 10)?,
-        tls_mode: match tls_mode {
-            "disable" => TlsMode::Disable,
-            "require" => TlsMode::Require,
-            "verify-full" => TlsMode::VerifyFull,
-            other => return Err(invalid(format!("unknown TLS mode {other:?}"))),
-        },
-        tls_ca_pem: col(row, 12)?,
-        databases: list_at(row, 13)?,
-        replication: col(row, 14)?,
-    })
-}
-
-const SESSION_COLUMNS: &str = "id, account_id, labels, client, created_at, ended_at, last_used_at";
-
-fn session_row(row: &Row) -> Result<SessionRecord, StoreError> {
-    Ok(SessionRecord {
-        id: col(row, 0)?,
-        account_id: col(row, 1)?,
-        labels: map_at(row, 2)?,
-        client: col(row, 3)?,
-        created_at: col(row, 4)?,
-        ended_at: col(row, 5)?,
-        last_used_at: col(row, 6)?,
-    })
-}
-
-const GATEWAY_COLUMNS: &str = "id, name, address, server_name, last_seen";
-
-fn gateway_row(row: &Row) -> Result<GatewayRecord, StoreError> {
-    Ok(GatewayRecord {
-        id: col(row, 0)?,
-        name: col(row, 1)?,
-        address: col(row, 2)?,
-        server_name: col(row, 3)?,
-        last_seen: col(row, 4)?,
-    })
-}
-
-fn grant_row(row: &Row) -> Result<GrantRecord, StoreError> {
-    Ok(GrantRecord {
-        account_id: col(row, 0)?,
-        resource_id: col(row, 1)?,
-        created_at: col(row, 2)?,
-    })
 }
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
@@ -531,7 +380,7 @@ impl PostgresStore {
     }
 
     /// A pooled connection.
-    pub(super) async fn client(&self) -> Result<Object, StoreError> {
+    async fn client(&self) -> Result<Object, StoreError> {
         self.pool
             .get()
             .await
@@ -615,8 +464,8 @@ impl Store for PostgresStore {
                 &[
                     &account.id,
                     &account.name,
-                    &kind_str(account.kind),
-                    &status_str(account.status),
+                    &account.kind.as_str(),
+                    &account.status.as_str(),
                     &account.created_at,
                 ],
             )
@@ -693,7 +542,7 @@ impl Store for PostgresStore {
                 &tx,
                 "set an account's status",
                 "UPDATE accounts SET status = $2 WHERE id = $1",
-                &[&id, &status_str(status)],
+                &[&id, &status.as_str()],
             )
             .await?;
             if changed == 0 {
@@ -826,7 +675,7 @@ impl Store for PostgresStore {
                         &resource.database,
                         &resource.password_sealed,
                         &resource.created_at,
-                        &tls_mode_str(resource.tls_mode),
+                        &resource.tls_mode.as_str(),
                         &resource.tls_ca_pem,
                         &Json(&resource.databases),
                         &resource.replication,
@@ -919,7 +768,7 @@ impl Store for PostgresStore {
                     &resource.username,
                     &resource.database,
                     &resource.password_sealed,
-                    &tls_mode_str(resource.tls_mode),
+                    &resource.tls_mode.as_str(),
                     &resource.tls_ca_pem,
                     &Json(&resource.databases),
                     &resource.replication,
@@ -1075,7 +924,7 @@ impl Store for PostgresStore {
         self.call("create a session", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.context("start a transaction")?;
-            let made_room = postgres_sessions::open(&tx, &session, max_open).await?;
+            let made_room = sessions::open(&tx, &session, max_open).await?;
             tx.commit().await.context("commit a transaction")?;
             Ok(made_room)
         })
@@ -1085,7 +934,7 @@ impl Store for PostgresStore {
     async fn touch_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError> {
         self.call("record a session's use", async {
             let client = self.client().await?;
-            postgres_sessions::touch(&client, id, now).await
+            sessions::touch(&client, id, now).await
         })
         .await
     }
@@ -1093,7 +942,7 @@ impl Store for PostgresStore {
     async fn count_open_sessions(&self, account_id: Uuid) -> Result<u64, StoreError> {
         self.call("count open sessions", async {
             let client = self.client().await?;
-            postgres_sessions::count_open(&client, account_id).await
+            sessions::count_open(&client, account_id).await
         })
         .await
     }
@@ -1101,7 +950,7 @@ impl Store for PostgresStore {
     async fn expire_sessions(&self, expiry: SessionExpiry, limit: u32) -> Result<u64, StoreError> {
         self.call("end expired sessions", async {
             let client = self.client().await?;
-            postgres_sessions::expire(&client, expiry, limit).await
+            sessions::expire(&client, expiry, limit).await
         })
         .await
     }
@@ -1109,7 +958,7 @@ impl Store for PostgresStore {
     async fn prune_sessions(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError> {
         self.call("remove ended sessions", async {
             let client = self.client().await?;
-            postgres_sessions::prune(&client, ended_before, limit).await
+            sessions::prune(&client, ended_before, limit).await
         })
         .await
     }
@@ -1168,7 +1017,7 @@ impl Store for PostgresStore {
         self.call("write the audit trail", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.context("start a transaction")?;
-            postgres_audit::write(&tx, Writer::Local, &events).await?;
+            audit::write(&tx, Writer::Local, &events).await?;
             tx.commit().await.context("commit a transaction")
         })
         .await
@@ -1182,7 +1031,7 @@ impl Store for PostgresStore {
         self.call("write the audit trail", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.context("start a transaction")?;
-            let refused = postgres_audit::write(&tx, Writer::Gateway(gateway), &events).await?;
+            let refused = audit::write(&tx, Writer::Gateway(gateway), &events).await?;
             tx.commit().await.context("commit a transaction")?;
             Ok(refused)
         })
@@ -1192,7 +1041,7 @@ impl Store for PostgresStore {
     async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError> {
         self.call("close the records a stopped gateway left open", async {
             let client = self.client().await?;
-            postgres_audit::interrupt(&client, gateway, now).await
+            audit::interrupt(&client, gateway, now).await
         })
         .await
     }
@@ -1200,7 +1049,7 @@ impl Store for PostgresStore {
     async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.call("list audit records", async {
             let client = self.client().await?;
-            postgres_audit::list_connections(&client, &filter).await
+            audit::list_connections(&client, &filter).await
         })
         .await
     }
@@ -1208,7 +1057,7 @@ impl Store for PostgresStore {
     async fn get_connection(&self, id: Uuid) -> Result<Option<AuditRecord>, StoreError> {
         self.call("read an audit record", async {
             let client = self.client().await?;
-            postgres_audit::get_connection(&client, id).await
+            audit::get_connection(&client, id).await
         })
         .await
     }
@@ -1221,7 +1070,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<AuditQueryEvent>, StoreError> {
         self.call("list queries", async {
             let client = self.client().await?;
-            postgres_audit::list_queries(&client, connection_id, after, limit).await
+            audit::list_queries(&client, connection_id, after, limit).await
         })
         .await
     }

@@ -1,15 +1,15 @@
 //! Session lifetimes in PostgreSQL: the per-account limit, use, expiry and pruning (the `Store`
-//! methods in `postgres.rs` call these).
+//! methods in `mod.rs` call these).
 
 use deadpool_postgres::{ClientWrapper, Transaction};
 use tokio_postgres::types::Json;
 use uuid::Uuid;
 
-use super::postgres::{Context, col};
-use super::{SessionExpiry, SessionRecord, StoreError};
+use super::rows::{Context, col};
+use crate::store::{SessionExpiry, SessionRecord, StoreError};
 
 /// Inserts `session`, then makes room among the account's open sessions (see
-/// [`Store::open_session`](super::Store::open_session)). Logins of one account are serialised
+/// [`Store::open_session`](crate::store::Store::open_session)). Logins of one account are serialised
 /// by a lock on its row (`FOR NO KEY UPDATE`: it does not hold up the foreign-key checks of new
 /// tokens and grants), so that two control planes logging the account in at once cannot both
 /// count one session too few.

@@ -4,25 +4,37 @@
 //! control plane's queries are small and indexed. Each call runs on tokio's blocking pool
 //! (`spawn_blocking`) so that a slow disk never stalls the runtime's workers; unlike
 //! `block_in_place` it also works on a current-thread runtime, which tests use.
+//!
+//! This file holds the [`Store`] methods and opening the database; each method's SQL is here or,
+//! for the larger subjects, in a file of its own: `rows` (how records map to rows), `audit`,
+//! `sessions`, `transfer` (export for `sdm-server migrate`). They use only this backend and the
+//! shared `store` module, never the PostgreSQL backend.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
-use sdm_proto::ResourceKind;
-use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sdm_proto::api::{AccountKind, AccountStatus};
 use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
 use uuid::Uuid;
 
-use super::audit::Writer;
-use super::{
+use crate::store::audit::Writer;
+use crate::store::{
     AccessFacts, AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord,
-    ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord, sqlite_audit,
-    sqlite_sessions,
+    ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+};
+
+mod audit;
+mod rows;
+mod sessions;
+mod transfer;
+
+use rows::{
+    ACCOUNT_COLUMNS, Context, GATEWAY_COLUMNS, RESOURCE_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS,
+    account_row, gateway_row, grant_row, json, json_list, resource_row, session_row, token_row,
 };
 
 /// File name of the database in the data directory.
@@ -30,23 +42,26 @@ pub const FILE: &str = "sdm.db";
 
 /// Versioned migrations, applied in order, each once.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("migrations/sqlite/0001_init.sql")),
-    (2, include_str!("migrations/sqlite/0002_tls_and_audit.sql")),
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_tls_and_audit.sql"),
+    ),
     (
         3,
-        include_str!("migrations/sqlite/0003_revocation_epoch.sql"),
+        include_str!("../migrations/sqlite/0003_revocation_epoch.sql"),
     ),
     (
         4,
-        include_str!("migrations/sqlite/0004_resource_update_epoch.sql"),
+        include_str!("../migrations/sqlite/0004_resource_update_epoch.sql"),
     ),
     (
         5,
-        include_str!("migrations/sqlite/0005_postgres_access.sql"),
+        include_str!("../migrations/sqlite/0005_postgres_access.sql"),
     ),
     (
         6,
-        include_str!("migrations/sqlite/0006_session_lifetimes_and_audit_owners.sql"),
+        include_str!("../migrations/sqlite/0006_session_lifetimes_and_audit_owners.sql"),
     ),
 ];
 
@@ -55,7 +70,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The SQLite [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    pub(super) conn: Arc<Mutex<Connection>>,
+    conn: Arc<Mutex<Connection>>,
     /// The revocation epoch as of the last change made through this store (or the last read),
     /// so that the gateway can tell without a database trip whether what it remembered still
     /// holds. This process is the database's only writer; `UNKNOWN_EPOCH` after a failed read.
@@ -70,16 +85,6 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-pub(super) trait Context<T> {
-    fn context(self, context: &'static str) -> Result<T, StoreError>;
-}
-
-impl<T> Context<T> for rusqlite::Result<T> {
-    fn context(self, context: &'static str) -> Result<T, StoreError> {
-        self.map_err(|e| StoreError::backend(context, e))
-    }
-}
-
 fn constraint(e: &rusqlite::Error, code: std::ffi::c_int) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == code)
 }
@@ -91,173 +96,6 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 
 fn is_foreign_key_violation(e: &rusqlite::Error) -> bool {
     constraint(e, rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
-}
-
-fn conversion(column: usize, message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(
-        column,
-        rusqlite::types::Type::Text,
-        Box::new(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            message,
-        )),
-    )
-}
-
-pub(super) fn uuid_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Uuid> {
-    let text: String = row.get(i)?;
-    Uuid::parse_str(&text).map_err(|_| conversion(i, format!("bad uuid {text:?}")))
-}
-
-pub(super) fn map_at(row: &Row<'_>, i: usize) -> rusqlite::Result<BTreeMap<String, String>> {
-    let text: String = row.get(i)?;
-    serde_json::from_str(&text).map_err(|_| conversion(i, "bad JSON map".into()))
-}
-
-pub(super) fn json(map: &BTreeMap<String, String>) -> Result<String, StoreError> {
-    serde_json::to_string(map).map_err(|e| StoreError::backend("encode a map as JSON", e))
-}
-
-pub(super) fn list_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Vec<String>> {
-    let text: String = row.get(i)?;
-    serde_json::from_str(&text).map_err(|_| conversion(i, "bad JSON list".into()))
-}
-
-pub(super) fn json_list(list: &[String]) -> Result<String, StoreError> {
-    serde_json::to_string(list).map_err(|e| StoreError::backend("encode a list as JSON", e))
-}
-
-fn kind_str(kind: AccountKind) -> &'static str {
-    match kind {
-        AccountKind::Service => "service",
-        AccountKind::Admin => "admin",
-    }
-}
-
-fn status_str(status: AccountStatus) -> &'static str {
-    match status {
-        AccountStatus::Active => "active",
-        AccountStatus::Suspended => "suspended",
-    }
-}
-
-fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
-    let value: Option<i64> = row.get(i)?;
-    value
-        .map(|p| u16::try_from(p).map_err(|_| conversion(i, format!("bad port {p}"))))
-        .transpose()
-}
-
-pub(super) const ACCOUNT_COLUMNS: &str = "id, name, kind, status, created_at";
-
-pub(super) fn account_row(row: &Row<'_>) -> rusqlite::Result<AccountRecord> {
-    let kind: String = row.get(2)?;
-    let status: String = row.get(3)?;
-    Ok(AccountRecord {
-        id: uuid_at(row, 0)?,
-        name: row.get(1)?,
-        kind: match kind.as_str() {
-            "service" => AccountKind::Service,
-            "admin" => AccountKind::Admin,
-            other => return Err(conversion(2, format!("bad account kind {other:?}"))),
-        },
-        status: match status.as_str() {
-            "active" => AccountStatus::Active,
-            "suspended" => AccountStatus::Suspended,
-            other => return Err(conversion(3, format!("bad account status {other:?}"))),
-        },
-        created_at: row.get(4)?,
-    })
-}
-
-pub(super) const TOKEN_COLUMNS: &str = "id, account_id, secret_hash, created_at, revoked_at";
-
-pub(super) fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
-    Ok(TokenRecord {
-        id: uuid_at(row, 0)?,
-        account_id: uuid_at(row, 1)?,
-        secret_hash: row.get(2)?,
-        created_at: row.get(3)?,
-        revoked_at: row.get(4)?,
-    })
-}
-
-pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
-     r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication";
-
-pub(super) fn tls_mode_str(mode: TlsMode) -> &'static str {
-    match mode {
-        TlsMode::Disable => "disable",
-        TlsMode::Require => "require",
-        TlsMode::VerifyFull => "verify-full",
-    }
-}
-
-fn tls_mode_at(row: &Row<'_>, i: usize) -> rusqlite::Result<TlsMode> {
-    let text: String = row.get(i)?;
-    match text.as_str() {
-        "disable" => Ok(TlsMode::Disable),
-        "require" => Ok(TlsMode::Require),
-        "verify-full" => Ok(TlsMode::VerifyFull),
-        other => Err(conversion(i, format!("unknown TLS mode {other:?}"))),
-    }
-}
-
-pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
-    let kind: String = row.get(2)?;
-    Ok(ResourceRecord {
-        id: uuid_at(row, 0)?,
-        name: row.get(1)?,
-        kind: ResourceKind::from_name(&kind),
-        hostname: row.get(3)?,
-        port: port_at(row, 4)?.ok_or_else(|| conversion(4, "missing port".into()))?,
-        port_override: port_at(row, 5)?,
-        tags: map_at(row, 6)?,
-        username: row.get(7)?,
-        database: row.get(8)?,
-        password_sealed: row.get(9)?,
-        created_at: row.get(10)?,
-        tls_mode: tls_mode_at(row, 11)?,
-        tls_ca_pem: row.get(12)?,
-        databases: list_at(row, 13)?,
-        replication: row.get(14)?,
-    })
-}
-
-pub(super) const SESSION_COLUMNS: &str =
-    "id, account_id, labels, client, created_at, ended_at, last_used_at";
-
-pub(super) fn session_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
-    Ok(SessionRecord {
-        id: uuid_at(row, 0)?,
-        account_id: uuid_at(row, 1)?,
-        labels: map_at(row, 2)?,
-        client: row.get(3)?,
-        created_at: row.get(4)?,
-        ended_at: row.get(5)?,
-        last_used_at: row.get(6)?,
-    })
-}
-
-pub(super) const GATEWAY_COLUMNS: &str = "id, name, address, server_name, last_seen";
-
-pub(super) fn gateway_row(row: &Row<'_>) -> rusqlite::Result<GatewayRecord> {
-    Ok(GatewayRecord {
-        id: uuid_at(row, 0)?,
-        name: row.get(1)?,
-        address: row.get(2)?,
-        server_name: row.get(3)?,
-        last_seen: row.get(4)?,
-    })
-}
-
-pub(super) fn grant_row(row: &Row<'_>) -> rusqlite::Result<GrantRecord> {
-    Ok(GrantRecord {
-        account_id: uuid_at(row, 0)?,
-        resource_id: uuid_at(row, 1)?,
-        created_at: row.get(2)?,
-    })
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -514,8 +352,8 @@ impl Store for SqliteStore {
                 params![
                     account.id.to_string(),
                     account.name,
-                    kind_str(account.kind),
-                    status_str(account.status),
+                    account.kind.as_str(),
+                    account.status.as_str(),
                     account.created_at
                 ],
             )
@@ -582,7 +420,7 @@ impl Store for SqliteStore {
             }
             tx.execute(
                 "UPDATE accounts SET status = ?2 WHERE id = ?1",
-                params![id.to_string(), status_str(status)],
+                params![id.to_string(), status.as_str()],
             )
             .context("set an account's status")?;
             account.status = status;
@@ -680,7 +518,7 @@ impl Store for SqliteStore {
                     resource.database,
                     resource.password_sealed,
                     resource.created_at,
-                    tls_mode_str(resource.tls_mode),
+                    resource.tls_mode.as_str(),
                     resource.tls_ca_pem,
                     databases,
                     resource.replication
@@ -769,7 +607,7 @@ impl Store for SqliteStore {
                         resource.username,
                         resource.database,
                         resource.password_sealed,
-                        tls_mode_str(resource.tls_mode),
+                        resource.tls_mode.as_str(),
                         resource.tls_ca_pem,
                         databases,
                         resource.replication
@@ -871,8 +709,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_session(&self, session: SessionRecord) -> Result<(), StoreError> {
-        self.run(move |conn| sqlite_sessions::insert(conn, &session))
-            .await
+        self.run(move |conn| sessions::insert(conn, &session)).await
     }
 
     async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
@@ -916,27 +753,26 @@ impl Store for SqliteStore {
     }
 
     async fn open_session(&self, session: SessionRecord, max_open: u32) -> Result<u64, StoreError> {
-        self.transaction(move |tx| sqlite_sessions::open(tx, &session, max_open))
+        self.transaction(move |tx| sessions::open(tx, &session, max_open))
             .await
     }
 
     async fn touch_session(&self, id: Uuid, now: i64) -> Result<bool, StoreError> {
-        self.run(move |conn| sqlite_sessions::touch(conn, id, now))
-            .await
+        self.run(move |conn| sessions::touch(conn, id, now)).await
     }
 
     async fn count_open_sessions(&self, account_id: Uuid) -> Result<u64, StoreError> {
-        self.run(move |conn| sqlite_sessions::count_open(conn, account_id))
+        self.run(move |conn| sessions::count_open(conn, account_id))
             .await
     }
 
     async fn expire_sessions(&self, expiry: SessionExpiry, limit: u32) -> Result<u64, StoreError> {
-        self.run(move |conn| sqlite_sessions::expire(conn, expiry, limit))
+        self.run(move |conn| sessions::expire(conn, expiry, limit))
             .await
     }
 
     async fn prune_sessions(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError> {
-        self.run(move |conn| sqlite_sessions::prune(conn, ended_before, limit))
+        self.run(move |conn| sessions::prune(conn, ended_before, limit))
             .await
     }
 
@@ -991,7 +827,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
-        self.transaction(move |tx| sqlite_audit::write(tx, Writer::Local, &events))
+        self.transaction(move |tx| audit::write(tx, Writer::Local, &events))
             .await
             .map(|_| ())
     }
@@ -1002,24 +838,23 @@ impl Store for SqliteStore {
         events: Vec<AuditEvent>,
     ) -> Result<AuditRefusals, StoreError> {
         let gateway = gateway.to_owned();
-        self.transaction(move |tx| sqlite_audit::write(tx, Writer::Gateway(&gateway), &events))
+        self.transaction(move |tx| audit::write(tx, Writer::Gateway(&gateway), &events))
             .await
     }
 
     async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError> {
         let gateway = gateway.to_owned();
-        self.run(move |conn| sqlite_audit::interrupt(conn, &gateway, now))
+        self.run(move |conn| audit::interrupt(conn, &gateway, now))
             .await
     }
 
     async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-        self.run(move |conn| sqlite_audit::list_connections(conn, &filter))
+        self.run(move |conn| audit::list_connections(conn, &filter))
             .await
     }
 
     async fn get_connection(&self, id: Uuid) -> Result<Option<AuditRecord>, StoreError> {
-        self.run(move |conn| sqlite_audit::get_connection(conn, id))
-            .await
+        self.run(move |conn| audit::get_connection(conn, id)).await
     }
 
     async fn list_queries(
@@ -1028,7 +863,7 @@ impl Store for SqliteStore {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditQueryEvent>, StoreError> {
-        self.run(move |conn| sqlite_audit::list_queries(conn, connection_id, after, limit))
+        self.run(move |conn| audit::list_queries(conn, connection_id, after, limit))
             .await
     }
 

@@ -5,13 +5,14 @@ use std::sync::PoisonError;
 use rusqlite::{Connection, Row};
 use sdm_proto::audit::AuditQueryEvent;
 
-use super::StoreError;
-use super::sqlite::{
-    ACCOUNT_COLUMNS, Context, GATEWAY_COLUMNS, RESOURCE_COLUMNS, SESSION_COLUMNS, SqliteStore,
-    TOKEN_COLUMNS, account_row, gateway_row, grant_row, resource_row, session_row, token_row,
+use super::SqliteStore;
+use super::rows::{
+    ACCOUNT_COLUMNS, CONNECTION_COLUMNS, Context, GATEWAY_COLUMNS, RESOURCE_COLUMNS,
+    SESSION_COLUMNS, TOKEN_COLUMNS, account_row, connection_row, count_at, gateway_row, grant_row,
+    resource_row, session_row, token_row, uuid_at,
 };
-use super::sqlite_audit::{CONNECTION_COLUMNS, connection_row, count_at};
-use super::transfer::{CHUNK, Counts, Item};
+use crate::store::StoreError;
+use crate::store::transfer::{CHUNK, Counts, Item};
 
 /// Collects items into chunks for `send`.
 struct Chunks<'a> {
@@ -144,7 +145,7 @@ impl SqliteStore {
             "SELECT connection_id, seq, at, text FROM audit_queries ORDER BY connection_id, seq",
             |r| {
                 Ok(Item::Query(AuditQueryEvent {
-                    connection_id: super::sqlite::uuid_at(r, 0)?,
+                    connection_id: uuid_at(r, 0)?,
                     seq: count_at(r, 1)?,
                     at: r.get(2)?,
                     text: r.get(3)?,

@@ -1,4 +1,4 @@
-//! The audit trail in PostgreSQL (the `Store` methods in `postgres.rs` call these).
+//! The audit trail in PostgreSQL (the `Store` methods in `mod.rs` call these).
 //!
 //! A batch is written with four statements whatever its size: the gateways of the records it
 //! touches are read (a gateway may change only its own records, and a start never replaces a
@@ -10,39 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::ClientWrapper;
 use sdm_proto::audit::{AuditEnd, AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
-use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
-use super::audit::Writer;
-use super::postgres::{Context, col, count_at, map_at, signed};
-use super::{AuditFilter, AuditRefusals, StoreError};
-
-const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
-     gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
-     bytes_down, outcome, error, query_count";
-
-pub(super) fn connection_row(row: &Row) -> Result<AuditRecord, StoreError> {
-    Ok(AuditRecord {
-        id: col(row, 0)?,
-        account_id: col(row, 1)?,
-        account_name: col(row, 2)?,
-        resource_id: col(row, 3)?,
-        resource_name: col(row, 4)?,
-        gateway: col(row, 5)?,
-        session_id: col(row, 6)?,
-        lease_id: col(row, 7)?,
-        labels: map_at(row, 8)?,
-        client_addr: col(row, 9)?,
-        started_at: col(row, 10)?,
-        ended_at: col(row, 11)?,
-        bytes_up: count_at(row, 12)?,
-        bytes_down: count_at(row, 13)?,
-        outcome: Outcome::from(col::<String>(row, 14)?),
-        error: col(row, 15)?,
-        query_count: count_at(row, 16)?,
-    })
-}
+use super::rows::{CONNECTION_COLUMNS, Context, col, connection_row, count_at, signed};
+use crate::store::audit::{Writer, interrupted_error};
+use crate::store::{AuditFilter, AuditRefusals, StoreError};
 
 /// What a batch leaves of one connection's record.
 enum Fold<'a> {
@@ -191,7 +164,7 @@ pub(super) async fn interrupt(
                 &gateway,
                 &now,
                 &Outcome::Interrupted.as_str(),
-                &super::audit::interrupted_error(gateway),
+                &interrupted_error(gateway),
             ],
         )
         .await

@@ -1,11 +1,11 @@
 //! Session lifetimes in SQLite: the per-account limit, use, expiry and pruning (the `Store`
-//! methods in `sqlite.rs` call these).
+//! methods in `mod.rs` call these).
 
 use rusqlite::{Connection, Transaction, params};
 use uuid::Uuid;
 
-use super::sqlite::{Context, json, uuid_at};
-use super::{SessionExpiry, SessionRecord, StoreError};
+use super::rows::{Context, json, uuid_at};
+use crate::store::{SessionExpiry, SessionRecord, StoreError};
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -40,7 +40,7 @@ pub(super) fn count_open(conn: &Connection, account_id: Uuid) -> Result<u64, Sto
 }
 
 /// Inserts `session`, then makes room among the account's open sessions (see
-/// [`Store::open_session`](super::Store::open_session)). The one connection serialises logins.
+/// [`Store::open_session`](crate::store::Store::open_session)). The one connection serialises logins.
 pub(super) fn open(
     tx: &Transaction<'_>,
     session: &SessionRecord,

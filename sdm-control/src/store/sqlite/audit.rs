@@ -1,49 +1,16 @@
-//! The audit trail in SQLite (the `Store` methods in `sqlite.rs` call these).
+//! The audit trail in SQLite (the `Store` methods in `mod.rs` call these): a batch of events
+//! applied in order, as far as its writer may; closing what a stopped gateway left open;
+//! listing records and their queries.
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
 use uuid::Uuid;
 
-use super::audit::Writer;
-use super::sqlite::{Context, json, map_at, uuid_at};
-use super::{AuditFilter, AuditRefusals, StoreError};
-
-pub(super) const CONNECTION_COLUMNS: &str = "id, account_id, account_name, resource_id, resource_name, \
-     gateway, session_id, lease_id, labels, client_addr, started_at, ended_at, bytes_up, \
-     bytes_down, outcome, error, query_count";
-
-pub(super) fn count_at(row: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
-    let n: i64 = row.get(i)?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
-pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<AuditRecord> {
-    Ok(AuditRecord {
-        id: uuid_at(row, 0)?,
-        account_id: uuid_at(row, 1)?,
-        account_name: row.get(2)?,
-        resource_id: uuid_at(row, 3)?,
-        resource_name: row.get(4)?,
-        gateway: row.get(5)?,
-        session_id: uuid_at(row, 6)?,
-        lease_id: uuid_at(row, 7)?,
-        labels: map_at(row, 8)?,
-        client_addr: row.get(9)?,
-        started_at: row.get(10)?,
-        ended_at: row.get(11)?,
-        bytes_up: count_at(row, 12)?,
-        bytes_down: count_at(row, 13)?,
-        outcome: Outcome::from(row.get::<_, String>(14)?),
-        error: row.get(15)?,
-        query_count: count_at(row, 16)?,
-    })
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
+use super::rows::{CONNECTION_COLUMNS, Context, connection_row, count_at, json, signed};
+use crate::store::audit::{Writer, interrupted_error};
+use crate::store::{AuditFilter, AuditRefusals, StoreError};
 
 /// The gateway that wrote a record, if there is one.
 fn owner_of(tx: &Transaction<'_>, id: Uuid) -> Result<Option<String>, StoreError> {
@@ -182,7 +149,7 @@ pub(super) fn interrupt(conn: &Connection, gateway: &str, now: i64) -> Result<u6
                 gateway,
                 now,
                 Outcome::Interrupted.as_str(),
-                super::audit::interrupted_error(gateway)
+                interrupted_error(gateway)
             ],
         )
         .context("close the records a stopped gateway left open")?;
