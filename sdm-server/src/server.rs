@@ -24,7 +24,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::embedded::{EmbeddedDirectory, EmbeddedGateway, GatewayKit, store_audit_writer};
 use sdm_control::api::{self, ApiConfig};
 use sdm_control::bootstrap::{Installation, ServerError};
 use sdm_control::keys::KeyError;
@@ -32,6 +31,8 @@ use sdm_control::sessions::sweep_sessions;
 use sdm_control::store::DatabaseUrl;
 use sdm_control::{SessionPolicy, StoreDirectory};
 use sdm_gateway::AuditPolicy;
+
+use crate::embedded::{EmbeddedDirectory, EmbeddedGateway, GatewayKit, store_audit_writer};
 
 /// Default API address (loopback only).
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -50,6 +51,7 @@ pub const DEFAULT_API_CONNECTIONS_PER_SOURCE: usize = api::DEFAULT_CONNECTIONS_P
 const GATEWAY_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown lets in-flight API requests finish.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
 /// Entry point: [`Server::builder`].
 #[derive(Debug)]
 pub struct Server {
