@@ -9,8 +9,8 @@
 //! was. A target that already holds sdm data is refused unless asked to replace it.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), sdm_server::migrate::MigrateError> {
-//! let migration = sdm_server::migrate::Migration::parse(
+//! # async fn run() -> Result<(), sdm_control::migrate::MigrateError> {
+//! let migration = sdm_control::migrate::Migration::parse(
 //!     "sqlite:/var/lib/sdm",
 //!     "postgres://sdm:secret@db.internal/sdm",
 //!     false,
