@@ -80,7 +80,7 @@ pub enum Command {
     /// otherwise it waits for `sdm login`. SIGTERM, SIGINT and SIGHUP stop it cleanly.
     Listen(ListenArgs),
     /// Manage accounts, resources and grants (needs an admin token).
-    Admin(AdminArgs),
+    Admin(Box<AdminArgs>),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -317,6 +317,10 @@ pub struct ResourceOptions {
     /// Tags: key=value pairs separated by commas.
     #[arg(long, value_name = "K=V,...", value_parser = parse_tags)]
     pub tags: Option<BTreeMap<String, String>>,
+    /// One tag, taken whole: its value may hold commas (`--tag sdm.gateway=eu,us` pins the
+    /// resource to gateways tagged eu or us). Repeat it for several.
+    #[arg(long, value_name = "K=V", value_parser = parse_tag)]
+    pub tag: Vec<(String, String)>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,9 +353,9 @@ pub enum GatewaysCommand {
     Create {
         /// Gateway name: 1 to 64 letters, digits, '.', '_' or '-'.
         name: String,
-        /// Tags it may serve under (resources pinned with `sdm.gateway`): key=value pairs
-        /// separated by commas.
-        #[arg(long, value_name = "K=V,...", value_parser = parse_tags)]
+        /// Tags it may serve under (resources pinned with `sdm.gateway`), separated by
+        /// commas: key=value, or a bare key (`edge`), as `sdm-server gateway --tags` takes them.
+        #[arg(long, value_name = "K[=V],...", value_parser = parse_gateway_tags)]
         tags: Option<BTreeMap<String, String>>,
     },
     /// List gateways: address, tags, last heartbeat, whether clients are offered it.
@@ -447,6 +451,18 @@ pub fn parse_since(text: &str) -> Result<Since, String> {
 /// `k=v,k2=v2` → a map; keys must be non-empty and unique.
 pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>, sdm_core::tags::TagError> {
     sdm_core::tags::parse(text, sdm_core::tags::TagForm::Pairs)
+}
+
+/// `k=v`, taken whole (the value may hold commas).
+pub fn parse_tag(text: &str) -> Result<(String, String), sdm_core::tags::TagError> {
+    sdm_core::tags::parse_one(text, sdm_core::tags::TagForm::Pairs)
+}
+
+/// A gateway's tags: `k=v` or a bare `k`, separated by commas.
+pub fn parse_gateway_tags(
+    text: &str,
+) -> Result<BTreeMap<String, String>, sdm_core::tags::TagError> {
+    sdm_core::tags::parse(text, sdm_core::tags::TagForm::PairsOrNames)
 }
 
 #[cfg(test)]

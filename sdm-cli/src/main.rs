@@ -82,7 +82,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Disconnect(args) => commands::tunnels::disconnect(&home()?, args),
         Command::Ready(args) => commands::session::ready(&home()?, args),
         Command::Listen(args) => commands::session::listen(&home()?, args),
-        Command::Admin(args) => commands::admin::run(args),
+        Command::Admin(args) => commands::admin::run(*args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sdm", &mut std::io::stdout());
             Ok(())

@@ -10,6 +10,10 @@
 //!
 //! Items are separated by commas and trimmed; empty items are skipped; a value is everything
 //! after the first `=` (`zone=a=b` has the value `a=b`). A key is never empty, and appears once.
+//!
+//! A value that holds commas itself (the selector list of a `sdm.gateway` pin,
+//! `sdm.gateway=eu,us`) cannot be one item of a list: [`parse_one`] reads one tag whole, as the
+//! command line's repeatable `--tag key=value` gives it.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +72,35 @@ pub fn parse(text: &str, form: TagForm) -> Result<BTreeMap<String, String>, TagE
     Ok(tags)
 }
 
+/// Reads one tag whole: `key=value`, the value everything after the first `=`, commas
+/// included; with [`TagForm::PairsOrNames`], also a bare `key`.
+pub fn parse_one(text: &str, form: TagForm) -> Result<(String, String), TagError> {
+    let text = text.trim();
+    let (key, value) = match (text.split_once('='), form) {
+        (Some((k, v)), _) => (k.trim(), v.trim()),
+        (None, TagForm::PairsOrNames) => (text, ""),
+        (None, TagForm::Pairs) => return Err(TagError::NotAPair(text.to_owned())),
+    };
+    if key.is_empty() {
+        return Err(TagError::NoName(format!("={value}")));
+    }
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+/// Adds `tags` to `to`, refusing a key that is there already.
+pub fn merge(
+    to: &mut BTreeMap<String, String>,
+    tags: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), TagError> {
+    for (key, value) in tags {
+        if to.contains_key(&key) {
+            return Err(TagError::Twice(key));
+        }
+        to.insert(key, value);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +148,32 @@ mod tests {
     fn items_keep_bare_words_apart() {
         let all: Vec<_> = items(" eu , region=us ,, ").collect();
         assert_eq!(all, [("eu", None), ("region", Some("us"))]);
+    }
+
+    #[test]
+    fn one_tag_is_read_whole_commas_included() {
+        assert_eq!(
+            parse_one("sdm.gateway=eu, region=us", TagForm::Pairs).unwrap(),
+            ("sdm.gateway".to_owned(), "eu, region=us".to_owned())
+        );
+        assert_eq!(
+            parse_one(" edge ", TagForm::PairsOrNames).unwrap(),
+            ("edge".to_owned(), String::new())
+        );
+        assert_eq!(
+            parse_one("edge", TagForm::Pairs),
+            Err(TagError::NotAPair("edge".into()))
+        );
+        assert!(matches!(
+            parse_one("=x", TagForm::Pairs),
+            Err(TagError::NoName(_))
+        ));
+        let mut tags = parse("env=prod", TagForm::Pairs).unwrap();
+        merge(&mut tags, [("team".to_owned(), "data".to_owned())]).unwrap();
+        assert_eq!(
+            merge(&mut tags, [("env".to_owned(), "dev".to_owned())]),
+            Err(TagError::Twice("env".into()))
+        );
+        assert_eq!(tags, map(&[("env", "prod"), ("team", "data")]));
     }
 }

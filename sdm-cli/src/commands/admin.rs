@@ -74,11 +74,11 @@ async fn dispatch(
     match args.command {
         AdminCommand::Services(command) => services(client, command, json).await,
         AdminCommand::Datasources(DatasourcesCommand::Add(add)) => {
-            let resource = datasource(add, password.unwrap_or_default());
+            let resource = datasource(add, password.unwrap_or_default())?;
             create_resource(client, resource, "datasource", json).await
         }
         AdminCommand::Servers(ServersCommand::Add(add)) => {
-            create_resource(client, server(add), "server", json).await
+            create_resource(client, server(add)?, "server", json).await
         }
         AdminCommand::Resources(ResourcesCommand::List) => {
             let resources = client.list_resources().await?;
@@ -473,7 +473,7 @@ fn password(add: &DatasourceAddArgs) -> Result<String, CliError> {
     Ok(password)
 }
 
-fn datasource(add: DatasourceAddArgs, password: String) -> NewResource {
+fn datasource(add: DatasourceAddArgs, password: String) -> Result<NewResource, CliError> {
     let kind = match add.kind {
         DatasourceKind::Postgres => ResourceKind::Postgres,
     };
@@ -493,7 +493,7 @@ fn datasource(add: DatasourceAddArgs, password: String) -> NewResource {
     with_options(resource, add.common)
 }
 
-fn server(add: ServerAddArgs) -> NewResource {
+fn server(add: ServerAddArgs) -> Result<NewResource, CliError> {
     let kind = match add.kind {
         ServerKind::Ssh => ResourceKind::Ssh,
         ServerKind::Tcp => ResourceKind::Tcp,
@@ -504,14 +504,22 @@ fn server(add: ServerAddArgs) -> NewResource {
     )
 }
 
-fn with_options(mut resource: NewResource, options: ResourceOptions) -> NewResource {
+/// The resource with the options every kind takes; a tag given by both `--tags` and `--tag`
+/// is refused.
+fn with_options(
+    mut resource: NewResource,
+    options: ResourceOptions,
+) -> Result<NewResource, CliError> {
     if let Some(p) = options.port_override {
         resource = resource.port_override(p);
     }
-    for (k, v) in options.tags.unwrap_or_default() {
+    let mut tags = options.tags.unwrap_or_default();
+    sdm_core::tags::merge(&mut tags, options.tag)
+        .map_err(|e| CliError::new(Exit::Usage, format!("--tag: {e}")))?;
+    for (k, v) in tags {
         resource = resource.tag(k, v);
     }
-    resource
+    Ok(resource)
 }
 
 async fn create_resource(

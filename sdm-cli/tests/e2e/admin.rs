@@ -465,3 +465,99 @@ fn gateways_create_list_and_delete() {
     assert!(gone.contains("gw-eu-1"), "{gone}");
     fx.block_on(gateway.shutdown());
 }
+
+#[test]
+fn gateway_tags_may_be_bare_and_a_pin_may_list_several_selectors() {
+    let fx = Fixture::start();
+    let sdm = fx.sdm();
+    // As `sdm-server gateway --tags` and the pinning rules take them: a bare name is a tag.
+    admin(
+        &fx,
+        &sdm,
+        &["gateways", "create", "gw-edge", "--tags", "edge,region=eu"],
+    )
+    .ok();
+    let listed = admin(&fx, &sdm, &["gateways", "list", "--json"]).json();
+    let entry = listed["gateways"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "gw-edge")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        entry["tags"],
+        serde_json::json!({"edge": "", "region": "eu"})
+    );
+
+    // `--tag` takes one tag whole, so a pin's selector list keeps its commas.
+    let created = admin(
+        &fx,
+        &sdm,
+        &[
+            "servers",
+            "add",
+            "tcp",
+            "pinned",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "9",
+            "--tags",
+            "env=prod",
+            "--tag",
+            "sdm.gateway=edge,region=us",
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(
+        created["tags"],
+        serde_json::json!({"env": "prod", "sdm.gateway": "edge,region=us"})
+    );
+
+    // The same tag from both flags is a mistake, not a silent overwrite.
+    let twice = admin(
+        &fx,
+        &sdm,
+        &[
+            "servers",
+            "add",
+            "tcp",
+            "twice",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "9",
+            "--tags",
+            "sdm.gateway=a",
+            "--tag",
+            "sdm.gateway=b",
+        ],
+    )
+    .fails(2)
+    .to_owned();
+    assert!(twice.contains("\"sdm.gateway\" is given twice"), "{twice}");
+    // A bare resource tag is still refused, with the reason (a usage error, from clap).
+    let bare = admin(
+        &fx,
+        &sdm,
+        &[
+            "servers",
+            "add",
+            "tcp",
+            "bare",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "9",
+            "--tag",
+            "edge",
+        ],
+    );
+    assert_eq!(bare.code, 2, "{bare:#?}");
+    assert!(
+        bare.stderr.contains("\"edge\" is not key=value"),
+        "{bare:#?}"
+    );
+}
