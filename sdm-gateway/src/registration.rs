@@ -189,3 +189,185 @@ impl Served {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use sdm_proto::Lease;
+    use sdm_proto::lease::LeaseSigner;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::verified::VerifiedLeases;
+
+    /// A control plane that answers from a script: each registration issues a new certificate
+    /// unless told to fail; heartbeats name the lease keys set last.
+    #[derive(Default)]
+    struct Script {
+        calls: Mutex<Vec<&'static str>>,
+        keys: Mutex<Vec<String>>,
+        refuse_registrations: Mutex<bool>,
+    }
+
+    fn leaf_pem() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        // The chain a registration carries is [leaf, CA]; a self-signed one stands for both.
+        (cert.pem().repeat(2), key.serialize_pem())
+    }
+
+    #[async_trait::async_trait]
+    impl Registry for Script {
+        async fn register(
+            &self,
+            _request: &RegisterGateway,
+        ) -> Result<GatewayRegistration, RegistryError> {
+            self.calls.lock().unwrap().push("register");
+            if *self.refuse_registrations.lock().unwrap() {
+                return Err(RegistryError::Unavailable("down".into()));
+            }
+            let (certificate_chain_pem, private_key_pem) = leaf_pem();
+            Ok(GatewayRegistration {
+                id: Uuid::new_v4(),
+                name: "gw".into(),
+                tags: Default::default(),
+                lease_keys: self.keys.lock().unwrap().clone(),
+                certificate_chain_pem,
+                private_key_pem,
+                heartbeat_secs: 20,
+                revocation_epoch: 0,
+            })
+        }
+
+        async fn heartbeat(
+            &self,
+            _request: &RegisterGateway,
+        ) -> Result<HeartbeatReply, RegistryError> {
+            self.calls.lock().unwrap().push("heartbeat");
+            Ok(HeartbeatReply {
+                revocation_epoch: 0,
+                lease_keys: self.keys.lock().unwrap().clone(),
+            })
+        }
+
+        async fn withdraw(&self) -> Result<(), RegistryError> {
+            Ok(())
+        }
+    }
+
+    fn signer() -> LeaseSigner {
+        LeaseSigner::from_pkcs8(&LeaseSigner::generate_pkcs8().unwrap()).unwrap()
+    }
+
+    fn named(signer: &LeaseSigner) -> String {
+        URL_SAFE_NO_PAD.encode(signer.public_key())
+    }
+
+    /// Whether a lease `signer` signed now passes `leases`.
+    fn accepts(leases: &VerifiedLeases, signer: &LeaseSigner) -> bool {
+        let now = sdm_proto::unix_now();
+        let lease = Lease {
+            id: Uuid::new_v4(),
+            account_id: Uuid::new_v4(),
+            resource_id: Uuid::new_v4(),
+            session_id: Uuid::new_v4(),
+            issued_at: now,
+            expires_at: now + 60,
+        };
+        leases.verify(&signer.sign(&lease), now, 5).is_ok()
+    }
+
+    fn request() -> RegisterGateway {
+        RegisterGateway {
+            name: None,
+            address: "127.0.0.1:8444".into(),
+            tags: None,
+            version: String::new(),
+            starting: false,
+        }
+    }
+
+    fn count(script: &Script, call: &str) -> usize {
+        script
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| **c == call)
+            .count()
+    }
+
+    /// Lets the loop run (the clock stands still) until `script` had `n` calls of `call`.
+    async fn until(script: &Script, call: &str, n: usize) {
+        for _ in 0..10_000 {
+            if count(script, call) >= n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{call} called {} times, not {n}", count(script, call));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_follow_the_lease_keys_and_the_certificate_is_renewed_daily() {
+        let (old_key, new_key) = (signer(), signer());
+        let script = Arc::new(Script::default());
+        *script.keys.lock().unwrap() = vec![named(&old_key)];
+        let first = script.register(&request()).await.unwrap();
+        let resolver = LeafResolver::new(leaf_of(&first).unwrap()).unwrap();
+        let leases = Arc::new(VerifiedLeases::new(verifier_of(&first.lease_keys).unwrap()));
+        let task = keep_registered(
+            script.clone(),
+            request(),
+            Duration::from_secs(20),
+            Served {
+                resolver: resolver.clone(),
+                lease_keys: LeaseKeys(leases.clone()),
+                named_keys: first.lease_keys.clone(),
+            },
+        );
+        // The loop starts its clocks when it first runs.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let served_first = resolver.certificate();
+        assert!(accepts(&leases, &old_key));
+
+        // The control plane's lease key is replaced: the next heartbeat brings the new one.
+        *script.keys.lock().unwrap() = vec![named(&new_key)];
+        tokio::time::advance(Duration::from_secs(20)).await;
+        until(&script, "heartbeat", 1).await;
+        assert!(accepts(&leases, &new_key), "the new key is followed");
+        assert!(!accepts(&leases, &old_key), "the old key is dropped");
+
+        // A day later the gateway registers again and serves the new certificate.
+        tokio::time::advance(RENEWAL).await;
+        until(&script, "register", 2).await;
+        let served_second = resolver.certificate();
+        assert_ne!(served_second, served_first, "the certificate was renewed");
+
+        // A renewal that fails is tried again an hour later; meanwhile the old one serves.
+        *script.refuse_registrations.lock().unwrap() = true;
+        tokio::time::advance(RENEWAL).await;
+        until(&script, "register", 3).await;
+        assert_eq!(resolver.certificate(), served_second);
+        *script.refuse_registrations.lock().unwrap() = false;
+        tokio::time::advance(RENEWAL_RETRY - Duration::from_secs(1)).await;
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(count(&script, "register"), 3, "not before the hour is up");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        until(&script, "register", 4).await;
+        assert_ne!(
+            resolver.certificate(),
+            served_second,
+            "renewed on the retry"
+        );
+        task.abort();
+    }
+}

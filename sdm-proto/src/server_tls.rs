@@ -56,6 +56,12 @@ impl LeafResolver {
         }))
     }
 
+    /// The leaf certificate served now (DER).
+    pub fn certificate(&self) -> Option<CertificateDer<'static>> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current.cert.first().cloned()
+    }
+
     /// Serves `leaf` to new handshakes from now on.
     pub fn replace(&self, leaf: Leaf) -> Result<(), rustls::Error> {
         let key = certified(leaf)?;
