@@ -19,11 +19,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdm_proto::server_tls as tls;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-
 use sdm_control::api::{self, ApiConfig};
 use sdm_control::bootstrap::{Installation, ServerError};
 use sdm_control::keys::KeyError;
@@ -31,6 +26,10 @@ use sdm_control::sessions::sweep_sessions;
 use sdm_control::store::DatabaseUrl;
 use sdm_control::{SessionPolicy, StoreDirectory};
 use sdm_gateway::AuditPolicy;
+use sdm_proto::server_tls as tls;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::embedded::{EmbeddedDirectory, EmbeddedGateway, GatewayKit, store_audit_writer};
 

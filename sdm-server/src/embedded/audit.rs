@@ -9,12 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_control::store::Store;
+use sdm_gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 use sdm_proto::audit::AuditEvent;
 use sdm_proto::error::one_line;
 use tokio::task::JoinHandle;
-
-use sdm_control::store::Store;
-use sdm_gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 
 /// A queue for the gateway's audit events and the task that writes them to `store`; the task
 /// ends after every queue handle is dropped and what was queued is written.

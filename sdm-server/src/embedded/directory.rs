@@ -1,10 +1,9 @@
 //! [`EmbeddedDirectory`]: an embedded gateway asks the control plane of its own process where
 //! a lease goes, as a standalone gateway asks over `/v1/gateway/authorize`.
 
-use sdm_proto::Lease;
-
 use sdm_control::StoreDirectory;
 use sdm_gateway::{Denied, Directory, Upstream};
+use sdm_proto::Lease;
 
 /// The control plane's [`StoreDirectory`] as the gateway's [`Directory`].
 #[derive(Debug)]

@@ -6,6 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_control::keys::{CertificateAuthority, KeyError};
+use sdm_control::store::Store;
+use sdm_gateway::registration::{self, Registry, Served};
+use sdm_gateway::{AuditSink, Directory, Gateway, GatewayConfig};
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::server_tls::{self as tls, LeafResolver};
 use tokio::net::TcpListener;
@@ -13,10 +17,6 @@ use tokio::task::JoinHandle;
 
 use super::registry::EmbeddedRegistry;
 use crate::ServerError;
-use sdm_control::keys::{CertificateAuthority, KeyError};
-use sdm_control::store::Store;
-use sdm_gateway::registration::{self, Registry, Served};
-use sdm_gateway::{AuditSink, Directory, Gateway, GatewayConfig};
 
 /// What every gateway of one installation shares.
 #[derive(Clone)]

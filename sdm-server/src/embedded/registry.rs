@@ -8,14 +8,13 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sdm_proto::error::one_line;
-use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
-use uuid::Uuid;
-
 use sdm_control::GATEWAY_HEARTBEAT;
 use sdm_control::keys::CertificateAuthority;
 use sdm_control::store::{GatewayRecord, Store, StoreError};
 use sdm_gateway::registration::{Registry, RegistryError};
+use sdm_proto::error::one_line;
+use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
+use uuid::Uuid;
 
 /// One gateway of this process, registered in the store.
 pub(crate) struct EmbeddedRegistry {

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use sdm_gateway::AuditPolicy;
 
 use super::StandaloneConfig;
-use sdm_gateway::AuditPolicy;
 
 /// Environment variable the gateway token may be given in (keeps it out of `ps`).
 pub const GATEWAY_TOKEN_ENV: &str = "SDM_GATEWAY_TOKEN";

@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
+use sdm_gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 use sdm_proto::api::routes;
 use sdm_proto::audit::AuditEvent;
 use sdm_proto::gateway::{MAX_AUDIT_BODY_BYTES, MAX_AUDIT_EVENTS};
 use tokio::task::JoinHandle;
 
 use super::client::{CallError, SharedControlPlane};
-use sdm_gateway::{AuditPolicy, AuditQueue, AuditWriter, Retry, WriteError, spawn_audit_writer};
 
 /// Upload bodies stay under this (the control plane accepts up to [`MAX_AUDIT_BODY_BYTES`]).
 const BODY_TARGET: usize = MAX_AUDIT_BODY_BYTES / 2;

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sdm_gateway::{Denied, Directory, Upstream};
 use sdm_proto::api::routes;
 use sdm_proto::gateway::{Authorization, AuthorizeLease, RevocationEpoch};
 use sdm_proto::{ErrorKind, Lease};
 use uuid::Uuid;
 
 use super::client::{CallError, SharedControlPlane};
-use sdm_gateway::{Denied, Directory, Upstream};
 
 /// How long a positive answer is reused (unless the revocation epoch moves first, which a
 /// resource update also does).

@@ -26,6 +26,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sdm_gateway::registration::{self, Registry, RegistryError, Served};
+use sdm_gateway::{AuditPolicy, Gateway, GatewayConfig};
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::server_tls::{ALPN_GATEWAY, LeafResolver, server_config};
 use sdm_proto::{Token, TokenKind};
@@ -43,9 +45,6 @@ pub use directory::RemoteDirectory;
 
 use client::ControlPlane;
 use registry::RemoteRegistry;
-
-use sdm_gateway::registration::{self, Registry, RegistryError, Served};
-use sdm_gateway::{AuditPolicy, Gateway, GatewayConfig};
 
 /// How long a client has to finish TLS and the HELLO, by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use sdm_gateway::registration::{Registry, RegistryError};
 use sdm_proto::api::routes;
 use sdm_proto::gateway::{GatewayRegistration, HeartbeatReply, RegisterGateway};
 
 use super::client::{CallError, SharedControlPlane};
-use sdm_gateway::registration::{Registry, RegistryError};
 
 /// Time for one call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
