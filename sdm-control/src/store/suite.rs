@@ -28,6 +28,7 @@ pub(crate) use audit_owners::{
 pub(crate) use sessions::{
     expired_sessions_end_and_old_ended_ones_are_removed,
     logins_beyond_the_limit_end_the_oldest_sessions,
+    sessions_opened_in_one_second_end_in_the_order_they_were_opened,
 };
 
 /// Two handles on one fresh database.
@@ -57,6 +58,7 @@ macro_rules! store_suite {
             concurrent_suspensions_keep_one_active_admin,
             access_facts_agree_with_the_single_reads,
             logins_beyond_the_limit_end_the_oldest_sessions,
+            sessions_opened_in_one_second_end_in_the_order_they_were_opened,
             expired_sessions_end_and_old_ended_ones_are_removed,
             a_gateway_changes_only_its_own_audit_records,
             records_a_stopped_gateway_left_open_are_interrupted,

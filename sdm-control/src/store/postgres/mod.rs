@@ -68,6 +68,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../migrations/postgres/0004_session_lifetimes_and_audit_owners.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/postgres/0005_session_order.sql"),
+    ),
 ];
 
 /// Connections per process at most (PostgreSQL's default `max_connections` is 100).

@@ -53,7 +53,7 @@ pub(super) async fn open(
         .prepare_cached(
             "SELECT id FROM sessions
              WHERE account_id = $1 AND ended_at IS NULL AND id <> $2
-             ORDER BY created_at, id
+             ORDER BY created_at, seq
              LIMIT GREATEST((SELECT COUNT(*) FROM sessions
                              WHERE account_id = $1 AND ended_at IS NULL) - $3, 0)",
         )

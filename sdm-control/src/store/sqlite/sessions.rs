@@ -56,7 +56,7 @@ pub(super) fn open(
         .prepare_cached(
             "SELECT id FROM sessions
              WHERE account_id = ?1 AND ended_at IS NULL AND id <> ?2
-             ORDER BY created_at, id LIMIT ?3",
+             ORDER BY created_at, rowid LIMIT ?3",
         )
         .context("find the oldest open sessions")?
         .query_map(

@@ -17,6 +17,33 @@ fn session_at(account_id: Uuid, created_at: i64, last_used_at: Option<i64>) -> S
     }
 }
 
+/// Timestamps have whole seconds: among sessions opened in the same second, the limit still
+/// ends the one opened first, never one opened moments ago (a job's fresh session, cut by the
+/// next login of its own token). The ids are chosen so that sorting by id picks the wrong one.
+pub(crate) async fn sessions_opened_in_one_second_end_in_the_order_they_were_opened(f: &Fixture) {
+    let store = f.a.as_ref();
+    let a = with_account(store, "etl", AccountKind::Service).await;
+    let opened = |id: u128| SessionRecord {
+        id: Uuid::from_u128(id),
+        ..session_at(a.id, 100, Some(100))
+    };
+    let (first, second, third) = (opened(u128::MAX), opened(2), opened(1));
+    assert_eq!(store.open_session(first.clone(), 2).await.unwrap(), 0);
+    assert_eq!(f.b.open_session(second.clone(), 2).await.unwrap(), 0);
+    assert_eq!(store.open_session(third.clone(), 2).await.unwrap(), 1);
+    assert_eq!(
+        store.get_session(first.id).await.unwrap().unwrap().ended_at,
+        Some(100),
+        "the first opened is the oldest"
+    );
+    for kept in [&second, &third] {
+        assert_eq!(
+            f.b.get_session(kept.id).await.unwrap().unwrap().ended_at,
+            None
+        );
+    }
+}
+
 /// A login beyond the account's limit makes room by its oldest open sessions, never the new
 /// one: a session that was used is ended (as a logout: the epoch moves), one never used is
 /// removed. Other accounts are untouched, and concurrent logins through two handles leave
