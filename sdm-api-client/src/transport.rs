@@ -14,8 +14,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 
-/// ALPN protocol of the control plane API.
-const ALPN: &[u8] = b"http/1.1";
+// ALPN protocol of the control plane API.
+use sdm_proto::server_tls::ALPN_API as ALPN;
 
 /// How a client connects and what it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

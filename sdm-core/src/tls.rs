@@ -7,8 +7,7 @@ use rustls::ClientConfig;
 
 pub(crate) use sdm_proto::pinned_ca::server_name;
 
-/// ALPN protocol of the gateway.
-pub(crate) const ALPN_GATEWAY: &[u8] = b"sdm/1";
+pub(crate) use sdm_proto::server_tls::ALPN_GATEWAY;
 /// Resumption tickets kept per configuration: enough for a warm pool per tunnel across many
 /// tunnels, so refills resume instead of doing full handshakes.
 const SESSIONS: usize = 1024;

@@ -47,27 +47,35 @@ pub fn items(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| match s.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(v.trim())),
-            None => (s, None),
-        })
+        .map(item)
+}
+
+/// One item, trimmed: the value is everything after the first `=`.
+fn item(text: &str) -> (&str, Option<&str>) {
+    match text.split_once('=') {
+        Some((k, v)) => (k.trim(), Some(v.trim())),
+        None => (text, None),
+    }
+}
+
+/// An item as a tag of the given form.
+fn tag(key: &str, value: Option<&str>, form: TagForm) -> Result<(String, String), TagError> {
+    let value = match (value, form) {
+        (Some(v), _) => v,
+        (None, TagForm::PairsOrNames) => "",
+        (None, TagForm::Pairs) => return Err(TagError::NotAPair(key.to_owned())),
+    };
+    if key.is_empty() {
+        return Err(TagError::NoName(format!("={value}")));
+    }
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 /// Reads a tag list of the given form into a map.
 pub fn parse(text: &str, form: TagForm) -> Result<BTreeMap<String, String>, TagError> {
     let mut tags = BTreeMap::new();
     for (key, value) in items(text) {
-        let value = match (value, form) {
-            (Some(v), _) => v,
-            (None, TagForm::PairsOrNames) => "",
-            (None, TagForm::Pairs) => return Err(TagError::NotAPair(key.to_owned())),
-        };
-        if key.is_empty() {
-            return Err(TagError::NoName(format!("={value}")));
-        }
-        if tags.insert(key.to_owned(), value.to_owned()).is_some() {
-            return Err(TagError::Twice(key.to_owned()));
-        }
+        merge(&mut tags, [tag(key, value, form)?])?;
     }
     Ok(tags)
 }
@@ -75,16 +83,8 @@ pub fn parse(text: &str, form: TagForm) -> Result<BTreeMap<String, String>, TagE
 /// Reads one tag whole: `key=value`, the value everything after the first `=`, commas
 /// included; with [`TagForm::PairsOrNames`], also a bare `key`.
 pub fn parse_one(text: &str, form: TagForm) -> Result<(String, String), TagError> {
-    let text = text.trim();
-    let (key, value) = match (text.split_once('='), form) {
-        (Some((k, v)), _) => (k.trim(), v.trim()),
-        (None, TagForm::PairsOrNames) => (text, ""),
-        (None, TagForm::Pairs) => return Err(TagError::NotAPair(text.to_owned())),
-    };
-    if key.is_empty() {
-        return Err(TagError::NoName(format!("={value}")));
-    }
-    Ok((key.to_owned(), value.to_owned()))
+    let (key, value) = item(text.trim());
+    tag(key, value, form)
 }
 
 /// Adds `tags` to `to`, refusing a key that is there already.

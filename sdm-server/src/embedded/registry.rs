@@ -4,7 +4,7 @@
 //! gateway's record fresh, and a process's first registration closes the audit records an
 //! earlier process of that gateway left open.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -28,6 +28,8 @@ pub(crate) struct EmbeddedRegistry {
     name: String,
     id: Uuid,
     lease_key: String,
+    /// The address last registered (what a withdrawal keeps).
+    address: Mutex<Option<String>>,
 }
 
 impl EmbeddedRegistry {
@@ -47,11 +49,13 @@ impl EmbeddedRegistry {
             name,
             id: Uuid::new_v4(),
             lease_key: URL_SAFE_NO_PAD.encode(lease_public_key),
+            address: Mutex::new(None),
         }
     }
 
     /// Writes the record with `last_seen` (0: withdrawn).
     async fn save(&self, address: &str, last_seen: i64) -> Result<GatewayRecord, RegistryError> {
+        *self.address.lock().unwrap_or_else(PoisonError::into_inner) = Some(address.to_owned());
         self.store
             .upsert_gateway(GatewayRecord {
                 id: self.id,
@@ -120,13 +124,10 @@ impl Registry for EmbeddedRegistry {
     async fn withdraw(&self) -> Result<(), RegistryError> {
         // A record not seen for long is offered to no one; 0 is as long ago as it gets.
         let address = self
-            .store
-            .list_gateways()
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .find(|r| r.name == self.name)
-            .map(|r| r.address);
+            .address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if let Some(address) = address {
             self.save(&address, 0).await?;
         }
