@@ -83,7 +83,11 @@ impl LeaseSlot {
                     tracing::warn!(error = %e, "lease renewal failed; using the current lease until it expires");
                     Ok(old)
                 }
-                _ => Err(e),
+                Some(_) => Err(Error::new(
+                    e.kind(),
+                    format!("the lease expired and a new one cannot be had: {e}"),
+                )),
+                None => Err(e),
             },
             Err(e) => Err(e),
         }

@@ -1,8 +1,10 @@
-//! What a local peer that a tunnel refuses (another OS user, with the same-user check on) is
-//! told before its connection closes.
+//! What a local peer that a tunnel refuses is told before its connection closes: another OS user
+//! (with the same-user check on), or any peer when no connection to the resource can be opened
+//! (the lease expired while the control plane cannot be reached, say).
 //!
 //! For a PostgreSQL resource: what a server that refuses a login says, a FATAL `ErrorResponse`
-//! (SQLSTATE 28000) after the startup message, so that psql and drivers print the reason. An
+//! (SQLSTATE [`NOT_AUTHORIZED`] or [`CANNOT_CONNECT`]) after the startup message, so that psql
+//! and drivers print the reason. An
 //! `SSLRequest` or `GSSENCRequest` first is answered `N` (libpq does not print errors sent in
 //! answer to those). For other kinds there is no protocol to say it in: the connection closes.
 
@@ -22,6 +24,12 @@ const MAX_REQUESTS: usize = 2;
 /// What is read (and dropped) after the answer, so that closing does not reset the connection
 /// before the client has read it.
 const MAX_DRAIN: u64 = 64 * 1024;
+
+/// SQLSTATE for a peer that may not use the tunnel (invalid authorization specification).
+pub(crate) const NOT_AUTHORIZED: &str = "28000";
+/// SQLSTATE for a connection that could not be opened (sqlclient unable to establish
+/// sqlconnection).
+pub(crate) const CANNOT_CONNECT: &str = "08001";
 
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
@@ -43,16 +51,16 @@ pub(crate) fn message(resource: &str, owner: u32, peer: Option<u32>) -> String {
 
 /// Tells the peer why it is refused, as far as the resource's protocol allows, then closes;
 /// bounded by [`REFUSAL_TIMEOUT`].
-pub(crate) async fn refuse<S>(stream: S, kind: &ResourceKind, message: &str)
+pub(crate) async fn refuse<S>(stream: S, kind: &ResourceKind, sqlstate: &str, message: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if *kind == ResourceKind::Postgres {
-        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, postgres(stream, message)).await;
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, postgres(stream, sqlstate, message)).await;
     }
 }
 
-async fn postgres<S>(mut stream: S, message: &str) -> io::Result<()>
+async fn postgres<S>(mut stream: S, sqlstate: &str, message: &str) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -69,7 +77,7 @@ where
             PROTOCOL_3 => {
                 let mut rest = vec![0u8; len - 8];
                 stream.read_exact(&mut rest).await?;
-                stream.write_all(&error_response(message)).await?;
+                stream.write_all(&error_response(sqlstate, message)).await?;
                 stream.shutdown().await?;
                 let mut drained = (&mut stream).take(MAX_DRAIN);
                 tokio::io::copy(&mut drained, &mut tokio::io::sink()).await?;
@@ -82,13 +90,13 @@ where
     Ok(())
 }
 
-/// A FATAL `ErrorResponse` with SQLSTATE 28000 (invalid authorization specification).
-fn error_response(message: &str) -> Vec<u8> {
+/// A FATAL `ErrorResponse` with `sqlstate`.
+fn error_response(sqlstate: &str, message: &str) -> Vec<u8> {
     let mut fields = Vec::with_capacity(message.len() + 32);
     for (code, value) in [
         (b'S', "FATAL"),
         (b'V', "FATAL"),
-        (b'C', "28000"),
+        (b'C', sqlstate),
         (b'M', message),
     ] {
         fields.push(code);
@@ -121,7 +129,7 @@ mod tests {
     async fn a_postgres_client_reads_the_reason_after_declining_ssl() {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let refusal = tokio::spawn(async move {
-            refuse(server, &ResourceKind::Postgres, "go away").await;
+            refuse(server, &ResourceKind::Postgres, NOT_AUTHORIZED, "go away").await;
         });
         let mut client = client;
         let mut ssl = 8u32.to_be_bytes().to_vec();
@@ -135,7 +143,10 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         refusal.await.unwrap();
         assert_eq!(answer[0], b'N');
-        assert_eq!(&answer[1..], error_response("go away").as_slice());
+        assert_eq!(
+            &answer[1..],
+            error_response(NOT_AUTHORIZED, "go away").as_slice()
+        );
         let text = String::from_utf8_lossy(&answer);
         assert!(
             text.contains("28000") && text.contains("Mgo away"),
@@ -146,14 +157,14 @@ mod tests {
     #[tokio::test]
     async fn other_kinds_and_garbage_get_no_answer() {
         let (mut client, server) = tokio::io::duplex(1024);
-        refuse(server, &ResourceKind::Tcp, "go away").await;
+        refuse(server, &ResourceKind::Tcp, NOT_AUTHORIZED, "go away").await;
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert!(answer.is_empty());
 
         let (mut client, server) = tokio::io::duplex(1024);
         let refusal = tokio::spawn(async move {
-            refuse(server, &ResourceKind::Postgres, "go away").await;
+            refuse(server, &ResourceKind::Postgres, NOT_AUTHORIZED, "go away").await;
         });
         client.write_all(&[0xff; 8]).await.unwrap();
         let mut answer = Vec::new();
@@ -164,7 +175,7 @@ mod tests {
 
     #[test]
     fn the_error_response_is_framed() {
-        let e = error_response("a\0b");
+        let e = error_response(CANNOT_CONNECT, "a\0b");
         assert_eq!(e[0], b'E');
         let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
         assert_eq!(len + 1, e.len());

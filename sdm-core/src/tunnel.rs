@@ -13,7 +13,7 @@ use crate::gateway::{WarmPool, error_from_io};
 use crate::lease::LeaseSlot;
 use crate::listener::{ListenAddr, LocalListener, LocalStream};
 use crate::refusal;
-use crate::resource::Resource;
+use crate::resource::{Resource, ResourceKind};
 use crate::session_core::SessionCore;
 
 /// The first pause after a failed renewal; it doubles (with jitter) while renewals fail.
@@ -24,6 +24,10 @@ const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Refused peers (other OS users) being told why at once, per tunnel; more are just closed.
 const MAX_REFUSALS: usize = 16;
+/// When this library learns of a revocation before the gateway does, how long a PostgreSQL
+/// connection is left to the gateway, which tells the client why (57P01) within its revocation
+/// poll (about a second), before it is cut without a word.
+const REVOCATION_GRACE: Duration = Duration::from_secs(4);
 
 /// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
 ///
@@ -238,6 +242,13 @@ impl TunnelShared {
         }
     }
 
+    /// Whether the tunnel closed because access was taken away.
+    fn closed_by_revocation(&self) -> bool {
+        self.reason
+            .lock()
+            .is_ok_and(|r| r.as_ref().is_some_and(Error::ends_access))
+    }
+
     /// Closes the tunnel, recording `reason` when it was not the owner's decision.
     pub(crate) fn close(&self, reason: Option<Error>) {
         if !self.is_open() {
@@ -300,7 +311,7 @@ async fn accept_loop(
             if let Ok(permit) = refusals.clone().try_acquire_owned() {
                 let kind = shared.resource.kind.clone();
                 tokio::spawn(async move {
-                    refusal::refuse(socket, &kind, &why).await;
+                    refusal::refuse(socket, &kind, refusal::NOT_AUTHORIZED, &why).await;
                     drop(permit);
                 });
             }
@@ -329,7 +340,17 @@ async fn carry(
     tunnel.connections.fetch_add(1, Ordering::Relaxed);
     let name = tunnel.resource.name.as_str();
     let work = async {
-        let mut remote = core.open_stream(&slot, name, Some(&tunnel.pool)).await?;
+        let mut remote = match core.open_stream(&slot, name, Some(&tunnel.pool)).await {
+            Ok(remote) => remote,
+            Err(e) => {
+                // Said in the client's protocol where it has one (PostgreSQL: an ErrorResponse
+                // psql prints), not a bare closed socket.
+                let why = format!("sdm: cannot open a connection to {name:?}: {e}");
+                let kind = &tunnel.resource.kind;
+                refusal::refuse(&mut local, kind, refusal::CANNOT_CONNECT, &why).await;
+                return Err(e);
+            }
+        };
         // Buffers sized by use: up to 64 KiB for bulk, none while idle.
         sdm_relay::relay(&mut local, &mut remote)
             .await
@@ -353,9 +374,19 @@ async fn carry(
         }
         Ok::<(), Error>(())
     };
-    let outcome = tokio::select! {
-        r = work => r,
-        _ = shutdown.wait_for(|closed| *closed) => Ok(()),
+    let mut work = std::pin::pin!(work);
+    let ended = tokio::select! {
+        r = &mut work => Some(r),
+        _ = shutdown.wait_for(|closed| *closed) => None,
+    };
+    let outcome = match ended {
+        Some(r) => r,
+        None if tunnel.resource.kind == ResourceKind::Postgres && tunnel.closed_by_revocation() => {
+            tokio::time::timeout(REVOCATION_GRACE, work)
+                .await
+                .unwrap_or(Ok(()))
+        }
+        None => Ok(()),
     };
     if let Err(e) = outcome {
         if e.kind() == ErrorKind::Unauthenticated {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sdm_core::admin::{AdminClient, AuditFilter, Credentials, NewResource};
 use sdm_core::{ErrorKind, ResourceKind, Session};
-use sdm_proto::api::{LeaseGrant, LeaseRequest, LoginRequest, LoginResponse, ResourceList};
+use sdm_proto::api::LeaseGrant;
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{Token, TokenKind};
@@ -25,7 +25,7 @@ use sdm_testkit::{EchoServer, HbaAuth, PgCluster, PgConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use processes::{Proc, WAIT, field, spawn};
+use processes::{Proc, WAIT, control_plane, field, gateway, spawn};
 
 /// Generous bound for "soon": the design bound is the gateway's 1 s revocation poll plus one
 /// re-check over HTTPS; the machine is shared, so the tests allow more and print what they saw.
@@ -33,179 +33,6 @@ const SOON: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-/// `sdm-server serve` on SQLite in `data`, its API on `listen`, its gateway on any port.
-fn spawn_control_plane(data: &std::path::Path, listen: &str) -> Proc {
-    spawn(
-        "control plane",
-        &[
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            listen,
-            "--gateway-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-    )
-}
-
-/// A control plane process (`serve`) with its embedded gateway, in a temporary data dir.
-struct ControlPlane {
-    proc: Proc,
-    url: String,
-    api_addr: SocketAddr,
-    admin_token: String,
-    admin: AdminClient,
-    client: common::Client,
-    dir: tempfile::TempDir,
-}
-
-async fn control_plane() -> ControlPlane {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut proc = spawn_control_plane(&data, "127.0.0.1:0");
-    let admin_token = proc.first_stdout_line();
-    let running = proc.wait_for("sdm-server is running");
-    let url = field(&running, "api_url");
-    let api_addr: SocketAddr = field(&running, "api_addr").parse().unwrap();
-    let admin = AdminClient::new(&admin_token).unwrap();
-    let client = common::Client::new(&data, api_addr);
-    ControlPlane {
-        proc,
-        url,
-        api_addr,
-        admin_token,
-        admin,
-        client,
-        dir,
-    }
-}
-
-/// A standalone gateway process.
-struct Gw {
-    proc: Proc,
-    name: String,
-    addr: SocketAddr,
-}
-
-/// Starts `sdm-server gateway` with `token` and `args`, and waits until it registered.
-fn gateway(name: &str, token: &str, args: &[&str]) -> Gw {
-    let mut full = vec!["gateway", "--listen", "127.0.0.1:0"];
-    full.extend_from_slice(args);
-    let mut proc = spawn(name, &full, &[("SDM_GATEWAY_TOKEN", token)]);
-    let line = proc.wait_for("gateway registered with the control plane");
-    Gw {
-        proc,
-        name: field(&line, "name"),
-        addr: field(&line, "address").parse().unwrap(),
-    }
-}
-
-impl ControlPlane {
-    /// A gateway identity allowing `tags`, and a gateway process using it.
-    async fn gateway(&self, name: &str, tags: &[(&str, &str)], args: &[&str]) -> Gw {
-        let token = self.gateway_token(name, tags).await;
-        let mut full = args.to_vec();
-        full.extend_from_slice(&["--control-plane", self.url.as_str()]);
-        gateway(name, &token, &full)
-    }
-
-    async fn gateway_token(&self, name: &str, tags: &[(&str, &str)]) -> String {
-        let tags: BTreeMap<String, String> = tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.admin.create_gateway(name, tags).await.unwrap().token
-    }
-
-    /// A service account granted `resources`, logged in through the real client library.
-    async fn session(&self, account: &str, resources: &[&str]) -> (String, Session) {
-        let token = self
-            .admin
-            .create_service_account(account)
-            .await
-            .unwrap()
-            .token;
-        for r in resources {
-            self.admin.grant(account, r).await.unwrap();
-        }
-        let session = Session::login(&token).await.unwrap();
-        (token, session)
-    }
-
-    /// Stops the control plane as a crash would, replaces its lease-signing key (as an operator
-    /// rotating it would: a missing `lease.key` is created anew) and starts it again at the same
-    /// address on the same data.
-    fn restart_with_a_new_lease_key(&mut self) {
-        self.proc.kill();
-        let data = self.dir.path().join("data");
-        std::fs::remove_file(data.join("lease.key")).unwrap();
-        let mut proc = spawn_control_plane(&data, &self.api_addr.to_string());
-        let running = proc.wait_for("sdm-server is running");
-        assert_eq!(field(&running, "api_url"), self.url);
-        self.proc = proc;
-    }
-
-    /// A TCP resource for an echo server, pinned to gateways by `pin` (if any).
-    async fn echo_resource(&self, name: &str, echo: &EchoServer, pin: Option<&str>) {
-        let mut resource = NewResource::new(name, ResourceKind::Tcp, "127.0.0.1").port(echo.port());
-        if let Some(pin) = pin {
-            resource = resource.tag("sdm.gateway", pin);
-        }
-        self.admin.create_resource(&resource).await.unwrap();
-    }
-
-    /// Connections through `gateway` that ended well, per the audit trail.
-    async fn ok_through(&self, resource: &str, gateway: &str, since: i64) -> usize {
-        let records = self
-            .admin
-            .audit(
-                &AuditFilter::default()
-                    .resource(resource)
-                    .since(since)
-                    .limit(1000),
-            )
-            .await
-            .unwrap()
-            .records;
-        records
-            .iter()
-            .filter(|r| r.gateway == gateway && r.outcome == "ok")
-            .count()
-    }
-
-    /// A lease for `resource` by raw API calls, as a client would get it.
-    async fn raw_lease(&self, token: &str, resource: &str) -> common::Reply {
-        let login: LoginResponse = self
-            .client
-            .post("/v1/login", Some(token), &LoginRequest::default())
-            .await
-            .expect_ok();
-        let list: ResourceList = self
-            .client
-            .get("/v1/resources", Some(token))
-            .await
-            .expect_ok();
-        let id = list
-            .resources
-            .iter()
-            .find(|r| r.name == resource)
-            .unwrap()
-            .id;
-        self.client
-            .post(
-                "/v1/leases",
-                Some(token),
-                &LeaseRequest {
-                    session_id: login.session_id,
-                    resource_id: id,
-                },
-            )
-            .await
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Client-side helpers
