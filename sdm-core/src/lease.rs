@@ -61,6 +61,12 @@ impl LeaseSlot {
         self.current.read().ok().and_then(|c| c.clone())
     }
 
+    /// How long the current lease still holds, if there is one.
+    pub(crate) fn expires_in(&self) -> Option<Duration> {
+        self.cached()
+            .map(|l| l.ttl.saturating_sub(l.obtained.elapsed()))
+    }
+
     /// Drops the cached lease (its session was replaced), so that the next use asks anew.
     pub(crate) fn forget(&self) {
         if let Ok(mut current) = self.current.write() {

@@ -266,3 +266,76 @@ async fn a_gateway_restarted_during_the_outage_uploads_its_spool_once() {
     }
     assert_eq!(batches(), 0, "the spool is empty once uploaded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_store_is_ridden_out_by_open_tunnels_and_their_connections() {
+    if !PgCluster::available() {
+        eprintln!("note: PostgreSQL is not installed; skipping");
+        return;
+    }
+    let mut store = tokio::task::spawn_blocking(|| PgCluster::start(PgConfig::default()).unwrap())
+        .await
+        .unwrap();
+    let app = app_cluster(PgConfig::default().auth(HbaAuth::Scram), PASSWORD, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cp = processes::spawn(
+        "control plane",
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--lease-ttl",
+            "4",
+        ],
+        &[("SDM_DATABASE_URL", &store.url("postgres"))],
+    );
+    let admin_token = cp.first_stdout_line();
+    let running = cp.wait_for("sdm-server is running");
+    let url = processes::field(&running, "api_url");
+    let admin = sdm_core::admin::AdminClient::with_api_url(&admin_token, Some(&url)).unwrap();
+    admin
+        .create_resource(
+            &NewResource::new("app-db", ResourceKind::Postgres, app.host())
+                .port(app.port())
+                .credentials(Credentials {
+                    username: "app".into(),
+                    password: PASSWORD.into(),
+                    database: Some("app".into()),
+                }),
+        )
+        .await
+        .unwrap();
+    let token = admin.create_service_account("etl").await.unwrap().token;
+    admin.grant("etl", "app-db").await.unwrap();
+    let session = Session::login(&token).await.unwrap();
+    let tunnel = session.connect("app-db").await.unwrap();
+    let (held, connection) = pg_connect(&tunnel).await.unwrap();
+    held.simple_query("SELECT 'before'").await.unwrap();
+
+    // The store is down for longer than a lease renewal interval (2 s of a 4 s lease).
+    tokio::task::block_in_place(|| store.stop());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(tunnel.is_open(), "{:?}", tunnel.close_reason());
+    tokio::task::block_in_place(|| store.restart().unwrap());
+
+    // The held connection carries on, and the tunnel serves new connections again.
+    held.simple_query("SELECT 'held through the store outage'")
+        .await
+        .unwrap();
+    let back = eventually(WAIT, async || run(&tunnel, "SELECT 'after'").await.is_ok()).await;
+    assert!(
+        back,
+        "the tunnel did not serve again after the store returned"
+    );
+    assert!(tunnel.is_open(), "{:?}", tunnel.close_reason());
+    drop(held);
+    let _ = connection.await;
+    drop(session);
+    let log = cp.stderr_so_far();
+    assert!(!log.contains("lost"), "{log}");
+}
