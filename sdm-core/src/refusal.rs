@@ -9,9 +9,11 @@
 //! answer to those). For other kinds there is no protocol to say it in: the connection closes.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::resource::ResourceKind;
 
@@ -88,6 +90,100 @@ where
         }
     }
     Ok(())
+}
+
+/// Most first bytes of a local client kept for [`Replayable::replay`] (a PostgreSQL client sends
+/// an 8-byte request and a startup message of at most 10,000 bytes before the server answers).
+const MAX_KEPT: usize = 16 * 1024;
+
+/// A local client's stream that keeps the bytes read from it until the first byte is written to
+/// it (the resource has answered), so that a gateway's refusal of the stream, which comes after
+/// the client's first bytes went out, can still be told in the client's protocol: the refusal
+/// reads those bytes again ([`replay`](Self::replay)) and answers them.
+pub(crate) struct Replayable<S> {
+    inner: S,
+    kept: Vec<u8>,
+    /// Still keeping what is read (nothing was written and `MAX_KEPT` was not passed).
+    keeping: bool,
+    /// Replaying: the next kept byte to hand out.
+    replay_at: Option<usize>,
+}
+
+impl<S> Replayable<S> {
+    pub(crate) fn new(inner: S) -> Replayable<S> {
+        Replayable {
+            inner,
+            kept: Vec::new(),
+            keeping: true,
+            replay_at: None,
+        }
+    }
+
+    /// Reads start again from the first byte kept, then go on with the stream; false (and
+    /// nothing changes) when the bytes were not all kept or the client was already answered.
+    pub(crate) fn replay(&mut self) -> bool {
+        if !self.keeping {
+            return false;
+        }
+        self.keeping = false;
+        self.replay_at = Some(0);
+        true
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replayable<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(at) = this.replay_at {
+            let rest = &this.kept[at.min(this.kept.len())..];
+            if !rest.is_empty() {
+                let n = rest.len().min(out.remaining());
+                out.put_slice(&rest[..n]);
+                this.replay_at = Some(at + n);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let before = out.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+        if this.keeping {
+            let new = &out.filled()[before..];
+            if this.kept.len() + new.len() > MAX_KEPT {
+                this.keeping = false;
+                this.kept = Vec::new();
+            } else {
+                this.kept.extend_from_slice(new);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayable<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.keeping && this.replay_at.is_none() {
+            // The resource answered: a refusal can no longer come first.
+            this.keeping = false;
+            this.kept = Vec::new();
+        }
+        Pin::new(&mut this.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// A FATAL `ErrorResponse` with `sqlstate`.
@@ -171,6 +267,44 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         refusal.await.unwrap();
         assert!(answer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_after_the_first_bytes_went_elsewhere_answers_them_again() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut client = client;
+        let mut ssl = 8u32.to_be_bytes().to_vec();
+        ssl.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        client.write_all(&ssl).await.unwrap();
+        // The tunnel read the SSLRequest and sent it to a gateway, which refused the stream.
+        let mut local = Replayable::new(server);
+        let mut first = [0u8; 8];
+        local.read_exact(&mut first).await.unwrap();
+        assert!(local.replay());
+        let refusal = tokio::spawn(async move {
+            refuse(&mut local, &ResourceKind::Postgres, CANNOT_CONNECT, "no").await;
+        });
+        client.write_all(&startup()).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        drop(client);
+        refusal.await.unwrap();
+        assert_eq!(answer[0], b'N');
+        assert_eq!(
+            &answer[1..],
+            error_response(CANNOT_CONNECT, "no").as_slice()
+        );
+    }
+
+    #[tokio::test]
+    async fn once_the_resource_answered_nothing_is_replayed() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut local = Replayable::new(server);
+        client.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        local.read_exact(&mut buf).await.unwrap();
+        local.write_all(b"S").await.unwrap();
+        assert!(!local.replay());
     }
 
     #[test]

@@ -330,7 +330,7 @@ async fn accept_loop(
 
 /// Carries one local connection through a gateway until either side closes or the tunnel does.
 async fn carry(
-    mut local: LocalStream,
+    local: LocalStream,
     peer: String,
     core: Arc<SessionCore>,
     slot: Arc<LeaseSlot>,
@@ -339,6 +339,10 @@ async fn carry(
 ) {
     tunnel.connections.fetch_add(1, Ordering::Relaxed);
     let name = tunnel.resource.name.as_str();
+    let kind = &tunnel.resource.kind;
+    // A gateway's refusal comes after the client's first bytes went to it: kept, so that the
+    // refusal can still be told in the client's protocol.
+    let mut local = refusal::Replayable::new(local);
     let work = async {
         let mut remote = match core.open_stream(&slot, name, Some(&tunnel.pool)).await {
             Ok(remote) => remote,
@@ -346,29 +350,39 @@ async fn carry(
                 // Said in the client's protocol where it has one (PostgreSQL: an ErrorResponse
                 // psql prints), not a bare closed socket.
                 let why = format!("sdm: cannot open a connection to {name:?}: {e}");
-                let kind = &tunnel.resource.kind;
                 refusal::refuse(&mut local, kind, refusal::CANNOT_CONNECT, &why).await;
                 return Err(e);
             }
         };
         // Buffers sized by use: up to 64 KiB for bulk, none while idle.
-        sdm_relay::relay(&mut local, &mut remote)
-            .await
-            .map_err(|e| {
-                let e = error_from_io(&e).unwrap_or_else(|| {
-                    Error::new(ErrorKind::Closed, format!("connection ended: {e}"))
-                });
-                // A gateway that refused for a reason of its own (it cannot check the lease or
-                // record the connection) is tried last for a while: later connections go to
-                // the others.
-                if matches!(
-                    e.kind(),
-                    ErrorKind::GatewayUnreachable | ErrorKind::Internal
-                ) {
-                    core.connector.avoid(remote.gateway());
-                }
-                e
-            })?;
+        let relayed = sdm_relay::relay(&mut local, &mut remote).await;
+        if let Err(e) = &relayed
+            && let Some(refused) = error_from_io(e)
+            && local.replay()
+        {
+            // The gateway refused the stream before the resource said anything.
+            let code = if refused.ends_access() {
+                refusal::NOT_AUTHORIZED
+            } else {
+                refusal::CANNOT_CONNECT
+            };
+            let why = format!("sdm: {name:?}: {}", refused.message());
+            refusal::refuse(&mut local, kind, code, &why).await;
+        }
+        relayed.map_err(|e| {
+            let e = error_from_io(&e)
+                .unwrap_or_else(|| Error::new(ErrorKind::Closed, format!("connection ended: {e}")));
+            // A gateway that refused for a reason of its own (it cannot check the lease or
+            // record the connection) is tried last for a while: later connections go to
+            // the others.
+            if matches!(
+                e.kind(),
+                ErrorKind::GatewayUnreachable | ErrorKind::Internal
+            ) {
+                core.connector.avoid(remote.gateway());
+            }
+            e
+        })?;
         if remote.end_stream() {
             tunnel.pool.give_back(remote);
         }

@@ -114,8 +114,19 @@ async fn a_killed_control_plane_is_ridden_out_for_the_lease_and_every_query_is_a
     };
     // The gateway learns the lease's answer while the control plane is up.
     run(&s.tunnel, "SELECT 'before the outage'").await.unwrap();
+    // Another job holds a lease too, but has not used it on the gateway yet.
+    let (_, other) = s.cp.session("bi", &["app-db"]).await;
+    let unseen = other.connect("app-db").await.unwrap();
 
     s.cp.proc.kill();
+    // The gateway has no answer to ride on for that one: the PostgreSQL client reads why.
+    let e = run(&unseen, "SELECT 'never'").await.unwrap_err();
+    assert!(
+        e.starts_with("08001")
+            && e.contains("app-db")
+            && e.contains("cannot reach the control plane"),
+        "{e}"
+    );
     // Longer than the gateway's 5 s answer cache, shorter than the 60 s lease.
     let mut failed = Vec::new();
     for i in 0..16 {
@@ -152,7 +163,12 @@ async fn a_killed_control_plane_is_ridden_out_for_the_lease_and_every_query_is_a
     }
     let all_closed = eventually(WAIT, async || {
         let records = records(&s.cp).await;
-        records.len() == 17 && records.iter().all(|r| r.outcome == "ok" && r.bytes_up > 0)
+        let (etl, bi): (Vec<_>, Vec<_>) = records.iter().partition(|r| r.account_name == "etl");
+        etl.len() == 17
+            && etl.iter().all(|r| r.outcome == "ok" && r.bytes_up > 0)
+            // The refusal is on the record too.
+            && bi.len() == 1
+            && bi[0].outcome != "ok"
     })
     .await;
     assert!(all_closed, "{:#?}", records(&s.cp).await);
@@ -338,4 +354,51 @@ async fn a_stopped_store_is_ridden_out_by_open_tunnels_and_their_connections() {
     drop(session);
     let log = cp.stderr_so_far();
     assert!(!log.contains("lost"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_new_connections_and_loses_nothing() {
+    let Some(mut s) = setup("60", &["--audit-spool-max", "4K"]).await else {
+        return;
+    };
+    run(&s.tunnel, "SELECT 'before'").await.unwrap();
+    s.cp.proc.kill();
+    // Connections until the spool is full (each spools a few hundred bytes of audit).
+    let mut served = Vec::new();
+    let mut refusal = None;
+    for i in 0..60 {
+        let sql = format!("SELECT 'spooled {i}'");
+        match run(&s.tunnel, &sql).await {
+            Ok(()) => served.push(sql),
+            Err(e) => {
+                refusal = Some(e);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("a 4 KiB spool filled up within 60 connections");
+    assert!(
+        refusal.starts_with("57P03") && refusal.contains("spool") && refusal.contains("full"),
+        "{refusal}"
+    );
+    assert!(!served.is_empty());
+
+    // Back: everything that was served is in the audit trail, once.
+    s.cp.restart();
+    let complete = eventually(WAIT, async || {
+        let texts = audited_queries(&s.cp).await;
+        served.iter().all(|q| texts.contains(q))
+    })
+    .await;
+    assert!(complete, "{:#?}", audited_queries(&s.cp).await);
+    let texts = audited_queries(&s.cp).await;
+    for q in &served {
+        assert_eq!(texts.iter().filter(|t| *t == q).count(), 1, "{q}");
+    }
+    // And the gateway serves again.
+    let again = eventually(WAIT, async || {
+        run(&s.tunnel, "SELECT 'after'").await.is_ok()
+    })
+    .await;
+    assert!(again, "{}", s.gw.proc.stderr_so_far());
 }
