@@ -27,7 +27,7 @@ const MAX_REFUSALS: usize = 16;
 /// When this library learns of a revocation before the gateway does, how long a PostgreSQL
 /// connection is left to the gateway, which tells the client why (57P01) within its revocation
 /// poll (about a second), before it is cut without a word.
-const REVOCATION_GRACE: Duration = Duration::from_secs(4);
+const REVOCATION_GRACE: Duration = Duration::from_secs(5);
 
 /// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
 ///

@@ -21,7 +21,7 @@ use sdm_proto::api::LeaseGrant;
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{Token, TokenKind};
-use sdm_testkit::{EchoServer, HbaAuth, PgCluster, PgConfig};
+use sdm_testkit::{EchoServer, HbaAuth, PgCluster, PgConfig, Relay};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -296,6 +296,105 @@ async fn connections_go_through_standalone_gateways_and_survive_a_killed_one() {
         let logs = g.proc.stderr_so_far();
         assert!(!logs.contains(" ERROR "), "{}:\n{logs}", g.name);
     }
+}
+
+/// The client library may learn of a revocation before the gateway does (its own check runs when
+/// a connection ends); a PostgreSQL client must still read why. Forced here: the gateway's path
+/// to the control plane is cut while the account is suspended and another connection ends, so
+/// the library closes the tunnel first; the held connection is then left to the gateway, which
+/// tells psql why (57P01) once it hears of the suspension.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_the_client_library_learns_first_still_reaches_postgres_clients_with_its_reason()
+ {
+    const PASSWORD: &str = "Pw-race-51d2-never-seen";
+    if !PgCluster::available() {
+        eprintln!("note: PostgreSQL is not installed; skipping");
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(|| {
+        let pg = PgCluster::start(PgConfig::default().auth(HbaAuth::Scram)).unwrap();
+        pg.psql(
+            "postgres",
+            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
+        )
+        .unwrap();
+        pg.psql("postgres", "CREATE DATABASE app OWNER app")
+            .unwrap();
+        pg
+    })
+    .await
+    .unwrap();
+    let cp = control_plane().await;
+    // The gateway reaches the control plane only through a relay the test can cut.
+    let mut path = Relay::start(cp.api_addr).unwrap();
+    let token = cp.gateway_token("edge", &[("dc", "db")]).await;
+    let via = format!("https://127.0.0.1:{}", path.port());
+    let mut gw = gateway("edge", &token, &["--control-plane", &via]);
+    cp.admin
+        .create_resource(
+            &NewResource::new("app-db", ResourceKind::Postgres, pg.host())
+                .port(pg.port())
+                .tag("sdm.gateway", "dc=db")
+                .credentials(Credentials {
+                    username: "app".into(),
+                    password: PASSWORD.into(),
+                    database: Some("app".into()),
+                }),
+        )
+        .await
+        .unwrap();
+    let (_, session) = cp.session("bi", &["app-db"]).await;
+    let tunnel = session.connect("app-db").await.unwrap();
+    let config = format!(
+        "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
+        tunnel.host(),
+        tunnel.port()
+    );
+    let connect = async || {
+        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        client.simple_query("SELECT 1").await.unwrap();
+        (client, connection)
+    };
+    let Ok((held, held_connection)) = tokio::time::timeout(SOON, connect()).await else {
+        panic!("gw: {}", gw.proc.stderr_so_far());
+    };
+    let (other, other_connection) = connect().await;
+
+    tokio::task::block_in_place(|| path.cut());
+    cp.admin.suspend_account("bi").await.unwrap();
+    // A connection ends: the library checks access, learns of the suspension and closes the
+    // tunnel, while the gateway cannot hear of it.
+    drop(other);
+    let _ = tokio::time::timeout(SOON, other_connection)
+        .await
+        .expect("the other connection ended");
+    assert!(
+        eventually(SOON, async || !tunnel.is_open()).await,
+        "the library did not learn of the suspension"
+    );
+    assert_eq!(
+        tunnel.close_reason().map(|e| e.kind()),
+        Some(ErrorKind::Unauthenticated)
+    );
+    assert!(
+        !held_connection.is_finished(),
+        "the held connection was cut without a word"
+    );
+    tokio::task::block_in_place(|| path.restore()).unwrap();
+    let ended = tokio::time::timeout(SOON, held_connection)
+        .await
+        .expect("the gateway told the held connection within the bound")
+        .unwrap();
+    let e = ended.unwrap_err();
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("no PostgreSQL error: {e}"));
+    assert_eq!(db.code().code(), "57P01", "{db:?}");
+    assert!(db.message().contains("suspended"), "{}", db.message());
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
