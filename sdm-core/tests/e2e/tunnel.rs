@@ -33,7 +33,7 @@ async fn login_list_connect_and_query() {
 
     let tunnel = session.connect("pgsql").await.unwrap();
     assert_eq!(tunnel.resource().name, "pgsql_1_31");
-    assert!(tunnel.local_addr().ip().is_loopback());
+    assert!(tunnel.local_addr().tcp().unwrap().ip().is_loopback());
     assert!(tunnel.is_open());
 
     let client = pg_client(&tunnel.host(), tunnel.port()).await;
@@ -48,7 +48,7 @@ async fn login_list_connect_and_query() {
     let status = session.status().await.unwrap();
     let pgsql = &status.resources[0];
     assert!(
-        matches!(pgsql.state, ConnectionState::Connected { local_addr, .. } if local_addr == tunnel.local_addr())
+        matches!(&pgsql.state, ConnectionState::Connected { local_addr, .. } if local_addr == tunnel.local_addr())
     );
     assert!(!status.resources[1].is_connected());
     let table = status.to_string();
@@ -165,7 +165,7 @@ async fn short_connections_one_after_another_reuse_gateway_connections() {
     };
 
     for round in 0..10u8 {
-        let mut s = tokio::net::TcpStream::connect(echo_tunnel.local_addr())
+        let mut s = tokio::net::TcpStream::connect(echo_tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap();
         let payload = vec![round; 1000 + usize::from(round)];
@@ -257,7 +257,7 @@ async fn servers_that_speak_first_are_reached_through_warm_connections() {
     let session = fx.session_with("etl", &["greeter"]).await;
     let tunnel = session.connect("greeter").await.unwrap();
     for round in 0..4 {
-        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr())
+        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap();
         let mut greeting = [0u8; 6];
@@ -314,7 +314,7 @@ async fn closing_releases_the_port_and_it_can_be_reused() {
         .await
         .unwrap();
     assert_eq!(tunnel.port(), port);
-    assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+    assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
     tunnel.close();
     tunnel.closed().await;
     assert!(!tunnel.is_open());
@@ -331,7 +331,7 @@ async fn closing_releases_the_port_and_it_can_be_reused() {
         .connect_with("echo", ConnectOptions::default().port(port))
         .await
         .unwrap();
-    assert_eq!(echo_once(again.local_addr()).await, b"ping");
+    assert_eq!(echo_once(again.local_addr().tcp().unwrap()).await, b"ping");
     drop(again);
     assert!(
         eventually(Duration::from_secs(10), async || {
@@ -416,7 +416,7 @@ async fn builder_options_and_no_warm_connections() {
         .unwrap();
     let tunnel = session.connect("echo").await.unwrap();
     for _ in 0..5 {
-        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+        assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
     }
 }
 
