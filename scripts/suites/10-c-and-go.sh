@@ -115,7 +115,7 @@ cxxflags=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g -O1 "${san[@]}" -I"$roo
 ldflags=(-L"$lib" -Wl,-rpath,"$lib" -lsdm -lpthread)
 bin="$work/bin"
 mkdir -p "$bin"
-for t in test_api test_threads test_leak; do
+for t in test_api test_threads test_leak test_owner_only; do
   extra=()
   [ "$t" = test_api ] && extra=(-I"$(pg_config --includedir)" -lpq)
   cc "${cflags[@]}" -o "$bin/$t" "tests/c/$t.c" "${ldflags[@]}" "${extra[@]}"
@@ -180,6 +180,9 @@ export LSAN_OPTIONS=suppressions="$root/tests/c/lsan.supp":print_suppressions=0
 
 step "C: API, errors and misuse (test_api)"
 run_counted 300 "$bin/test_api"
+
+step "C: tunnels only their owner can use, and the honest address kind (test_owner_only)"
+run_counted 300 "$bin/test_owner_only"
 
 step "C: 8 threads opening and closing tunnels on one session (test_threads)"
 run_counted 300 "$bin/test_threads"

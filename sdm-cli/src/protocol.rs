@@ -262,10 +262,11 @@ pub struct TunnelInfo {
     /// The resource's type.
     #[serde(rename = "type")]
     pub kind: ResourceKind,
-    /// Where clients connect, `127.0.0.1:PORT`.
+    /// Where clients connect: `127.0.0.1:PORT`, or a Unix socket's path.
     pub local_address: String,
-    /// The local port.
-    pub port: u16,
+    /// The local TCP port; none for a Unix socket.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Whether only the OS user running the agent may connect (false: every local user may,
     /// `--allow-other-users`; also what an older agent that did not say means).
     #[serde(default)]

@@ -232,7 +232,13 @@ fn private_socket_dir(resource: &Resource) -> Result<PathBuf> {
     let name: String = resource
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(32)
         .collect();
     let random = uuid::Uuid::new_v4().simple().to_string();

@@ -272,7 +272,7 @@ impl Agent {
             .iter()
             .find(|o| o.tunnel.resource().id == resource.id)
         {
-            if let Some(p) = port.filter(|p| *p != open.port()) {
+            if let Some(p) = port.filter(|p| Some(*p) != open.port()) {
                 return Err(ErrorReply::new(
                     sdm_core::ErrorKind::InvalidArgument.as_str(),
                     format!(

@@ -213,7 +213,17 @@ async fn a_private_unix_socket_is_named_for_libpq_and_removed_with_its_directory
     let host = dir.to_str().unwrap().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(pg.bin("psql"))
-            .args(["-X", "-A", "-t", "-h", &host, "-p", "5432", "-U", pg.superuser()])
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                &host,
+                "-p",
+                "5432",
+                "-U",
+                pg.superuser(),
+            ])
             .args(["-d", "postgres", "-c", "SELECT 'private socket'"])
             .env("PGPASSWORD", pg.password())
             .output()
@@ -226,7 +236,10 @@ async fn a_private_unix_socket_is_named_for_libpq_and_removed_with_its_directory
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "private socket");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "private socket"
+    );
     tunnel.close();
     tunnel.closed().await;
     assert!(!dir.exists(), "{dir:?} is left behind");
