@@ -4,7 +4,8 @@
  *
  * Conventions (every function follows them):
  * - Handles are opaque: sdm_session, sdm_tunnel, sdm_options, sdm_resource_list,
- *   sdm_status_report, sdm_error. Each has one _free function, which accepts NULL.
+ *   sdm_status_report, sdm_error, sdm_connect_options. Each has one _free function, which
+ *   accepts NULL.
  * - Fallible functions return an sdm_status; SDM_STATUS_OK (0) is success. Output
  *   parameters (*_out) are written only on success (the one exception, a size written with
  *   SDM_STATUS_BUFFER_TOO_SMALL, is documented where it applies).
