@@ -105,6 +105,10 @@ pub struct LoginArgs {
     /// By default a tunnel serves only the user running the agent; unsafe on a shared host.
     #[arg(long)]
     pub allow_other_users: bool,
+    /// Session-wide: `sdm connect` opens private Unix sockets instead of TCP ports unless it
+    /// is given --tcp or a PORT (auto-connect keeps its fixed TCP ports).
+    #[arg(long)]
+    pub unix_socket: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -123,8 +127,19 @@ pub struct ConnectArgs {
     /// Let every OS user on this machine use the tunnel (the default: only the user running
     /// the agent; others are refused). Unsafe on a shared host: anyone there reaches the
     /// resource as this account.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "same_user_only")]
     pub allow_other_users: bool,
+    /// Only the OS user running the agent may use the tunnel; others are refused (the
+    /// default, spelled out).
+    #[arg(long)]
+    pub same_user_only: bool,
+    /// Listen on a Unix socket in a new private directory (mode 0700, removed with the
+    /// tunnel; a postgres socket is named .s.PGSQL.5432 for libpq) instead of a TCP port.
+    #[arg(long, conflicts_with_all = ["port", "tcp"])]
+    pub unix_socket: bool,
+    /// Listen on a TCP port even when `sdm login --unix-socket` made sockets the default.
+    #[arg(long)]
+    pub tcp: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -154,6 +169,10 @@ pub struct ListenArgs {
     /// By default a tunnel serves only the user running the agent; unsafe on a shared host.
     #[arg(long)]
     pub allow_other_users: bool,
+    /// Session-wide: tunnels listen on private Unix sockets unless a connect asks for TCP
+    /// (as `sdm login --unix-socket`).
+    #[arg(long)]
+    pub unix_socket: bool,
 }
 
 #[derive(Debug, Args)]

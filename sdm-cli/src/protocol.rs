@@ -41,6 +41,10 @@ pub enum Request {
         /// Let every OS user on the machine use the tunnels auto-connect opens; default: only the agent's user.
         #[serde(default, skip_serializing_if = "is_false")]
         allow_other_users: bool,
+        /// The session's tunnels listen on private Unix sockets unless a connect asks for TCP
+        /// (auto-connect keeps its fixed TCP ports).
+        #[serde(default, skip_serializing_if = "is_false")]
+        unix_socket: bool,
     },
     /// Every granted resource and its state → [`Reply::Status`].
     Status,
@@ -54,12 +58,18 @@ pub enum Request {
         /// Let every OS user on the machine use the tunnel; default: only the agent's user.
         #[serde(default, skip_serializing_if = "is_false")]
         allow_other_users: bool,
+        /// A private Unix socket (true) or a TCP port (false); default: the login's choice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unix_socket: Option<bool>,
     },
     /// Open a tunnel to every granted resource not yet connected → [`Reply::ConnectedAll`].
     ConnectAll {
         /// Let every OS user on the machine use the new tunnels; default: only the agent's user.
         #[serde(default, skip_serializing_if = "is_false")]
         allow_other_users: bool,
+        /// Private Unix sockets (true) or TCP ports (false); default: the login's choice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unix_socket: Option<bool>,
     },
     /// Close the tunnel to a connected resource → [`Reply::Disconnected`].
     Disconnect {
@@ -79,12 +89,14 @@ impl std::fmt::Debug for Request {
             Request::Login {
                 api_url,
                 allow_other_users,
+                unix_socket,
                 ..
             } => f
                 .debug_struct("Login")
                 .field("token", &"<redacted>")
                 .field("api_url", api_url)
                 .field("allow_other_users", allow_other_users)
+                .field("unix_socket", unix_socket)
                 .finish(),
             Request::Ping => f.write_str("Ping"),
             Request::Status => f.write_str("Status"),
@@ -92,15 +104,21 @@ impl std::fmt::Debug for Request {
                 name,
                 port,
                 allow_other_users,
+                unix_socket,
             } => f
                 .debug_struct("Connect")
                 .field("name", name)
                 .field("port", port)
                 .field("allow_other_users", allow_other_users)
+                .field("unix_socket", unix_socket)
                 .finish(),
-            Request::ConnectAll { allow_other_users } => f
+            Request::ConnectAll {
+                allow_other_users,
+                unix_socket,
+            } => f
                 .debug_struct("ConnectAll")
                 .field("allow_other_users", allow_other_users)
+                .field("unix_socket", unix_socket)
                 .finish(),
             Request::Disconnect { name } => {
                 f.debug_struct("Disconnect").field("name", name).finish()

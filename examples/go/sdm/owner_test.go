@@ -37,7 +37,8 @@ func otherUser(t *testing.T) *syscall.Credential {
 }
 
 // echoAs sends "other" through addr as another OS user and returns what came back (empty when
-// the tunnel refused), from a python3 child that runs as that user.
+// the tunnel refused), from a child that runs as that user: the system python3
+// (scripts/install-deps.sh installs it; an interpreter under /root is out of its reach).
 func echoAs(t *testing.T, cred *syscall.Credential, addr net.Addr) string {
 	t.Helper()
 	script := `
@@ -66,7 +67,8 @@ except OSError:
     pass
 sys.stdout.write(data.decode())
 `
-	cmd := exec.Command("python3", "-c", script, addr.Network(), addr.String())
+	cmd := exec.Command("/usr/bin/python3", "-c", script, addr.Network(), addr.String())
+	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
