@@ -373,6 +373,7 @@ mod tests {
                 name: "pg".into(),
                 port: Some(5432),
                 allow_other_users: false,
+                unix_socket: None,
             },
         };
         assert_eq!(
@@ -390,18 +391,20 @@ mod tests {
         assert_eq!(
             all.request,
             Request::ConnectAll {
-                allow_other_users: false
+                allow_other_users: false,
+                unix_socket: None,
             }
         );
         let line = RequestLine {
             v: PROTOCOL_VERSION,
             request: Request::ConnectAll {
                 allow_other_users: true,
+                unix_socket: Some(true),
             },
         };
         assert_eq!(
             serde_json::to_string(&line).unwrap(),
-            r#"{"v":1,"op":"connect_all","allow_other_users":true}"#
+            r#"{"v":1,"op":"connect_all","allow_other_users":true,"unix_socket":true}"#
         );
         // A tunnel described by an agent that did not say was open to everyone.
         let t: TunnelInfo = serde_json::from_str(
@@ -409,6 +412,12 @@ mod tests {
         )
         .unwrap();
         assert!(!t.owner_only);
+        // A Unix-socket tunnel has a path and no port.
+        let t: TunnelInfo = serde_json::from_str(
+            r#"{"resource":"pg","type":"postgres","local_address":"/run/sdm/x/.s.PGSQL.5432","port":null,"owner_only":true}"#,
+        )
+        .unwrap();
+        assert_eq!(t.port, None);
     }
 
     #[test]
@@ -417,6 +426,7 @@ mod tests {
             token: "sdm_svc_supersecret".into(),
             api_url: None,
             allow_other_users: false,
+            unix_socket: false,
         };
         assert!(!format!("{r:?}").contains("supersecret"));
     }

@@ -182,10 +182,8 @@ impl Drop for LocalListener {
     fn drop(&mut self) {
         if let LocalListener::Unix(_, path, own_dir) = self {
             let _ = std::fs::remove_file(&*path);
-            if *own_dir {
-                if let Some(dir) = path.parent() {
-                    let _ = std::fs::remove_dir(dir);
-                }
+            if *own_dir && let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
             }
         }
     }

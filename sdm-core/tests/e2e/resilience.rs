@@ -191,7 +191,7 @@ async fn gateways_fail_over_and_come_back() {
         .start_gateway("second", "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let second_addr = second.local_addr().tcp().unwrap();
+    let second_addr = second.local_addr();
     let session = fx.session_with("etl", &["echo"]).await;
     let tunnel = session.connect("echo").await.unwrap();
     let through = async |gateway: &str| -> usize {
