@@ -133,8 +133,13 @@ def test_a_socket_at_a_chosen_path(session: sdm.Session, tmp_path: Any) -> None:
     with session.connect("server-echo", unix_socket=path) as t:
         assert t.unix_socket == str(path)
         assert echo(t, b"hello") == b"hello"
-        with pytest.raises(sdm.InvalidArgumentError, match="PGSQL"):
-            t.dsn("app")  # not postgres: refused before the name is looked at
+        with pytest.raises(sdm.InvalidArgumentError, match="is for postgres") as e:
+            t.dsn("app")
+        assert str(path) in str(e.value)  # "connect to PATH directly"
+    # A postgres socket not named .s.PGSQL.PORT cannot be named in a libpq URL: said clearly.
+    with session.connect("pgsql", unix_socket=directory / "pg.sock") as t:
+        with pytest.raises(sdm.InvalidArgumentError, match=r"\.s\.PGSQL\.PORT"):
+            t.dsn("app")
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
     shared.chmod(0o755)
