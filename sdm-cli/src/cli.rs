@@ -79,6 +79,20 @@ pub enum Command {
     /// With a token (--token, SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN) it logs in at once;
     /// otherwise it waits for `sdm login`. SIGTERM, SIGINT and SIGHUP stop it cleanly.
     Listen(ListenArgs),
+    /// Run a command with tunnels open for exactly its life: sdm run NAME [NAME…] [--] COMMAND
+    /// [ARGS…].
+    ///
+    /// Without `--`, the first word names the one resource and the rest is the command. The
+    /// tunnels come from the agent when it runs logged in (those opened for the command are
+    /// closed after it; open ones stay), else from a login of this process with the token in
+    /// SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN; only this OS user may use them. The command gets
+    /// SDM_<NAME>_HOST, _PORT and _ADDR per resource (name in capitals, other characters as _),
+    /// PGHOST, PGPORT and PGSSLMODE=disable when exactly one resource is postgres, and {host},
+    /// {port}, {addr} of the first resource in its arguments. Signals (INT, TERM, HUP, QUIT,
+    /// USR1, USR2) are passed on; sdm run exits with the command's status (128 + N when signal N
+    /// ended it; 127 when it is not found). An unknown or ambiguous resource fails before the
+    /// command starts, with the usual exit code.
+    Run(RunArgs),
     /// Manage accounts, resources and grants (needs an admin token).
     Admin(Box<AdminArgs>),
     /// Print a shell completion script.
@@ -143,6 +157,19 @@ pub struct ConnectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// NAME [NAME…] [--] COMMAND [ARGS…]
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "NAME… [--] COMMAND"
+    )]
+    pub words: Vec<String>,
 }
 
 #[derive(Debug, Args)]
