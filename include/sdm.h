@@ -139,6 +139,33 @@ typedef enum {
 } sdm_status;
 
 /**
+ * The level of a log event; also the `max_level` of `sdm_set_log_callback` (which takes it as
+ * an `int`): events at that level and the more severe ones are delivered.
+ */
+typedef enum {
+  /**
+   * Something failed.
+   */
+  SDM_LOG_LEVEL_ERROR = 1,
+  /**
+   * Something went wrong and was handled (a retry, a refused local connection).
+   */
+  SDM_LOG_LEVEL_WARN = 2,
+  /**
+   * A normal event worth a line: a tunnel opened or closed.
+   */
+  SDM_LOG_LEVEL_INFO = 3,
+  /**
+   * Details for debugging.
+   */
+  SDM_LOG_LEVEL_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  SDM_LOG_LEVEL_TRACE = 5,
+} sdm_log_level;
+
+/**
  * What kind of address a tunnel listens on (`sdm_tunnel_local_addr_kind`).
  */
 typedef enum {
@@ -210,6 +237,16 @@ typedef struct sdm_status_report sdm_status_report;
  * `SDM_STATUS_CLOSED`.
  */
 typedef struct sdm_tunnel sdm_tunnel;
+
+/**
+ * A log callback: `level`, `target` (the module that logged, e.g. `"sdm_core::tunnel"`) and
+ * `message` (the text, then any fields as ` key=value`) are valid only during the call.
+ * `userdata` is what was given to `sdm_set_log_callback`.
+ */
+typedef void (*sdm_log_callback)(void *userdata,
+                                 sdm_log_level level,
+                                 const char *target,
+                                 const char *message);
 
 #ifdef __cplusplus
 extern "C" {
@@ -382,6 +419,30 @@ void sdm_error_free(sdm_error *error);
  * Ownership: a static string; never free it. Thread-safe.
  */
 const char *sdm_status_name(int status);
+
+/**
+ * Hands libsdm's log events to `callback`: every event at `max_level` (an `sdm_log_level`:
+ * `SDM_LOG_LEVEL_ERROR` 1 … `SDM_LOG_LEVEL_TRACE` 5) or more severe, with its level, target
+ * and message. NULL `callback` stops the delivery. Replaces any callback set before.
+ *
+ * The callback runs on the thread that logged: one of libsdm's own threads or a thread of the
+ * caller inside a libsdm call, possibly on several threads at once; so it must be thread-safe,
+ * must not block for long, and must not call libsdm (a call from inside it may deadlock). When
+ * this function returns, no call to the previous callback is in progress and none follows, so
+ * the previous `userdata` may be freed.
+ *
+ * `max_level` outside 1…5: `SDM_STATUS_INVALID_ARGUMENT`. A process whose Rust code already
+ * installed its own global `tracing` subscriber: `SDM_STATUS_INTERNAL` (that subscriber gets
+ * the events). Thread-safe.
+ *
+ * # Safety
+ * `callback` is NULL or a function that may be called as described, with `userdata`, from any
+ * thread until this function is called again; `error_out` is NULL or writable.
+ */
+sdm_status sdm_set_log_callback(sdm_log_callback callback,
+                                void *userdata,
+                                int max_level,
+                                sdm_error **error_out);
 
 /**
  * Creates empty login options: no token (so the login reads `SDM_ADMIN_TOKEN`, then

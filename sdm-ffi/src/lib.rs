@@ -5,6 +5,7 @@
 mod boundary;
 mod connect_options;
 mod error;
+mod log;
 mod options;
 mod report;
 mod resource;
@@ -22,6 +23,7 @@ pub use error::{
     sdm_error, sdm_error_candidate, sdm_error_candidates_len, sdm_error_code, sdm_error_free,
     sdm_error_kind, sdm_error_message, sdm_error_retryable, sdm_status, sdm_status_name,
 };
+pub use log::{sdm_log_callback, sdm_log_level, sdm_set_log_callback};
 pub use options::{
     sdm_options, sdm_options_add_label, sdm_options_free, sdm_options_new, sdm_options_set_api_url,
     sdm_options_set_timeout_ms, sdm_options_set_token, sdm_options_set_warm_connections,
