@@ -100,7 +100,7 @@ func takeResource(dsn string) (resource, rest string, err error) {
 		return "", "", missing
 	}
 	resource = dsn[m[4]:m[5]]
-	rest = dsn[:m[2]] + " " + dsn[m[1]:]
+	rest = strings.TrimRight(dsn[:m[2]], " \t\n") + " " + strings.TrimLeft(dsn[m[1]:], " \t\n")
 	if !sslmodeWord.MatchString(rest) {
 		rest += " sslmode=disable"
 	}

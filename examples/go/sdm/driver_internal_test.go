@@ -5,7 +5,7 @@ import "testing"
 func TestTakeResource(t *testing.T) {
 	for _, c := range []struct{ dsn, resource, rest string }{
 		{"resource=pgsql dbname=app", "pgsql", "dbname=app sslmode=disable"},
-		{"dbname=app resource = pg_1 sslmode=require", "pg_1", "dbname=app  sslmode=require"},
+		{"dbname=app resource = pg_1 sslmode=require", "pg_1", "dbname=app sslmode=require"},
 		{"postgres://u@h/app?resource=pgsql", "pgsql", "postgres://u@h/app?sslmode=disable"},
 		{"postgresql://u@h/app?resource=pg&sslmode=prefer", "pg", "postgresql://u@h/app?sslmode=prefer"},
 	} {

@@ -71,6 +71,19 @@ fn tunnel_options_for(allow_other_users: bool, unix_socket: bool) -> ConnectOpti
     }
 }
 
+/// A connect that asks for another kind of tunnel than the open one: `(now, asked)` say what the
+/// open tunnel does and what was asked for.
+fn already_connected(name: &str, open: &Tunnel, (now, asked): (&str, &str)) -> ErrorReply {
+    ErrorReply::new(
+        sdm_core::ErrorKind::InvalidArgument.as_str(),
+        format!(
+            "{name} is already connected on {} and {now}; run `sdm disconnect {name}` first to \
+             open it {asked}",
+            open.local_addr()
+        ),
+    )
+}
+
 /// Says, in the log, that a tunnel serves everyone on the machine.
 fn warn_if_open_to_all(tunnel: &Tunnel, allow_other_users: bool) {
     if allow_other_users {
@@ -320,37 +333,25 @@ impl Agent {
             }
             let on_socket = open.local_addr().unix_path().is_some();
             if asked.is_some_and(|asked| asked != on_socket) {
-                let (now, asked) = if on_socket {
-                    ("listens on a Unix socket", "a TCP port (--tcp)")
-                } else {
-                    ("listens on a TCP port", "a Unix socket (--unix-socket)")
-                };
-                return Err(ErrorReply::new(
-                    sdm_core::ErrorKind::InvalidArgument.as_str(),
-                    format!(
-                        "{} is already connected on {} and {now}; run `sdm disconnect {}` \
-                         first to open it on {asked}",
-                        resource.name,
-                        open.local_addr(),
-                        resource.name
-                    ),
+                return Err(already_connected(
+                    &resource.name,
+                    open,
+                    if on_socket {
+                        ("listens on a Unix socket", "on a TCP port (--tcp)")
+                    } else {
+                        ("listens on a TCP port", "on a Unix socket (--unix-socket)")
+                    },
                 ));
             }
             if *owner_only == allow_other_users {
-                let (now, asked) = if *owner_only {
-                    ("serves only this OS user", "every user")
-                } else {
-                    ("serves every OS user", "this user only")
-                };
-                return Err(ErrorReply::new(
-                    sdm_core::ErrorKind::InvalidArgument.as_str(),
-                    format!(
-                        "{} is already connected on {} and {now}; run `sdm disconnect {}` \
-                         first to open it for {asked}",
-                        resource.name,
-                        open.local_addr(),
-                        resource.name
-                    ),
+                return Err(already_connected(
+                    &resource.name,
+                    open,
+                    if *owner_only {
+                        ("serves only this OS user", "for every user")
+                    } else {
+                        ("serves every OS user", "for this user only")
+                    },
                 ));
             }
             return Ok(Reply::Connected {

@@ -10,6 +10,38 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{Fixture, pg};
 
+/// Runs `sql` with psql through the socket `.s.PGSQL.5432` in `dir`; returns what it printed.
+async fn psql_in(dir: &std::path::Path, sql: &str) -> String {
+    let pg = pg();
+    let (host, sql) = (dir.to_str().unwrap().to_owned(), sql.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(pg.bin("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                &host,
+                "-p",
+                "5432",
+                "-U",
+                pg.superuser(),
+            ])
+            .args(["-d", "postgres", "-c", &sql])
+            .env("PGPASSWORD", pg.password())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_tunnels_are_private_and_work_with_psql() {
     let fx = Fixture::start().await;
@@ -27,37 +59,8 @@ async fn unix_socket_tunnels_are_private_and_work_with_psql() {
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&path), 0o600);
 
-    let pg = pg();
-    let host = dir.to_str().unwrap().to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(pg.bin("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                &host,
-                "-p",
-                "5432",
-                "-U",
-                pg.superuser(),
-                "-d",
-                "postgres",
-            ])
-            .args(["-c", "SELECT 'over a unix socket'"])
-            .env("PGPASSWORD", pg.password())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        psql_in(&dir, "SELECT 'over a unix socket'").await,
         "over a unix socket"
     );
 
@@ -209,35 +212,8 @@ async fn a_private_unix_socket_is_named_for_libpq_and_removed_with_its_directory
     );
     assert_eq!(row.port(), None);
 
-    let pg = pg();
-    let host = dir.to_str().unwrap().to_owned();
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(pg.bin("psql"))
-            .args([
-                "-X",
-                "-A",
-                "-t",
-                "-h",
-                &host,
-                "-p",
-                "5432",
-                "-U",
-                pg.superuser(),
-            ])
-            .args(["-d", "postgres", "-c", "SELECT 'private socket'"])
-            .env("PGPASSWORD", pg.password())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        psql_in(&dir, "SELECT 'private socket'").await,
         "private socket"
     );
     tunnel.close();
