@@ -232,6 +232,23 @@ pub struct StatusReport {
     pub api_url: String,
     /// Every granted resource, sorted by name.
     pub resources: Vec<ResourceRow>,
+    /// Set when the control plane could not be reached: the rows are what the session last
+    /// knew, and its open tunnels keep working on their current leases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_unreachable: Option<UnreachableInfo>,
+}
+
+/// Why `sdm status` answered without the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnreachableInfo {
+    /// The one-line summary `sdm status` prints.
+    pub message: String,
+    /// What asking the control plane failed with.
+    pub reason: String,
+    /// Seconds the open tunnels' current leases still hold (the shortest); absent when no tunnel
+    /// is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases_hold_for_secs: Option<u64>,
 }
 
 /// One granted resource and its tunnel.

@@ -290,6 +290,7 @@ mod tests {
             },
             api_url: String::new(),
             resources,
+            control_plane_unreachable: None,
         }
     }
 

@@ -61,6 +61,12 @@ impl LeaseSlot {
         self.current.read().ok().and_then(|c| c.clone())
     }
 
+    /// How long the current lease still holds, if there is one.
+    pub(crate) fn expires_in(&self) -> Option<Duration> {
+        self.cached()
+            .map(|l| l.ttl.saturating_sub(l.obtained.elapsed()))
+    }
+
     /// Drops the cached lease (its session was replaced), so that the next use asks anew.
     pub(crate) fn forget(&self) {
         if let Ok(mut current) = self.current.write() {
@@ -83,7 +89,11 @@ impl LeaseSlot {
                     tracing::warn!(error = %e, "lease renewal failed; using the current lease until it expires");
                     Ok(old)
                 }
-                _ => Err(e),
+                Some(_) => Err(Error::new(
+                    e.kind(),
+                    format!("the lease expired and a new one cannot be had: {e}"),
+                )),
+                None => Err(e),
             },
             Err(e) => Err(e),
         }

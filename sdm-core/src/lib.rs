@@ -33,5 +33,5 @@ pub use sdm_proto::tags;
 /// Text from a server on a terminal: which characters are escaped, and how.
 pub use sdm_proto::text;
 pub use session::{API_URL_ENV_VAR, ConnectOptions, Session, SessionBuilder, TOKEN_ENV_VARS};
-pub use status::{ConnectionState, ResourceStatus, Status};
+pub use status::{ConnectionState, ResourceStatus, Status, Unreachable};
 pub use tunnel::Tunnel;

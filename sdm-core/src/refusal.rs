@@ -1,15 +1,19 @@
-//! What a local peer that a tunnel refuses (another OS user, with the same-user check on) is
-//! told before its connection closes.
+//! What a local peer that a tunnel refuses is told before its connection closes: another OS user
+//! (with the same-user check on), or any peer when no connection to the resource can be opened
+//! (the lease expired while the control plane cannot be reached, say).
 //!
 //! For a PostgreSQL resource: what a server that refuses a login says, a FATAL `ErrorResponse`
-//! (SQLSTATE 28000) after the startup message, so that psql and drivers print the reason. An
+//! (SQLSTATE [`NOT_AUTHORIZED`] or [`CANNOT_CONNECT`]) after the startup message, so that psql
+//! and drivers print the reason. An
 //! `SSLRequest` or `GSSENCRequest` first is answered `N` (libpq does not print errors sent in
 //! answer to those). For other kinds there is no protocol to say it in: the connection closes.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::resource::ResourceKind;
 
@@ -22,6 +26,12 @@ const MAX_REQUESTS: usize = 2;
 /// What is read (and dropped) after the answer, so that closing does not reset the connection
 /// before the client has read it.
 const MAX_DRAIN: u64 = 64 * 1024;
+
+/// SQLSTATE for a peer that may not use the tunnel (invalid authorization specification).
+pub(crate) const NOT_AUTHORIZED: &str = "28000";
+/// SQLSTATE for a connection that could not be opened (sqlclient unable to establish
+/// sqlconnection).
+pub(crate) const CANNOT_CONNECT: &str = "08001";
 
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
@@ -43,16 +53,16 @@ pub(crate) fn message(resource: &str, owner: u32, peer: Option<u32>) -> String {
 
 /// Tells the peer why it is refused, as far as the resource's protocol allows, then closes;
 /// bounded by [`REFUSAL_TIMEOUT`].
-pub(crate) async fn refuse<S>(stream: S, kind: &ResourceKind, message: &str)
+pub(crate) async fn refuse<S>(stream: S, kind: &ResourceKind, sqlstate: &str, message: &str)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if *kind == ResourceKind::Postgres {
-        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, postgres(stream, message)).await;
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, postgres(stream, sqlstate, message)).await;
     }
 }
 
-async fn postgres<S>(mut stream: S, message: &str) -> io::Result<()>
+async fn postgres<S>(mut stream: S, sqlstate: &str, message: &str) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -69,7 +79,7 @@ where
             PROTOCOL_3 => {
                 let mut rest = vec![0u8; len - 8];
                 stream.read_exact(&mut rest).await?;
-                stream.write_all(&error_response(message)).await?;
+                stream.write_all(&error_response(sqlstate, message)).await?;
                 stream.shutdown().await?;
                 let mut drained = (&mut stream).take(MAX_DRAIN);
                 tokio::io::copy(&mut drained, &mut tokio::io::sink()).await?;
@@ -82,13 +92,107 @@ where
     Ok(())
 }
 
-/// A FATAL `ErrorResponse` with SQLSTATE 28000 (invalid authorization specification).
-fn error_response(message: &str) -> Vec<u8> {
+/// Most first bytes of a local client kept for [`Replayable::replay`] (a PostgreSQL client sends
+/// an 8-byte request and a startup message of at most 10,000 bytes before the server answers).
+const MAX_KEPT: usize = 16 * 1024;
+
+/// A local client's stream that keeps the bytes read from it until the first byte is written to
+/// it (the resource has answered), so that a gateway's refusal of the stream, which comes after
+/// the client's first bytes went out, can still be told in the client's protocol: the refusal
+/// reads those bytes again ([`replay`](Self::replay)) and answers them.
+pub(crate) struct Replayable<S> {
+    inner: S,
+    kept: Vec<u8>,
+    /// Still keeping what is read (nothing was written and `MAX_KEPT` was not passed).
+    keeping: bool,
+    /// Replaying: the next kept byte to hand out.
+    replay_at: Option<usize>,
+}
+
+impl<S> Replayable<S> {
+    pub(crate) fn new(inner: S) -> Replayable<S> {
+        Replayable {
+            inner,
+            kept: Vec::new(),
+            keeping: true,
+            replay_at: None,
+        }
+    }
+
+    /// Reads start again from the first byte kept, then go on with the stream; false (and
+    /// nothing changes) when the bytes were not all kept or the client was already answered.
+    pub(crate) fn replay(&mut self) -> bool {
+        if !self.keeping {
+            return false;
+        }
+        self.keeping = false;
+        self.replay_at = Some(0);
+        true
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Replayable<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(at) = this.replay_at {
+            let rest = &this.kept[at.min(this.kept.len())..];
+            if !rest.is_empty() {
+                let n = rest.len().min(out.remaining());
+                out.put_slice(&rest[..n]);
+                this.replay_at = Some(at + n);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let before = out.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+        if this.keeping {
+            let new = &out.filled()[before..];
+            if this.kept.len() + new.len() > MAX_KEPT {
+                this.keeping = false;
+                this.kept = Vec::new();
+            } else {
+                this.kept.extend_from_slice(new);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Replayable<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.keeping && this.replay_at.is_none() {
+            // The resource answered: a refusal can no longer come first.
+            this.keeping = false;
+            this.kept = Vec::new();
+        }
+        Pin::new(&mut this.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A FATAL `ErrorResponse` with `sqlstate`.
+fn error_response(sqlstate: &str, message: &str) -> Vec<u8> {
     let mut fields = Vec::with_capacity(message.len() + 32);
     for (code, value) in [
         (b'S', "FATAL"),
         (b'V', "FATAL"),
-        (b'C', "28000"),
+        (b'C', sqlstate),
         (b'M', message),
     ] {
         fields.push(code);
@@ -121,7 +225,7 @@ mod tests {
     async fn a_postgres_client_reads_the_reason_after_declining_ssl() {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let refusal = tokio::spawn(async move {
-            refuse(server, &ResourceKind::Postgres, "go away").await;
+            refuse(server, &ResourceKind::Postgres, NOT_AUTHORIZED, "go away").await;
         });
         let mut client = client;
         let mut ssl = 8u32.to_be_bytes().to_vec();
@@ -135,7 +239,10 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         refusal.await.unwrap();
         assert_eq!(answer[0], b'N');
-        assert_eq!(&answer[1..], error_response("go away").as_slice());
+        assert_eq!(
+            &answer[1..],
+            error_response(NOT_AUTHORIZED, "go away").as_slice()
+        );
         let text = String::from_utf8_lossy(&answer);
         assert!(
             text.contains("28000") && text.contains("Mgo away"),
@@ -146,14 +253,14 @@ mod tests {
     #[tokio::test]
     async fn other_kinds_and_garbage_get_no_answer() {
         let (mut client, server) = tokio::io::duplex(1024);
-        refuse(server, &ResourceKind::Tcp, "go away").await;
+        refuse(server, &ResourceKind::Tcp, NOT_AUTHORIZED, "go away").await;
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert!(answer.is_empty());
 
         let (mut client, server) = tokio::io::duplex(1024);
         let refusal = tokio::spawn(async move {
-            refuse(server, &ResourceKind::Postgres, "go away").await;
+            refuse(server, &ResourceKind::Postgres, NOT_AUTHORIZED, "go away").await;
         });
         client.write_all(&[0xff; 8]).await.unwrap();
         let mut answer = Vec::new();
@@ -162,9 +269,47 @@ mod tests {
         assert!(answer.is_empty());
     }
 
+    #[tokio::test]
+    async fn a_refusal_after_the_first_bytes_went_elsewhere_answers_them_again() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut client = client;
+        let mut ssl = 8u32.to_be_bytes().to_vec();
+        ssl.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        client.write_all(&ssl).await.unwrap();
+        // The tunnel read the SSLRequest and sent it to a gateway, which refused the stream.
+        let mut local = Replayable::new(server);
+        let mut first = [0u8; 8];
+        local.read_exact(&mut first).await.unwrap();
+        assert!(local.replay());
+        let refusal = tokio::spawn(async move {
+            refuse(&mut local, &ResourceKind::Postgres, CANNOT_CONNECT, "no").await;
+        });
+        client.write_all(&startup()).await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        drop(client);
+        refusal.await.unwrap();
+        assert_eq!(answer[0], b'N');
+        assert_eq!(
+            &answer[1..],
+            error_response(CANNOT_CONNECT, "no").as_slice()
+        );
+    }
+
+    #[tokio::test]
+    async fn once_the_resource_answered_nothing_is_replayed() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut local = Replayable::new(server);
+        client.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 5];
+        local.read_exact(&mut buf).await.unwrap();
+        local.write_all(b"S").await.unwrap();
+        assert!(!local.replay());
+    }
+
     #[test]
     fn the_error_response_is_framed() {
-        let e = error_response("a\0b");
+        let e = error_response(CANNOT_CONNECT, "a\0b");
         assert_eq!(e[0], b'E');
         let len = u32::from_be_bytes([e[1], e[2], e[3], e[4]]) as usize;
         assert_eq!(len + 1, e.len());

@@ -19,7 +19,7 @@ use crate::gateway::Connector;
 use crate::listener::LocalListener;
 use crate::resource::{Resource, resolve};
 use crate::session_core::SessionCore;
-use crate::status::{ConnectionState, ResourceStatus, Status};
+use crate::status::{ConnectionState, ResourceStatus, Status, Unreachable};
 use crate::tunnel::{Tunnel, TunnelShared};
 
 /// Environment variables read by [`Session::from_env`], in order.
@@ -338,8 +338,30 @@ impl Session {
     /// Every granted resource with its connection state, as `sdm status` prints it.
     pub async fn status(&self) -> Result<Status> {
         self.core.check_open()?;
-        let resources = self.core.fetch_resources().await?;
         let open = self.open_tunnels();
+        let (resources, unreachable) = match self.core.fetch_resources().await {
+            Ok(resources) => (resources, None),
+            // The control plane could not be asked (as opposed to refusing): what this session
+            // last knew, with its open tunnels, which keep working on their current leases.
+            Err(e) if !e.ends_access() => {
+                let mut resources = self.core.last_resources();
+                for t in &open {
+                    if !resources.iter().any(|r| r.id == t.resource.id) {
+                        resources.push(t.resource.clone());
+                    }
+                }
+                resources.sort_by(|a, b| a.name.cmp(&b.name));
+                let hold = open
+                    .iter()
+                    .filter_map(|t| self.core.lease_slot(t.resource.id).expires_in())
+                    .min();
+                (
+                    resources,
+                    Some(Unreachable::new(e.message().to_owned(), hold)),
+                )
+            }
+            Err(e) => return Err(e),
+        };
         let rows = resources
             .into_iter()
             .map(|resource| {
@@ -354,7 +376,9 @@ impl Session {
                 ResourceStatus::new(resource, state)
             })
             .collect();
-        Ok(Status::new(self.core.account.clone(), rows))
+        let mut status = Status::new(self.core.account.clone(), rows);
+        status.unreachable = unreachable;
+        Ok(status)
     }
 
     /// Closes this session's open tunnels to the resource `name` (exact name or unique

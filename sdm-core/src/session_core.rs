@@ -171,6 +171,17 @@ impl SessionCore {
         Ok(resources)
     }
 
+    /// The last resource list fetched, however old (empty if none was).
+    pub(crate) fn last_resources(&self) -> Vec<Resource> {
+        match self.resources.lock() {
+            Ok(cache) => cache
+                .as_ref()
+                .map(|(_, list)| list.clone())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// The resource `name` picks, from a recent list if there is one.
     pub(crate) async fn resolve(&self, name: &str) -> Result<Resource> {
         let cached = match self.resources.lock() {

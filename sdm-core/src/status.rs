@@ -1,6 +1,7 @@
 //! What `sdm status` shows: every granted resource and whether this session is connected to it.
 
 use std::fmt;
+use std::time::Duration;
 
 use sdm_proto::text::escape_controls;
 
@@ -16,6 +17,47 @@ pub struct Status {
     pub account: Account,
     /// Every granted resource, sorted by name.
     pub resources: Vec<ResourceStatus>,
+    /// Set when the control plane could not be asked: the rows are then the last list this
+    /// session saw, with its open tunnels, which keep working on their current leases.
+    pub unreachable: Option<Unreachable>,
+}
+
+/// Why a [`Status`] was made without the control plane, and for how long the open tunnels hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unreachable {
+    /// What asking the control plane failed with.
+    pub reason: String,
+    /// How long the current lease of every open tunnel still holds (the shortest); `None` when
+    /// no tunnel is open.
+    pub leases_hold_for: Option<Duration>,
+}
+
+impl Unreachable {
+    pub(crate) fn new(reason: String, leases_hold_for: Option<Duration>) -> Unreachable {
+        Unreachable {
+            reason,
+            leases_hold_for,
+        }
+    }
+}
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the control plane cannot be reached ({}); this is what the session last knew",
+            escape_controls(&self.reason)
+        )?;
+        match self.leases_hold_for {
+            Some(left) => write!(
+                f,
+                ", and its open tunnels keep working on their current leases for {} s more",
+                left.as_secs()
+            ),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One row of the status table.
@@ -65,7 +107,11 @@ impl ResourceStatus {
 
 impl Status {
     pub(crate) fn new(account: Account, resources: Vec<ResourceStatus>) -> Status {
-        Status { account, resources }
+        Status {
+            account,
+            resources,
+            unreachable: None,
+        }
     }
 }
 
@@ -123,6 +169,9 @@ impl fmt::Display for Status {
                     escape_controls(row.resource.kind.as_str())
                 )?;
             }
+        }
+        if let Some(unreachable) = &self.unreachable {
+            writeln!(f, "warning: {unreachable}")?;
         }
         Ok(())
     }
@@ -183,6 +232,37 @@ SSH SERVER          STATUS            PORT      TYPE
 server-245a         not connected     61334     ssh
 ";
         assert_eq!(status.to_string(), expected);
+    }
+
+    #[test]
+    fn without_the_control_plane_the_table_says_so_and_how_long_leases_hold() {
+        let mut status = Status::new(
+            Account {
+                id: Uuid::nil(),
+                name: "etl".into(),
+                kind: AccountKind::Service,
+            },
+            vec![ResourceStatus::new(
+                res("warehouse", ResourceKind::Postgres, None),
+                ConnectionState::Connected {
+                    local_addr: ListenAddr::Tcp("127.0.0.1:40001".parse().unwrap()),
+                    connections: 1,
+                },
+            )],
+        );
+        status.unreachable = Some(Unreachable::new(
+            "connection refused".into(),
+            Some(Duration::from_millis(41_900)),
+        ));
+        let text = status.to_string();
+        assert!(
+            text.ends_with(
+                "warning: the control plane cannot be reached (connection refused); this is what \
+                 the session last knew, and its open tunnels keep working on their current \
+                 leases for 41 s more\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::gateway::{WarmPool, error_from_io};
 use crate::lease::LeaseSlot;
 use crate::listener::{ListenAddr, LocalListener, LocalStream};
 use crate::refusal;
-use crate::resource::Resource;
+use crate::resource::{Resource, ResourceKind};
 use crate::session_core::SessionCore;
 
 /// The first pause after a failed renewal; it doubles (with jitter) while renewals fail.
@@ -23,6 +23,10 @@ const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Refused peers (other OS users) being told why at once, per tunnel; more are just closed.
 const MAX_REFUSALS: usize = 16;
+/// When this library learns of a revocation before the gateway does, how long a PostgreSQL
+/// connection is left to the gateway, which tells the client why (57P01) within its revocation
+/// poll (about a second), before it is cut without a word.
+const REVOCATION_GRACE: Duration = Duration::from_secs(4);
 
 /// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
 ///
@@ -227,6 +231,13 @@ impl TunnelShared {
         }
     }
 
+    /// Whether the tunnel closed because access was taken away.
+    fn closed_by_revocation(&self) -> bool {
+        self.reason
+            .lock()
+            .is_ok_and(|r| r.as_ref().is_some_and(Error::ends_access))
+    }
+
     /// Closes the tunnel, recording `reason` when it was not the owner's decision.
     pub(crate) fn close(&self, reason: Option<Error>) {
         if !self.is_open() {
@@ -289,7 +300,7 @@ async fn accept_loop(
             if let Ok(permit) = refusals.clone().try_acquire_owned() {
                 let kind = shared.resource.kind.clone();
                 tokio::spawn(async move {
-                    refusal::refuse(socket, &kind, &why).await;
+                    refusal::refuse(socket, &kind, refusal::NOT_AUTHORIZED, &why).await;
                     drop(permit);
                 });
             }
@@ -308,7 +319,7 @@ async fn accept_loop(
 
 /// Carries one local connection through a gateway until either side closes or the tunnel does.
 async fn carry(
-    mut local: LocalStream,
+    local: LocalStream,
     peer: String,
     core: Arc<SessionCore>,
     slot: Arc<LeaseSlot>,
@@ -317,34 +328,68 @@ async fn carry(
 ) {
     tunnel.connections.fetch_add(1, Ordering::Relaxed);
     let name = tunnel.resource.name.as_str();
+    let kind = &tunnel.resource.kind;
+    // A gateway's refusal comes after the client's first bytes went to it: kept, so that the
+    // refusal can still be told in the client's protocol.
+    let mut local = refusal::Replayable::new(local);
     let work = async {
-        let mut remote = core.open_stream(&slot, name, Some(&tunnel.pool)).await?;
+        let mut remote = match core.open_stream(&slot, name, Some(&tunnel.pool)).await {
+            Ok(remote) => remote,
+            Err(e) => {
+                // Said in the client's protocol where it has one (PostgreSQL: an ErrorResponse
+                // psql prints), not a bare closed socket.
+                let why = format!("sdm: cannot open a connection to {name:?}: {e}");
+                refusal::refuse(&mut local, kind, refusal::CANNOT_CONNECT, &why).await;
+                return Err(e);
+            }
+        };
         // Buffers sized by use: up to 64 KiB for bulk, none while idle.
-        sdm_relay::relay(&mut local, &mut remote)
-            .await
-            .map_err(|e| {
-                let e = error_from_io(&e).unwrap_or_else(|| {
-                    Error::new(ErrorKind::Closed, format!("connection ended: {e}"))
-                });
-                // A gateway that refused for a reason of its own (it cannot check the lease or
-                // record the connection) is tried last for a while: later connections go to
-                // the others.
-                if matches!(
-                    e.kind(),
-                    ErrorKind::GatewayUnreachable | ErrorKind::Internal
-                ) {
-                    core.connector.avoid(remote.gateway());
-                }
-                e
-            })?;
+        let relayed = sdm_relay::relay(&mut local, &mut remote).await;
+        if let Err(e) = &relayed
+            && let Some(refused) = error_from_io(e)
+            && local.replay()
+        {
+            // The gateway refused the stream before the resource said anything.
+            let code = if refused.ends_access() {
+                refusal::NOT_AUTHORIZED
+            } else {
+                refusal::CANNOT_CONNECT
+            };
+            let why = format!("sdm: {name:?}: {}", refused.message());
+            refusal::refuse(&mut local, kind, code, &why).await;
+        }
+        relayed.map_err(|e| {
+            let e = error_from_io(&e)
+                .unwrap_or_else(|| Error::new(ErrorKind::Closed, format!("connection ended: {e}")));
+            // A gateway that refused for a reason of its own (it cannot check the lease or
+            // record the connection) is tried last for a while: later connections go to
+            // the others.
+            if matches!(
+                e.kind(),
+                ErrorKind::GatewayUnreachable | ErrorKind::Internal
+            ) {
+                core.connector.avoid(remote.gateway());
+            }
+            e
+        })?;
         if remote.end_stream() {
             tunnel.pool.give_back(remote);
         }
         Ok::<(), Error>(())
     };
-    let outcome = tokio::select! {
-        r = work => r,
-        _ = shutdown.wait_for(|closed| *closed) => Ok(()),
+    let mut work = std::pin::pin!(work);
+    let ended = tokio::select! {
+        r = &mut work => Some(r),
+        _ = shutdown.wait_for(|closed| *closed) => None,
+    };
+    let outcome = match ended {
+        Some(r) => r,
+        None if tunnel.resource.kind == ResourceKind::Postgres && tunnel.closed_by_revocation() => {
+            tokio::time::timeout(REVOCATION_GRACE, work)
+                .await
+                .unwrap_or(Ok(()))
+        }
+        None => Ok(()),
     };
     if let Err(e) = outcome {
         if e.kind() == ErrorKind::Unauthenticated {

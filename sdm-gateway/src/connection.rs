@@ -51,24 +51,41 @@ pub(super) async fn handle(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Shared<'_>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
+    serve(socket, peer, shared, shutdown).await;
+}
+
+/// Runs `phase` unless the gateway is shutting down first (then false): a connection that is
+/// greeting or waiting idle for OPEN is simply closed at shutdown, while one carrying a stream
+/// runs on through the drain and is then stopped with its reason (see `listener`).
+async fn unless_stopping(
+    shutdown: &mut watch::Receiver<bool>,
+    phase: impl Future<Output = bool>,
+) -> bool {
     tokio::select! {
-        _ = serve(socket, peer, shared) => {}
-        _ = shutdown.wait_for(|stop| *stop) => {}
+        open = phase => open,
+        _ = shutdown.wait_for(|stop| *stop) => false,
     }
 }
 
-async fn serve(socket: TcpStream, peer: SocketAddr, shared: Shared<'_>) {
+async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    shared: Shared<'_>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let config = shared.config;
     // Each phase's future is boxed and freed when the phase ends, so that a connection's task
     // holds only what its current phase needs (the gateway holds thousands of idle ones).
-    let greeting = tokio::time::timeout(
-        config.handshake_timeout,
-        Box::pin(greet(socket, shared.acceptor)),
-    )
-    .await;
+    let greeting = tokio::select! {
+        greeting = tokio::time::timeout(
+            config.handshake_timeout,
+            Box::pin(greet(socket, shared.acceptor)),
+        ) => greeting,
+        _ = shutdown.wait_for(|stop| *stop) => return,
+    };
     let (mut client, greeted) = match greeting {
         Ok(Ok(parts)) => parts,
         Ok(Err(reason)) => {
@@ -103,7 +120,7 @@ async fn serve(socket: TcpStream, peer: SocketAddr, shared: Shared<'_>) {
         if client.get_ref().has_prefix() {
             return refuse(&mut client, peer, protocol("bytes before OPEN")).await;
         }
-        if !await_open(&mut client, peer, config, &lease).await {
+        if !unless_stopping(&mut shutdown, await_open(&mut client, peer, config, &lease)).await {
             return;
         }
     }
@@ -115,7 +132,7 @@ async fn serve(socket: TcpStream, peer: SocketAddr, shared: Shared<'_>) {
     };
     // A framed connection carries one stream after another until one does not end cleanly.
     while Box::pin(stream.serve(&mut client, shared, replies)).await
-        && await_open(&mut client, peer, config, &lease).await
+        && unless_stopping(&mut shutdown, await_open(&mut client, peer, config, &lease)).await
     {
         replies = Vec::new();
     }

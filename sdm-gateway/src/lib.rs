@@ -77,7 +77,13 @@ pub struct GatewayConfig {
     pub audit: Arc<dyn AuditSink>,
     /// How long a client has to complete TLS and the HELLO.
     pub handshake_timeout: Duration,
+    /// At shutdown, how long open connections may run on before they are closed with the
+    /// protocol's message ([`DEFAULT_DRAIN`] by default).
+    pub drain: Duration,
 }
+
+/// See [`GatewayConfig::drain`].
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// A running gateway.
 pub struct Gateway {
@@ -114,20 +120,26 @@ impl Gateway {
         let (shutdown, _) = watch::channel(false);
         let config = Arc::new(config);
         let open_connections = Arc::new(open_connections::OpenConnections::default());
+        // Revocations are enforced until the last connection is gone, through the drain.
+        let (finished, finished_rx) = watch::channel(false);
         tokio::spawn(open_connections::watch_revocations(
             config.clone(),
             open_connections.clone(),
-            shutdown.subscribe(),
+            finished_rx,
         ));
         let leases = Arc::new(verified::VerifiedLeases::new(config.leases.clone()));
-        let task = tokio::spawn(listener::serve(
+        let serving = listener::serve(
             listener,
             workers,
             config,
             open_connections,
             leases.clone(),
             shutdown.subscribe(),
-        ));
+        );
+        let task = tokio::spawn(async move {
+            serving.await;
+            finished.send_replace(true);
+        });
         tracing::info!(address = %local_addr, "gateway listening");
         Ok(Gateway {
             local_addr,
@@ -147,7 +159,8 @@ impl Gateway {
         LeaseKeys(self.leases.clone())
     }
 
-    /// Stops accepting and closes open connections.
+    /// Stops accepting, lets open connections run on for [`GatewayConfig::drain`], then
+    /// closes the rest with the protocol's message (each end is recorded).
     pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);
         if let Some(task) = self.task.take() {

@@ -8,18 +8,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use super::GatewayConfig;
+use sdm_proto::ErrorKind;
+
 use super::connection;
 use super::open_connections::OpenConnections;
 use super::verified::VerifiedLeases;
 use super::workers::Workers;
+use super::{Denied, GatewayConfig};
 
 /// Connections served at once; more wait in the kernel's backlog instead of exhausting
 /// file descriptors.
 const MAX_CONNECTIONS: usize = 16 * 1024;
-/// After shutdown, open connections get this long to close (they are told to at once) before
-/// the worker threads are stopped.
-const DRAIN: Duration = Duration::from_secs(5);
+/// After the drain, connections told to close get this long to do so (and record their end)
+/// before the worker threads are stopped.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) async fn serve(
     listener: TcpListener,
@@ -79,12 +81,34 @@ pub(super) async fn serve(
             drop(permit);
         });
     }
+    drop(listener);
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN, permits.acquire_many(all))
+    let open = MAX_CONNECTIONS - permits.available_permits();
+    if open > 0 {
+        tracing::info!(connections = open, drain = ?config.drain, "no longer accepting; letting open connections finish");
+    }
+    if tokio::time::timeout(config.drain, permits.acquire_many(all))
         .await
         .is_err()
     {
-        tracing::warn!("connections still open after shutdown are dropped");
+        let reason = Denied {
+            kind: ErrorKind::Closed,
+            message: format!(
+                "gateway {} is shutting down; connect again (another gateway takes new connections)",
+                config.name
+            ),
+        };
+        let told = open_connections.stop_all(&reason);
+        tracing::warn!(
+            connections = told,
+            "closing the connections still open after the drain"
+        );
+        if tokio::time::timeout(CLOSE_WAIT, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after being told to close are dropped");
+        }
     }
     // Joining the threads blocks; not on this runtime's thread.
     let _ = tokio::task::spawn_blocking(move || drop(workers)).await;

@@ -92,7 +92,7 @@ impl OpenConnections {
     }
 
     /// Stops every connection not stopped yet; returns how many.
-    fn stop_all(&self, reason: &Denied) -> usize {
+    pub(crate) fn stop_all(&self, reason: &Denied) -> usize {
         let Ok(open) = self.open.lock() else { return 0 };
         let mut stopped = 0;
         for entry in open.values().filter(|e| e.stop.borrow().is_none()) {

@@ -82,6 +82,10 @@ struct ServeArgs {
     /// What to do when the audit trail cannot be written.
     #[command(flatten)]
     audit: AuditArgs,
+    /// At SIGTERM, how long the gateway's open connections may run on before they are closed
+    /// with the protocol's message (seconds, or a number with s, m or h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10")]
+    drain_timeout: Duration,
     /// Most connections one client address (an IPv6 /64) may hold on the API at once; raise it
     /// when many clients reach the API through one address (NAT, a proxy).
     #[arg(
@@ -215,6 +219,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .lease_ttl(args.lease_ttl)
         .gateway_name(args.gateway_name.clone())
         .audit_policy(args.audit.policy())
+        .gateway_drain(args.drain_timeout)
         .api_connections_per_source(args.api_connections_per_source)
         .session_policy(SessionPolicy {
             max_per_account: args.max_sessions_per_account,

@@ -70,6 +70,7 @@ impl Server {
             gateway_name: "embedded".to_owned(),
             lease_ttl: DEFAULT_LEASE_TTL,
             gateway_handshake_timeout: GATEWAY_HANDSHAKE_TIMEOUT,
+            gateway_drain: sdm_gateway::DEFAULT_DRAIN,
             audit_policy: AuditPolicy::default(),
             api_connections_per_source: DEFAULT_API_CONNECTIONS_PER_SOURCE,
             sessions: SessionPolicy::default(),
@@ -90,6 +91,7 @@ pub struct ServerBuilder {
     gateway_name: String,
     lease_ttl: Duration,
     gateway_handshake_timeout: Duration,
+    gateway_drain: Duration,
     audit_policy: AuditPolicy,
     api_connections_per_source: usize,
     sessions: SessionPolicy,
@@ -148,6 +150,13 @@ impl ServerBuilder {
     /// clients are dropped.
     pub fn gateway_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.gateway_handshake_timeout = timeout;
+        self
+    }
+
+    /// At shutdown, how long the gateway's open connections may run on before they are closed
+    /// with the protocol's message (default 10 s).
+    pub fn gateway_drain(mut self, drain: Duration) -> Self {
+        self.gateway_drain = drain;
         self
     }
 
@@ -517,6 +526,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         ))),
         audit: Arc::new(audit_writer),
         handshake_timeout: b.gateway_handshake_timeout,
+        drain: b.gateway_drain,
     };
     let gateway = kit
         .start_gateway(&b.gateway_name, gateway_listener, address, server_name)

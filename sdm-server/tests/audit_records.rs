@@ -8,15 +8,13 @@
 //! PostgreSQL, the real client library.
 
 mod common;
+mod processes;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sdm_core::admin::{AdminClient, AuditFilter, NewResource};
 use sdm_core::{ResourceKind, Session, Tunnel};
@@ -29,6 +27,8 @@ use support::{Installation, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use uuid::Uuid;
+
+use processes::{Proc, field};
 
 /// Bound on anything expected to happen "soon" (generous: the machine is shared).
 const WAIT: Duration = Duration::from_secs(60);
@@ -100,121 +100,11 @@ async fn records_until(
     }
 }
 
-/// A child `sdm-server` process; killed when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-impl Proc {
-    fn spawn(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sdm-server"));
-        command
-            .env_remove("RUST_LOG")
-            .env_remove("SDM_SECRET_KEY")
-            .env_remove("SDM_DATABASE_URL")
-            .env_remove("SDM_GATEWAY_TOKEN");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = lines(child.stdout.take().unwrap());
-        let stderr = lines(child.stderr.take().unwrap());
-        Proc {
-            name: name.to_owned(),
-            child,
-            stdout,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads stderr until a line contains `needle`; returns that line.
-    fn wait_for(&mut self, needle: &str) -> String {
-        tokio::task::block_in_place(|| {
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.stderr.recv_timeout(left) {
-                    Ok(line) => {
-                        self.seen.push(line.clone());
-                        if line.contains(needle) {
-                            return line;
-                        }
-                    }
-                    Err(_) => panic!(
-                        "{}: no stderr line with {needle:?}; saw:\n{}",
-                        self.name,
-                        self.seen.join("\n")
-                    ),
-                }
-            }
-        })
-    }
-
-    fn first_stdout_line(&mut self) -> String {
-        tokio::task::block_in_place(|| {
-            self.stdout
-                .recv_timeout(WAIT)
-                .unwrap_or_else(|_| panic!("{}: nothing on stdout", self.name))
-        })
-    }
-
-    /// SIGKILL, as a crash; reaped, so that its sockets are closed.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// The value of `key=` in a log line.
-fn field(line: &str, key: &str) -> String {
-    let needle = format!("{key}=");
-    let start = line
-        .find(&needle)
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        + needle.len();
-    line[start..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_matches('"')
-        .to_owned()
-}
-
 /// `sdm-server serve` in `data` with its gateway named `gateway` (on PostgreSQL when `url` is
 /// given); the process and its API URL once it runs.
 fn serve(data: &Path, gateway: &str, url: Option<&str>) -> (Proc, String) {
     let env: Vec<(&str, &str)> = url.map(|u| ("SDM_DATABASE_URL", u)).into_iter().collect();
-    let mut proc = Proc::spawn(
+    let mut proc = processes::spawn(
         gateway,
         &[
             "serve",
@@ -496,7 +386,7 @@ async fn a_restarted_standalone_gateway_closes_what_it_left_open_and_a_renewal_c
     echo_resource(&sdm.admin, "echo", &echo, Some("site=one")).await;
     let token = account(&sdm.admin, "etl", "echo").await;
     let start_gateway = || {
-        let mut gateway = Proc::spawn(
+        let mut gateway = processes::spawn(
             "gw-1",
             &[
                 "gateway",

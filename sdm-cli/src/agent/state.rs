@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::protocol::{
     AccountInfo, AgentInfo, AutoConnect, ErrorReply, Failure, NOT_LOGGED_IN, PROTOCOL_VERSION,
-    Reply, Request, ResourceRow, SessionInfo, StatusReport, TunnelInfo,
+    Reply, Request, ResourceRow, SessionInfo, StatusReport, TunnelInfo, UnreachableInfo,
 };
 
 /// Bound on telling the server about a logout when the agent stops.
@@ -694,6 +694,11 @@ fn report(session: &SessionInfo, status: &Status, inner: &Inner) -> StatusReport
         account: session.account.clone(),
         api_url: session.api_url.clone(),
         resources,
+        control_plane_unreachable: status.unreachable.as_ref().map(|u| UnreachableInfo {
+            message: u.to_string(),
+            reason: u.reason.clone(),
+            leases_hold_for_secs: u.leases_hold_for.map(|d| d.as_secs()),
+        }),
     }
 }
 

@@ -4,20 +4,27 @@ use serde::Serialize;
 
 use crate::cli::{ConnectArgs, DisconnectArgs, JsonArg};
 use crate::client::{AgentClient, SLOW, error_from_reply};
-use crate::exit::CliError;
+use crate::exit::{CliError, Exit};
 use crate::home::Home;
 use crate::protocol::{Reply, Request, TunnelInfo};
 use crate::render::{errln, outln, print_json, print_raw};
 
 use super::unexpected;
 
-/// `sdm status`.
+/// `sdm status`. When the control plane cannot be reached, the agent answers from what it holds
+/// (its tunnels keep working on their current leases): the table or JSON is printed, then the
+/// command fails with exit 8 (`api_unreachable`) saying so.
 pub fn status(home: &Home, args: JsonArg) -> Result<(), CliError> {
     let mut client = AgentClient::connect(home)?;
     match client.request(Request::Status, SLOW)? {
         Reply::Status { status, table } => {
+            let unreachable = status
+                .control_plane_unreachable
+                .as_ref()
+                .map(|u| CliError::new(Exit::ApiUnreachable, u.message.clone()));
             if args.json {
-                return print_json(&status);
+                print_json(&status)?;
+                return unreachable.map_or(Ok(()), Err);
             }
             print_raw(&table);
             // The table says `failed (auto)`; the reason goes to stderr, the table stays a table.
@@ -32,7 +39,7 @@ pub fn status(home: &Home, args: JsonArg) -> Result<(), CliError> {
                     );
                 }
             }
-            Ok(())
+            unreachable.map_or(Ok(()), Err)
         }
         other => Err(unexpected(&other)),
     }

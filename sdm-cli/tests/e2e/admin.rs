@@ -427,11 +427,13 @@ fn gateways_create_list_and_delete() {
     );
 
     // The token printed is the gateway's: a standalone gateway registers with it.
+    let spool = tempfile::tempdir().unwrap();
     let gateway = fx
         .block_on(sdm_server::remote::StandaloneGateway::start(
             sdm_server::remote::StandaloneConfig::new(&token)
                 .control_planes([fx.api_url.clone()])
-                .listen("127.0.0.1:0".parse().unwrap()),
+                .listen("127.0.0.1:0".parse().unwrap())
+                .audit_spool(spool.path().join("spool")),
         ))
         .unwrap();
     let listed = admin(&fx, &sdm, &["gateways", "list", "--json"]).json();

@@ -138,7 +138,9 @@ fn not_found_6_and_ambiguous_7_name_the_candidates() {
 #[test]
 fn api_unreachable_exits_8() {
     let mut fx = Fixture::start();
-    let token = fx.service_account("etl");
+    let echo = sdm_testkit::EchoServer::start().unwrap();
+    fx.resource("echo", ResourceKind::Tcp, echo.port(), None);
+    let token = fx.account_with("etl", &["echo"]);
     let sdm = fx.sdm();
     let down = format!("https://127.0.0.1:{}", free_port());
     let line = sdm
@@ -151,10 +153,32 @@ fn api_unreachable_exits_8() {
         &[("SDM_API_URL", &down)],
     )
     .fails(8);
-    // A logged-in agent whose server went away.
+    // A logged-in agent whose server went away: status answers from what the agent holds, says
+    // the control plane cannot be reached and for how long its tunnels hold, and exits 8.
     sdm.login(&token);
+    sdm.run(&["connect", "echo"]).ok();
     fx.stop_server();
-    sdm.run(&["status"]).fails(8);
+    let out = sdm.run(&["status"]);
+    assert_eq!(out.code, 8, "{out:#?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("echo") && l.contains(" connected ")),
+        "{out:#?}"
+    );
+    assert!(
+        out.stderr.contains("the control plane cannot be reached")
+            && out.stderr.contains("current leases for"),
+        "{out:#?}"
+    );
+    let out = sdm.run(&["status", "--json"]);
+    assert_eq!(out.code, 8, "{out:#?}");
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(json["resources"][0]["status"], "connected", "{json}");
+    assert!(
+        json["control_plane_unreachable"]["leases_hold_for_secs"].is_u64(),
+        "{json}"
+    );
     sdm.run(&["connect", "x"]).fails(8);
     // Logout still stops the agent, warning that the server was not told.
     let out = sdm.run(&["logout"]);

@@ -95,8 +95,42 @@ impl From<StoreError> for ApiError {
                 "the {what} was deleted while this request ran; try again"
             ))
             .with_status(StatusCode::NOT_FOUND),
+            // The store is down or failing: a passing condition, so retryable (503), never a
+            // refusal; clients keep their tunnels on the current lease and ask again.
+            StoreError::Backend { .. } => {
+                ApiError::internal("a database operation failed", &e);
+                ApiError::new(
+                    ErrorKind::ApiUnreachable,
+                    "the sdm control plane cannot use its database right now; try again shortly",
+                )
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+                .with_retry_after(1)
+            }
             _ => ApiError::internal("a database operation failed", &e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_store_is_a_retryable_503_and_other_store_errors_are_not() {
+        let down = ApiError::from(StoreError::backend(
+            "read the session",
+            std::io::Error::other("connection refused"),
+        ));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(down.kind().retryable());
+        assert_eq!(down.retry_after, Some(1));
+        assert!(!down.message().contains("connection refused"));
+        let conflict = ApiError::from(StoreError::Conflict {
+            entity: "an account",
+            name: "etl".into(),
+        });
+        assert_eq!(conflict.status, StatusCode::CONFLICT);
+        assert!(!conflict.kind().retryable());
     }
 }
 

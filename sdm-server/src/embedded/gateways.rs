@@ -29,6 +29,7 @@ pub(crate) struct GatewayKit {
     pub(crate) directory: Arc<dyn Directory>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) handshake_timeout: Duration,
+    pub(crate) drain: Duration,
 }
 
 /// A running gateway of this process.
@@ -99,6 +100,7 @@ impl GatewayKit {
                 directory: self.directory.clone(),
                 audit: self.audit.clone(),
                 handshake_timeout: self.handshake_timeout,
+                drain: self.drain,
             },
         )
         .map_err(|source| ServerError::Bind {

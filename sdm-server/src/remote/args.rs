@@ -42,6 +42,45 @@ pub struct GatewayArgs {
     /// What to do when the audit trail cannot be written.
     #[command(flatten)]
     pub audit: AuditArgs,
+    /// Directory that keeps the audit trail while no control plane takes it (created 0700; one
+    /// per gateway process). Default: $STATE_DIRECTORY/audit-spool under systemd, else
+    /// $XDG_STATE_HOME (or ~/.local/state)/sdm/gateway-audit-spool.
+    #[arg(long, value_name = "DIR", env = "SDM_AUDIT_SPOOL")]
+    pub audit_spool: Option<PathBuf>,
+    /// Bound on the audit spool: bytes, or a number with K, M or G (binary units); when it is
+    /// full, new connections are refused until a control plane takes the spooled events.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "1G")]
+    pub audit_spool_max: u64,
+    /// At SIGTERM, how long open connections may run on before they are closed with the
+    /// protocol's message (seconds, or a number with s, m or h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10")]
+    pub drain_timeout: Duration,
+}
+
+/// A size: bytes, or a number with K, M or G (1024-based), e.g. `512M`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit.trim_end_matches(['B', 'b', 'i']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size (bytes, or a number with K, M or G)"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with K, M or G)"))?;
+    n.checked_mul(1 << shift)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 /// What a gateway does when its audit trail cannot be written (`sdm-server serve` and
@@ -86,6 +125,9 @@ impl std::fmt::Debug for GatewayArgs {
             .field("public_addr", &self.public_addr)
             .field("tags", &self.tags)
             .field("audit", &self.audit)
+            .field("audit_spool", &self.audit_spool)
+            .field("audit_spool_max", &self.audit_spool_max)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }
@@ -114,7 +156,12 @@ impl GatewayArgs {
         let mut config = StandaloneConfig::new(token)
             .control_planes(self.control_planes)
             .listen(self.listen)
-            .audit_policy(self.audit.policy());
+            .audit_policy(self.audit.policy())
+            .audit_spool_max(self.audit_spool_max)
+            .drain(self.drain_timeout);
+        if let Some(dir) = self.audit_spool {
+            config = config.audit_spool(dir);
+        }
         if let Some(addr) = self.public_addr {
             config = config.public_addr(addr);
         }
@@ -135,6 +182,17 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: GatewayArgs,
+    }
+
+    #[test]
+    fn size_forms() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64K").unwrap(), 64 * 1024);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        for bad in ["", "G", "0", "1T", "-1", "1.5G", "99999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! the same bound as on the control plane's own gateway; a new connection may be admitted on a
 //! cached answer until the next epoch read (at most about a second) and is then closed with the
 //! others.
+//!
+//! While no control plane answers (unreachable, timing out, or failing with a server error), the
+//! last answer for the lease's session and resource is served instead, for as long as the
+//! presented lease is valid: the gateway has verified its signature and expiry, so the control
+//! plane did issue it, and the answer was current at the last revocation epoch the gateway
+//! heard. A revocation made during the outage therefore takes effect when a control plane
+//! answers again (docs/SECURITY.md, "Control-plane outages").
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +35,11 @@ use super::client::{CallError, SharedControlPlane};
 /// How long a positive answer is reused (unless the revocation epoch moves first, which a
 /// resource update also does).
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(5);
-/// Bound on cached leases; past it the cache starts over.
+/// Bound on cached leases (and on last answers); past it the cache starts over.
 const CACHE_MAX: usize = 100_000;
+/// A last answer is kept this long past the expiry of the lease it was given for: a lease renewed
+/// in the same session just before an outage (the longest lease lives a day) is still served.
+const KEEP_LAST_ANSWER: i64 = 24 * 3600;
 /// Bound on one authorization (the client is waiting).
 const AUTHORIZE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one read of the revocation epoch (read every second).
@@ -37,6 +47,15 @@ const EPOCH_TIMEOUT: Duration = Duration::from_secs(3);
 
 struct Cache {
     entries: HashMap<Uuid, (Instant, Upstream)>,
+    /// The last answer per (session, resource), with the account it was for and the latest
+    /// expiry of a lease it served: used only while no control plane answers.
+    last: HashMap<(Uuid, Uuid), LastAnswer>,
+}
+
+struct LastAnswer {
+    account: Uuid,
+    upstream: Upstream,
+    expires_at: i64,
 }
 
 /// Asks the control plane where leases go.
@@ -66,6 +85,7 @@ impl RemoteDirectory {
             name,
             cache: Mutex::new(Cache {
                 entries: HashMap::new(),
+                last: HashMap::new(),
             }),
             generation: AtomicU64::new(0),
             last_epoch: Mutex::new(None),
@@ -81,7 +101,7 @@ impl RemoteDirectory {
             .map(|(_, up)| up.clone())
     }
 
-    fn remember(&self, lease: Uuid, upstream: &Upstream, generation: u64) {
+    fn remember(&self, lease: &Lease, upstream: &Upstream, generation: u64) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked under the lock that `forget_all` takes, so a drop cannot slip in between.
         if self.generation.load(Ordering::SeqCst) != generation {
@@ -95,21 +115,51 @@ impl RemoteDirectory {
         }
         cache
             .entries
-            .insert(lease, (Instant::now(), upstream.clone()));
+            .insert(lease.id, (Instant::now(), upstream.clone()));
+        if cache.last.len() >= CACHE_MAX {
+            let now = sdm_proto::unix_now();
+            cache
+                .last
+                .retain(|_, last| last.expires_at.saturating_add(KEEP_LAST_ANSWER) > now);
+            if cache.last.len() >= CACHE_MAX {
+                cache.last.clear();
+            }
+        }
+        cache.last.insert(
+            (lease.session_id, lease.resource_id),
+            LastAnswer {
+                account: lease.account_id,
+                upstream: upstream.clone(),
+                expires_at: lease.expires_at,
+            },
+        );
     }
 
-    fn forget(&self, lease: Uuid) {
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entries
-            .remove(&lease);
+    /// The last answer for `lease`'s session and resource, to serve while no control plane
+    /// answers; the gateway has verified the lease (signature and expiry) before asking.
+    fn last_answer(&self, lease: &Lease) -> Option<Upstream> {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = cache.last.get_mut(&(lease.session_id, lease.resource_id))?;
+        if last.account != lease.account_id
+            || last.expires_at.saturating_add(KEEP_LAST_ANSWER) < sdm_proto::unix_now()
+        {
+            return None;
+        }
+        last.expires_at = last.expires_at.max(lease.expires_at);
+        Some(last.upstream.clone())
+    }
+
+    fn forget(&self, lease: &Lease) {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.entries.remove(&lease.id);
+        cache.last.remove(&(lease.session_id, lease.resource_id));
     }
 
     fn forget_all(&self) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         self.generation.fetch_add(1, Ordering::SeqCst);
         cache.entries.clear();
+        cache.last.clear();
     }
 
     fn unavailable(&self, e: &CallError) -> Denied {
@@ -124,7 +174,9 @@ impl RemoteDirectory {
                 self.name
             ),
             CallError::Unavailable(_) => format!(
-                "gateway {} cannot reach the control plane to check the lease; try again shortly",
+                "gateway {} cannot reach the control plane to check the lease, and has no earlier \
+                 answer for this session and resource to serve it on; try again when the control \
+                 plane is back",
                 self.name
             ),
         };
@@ -134,6 +186,15 @@ impl RemoteDirectory {
             kind: ErrorKind::Internal,
             message,
         }
+    }
+}
+
+/// Whether the call failed for want of a control plane that answers (unreachable, timing out,
+/// failing), as opposed to one that answered and refused this gateway.
+fn could_not_ask(e: &CallError) -> bool {
+    match e {
+        CallError::Unavailable(_) => true,
+        CallError::Refused { status, .. } => *status >= 500 || *status == 429,
     }
 }
 
@@ -147,18 +208,28 @@ impl Directory for RemoteDirectory {
         let request = AuthorizeLease {
             lease: URL_SAFE_NO_PAD.encode(signed),
         };
-        let answer: Authorization = self
+        let answer: Authorization = match self
             .control_plane
             .post(routes::GATEWAY_AUTHORIZE, &request, AUTHORIZE_TIMEOUT)
             .await
-            .map_err(|e| self.unavailable(&e))?;
+        {
+            Ok(answer) => answer,
+            Err(e) if could_not_ask(&e) => match self.last_answer(lease) {
+                Some(up) => {
+                    tracing::warn!(gateway = %self.name, lease = %lease.id, resource = %up.resource_name, expires_at = lease.expires_at, error = %e, "no control plane answers; serving the lease on the last answer for its session until it expires");
+                    return Ok(up);
+                }
+                None => return Err(self.unavailable(&e)),
+            },
+            Err(e) => return Err(self.unavailable(&e)),
+        };
         match answer {
             Authorization::Allowed(up) => {
-                self.remember(lease.id, &up, generation);
+                self.remember(lease, &up, generation);
                 Ok(up)
             }
             Authorization::Denied(refusal) => {
-                self.forget(lease.id);
+                self.forget(lease);
                 Err(Denied {
                     kind: refusal.kind(),
                     message: refusal.message,
@@ -229,23 +300,87 @@ mod tests {
         }
     }
 
+    fn lease() -> Lease {
+        let now = sdm_proto::unix_now();
+        Lease {
+            id: Uuid::new_v4(),
+            account_id: Uuid::new_v4(),
+            resource_id: Uuid::new_v4(),
+            session_id: Uuid::new_v4(),
+            issued_at: now,
+            expires_at: now + 60,
+        }
+    }
+
     #[test]
     fn a_drop_of_the_cache_wins_over_an_answer_fetched_before_it() {
         let d = directory();
-        let lease = Uuid::new_v4();
+        let lease = lease();
         let before = d.generation.load(Ordering::SeqCst);
-        d.remember(lease, &up(), before);
-        assert!(d.cached(lease).is_some());
+        d.remember(&lease, &up(), before);
+        assert!(d.cached(lease.id).is_some());
         // An answer fetched before the epoch moved is not kept afterwards.
         let stale = d.generation.load(Ordering::SeqCst);
         d.forget_all();
-        assert!(d.cached(lease).is_none());
-        d.remember(lease, &up(), stale);
-        assert!(d.cached(lease).is_none());
-        d.remember(lease, &up(), d.generation.load(Ordering::SeqCst));
-        assert!(d.cached(lease).is_some());
-        d.forget(lease);
-        assert!(d.cached(lease).is_none());
+        assert!(d.cached(lease.id).is_none());
+        assert!(
+            d.last_answer(&lease).is_none(),
+            "a revocation drops the last answers too"
+        );
+        d.remember(&lease, &up(), stale);
+        assert!(d.cached(lease.id).is_none());
+        d.remember(&lease, &up(), d.generation.load(Ordering::SeqCst));
+        assert!(d.cached(lease.id).is_some());
+        d.forget(&lease);
+        assert!(d.cached(lease.id).is_none());
+        assert!(d.last_answer(&lease).is_none());
+    }
+
+    #[test]
+    fn the_last_answer_serves_later_leases_of_the_same_session_and_account_only() {
+        let d = directory();
+        let first = lease();
+        d.remember(&first, &up(), d.generation.load(Ordering::SeqCst));
+        // Renewed in the same session: served on the answer given for the first lease.
+        let renewed = Lease {
+            id: Uuid::new_v4(),
+            expires_at: first.expires_at + 30,
+            ..first.clone()
+        };
+        assert_eq!(d.last_answer(&renewed).unwrap().resource_name, "pg");
+        let other_session = Lease {
+            session_id: Uuid::new_v4(),
+            ..renewed.clone()
+        };
+        assert!(d.last_answer(&other_session).is_none());
+        let other_account = Lease {
+            account_id: Uuid::new_v4(),
+            ..renewed.clone()
+        };
+        assert!(d.last_answer(&other_account).is_none());
+        let other_resource = Lease {
+            resource_id: Uuid::new_v4(),
+            ..renewed
+        };
+        assert!(d.last_answer(&other_resource).is_none());
+    }
+
+    #[test]
+    fn only_a_control_plane_that_did_not_answer_lets_the_last_answer_serve() {
+        assert!(could_not_ask(&CallError::Unavailable("down".into())));
+        for (status, kind, yes) in [
+            (503, ErrorKind::Internal, true),
+            (500, ErrorKind::Internal, true),
+            (401, ErrorKind::Unauthenticated, false),
+            (403, ErrorKind::Forbidden, false),
+        ] {
+            let e = CallError::Refused {
+                status,
+                kind,
+                message: "x".into(),
+            };
+            assert_eq!(could_not_ask(&e), yes, "{status}");
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! revocation epoch every second, renews its certificate daily, and withdraws when stopped.
 //! Several control plane URLs may be given: the next is used when one fails.
 //!
+//! While no control plane answers, it rides the outage out: leases it has verified are served on
+//! the last answer for their session (see [`RemoteDirectory`]), and its audit trail is spooled
+//! on its own disk (see [`Spool`]) and uploaded, in order, when a control plane answers again.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), sdm_server::remote::StandaloneError> {
 //! use sdm_server::remote::{StandaloneConfig, StandaloneGateway};
@@ -23,15 +27,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sdm_gateway::registration::{self, Registry, RegistryError, Served};
-use sdm_gateway::{AuditPolicy, Gateway, GatewayConfig};
+use sdm_gateway::{AuditPolicy, DEFAULT_DRAIN, Gateway, GatewayConfig};
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::server_tls::{ALPN_GATEWAY, LeafResolver, server_config};
 use sdm_proto::{Token, TokenKind};
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 mod args;
@@ -39,9 +45,11 @@ mod audit;
 mod client;
 mod directory;
 mod registry;
+mod spool;
 
 pub use args::{AuditArgs, GatewayArgs, parse_duration};
 pub use directory::RemoteDirectory;
+pub use spool::{DEFAULT_SPOOL_MAX_BYTES, Spool, SpoolError};
 
 use client::ControlPlane;
 use registry::RemoteRegistry;
@@ -50,7 +58,7 @@ use registry::RemoteRegistry;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long start-up waits for a control plane to answer, by default.
 pub const DEFAULT_REGISTER_TIMEOUT: Duration = Duration::from_secs(120);
-/// Bound on each step of a clean stop.
+/// Bound on each step of a clean stop (the drain of open connections comes on top).
 const STOP_STEP: Duration = Duration::from_secs(10);
 
 /// How to run a standalone gateway.
@@ -64,6 +72,9 @@ pub struct StandaloneConfig {
     handshake_timeout: Duration,
     register_timeout: Duration,
     audit_policy: AuditPolicy,
+    audit_spool: Option<PathBuf>,
+    audit_spool_max: u64,
+    drain: Duration,
 }
 
 impl std::fmt::Debug for StandaloneConfig {
@@ -74,6 +85,7 @@ impl std::fmt::Debug for StandaloneConfig {
             .field("listen", &self.listen)
             .field("public_addr", &self.public_addr)
             .field("tags", &self.tags)
+            .field("audit_spool", &self.audit_spool)
             .finish_non_exhaustive()
     }
 }
@@ -91,6 +103,9 @@ impl StandaloneConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             register_timeout: DEFAULT_REGISTER_TIMEOUT,
             audit_policy: AuditPolicy::default(),
+            audit_spool: None,
+            audit_spool_max: DEFAULT_SPOOL_MAX_BYTES,
+            drain: DEFAULT_DRAIN,
         }
     }
 
@@ -143,6 +158,51 @@ impl StandaloneConfig {
         self.audit_policy = policy;
         self
     }
+
+    /// The directory that keeps the audit trail while no control plane takes it (created 0700;
+    /// one per gateway process). Default: [`default_spool_dir`].
+    pub fn audit_spool(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.audit_spool = Some(dir.into());
+        self
+    }
+
+    /// Bound on the spool's size in bytes (default 1 GiB); when it is full, new connections are
+    /// refused until a control plane takes the spooled events.
+    pub fn audit_spool_max(mut self, bytes: u64) -> Self {
+        self.audit_spool_max = bytes;
+        self
+    }
+
+    /// At shutdown, how long open connections may run on before they are closed (default 10 s).
+    pub fn drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+}
+
+/// Where a standalone gateway spools its audit trail unless told: `$STATE_DIRECTORY/audit-spool`
+/// under systemd, else `$XDG_STATE_HOME/sdm/gateway-audit-spool`, else
+/// `~/.local/state/sdm/gateway-audit-spool`.
+pub fn default_spool_dir() -> Result<PathBuf, String> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(state) = var("STATE_DIRECTORY") {
+        // systemd may list several, separated by colons: the first is ours.
+        let first = state
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        return Ok(PathBuf::from(first).join("audit-spool"));
+    }
+    let base = match (var("XDG_STATE_HOME"), var("HOME")) {
+        (Some(state), _) => PathBuf::from(state),
+        (None, Some(home)) => PathBuf::from(home).join(".local/state"),
+        (None, None) => {
+            return Err("no HOME to put the audit spool in; give --audit-spool DIR".into());
+        }
+    };
+    Ok(base.join("sdm/gateway-audit-spool"))
 }
 
 /// A standalone gateway could not start.
@@ -166,6 +226,9 @@ pub enum StandaloneError {
     /// The control plane's answer could not be used.
     #[error("the control plane's registration answer is unusable: {0}")]
     Registration(String),
+    /// The audit spool cannot be used.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     /// The listener could not be bound.
     #[error("cannot listen for the gateway on {addr}")]
     Bind {
@@ -186,6 +249,8 @@ pub struct StandaloneGateway {
     gateway: Option<Gateway>,
     tasks: Vec<JoinHandle<()>>,
     audit_task: Option<JoinHandle<()>>,
+    drain_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    drain: Duration,
 }
 
 impl std::fmt::Debug for StandaloneGateway {
@@ -241,6 +306,14 @@ impl StandaloneGateway {
             // This process serves nothing yet: records its name left open are an earlier one's.
             starting: true,
         };
+        let spool_dir = match &config.audit_spool {
+            Some(dir) => dir.clone(),
+            None => default_spool_dir().map_err(StandaloneError::Config)?,
+        };
+        let spool = Arc::new(Spool::open(&spool_dir, config.audit_spool_max)?);
+        // Before registering: registering closes the records this gateway left open, and the
+        // spool may hold their real ends (or starts).
+        upload_left_over(&control_plane, &spool, config.register_timeout).await?;
         let registry = Arc::new(RemoteRegistry(control_plane.clone()));
         let registration =
             registration::register(registry.as_ref(), &request, config.register_timeout)
@@ -264,7 +337,20 @@ impl StandaloneGateway {
             control_plane.clone(),
             registration.name.clone(),
         ));
-        let (audit, audit_task) = audit::audit_uploader(control_plane.clone(), config.audit_policy);
+        let spooled = Arc::new(Notify::new());
+        let (audit, audit_task) = audit::audit_uploader(
+            control_plane.clone(),
+            config.audit_policy,
+            spool.clone(),
+            spooled.clone(),
+        );
+        let (stop_drain, drain_stop) = watch::channel(false);
+        let drain_task = tokio::spawn(audit::drain(
+            control_plane.clone(),
+            spool,
+            spooled,
+            drain_stop,
+        ));
         let gateway = Gateway::start_on(
             listener,
             GatewayConfig {
@@ -275,6 +361,7 @@ impl StandaloneGateway {
                 directory,
                 audit: Arc::new(audit),
                 handshake_timeout: config.handshake_timeout,
+                drain: config.drain,
             },
         )
         .map_err(bind)?;
@@ -295,6 +382,7 @@ impl StandaloneGateway {
             address = %address,
             local_addr = %local_addr,
             tags = ?registration.tags,
+            audit_spool = %spool_dir.display(),
             control_plane = %control_plane.current_url(),
             "gateway registered with the control plane"
         );
@@ -306,6 +394,8 @@ impl StandaloneGateway {
             gateway: Some(gateway),
             tasks,
             audit_task: Some(audit_task),
+            drain_task: Some((stop_drain, drain_task)),
+            drain: config.drain,
         })
     }
 
@@ -324,8 +414,10 @@ impl StandaloneGateway {
         self.local_addr
     }
 
-    /// Withdraws from the gateways offered to clients, stops accepting, closes open connections
-    /// and uploads the rest of the audit trail (each step bounded).
+    /// Withdraws from the gateways offered to clients, stops accepting, lets open connections
+    /// finish for the drain time and closes the rest with the protocol's message, then makes the
+    /// rest of the audit trail durable: uploaded, or else spooled for the next start (each step
+    /// bounded).
     pub async fn shutdown(mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
@@ -340,7 +432,7 @@ impl StandaloneGateway {
             ),
         }
         if let Some(gateway) = self.gateway.take()
-            && tokio::time::timeout(STOP_STEP, gateway.shutdown())
+            && tokio::time::timeout(self.drain + STOP_STEP, gateway.shutdown())
                 .await
                 .is_err()
         {
@@ -349,7 +441,17 @@ impl StandaloneGateway {
         if let Some(task) = self.audit_task.take()
             && tokio::time::timeout(STOP_STEP, task).await.is_err()
         {
-            tracing::warn!("the audit trail was not uploaded completely before the stop");
+            tracing::warn!(
+                "the audit trail was neither uploaded nor spooled completely before the stop"
+            );
+        }
+        if let Some((stop, task)) = self.drain_task.take() {
+            stop.send_replace(true);
+            if tokio::time::timeout(STOP_STEP, task).await.is_err() {
+                tracing::warn!(
+                    "uploading the spooled audit trail was cut short; the rest is uploaded at the next start"
+                );
+            }
         }
         tracing::info!(name = %self.name, "gateway stopped");
     }
@@ -359,6 +461,49 @@ impl Drop for StandaloneGateway {
     fn drop(&mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
+        }
+        if let Some((stop, _)) = &self.drain_task {
+            stop.send_replace(true);
+        }
+    }
+}
+
+/// Uploads what an earlier process of this gateway left in the spool, retrying until a control
+/// plane takes it or `timeout` passes.
+async fn upload_left_over(
+    control_plane: &client::SharedControlPlane,
+    spool: &Arc<Spool>,
+    timeout: Duration,
+) -> Result<(), StandaloneError> {
+    if spool.is_empty() {
+        return Ok(());
+    }
+    let (batches, bytes) = spool.usage();
+    tracing::info!(
+        batches,
+        bytes,
+        "uploading the audit trail an earlier run spooled"
+    );
+    let deadline = Instant::now() + timeout;
+    let mut failures = 0u32;
+    loop {
+        match audit::upload_spooled(control_plane, spool).await {
+            Ok(()) => return Ok(()),
+            Err(why) if Instant::now() >= deadline => {
+                return Err(StandaloneError::Unreachable {
+                    after: timeout,
+                    why: format!("the spooled audit trail could not be uploaded: {why}"),
+                });
+            }
+            Err(_) => {
+                let wait = sdm_proto::backoff::jittered(
+                    failures,
+                    Duration::from_millis(500),
+                    Duration::from_secs(5),
+                );
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(wait).await;
+            }
         }
     }
 }
