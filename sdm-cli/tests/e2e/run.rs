@@ -7,29 +7,12 @@
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use sdm_core::ResourceKind;
-use sdm_core::admin::{Credentials, NewResource};
-
-use crate::support::{Fixture, pg};
-
-/// A datasource on the shared PostgreSQL cluster with its credentials stored, so that the
-/// command logs in with no password.
-fn pg_resource(fx: &Fixture, name: &str) {
-    let pg = pg();
-    let r = NewResource::new(name, ResourceKind::Postgres, "127.0.0.1")
-        .port(pg.port())
-        .credentials(Credentials {
-            username: pg.superuser().to_owned(),
-            password: pg.password().to_owned(),
-            database: Some("postgres".to_owned()),
-        });
-    fx.block_on(fx.admin.create_resource(&r)).unwrap();
-}
+use crate::support::{Fixture, pg, pg_resource};
 
 #[test]
 fn psql_f_and_pg_dump_run_through_tunnels_that_live_as_long_as_the_command() {
     let fx = Fixture::start();
-    pg_resource(&fx, "warehouse");
+    pg_resource(&fx, "warehouse", None);
     let token = fx.account_with("etl", &["warehouse"]);
     let sdm = fx.sdm();
     let env = [("SDM_SERVICE_TOKEN", token.as_str())];
@@ -159,7 +142,7 @@ fn psql_f_and_pg_dump_run_through_tunnels_that_live_as_long_as_the_command() {
 #[test]
 fn signals_reach_the_command_and_its_status_comes_back() {
     let fx = Fixture::start();
-    pg_resource(&fx, "warehouse");
+    pg_resource(&fx, "warehouse", None);
     let token = fx.account_with("etl", &["warehouse"]);
     let sdm = fx.sdm();
     let mut child = sdm
@@ -189,8 +172,8 @@ fn signals_reach_the_command_and_its_status_comes_back() {
 #[test]
 fn with_an_agent_its_tunnels_are_used_and_only_the_new_ones_closed() {
     let fx = Fixture::start();
-    pg_resource(&fx, "warehouse");
-    pg_resource(&fx, "reports");
+    pg_resource(&fx, "warehouse", None);
+    pg_resource(&fx, "reports", None);
     let token = fx.account_with("etl", &["warehouse", "reports"]);
     let sdm = fx.sdm();
     sdm.login(&token);

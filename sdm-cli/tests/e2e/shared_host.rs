@@ -4,29 +4,26 @@
 
 use std::time::Duration;
 
-use sdm_core::admin::{Credentials, NewResource};
-use sdm_core::{ErrorKind, ResourceKind, Session};
+use sdm_core::{ErrorKind, Session};
 use sdm_proto::{Token, TokenKind};
 use serde_json::Value;
 
 use crate::support::{
-    Fixture, free_port, pg, psql_as, psql_as_os_user, psql_on, psql_on_as_os_user,
+    Fixture, free_port, pg_resource, psql_as, psql_as_os_user, psql_on, psql_on_as_os_user,
 };
 
-/// A datasource on the shared PostgreSQL cluster with its credentials stored.
-fn pg_resource(fx: &Fixture, name: &str, port_override: Option<u16>) {
-    let pg = pg();
-    let mut r = NewResource::new(name, ResourceKind::Postgres, "127.0.0.1")
-        .port(pg.port())
-        .credentials(Credentials {
-            username: pg.superuser().to_owned(),
-            password: pg.password().to_owned(),
-            database: Some("postgres".to_owned()),
-        });
-    if let Some(p) = port_override {
-        r = r.port_override(p);
+/// A second OS user of this host, or `None` (with a note) when the tests cannot play one.
+fn stranger() -> Option<sdm_testkit::OsUser> {
+    match sdm_testkit::other_os_user() {
+        Ok(Some(user)) => Some(user),
+        Ok(None) => {
+            eprintln!(
+                "note: skipped: playing a second OS user needs root (CI runs the tests as root)"
+            );
+            None
+        }
+        Err(e) => panic!("cannot find or create a second OS user: {e}"),
     }
-    fx.block_on(fx.admin.create_resource(&r)).unwrap();
 }
 
 /// The row of `sdm status --json` for `name`.
@@ -41,15 +38,8 @@ fn row<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn tunnels_serve_only_their_os_user_unless_opened_for_all() {
-    let stranger = match sdm_testkit::other_os_user() {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            eprintln!(
-                "note: skipped: playing a second OS user needs root (CI runs the tests as root)"
-            );
-            return;
-        }
-        Err(e) => panic!("cannot find or create a second OS user: {e}"),
+    let Some(stranger) = stranger() else {
+        return;
     };
     let fx = Fixture::start();
     let auto_port = free_port();
@@ -223,15 +213,8 @@ fn failed_token_checks_from_the_same_host_do_not_lock_the_job_out() {
 /// both kinds of tunnel while a tunnel opened for everybody lets them in (the control).
 #[test]
 fn unix_socket_and_same_user_only_tunnels_from_the_cli() {
-    let stranger = match sdm_testkit::other_os_user() {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            eprintln!(
-                "note: skipped: playing a second OS user needs root (CI runs the tests as root)"
-            );
-            return;
-        }
-        Err(e) => panic!("cannot find or create a second OS user: {e}"),
+    let Some(stranger) = stranger() else {
+        return;
     };
     let fx = Fixture::start();
     for name in ["pg-sock", "pg-tcp", "pg-default", "pg-open"] {

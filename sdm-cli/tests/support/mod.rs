@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sdm_core::ResourceKind;
-use sdm_core::admin::{AdminClient, NewResource, ResourceDetails};
+use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails};
 use sdm_server::{RunningServer, Server, ServerBuilder};
 use sdm_testkit::PgCluster;
 
@@ -459,4 +459,21 @@ fn psql_command(host: &str, port: u16, user: &str, password: Option<&str>, sql: 
         c.env("PGPASSWORD", p);
     }
     c
+}
+
+/// A datasource on the shared PostgreSQL cluster with its credentials stored, so that clients
+/// log in with any user name and no password.
+pub fn pg_resource(fx: &Fixture, name: &str, port_override: Option<u16>) {
+    let pg = pg();
+    let mut r = NewResource::new(name, ResourceKind::Postgres, "127.0.0.1")
+        .port(pg.port())
+        .credentials(Credentials {
+            username: pg.superuser().to_owned(),
+            password: pg.password().to_owned(),
+            database: Some("postgres".to_owned()),
+        });
+    if let Some(p) = port_override {
+        r = r.port_override(p);
+    }
+    fx.block_on(fx.admin.create_resource(&r)).unwrap();
 }
