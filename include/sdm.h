@@ -4,7 +4,8 @@
  *
  * Conventions (every function follows them):
  * - Handles are opaque: sdm_session, sdm_tunnel, sdm_options, sdm_resource_list,
- *   sdm_status_report, sdm_error. Each has one _free function, which accepts NULL.
+ *   sdm_status_report, sdm_error, sdm_connect_options. Each has one _free function, which
+ *   accepts NULL.
  * - Fallible functions return an sdm_status; SDM_STATUS_OK (0) is success. Output
  *   parameters (*_out) are written only on success (the one exception, a size written with
  *   SDM_STATUS_BUFFER_TOO_SMALL, is documented where it applies).
@@ -138,6 +139,55 @@ typedef enum {
 } sdm_status;
 
 /**
+ * The level of a log event; also the `max_level` of `sdm_set_log_callback` (which takes it as
+ * an `int`): events at that level and the more severe ones are delivered.
+ */
+typedef enum {
+  /**
+   * Something failed.
+   */
+  SDM_LOG_LEVEL_ERROR = 1,
+  /**
+   * Something went wrong and was handled (a retry, a refused local connection).
+   */
+  SDM_LOG_LEVEL_WARN = 2,
+  /**
+   * A normal event worth a line: a tunnel opened or closed.
+   */
+  SDM_LOG_LEVEL_INFO = 3,
+  /**
+   * Details for debugging.
+   */
+  SDM_LOG_LEVEL_DEBUG = 4,
+  /**
+   * Everything.
+   */
+  SDM_LOG_LEVEL_TRACE = 5,
+} sdm_log_level;
+
+/**
+ * What kind of address a tunnel listens on (`sdm_tunnel_local_addr_kind`).
+ */
+typedef enum {
+  /**
+   * A TCP address: `sdm_tunnel_local_addr` gives `"127.0.0.1:PORT"`; `sdm_tunnel_host` and
+   * `sdm_tunnel_port` give its parts.
+   */
+  SDM_ADDR_KIND_TCP = 0,
+  /**
+   * A Unix socket: `sdm_tunnel_local_addr` gives its path; the tunnel has no host or port.
+   */
+  SDM_ADDR_KIND_UNIX = 1,
+} sdm_addr_kind;
+
+/**
+ * Tunnel options for `sdm_session_connect_with_options`. Create with
+ * `sdm_connect_options_new`, free with `sdm_connect_options_free`. Every function on it is
+ * thread-safe (it is guarded by a lock); one options handle may serve many connects.
+ */
+typedef struct sdm_connect_options sdm_connect_options;
+
+/**
  * An error: a status code, a message for people, a retryable flag, and for
  * `SDM_STATUS_AMBIGUOUS_RESOURCE` the candidate names. Created by libsdm; free with
  * `sdm_error_free`. Immutable, so it may be read from several threads at once.
@@ -188,9 +238,104 @@ typedef struct sdm_status_report sdm_status_report;
  */
 typedef struct sdm_tunnel sdm_tunnel;
 
+/**
+ * A log callback: `level`, `target` (the module that logged, e.g. `"sdm_core::tunnel"`) and
+ * `message` (the text, then any fields as ` key=value`) are valid only during the call.
+ * `userdata` is what was given to `sdm_set_log_callback`.
+ */
+typedef void (*sdm_log_callback)(void *userdata,
+                                 sdm_log_level level,
+                                 const char *target,
+                                 const char *message);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Creates tunnel options with the defaults of `sdm_session_connect`: TCP on 127.0.0.1, the
+ * resource's fixed port or a free one, and every local OS user may connect.
+ *
+ * Ownership: on success `*options_out` receives a new handle the caller frees with
+ * `sdm_connect_options_free`. NULL `options_out`: `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `options_out` is NULL or writable.
+ */
+sdm_status sdm_connect_options_new(sdm_connect_options **options_out);
+
+/**
+ * Sets the local TCP port (0: the resource's fixed port, else a free one).
+ *
+ * NULL `options`: `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+sdm_status sdm_connect_options_set_port(sdm_connect_options *options, uint16_t port);
+
+/**
+ * Sets the local IP address to listen on (`"127.0.0.1"`, `"::1"`, …; default 127.0.0.1).
+ * Anything but loopback exposes the resource to other machines.
+ *
+ * NULL `options` or `address`: `SDM_STATUS_NULL_ARGUMENT`; not an IP address:
+ * `SDM_STATUS_INVALID_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `options` is NULL or live; `address` is NULL or a NUL-terminated string.
+ */
+sdm_status sdm_connect_options_set_bind_address(sdm_connect_options *options, const char *address);
+
+/**
+ * Listens on a Unix socket at `path` instead of a TCP port: the socket gets mode 0600, its
+ * directory is created with mode 0700 if missing, and an existing directory that other users
+ * can reach is refused at connect time (`SDM_STATUS_INVALID_ARGUMENT`). Only the owner (and
+ * root) can then connect, whatever `sdm_connect_options_set_same_user_only` says.
+ *
+ * NULL `options` or `path`: `SDM_STATUS_NULL_ARGUMENT`; not UTF-8 or empty:
+ * `SDM_STATUS_INVALID_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `options` is NULL or live; `path` is NULL or a NUL-terminated string.
+ */
+sdm_status sdm_connect_options_set_unix_socket(sdm_connect_options *options, const char *path);
+
+/**
+ * With `enabled`, listens on a Unix socket at a path sdm picks: a new directory of mode 0700
+ * under `$XDG_RUNTIME_DIR/sdm` (else `sdm-UID` in the temporary directory), removed when the
+ * tunnel closes. A postgres resource's socket is named `.s.PGSQL.5432` there, so libpq takes
+ * the directory as `host` and 5432 as `port`. `sdm_tunnel_local_addr` gives the path. A path
+ * set with `sdm_connect_options_set_unix_socket` takes precedence.
+ *
+ * NULL `options`: `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+sdm_status sdm_connect_options_set_private_unix_socket(sdm_connect_options *options, bool enabled);
+
+/**
+ * With `enabled`, the tunnel refuses local connections from other OS users (Linux: a TCP
+ * peer's user is looked up in `/proc/net/tcp`, a Unix-socket peer's from its credentials).
+ * A refused PostgreSQL client reads why as a server error; the refusal is logged. Default
+ * off for the library (the lookup costs a read of `/proc/net/tcp` per connection).
+ *
+ * NULL `options`: `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `options` is NULL or live.
+ */
+sdm_status sdm_connect_options_set_same_user_only(sdm_connect_options *options, bool enabled);
+
+/**
+ * Frees tunnel options. Tunnels opened with them are not affected.
+ *
+ * NULL: does nothing. Must not run while another thread uses the same options.
+ *
+ * # Safety
+ * `options` is NULL or a handle from `sdm_connect_options_new` that was not freed yet.
+ */
+void sdm_connect_options_free(sdm_connect_options *options);
 
 /**
  * The status code of `error`.
@@ -274,6 +419,30 @@ void sdm_error_free(sdm_error *error);
  * Ownership: a static string; never free it. Thread-safe.
  */
 const char *sdm_status_name(int status);
+
+/**
+ * Hands libsdm's log events to `callback`: every event at `max_level` (an `sdm_log_level`:
+ * `SDM_LOG_LEVEL_ERROR` 1 … `SDM_LOG_LEVEL_TRACE` 5) or more severe, with its level, target
+ * and message. NULL `callback` stops the delivery. Replaces any callback set before.
+ *
+ * The callback runs on the thread that logged: one of libsdm's own threads or a thread of the
+ * caller inside a libsdm call, possibly on several threads at once; so it must be thread-safe,
+ * must not block for long, and must not call libsdm (a call from inside it may deadlock). When
+ * this function returns, no call to the previous callback is in progress and none follows, so
+ * the previous `userdata` may be freed.
+ *
+ * `max_level` outside 1…5: `SDM_STATUS_INVALID_ARGUMENT`. A process whose Rust code already
+ * installed its own global `tracing` subscriber: `SDM_STATUS_INTERNAL` (that subscriber gets
+ * the events). Thread-safe.
+ *
+ * # Safety
+ * `callback` is NULL or a function that may be called as described, with `userdata`, from any
+ * thread until this function is called again; `error_out` is NULL or writable.
+ */
+sdm_status sdm_set_log_callback(sdm_log_callback callback,
+                                void *userdata,
+                                int max_level,
+                                sdm_error **error_out);
 
 /**
  * Creates empty login options: no token (so the login reads `SDM_ADMIN_TOKEN`, then
@@ -710,6 +879,22 @@ sdm_status sdm_session_connect_with(const sdm_session *session,
                                     sdm_error **error_out);
 
 /**
+ * `sdm_session_connect` with tunnel options (`sdm_connect_options`): a port or address, a
+ * Unix socket, refusing other OS users. NULL `options` means the defaults of
+ * `sdm_session_connect`. The options are copied; they may be freed or changed afterwards.
+ * Otherwise as `sdm_session_connect`.
+ *
+ * # Safety
+ * `session` and `options` are NULL or live; `name` is NULL or a NUL-terminated string;
+ * `tunnel_out` and `error_out` are NULL or writable.
+ */
+sdm_status sdm_session_connect_with_options(const sdm_session *session,
+                                            const char *name,
+                                            const sdm_connect_options *options,
+                                            sdm_tunnel **tunnel_out,
+                                            sdm_error **error_out);
+
+/**
  * Connects to the resource `name` inside this process, without a local listener, and returns
  * a connected socket: read and write the resource's own protocol on it (`read`/`write`/
  * `send`/`recv`/`poll`/`select`). Blocks until the gateway has reached the resource.
@@ -799,8 +984,9 @@ sdm_status sdm_session_logout(const sdm_session *session, sdm_error **error_out)
 void sdm_session_free(sdm_session *session);
 
 /**
- * Copies the tunnel's local address as `"127.0.0.1:40001"` (`"[::1]:40001"` for IPv6) into
- * `buf` with a terminating NUL.
+ * Copies where the tunnel listens into `buf` with a terminating NUL: a TCP address as
+ * `"127.0.0.1:40001"` (`"[::1]:40001"` for IPv6), or a Unix socket's path (see
+ * `sdm_tunnel_local_addr_kind`).
  *
  * `needed_out` (may be NULL) receives the buffer size the text needs, including the NUL, both
  * on success and when the buffer is too small. `buf` may be NULL when `buf_len` is 0, to ask
@@ -820,8 +1006,8 @@ sdm_status sdm_tunnel_local_addr(const sdm_tunnel *tunnel,
 
 /**
  * Copies the tunnel's local IP address as text (`"127.0.0.1"`, what a driver's `host` takes)
- * into `buf`. Buffer, size, NULL and closed behaviour: as `sdm_tunnel_local_addr`.
- * Thread-safe.
+ * into `buf`. Buffer, size, NULL and closed behaviour: as `sdm_tunnel_local_addr`. A
+ * Unix-socket tunnel has no IP address: `SDM_STATUS_INVALID_ARGUMENT`. Thread-safe.
  *
  * # Safety
  * `tunnel` is NULL or live; `buf` is NULL or writable for `buf_len` bytes; `needed_out` and
@@ -834,13 +1020,24 @@ sdm_status sdm_tunnel_host(const sdm_tunnel *tunnel,
                            sdm_error **error_out);
 
 /**
- * The tunnel's local port. Closed tunnel: `SDM_STATUS_CLOSED`. NULL `tunnel` or `port_out`:
+ * The tunnel's local port. Closed tunnel: `SDM_STATUS_CLOSED`. A Unix-socket tunnel has no
+ * port: `SDM_STATUS_INVALID_ARGUMENT`. NULL `tunnel` or `port_out`:
  * `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
  *
  * # Safety
  * `tunnel` is NULL or live; `port_out` and `error_out` are NULL or writable.
  */
 sdm_status sdm_tunnel_port(const sdm_tunnel *tunnel, uint16_t *port_out, sdm_error **error_out);
+
+/**
+ * Whether the tunnel listens on a TCP address (`SDM_ADDR_KIND_TCP`) or a Unix socket
+ * (`SDM_ADDR_KIND_UNIX`); also once it is closed. NULL `tunnel` or `kind_out`:
+ * `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+ *
+ * # Safety
+ * `tunnel` is NULL or live; `kind_out` is NULL or writable.
+ */
+sdm_status sdm_tunnel_local_addr_kind(const sdm_tunnel *tunnel, sdm_addr_kind *kind_out);
 
 /**
  * The name of the resource the tunnel reaches (also once it is closed).

@@ -126,6 +126,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
         tunnel.local_addr()
     );
     println!("\n{}", session.status().await?);
+    // A TCP tunnel (the default; `ConnectOptions::unix_socket` gives a Unix socket instead).
+    let addr = tunnel
+        .local_addr()
+        .tcp()
+        .ok_or("the tunnel listens on a Unix socket, not a TCP port")?;
 
     match &postgres {
         Some(_) => {
@@ -133,8 +138,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
             // the admin stored on the resource, whatever user name the job gives.
             let config = format!(
                 "host={} port={} user=etl-job dbname=postgres sslmode=disable",
-                tunnel.host(),
-                tunnel.port(),
+                addr.ip(),
+                addr.port(),
             );
             let (client, connection) =
                 tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
@@ -148,7 +153,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             );
         }
         None => {
-            let mut stream = tokio::net::TcpStream::connect(tunnel.local_addr()).await?;
+            let mut stream = tokio::net::TcpStream::connect(addr).await?;
             stream.write_all(b"hello through sdm").await?;
             let mut reply = [0u8; 17];
             stream.read_exact(&mut reply).await?;

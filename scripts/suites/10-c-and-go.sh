@@ -10,7 +10,8 @@
 #  4. the C examples built through pkg-config, dynamically and statically, and run
 #  5. leak check: 1,000 login/connect/close cycles under LeakSanitizer, plus a bound on the
 #     heap growth between cycle 100 and cycle 1,000
-#  6. go vet and go test in examples/go (cgo over libsdm, database/sql with pgx)
+#  6. go vet and go test -race in examples/go (cgo over libsdm, database/sql with pgx and the
+#     sdm-postgres driver, contexts)
 #
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
 set -euo pipefail
@@ -115,7 +116,7 @@ cxxflags=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g -O1 "${san[@]}" -I"$roo
 ldflags=(-L"$lib" -Wl,-rpath,"$lib" -lsdm -lpthread)
 bin="$work/bin"
 mkdir -p "$bin"
-for t in test_api test_threads test_leak; do
+for t in test_api test_threads test_leak test_owner_only test_log; do
   extra=()
   [ "$t" = test_api ] && extra=(-I"$(pg_config --includedir)" -lpq)
   cc "${cflags[@]}" -o "$bin/$t" "tests/c/$t.c" "${ldflags[@]}" "${extra[@]}"
@@ -181,6 +182,12 @@ export LSAN_OPTIONS=suppressions="$root/tests/c/lsan.supp":print_suppressions=0
 step "C: API, errors and misuse (test_api)"
 run_counted 300 "$bin/test_api"
 
+step "C: tunnels only their owner can use, and the honest address kind (test_owner_only)"
+run_counted 300 "$bin/test_owner_only"
+
+step "C: log events through sdm_set_log_callback, from several threads (test_log)"
+run_counted 300 "$bin/test_log"
+
 step "C: 8 threads opening and closing tunnels on one session (test_threads)"
 run_counted 300 "$bin/test_threads"
 
@@ -205,14 +212,14 @@ passed=$((passed + 2))
 step "leak check: $LEAK_CYCLES login/connect/close cycles under LeakSanitizer (test_leak)"
 run_counted 900 "$bin/test_leak" "$LEAK_CYCLES"
 
-step "Go: gofmt, go vet, go test (examples/go, cgo over libsdm in target/release)"
+step "Go: gofmt, go vet, go test -race (examples/go, cgo over libsdm in target/release)"
 export CGO_ENABLED=1
 (
   cd examples/go
   unformatted=$(gofmt -l .)
   [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted" >&2; exit 1; }
   timeout 600 go vet ./...
-  timeout 900 go test -count=1 -v ./... 2>&1 | tee "$work/go-test.log"
+  timeout 900 go test -race -count=1 -v ./... 2>&1 | tee "$work/go-test.log"
   exit "${PIPESTATUS[0]}"
 ) || fail "go test failed"
 go_passed=$(grep -c -E '^\s*--- PASS' "$work/go-test.log" || true)

@@ -52,7 +52,7 @@ stamp=$venv/.requirements.sha256
 want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   run 900 "pip install -r tests/python/requirements.txt" \
-    "$venv/bin/pip" install --quiet -r "$requirements"
+    "$venv/bin/python" -m pip install --quiet -r "$requirements"
   echo "$want" >"$stamp"
 fi
 "$venv/bin/python" --version
@@ -70,7 +70,9 @@ run 1800 "maturin build" \
   --interpreter "$venv/bin/python" --out "$wheels"
 wheel=$(ls "$wheels"/sdm_tunnel-*.whl)
 echo "built $(basename "$wheel") ($(du -h "$wheel" | cut -f1))"
-run 300 "pip install the wheel" "$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"
+# `python -m pip`, not bin/pip: a venv copied from another checkout keeps bin/pip's shebang,
+# which would install into that checkout's venv.
+run 300 "pip install the wheel" "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheel"
 
 # From here on, `sdm` is the installed wheel (cwd has no sdm/ directory).
 cd "$root/tests/python"

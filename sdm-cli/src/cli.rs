@@ -79,6 +79,20 @@ pub enum Command {
     /// With a token (--token, SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN) it logs in at once;
     /// otherwise it waits for `sdm login`. SIGTERM, SIGINT and SIGHUP stop it cleanly.
     Listen(ListenArgs),
+    /// Run a command with tunnels open for exactly its life: sdm run NAME [NAME…] [--] COMMAND
+    /// [ARGS…].
+    ///
+    /// Without `--`, the first word names the one resource and the rest is the command. The
+    /// tunnels come from the agent when it runs logged in (those opened for the command are
+    /// closed after it; open ones stay), else from a login of this process with the token in
+    /// SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN; only this OS user may use them. The command gets
+    /// SDM_<NAME>_HOST, _PORT and _ADDR per resource (name in capitals, other characters as _),
+    /// PGHOST, PGPORT and PGSSLMODE=disable when exactly one resource is postgres, and {host},
+    /// {port}, {addr} of the first resource in its arguments. Signals (INT, TERM, HUP, QUIT,
+    /// USR1, USR2) are passed on; sdm run exits with the command's status (128 + N when signal N
+    /// ended it; 127 when it is not found). An unknown or ambiguous resource fails before the
+    /// command starts, with the usual exit code.
+    Run(RunArgs),
     /// Manage accounts, resources and grants (needs an admin token).
     Admin(Box<AdminArgs>),
     /// Print a shell completion script.
@@ -105,6 +119,10 @@ pub struct LoginArgs {
     /// By default a tunnel serves only the user running the agent; unsafe on a shared host.
     #[arg(long)]
     pub allow_other_users: bool,
+    /// Session-wide: `sdm connect` opens private Unix sockets instead of TCP ports unless it
+    /// is given --tcp or a PORT (auto-connect keeps its fixed TCP ports).
+    #[arg(long)]
+    pub unix_socket: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -123,11 +141,35 @@ pub struct ConnectArgs {
     /// Let every OS user on this machine use the tunnel (the default: only the user running
     /// the agent; others are refused). Unsafe on a shared host: anyone there reaches the
     /// resource as this account.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "same_user_only")]
     pub allow_other_users: bool,
+    /// Only the OS user running the agent may use the tunnel; others are refused (the
+    /// default, spelled out).
+    #[arg(long)]
+    pub same_user_only: bool,
+    /// Listen on a Unix socket in a new private directory (mode 0700, removed with the
+    /// tunnel; a postgres socket is named .s.PGSQL.5432 for libpq) instead of a TCP port.
+    #[arg(long, conflicts_with_all = ["port", "tcp"])]
+    pub unix_socket: bool,
+    /// Listen on a TCP port even when `sdm login --unix-socket` made sockets the default.
+    #[arg(long)]
+    pub tcp: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// NAME [NAME…] [--] COMMAND [ARGS…]
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "NAME… [--] COMMAND"
+    )]
+    pub words: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +196,10 @@ pub struct ListenArgs {
     /// By default a tunnel serves only the user running the agent; unsafe on a shared host.
     #[arg(long)]
     pub allow_other_users: bool,
+    /// Session-wide: tunnels listen on private Unix sockets unless a connect asks for TCP
+    /// (as `sdm login --unix-socket`).
+    #[arg(long)]
+    pub unix_socket: bool,
 }
 
 #[derive(Debug, Args)]

@@ -43,8 +43,14 @@ fn main() -> ExitCode {
     if agent {
         open_files::raise_to_hard_limit();
     }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match &cli.command {
+        Command::Run(args) => {
+            Home::resolve(cli.home.as_deref()).and_then(|home| commands::run::run(&home, args))
+        }
+        _ => run(cli).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
         Err(e) => {
             let line = e.line();
             if !line.is_empty() {
@@ -83,6 +89,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ready(args) => commands::session::ready(&home()?, args),
         Command::Listen(args) => commands::session::listen(&home()?, args),
         Command::Admin(args) => commands::admin::run(*args),
+        Command::Run(_) => Err(CliError::internal("sdm run is handled by main")),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sdm", &mut std::io::stdout());
             Ok(())

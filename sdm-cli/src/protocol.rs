@@ -41,6 +41,10 @@ pub enum Request {
         /// Let every OS user on the machine use the tunnels auto-connect opens; default: only the agent's user.
         #[serde(default, skip_serializing_if = "is_false")]
         allow_other_users: bool,
+        /// The session's tunnels listen on private Unix sockets unless a connect asks for TCP
+        /// (auto-connect keeps its fixed TCP ports).
+        #[serde(default, skip_serializing_if = "is_false")]
+        unix_socket: bool,
     },
     /// Every granted resource and its state → [`Reply::Status`].
     Status,
@@ -54,12 +58,18 @@ pub enum Request {
         /// Let every OS user on the machine use the tunnel; default: only the agent's user.
         #[serde(default, skip_serializing_if = "is_false")]
         allow_other_users: bool,
+        /// A private Unix socket (true) or a TCP port (false); default: the login's choice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unix_socket: Option<bool>,
     },
     /// Open a tunnel to every granted resource not yet connected → [`Reply::ConnectedAll`].
     ConnectAll {
         /// Let every OS user on the machine use the new tunnels; default: only the agent's user.
         #[serde(default, skip_serializing_if = "is_false")]
         allow_other_users: bool,
+        /// Private Unix sockets (true) or TCP ports (false); default: the login's choice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unix_socket: Option<bool>,
     },
     /// Close the tunnel to a connected resource → [`Reply::Disconnected`].
     Disconnect {
@@ -79,12 +89,14 @@ impl std::fmt::Debug for Request {
             Request::Login {
                 api_url,
                 allow_other_users,
+                unix_socket,
                 ..
             } => f
                 .debug_struct("Login")
                 .field("token", &"<redacted>")
                 .field("api_url", api_url)
                 .field("allow_other_users", allow_other_users)
+                .field("unix_socket", unix_socket)
                 .finish(),
             Request::Ping => f.write_str("Ping"),
             Request::Status => f.write_str("Status"),
@@ -92,15 +104,21 @@ impl std::fmt::Debug for Request {
                 name,
                 port,
                 allow_other_users,
+                unix_socket,
             } => f
                 .debug_struct("Connect")
                 .field("name", name)
                 .field("port", port)
                 .field("allow_other_users", allow_other_users)
+                .field("unix_socket", unix_socket)
                 .finish(),
-            Request::ConnectAll { allow_other_users } => f
+            Request::ConnectAll {
+                allow_other_users,
+                unix_socket,
+            } => f
                 .debug_struct("ConnectAll")
                 .field("allow_other_users", allow_other_users)
+                .field("unix_socket", unix_socket)
                 .finish(),
             Request::Disconnect { name } => {
                 f.debug_struct("Disconnect").field("name", name).finish()
@@ -279,10 +297,11 @@ pub struct TunnelInfo {
     /// The resource's type.
     #[serde(rename = "type")]
     pub kind: ResourceKind,
-    /// Where clients connect, `127.0.0.1:PORT`.
+    /// Where clients connect: `127.0.0.1:PORT`, or a Unix socket's path.
     pub local_address: String,
-    /// The local port.
-    pub port: u16,
+    /// The local TCP port; none for a Unix socket.
+    #[serde(default)]
+    pub port: Option<u16>,
     /// Whether only the OS user running the agent may connect (false: every local user may,
     /// `--allow-other-users`; also what an older agent that did not say means).
     #[serde(default)]
@@ -371,6 +390,7 @@ mod tests {
                 name: "pg".into(),
                 port: Some(5432),
                 allow_other_users: false,
+                unix_socket: None,
             },
         };
         assert_eq!(
@@ -388,18 +408,20 @@ mod tests {
         assert_eq!(
             all.request,
             Request::ConnectAll {
-                allow_other_users: false
+                allow_other_users: false,
+                unix_socket: None,
             }
         );
         let line = RequestLine {
             v: PROTOCOL_VERSION,
             request: Request::ConnectAll {
                 allow_other_users: true,
+                unix_socket: Some(true),
             },
         };
         assert_eq!(
             serde_json::to_string(&line).unwrap(),
-            r#"{"v":1,"op":"connect_all","allow_other_users":true}"#
+            r#"{"v":1,"op":"connect_all","allow_other_users":true,"unix_socket":true}"#
         );
         // A tunnel described by an agent that did not say was open to everyone.
         let t: TunnelInfo = serde_json::from_str(
@@ -407,6 +429,12 @@ mod tests {
         )
         .unwrap();
         assert!(!t.owner_only);
+        // A Unix-socket tunnel has a path and no port.
+        let t: TunnelInfo = serde_json::from_str(
+            r#"{"resource":"pg","type":"postgres","local_address":"/run/sdm/x/.s.PGSQL.5432","port":null,"owner_only":true}"#,
+        )
+        .unwrap();
+        assert_eq!(t.port, None);
     }
 
     #[test]
@@ -415,6 +443,7 @@ mod tests {
             token: "sdm_svc_supersecret".into(),
             api_url: None,
             allow_other_users: false,
+            unix_socket: false,
         };
         assert!(!format!("{r:?}").contains("supersecret"));
     }

@@ -33,7 +33,7 @@ async fn first_row(token: &str, pg: &PgCluster) -> Duration {
     let config = format!(
         "host=127.0.0.1 port={} user={} password={} dbname=postgres sslmode=disable \
          connect_timeout=20",
-        tunnel.port(),
+        tunnel.port().unwrap(),
         pg.superuser(),
         pg.password()
     );

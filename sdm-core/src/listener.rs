@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::resource::{Resource, ResourceKind};
 
 /// Where a tunnel listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +22,35 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A Unix socket (mode 0600, in a directory of mode 0700).
     Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// The TCP address, or `None` for a Unix socket.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Tcp(addr) => Some(*addr),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
+    /// The socket's path, or `None` for a TCP address.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            ListenAddr::Tcp(_) => None,
+            ListenAddr::Unix(path) => Some(path),
+        }
+    }
+
+    /// The IP address as text (`"127.0.0.1"`, what a driver's `host` takes); `None` for a
+    /// Unix socket.
+    pub fn host(&self) -> Option<String> {
+        self.tcp().map(|a| a.ip().to_string())
+    }
+
+    /// The TCP port; `None` for a Unix socket.
+    pub fn port(&self) -> Option<u16> {
+        self.tcp().map(|a| a.port())
+    }
 }
 
 impl std::fmt::Display for ListenAddr {
@@ -34,7 +64,8 @@ impl std::fmt::Display for ListenAddr {
 
 pub(crate) enum LocalListener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    /// The socket, its path, and whether its directory is ours to remove with it.
+    Unix(UnixListener, PathBuf, bool),
 }
 
 pub(crate) enum LocalStream {
@@ -60,28 +91,9 @@ impl LocalListener {
             .ok_or_else(|| {
                 Error::invalid_argument(format!("{} has no directory", path.display()))
             })?;
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| {
-                    Error::invalid_argument(format!("cannot create {}: {e}", dir.display()))
-                        .with_source(e)
-                })?;
-        }
-        let meta = std::fs::metadata(dir).map_err(|e| {
-            Error::invalid_argument(format!("cannot read {}: {e}", dir.display())).with_source(e)
-        })?;
+        private_dir(dir)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
-        if meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
-            return Err(Error::invalid_argument(format!(
-                "{} must be a directory of this user with mode 0700 (others could reach the socket); \
-                 use a private directory",
-                dir.display()
-            )));
-        }
         if let Ok(existing) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
             let stale = existing.file_type().is_socket()
@@ -103,7 +115,31 @@ impl LocalListener {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
             Error::internal(format!("cannot restrict {}: {e}", path.display())).with_source(e)
         })?;
-        Ok(LocalListener::Unix(listener, path.to_owned()))
+        Ok(LocalListener::Unix(listener, path.to_owned(), false))
+    }
+
+    /// A Unix socket in a new private directory of its own (removed with the socket), under
+    /// `$XDG_RUNTIME_DIR/sdm`, else under `sdm-UID` in the temporary directory (both 0700 and
+    /// this user's, or refused). A postgres resource's socket is named `.s.PGSQL.5432`, so
+    /// libpq reaches it with the directory as `host` and 5432 as `port`.
+    pub(crate) fn bind_private_unix(resource: &Resource) -> Result<LocalListener> {
+        let dir = private_socket_dir(resource)?;
+        let file = match resource.kind {
+            ResourceKind::Postgres => ".s.PGSQL.5432",
+            _ => "socket",
+        };
+        match LocalListener::bind_unix(&dir.join(file), &resource.name) {
+            Ok(mut listener) => {
+                if let LocalListener::Unix(_, _, own_dir) = &mut listener {
+                    *own_dir = true;
+                }
+                Ok(listener)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(e)
+            }
+        }
     }
 
     pub(crate) fn addr(&self) -> Result<ListenAddr> {
@@ -112,7 +148,7 @@ impl LocalListener {
                 .local_addr()
                 .map(ListenAddr::Tcp)
                 .map_err(|e| Error::internal(format!("listener has no address: {e}"))),
-            LocalListener::Unix(_, path) => Ok(ListenAddr::Unix(path.clone())),
+            LocalListener::Unix(_, path, _) => Ok(ListenAddr::Unix(path.clone())),
         }
     }
 
@@ -133,7 +169,7 @@ impl LocalListener {
                 };
                 Ok((LocalStream::Tcp(s), peer.to_string(), uid))
             }
-            LocalListener::Unix(l, path) => {
+            LocalListener::Unix(l, path, _) => {
                 let (s, _) = l.accept().await?;
                 let uid = s.peer_cred().ok().map(|c| c.uid());
                 Ok((LocalStream::Unix(s), path.display().to_string(), uid))
@@ -144,10 +180,74 @@ impl LocalListener {
 
 impl Drop for LocalListener {
     fn drop(&mut self) {
-        if let LocalListener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let LocalListener::Unix(_, path, own_dir) = self {
+            let _ = std::fs::remove_file(&*path);
+            if *own_dir && let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
+}
+
+/// Creates `dir` (mode 0700) if missing; refuses a directory of another user or one that other
+/// users can enter or write (they could reach or replace the socket).
+fn private_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::invalid_argument(format!("cannot create {}: {e}", dir.display()))
+                    .with_source(e)
+            })?;
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        Error::invalid_argument(format!("cannot read {}: {e}", dir.display())).with_source(e)
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+        return Err(Error::invalid_argument(format!(
+            "{} must be a directory of this user with mode 0700 (others could reach the socket); \
+             use a private directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A new directory for one tunnel's socket: `BASE/NAME-RANDOM`, BASE being
+/// `$XDG_RUNTIME_DIR/sdm` or `TMPDIR/sdm-UID`, each checked by [`private_dir`].
+fn private_socket_dir(resource: &Resource) -> Result<PathBuf> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let base = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => PathBuf::from(runtime).join("sdm"),
+        None => std::env::temp_dir().join(format!("sdm-{me}")),
+    };
+    private_dir(&base)?;
+    let name: String = resource
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let dir = base.join(format!("{name}-{}", &random[..12]));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| {
+            Error::invalid_argument(format!("cannot create {}: {e}", dir.display())).with_source(e)
+        })?;
+    Ok(dir)
 }
 
 fn bind_error(addr: &str, resource: &str, e: io::Error) -> Error {

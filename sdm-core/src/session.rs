@@ -43,6 +43,11 @@ pub struct ConnectOptions {
     /// Listen on a Unix socket at this path instead of TCP (socket 0600; its directory is
     /// created 0700, and an existing directory others can reach is refused).
     pub unix_socket: Option<PathBuf>,
+    /// Listen on a Unix socket at a path sdm picks (when `unix_socket` gives none): a new
+    /// directory of mode 0700 under `$XDG_RUNTIME_DIR/sdm`, else under `sdm-UID` in the
+    /// temporary directory, removed when the tunnel closes. A postgres resource's socket is
+    /// named `.s.PGSQL.5432` in it, so libpq takes the directory as `host` and 5432 as `port`.
+    pub private_unix_socket: bool,
     /// Refuse local connections from other OS users (Linux; TCP peers are looked up in
     /// `/proc/net/tcp`, Unix-socket peers by their credentials).
     pub same_user_only: bool,
@@ -64,6 +69,13 @@ impl ConnectOptions {
     /// Listen on a Unix socket at `path` instead of a TCP port.
     pub fn unix_socket(mut self, path: impl Into<PathBuf>) -> Self {
         self.unix_socket = Some(path.into());
+        self
+    }
+
+    /// Listen on a Unix socket at a path sdm picks (see
+    /// [`private_unix_socket`](Self::private_unix_socket)) instead of a TCP port.
+    pub fn private_unix_socket(mut self) -> Self {
+        self.private_unix_socket = true;
         self
     }
 
@@ -275,6 +287,7 @@ impl Session {
         self.core.lease(&slot, false).await?;
         let listener = match &options.unix_socket {
             Some(path) => LocalListener::bind_unix(path, &resource.name)?,
+            None if options.private_unix_socket => LocalListener::bind_private_unix(&resource)?,
             None => {
                 let ip = options.bind.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
                 let port = options.port.or(resource.port_override).unwrap_or(0);
@@ -355,7 +368,7 @@ impl Session {
                 let tunnel = open.iter().find(|t| t.resource.id == resource.id);
                 let state = match tunnel {
                     Some(t) => ConnectionState::Connected {
-                        local_addr: t.local_addr,
+                        local_addr: t.listen.clone(),
                         connections: t.active_connections(),
                     },
                     None => ConnectionState::NotConnected,

@@ -1,12 +1,12 @@
 //! What `sdm status` shows: every granted resource and whether this session is connected to it.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use sdm_proto::text::escape_controls;
 
 use crate::account::Account;
+use crate::listener::ListenAddr;
 use crate::resource::{Resource, ResourceClass};
 
 /// The session's resources and their connection state.
@@ -76,8 +76,8 @@ pub struct ResourceStatus {
 pub enum ConnectionState {
     /// A tunnel is open.
     Connected {
-        /// Where it listens.
-        local_addr: SocketAddr,
+        /// Where it listens: a TCP address or a Unix socket path.
+        local_addr: ListenAddr,
         /// Local connections being carried.
         connections: usize,
     },
@@ -90,10 +90,11 @@ impl ResourceStatus {
         ResourceStatus { resource, state }
     }
 
-    /// The local port: the tunnel's when connected, else the resource's fixed port, if any.
+    /// The local port: the tunnel's when connected (none for a Unix socket), else the resource's
+    /// fixed port, if any.
     pub fn port(&self) -> Option<u16> {
         match &self.state {
-            ConnectionState::Connected { local_addr, .. } => Some(local_addr.port()),
+            ConnectionState::Connected { local_addr, .. } => local_addr.port(),
             ConnectionState::NotConnected => self.resource.port_override,
         }
     }
@@ -217,7 +218,7 @@ mod tests {
                 ResourceStatus::new(
                     res("warehouse", ResourceKind::Postgres, None),
                     ConnectionState::Connected {
-                        local_addr: "127.0.0.1:40001".parse().unwrap(),
+                        local_addr: ListenAddr::Tcp("127.0.0.1:40001".parse().unwrap()),
                         connections: 0,
                     },
                 ),
@@ -244,7 +245,7 @@ server-245a         not connected     61334     ssh
             vec![ResourceStatus::new(
                 res("warehouse", ResourceKind::Postgres, None),
                 ConnectionState::Connected {
-                    local_addr: "127.0.0.1:40001".parse().unwrap(),
+                    local_addr: ListenAddr::Tcp("127.0.0.1:40001".parse().unwrap()),
                     connections: 1,
                 },
             )],

@@ -1,6 +1,5 @@
 //! Tunnels: a local listener whose connections are carried through a gateway to a resource.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -42,7 +41,7 @@ impl std::fmt::Debug for Tunnel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tunnel")
             .field("resource", &self.shared.resource.name)
-            .field("local_addr", &self.shared.local_addr)
+            .field("local_addr", &self.shared.listen)
             .field("open", &self.shared.is_open())
             .finish()
     }
@@ -50,9 +49,8 @@ impl std::fmt::Debug for Tunnel {
 
 pub(crate) struct TunnelShared {
     pub(crate) resource: Resource,
-    /// The TCP address; `0.0.0.0:0` for a Unix-socket tunnel.
-    pub(crate) local_addr: SocketAddr,
-    listen: ListenAddr,
+    /// Where it listens: a TCP address or a Unix socket path.
+    pub(crate) listen: ListenAddr,
     shutdown: watch::Sender<bool>,
     reason: Mutex<Option<Error>>,
     connections: AtomicUsize,
@@ -77,14 +75,9 @@ impl Tunnel {
         same_user_only: bool,
     ) -> Result<Tunnel> {
         let listen = listener.addr()?;
-        let local_addr = match &listen {
-            ListenAddr::Tcp(addr) => *addr,
-            ListenAddr::Unix(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(TunnelShared {
             resource,
-            local_addr,
             listen: listen.clone(),
             shutdown,
             reason: Mutex::new(None),
@@ -130,25 +123,21 @@ impl Tunnel {
         &self.shared.resource
     }
 
-    /// Where clients connect, e.g. `127.0.0.1:5432` (`0.0.0.0:0` for a Unix-socket tunnel: see
-    /// [`listen_addr`](Self::listen_addr)).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
-    }
-
-    /// Where clients connect: a TCP address or a Unix socket path.
-    pub fn listen_addr(&self) -> &ListenAddr {
+    /// Where clients connect: a TCP address (e.g. `127.0.0.1:5432`) or, for a tunnel opened
+    /// with [`ConnectOptions::unix_socket`](crate::ConnectOptions::unix_socket), a Unix socket
+    /// path. [`ListenAddr::tcp`] and [`ListenAddr::unix_path`] pick one.
+    pub fn local_addr(&self) -> &ListenAddr {
         &self.shared.listen
     }
 
-    /// The local IP address as text (`"127.0.0.1"`).
-    pub fn host(&self) -> String {
-        self.shared.local_addr.ip().to_string()
+    /// The local IP address as text (`"127.0.0.1"`); `None` for a Unix-socket tunnel.
+    pub fn host(&self) -> Option<String> {
+        self.shared.listen.host()
     }
 
-    /// The local port.
-    pub fn port(&self) -> u16 {
-        self.shared.local_addr.port()
+    /// The local TCP port; `None` for a Unix-socket tunnel.
+    pub fn port(&self) -> Option<u16> {
+        self.shared.listen.port()
     }
 
     /// Whether the tunnel still accepts connections.

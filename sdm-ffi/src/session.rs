@@ -1,13 +1,13 @@
 //! `sdm_session`: log in, list resources, connect, dial, status, disconnect, log out.
 
 use std::ffi::{CString, c_char, c_int};
-use std::net::IpAddr;
 use std::os::fd::IntoRawFd;
 
 use sdm_core::ConnectOptions;
 use sdm_core::blocking::{self, SessionBuilder};
 
 use crate::boundary::{Owner, call, cstring, guard, handle, out, text, write};
+use crate::connect_options::{parse_ip, sdm_connect_options};
 use crate::error::{Failure, sdm_error, sdm_status};
 use crate::options::sdm_options;
 use crate::report::sdm_status_report;
@@ -279,29 +279,73 @@ pub unsafe extern "C" fn sdm_session_connect_with(
     error_out: *mut *mut sdm_error,
 ) -> sdm_status {
     call(error_out, || {
-        // SAFETY: the caller passes NULL or live pointers.
-        let session = unsafe { handle(session, "session") }?.live()?;
-        let name = unsafe { text(name, "name") }?;
-        let tunnel_out = out(tunnel_out, "tunnel_out")?;
-        let mut options = ConnectOptions::default();
-        if !bind_address.is_null() {
-            // SAFETY: non-NULL and NUL-terminated, guaranteed by the caller.
-            let text = unsafe { text(bind_address, "bind_address") }?;
-            let ip: IpAddr = text.trim().parse().map_err(|_| {
-                Failure::invalid(format!(
-                    "bind_address {text:?} is not an IP address (e.g. \"127.0.0.1\" or \"::1\")"
-                ))
-            })?;
-            options = options.bind(ip);
-        }
-        if port != 0 {
-            options = options.port(port);
-        }
-        let tunnel = session.connect_with(name, options)?;
-        let tunnel = Box::new(sdm_tunnel::new(tunnel));
-        // SAFETY: checked non-NULL; written only on success.
-        unsafe { write(tunnel_out, Box::into_raw(tunnel)) };
-        Ok(())
+        let options = || {
+            let mut options = ConnectOptions::default();
+            if !bind_address.is_null() {
+                // SAFETY: non-NULL and NUL-terminated, guaranteed by the caller.
+                let text = unsafe { text(bind_address, "bind_address") }?;
+                options = options.bind(parse_ip(text)?);
+            }
+            if port != 0 {
+                options = options.port(port);
+            }
+            Ok(options)
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { connect_into(session, name, tunnel_out, options) }
+    })
+}
+
+/// The body the connect functions share: checks the arguments, opens the tunnel with what
+/// `options` gives (asked after the other checks) and writes `*tunnel_out` on success.
+///
+/// # Safety
+/// `session` is NULL or live; `name` is NULL or a NUL-terminated string; `tunnel_out` is NULL
+/// or writable.
+unsafe fn connect_into(
+    session: *const sdm_session,
+    name: *const c_char,
+    tunnel_out: *mut *mut sdm_tunnel,
+    options: impl FnOnce() -> Result<ConnectOptions, Failure>,
+) -> Result<(), Failure> {
+    // SAFETY: the caller passes NULL or live pointers.
+    let session = unsafe { handle(session, "session") }?.live()?;
+    let name = unsafe { text(name, "name") }?;
+    let tunnel_out = out(tunnel_out, "tunnel_out")?;
+    let tunnel = session.connect_with(name, options()?)?;
+    let tunnel = Box::new(sdm_tunnel::new(tunnel));
+    // SAFETY: checked non-NULL; written only on success.
+    unsafe { write(tunnel_out, Box::into_raw(tunnel)) };
+    Ok(())
+}
+
+/// `sdm_session_connect` with tunnel options (`sdm_connect_options`): a port or address, a
+/// Unix socket, refusing other OS users. NULL `options` means the defaults of
+/// `sdm_session_connect`. The options are copied; they may be freed or changed afterwards.
+/// Otherwise as `sdm_session_connect`.
+///
+/// # Safety
+/// `session` and `options` are NULL or live; `name` is NULL or a NUL-terminated string;
+/// `tunnel_out` and `error_out` are NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sdm_session_connect_with_options(
+    session: *const sdm_session,
+    name: *const c_char,
+    options: *const sdm_connect_options,
+    tunnel_out: *mut *mut sdm_tunnel,
+    error_out: *mut *mut sdm_error,
+) -> sdm_status {
+    call(error_out, || {
+        let options = || {
+            if options.is_null() {
+                Ok(ConnectOptions::default())
+            } else {
+                // SAFETY: non-NULL and live, guaranteed by the caller.
+                unsafe { handle(options, "options") }?.get()
+            }
+        };
+        // SAFETY: forwarded from the caller.
+        unsafe { connect_into(session, name, tunnel_out, options) }
     })
 }
 

@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, c_char};
 
-use sdm_core::{Tunnel, blocking};
+use sdm_core::{ListenAddr, Tunnel, blocking};
 
 use crate::boundary::{Owner, call, copy_text, cstring, guard, handle, out, write};
 use crate::error::{Failure, sdm_error, sdm_status};
@@ -21,7 +21,18 @@ pub struct sdm_tunnel {
     owner: Owner,
     resource: CString,
     local_addr: String,
-    host: String,
+}
+
+/// What kind of address a tunnel listens on (`sdm_tunnel_local_addr_kind`).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum sdm_addr_kind {
+    /// A TCP address: `sdm_tunnel_local_addr` gives `"127.0.0.1:PORT"`; `sdm_tunnel_host` and
+    /// `sdm_tunnel_port` give its parts.
+    Tcp = 0,
+    /// A Unix socket: `sdm_tunnel_local_addr` gives its path; the tunnel has no host or port.
+    Unix = 1,
 }
 
 impl sdm_tunnel {
@@ -29,10 +40,23 @@ impl sdm_tunnel {
         sdm_tunnel {
             resource: cstring(&tunnel.resource().name),
             local_addr: tunnel.local_addr().to_string(),
-            host: tunnel.host(),
             owner: Owner::current(),
             tunnel,
         }
+    }
+
+    /// The TCP address of an open tunnel; a Unix-socket tunnel has none (`what` names the
+    /// function asked, for the message).
+    fn tcp(&self, what: &str) -> Result<std::net::SocketAddr, Failure> {
+        let tunnel = self.open()?;
+        tunnel.local_addr().tcp().ok_or_else(|| {
+            Failure::invalid(format!(
+                "{what}: the tunnel to {} listens on the Unix socket {}, which has no host or \
+                 port; connect to that path (sdm_tunnel_local_addr)",
+                self.resource.to_string_lossy(),
+                tunnel.local_addr()
+            ))
+        })
     }
 
     /// The tunnel, if it is open in this process.
@@ -60,8 +84,9 @@ impl sdm_tunnel {
     }
 }
 
-/// Copies the tunnel's local address as `"127.0.0.1:40001"` (`"[::1]:40001"` for IPv6) into
-/// `buf` with a terminating NUL.
+/// Copies where the tunnel listens into `buf` with a terminating NUL: a TCP address as
+/// `"127.0.0.1:40001"` (`"[::1]:40001"` for IPv6), or a Unix socket's path (see
+/// `sdm_tunnel_local_addr_kind`).
 ///
 /// `needed_out` (may be NULL) receives the buffer size the text needs, including the NUL, both
 /// on success and when the buffer is too small. `buf` may be NULL when `buf_len` is 0, to ask
@@ -90,8 +115,8 @@ pub unsafe extern "C" fn sdm_tunnel_local_addr(
 }
 
 /// Copies the tunnel's local IP address as text (`"127.0.0.1"`, what a driver's `host` takes)
-/// into `buf`. Buffer, size, NULL and closed behaviour: as `sdm_tunnel_local_addr`.
-/// Thread-safe.
+/// into `buf`. Buffer, size, NULL and closed behaviour: as `sdm_tunnel_local_addr`. A
+/// Unix-socket tunnel has no IP address: `SDM_STATUS_INVALID_ARGUMENT`. Thread-safe.
 ///
 /// # Safety
 /// `tunnel` is NULL or live; `buf` is NULL or writable for `buf_len` bytes; `needed_out` and
@@ -107,13 +132,14 @@ pub unsafe extern "C" fn sdm_tunnel_host(
     call(error_out, || {
         // SAFETY: the caller passes NULL or a live handle.
         let tunnel = unsafe { handle(tunnel, "tunnel") }?;
-        tunnel.open()?;
+        let host = tunnel.tcp("sdm_tunnel_host")?.ip().to_string();
         // SAFETY: buffer and size pointer as the caller guarantees.
-        unsafe { copy_text(&tunnel.host, buf, buf_len, needed_out) }
+        unsafe { copy_text(&host, buf, buf_len, needed_out) }
     })
 }
 
-/// The tunnel's local port. Closed tunnel: `SDM_STATUS_CLOSED`. NULL `tunnel` or `port_out`:
+/// The tunnel's local port. Closed tunnel: `SDM_STATUS_CLOSED`. A Unix-socket tunnel has no
+/// port: `SDM_STATUS_INVALID_ARGUMENT`. NULL `tunnel` or `port_out`:
 /// `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
 ///
 /// # Safety
@@ -128,9 +154,34 @@ pub unsafe extern "C" fn sdm_tunnel_port(
         // SAFETY: the caller passes NULL or a live handle.
         let tunnel = unsafe { handle(tunnel, "tunnel") }?;
         let port_out = out(port_out, "port_out")?;
-        let port = tunnel.open()?.port();
+        let port = tunnel.tcp("sdm_tunnel_port")?.port();
         // SAFETY: checked non-NULL; written only on success.
         unsafe { write(port_out, port) };
+        Ok(())
+    })
+}
+
+/// Whether the tunnel listens on a TCP address (`SDM_ADDR_KIND_TCP`) or a Unix socket
+/// (`SDM_ADDR_KIND_UNIX`); also once it is closed. NULL `tunnel` or `kind_out`:
+/// `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
+///
+/// # Safety
+/// `tunnel` is NULL or live; `kind_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sdm_tunnel_local_addr_kind(
+    tunnel: *const sdm_tunnel,
+    kind_out: *mut sdm_addr_kind,
+) -> sdm_status {
+    call(std::ptr::null_mut(), || {
+        // SAFETY: the caller passes NULL or a live handle.
+        let tunnel = unsafe { handle(tunnel, "tunnel") }?;
+        let kind_out = out(kind_out, "kind_out")?;
+        let kind = match tunnel.tunnel.local_addr() {
+            ListenAddr::Unix(_) => sdm_addr_kind::Unix,
+            _ => sdm_addr_kind::Tcp,
+        };
+        // SAFETY: checked non-NULL.
+        unsafe { write(kind_out, kind) };
         Ok(())
     })
 }

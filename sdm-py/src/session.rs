@@ -9,6 +9,8 @@ use std::time::Duration;
 use pyo3::IntoPyObjectExt;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::path::PathBuf;
+
 use sdm_core::{ConnectOptions, Error, ErrorKind, Session, SessionBuilder};
 
 use crate::bridge::into_awaitable;
@@ -94,11 +96,20 @@ fn builder(
     Ok(b)
 }
 
-fn connect_options(port: Option<u16>) -> ConnectOptions {
-    match port {
-        Some(p) => ConnectOptions::default().port(p),
-        None => ConnectOptions::default(),
-    }
+/// The core's options from what `sdm.Session.connect` checked: a port, a socket path (or a
+/// private socket sdm places), and whether other OS users are refused.
+fn connect_options(
+    port: Option<u16>,
+    unix_socket: Option<PathBuf>,
+    private_unix_socket: bool,
+    same_user_only: bool,
+) -> ConnectOptions {
+    let mut options = ConnectOptions::default();
+    options.port = port;
+    options.unix_socket = unix_socket;
+    options.private_unix_socket = private_unix_socket;
+    options.same_user_only = same_user_only;
+    options
 }
 
 /// Dials `name` and returns one end of a Unix socket pair whose other end is spliced to the
@@ -237,22 +248,33 @@ impl RawSession {
         into_awaitable(py, async move { s.list_resources().await }, resources_to_py)
     }
 
-    #[pyo3(signature = (name, port=None))]
-    fn connect(&self, py: Python<'_>, name: String, port: Option<u16>) -> PyResult<RawTunnel> {
+    #[pyo3(signature = (name, port=None, unix_socket=None, private_unix_socket=false, same_user_only=false))]
+    fn connect(
+        &self,
+        py: Python<'_>,
+        name: String,
+        port: Option<u16>,
+        unix_socket: Option<PathBuf>,
+        private_unix_socket: bool,
+        same_user_only: bool,
+    ) -> PyResult<RawTunnel> {
         let s = self.session(py)?;
-        let options = connect_options(port);
+        let options = connect_options(port, unix_socket, private_unix_socket, same_user_only);
         block_on(py, async move { s.connect_with(&name, options).await }).map(RawTunnel::new)
     }
 
-    #[pyo3(signature = (name, port=None))]
+    #[pyo3(signature = (name, port=None, unix_socket=None, private_unix_socket=false, same_user_only=false))]
     fn connect_async<'py>(
         &self,
         py: Python<'py>,
         name: String,
         port: Option<u16>,
+        unix_socket: Option<PathBuf>,
+        private_unix_socket: bool,
+        same_user_only: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let s = self.session(py)?;
-        let options = connect_options(port);
+        let options = connect_options(port, unix_socket, private_unix_socket, same_user_only);
         into_awaitable(
             py,
             async move { s.connect_with(&name, options).await },

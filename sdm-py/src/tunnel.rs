@@ -20,8 +20,9 @@ use crate::wait::{block_on, quick};
 pub(crate) struct RawTunnel {
     inner: ProcessLocal<Arc<Tunnel>>,
     resource: ResourceTuple,
-    host: String,
-    port: u16,
+    host: Option<String>,
+    port: Option<u16>,
+    unix_socket: Option<String>,
 }
 
 impl RawTunnel {
@@ -30,6 +31,10 @@ impl RawTunnel {
             resource: values::resource(tunnel.resource()),
             host: tunnel.host(),
             port: tunnel.port(),
+            unix_socket: tunnel
+                .local_addr()
+                .unix_path()
+                .map(|p| p.to_string_lossy().into_owned()),
             inner: ProcessLocal::new(Arc::new(tunnel)),
         }
     }
@@ -47,16 +52,22 @@ impl RawTunnel {
         self.resource.clone()
     }
 
-    /// The local IP address as text, e.g. `"127.0.0.1"`.
+    /// The local IP address as text, e.g. `"127.0.0.1"`; `None` for a Unix socket.
     #[getter]
-    fn host(&self) -> &str {
-        &self.host
+    fn host(&self) -> Option<&str> {
+        self.host.as_deref()
     }
 
-    /// The local port.
+    /// The local TCP port; `None` for a Unix socket.
     #[getter]
-    fn port(&self) -> u16 {
+    fn port(&self) -> Option<u16> {
         self.port
+    }
+
+    /// The Unix socket's path; `None` for a TCP tunnel.
+    #[getter]
+    fn unix_socket(&self) -> Option<&str> {
+        self.unix_socket.as_deref()
     }
 
     /// Whether the tunnel accepts connections (always false in a forked child).
@@ -132,11 +143,15 @@ impl RawTunnel {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
+        let address = match (&self.host, self.port, &self.unix_socket) {
+            (Some(host), Some(port), _) => format!("{host}:{port}"),
+            (_, _, Some(path)) => path.clone(),
+            _ => "?".to_owned(),
+        };
         format!(
-            "<sdm._native.RawTunnel resource={:?} address={}:{} {}>",
+            "<sdm._native.RawTunnel resource={:?} address={} {}>",
             self.resource.1,
-            self.host,
-            self.port,
+            address,
             if self.is_open(py) { "open" } else { "closed" }
         )
     }

@@ -14,14 +14,15 @@ pub(crate) type ResourceTuple = (
     bool,
 );
 
-/// `(resource, connected, (host, port) or None, connections, port or None)`; see
-/// `sdm.ResourceStatus`.
+/// `(resource, connected, (host, port) or None, connections, port or None, socket path or
+/// None)`; see `sdm.ResourceStatus`.
 pub(crate) type StatusRow = (
     ResourceTuple,
     bool,
     Option<(String, u16)>,
     usize,
     Option<u16>,
+    Option<String>,
 );
 
 /// `(account name, rows, table text)`; see `sdm.Status`.
@@ -43,15 +44,18 @@ pub(crate) fn status(s: &Status) -> StatusTuple {
         .resources
         .iter()
         .map(|row| {
-            let (address, connections) = match &row.state {
+            let (address, unix_socket, connections) = match &row.state {
                 ConnectionState::Connected {
                     local_addr,
                     connections,
                 } => (
-                    Some((local_addr.ip().to_string(), local_addr.port())),
+                    local_addr.tcp().map(|a| (a.ip().to_string(), a.port())),
+                    local_addr
+                        .unix_path()
+                        .map(|p| p.to_string_lossy().into_owned()),
                     *connections,
                 ),
-                _ => (None, 0),
+                _ => (None, None, 0),
             };
             (
                 resource(&row.resource),
@@ -59,6 +63,7 @@ pub(crate) fn status(s: &Status) -> StatusTuple {
                 address,
                 connections,
                 row.port(),
+                unix_socket,
             )
         })
         .collect();

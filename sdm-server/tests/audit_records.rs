@@ -50,7 +50,9 @@ async fn fresh_postgres() -> String {
 
 /// A connection through `tunnel` that has echoed once and stays open.
 async fn held(tunnel: &Tunnel) -> TcpStream {
-    let mut s = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    let mut s = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+        .await
+        .unwrap();
     assert!(echoes_on(&mut s).await, "no echo through the tunnel");
     s
 }
@@ -440,7 +442,7 @@ async fn a_restarted_standalone_gateway_closes_what_it_left_open_and_a_renewal_c
     // The tunnel carries on through the new process.
     assert!(
         eventually(WAIT, async || {
-            match TcpStream::connect(tunnel.local_addr()).await {
+            match TcpStream::connect(tunnel.local_addr().tcp().unwrap()).await {
                 Ok(mut s) => echoes_on(&mut s).await,
                 Err(_) => false,
             }

@@ -59,7 +59,9 @@ async fn a_flood_of_stalled_connections_is_shed_and_real_clients_get_through() {
     // A real job logs in, opens a tunnel and talks through it while the flood holds.
     let session = Session::login(&token).await.unwrap();
     let tunnel = session.connect("echo").await.unwrap();
-    let mut conn = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    let mut conn = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+        .await
+        .unwrap();
     conn.write_all(b"through the flood").await.unwrap();
     let mut back = [0u8; 17];
     tokio::time::timeout(WAIT, conn.read_exact(&mut back))
@@ -135,7 +137,9 @@ async fn bad_tokens_are_rate_limited_per_source_and_a_valid_token_still_passes()
     let session = Session::login(&good).await.unwrap();
     assert_eq!(session.list_resources().await.unwrap().len(), 1);
     let tunnel = session.connect("echo").await.unwrap();
-    let mut conn = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    let mut conn = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+        .await
+        .unwrap();
     conn.write_all(b"still here").await.unwrap();
     let mut back = [0u8; 10];
     tokio::time::timeout(WAIT, conn.read_exact(&mut back))

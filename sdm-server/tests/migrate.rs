@@ -60,8 +60,8 @@ async fn query_through(session: &Session, sql: &[&str]) -> String {
     let tunnel = session.connect("app-db").await.unwrap();
     let config = format!(
         "host={} port={} user=anything sslmode=disable connect_timeout=20",
-        tunnel.host(),
-        tunnel.port()
+        tunnel.host().unwrap(),
+        tunnel.port().unwrap()
     );
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
         .await

@@ -76,9 +76,9 @@ async fn run(
     let mut cmd = Command::new(pg.bin(program));
     cmd.args([
         "-h",
-        &tunnel.host(),
+        &tunnel.host().unwrap(),
         "-p",
-        &tunnel.port().to_string(),
+        &tunnel.port().unwrap().to_string(),
         "-U",
         "anything",
     ])
@@ -474,7 +474,7 @@ async fn audit_counts_bytes_exactly_and_filters_and_pages() {
     let tunnel = session.connect("echo").await.unwrap();
     let started = sdm_proto::unix_now();
     for size in [1000usize, 2000, 3000] {
-        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr())
+        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap();
         let payload = vec![7u8; size];
@@ -705,8 +705,8 @@ async fn resources_without_credentials_pass_through() {
     let tunnel = session.connect("passthrough").await.unwrap();
     let with_password = format!(
         "host={} port={} user=app password={APP_PASSWORD} dbname=app sslmode=disable",
-        tunnel.host(),
-        tunnel.port()
+        tunnel.host().unwrap(),
+        tunnel.port().unwrap()
     );
     let (client, conn) = tokio_postgres::connect(&with_password, tokio_postgres::NoTls)
         .await

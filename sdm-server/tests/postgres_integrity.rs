@@ -77,7 +77,9 @@ struct Raw(TcpStream);
 
 impl Raw {
     async fn connect(tunnel: &Tunnel) -> Raw {
-        Raw(TcpStream::connect(tunnel.local_addr()).await.unwrap())
+        Raw(TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+            .await
+            .unwrap())
     }
 
     async fn send(&mut self, bytes: &[u8]) {
@@ -331,8 +333,8 @@ async fn psql(pg: &PgCluster, tunnel: &Tunnel, conninfo: &str, sql: &str) -> Out
     let mut cmd = Command::new(pg.bin("psql"));
     cmd.arg(format!(
         "host={} port={} user=anyone sslmode=disable connect_timeout=20 {conninfo}",
-        tunnel.host(),
-        tunnel.port()
+        tunnel.host().unwrap(),
+        tunnel.port().unwrap()
     ))
     .args(["-XAtc", sql])
     .env_remove("PGPASSWORD")
@@ -419,7 +421,12 @@ async fn replication_connections_only_where_the_resource_allows_them() {
     let dir = tempfile::tempdir().unwrap();
     let mut backup = Command::new(pg.bin("pg_basebackup"));
     backup
-        .args(["-h", &tunnel.host(), "-p", &tunnel.port().to_string()])
+        .args([
+            "-h",
+            &tunnel.host().unwrap(),
+            "-p",
+            &tunnel.port().unwrap().to_string(),
+        ])
         .args(["-U", "anyone", "-w", "-D"])
         .arg(dir.path().join("copy"))
         .env("PGPASSFILE", "/nonexistent");

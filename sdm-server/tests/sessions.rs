@@ -143,7 +143,9 @@ async fn flood_logins(data_dir: &Path, api: SocketAddr, token: &str, n: usize) {
 /// Writes through the tunnel and reads the echo; whether that worked within a bound.
 async fn echoes(tunnel: &Tunnel) -> bool {
     let attempt = async {
-        let mut s = TcpStream::connect(tunnel.local_addr()).await.ok()?;
+        let mut s = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+            .await
+            .ok()?;
         s.write_all(b"still here").await.ok()?;
         let mut back = [0u8; 10];
         s.read_exact(&mut back).await.ok()?;
@@ -291,7 +293,9 @@ async fn a_session_past_its_maximum_age_is_cut_like_a_logout_and_the_tunnel_carr
     let job = Session::login(&token).await.unwrap();
     let first = job.id();
     let tunnel = job.connect("echo").await.unwrap();
-    let mut held = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    let mut held = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+        .await
+        .unwrap();
     held.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
     held.read_exact(&mut one).await.unwrap();

@@ -62,7 +62,9 @@ async fn login(token: &str, server: &RunningServer) -> Session {
 
 async fn echo_through(session: &Session) -> TcpStream {
     let tunnel = session.connect("echo").await.unwrap();
-    let mut stream = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    let mut stream = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+        .await
+        .unwrap();
     stream.write_all(b"ping").await.unwrap();
     let mut reply = [0u8; 4];
     tokio::time::timeout(WAIT, stream.read_exact(&mut reply))

@@ -164,8 +164,12 @@ async fn spread(
         }
         let session = builder.login().await.unwrap();
         let tunnel = session.connect(resource).await.unwrap();
-        spread.held.push(held_connection(tunnel.local_addr()).await);
-        spread.held.push(held_connection(tunnel.local_addr()).await);
+        spread
+            .held
+            .push(held_connection(tunnel.local_addr().tcp().unwrap()).await);
+        spread
+            .held
+            .push(held_connection(tunnel.local_addr().tcp().unwrap()).await);
         spread.tunnels.push(tunnel);
         spread.sessions.push(session);
         let expected = spread.held.len();
@@ -240,7 +244,7 @@ async fn connections_go_through_standalone_gateways_and_survive_a_killed_one() {
     let started = sdm_proto::unix_now();
     let tunnel = session.connect("echo").await.unwrap();
     for i in 0..20 {
-        echo_once(tunnel.local_addr())
+        echo_once(tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap_or_else(|e| panic!("round {i}: {e}"));
     }
@@ -267,7 +271,7 @@ async fn connections_go_through_standalone_gateways_and_survive_a_killed_one() {
 
     // The job keeps going: every new connection, through the tunnel and by dial, succeeds.
     for i in 0..40 {
-        echo_once(tunnel.local_addr())
+        echo_once(tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap_or_else(|e| panic!("after the kill, round {i}: {e}"));
         if i % 5 == 0 {
@@ -501,8 +505,8 @@ async fn credentials_are_injected_through_a_standalone_gateway() {
     let tunnel = session.connect("app-db").await.unwrap();
     let config = format!(
         "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
-        tunnel.host(),
-        tunnel.port()
+        tunnel.host().unwrap(),
+        tunnel.port().unwrap()
     );
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
         .await
@@ -578,7 +582,7 @@ async fn pinned_resources_are_offered_only_with_matching_gateways_and_refused_by
 
     // The client library connects through the EU gateway.
     let tunnel = session.connect("db-eu").await.unwrap();
-    echo_once(tunnel.local_addr()).await.unwrap();
+    echo_once(tunnel.local_addr().tcp().unwrap()).await.unwrap();
     assert!(
         eventually(SOON, async || cp.ok_through("db-eu", "gw-eu", 0).await > 0).await,
         "the EU gateway carried nothing"
@@ -1005,14 +1009,14 @@ async fn two_control_planes_on_one_postgres_store_serve_gateways_attached_to_eit
     assert!(listed[0].healthy, "{listed:?}");
     let tunnel = session.connect("echo").await.unwrap();
     for i in 0..10 {
-        echo_once(tunnel.local_addr())
+        echo_once(tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap_or_else(|e| panic!("round {i} after A died: {e}"));
     }
     let mut through_b = spread(&admin_b, &token, Some(&url_b), "echo", &names).await;
     through_b
         .held
-        .push(held_connection(tunnel.local_addr()).await);
+        .push(held_connection(tunnel.local_addr().tcp().unwrap()).await);
     admin_b.suspend_account("etl").await.unwrap();
     let worst = all_cut(&mut through_b.held, Instant::now()).await;
     println!(
@@ -1038,7 +1042,7 @@ async fn a_deleted_gateway_is_dropped_at_once_and_stops_asking() {
     cp.echo_resource("echo", &echo, Some("edge")).await;
     let (token, session) = cp.session("etl", &["echo"]).await;
     let tunnel = session.connect("echo").await.unwrap();
-    echo_once(tunnel.local_addr()).await.unwrap();
+    echo_once(tunnel.local_addr().tcp().unwrap()).await.unwrap();
 
     cp.admin.delete_gateway("doomed").await.unwrap();
     // No longer offered, without waiting for its registration to go stale.
@@ -1056,7 +1060,7 @@ async fn a_deleted_gateway_is_dropped_at_once_and_stops_asking() {
     // tries that gateway last.
     let mut refused = Vec::new();
     for _ in 0..10 {
-        if let Err(e) = echo_once(tunnel.local_addr()).await {
+        if let Err(e) = echo_once(tunnel.local_addr().tcp().unwrap()).await {
             refused.push(e);
         }
     }

@@ -212,13 +212,26 @@ func (s *Session) ListResources() ([]Resource, error) {
 	return out, err
 }
 
-// ConnectOptions configures ConnectWith.
+// ConnectOptions configures ConnectWith. The zero value is what Connect uses: TCP on
+// 127.0.0.1, and every local OS user may connect (SameUserOnly costs a read of /proc/net/tcp
+// per local connection, so it is asked for, not the default).
 type ConnectOptions struct {
 	// Bind is the local IP address to listen on; empty means 127.0.0.1. Anything but loopback
 	// exposes the resource to other machines.
 	Bind string
 	// Port is the local port; 0 means the resource's fixed port, else a free one.
 	Port int
+	// SameUserOnly refuses local connections from other OS users (Linux): a refused
+	// PostgreSQL client reads why as a server error, and libsdm logs the refusal.
+	SameUserOnly bool
+	// UnixSocket listens on a Unix socket at this path instead of TCP (mode 0600; its
+	// directory is created 0700, and one that other users can reach is refused).
+	UnixSocket string
+	// PrivateUnixSocket listens on a Unix socket at a path sdm picks: a new 0700 directory
+	// under $XDG_RUNTIME_DIR/sdm (else sdm-UID in the temporary directory), removed with the
+	// tunnel. A postgres resource's socket is named .s.PGSQL.5432 there, so libpq and pgx take
+	// filepath.Dir(tunnel.Addr()) as host and 5432 as port. UnixSocket takes precedence.
+	PrivateUnixSocket bool
 }
 
 // Connect opens a tunnel to the resource name (an exact name, else a unique substring): a
@@ -233,18 +246,18 @@ func (s *Session) ConnectWith(name string, opts ConnectOptions) (*Tunnel, error)
 		return nil, &Error{Kind: KindInvalidArgument, Code: int(KindInvalidArgument),
 			Message: "port " + strconv.Itoa(opts.Port) + " is out of range"}
 	}
+	copts, err := opts.toC()
+	if err != nil {
+		return nil, err
+	}
+	defer C.sdm_connect_options_free(copts)
 	var t *Tunnel
-	err := s.use(func(p *C.sdm_session) error {
+	err = s.use(func(p *C.sdm_session) error {
 		cname := C.CString(name)
 		defer C.free(unsafe.Pointer(cname))
-		var cbind *C.char
-		if opts.Bind != "" {
-			cbind = C.CString(opts.Bind)
-			defer C.free(unsafe.Pointer(cbind))
-		}
 		var ptr *C.sdm_tunnel
 		var cerr *C.sdm_error
-		status := C.sdm_session_connect_with(p, cname, cbind, C.uint16_t(opts.Port), &ptr, &cerr)
+		status := C.sdm_session_connect_with_options(p, cname, copts, &ptr, &cerr)
 		if status != C.SDM_STATUS_OK {
 			return fromC(status, cerr)
 		}
@@ -256,6 +269,40 @@ func (s *Session) ConnectWith(name string, opts ConnectOptions) (*Tunnel, error)
 		return nil
 	})
 	return t, err
+}
+
+// toC builds the libsdm connect options; the caller frees them.
+func (opts ConnectOptions) toC() (*C.sdm_connect_options, error) {
+	var copts *C.sdm_connect_options
+	if status := C.sdm_connect_options_new(&copts); status != C.SDM_STATUS_OK {
+		return nil, fromC(status, nil)
+	}
+	fail := func(status C.sdm_status, message string) (*C.sdm_connect_options, error) {
+		C.sdm_connect_options_free(copts)
+		k := Kind(status)
+		return nil, &Error{Kind: k, Code: int(k), Message: message}
+	}
+	C.sdm_connect_options_set_port(copts, C.uint16_t(opts.Port))
+	C.sdm_connect_options_set_same_user_only(copts, C.bool(opts.SameUserOnly))
+	C.sdm_connect_options_set_private_unix_socket(copts, C.bool(opts.PrivateUnixSocket))
+	if opts.Bind != "" {
+		cbind := C.CString(opts.Bind)
+		status := C.sdm_connect_options_set_bind_address(copts, cbind)
+		C.free(unsafe.Pointer(cbind))
+		if status != C.SDM_STATUS_OK {
+			return fail(status, "Bind "+strconv.Quote(opts.Bind)+
+				" is not an IP address (e.g. \"127.0.0.1\" or \"::1\")")
+		}
+	}
+	if opts.UnixSocket != "" {
+		cpath := C.CString(opts.UnixSocket)
+		status := C.sdm_connect_options_set_unix_socket(copts, cpath)
+		C.free(unsafe.Pointer(cpath))
+		if status != C.SDM_STATUS_OK {
+			return fail(status, "UnixSocket "+strconv.Quote(opts.UnixSocket)+" is not a usable path")
+		}
+	}
+	return copts, nil
 }
 
 // Dial connects to the resource name inside this process, without a local listener, and
@@ -294,8 +341,8 @@ type ResourceStatus struct {
 	Name        string
 	Kind        string
 	Connected   bool
-	LocalAddr   string // "127.0.0.1:40001" when connected
-	Port        int    // the tunnel's port, else the fixed port, else 0
+	LocalAddr   string // "127.0.0.1:40001" (or a Unix socket's path) when connected
+	Port        int    // the tunnel's TCP port, else the fixed port, else 0
 	Connections int    // local connections being carried
 }
 
@@ -395,34 +442,43 @@ func (s *Session) Close() error {
 	return nil
 }
 
-// Tunnel is an open tunnel: point any client at Addr (or Host and Port).
+// Tunnel is an open tunnel: point any client at LocalAddr (or Addr, or Host and Port).
 type Tunnel struct {
 	mu       sync.RWMutex // write-held only by Close
 	ptr      *C.sdm_tunnel
 	session  *Session // keeps the session (and so the tunnel) alive while the tunnel is used
-	addr     string
-	host     string
-	port     int
+	local    net.Addr
 	resource string
 }
 
 func newTunnel(s *Session, ptr *C.sdm_tunnel) (*Tunnel, error) {
 	t := &Tunnel{ptr: ptr, session: s}
-	var buf [64]C.char
 	var cerr *C.sdm_error
-	if status := C.sdm_tunnel_local_addr(ptr, &buf[0], C.size_t(len(buf)), nil, &cerr); status != C.SDM_STATUS_OK {
+	var needed C.size_t
+	// Ask for the size first: a socket path can be long.
+	status := C.sdm_tunnel_local_addr(ptr, nil, 0, &needed, &cerr)
+	if status != C.SDM_STATUS_BUFFER_TOO_SMALL {
 		return nil, fromC(status, cerr)
 	}
-	t.addr = C.GoString(&buf[0])
-	if status := C.sdm_tunnel_host(ptr, &buf[0], C.size_t(len(buf)), nil, &cerr); status != C.SDM_STATUS_OK {
+	buf := make([]C.char, needed)
+	if status := C.sdm_tunnel_local_addr(ptr, &buf[0], needed, nil, &cerr); status != C.SDM_STATUS_OK {
 		return nil, fromC(status, cerr)
 	}
-	t.host = C.GoString(&buf[0])
-	var port C.uint16_t
-	if status := C.sdm_tunnel_port(ptr, &port, &cerr); status != C.SDM_STATUS_OK {
-		return nil, fromC(status, cerr)
+	addr := C.GoString(&buf[0])
+	var kind C.sdm_addr_kind
+	if status := C.sdm_tunnel_local_addr_kind(ptr, &kind); status != C.SDM_STATUS_OK {
+		return nil, fromC(status, nil)
 	}
-	t.port = int(port)
+	if kind == C.SDM_ADDR_KIND_UNIX {
+		t.local = &net.UnixAddr{Name: addr, Net: "unix"}
+	} else {
+		tcp, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			return nil, &Error{Kind: KindInternal, Code: int(KindInternal),
+				Message: "libsdm gave a tunnel address that is not host:port: " + addr}
+		}
+		t.local = tcp
+	}
 	var name *C.char
 	if C.sdm_tunnel_resource_name(ptr, &name) == C.SDM_STATUS_OK {
 		t.resource = C.GoString(name)
@@ -431,14 +487,29 @@ func newTunnel(s *Session, ptr *C.sdm_tunnel) (*Tunnel, error) {
 	return t, nil
 }
 
-// Addr is where clients connect, e.g. "127.0.0.1:40001".
-func (t *Tunnel) Addr() string { return t.addr }
+// LocalAddr is where clients connect: a *net.TCPAddr (Network() "tcp"), or a *net.UnixAddr
+// (Network() "unix") for a tunnel opened with UnixSocket or PrivateUnixSocket. Pass both
+// parts to net.Dial(addr.Network(), addr.String()).
+func (t *Tunnel) LocalAddr() net.Addr { return t.local }
 
-// Host is the local IP address as text, e.g. "127.0.0.1".
-func (t *Tunnel) Host() string { return t.host }
+// Addr is where clients connect as text: "127.0.0.1:40001", or a Unix socket's path.
+func (t *Tunnel) Addr() string { return t.local.String() }
 
-// Port is the local port.
-func (t *Tunnel) Port() int { return t.port }
+// Host is the local IP address as text, e.g. "127.0.0.1"; "" for a Unix socket.
+func (t *Tunnel) Host() string {
+	if tcp, ok := t.local.(*net.TCPAddr); ok {
+		return tcp.IP.String()
+	}
+	return ""
+}
+
+// Port is the local TCP port; 0 for a Unix socket.
+func (t *Tunnel) Port() int {
+	if tcp, ok := t.local.(*net.TCPAddr); ok {
+		return tcp.Port
+	}
+	return 0
+}
 
 // Resource is the name of the resource the tunnel reaches.
 func (t *Tunnel) Resource() string { return t.resource }

@@ -34,6 +34,8 @@ pub struct InitialLogin {
     pub api_url: Option<String>,
     /// Let every OS user use the tunnels this login opens (auto-connect).
     pub allow_other_users: bool,
+    /// The session's tunnels listen on private Unix sockets unless a connect asks for TCP.
+    pub unix_socket: bool,
 }
 
 /// Runs the agent in this process until logout or a signal.
@@ -110,8 +112,11 @@ async fn serve(
         token,
         api_url,
         allow_other_users,
+        unix_socket,
     }) = login
-        && let Err(e) = agent.login(token, api_url, allow_other_users).await
+        && let Err(e) = agent
+            .login(token, api_url, allow_other_users, unix_socket)
+            .await
     {
         remove_own_files(home, socket_ino, pid);
         return Err(CliError::from(e));

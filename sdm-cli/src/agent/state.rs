@@ -37,6 +37,8 @@ struct Inner {
     /// Why auto-connect at login could not connect a resource, by resource id; forgotten once
     /// the resource is connected, and at the next login.
     auto_failures: HashMap<Uuid, ErrorReply>,
+    /// The login asked for private Unix sockets unless a connect asks for TCP.
+    unix_socket: bool,
 }
 
 /// An open tunnel, whether the login opened it on its own (auto-connect), and whether it
@@ -56,6 +58,30 @@ fn tunnel_options(allow_other_users: bool) -> ConnectOptions {
     } else {
         ConnectOptions::default().same_user_only()
     }
+}
+
+/// [`tunnel_options`] on a private Unix socket (only the agent's user can enter its
+/// directory) when `unix_socket`, else on a TCP port.
+fn tunnel_options_for(allow_other_users: bool, unix_socket: bool) -> ConnectOptions {
+    let options = tunnel_options(allow_other_users);
+    if unix_socket {
+        options.private_unix_socket()
+    } else {
+        options
+    }
+}
+
+/// A connect that asks for another kind of tunnel than the open one: `(now, asked)` say what the
+/// open tunnel does and what was asked for.
+fn already_connected(name: &str, open: &Tunnel, (now, asked): (&str, &str)) -> ErrorReply {
+    ErrorReply::new(
+        sdm_core::ErrorKind::InvalidArgument.as_str(),
+        format!(
+            "{name} is already connected on {} and {now}; run `sdm disconnect {name}` first to \
+             open it {asked}",
+            open.local_addr()
+        ),
+    )
 }
 
 /// Says, in the log, that a tunnel serves everyone on the machine.
@@ -133,6 +159,7 @@ impl Agent {
         token: String,
         api_url: Option<String>,
         allow_other_users: bool,
+        unix_socket: bool,
     ) -> Result<LoggedIn, sdm_core::Error> {
         let mut builder = Session::builder().token(token);
         if let Some(url) = api_url {
@@ -154,6 +181,7 @@ impl Agent {
             open.tunnel.closed().await;
         }
         inner.auto_failures.clear();
+        inner.unix_socket = unix_socket;
         let old = inner.session.replace(Active {
             session: session.clone(),
             info,
@@ -209,7 +237,11 @@ impl Agent {
                 token,
                 api_url,
                 allow_other_users,
-            } => match self.login(token, api_url, allow_other_users).await {
+                unix_socket,
+            } => match self
+                .login(token, api_url, allow_other_users, unix_socket)
+                .await
+            {
                 Ok(done) => Ok(Reply::LoggedIn {
                     agent: self.info(),
                     replaced: done.replaced,
@@ -222,8 +254,15 @@ impl Agent {
                 name,
                 port,
                 allow_other_users,
-            } => self.connect(&name, port, allow_other_users).await,
-            Request::ConnectAll { allow_other_users } => self.connect_all(allow_other_users).await,
+                unix_socket,
+            } => {
+                self.connect(&name, port, allow_other_users, unix_socket)
+                    .await
+            }
+            Request::ConnectAll {
+                allow_other_users,
+                unix_socket,
+            } => self.connect_all(allow_other_users, unix_socket).await,
             Request::Disconnect { name } => self.disconnect(Some(&name)).await,
             Request::DisconnectAll => self.disconnect(None).await,
             Request::Logout => Ok(Reply::LoggedOut {
@@ -258,8 +297,16 @@ impl Agent {
         name: &str,
         port: Option<u16>,
         allow_other_users: bool,
+        unix_socket: Option<bool>,
     ) -> Result<Reply, ErrorReply> {
         let mut inner = self.inner.lock().await;
+        // A port asks for TCP; otherwise the request's choice, else the login's.
+        let asked = if port.is_some() {
+            Some(false)
+        } else {
+            unix_socket
+        };
+        let unix_socket = asked.unwrap_or(inner.unix_socket);
         prune(&mut inner);
         let session = logged_in(&inner)?.session.clone();
         let resource = session.resolve(name).await.map_err(|e| err(&e))?;
@@ -272,7 +319,7 @@ impl Agent {
             .iter()
             .find(|o| o.tunnel.resource().id == resource.id)
         {
-            if let Some(p) = port.filter(|p| *p != open.port()) {
+            if let Some(p) = port.filter(|p| Some(*p) != open.port()) {
                 return Err(ErrorReply::new(
                     sdm_core::ErrorKind::InvalidArgument.as_str(),
                     format!(
@@ -284,21 +331,27 @@ impl Agent {
                     ),
                 ));
             }
+            let on_socket = open.local_addr().unix_path().is_some();
+            if asked.is_some_and(|asked| asked != on_socket) {
+                return Err(already_connected(
+                    &resource.name,
+                    open,
+                    if on_socket {
+                        ("listens on a Unix socket", "on a TCP port (--tcp)")
+                    } else {
+                        ("listens on a TCP port", "on a Unix socket (--unix-socket)")
+                    },
+                ));
+            }
             if *owner_only == allow_other_users {
-                let (now, asked) = if *owner_only {
-                    ("serves only this OS user", "every user")
-                } else {
-                    ("serves every OS user", "this user only")
-                };
-                return Err(ErrorReply::new(
-                    sdm_core::ErrorKind::InvalidArgument.as_str(),
-                    format!(
-                        "{} is already connected on {} and {now}; run `sdm disconnect {}` \
-                         first to open it for {asked}",
-                        resource.name,
-                        open.local_addr(),
-                        resource.name
-                    ),
+                return Err(already_connected(
+                    &resource.name,
+                    open,
+                    if *owner_only {
+                        ("serves only this OS user", "for every user")
+                    } else {
+                        ("serves every OS user", "for this user only")
+                    },
                 ));
             }
             return Ok(Reply::Connected {
@@ -306,7 +359,7 @@ impl Agent {
                 already: true,
             });
         }
-        let mut options = tunnel_options(allow_other_users);
+        let mut options = tunnel_options_for(allow_other_users, unix_socket);
         if let Some(p) = port {
             options = options.port(p);
         }
@@ -330,8 +383,13 @@ impl Agent {
         })
     }
 
-    async fn connect_all(&self, allow_other_users: bool) -> Result<Reply, ErrorReply> {
+    async fn connect_all(
+        &self,
+        allow_other_users: bool,
+        unix_socket: Option<bool>,
+    ) -> Result<Reply, ErrorReply> {
         let mut inner = self.inner.lock().await;
+        let unix_socket = unix_socket.unwrap_or(inner.unix_socket);
         prune(&mut inner);
         let session = logged_in(&inner)?.session.clone();
         let resources = session.list_resources().await.map_err(|e| err(&e))?;
@@ -347,7 +405,10 @@ impl Agent {
             let session = session.clone();
             tasks.spawn(async move {
                 let result = session
-                    .connect_with(&resource.id.to_string(), tunnel_options(allow_other_users))
+                    .connect_with(
+                        &resource.id.to_string(),
+                        tunnel_options_for(allow_other_users, unix_socket),
+                    )
                     .await;
                 (resource.name, result)
             });

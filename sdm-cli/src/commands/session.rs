@@ -46,7 +46,7 @@ pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
         agent,
         replaced,
         auto_connect,
-    } = match send_login(home, token, args.allow_other_users) {
+    } = match send_login(home, token, args.allow_other_users, args.unix_socket) {
         Ok(done) => done,
         Err(e) => {
             if started {
@@ -134,12 +134,18 @@ struct LoginReply {
     auto_connect: AutoConnect,
 }
 
-fn send_login(home: &Home, token: String, allow_other_users: bool) -> Result<LoginReply, CliError> {
+fn send_login(
+    home: &Home,
+    token: String,
+    allow_other_users: bool,
+    unix_socket: bool,
+) -> Result<LoginReply, CliError> {
     let mut client = AgentClient::connect(home)?;
     let request = Request::Login {
         token,
         api_url: api_url_override(),
         allow_other_users,
+        unix_socket,
     };
     match client.request(request, SLOW)? {
         Reply::LoggedIn {
@@ -255,6 +261,7 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
             token,
             api_url: api_url_override(),
             allow_other_users: args.allow_other_users,
+            unix_socket: args.unix_socket,
         });
         return agent::run(home, login);
     }
@@ -269,11 +276,13 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
         eprintln!("an sdm agent is already running (pid {})", info.pid);
     }
     if let Some(token) = token {
-        let reply = send_login(home, token, args.allow_other_users).inspect_err(|_| {
-            if started {
-                stop_quietly(home);
-            }
-        })?;
+        let reply = send_login(home, token, args.allow_other_users, args.unix_socket).inspect_err(
+            |_| {
+                if started {
+                    stop_quietly(home);
+                }
+            },
+        )?;
         if let Some(session) = reply.agent.session {
             errln!("logged in as {}", session.account.name);
         }

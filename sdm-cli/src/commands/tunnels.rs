@@ -56,14 +56,23 @@ struct Connected<'a> {
 /// `sdm connect`.
 pub fn connect(home: &Home, args: ConnectArgs) -> Result<(), CliError> {
     let mut client = AgentClient::connect(home)?;
+    // Neither flag: the login's choice (`sdm login --unix-socket`), else TCP.
+    let unix_socket = match (args.unix_socket, args.tcp) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    };
     let name = match (args.all, args.name) {
         (false, Some(name)) => name,
-        _ => return connect_all(&mut client, args.json, args.allow_other_users),
+        _ => {
+            return connect_all(&mut client, args.json, args.allow_other_users, unix_socket);
+        }
     };
     let request = Request::Connect {
         name,
         port: args.port,
         allow_other_users: args.allow_other_users,
+        unix_socket,
     };
     match client.request(request, SLOW)? {
         Reply::Connected { tunnel, already } => {
@@ -104,8 +113,12 @@ fn connect_all(
     client: &mut AgentClient,
     json: bool,
     allow_other_users: bool,
+    unix_socket: Option<bool>,
 ) -> Result<(), CliError> {
-    let request = Request::ConnectAll { allow_other_users };
+    let request = Request::ConnectAll {
+        allow_other_users,
+        unix_socket,
+    };
     let (tunnels, failures) = match client.request(request, SLOW)? {
         Reply::ConnectedAll { tunnels, failures } => (tunnels, failures),
         other => return Err(unexpected(&other)),

@@ -10,6 +10,7 @@ mod auto_connect;
 mod errors;
 mod golden;
 mod readme;
+mod run;
 mod shared_host;
 mod terminal;
 mod workflow;

@@ -4,27 +4,26 @@
 
 use std::time::Duration;
 
-use sdm_core::admin::{Credentials, NewResource};
-use sdm_core::{ErrorKind, ResourceKind, Session};
+use sdm_core::{ErrorKind, Session};
 use sdm_proto::{Token, TokenKind};
 use serde_json::Value;
 
-use crate::support::{Fixture, free_port, pg, psql_as, psql_as_os_user};
+use crate::support::{
+    Fixture, free_port, pg_resource, psql_as, psql_as_os_user, psql_on, psql_on_as_os_user,
+};
 
-/// A datasource on the shared PostgreSQL cluster with its credentials stored.
-fn pg_resource(fx: &Fixture, name: &str, port_override: Option<u16>) {
-    let pg = pg();
-    let mut r = NewResource::new(name, ResourceKind::Postgres, "127.0.0.1")
-        .port(pg.port())
-        .credentials(Credentials {
-            username: pg.superuser().to_owned(),
-            password: pg.password().to_owned(),
-            database: Some("postgres".to_owned()),
-        });
-    if let Some(p) = port_override {
-        r = r.port_override(p);
+/// A second OS user of this host, or `None` (with a note) when the tests cannot play one.
+fn stranger() -> Option<sdm_testkit::OsUser> {
+    match sdm_testkit::other_os_user() {
+        Ok(Some(user)) => Some(user),
+        Ok(None) => {
+            eprintln!(
+                "note: skipped: playing a second OS user needs root (CI runs the tests as root)"
+            );
+            None
+        }
+        Err(e) => panic!("cannot find or create a second OS user: {e}"),
     }
-    fx.block_on(fx.admin.create_resource(&r)).unwrap();
 }
 
 /// The row of `sdm status --json` for `name`.
@@ -39,15 +38,8 @@ fn row<'a>(status: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn tunnels_serve_only_their_os_user_unless_opened_for_all() {
-    let stranger = match sdm_testkit::other_os_user() {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            eprintln!(
-                "note: skipped: playing a second OS user needs root (CI runs the tests as root)"
-            );
-            return;
-        }
-        Err(e) => panic!("cannot find or create a second OS user: {e}"),
+    let Some(stranger) = stranger() else {
+        return;
     };
     let fx = Fixture::start();
     let auto_port = free_port();
@@ -213,4 +205,98 @@ fn failed_token_checks_from_the_same_host_do_not_lock_the_job_out() {
     }
     let log = std::fs::read_to_string(job.home.join("agent.log")).unwrap();
     assert!(!log.contains("tunnel closed"), "{log}");
+}
+
+/// `sdm connect --unix-socket`, `--same-user-only`, and `sdm login --unix-socket` as the
+/// session's default: the socket lives in a directory only the agent's user can enter, psql
+/// reaches it through libpq's socket-directory convention, and another OS user is refused on
+/// both kinds of tunnel while a tunnel opened for everybody lets them in (the control).
+#[test]
+fn unix_socket_and_same_user_only_tunnels_from_the_cli() {
+    let Some(stranger) = stranger() else {
+        return;
+    };
+    let fx = Fixture::start();
+    for name in ["pg-sock", "pg-tcp", "pg-default", "pg-open"] {
+        pg_resource(&fx, name, None);
+    }
+    let token = fx.account_with("etl", &["pg-sock", "pg-tcp", "pg-default", "pg-open"]);
+    let sdm = fx.sdm();
+    sdm.login(&token);
+
+    // --unix-socket: the address is a path, there is no port, only the owner gets in.
+    let sock = sdm.run(&["connect", "pg-sock", "--unix-socket", "--json"]);
+    assert!(sock.stderr.is_empty(), "{sock:#?}");
+    let info = sock.json();
+    let path = std::path::PathBuf::from(info["local_address"].as_str().unwrap());
+    assert_eq!(info["port"], Value::Null, "{info:#}");
+    assert_eq!(info["owner_only"], true, "{info:#}");
+    assert_eq!(path.file_name().unwrap(), ".s.PGSQL.5432");
+    let dir = path.parent().unwrap().to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = psql_on(&dir, 5432, "etl", "SELECT 'owner ' || 'in'");
+    assert_eq!((code, stdout.as_str()), (0, "owner in"), "{stderr}");
+    let (code, stdout, stderr) =
+        psql_on_as_os_user(&stranger, &dir, 5432, "etl", "SELECT 'stranger ' || 'in'");
+    assert!(
+        code != 0 && !stdout.contains("stranger in"),
+        "{stdout} {stderr}"
+    );
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+    let human = sdm.run(&["connect", "pg-sock", "--tcp"]);
+    assert!(
+        human.stderr.contains("listens on a Unix socket"),
+        "asking for the other kind is an error: {human:#?}"
+    );
+
+    // --same-user-only on TCP (the default, spelled out): the stranger is refused and told why.
+    let tcp = sdm.run(&["connect", "pg-tcp", "--same-user-only", "--json"]);
+    let port = u16::try_from(tcp.json()["port"].as_u64().unwrap()).unwrap();
+    let (code, _, stderr) = psql_as_os_user(&stranger, port, "etl", "SELECT 'stranger ' || 'in'");
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("serves only the OS user that opened it"),
+        "{stderr}"
+    );
+    let conflict = sdm.run(&[
+        "connect",
+        "pg-open",
+        "--same-user-only",
+        "--allow-other-users",
+    ]);
+    assert_ne!(conflict.code, 0, "{conflict:#?}");
+
+    // The control: a tunnel opened for everybody lets the same stranger in.
+    let open = sdm.run(&["connect", "pg-open", "--allow-other-users", "--json"]);
+    let port = u16::try_from(open.json()["port"].as_u64().unwrap()).unwrap();
+    let (code, stdout, stderr) =
+        psql_as_os_user(&stranger, port, "etl", "SELECT 'stranger ' || 'in'");
+    assert_eq!((code, stdout.as_str()), (0, "stranger in"), "{stderr}");
+
+    // The status table shows the socket's tunnel as connected, without a port.
+    let status = sdm.run(&["status", "--json"]).json();
+    let r = row(&status, "pg-sock");
+    assert_eq!(r["status"], "connected", "{r:#}");
+    assert_eq!(r["local_address"], path.to_str().unwrap(), "{r:#}");
+
+    // Disconnecting removes the socket and its directory.
+    sdm.run(&["disconnect", "pg-sock"]).ok();
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left behind");
+
+    // `sdm login --unix-socket`: sockets become the session's default; --tcp still asks for a port.
+    sdm.run_env(
+        &["login", "--unix-socket"],
+        &[("SDM_SERVICE_TOKEN", &token)],
+    )
+    .ok();
+    let by_default = sdm.run(&["connect", "pg-default", "--json"]).json();
+    assert_eq!(by_default["port"], Value::Null, "{by_default:#}");
+    assert!(
+        by_default["local_address"]
+            .as_str()
+            .unwrap()
+            .ends_with("/.s.PGSQL.5432"),
+        "{by_default:#}"
+    );
+    let tcp_again = sdm.run(&["connect", "pg-tcp", "--tcp", "--json"]).json();
+    assert!(tcp_again["port"].as_u64().is_some(), "{tcp_again:#}");
 }

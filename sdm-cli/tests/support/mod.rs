@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sdm_core::ResourceKind;
-use sdm_core::admin::{AdminClient, NewResource, ResourceDetails};
+use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails};
 use sdm_server::{RunningServer, Server, ServerBuilder};
 use sdm_testkit::PgCluster;
 
@@ -395,7 +395,7 @@ pub fn psql(port: u16, sql: &str) -> (i32, String, String) {
 /// psql through `port` as `user`, with `password` or none (`-w`: never prompt).
 pub fn psql_as(port: u16, user: &str, password: Option<&str>, sql: &str) -> (i32, String, String) {
     let out = output_within(
-        psql_command(port, user, password, sql),
+        psql_command("127.0.0.1", port, user, password, sql),
         None,
         COMMAND_TIMEOUT,
     );
@@ -410,7 +410,29 @@ pub fn psql_as_os_user(
     user: &str,
     sql: &str,
 ) -> (i32, String, String) {
-    let mut c = psql_command(port, user, None, sql);
+    psql_on_as_os_user(os_user, "127.0.0.1", port, user, sql)
+}
+
+/// psql to `host` (an address, or a Unix socket's directory) and `port`, as the database user
+/// `user` without a password, run by this OS user.
+pub fn psql_on(host: &str, port: u16, user: &str, sql: &str) -> (i32, String, String) {
+    let out = output_within(
+        psql_command(host, port, user, None, sql),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    (out.code, out.stdout.trim().to_owned(), out.stderr)
+}
+
+/// [`psql_on`] run by another OS user of this host (the tests run as root).
+pub fn psql_on_as_os_user(
+    os_user: &sdm_testkit::OsUser,
+    host: &str,
+    port: u16,
+    user: &str,
+    sql: &str,
+) -> (i32, String, String) {
+    let mut c = psql_command(host, port, user, None, sql);
     c.uid(os_user.uid)
         .gid(os_user.gid)
         .current_dir("/")
@@ -420,10 +442,10 @@ pub fn psql_as_os_user(
     (out.code, out.stdout.trim().to_owned(), out.stderr)
 }
 
-fn psql_command(port: u16, user: &str, password: Option<&str>, sql: &str) -> Command {
+fn psql_command(host: &str, port: u16, user: &str, password: Option<&str>, sql: &str) -> Command {
     let pg = pg();
     let mut c = Command::new(pg.bin("psql"));
-    c.args(["-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p"])
+    c.args(["-X", "-A", "-t", "-w", "-h", host, "-p"])
         .arg(port.to_string())
         .args(["-U", user, "-d", "postgres", "-c", sql])
         .env_remove("PGPASSWORD")
@@ -437,4 +459,21 @@ fn psql_command(port: u16, user: &str, password: Option<&str>, sql: &str) -> Com
         c.env("PGPASSWORD", p);
     }
     c
+}
+
+/// A datasource on the shared PostgreSQL cluster with its credentials stored, so that clients
+/// log in with any user name and no password.
+pub fn pg_resource(fx: &Fixture, name: &str, port_override: Option<u16>) {
+    let pg = pg();
+    let mut r = NewResource::new(name, ResourceKind::Postgres, "127.0.0.1")
+        .port(pg.port())
+        .credentials(Credentials {
+            username: pg.superuser().to_owned(),
+            password: pg.password().to_owned(),
+            database: Some("postgres".to_owned()),
+        });
+    if let Some(p) = port_override {
+        r = r.port_override(p);
+    }
+    fx.block_on(fx.admin.create_resource(&r)).unwrap();
 }

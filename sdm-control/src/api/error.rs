@@ -111,29 +111,6 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failing_store_is_a_retryable_503_and_other_store_errors_are_not() {
-        let down = ApiError::from(StoreError::backend(
-            "read the session",
-            std::io::Error::other("connection refused"),
-        ));
-        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(down.kind().retryable());
-        assert_eq!(down.retry_after, Some(1));
-        assert!(!down.message().contains("connection refused"));
-        let conflict = ApiError::from(StoreError::Conflict {
-            entity: "an account",
-            name: "etl".into(),
-        });
-        assert_eq!(conflict.status, StatusCode::CONFLICT);
-        assert!(!conflict.kind().retryable());
-    }
-}
-
 /// The JSON error response.
 pub(crate) fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Response {
     let body = ApiErrorBody {
@@ -155,5 +132,28 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_store_is_a_retryable_503_and_other_store_errors_are_not() {
+        let down = ApiError::from(StoreError::backend(
+            "read the session",
+            std::io::Error::other("connection refused"),
+        ));
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(down.kind().retryable());
+        assert_eq!(down.retry_after, Some(1));
+        assert!(!down.message().contains("connection refused"));
+        let conflict = ApiError::from(StoreError::Conflict {
+            entity: "an account",
+            name: "etl".into(),
+        });
+        assert_eq!(conflict.status, StatusCode::CONFLICT);
+        assert!(!conflict.kind().retryable());
     }
 }

@@ -27,7 +27,7 @@ fn blocking_session_connects_and_dials() {
         .collect();
     assert_eq!(names, ["echo"]);
     let tunnel = session.connect("echo").unwrap();
-    let mut tcp = std::net::TcpStream::connect(tunnel.local_addr()).unwrap();
+    let mut tcp = std::net::TcpStream::connect(tunnel.local_addr().tcp().unwrap()).unwrap();
     tcp.write_all(b"blocking").unwrap();
     let mut buf = [0u8; 8];
     tcp.read_exact(&mut buf).unwrap();

@@ -48,7 +48,7 @@ async fn revocation_closes_open_connections_and_tunnels() {
     ] {
         let session = fx.session_with(account, &["echo"]).await;
         let tunnel = session.connect("echo").await.unwrap();
-        let mut open = held_connection(tunnel.local_addr()).await;
+        let mut open = held_connection(tunnel.local_addr().tcp().unwrap()).await;
         match revoke {
             "suspend" => drop(fx.admin.suspend_account(account).await.unwrap()),
             "revoke" => fx.admin.revoke(account, "echo").await.unwrap(),
@@ -103,7 +103,7 @@ async fn leases_renew_without_a_blip() {
     fx.tcp_resource("echo", echo.port(), None).await;
     let session = fx.session_with("etl", &["echo"]).await;
     let tunnel = session.connect("echo").await.unwrap();
-    let mut stream = held_connection(tunnel.local_addr()).await;
+    let mut stream = held_connection(tunnel.local_addr().tcp().unwrap()).await;
     // Eight seconds: four lease lifetimes. The long connection keeps streaming and new ones
     // keep opening, through the tunnel and by dial.
     let until = Instant::now() + Duration::from_secs(8);
@@ -117,7 +117,7 @@ async fn leases_renew_without_a_blip() {
             .unwrap()
             .unwrap();
         assert_eq!(back, payload);
-        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+        assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
         let mut dialed = session.dial("echo").await.unwrap();
         dialed.write_all(b"d").await.unwrap();
         let mut one = [0u8; 1];
@@ -145,13 +145,13 @@ async fn a_control_plane_outage_is_ridden_out() {
         .await
         .unwrap();
     let tunnel = session.connect("echo").await.unwrap();
-    let mut stream = held_connection(tunnel.local_addr()).await;
+    let mut stream = held_connection(tunnel.local_addr().tcp().unwrap()).await;
 
     relay.cut();
     let cut_at = Instant::now();
     // Until the lease runs out, new and existing connections keep working.
     while cut_at.elapsed() < Duration::from_secs(3) {
-        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+        assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     stream.write_all(b"more").await.unwrap();
@@ -177,7 +177,7 @@ async fn a_control_plane_outage_is_ridden_out() {
         .await,
         "renewal did not recover"
     );
-    assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+    assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
     session.dial("echo").await.unwrap();
 }
 
@@ -211,7 +211,7 @@ async fn gateways_fail_over_and_come_back() {
     second.kill().await;
     let killed_at = sdm_proto::unix_now();
     for _ in 0..30 {
-        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+        assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
         let mut d = session.dial("echo").await.unwrap();
         d.write_all(b"x").await.unwrap();
         let mut one = [0u8; 1];
@@ -224,7 +224,7 @@ async fn gateways_fail_over_and_come_back() {
         .await
         .unwrap();
     let used_again = eventually(Duration::from_secs(40), async || {
-        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+        assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
         let records = fx
             .admin
             .audit(

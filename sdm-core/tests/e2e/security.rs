@@ -10,25 +10,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{Fixture, pg};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unix_socket_tunnels_are_private_and_work_with_psql() {
-    let fx = Fixture::start().await;
-    fx.pg_resource("pgsql").await;
-    let session = fx.session_with("etl", &["pgsql"]).await;
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().join("sockets");
-    let path = dir.join(".s.PGSQL.5432");
-    let tunnel = session
-        .connect_with("pgsql", ConnectOptions::default().unix_socket(&path))
-        .await
-        .unwrap();
-    assert_eq!(tunnel.listen_addr(), &ListenAddr::Unix(path.clone()));
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&dir), 0o700);
-    assert_eq!(mode(&path), 0o600);
-
+/// Runs `sql` with psql through the socket `.s.PGSQL.5432` in `dir`; returns what it printed.
+async fn psql_in(dir: &std::path::Path, sql: &str) -> String {
     let pg = pg();
-    let host = dir.to_str().unwrap().to_owned();
+    let (host, sql) = (dir.to_str().unwrap().to_owned(), sql.to_owned());
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(pg.bin("psql"))
             .args([
@@ -41,10 +26,8 @@ async fn unix_socket_tunnels_are_private_and_work_with_psql() {
                 "5432",
                 "-U",
                 pg.superuser(),
-                "-d",
-                "postgres",
             ])
-            .args(["-c", "SELECT 'over a unix socket'"])
+            .args(["-d", "postgres", "-c", &sql])
             .env("PGPASSWORD", pg.password())
             .output()
             .unwrap()
@@ -56,8 +39,28 @@ async fn unix_socket_tunnels_are_private_and_work_with_psql() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_tunnels_are_private_and_work_with_psql() {
+    let fx = Fixture::start().await;
+    fx.pg_resource("pgsql").await;
+    let session = fx.session_with("etl", &["pgsql"]).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("sockets");
+    let path = dir.join(".s.PGSQL.5432");
+    let tunnel = session
+        .connect_with("pgsql", ConnectOptions::default().unix_socket(&path))
+        .await
+        .unwrap();
+    assert_eq!(tunnel.local_addr(), &ListenAddr::Unix(path.clone()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&path), 0o600);
+
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        psql_in(&dir, "SELECT 'over a unix socket'").await,
         "over a unix socket"
     );
 
@@ -90,7 +93,7 @@ async fn the_same_user_check_refuses_other_os_users() {
         .await
         .unwrap();
     // This user gets through.
-    let mut mine = tokio::net::TcpStream::connect(tunnel.local_addr())
+    let mut mine = tokio::net::TcpStream::connect(tunnel.local_addr().tcp().unwrap())
         .await
         .unwrap();
     mine.write_all(b"me").await.unwrap();
@@ -123,14 +126,14 @@ async fn the_same_user_check_refuses_other_os_users() {
     };
     // Control: without the check, the other user does get through.
     let open = session.connect("echo").await.unwrap();
-    assert_eq!(as_nobody(open.port()).await, b"other");
-    let refused = as_nobody(tunnel.port()).await;
+    assert_eq!(as_nobody(open.port().unwrap()).await, b"other");
+    let refused = as_nobody(tunnel.port().unwrap()).await;
     assert!(
         refused.is_empty(),
         "another OS user got data through: {refused:?}"
     );
     // The tunnel keeps serving its own user.
-    let mut again = tokio::net::TcpStream::connect(tunnel.local_addr())
+    let mut again = tokio::net::TcpStream::connect(tunnel.local_addr().tcp().unwrap())
         .await
         .unwrap();
     again.write_all(b"ok").await.unwrap();
@@ -172,4 +175,48 @@ async fn tokens_never_show_in_debug_output_or_errors() {
     fx.admin.suspend_account("etl").await.unwrap();
     let err = Session::login(&token).await.unwrap_err();
     assert!(!format!("{err} {err:?}").contains(secret_part));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_unix_socket_is_named_for_libpq_and_removed_with_its_directory() {
+    let fx = Fixture::start().await;
+    fx.pg_resource("pgsql").await;
+    let session = fx.session_with("etl", &["pgsql"]).await;
+    // SAFETY: geteuid has no preconditions.
+    let base = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(runtime) => std::path::PathBuf::from(runtime).join("sdm"),
+        None => std::env::temp_dir().join(format!("sdm-{}", unsafe { libc::geteuid() })),
+    };
+    let tunnel = session
+        .connect_with("pgsql", ConnectOptions::default().private_unix_socket())
+        .await
+        .unwrap();
+    // The honest address: a path, and no TCP host or port.
+    let path = tunnel.local_addr().unix_path().unwrap().to_owned();
+    assert_eq!(tunnel.local_addr().tcp(), None);
+    assert_eq!((tunnel.host(), tunnel.port()), (None, None));
+    assert_eq!(path.file_name().unwrap(), ".s.PGSQL.5432");
+    let dir = path.parent().unwrap().to_owned();
+    assert_eq!(dir.parent(), Some(base.as_path()));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&dir), mode(&path)), (0o700, 0o600));
+    // The status row shows the path and no port.
+    let status = session.status().await.unwrap();
+    let row = status
+        .resources
+        .iter()
+        .find(|r| r.resource.name == "pgsql")
+        .unwrap();
+    assert!(
+        matches!(&row.state, sdm_core::ConnectionState::Connected { local_addr, .. } if local_addr == &ListenAddr::Unix(path.clone()))
+    );
+    assert_eq!(row.port(), None);
+
+    assert_eq!(
+        psql_in(&dir, "SELECT 'private socket'").await,
+        "private socket"
+    );
+    tunnel.close();
+    tunnel.closed().await;
+    assert!(!dir.exists(), "{dir:?} is left behind");
 }

@@ -33,10 +33,10 @@ async fn login_list_connect_and_query() {
 
     let tunnel = session.connect("pgsql").await.unwrap();
     assert_eq!(tunnel.resource().name, "pgsql_1_31");
-    assert!(tunnel.local_addr().ip().is_loopback());
+    assert!(tunnel.local_addr().tcp().unwrap().ip().is_loopback());
     assert!(tunnel.is_open());
 
-    let client = pg_client(&tunnel.host(), tunnel.port()).await;
+    let client = pg_client(&tunnel.host().unwrap(), tunnel.port().unwrap()).await;
     let row = client
         .query_one("SELECT current_user::text, 40 + 2, version()", &[])
         .await
@@ -48,7 +48,7 @@ async fn login_list_connect_and_query() {
     let status = session.status().await.unwrap();
     let pgsql = &status.resources[0];
     assert!(
-        matches!(pgsql.state, ConnectionState::Connected { local_addr, .. } if local_addr == tunnel.local_addr())
+        matches!(&pgsql.state, ConnectionState::Connected { local_addr, .. } if local_addr == tunnel.local_addr())
     );
     assert!(!status.resources[1].is_connected());
     let table = status.to_string();
@@ -56,7 +56,7 @@ async fn login_list_connect_and_query() {
     assert!(
         table.contains(&format!(
             "pgsql_1_31          connected         {:<10}postgres",
-            tunnel.port()
+            tunnel.port().unwrap()
         )),
         "{table}"
     );
@@ -72,7 +72,7 @@ async fn psql_binary_queries_through_the_tunnel() {
     fx.pg_resource("warehouse").await;
     let session = fx.session_with("bi-extract", &["warehouse"]).await;
     let tunnel = session.connect("ware").await.unwrap();
-    let (host, port) = (tunnel.host(), tunnel.port());
+    let (host, port) = (tunnel.host().unwrap(), tunnel.port().unwrap());
     let out = tokio::task::spawn_blocking(move || {
         let pg = pg();
         std::process::Command::new(pg.bin("psql"))
@@ -120,7 +120,7 @@ async fn many_connections_share_one_tunnel() {
     let tunnel = session.connect("pgsql").await.unwrap();
     let mut tasks = Vec::new();
     for worker in 0..8i32 {
-        let (host, port) = (tunnel.host(), tunnel.port());
+        let (host, port) = (tunnel.host().unwrap(), tunnel.port().unwrap());
         tasks.push(tokio::spawn(async move {
             let client = pg_client(&host, port).await;
             let mut sum = 0i64;
@@ -165,7 +165,7 @@ async fn short_connections_one_after_another_reuse_gateway_connections() {
     };
 
     for round in 0..10u8 {
-        let mut s = tokio::net::TcpStream::connect(echo_tunnel.local_addr())
+        let mut s = tokio::net::TcpStream::connect(echo_tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap();
         let payload = vec![round; 1000 + usize::from(round)];
@@ -182,7 +182,7 @@ async fn short_connections_one_after_another_reuse_gateway_connections() {
         idle(&echo_tunnel).await;
     }
     for round in 0..5i32 {
-        let client = pg_client(&pg_tunnel.host(), pg_tunnel.port()).await;
+        let client = pg_client(&pg_tunnel.host().unwrap(), pg_tunnel.port().unwrap()).await;
         let row = client
             .query_one("SELECT $1::int + 1", &[&round])
             .await
@@ -257,7 +257,7 @@ async fn servers_that_speak_first_are_reached_through_warm_connections() {
     let session = fx.session_with("etl", &["greeter"]).await;
     let tunnel = session.connect("greeter").await.unwrap();
     for round in 0..4 {
-        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr())
+        let mut s = tokio::net::TcpStream::connect(tunnel.local_addr().tcp().unwrap())
             .await
             .unwrap();
         let mut greeting = [0u8; 6];
@@ -284,7 +284,7 @@ async fn a_large_result_arrives_intact() {
     fx.pg_resource("pgsql").await;
     let session = fx.session_with("etl", &["pgsql"]).await;
     let tunnel = session.connect("pgsql").await.unwrap();
-    let client = pg_client(&tunnel.host(), tunnel.port()).await;
+    let client = pg_client(&tunnel.host().unwrap(), tunnel.port().unwrap()).await;
     // 48 rows of 1 MB each, every row a different letter: order and content are both checked.
     let rows = client
         .query(
@@ -313,8 +313,8 @@ async fn closing_releases_the_port_and_it_can_be_reused() {
         .connect_with("echo", ConnectOptions::default().port(port))
         .await
         .unwrap();
-    assert_eq!(tunnel.port(), port);
-    assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+    assert_eq!(tunnel.port().unwrap(), port);
+    assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
     tunnel.close();
     tunnel.closed().await;
     assert!(!tunnel.is_open());
@@ -331,7 +331,7 @@ async fn closing_releases_the_port_and_it_can_be_reused() {
         .connect_with("echo", ConnectOptions::default().port(port))
         .await
         .unwrap();
-    assert_eq!(echo_once(again.local_addr()).await, b"ping");
+    assert_eq!(echo_once(again.local_addr().tcp().unwrap()).await, b"ping");
     drop(again);
     assert!(
         eventually(Duration::from_secs(10), async || {
@@ -380,7 +380,7 @@ async fn port_override_is_used_and_a_taken_port_is_port_in_use() {
         .await;
     let session = fx.session_with("etl", &["fixed-port"]).await;
     let tunnel = session.connect("fixed").await.unwrap();
-    assert_eq!(tunnel.port(), fixed);
+    assert_eq!(tunnel.port().unwrap(), fixed);
     let status = session.status().await.unwrap();
     assert_eq!(status.resources[0].port(), Some(fixed));
 
@@ -416,7 +416,7 @@ async fn builder_options_and_no_warm_connections() {
         .unwrap();
     let tunnel = session.connect("echo").await.unwrap();
     for _ in 0..5 {
-        assert_eq!(echo_once(tunnel.local_addr()).await, b"ping");
+        assert_eq!(echo_once(tunnel.local_addr().tcp().unwrap()).await, b"ping");
     }
 }
 

@@ -51,7 +51,7 @@ async fn ten_thousand_cycles_leave_no_trace() {
     let session = fx.session_with("etl", &["echo"]).await;
     let before_tunnel = open_fds();
     let tunnel = session.connect("echo").await.unwrap();
-    let addr = tunnel.local_addr();
+    let addr = tunnel.local_addr().tcp().unwrap();
     // Warm up: the pool fills, buffers and caches reach their working size.
     for _ in 0..300 {
         cycle(addr).await;
@@ -94,7 +94,7 @@ async fn dropping_the_last_handles_releases_everything() {
     let baseline = open_fds();
     let session = fx.session_with("etl", &["echo"]).await;
     let tunnel = session.connect("echo").await.unwrap();
-    let addr = tunnel.local_addr();
+    let addr = tunnel.local_addr().tcp().unwrap();
     let mut held = tokio::net::TcpStream::connect(addr).await.unwrap();
     held.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];

@@ -78,9 +78,11 @@ class ResourceStatus:
     Attributes:
         resource: the resource.
         connected: whether this session has a tunnel open to it.
-        address: ``(host, port)`` of the open tunnel, else ``None``.
+        address: ``(host, port)`` of the open TCP tunnel, else ``None``.
         connections: local connections the tunnel carries now.
-        port: the tunnel's port when connected, else the resource's fixed port (or ``None``).
+        port: the tunnel's TCP port when connected, else the resource's fixed port (or
+            ``None``).
+        unix_socket: the socket path of an open Unix-socket tunnel, else ``None``.
     """
 
     resource: Resource
@@ -88,6 +90,7 @@ class ResourceStatus:
     address: Optional[Tuple[str, int]]
     connections: int
     port: Optional[int]
+    unix_socket: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,16 @@ class Status:
         cls,
         raw: Tuple[
             str,
-            list[Tuple[_RawResource, bool, Optional[Tuple[str, int]], int, Optional[int]]],
+            list[
+                Tuple[
+                    _RawResource,
+                    bool,
+                    Optional[Tuple[str, int]],
+                    int,
+                    Optional[int],
+                    Optional[str],
+                ]
+            ],
             str,
         ],
     ) -> Status:
@@ -126,8 +138,9 @@ class Status:
                     address=address,
                     connections=connections,
                     port=port,
+                    unix_socket=unix_socket,
                 )
-                for r, connected, address, connections, port in rows
+                for r, connected, address, connections, port, unix_socket in rows
             ),
             table=table,
         )

@@ -8,7 +8,7 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
 from . import _native
 from .errors import ClosedError, Error, InvalidArgumentError
@@ -42,6 +42,9 @@ class _Config:
     labels: Optional[Tuple[Tuple[str, str], ...]]
     timeout: Optional[float]
     warm_connections: Optional[int]
+    # Defaults of connect(): see sdm.login().
+    same_user_only: bool = False
+    unix_socket: bool = False
 
     @classmethod
     def make(
@@ -51,6 +54,8 @@ class _Config:
         labels: Optional[Mapping[str, str]],
         timeout: Optional[float],
         warm_connections: Optional[int],
+        same_user_only: bool = False,
+        unix_socket: bool = False,
     ) -> _Config:
         if token is None:
             token = _native.token_from_env()
@@ -64,7 +69,41 @@ class _Config:
             labels=tuple(sorted(dict(labels).items())) if labels is not None else None,
             timeout=float(timeout) if timeout is not None else None,
             warm_connections=warm_connections,
+            same_user_only=_check_flag("same_user_only", same_user_only),
+            unix_socket=_check_flag("unix_socket", unix_socket),
         )
+
+    def connect_args(
+        self,
+        port: Optional[int],
+        unix_socket: Union[bool, str, "os.PathLike[str]", None],
+        same_user_only: Optional[bool],
+    ) -> Tuple[Optional[int], Optional[str], bool, bool]:
+        """``(port, socket path, private socket, same user only)`` for the native connect: the
+        arguments of one ``connect()`` over this session's defaults."""
+        port = _check_port(port)
+        where = self.unix_socket if unix_socket is None else unix_socket
+        same = self.same_user_only
+        if same_user_only is not None:
+            same = _check_flag("same_user_only", same_user_only)
+        path: Optional[str] = None
+        if isinstance(where, bool):
+            private = where
+        elif isinstance(where, (str, os.PathLike)):
+            path = os.fspath(where)
+            if not path:
+                raise InvalidArgumentError("unix_socket is an empty path")
+            private = False
+        else:
+            raise InvalidArgumentError(
+                f"unix_socket must be True, False or a path, not {where!r}"
+            )
+        if (private or path is not None) and port is not None:
+            raise InvalidArgumentError(
+                "port is for TCP tunnels; a Unix-socket tunnel has none (pass unix_socket=False "
+                "to listen on a port)"
+            )
+        return (port, path, private, same)
 
     def args(
         self,
@@ -81,6 +120,12 @@ class _Live:
     def __init__(self, raw: _native.RawSession) -> None:
         self.raw = raw
         self.pid = raw.pid
+
+
+def _check_flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(f"{name} must be True or False, not {value!r}")
+    return value
 
 
 def _check_port(port: Optional[int]) -> Optional[int]:
@@ -199,9 +244,13 @@ class Session(_SessionBase):
         labels: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
         warm_connections: Optional[int] = None,
+        same_user_only: bool = False,
+        unix_socket: bool = False,
     ) -> Session:
         """Same as ``sdm.login()``."""
-        config = _Config.make(token, api_url, labels, timeout, warm_connections)
+        config = _Config.make(
+            token, api_url, labels, timeout, warm_connections, same_user_only, unix_socket
+        )
         return cls(config, _native.RawSession.login(*config.args()))
 
     def _raw(self) -> _native.RawSession:
@@ -219,7 +268,14 @@ class Session(_SessionBase):
         """The resources granted to the account, sorted by name."""
         return [Resource._from_raw(r) for r in self._raw().list_resources()]
 
-    def connect(self, name: str, *, port: Optional[int] = None) -> Tunnel:
+    def connect(
+        self,
+        name: str,
+        *,
+        port: Optional[int] = None,
+        unix_socket: Union[bool, str, "os.PathLike[str]", None] = None,
+        same_user_only: Optional[bool] = None,
+    ) -> Tunnel:
         """Opens a tunnel to the resource ``name`` (an exact name, else a unique part of one).
 
         The tunnel listens on 127.0.0.1, on ``port`` if given, else on the resource's fixed port
@@ -227,8 +283,20 @@ class Session(_SessionBase):
         while open is closed when it is garbage-collected, with a ``ResourceWarning``. Raises
         ``ResourceNotFoundError``, ``AmbiguousResourceError`` (see ``.candidates``),
         ``PortInUseError``, …
+
+        Who may use it (``None``: the session's default from ``sdm.login()``):
+
+        * ``unix_socket=True`` listens on a Unix socket instead of a port, in a new directory
+          of mode 0700 that only this OS user can enter (under ``$XDG_RUNTIME_DIR/sdm``, else
+          ``sdm-UID`` in the temporary directory), removed with the tunnel. A postgres socket
+          is named ``.s.PGSQL.5432``, so ``dsn()`` and libpq reach it. A path (``str`` or
+          ``os.PathLike``) puts the socket there instead (its directory must be 0700).
+        * ``same_user_only=True`` refuses connections from other OS users (Linux; a TCP peer
+          is looked up in ``/proc/net/tcp``); a refused PostgreSQL client reads why, and the
+          refusal is logged to the ``sdm`` logger.
         """
-        return Tunnel(self._raw().connect(name, _check_port(port)))
+        args = self._config.connect_args(port, unix_socket, same_user_only)
+        return Tunnel(self._raw().connect(name, *args))
 
     def dial(self, name: str) -> socket.socket:
         """A connected socket to the resource ``name``, carried inside this process (no local
@@ -300,9 +368,13 @@ class AsyncSession(_SessionBase):
         labels: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = None,
         warm_connections: Optional[int] = None,
+        same_user_only: bool = False,
+        unix_socket: bool = False,
     ) -> AsyncSession:
         """Logs in; the arguments are those of ``sdm.login()``."""
-        config = _Config.make(token, api_url, labels, timeout, warm_connections)
+        config = _Config.make(
+            token, api_url, labels, timeout, warm_connections, same_user_only, unix_socket
+        )
         raw = await _native.RawSession.login_async(*config.args())
         return cls(config, raw)
 
@@ -322,11 +394,18 @@ class AsyncSession(_SessionBase):
         raw = await self._raw()
         return [Resource._from_raw(r) for r in await raw.list_resources_async()]
 
-    async def connect(self, name: str, *, port: Optional[int] = None) -> Tunnel:
+    async def connect(
+        self,
+        name: str,
+        *,
+        port: Optional[int] = None,
+        unix_socket: Union[bool, str, "os.PathLike[str]", None] = None,
+        same_user_only: Optional[bool] = None,
+    ) -> Tunnel:
         """See ``Session.connect``."""
-        checked = _check_port(port)
+        args = self._config.connect_args(port, unix_socket, same_user_only)
         raw = await self._raw()
-        return Tunnel(await raw.connect_async(name, checked))
+        return Tunnel(await raw.connect_async(name, *args))
 
     async def dial(self, name: str) -> socket.socket:
         """See ``Session.dial``. The socket is blocking; asyncio code can pass it to
@@ -385,6 +464,8 @@ def login(
     labels: Optional[Mapping[str, str]] = None,
     timeout: Optional[float] = None,
     warm_connections: Optional[int] = None,
+    same_user_only: bool = False,
+    unix_socket: bool = False,
 ) -> Session:
     """Logs in with a service account token and returns a ``Session``.
 
@@ -397,6 +478,13 @@ def login(
         timeout: time limit in seconds of each control plane call (default 30).
         warm_connections: gateway connections each tunnel keeps ready (default 2; 0 turns
             it off).
+        same_user_only: the default of ``connect(same_user_only=)``: refuse other OS users'
+            connections to this session's tunnels. Off by default: the check reads
+            ``/proc/net/tcp`` for every local connection.
+        unix_socket: the default of ``connect(unix_socket=)``: tunnels listen on a private
+            Unix socket instead of a TCP port (owner-only at no cost; ``host``/``port`` are then
+            ``None`` and drivers take ``dsn()`` or ``unix_socket``). Off by default, because
+            drivers given ``host``/``port`` need a TCP port.
 
     Raises:
         InvalidTokenError: no token, or not an sdm token.
@@ -404,5 +492,11 @@ def login(
         ApiUnreachableError: the control plane could not be reached (retryable).
     """
     return Session.login(
-        token, api_url=api_url, labels=labels, timeout=timeout, warm_connections=warm_connections
+        token,
+        api_url=api_url,
+        labels=labels,
+        timeout=timeout,
+        warm_connections=warm_connections,
+        same_user_only=same_user_only,
+        unix_socket=unix_socket,
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from types import TracebackType
-from typing import Any, Callable, Optional, Tuple, Type
+from typing import Any, Callable, Optional, Tuple, Type, Union
 from urllib.parse import quote, urlencode
 
 from . import _native
@@ -19,7 +20,9 @@ _LIBPQ_DRIVERS = ("psycopg", "psycopg2", "psycopg_async", "psycopg2cffi")
 
 
 class Tunnel:
-    """An open tunnel: point any driver at ``host``/``port`` (``address``).
+    """An open tunnel: point any driver at ``host``/``port`` (``address``), or, for a tunnel
+    opened with ``unix_socket=``, at the socket path ``unix_socket`` (``host`` and ``port`` are
+    then ``None``; ``dsn()`` still works for PostgreSQL).
 
     Open until ``close()``, the end of its ``with`` block, ``Session.disconnect()``,
     ``Session.logout()``/``close()``, or until access is revoked (``close_reason`` then says
@@ -42,19 +45,43 @@ class Tunnel:
         return self._resource
 
     @property
-    def host(self) -> str:
-        """The local IP address, e.g. ``"127.0.0.1"``."""
+    def host(self) -> Optional[str]:
+        """The local IP address, e.g. ``"127.0.0.1"``; ``None`` for a Unix-socket tunnel."""
         return self._raw.host
 
     @property
-    def port(self) -> int:
-        """The local port."""
+    def port(self) -> Optional[int]:
+        """The local TCP port; ``None`` for a Unix-socket tunnel."""
         return self._raw.port
 
     @property
-    def address(self) -> Tuple[str, int]:
-        """``(host, port)``, as ``socket.create_connection`` takes it."""
-        return (self._raw.host, self._raw.port)
+    def unix_socket(self) -> Optional[str]:
+        """The socket's path for a Unix-socket tunnel; ``None`` for a TCP tunnel."""
+        return self._raw.unix_socket
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        """``socket.AF_INET``, ``AF_INET6`` or ``AF_UNIX``: with ``address``,
+        ``socket.socket(t.family).connect(t.address)`` works for every tunnel."""
+        if self._raw.unix_socket is not None:
+            return socket.AF_UNIX
+        host = self._raw.host or ""
+        return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    @property
+    def address(self) -> Union[Tuple[str, int], str]:
+        """Where to connect, as the ``socket`` module writes addresses: ``(host, port)`` for a
+        TCP tunnel (what ``socket.create_connection`` takes), the path for a Unix socket."""
+        host, port, path = self._raw.host, self._raw.port, self._raw.unix_socket
+        if host is not None and port is not None:
+            return (host, port)
+        if path is not None:
+            return path
+        raise InvalidArgumentError("the tunnel has neither a TCP address nor a socket path")
+
+    def _where(self) -> str:
+        address = self.address
+        return address if isinstance(address, str) else f"{address[0]}:{address[1]}"
 
     @property
     def is_open(self) -> bool:
@@ -93,6 +120,11 @@ class Tunnel:
         ``postgresql://[user[:password]@]127.0.0.1:PORT[/dbname]?sslmode=disable``. The hop to
         the tunnel is local and the tunnel itself is TLS, so the driver does not negotiate TLS.
         ``user``/``password`` are for a database that asks the client to log in.
+
+        For a Unix-socket tunnel the URI names the socket's directory and port the way libpq
+        does (``postgresql:///dbname?host=/DIR&port=5432``): the socket must be named
+        ``.s.PGSQL.PORT``, as it is with ``unix_socket=True``; another name raises
+        ``InvalidArgumentError``.
         """
         self._require_postgres("dsn")
         return self._url("postgresql", dbname, user, password, {"sslmode": "disable"})
@@ -121,7 +153,7 @@ class Tunnel:
         if self._resource.kind != "postgres":
             raise InvalidArgumentError(
                 f"{what}() is for postgres resources; {self._resource.name!r} is "
-                f"{self._resource.kind!r}: connect to {self.host}:{self.port} directly"
+                f"{self._resource.kind!r}: connect to {self._where()} directly"
             )
 
     def _url(
@@ -140,10 +172,26 @@ class Tunnel:
             credentials += "@"
         elif password is not None:
             raise InvalidArgumentError("a password needs a user")
-        host = f"[{self.host}]" if ":" in self.host else self.host
         path = "/" + quote(dbname, safe="") if dbname else ""
+        address = self.address
+        if isinstance(address, str):
+            # libpq's convention: host is the socket's directory, port names the file.
+            directory, _, name = address.rpartition("/")
+            prefix = ".s.PGSQL."
+            if not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+                raise InvalidArgumentError(
+                    f"the socket {address!r} is not named .s.PGSQL.PORT, so libpq-style URLs "
+                    "cannot name it; connect with unix_socket=True (sdm names it so)"
+                )
+            query = {"host": directory or "/", "port": name[len(prefix) :], **query}
+            host = ""
+        else:
+            ip, port = address
+            host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         suffix = "?" + urlencode(query) if query else ""
-        return f"{scheme}://{credentials}{host}:{self.port}{path}{suffix}"
+        if not host and not path:
+            path = "/"
+        return f"{scheme}://{credentials}{host}{path}{suffix}"
 
     def __enter__(self) -> Tunnel:
         return self
@@ -195,4 +243,4 @@ class Tunnel:
         state = "open" if self.is_open else "closed"
         if self._raw.pid != os.getpid():
             state = f"of process {self._raw.pid}"
-        return f"<sdm.Tunnel {self._resource.name!r} at {self.host}:{self.port} {state}>"
+        return f"<sdm.Tunnel {self._resource.name!r} at {self._where()} {state}>"

@@ -105,8 +105,8 @@ pub async fn pg_connect(
 > {
     let config = format!(
         "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
-        tunnel.host(),
-        tunnel.port()
+        tunnel.host().unwrap(),
+        tunnel.port().unwrap()
     );
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
     Ok((client, tokio::spawn(connection)))
