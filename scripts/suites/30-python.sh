@@ -5,7 +5,8 @@
 #  2. the wheel, built by maturin with the release profile into the shared target dir
 #  3. the wheel installed in the venv; stubs checked against the module (mypy.stubtest), the
 #     package and the examples type-checked with mypy --strict
-#  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg), every error kind,
+#  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg; connect_db and the
+#     SQLAlchemy creators, pandas), sdm.testing and its worked example, every error kind,
 #     threads, Ctrl-C, asyncio, fork/spawn/forkserver, logging, forked workers while sdm logs
 #     (test_fork_storm.py, SDM_FORK_STORM_FORKS children: 100 here), the examples
 #
@@ -48,17 +49,20 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/nu
   rm -rf "$venv"
   run 120 "creating the venv" python3 -m venv "$venv"
 fi
+# Always `python -m pip`, never bin/pip: the scripts of a venv copied from another checkout keep
+# that checkout's python in their #! line, so bin/pip would install into the other venv.
 stamp=$venv/.requirements.sha256
 want=$(sha256sum "$requirements" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   run 900 "pip install -r tests/python/requirements.txt" \
-    "$venv/bin/pip" install --quiet -r "$requirements"
+    "$venv/bin/python" -m pip install --quiet -r "$requirements"
   echo "$want" >"$stamp"
 fi
 "$venv/bin/python" --version
 
-step "sdm-fixture (release)"
-run 1800 "cargo build -p sdm-fixture" cargo build --release --locked -p sdm-fixture
+step "sdm-fixture, sdm-server and sdm (release; sdm.testing runs the last two)"
+run 1800 "cargo build -p sdm-fixture -p sdm-server -p sdm-cli" \
+  cargo build --release --locked -p sdm-fixture -p sdm-server -p sdm-cli
 
 step "wheel (maturin build --release)"
 wheels=$root/target/wheels
@@ -70,7 +74,7 @@ run 1800 "maturin build" \
   --interpreter "$venv/bin/python" --out "$wheels"
 wheel=$(ls "$wheels"/sdm_tunnel-*.whl)
 echo "built $(basename "$wheel") ($(du -h "$wheel" | cut -f1))"
-run 300 "pip install the wheel" "$venv/bin/pip" install --quiet --force-reinstall --no-deps "$wheel"
+run 300 "pip install the wheel" "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheel"
 
 # From here on, `sdm` is the installed wheel (cwd has no sdm/ directory).
 cd "$root/tests/python"

@@ -15,9 +15,13 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 import sdm
+from sdm.testing import Installation
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_BIN = Path(os.environ.get("SDM_FIXTURE_BIN", ROOT / "target" / "release" / "sdm-fixture"))
+# The binaries sdm.testing runs (built by scripts/suites/30-python.sh).
+os.environ.setdefault("SDM_SERVER_BIN", str(ROOT / "target" / "release" / "sdm-server"))
+os.environ.setdefault("SDM_BIN", str(ROOT / "target" / "release" / "sdm"))
 # Bounds of waits (not expectations): a healthy run takes a fraction of these.
 START_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 60.0
@@ -120,6 +124,19 @@ def pg(fixture: Fixture) -> Dict[str, Any]:
     """The PostgreSQL credentials (no credential injection yet: drivers log in themselves)."""
     info: Dict[str, Any] = fixture["pg"]
     return info
+
+
+def pg_url(pg: Dict[str, Any]) -> str:
+    """The fixture's PostgreSQL as the upstream URL sdm.testing takes."""
+    return f"postgresql://{pg['user']}:{pg['password']}@{pg['host']}:{pg['port']}/{pg['dbname']}"
+
+
+@pytest.fixture(scope="session")
+def installation(pg: Dict[str, Any]) -> Iterator[Installation]:
+    """An sdm.testing installation whose resource `pgsql` (the name the examples look for) is the
+    fixture's PostgreSQL with its credentials stored: jobs log in with a token alone."""
+    with Installation.start(pg_url(pg), resource="pgsql") as inst:
+        yield inst
 
 
 _account_counter = [0]
