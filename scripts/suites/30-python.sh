@@ -49,6 +49,9 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/nu
   rm -rf "$venv"
   run 120 "creating the venv" python3 -m venv "$venv"
 fi
+# Never install into the interpreter the venv was made from.
+"$venv/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' ||
+  fail "$venv is not a venv; remove it and run again"
 # Always `python -m pip`, never bin/pip: the scripts of a venv copied from another checkout keep
 # that checkout's python in their #! line, so bin/pip would install into the other venv.
 stamp=$venv/.requirements.sha256

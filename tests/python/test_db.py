@@ -100,14 +100,18 @@ def test_an_ambiguous_name_lists_the_candidates(session: sdm.Session) -> None:
 
 
 def test_unknown_and_misplaced_drivers(session: sdm.Session) -> None:
-    with pytest.raises(sdm.InvalidArgumentError, match="unknown driver 'mysql'.*'psycopg', 'pg8000'"):
+    unknown = "unknown driver 'mysql'; this session supports 'psycopg', 'pg8000'"
+    with pytest.raises(sdm.InvalidArgumentError, match=unknown):
         session.connect_db(PG, "mysql")
-    with pytest.raises(sdm.InvalidArgumentError, match="asyncpg is an asyncio driver: use it from an sdm.AsyncSession"):
+    misplaced = "asyncpg is an asyncio driver: use it from an sdm.AsyncSession"
+    with pytest.raises(sdm.InvalidArgumentError, match=misplaced):
         session.connect_db(PG, "asyncpg")
     with pytest.raises(sdm.InvalidArgumentError, match="asyncpg is an asyncio driver"):
         session.creator(PG, "asyncpg")
     with pytest.raises(sdm.InvalidArgumentError, match="a password needs a user"):
         session.connect_db(PG, password="secret")
+    with pytest.raises(sdm.InvalidArgumentError, match="host, port: sdm's tunnel decides"):
+        session.connect_db(PG, port=5432, host="db.example")
     assert not connected(session)
 
 
@@ -164,7 +168,8 @@ def test_creator_pool_shares_one_tunnel(session: sdm.Session, pg: Dict[str, Any]
             try:
                 with engine.connect() as conn:
                     barrier.wait()  # three pooled connections open at once
-                    pids.append(conn.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one())
+                    pid = conn.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one()
+                    pids.append(pid)
             except BaseException as e:  # reported below
                 errors.append(e)
 
@@ -178,7 +183,8 @@ def test_creator_pool_shares_one_tunnel(session: sdm.Session, pg: Dict[str, Any]
         tunnel = creator.tunnel
         assert tunnel is not None and tunnel.is_open
         (row,) = [r for r in session.status().resources if r.resource.name == PG]
-        assert row.address == tunnel.address and row.connections == 3, "one tunnel, three connections"
+        assert row.address == tunnel.address, "the pool's one tunnel"
+        assert row.connections == 3, "carries the three connections"
         engine.dispose()
     assert not tunnel.is_open and not connected(session), "closing the creator closes its tunnel"
     with pytest.raises(sdm.InvalidArgumentError, match="creator was closed"):

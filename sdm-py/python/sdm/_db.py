@@ -55,9 +55,9 @@ def _import(driver: str) -> ModuleType:
         ) from e
 
 
-def _check_driver(driver: str, supported: Tuple[str, ...], other: str) -> str:
+def _check_driver(driver: str, supported: Tuple[str, ...], other: str) -> None:
     if driver in supported:
-        return driver
+        return
     if driver in _EXTRAS:  # a driver of the other session kind
         how = "an asyncio" if other == "AsyncSession" else "a blocking"
         raise InvalidArgumentError(f"{driver} is {how} driver: use it from an sdm.{other}")
@@ -103,13 +103,22 @@ def _present(**values: Optional[str]) -> Dict[str, str]:
 
 def _target(
     driver: str,
+    is_async: bool,
     dbname: Optional[str],
     user: Optional[str],
     password: Optional[str],
     options: Mapping[str, Any],
 ) -> _Target:
+    """Checks the arguments of ``connect_db`` and the creators."""
+    if is_async:
+        _check_driver(driver, ASYNC_DRIVERS, "Session")
+    else:
+        _check_driver(driver, SYNC_DRIVERS, "AsyncSession")
     if password is not None and user is None:
         raise InvalidArgumentError("a password needs a user")
+    clash = sorted(set(options) & {"host", "hostaddr", "port", "sock", "unix_sock"})
+    if clash:
+        raise InvalidArgumentError(f"{', '.join(clash)}: sdm's tunnel decides where to connect")
     return _Target(driver, dbname, user, password, dict(options))
 
 
@@ -214,7 +223,7 @@ def connect_db(
     options: Mapping[str, Any],
 ) -> Any:
     """``Session.connect_db``."""
-    target = _target(_check_driver(driver, SYNC_DRIVERS, "AsyncSession"), dbname, user, password, options)
+    target = _target(driver, False, dbname, user, password, options)
     cls = _closing_class(driver)
     tunnel = session.connect(name, port=0)
     try:
@@ -238,7 +247,7 @@ async def connect_db_async(
     options: Mapping[str, Any],
 ) -> Any:
     """``AsyncSession.connect_db``."""
-    target = _target(_check_driver(driver, ASYNC_DRIVERS, "Session"), dbname, user, password, options)
+    target = _target(driver, True, dbname, user, password, options)
     cls = _closing_class("psycopg_async" if driver == "psycopg" else driver)
     tunnel = await session.connect(name, port=0)
     try:
@@ -412,7 +421,7 @@ def creator(
     options: Mapping[str, Any],
 ) -> Creator:
     """``Session.creator``."""
-    target = _target(_check_driver(driver, SYNC_DRIVERS, "AsyncSession"), dbname, user, password, options)
+    target = _target(driver, False, dbname, user, password, options)
     return Creator(session, name, target)
 
 
@@ -426,5 +435,5 @@ def async_creator(
     options: Mapping[str, Any],
 ) -> AsyncCreator:
     """``AsyncSession.async_creator``."""
-    target = _target(_check_driver(driver, ASYNC_DRIVERS, "Session"), dbname, user, password, options)
+    target = _target(driver, True, dbname, user, password, options)
     return AsyncCreator(session, name, target)

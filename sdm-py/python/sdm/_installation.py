@@ -103,7 +103,12 @@ class Installation:
         log = open(os.path.join(tmp.name, "server.log"), "w")
         try:
             proc = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, text=True, env=_env()
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env=_env(),
             )
         finally:
             log.close()

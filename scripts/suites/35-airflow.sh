@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The Airflow provider (sdm-airflow/, distribution sdm-tunnel-airflow) in a real Airflow 3:
+#
+#  1. a venv in target/airflow-venv (reused) with the pinned Airflow of tests/airflow/requirements.txt
+#     (its own venv: Airflow's dependency pins must not decide those of the Python suite)
+#  2. the sdm wheel (maturin, release profile, the shared target dir) and sdm-airflow installed
+#  3. pytest (tests/airflow): `airflow db migrate`, `airflow providers hooks` (connection type
+#     sdm), `airflow connections add`, `airflow dags test` of sdm-airflow/example_dags against a
+#     real PostgreSQL through a real sdm-server (sdm.testing), the audit labels, bad tokens
+#
+# Measured here (2 shared cores, Rust build warm): 137 s with an empty venv (pip's download cache
+# warm; installing Airflow is about half of it), about 60 s with the venv in place, nearly all of
+# it the four `airflow` commands of the tests. Every step has a time limit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+
+step() { printf '\n--- %s\n' "$*"; }
+fail() {
+  printf '\nFAILED: %s\n' "$*" >&2
+  exit 1
+}
+# run LIMIT_SECONDS WHAT COMMAND...: a step with a time limit and a clear failure line.
+run() {
+  local limit=$1 what=$2
+  shift 2
+  local status=0
+  timeout --kill-after=30 "$limit" "$@" || status=$?
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+    fail "$what: did not finish within ${limit}s"
+  elif [ "$status" -ne 0 ]; then
+    fail "$what (exit $status)"
+  fi
+}
+
+started=$SECONDS
+venv=$root/target/airflow-venv
+# One run at a time: a second run would rebuild the venv under the first.
+exec 9>"$root/target/airflow-venv.lock"
+flock -n 9 || fail "another scripts/suites/35-airflow.sh is running in this checkout"
+requirements=$root/tests/airflow/requirements.txt
+export PYTHONDONTWRITEBYTECODE=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+step "airflow venv (target/airflow-venv)"
+python3 -c 'import sys; assert (3, 10) <= sys.version_info < (3, 14), sys.version' ||
+  fail "python3 is $(python3 --version 2>&1); Airflow 3 needs 3.10 to 3.13"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$venv"
+  run 120 "creating the venv" python3 -m venv "$venv"
+fi
+# Never install into the interpreter the venv was made from (a venv half made or half removed,
+# e.g. by a second run at the same time, would send pip there).
+"$venv/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' ||
+  fail "$venv is not a venv; remove it and run again"
+# `python -m pip`, never bin/pip: a venv copied from another checkout keeps that checkout's
+# python in its scripts' #! lines.
+stamp=$venv/.requirements.sha256
+want=$(sha256sum "$requirements" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  run 900 "pip install -r tests/airflow/requirements.txt" \
+    "$venv/bin/python" -m pip install --quiet -r "$requirements"
+  echo "$want" >"$stamp"
+fi
+"$venv/bin/python" -m airflow version
+
+step "sdm-fixture, sdm-server and sdm (release)"
+run 1800 "cargo build -p sdm-fixture -p sdm-server -p sdm-cli" \
+  cargo build --release --locked -p sdm-fixture -p sdm-server -p sdm-cli
+
+step "the sdm wheel and sdm-airflow"
+wheels=$root/target/wheels
+rm -f "$wheels"/sdm_tunnel-*.whl
+run 1800 "maturin build" \
+  "$venv/bin/maturin" build --release --locked --manifest-path sdm-py/Cargo.toml \
+  --interpreter "$venv/bin/python" --out "$wheels"
+run 300 "pip install the wheel" "$venv/bin/python" -m pip install --quiet --force-reinstall \
+  --no-deps "$wheels"/sdm_tunnel-*.whl
+# Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+build=$root/target/airflow-provider-src
+rm -rf "$build"
+cp -r "$root/sdm-airflow" "$build"
+run 300 "pip install sdm-airflow" "$venv/bin/python" -m pip install --quiet --force-reinstall \
+  --no-deps "$build"
+
+cd "$root/tests/airflow"
+step "pytest tests/airflow"
+run 1200 "pytest" "$venv/bin/python" -m pytest "$root/tests/airflow"
+
+step "airflow suite passed in $((SECONDS - started))s"

@@ -1,0 +1,64 @@
+"""The Airflow suite's fixtures: those of tests/python (sdm-fixture's PostgreSQL, an sdm.testing
+installation), loaded under another module name, and an Airflow home with a migrated database."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location(
+    "sdm_python_conftest", ROOT / "tests" / "python" / "conftest.py"
+)
+assert _spec is not None and _spec.loader is not None
+shared = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(shared)
+
+fixture = shared.fixture
+pg = shared.pg
+installation = shared.installation
+
+AIRFLOW = Path(sys.executable).parent / "airflow"
+DAGS = ROOT / "sdm-airflow" / "example_dags"
+# A bound, not an expectation: an airflow command takes seconds (db migrate up to a minute).
+AIRFLOW_TIMEOUT = 600
+
+
+class Airflow:
+    """The `airflow` command in a home of its own (SQLite metadata database)."""
+
+    def __init__(self, home: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SDM_", "PG", "AIRFLOW"))}
+        self.env.update(
+            AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+
+    def run(self, *args: str, env: Dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(AIRFLOW), *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=AIRFLOW_TIMEOUT,
+        )
+
+    def ok(self, *args: str) -> str:
+        done = self.run(*args)
+        assert done.returncode == 0, f"airflow {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    a = Airflow(tmp_path_factory.mktemp("airflow-home"))
+    a.ok("db", "migrate")
+    yield a
