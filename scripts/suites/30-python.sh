@@ -17,23 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 
-step() { printf '\n--- %s\n' "$*"; }
-fail() {
-  printf '\nFAILED: %s\n' "$*" >&2
-  exit 1
-}
-# run LIMIT_SECONDS WHAT COMMAND...: a step with a time limit and a clear failure line.
-run() {
-  local limit=$1 what=$2
-  shift 2
-  local status=0
-  timeout --kill-after=30 "$limit" "$@" || status=$?
-  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    fail "$what: did not finish within ${limit}s"
-  elif [ "$status" -ne 0 ]; then
-    fail "$what (exit $status)"
-  fi
-}
+# step, fail, run, require_venv
+source "$root/scripts/lib/suite.sh"
 
 started=$SECONDS
 venv=$root/target/py-venv
@@ -49,9 +34,7 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/nu
   rm -rf "$venv"
   run 120 "creating the venv" python3 -m venv "$venv"
 fi
-# Never install into the interpreter the venv was made from.
-"$venv/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' ||
-  fail "$venv is not a venv; remove it and run again"
+require_venv "$venv"
 # Always `python -m pip`, never bin/pip: the scripts of a venv copied from another checkout keep
 # that checkout's python in their #! line, so bin/pip would install into the other venv.
 stamp=$venv/.requirements.sha256

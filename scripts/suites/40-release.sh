@@ -8,22 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 
-step() { printf '\n--- %s\n' "$*"; }
-fail() {
-  printf '\nFAILED: %s\n' "$*" >&2
-  exit 1
-}
-run() {
-  local limit=$1 what=$2
-  shift 2
-  local status=0
-  timeout --kill-after=30 "$limit" "$@" || status=$?
-  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    fail "$what: did not finish within ${limit}s"
-  elif [ "$status" -ne 0 ]; then
-    fail "$what (exit $status)"
-  fi
-}
+# step, fail, run, require_venv
+source "$root/scripts/lib/suite.sh"
 
 started=$SECONDS
 export PYTHONDONTWRITEBYTECODE=1
@@ -40,8 +26,7 @@ step "a fresh venv with the wheel (target/release-test-venv)"
 venv=$root/target/release-test-venv
 rm -rf "$venv"
 run 120 "creating the venv" python3 -m venv "$venv"
-"$venv/bin/python" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)' ||
-  fail "$venv is not a venv"
+require_venv "$venv"
 run 600 "pip install the wheel" "$venv/bin/python" -m pip install --quiet \
   "$dist"/sdm_tunnel-*.whl -r "$root/tests/release/requirements.txt"
 

@@ -1,9 +1,8 @@
-"""The Airflow suite's fixtures: those of tests/python (sdm-fixture's PostgreSQL, an sdm.testing
-installation), loaded under another module name, and an Airflow home with a migrated database."""
+"""The Airflow suite's fixtures: those of tests/python (tests/shared_fixtures.py) and an Airflow
+home with a migrated database."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,16 +12,8 @@ from typing import Dict, Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location(
-    "sdm_python_conftest", ROOT / "tests" / "python" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-shared = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shared)
-
-fixture = shared.fixture
-pg = shared.pg
-installation = shared.installation
+sys.path.insert(0, str(ROOT / "tests"))
+from shared_fixtures import fixture, installation, pg  # noqa: E402,F401  (fixtures)
 
 AIRFLOW = Path(sys.executable).parent / "airflow"
 DAGS = ROOT / "sdm-airflow" / "example_dags"

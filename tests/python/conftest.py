@@ -215,6 +215,33 @@ def silent_server() -> Iterator[SilentServer]:
         s.close()
 
 
+def backend_pids_at_once(engine: Any, n: int) -> List[int]:
+    """Holds `n` connections of a SQLAlchemy engine open at once (one thread each) and returns
+    their PostgreSQL backend pids; fails the test on any error."""
+    import sqlalchemy
+
+    pids: List[int] = []
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(n, timeout=60)
+
+    def work() -> None:
+        try:
+            with engine.connect() as conn:
+                barrier.wait()  # all n connections open at once
+                pid = conn.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one()
+                pids.append(pid)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not errors, errors
+    return pids
+
+
 def query_psycopg(dsn: str, sql: str = "select 1") -> Any:
     import psycopg
 

@@ -8,8 +8,7 @@ import asyncio
 import os
 import subprocess
 import sys
-import threading
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import asyncpg
 import pg8000.dbapi
@@ -19,7 +18,7 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import sdm
-from conftest import Fixture
+from conftest import Fixture, backend_pids_at_once
 
 PG = "pgsql_1_31"
 
@@ -160,26 +159,7 @@ def test_creator_pool_shares_one_tunnel(session: sdm.Session, pg: Dict[str, Any]
         engine = sqlalchemy.create_engine(
             "postgresql+psycopg://", creator=creator, pool_size=3, max_overflow=0, pool_timeout=30
         )
-        pids: List[int] = []
-        errors: List[BaseException] = []
-        barrier = threading.Barrier(3, timeout=60)
-
-        def work() -> None:
-            try:
-                with engine.connect() as conn:
-                    barrier.wait()  # three pooled connections open at once
-                    pid = conn.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one()
-                    pids.append(pid)
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work) for _ in range(3)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=120)
-        assert not errors, errors
-        assert len(set(pids)) == 3
+        assert len(set(backend_pids_at_once(engine, 3))) == 3
         tunnel = creator.tunnel
         assert tunnel is not None and tunnel.is_open
         (row,) = [r for r in session.status().resources if r.resource.name == PG]

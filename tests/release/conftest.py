@@ -1,24 +1,15 @@
-"""The release suite's fixtures: those of tests/python (sdm-fixture's PostgreSQL and an
-sdm.testing installation, here run with the binaries of the tarball), loaded under another
-module name."""
+"""The release suite's fixtures: those of tests/python (tests/shared_fixtures.py; its
+sdm.testing installation runs the binaries of the tarball here) and where the artefacts are."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = Path(os.environ["SDM_RELEASE_DIST"])
 PREFIX = Path(os.environ["SDM_RELEASE_PREFIX"])
 
-_spec = importlib.util.spec_from_file_location(
-    "sdm_python_conftest", ROOT / "tests" / "python" / "conftest.py"
-)
-assert _spec is not None and _spec.loader is not None
-shared = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(shared)
-
-fixture = shared.fixture
-pg = shared.pg
-installation = shared.installation
+sys.path.insert(0, str(ROOT / "tests"))
+from shared_fixtures import fixture, installation, pg  # noqa: E402,F401  (fixtures)

@@ -32,7 +32,14 @@ from ._tunnel import Tunnel
 if TYPE_CHECKING:
     from ._session import AsyncSession, Session
 
-__all__ = ["DriverNotInstalledError", "Creator", "AsyncCreator", "SYNC_DRIVERS", "ASYNC_DRIVERS"]
+__all__ = [
+    "DriverNotInstalledError",
+    "Creator",
+    "AsyncCreator",
+    "target",
+    "connect_db",
+    "connect_db_async",
+]
 
 # The drivers each session kind supports, with the pip extra that installs each.
 SYNC_DRIVERS: Tuple[str, ...] = ("psycopg", "pg8000")
@@ -101,7 +108,7 @@ def _present(**values: Optional[str]) -> Dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def _target(
+def target(
     driver: str,
     is_async: bool,
     dbname: Optional[str],
@@ -213,17 +220,9 @@ def _attach(conn: Any, tunnel: Tunnel) -> Any:
     return conn
 
 
-def connect_db(
-    session: Session,
-    name: str,
-    driver: str,
-    dbname: Optional[str],
-    user: Optional[str],
-    password: Optional[str],
-    options: Mapping[str, Any],
-) -> Any:
+def connect_db(session: Session, name: str, target: _Target) -> Any:
     """``Session.connect_db``."""
-    target = _target(driver, False, dbname, user, password, options)
+    driver = target.driver
     cls = _closing_class(driver)
     tunnel = session.connect(name, port=0)
     try:
@@ -237,17 +236,9 @@ def connect_db(
     return _attach(conn, tunnel)
 
 
-async def connect_db_async(
-    session: AsyncSession,
-    name: str,
-    driver: str,
-    dbname: Optional[str],
-    user: Optional[str],
-    password: Optional[str],
-    options: Mapping[str, Any],
-) -> Any:
+async def connect_db_async(session: AsyncSession, name: str, target: _Target) -> Any:
     """``AsyncSession.connect_db``."""
-    target = _target(driver, True, dbname, user, password, options)
+    driver = target.driver
     cls = _closing_class("psycopg_async" if driver == "psycopg" else driver)
     tunnel = await session.connect(name, port=0)
     try:
@@ -410,30 +401,3 @@ class AsyncCreator:
             f"tunnel={self.tunnel!r}>"
         )
 
-
-def creator(
-    session: Session,
-    name: str,
-    driver: str,
-    dbname: Optional[str],
-    user: Optional[str],
-    password: Optional[str],
-    options: Mapping[str, Any],
-) -> Creator:
-    """``Session.creator``."""
-    target = _target(driver, False, dbname, user, password, options)
-    return Creator(session, name, target)
-
-
-def async_creator(
-    session: AsyncSession,
-    name: str,
-    driver: str,
-    dbname: Optional[str],
-    user: Optional[str],
-    password: Optional[str],
-    options: Mapping[str, Any],
-) -> AsyncCreator:
-    """``AsyncSession.async_creator``."""
-    target = _target(driver, True, dbname, user, password, options)
-    return AsyncCreator(session, name, target)

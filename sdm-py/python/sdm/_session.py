@@ -288,7 +288,7 @@ class Session(_SessionBase):
         ``user``/``password`` is needed. Raises ``DriverNotInstalledError`` (naming the pip
         extra) when the driver is missing, the errors of ``connect()``, and the driver's own.
         """
-        return _db.connect_db(self, name, driver, dbname, user, password, kwargs)
+        return _db.connect_db(self, name, _db.target(driver, False, dbname, user, password, kwargs))
 
     def creator(
         self,
@@ -305,7 +305,7 @@ class Session(_SessionBase):
         dbname="app"))``. The pool's connections share one tunnel, opened on first use and
         opened again if it dies. Arguments as for ``connect_db``. See ``sdm.Creator``.
         """
-        return _db.creator(self, name, driver, dbname, user, password, kwargs)
+        return _db.Creator(self, name, _db.target(driver, False, dbname, user, password, kwargs))
 
     def __enter__(self) -> Session:
         return self
@@ -416,7 +416,8 @@ class AsyncSession(_SessionBase):
     ) -> Any:
         """See ``Session.connect_db``; ``driver`` is ``"asyncpg"`` or ``"psycopg"`` (its
         ``AsyncConnection``). ``await conn.close()`` closes the tunnel too."""
-        return await _db.connect_db_async(self, name, driver, dbname, user, password, kwargs)
+        target = _db.target(driver, True, dbname, user, password, kwargs)
+        return await _db.connect_db_async(self, name, target)
 
     def async_creator(
         self,
@@ -431,7 +432,8 @@ class AsyncSession(_SessionBase):
         """A SQLAlchemy ``async_creator``: ``create_async_engine("postgresql+asyncpg://",
         async_creator=session.async_creator("pgsql", dbname="app"))``. See ``Session.creator``
         and ``sdm.AsyncCreator``."""
-        return _db.async_creator(self, name, driver, dbname, user, password, kwargs)
+        target = _db.target(driver, True, dbname, user, password, kwargs)
+        return _db.AsyncCreator(self, name, target)
 
     async def __aenter__(self) -> AsyncSession:
         return self
