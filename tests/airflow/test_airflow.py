@@ -51,6 +51,24 @@ def test_a_dag_runs_through_sdm(airflow: Airflow, installation: Installation) ->
     assert tasks["summarise"] >= 3  # get_records, get_df and the engine's connection
 
 
+def test_an_ambiguous_resource_fails_the_task_listing_the_candidates(
+    airflow: Airflow, installation: Installation
+) -> None:
+    account, token = installation.new_account()
+    installation.admin(
+        *("servers", "add", "tcp", "pgsql-copy", "--hostname", "127.0.0.1", "--port", "9")
+    )
+    installation.admin("grant", account, "pgsql-copy")
+    conn = json.dumps({"conn_type": "sdm", "host": "pgsq", "schema": "postgres", "password": token})
+    done = airflow.run("dags", "test", "sdm_example", env={"AIRFLOW_CONN_SDM_WAREHOUSE": conn})
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert (
+        'sdm.errors.AmbiguousResourceError: "pgsq" matches 2 resources: pgsql, pgsql-copy; '
+        "use a longer part of the name"
+    ) in output, output
+
+
 def test_a_wrong_token_fails_the_task_with_the_sdm_error(airflow: Airflow) -> None:
     # A connection in the environment (it comes before the metadata database).
     conn = json.dumps(

@@ -32,6 +32,9 @@ def test_each_token_is_its_own_account(installation: Installation) -> None:
     assert first != second
     with sdm.login(first) as a, sdm.login(second) as b:
         assert a.account != b.account
+    name, token = installation.new_account()
+    with sdm.login(token) as s:
+        assert s.account == name
 
 
 def test_an_account_without_the_grant_sees_nothing(installation: Installation) -> None:

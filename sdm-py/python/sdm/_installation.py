@@ -11,7 +11,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Tuple, Type
 from urllib.parse import unquote, urlsplit
 
 from .errors import InvalidArgumentError, error_class
@@ -82,15 +82,12 @@ class Installation:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(
-        cls, upstream: str, *, resource: str = DEFAULT_RESOURCE, lease_ttl: Optional[int] = None
-    ) -> Installation:
+    def start(cls, upstream: str, *, resource: str = DEFAULT_RESOURCE) -> Installation:
         """Starts ``sdm-server`` and adds ``upstream`` as the resource ``resource``.
 
         ``upstream`` is ``postgresql://USER:PASSWORD@HOST:PORT/DBNAME`` (the gateway logs in with
         these credentials; jobs name ``DBNAME`` and need no password) or ``tcp://HOST:PORT``
-        (bytes passed through as they are). ``lease_ttl`` (seconds, at least 2) makes leases
-        short, so that revocation reaches open tunnels sooner.
+        (bytes passed through as they are).
         """
         add = _resource_args(upstream, resource)  # bad input fails before anything starts
         server = find_binary("sdm-server", "SDM_SERVER_BIN")
@@ -98,8 +95,6 @@ class Installation:
         tmp = tempfile.TemporaryDirectory(prefix="sdm-testing-")
         args = [server, "serve", "--data-dir", os.path.join(tmp.name, "data")]
         args += ["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"]
-        if lease_ttl is not None:
-            args += ["--lease-ttl", str(lease_ttl)]
         log = open(os.path.join(tmp.name, "server.log"), "w")
         try:
             proc = subprocess.Popen(
@@ -146,12 +141,17 @@ class Installation:
     def new_token(self, *, grant: bool = True) -> str:
         """Creates a service account (``test-1``, ``test-2``, …) granted the resource (unless
         ``grant=False``) and returns its token."""
+        return self.new_account(grant=grant)[1]
+
+    def new_account(self, *, grant: bool = True) -> Tuple[str, str]:
+        """``new_token``, returning the account's name too: ``(name, token)`` (for further
+        ``admin`` commands about it)."""
         with self._lock:
             name = f"test-{next(self._accounts)}"
         token = self.admin("services", "create", name).strip()
         if grant:
             self.admin("grant", name, self.resource)
-        return token
+        return name, token
 
     def _admin_url(self) -> str:
         from ._session import login  # a real login: also proves the server answers
