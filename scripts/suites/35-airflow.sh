@@ -4,7 +4,8 @@
 #  1. a venv in target/airflow-venv (reused) with the pinned Airflow of tests/airflow/requirements.txt
 #     (its own venv: Airflow's dependency pins must not decide those of the Python suite)
 #  2. the sdm wheel (maturin, release profile, the shared target dir) and sdm-airflow installed
-#  3. pytest (tests/airflow): `airflow db migrate`, `airflow providers hooks` (connection type
+#  3. mypy --strict over sdm-airflow and its example DAG
+#  4. pytest (tests/airflow): `airflow db migrate`, `airflow providers hooks` (connection type
 #     sdm), `airflow connections add`, `airflow dags test` of sdm-airflow/example_dags against a
 #     real PostgreSQL through a real sdm-server (sdm.testing), the audit labels, bad tokens
 #
@@ -64,6 +65,10 @@ rm -rf "$build"
 cp -r "$root/sdm-airflow" "$build"
 run 300 "pip install sdm-airflow" "$venv/bin/python" -m pip install --quiet --force-reinstall \
   --no-deps "$build"
+
+step "mypy --strict: sdm-airflow and its example DAG (against the installed Airflow)"
+run 600 "mypy on sdm-airflow" "$venv/bin/python" -m mypy --strict \
+  --cache-dir "$root/target/airflow-mypy-cache" sdm-airflow/src sdm-airflow/example_dags
 
 cd "$root/tests/airflow"
 step "pytest tests/airflow"

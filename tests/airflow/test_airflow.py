@@ -39,7 +39,7 @@ def test_a_dag_runs_through_sdm(airflow: Airflow, installation: Installation) ->
     assert "sdm_example: 10 orders, total 55, rows 10, largest 10" in output, output
 
     # Every connection of both tasks is in the audit trail with the task's labels.
-    tasks = {}
+    tasks: Dict[str, int] = {}
     for record in audit_records(installation):
         labels = record["labels"]
         if labels.get("dag_id") == "sdm_example":

@@ -6,6 +6,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .hooks import SdmHook
+
 __all__ = ["SdmHook"]
 
 
