@@ -4,6 +4,7 @@ user's own test database."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Any, Dict
@@ -76,6 +77,30 @@ def test_bad_upstream_urls(url: str, message: str) -> None:
     with pytest.raises(sdm.InvalidArgumentError, match=message.replace("*", r"\*")) as e:
         Installation.start(url)
     assert "hunter2" not in str(e.value), "the password never appears in messages"
+
+
+LEFT_RUNNING = """
+import sdm.testing
+inst = sdm.testing.Installation.start({url!r})
+print(inst._proc.pid, flush=True)
+"""
+
+
+def test_an_installation_left_running_stops_at_exit(pg: Dict[str, Any]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LEFT_RUNNING.format(url=pg_url(pg))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # sdm-server was stopped (and reaped) at exit
+    os.kill(pid, signal.SIGTERM)
+    pytest.fail(f"sdm-server (pid {pid}) outlived the process that started it")
 
 
 def test_a_missing_binary_says_where_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Dict, List, Optional, Tuple, Type
@@ -80,6 +81,9 @@ class Installation:
         self._sdm = sdm
         self._accounts = itertools.count(1)
         self._lock = threading.Lock()
+        # One not stopped stops when garbage-collected, at the latest at interpreter exit: never
+        # an sdm-server outliving the tests.
+        self._finalizer = weakref.finalize(self, _shutdown, proc, tmp)
 
     @classmethod
     def start(cls, upstream: str, *, resource: str = DEFAULT_RESOURCE) -> Installation:
@@ -95,18 +99,19 @@ class Installation:
         tmp = tempfile.TemporaryDirectory(prefix="sdm-testing-")
         args = [server, "serve", "--data-dir", os.path.join(tmp.name, "data")]
         args += ["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"]
-        log = open(os.path.join(tmp.name, "server.log"), "w")
         try:
-            proc = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env=_env(),
-            )
-        finally:
-            log.close()
+            with open(os.path.join(tmp.name, "server.log"), "w") as log:
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                    env=_env(),
+                )
+        except BaseException:
+            tmp.cleanup()
+            raise
         try:
             admin_token = _first_line(proc, START_TIMEOUT, Path(tmp.name) / "server.log")
             inst = cls(resource, admin_token, proc, tmp, sdm)
@@ -114,8 +119,7 @@ class Installation:
             inst.api_url = inst._admin_url()
             inst.admin(*add, stdin=_password(upstream))
         except BaseException:
-            _stop(proc)
-            tmp.cleanup()
+            _shutdown(proc, tmp)
             raise
         return inst
 
@@ -160,9 +164,9 @@ class Installation:
             return session.api_url or ""
 
     def stop(self) -> None:
-        """Stops the server and removes its directory."""
-        _stop(self._proc)
-        self._tmp.cleanup()
+        """Stops the server and removes its directory (also done when the installation is
+        garbage-collected, or at interpreter exit)."""
+        self._finalizer()
 
     def __enter__(self) -> Installation:
         return self
@@ -255,6 +259,11 @@ def _first_line(proc: "subprocess.Popen[str]", timeout: float, log: Path) -> str
             f"sdm-server did not start (exit code {proc.returncode}): " + " | ".join(tail)
         )
     return line
+
+
+def _shutdown(proc: "subprocess.Popen[str]", tmp: "tempfile.TemporaryDirectory[str]") -> None:
+    _stop(proc)
+    tmp.cleanup()
 
 
 def _stop(proc: "subprocess.Popen[str]") -> None:
