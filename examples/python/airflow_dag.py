@@ -15,9 +15,8 @@ import os
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-from airflow import DAG
-from airflow.hooks.base import BaseHook
-from airflow.operators.python import PythonOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, BaseHook
 
 import sdm
 

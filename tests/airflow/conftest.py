@@ -4,6 +4,7 @@ home with a migrated database."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from shared_fixtures import fixture, installation, pg  # noqa: E402,F401  (fixtures)
 
 AIRFLOW = Path(sys.executable).parent / "airflow"
-DAGS = ROOT / "sdm-airflow" / "example_dags"
+# The DAGs under test: the provider's example and examples/python/airflow_dag.py.
+DAGS = [
+    ROOT / "sdm-airflow" / "example_dags" / "sdm_example.py",
+    ROOT / "examples" / "python" / "airflow_dag.py",
+]
 # A bound, not an expectation: an airflow command takes seconds (db migrate up to a minute).
 AIRFLOW_TIMEOUT = 600
 
@@ -25,10 +30,14 @@ class Airflow:
     """The `airflow` command in a home of its own (SQLite metadata database)."""
 
     def __init__(self, home: Path) -> None:
+        dags = home / "dags"
+        dags.mkdir()
+        for dag in DAGS:
+            shutil.copy(dag, dags)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("SDM_", "PG", "AIRFLOW"))}
         self.env.update(
             AIRFLOW_HOME=str(home),
-            AIRFLOW__CORE__DAGS_FOLDER=str(DAGS),
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
             AIRFLOW__CORE__LOAD_EXAMPLES="False",
             PYTHONDONTWRITEBYTECODE="1",
         )

@@ -1,10 +1,11 @@
 """The sdm provider in a real Airflow (3.x): the connection type `sdm`, SQLExecuteQueryOperator
-and SdmHook (get_records, get_df, get_sqlalchemy_engine) in `airflow dags test`, against a real
-PostgreSQL through a real sdm-server (sdm.testing)."""
+and SdmHook (get_records, get_df, get_sqlalchemy_engine) in `airflow dags test`, and the DAG of
+examples/python, against a real PostgreSQL through a real sdm-server (sdm.testing)."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List
 
 from conftest import Airflow
@@ -49,6 +50,16 @@ def test_a_dag_runs_through_sdm(airflow: Airflow, installation: Installation) ->
             tasks[labels["task_id"]] += 1
     assert set(tasks) == {"load", "summarise"}, tasks
     assert tasks["summarise"] >= 3  # get_records, get_df and the engine's connection
+
+
+def test_the_python_example_dag_runs(airflow: Airflow, installation: Installation) -> None:
+    """examples/python/airflow_dag.py: sdm.login in a PythonOperator, the token from the
+    environment (no Airflow connection sdm_etl)."""
+    token = installation.new_token()
+    done = airflow.run("dags", "test", "sdm_count_orders", env={"SDM_SERVICE_TOKEN": token})
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert re.search(r"\b\d+ tables in public on \d{4}-\d{2}-\d{2}\b", output), output
 
 
 def test_an_ambiguous_resource_fails_the_task_listing_the_candidates(
