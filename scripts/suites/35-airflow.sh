@@ -9,9 +9,9 @@
 #     sdm), `airflow connections add`, `airflow dags test` of sdm-airflow/example_dags against a
 #     real PostgreSQL through a real sdm-server (sdm.testing), the audit labels, bad tokens
 #
-# Measured here (2 shared cores, Rust build warm): 137 s with an empty venv (pip's download cache
-# warm; installing Airflow is about half of it), about 60 s with the venv in place, nearly all of
-# it the four `airflow` commands of the tests. Every step has a time limit.
+# Measured here (2 shared cores, Rust build warm): 129 s with an empty venv (pip's download cache
+# warm; installing Airflow and mypy is about half of it), about 75 s with the venv in place,
+# nearly all of it the `airflow` commands of the tests. Every step has a time limit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
