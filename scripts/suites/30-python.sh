@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 
-# step, fail, run, require_venv
+# step, fail, run, venv_with_requirements
 source "$root/scripts/lib/suite.sh"
 
 started=$SECONDS
@@ -30,20 +30,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 step "python venv (target/py-venv)"
 python3 -c 'import sys; assert sys.version_info >= (3, 9), sys.version' ||
   fail "python3 is $(python3 --version 2>&1); sdm needs 3.9 or newer"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
-  rm -rf "$venv"
-  run 120 "creating the venv" python3 -m venv "$venv"
-fi
-require_venv "$venv"
-# Always `python -m pip`, never bin/pip: the scripts of a venv copied from another checkout keep
-# that checkout's python in their #! line, so bin/pip would install into the other venv.
-stamp=$venv/.requirements.sha256
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  run 900 "pip install -r tests/python/requirements.txt" \
-    "$venv/bin/python" -m pip install --quiet -r "$requirements"
-  echo "$want" >"$stamp"
-fi
+venv_with_requirements "$venv" "$requirements"
 "$venv/bin/python" --version
 
 step "sdm-fixture, sdm-server and sdm (release; sdm.testing runs the last two)"

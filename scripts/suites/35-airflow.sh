@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 
-# step, fail, run, require_venv
+# step, fail, run, venv_with_requirements
 source "$root/scripts/lib/suite.sh"
 
 started=$SECONDS
@@ -31,20 +31,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 step "airflow venv (target/airflow-venv)"
 python3 -c 'import sys; assert (3, 10) <= sys.version_info < (3, 14), sys.version' ||
   fail "python3 is $(python3 --version 2>&1); Airflow 3 needs 3.10 to 3.13"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
-  rm -rf "$venv"
-  run 120 "creating the venv" python3 -m venv "$venv"
-fi
-require_venv "$venv"
-# `python -m pip`, never bin/pip: a venv copied from another checkout keeps that checkout's
-# python in its scripts' #! lines.
-stamp=$venv/.requirements.sha256
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  run 900 "pip install -r tests/airflow/requirements.txt" \
-    "$venv/bin/python" -m pip install --quiet -r "$requirements"
-  echo "$want" >"$stamp"
-fi
+venv_with_requirements "$venv" "$requirements"
 "$venv/bin/python" -m airflow version
 
 step "sdm-fixture, sdm-server and sdm (release)"

@@ -52,6 +52,14 @@ def test_a_dag_runs_through_sdm(airflow: Airflow, installation: Installation) ->
     assert tasks["summarise"] >= 3  # get_records, get_df and the engine's connection
 
 
+def run_with_connection(airflow: Airflow, **conn: str) -> "tuple[int, str]":
+    """`airflow dags test sdm_example` with the connection sdm_warehouse given in the
+    environment (it comes before the metadata database): (exit code, output)."""
+    env = {"AIRFLOW_CONN_SDM_WAREHOUSE": json.dumps({"conn_type": "sdm", **conn})}
+    done = airflow.run("dags", "test", "sdm_example", env=env)
+    return done.returncode, done.stdout + done.stderr
+
+
 def test_the_python_example_dag_runs(airflow: Airflow, installation: Installation) -> None:
     """examples/python/airflow_dag.py: sdm.login in a PythonOperator, the token from the
     environment (no Airflow connection sdm_etl)."""
@@ -70,10 +78,8 @@ def test_an_ambiguous_resource_fails_the_task_listing_the_candidates(
         *("servers", "add", "tcp", "pgsql-copy", "--hostname", "127.0.0.1", "--port", "9")
     )
     installation.admin("grant", account, "pgsql-copy")
-    conn = json.dumps({"conn_type": "sdm", "host": "pgsq", "schema": "postgres", "password": token})
-    done = airflow.run("dags", "test", "sdm_example", env={"AIRFLOW_CONN_SDM_WAREHOUSE": conn})
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output
+    code, output = run_with_connection(airflow, host="pgsq", schema="postgres", password=token)
+    assert code != 0, output
     assert (
         'sdm.errors.AmbiguousResourceError: "pgsq" matches 2 resources: pgsql, pgsql-copy; '
         "use a longer part of the name"
@@ -81,13 +87,10 @@ def test_an_ambiguous_resource_fails_the_task_listing_the_candidates(
 
 
 def test_a_wrong_token_fails_the_task_with_the_sdm_error(airflow: Airflow) -> None:
-    # A connection in the environment (it comes before the metadata database).
-    conn = json.dumps(
-        {"conn_type": "sdm", "host": "pgsql", "schema": "postgres", "password": "not-a-token"}
+    code, output = run_with_connection(
+        airflow, host="pgsql", schema="postgres", password="not-a-token"
     )
-    done = airflow.run("dags", "test", "sdm_example", env={"AIRFLOW_CONN_SDM_WAREHOUSE": conn})
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output
+    assert code != 0, output
     assert (
         "sdm.errors.InvalidTokenError: invalid token: not an sdm token: a token starts with sdm_svc_"
     ) in output, output
@@ -95,10 +98,8 @@ def test_a_wrong_token_fails_the_task_with_the_sdm_error(airflow: Airflow) -> No
 
 
 def test_a_connection_without_a_token_says_where_to_put_it(airflow: Airflow) -> None:
-    conn = json.dumps({"conn_type": "sdm", "host": "pgsql", "schema": "postgres"})
-    done = airflow.run("dags", "test", "sdm_example", env={"AIRFLOW_CONN_SDM_WAREHOUSE": conn})
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output
+    code, output = run_with_connection(airflow, host="pgsql", schema="postgres")
+    assert code != 0, output
     assert (
         "sdm.errors.InvalidTokenError: the Airflow connection 'sdm_warehouse' has no token: "
         "put the sdm service account token in its password field"
