@@ -3,11 +3,10 @@
 The task logs in with the token stored in the Airflow connection ``sdm_etl`` (its password
 field; create it with ``airflow connections add sdm_etl --conn-type generic --conn-password
 sdm_svc_…``) or, when there is none, in the environment variable ``SDM_SERVICE_TOKEN``; opens a
-tunnel in a ``with`` block and runs a query with psycopg. Airflow runs each task in a forked
-worker: the session is made inside the task, and sdm is fork-safe either way.
-
-Until the gateway injects database credentials, psycopg logs in with PGUSER/PGPASSWORD from the
-worker's environment.
+psycopg connection through its own tunnel (``connect_db``; closing it closes the tunnel) and runs
+a query. The worker holds no database password: the gateway logs in with the credentials stored
+on the resource. Airflow runs each task in a forked worker: the session is made inside the task,
+and sdm is fork-safe either way.
 """
 
 from __future__ import annotations
@@ -16,10 +15,8 @@ import os
 from datetime import datetime, timedelta
 from typing import Any, Optional
 
-import psycopg
-from airflow import DAG
-from airflow.hooks.base import BaseHook
-from airflow.operators.python import PythonOperator
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk import DAG, BaseHook
 
 import sdm
 
@@ -45,12 +42,11 @@ def count_orders(**context: Any) -> int:
         "run_id": str(context.get("run_id", "")),
     }
     with sdm.login(sdm_token(), labels=labels) as session:
-        with session.connect(RESOURCE) as tunnel:
-            with psycopg.connect(tunnel.dsn(DBNAME), connect_timeout=30) as conn:
-                row = conn.execute(
-                    "select count(*) from information_schema.tables where table_schema = %s",
-                    ("public",),
-                ).fetchone()
+        with session.connect_db(RESOURCE, dbname=DBNAME, connect_timeout=30) as conn:
+            row = conn.execute(
+                "select count(*) from information_schema.tables where table_schema = %s",
+                ("public",),
+            ).fetchone()
     count = int(row[0]) if row is not None else 0
     print(f"{count} tables in public on {context['ds']}")
     return count

@@ -3,8 +3,8 @@ a few rows and aggregate them.
 
     SDM_SERVICE_TOKEN=sdm_svc_… python examples/python/etl.py --resource pgsql --dbname app
 
-The token comes from SDM_SERVICE_TOKEN (or SDM_ADMIN_TOKEN). Until the gateway injects database
-credentials, psycopg logs in with PGUSER/PGPASSWORD from the environment, as libpq does.
+The token comes from SDM_SERVICE_TOKEN (or SDM_ADMIN_TOKEN); the job holds no database password:
+the gateway logs in to PostgreSQL with the credentials stored on the resource.
 Exit codes: 0 done, 75 (EX_TEMPFAIL) a retryable sdm error, 1 any other sdm error.
 """
 
@@ -15,8 +15,6 @@ import logging
 import sys
 from typing import Optional, Sequence
 
-import psycopg
-
 import sdm
 
 log = logging.getLogger("etl")
@@ -24,28 +22,28 @@ log = logging.getLogger("etl")
 
 def run(session: sdm.Session, resource: str, dbname: str) -> int:
     """Loads orders and rebuilds the daily totals; returns the number of days summarised."""
-    with session.connect(resource) as tunnel:
-        log.info("tunnel to %s at %s:%d", tunnel.resource.name, tunnel.host, tunnel.port)
-        with psycopg.connect(tunnel.dsn(dbname), connect_timeout=30) as conn:
-            conn.execute(
-                "create table if not exists etl_orders ("
-                " id serial primary key, day date not null, amount numeric(12, 2) not null)"
+    # A psycopg connection through a tunnel of its own; closing it closes the tunnel.
+    with session.connect_db(resource, dbname=dbname, connect_timeout=30) as conn:
+        log.info("connected to %s, database %s", resource, dbname)
+        conn.execute(
+            "create table if not exists etl_orders ("
+            " id serial primary key, day date not null, amount numeric(12, 2) not null)"
+        )
+        conn.execute(
+            "create table if not exists etl_daily_totals ("
+            " day date primary key, orders int not null, amount numeric(14, 2) not null)"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                "insert into etl_orders (day, amount) values (current_date - %s::int, %s)",
+                [(i % 3, 10 + i) for i in range(30)],
             )
-            conn.execute(
-                "create table if not exists etl_daily_totals ("
-                " day date primary key, orders int not null, amount numeric(14, 2) not null)"
-            )
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "insert into etl_orders (day, amount) values (current_date - %s::int, %s)",
-                    [(i % 3, 10 + i) for i in range(30)],
-                )
-            conn.execute("delete from etl_daily_totals")
-            cur = conn.execute(
-                "insert into etl_daily_totals (day, orders, amount)"
-                " select day, count(*), sum(amount) from etl_orders group by day"
-            )
-            return cur.rowcount
+        conn.execute("delete from etl_daily_totals")
+        cur = conn.execute(
+            "insert into etl_daily_totals (day, orders, amount)"
+            " select day, count(*), sum(amount) from etl_orders group by day"
+        )
+        return int(cur.rowcount)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -93,8 +93,8 @@ and commit it"
 fi
 echo "include/sdm.h is up to date"
 
-step "build libsdm and sdm-fixture (release)"
-timeout 1800 cargo build --release --locked -p sdm-ffi -p sdm-fixture
+step "build libsdm, sdm-fixture, sdm-server and sdm (release; Go's sdmtest runs the last two)"
+timeout 1800 cargo build --release --locked -p sdm-ffi -p sdm-fixture -p sdm-server -p sdm-cli
 lib="$root/target/release"
 [ -f "$lib/libsdm.so" ] && [ -f "$lib/libsdm.a" ] || fail "libsdm.so or libsdm.a missing in $lib"
 

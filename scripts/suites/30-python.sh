@@ -5,7 +5,8 @@
 #  2. the wheel, built by maturin with the release profile into the shared target dir
 #  3. the wheel installed in the venv; stubs checked against the module (mypy.stubtest), the
 #     package and the examples type-checked with mypy --strict
-#  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg), every error kind,
+#  4. pytest (tests/python): drivers (psycopg 3, SQLAlchemy, pg8000, asyncpg; connect_db and the
+#     SQLAlchemy creators, pandas), sdm.testing and its worked example, every error kind,
 #     threads, Ctrl-C, asyncio, fork/spawn/forkserver, logging, forked workers while sdm logs
 #     (test_fork_storm.py, SDM_FORK_STORM_FORKS children: 100 here), the examples
 #
@@ -16,23 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 
-step() { printf '\n--- %s\n' "$*"; }
-fail() {
-  printf '\nFAILED: %s\n' "$*" >&2
-  exit 1
-}
-# run LIMIT_SECONDS WHAT COMMAND...: a step with a time limit and a clear failure line.
-run() {
-  local limit=$1 what=$2
-  shift 2
-  local status=0
-  timeout --kill-after=30 "$limit" "$@" || status=$?
-  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
-    fail "$what: did not finish within ${limit}s"
-  elif [ "$status" -ne 0 ]; then
-    fail "$what (exit $status)"
-  fi
-}
+# step, fail, run, venv_with_requirements
+source "$root/scripts/lib/suite.sh"
 
 started=$SECONDS
 venv=$root/target/py-venv
@@ -44,21 +30,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 step "python venv (target/py-venv)"
 python3 -c 'import sys; assert sys.version_info >= (3, 9), sys.version' ||
   fail "python3 is $(python3 --version 2>&1); sdm needs 3.9 or newer"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
-  rm -rf "$venv"
-  run 120 "creating the venv" python3 -m venv "$venv"
-fi
-stamp=$venv/.requirements.sha256
-want=$(sha256sum "$requirements" | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  run 900 "pip install -r tests/python/requirements.txt" \
-    "$venv/bin/python" -m pip install --quiet -r "$requirements"
-  echo "$want" >"$stamp"
-fi
+venv_with_requirements "$venv" "$requirements"
 "$venv/bin/python" --version
 
-step "sdm-fixture (release)"
-run 1800 "cargo build -p sdm-fixture" cargo build --release --locked -p sdm-fixture
+step "sdm-fixture, sdm-server and sdm (release; sdm.testing runs the last two)"
+run 1800 "cargo build -p sdm-fixture -p sdm-server -p sdm-cli" \
+  cargo build --release --locked -p sdm-fixture -p sdm-server -p sdm-cli
 
 step "wheel (maturin build --release)"
 wheels=$root/target/wheels
@@ -70,8 +47,6 @@ run 1800 "maturin build" \
   --interpreter "$venv/bin/python" --out "$wheels"
 wheel=$(ls "$wheels"/sdm_tunnel-*.whl)
 echo "built $(basename "$wheel") ($(du -h "$wheel" | cut -f1))"
-# `python -m pip`, not bin/pip: a venv copied from another checkout keeps bin/pip's shebang,
-# which would install into that checkout's venv.
 run 300 "pip install the wheel" "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$wheel"
 
 # From here on, `sdm` is the installed wheel (cwd has no sdm/ directory).

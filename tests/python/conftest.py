@@ -15,9 +15,13 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 import sdm
+from sdm.testing import Installation
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_BIN = Path(os.environ.get("SDM_FIXTURE_BIN", ROOT / "target" / "release" / "sdm-fixture"))
+# The binaries sdm.testing runs (built by scripts/suites/30-python.sh).
+os.environ.setdefault("SDM_SERVER_BIN", str(ROOT / "target" / "release" / "sdm-server"))
+os.environ.setdefault("SDM_BIN", str(ROOT / "target" / "release" / "sdm"))
 # Bounds of waits (not expectations): a healthy run takes a fraction of these.
 START_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 60.0
@@ -122,6 +126,19 @@ def pg(fixture: Fixture) -> Dict[str, Any]:
     return info
 
 
+def pg_url(pg: Dict[str, Any]) -> str:
+    """The fixture's PostgreSQL as the upstream URL sdm.testing takes."""
+    return f"postgresql://{pg['user']}:{pg['password']}@{pg['host']}:{pg['port']}/{pg['dbname']}"
+
+
+@pytest.fixture(scope="session")
+def installation(pg: Dict[str, Any]) -> Iterator[Installation]:
+    """An sdm.testing installation whose resource `pgsql` (the name the examples look for) is the
+    fixture's PostgreSQL with its credentials stored: jobs log in with a token alone."""
+    with Installation.start(pg_url(pg), resource="pgsql") as inst:
+        yield inst
+
+
 _account_counter = [0]
 
 
@@ -196,6 +213,33 @@ def silent_server() -> Iterator[SilentServer]:
         yield s
     finally:
         s.close()
+
+
+def backend_pids_at_once(engine: Any, n: int) -> List[int]:
+    """Holds `n` connections of a SQLAlchemy engine open at once (one thread each) and returns
+    their PostgreSQL backend pids; fails the test on any error."""
+    import sqlalchemy
+
+    pids: List[int] = []
+    errors: List[BaseException] = []
+    barrier = threading.Barrier(n, timeout=60)
+
+    def work() -> None:
+        try:
+            with engine.connect() as conn:
+                barrier.wait()  # all n connections open at once
+                pid = conn.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one()
+                pids.append(pid)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not errors, errors
+    return pids
 
 
 def query_psycopg(dsn: str, sql: str = "select 1") -> Any:

@@ -4,8 +4,7 @@ pg8000 via dial(), asyncpg via AsyncSession.connect()."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pg8000.dbapi
 import pg8000.native
@@ -13,7 +12,7 @@ import psycopg
 import sqlalchemy
 
 import sdm
-from conftest import Fixture
+from conftest import Fixture, backend_pids_at_once
 
 
 def test_psycopg_writes_and_reads(session: sdm.Session, pg: Dict[str, Any]) -> None:
@@ -38,24 +37,7 @@ def test_sqlalchemy_engine_with_a_pool(session: sdm.Session, pg: Dict[str, Any])
             "psycopg", dbname=pg["dbname"], user=pg["user"], password=pg["password"]
         )
         engine = sqlalchemy.create_engine(url, pool_size=4, max_overflow=0, pool_timeout=30)
-        pids: List[int] = []
-        errors: List[BaseException] = []
-        barrier = threading.Barrier(4, timeout=60)
-
-        def work() -> None:
-            try:
-                with engine.connect() as conn:
-                    barrier.wait()  # four pooled connections open at once
-                    pids.append(conn.execute(sqlalchemy.text("select pg_backend_pid()")).scalar_one())
-            except BaseException as e:  # reported below
-                errors.append(e)
-
-        threads = [threading.Thread(target=work) for _ in range(4)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(timeout=120)
-        assert not errors, errors
+        pids = backend_pids_at_once(engine, 4)
         assert len(set(pids)) == 4, "each pooled connection is its own backend"
         # Pooled connections are reused.
         with engine.connect() as conn:

@@ -12,35 +12,53 @@ from typing import Any, Dict
 import pytest
 
 from conftest import ROOT, Fixture
+from sdm.testing import Installation
 
 EXAMPLES = ROOT / "examples" / "python"
 
 
-def example_env(fixture: Fixture, pg: Dict[str, Any]) -> Dict[str, str]:
-    env = dict(os.environ)
-    env.pop("SDM_ADMIN_TOKEN", None)
-    env["SDM_SERVICE_TOKEN"] = fixture["token"]
-    env["PGUSER"] = pg["user"]
-    env["PGPASSWORD"] = pg["password"]
+def example_env(token: str) -> Dict[str, str]:
+    """The environment of a job: its token and nothing else of sdm's or PostgreSQL's (no
+    PGUSER/PGPASSWORD: the gateway logs in with the resource's stored credentials)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDM_", "PG"))}
+    env["SDM_SERVICE_TOKEN"] = token
     return env
 
 
-def test_etl_script(fixture: Fixture, pg: Dict[str, Any]) -> None:
-    done = subprocess.run(
-        [sys.executable, str(EXAMPLES / "etl.py"), "--resource", "pgsql", "--dbname", pg["dbname"]],
-        env=example_env(fixture, pg),
+def run_example(script: str, *args: str, token: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        env=example_env(token),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_etl_script(installation: Installation) -> None:
+    done = run_example("etl.py", "--dbname", "postgres", token=installation.new_token())
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "etl: summarised 3 days"
-    assert "tunnel to pgsql_1_31" in done.stderr
+    assert "connected to pgsql, database postgres" in done.stderr
 
 
-def test_etl_script_reports_sdm_errors(fixture: Fixture, pg: Dict[str, Any]) -> None:
-    env = example_env(fixture, pg)
-    env["SDM_SERVICE_TOKEN"] = fixture["unreachable_token"]
+def test_pandas_report(installation: Installation) -> None:
+    done = run_example("pandas_report.py", "--dbname", "postgres", token=installation.new_token())
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["database", "bytes"]
+    sizes = {row.split()[0]: int(row.split()[1]) for row in rows}
+    assert "postgres" in sizes and sizes["postgres"] > 0
+
+
+def test_pandas_report_without_the_grant(installation: Installation) -> None:
+    done = run_example("pandas_report.py", token=installation.new_token(grant=False))
+    assert done.returncode == 1, done.stderr
+    assert "[resource_not_found]" in done.stderr
+
+
+def test_etl_script_reports_sdm_errors(fixture: Fixture) -> None:
+    env = example_env(fixture["unreachable_token"])
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / "etl.py")], env=env, capture_output=True, text=True, timeout=120
     )
@@ -49,10 +67,11 @@ def test_etl_script_reports_sdm_errors(fixture: Fixture, pg: Dict[str, Any]) -> 
 
 
 def test_airflow_dag_task(
-    fixture: Fixture, pg: Dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    installation: Installation, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Airflow itself is not installed here (it is large): stand-ins for the three names the DAG
-    # file imports let it load, and its task then runs for real against sdm and PostgreSQL.
+    # Airflow itself is not installed here (scripts/suites/35-airflow.sh runs this DAG in a real
+    # one): stand-ins for the three names the DAG file imports let it load, and its task then
+    # runs for real against sdm and PostgreSQL.
     operators: list = []
 
     class DAG:
@@ -76,19 +95,25 @@ def test_airflow_dag_task(
             raise LookupError(f"no connection {conn_id}")  # as AirflowNotFoundException would
 
     fakes = {
-        "airflow": types.ModuleType("airflow"),
-        "airflow.hooks": types.ModuleType("airflow.hooks"),
-        "airflow.hooks.base": types.ModuleType("airflow.hooks.base"),
-        "airflow.operators": types.ModuleType("airflow.operators"),
-        "airflow.operators.python": types.ModuleType("airflow.operators.python"),
+        name: types.ModuleType(name)
+        for name in (
+            "airflow",
+            "airflow.sdk",
+            "airflow.providers",
+            "airflow.providers.standard",
+            "airflow.providers.standard.operators",
+            "airflow.providers.standard.operators.python",
+        )
     }
-    fakes["airflow"].DAG = DAG  # type: ignore[attr-defined]
-    fakes["airflow.hooks.base"].BaseHook = BaseHook  # type: ignore[attr-defined]
-    fakes["airflow.operators.python"].PythonOperator = PythonOperator  # type: ignore[attr-defined]
+    fakes["airflow.sdk"].DAG = DAG  # type: ignore[attr-defined]
+    fakes["airflow.sdk"].BaseHook = BaseHook  # type: ignore[attr-defined]
+    python_operators = fakes["airflow.providers.standard.operators.python"]
+    python_operators.PythonOperator = PythonOperator  # type: ignore[attr-defined]
     for name, module in fakes.items():
         monkeypatch.setitem(sys.modules, name, module)
-    for key, value in example_env(fixture, pg).items():
-        monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith(("SDM_", "PG"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("SDM_SERVICE_TOKEN", installation.new_token())
 
     spec = importlib.util.spec_from_file_location("airflow_dag", EXAMPLES / "airflow_dag.py")
     assert spec is not None and spec.loader is not None

@@ -34,6 +34,7 @@ from .errors import (
     UpstreamRefusedError,
     error_class,
 )
+from ._db import AsyncCreator, Creator, DriverNotInstalledError
 from ._resource import Resource, ResourceStatus, Status
 from ._session import AsyncSession, Session, login
 from ._tunnel import Tunnel
@@ -62,6 +63,9 @@ __all__ = [
     "ClosedError",
     "InvalidArgumentError",
     "InternalError",
+    "DriverNotInstalledError",
+    "Creator",
+    "AsyncCreator",
     "error_class",
     "__version__",
 ]

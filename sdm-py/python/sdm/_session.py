@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
-from . import _native
+from . import _db, _native
 from .errors import ClosedError, Error, InvalidArgumentError
 from ._resource import Resource, Status
 from ._tunnel import Tunnel
@@ -337,6 +337,44 @@ class Session(_SessionBase):
         except Error as e:
             _log.warning("closing the sdm session: %s", e)
 
+    def connect_db(
+        self,
+        name: str,
+        driver: str = "psycopg",
+        *,
+        dbname: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A database connection to the resource ``name`` through a tunnel of its own.
+
+        Returns the driver's connection (``driver`` is ``"psycopg"``, psycopg 3, or ``"pg8000"``,
+        its DB-API module); its ``close()`` (also at the end of its ``with`` block) closes the
+        tunnel too. ``dbname``/``user``/``password`` are given to the driver under its own names,
+        and so is every other keyword argument. With credentials stored on the resource, no
+        ``user``/``password`` is needed. Raises ``DriverNotInstalledError`` (naming the pip
+        extra) when the driver is missing, the errors of ``connect()``, and the driver's own.
+        """
+        return _db.connect_db(self, name, _db.target(driver, False, dbname, user, password, kwargs))
+
+    def creator(
+        self,
+        name: str,
+        driver: str = "psycopg",
+        *,
+        dbname: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        **kwargs: Any,
+    ) -> _db.Creator:
+        """A SQLAlchemy ``creator`` for the resource ``name``:
+        ``sqlalchemy.create_engine("postgresql+psycopg://", creator=session.creator("pgsql",
+        dbname="app"))``. The pool's connections share one tunnel, opened on first use and
+        opened again if it dies. Arguments as for ``connect_db``. See ``sdm.Creator``.
+        """
+        return _db.Creator(self, name, _db.target(driver, False, dbname, user, password, kwargs))
+
     def __enter__(self) -> Session:
         return self
 
@@ -444,6 +482,37 @@ class AsyncSession(_SessionBase):
             await self.logout()
         except Error as e:
             _log.warning("closing the sdm session: %s", e)
+
+    async def connect_db(
+        self,
+        name: str,
+        driver: str = "asyncpg",
+        *,
+        dbname: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        **kwargs: Any,
+    ) -> Any:
+        """See ``Session.connect_db``; ``driver`` is ``"asyncpg"`` or ``"psycopg"`` (its
+        ``AsyncConnection``). ``await conn.close()`` closes the tunnel too."""
+        target = _db.target(driver, True, dbname, user, password, kwargs)
+        return await _db.connect_db_async(self, name, target)
+
+    def async_creator(
+        self,
+        name: str,
+        driver: str = "asyncpg",
+        *,
+        dbname: Optional[str] = None,
+        user: Optional[str] = None,
+        password: Optional[str] = None,
+        **kwargs: Any,
+    ) -> _db.AsyncCreator:
+        """A SQLAlchemy ``async_creator``: ``create_async_engine("postgresql+asyncpg://",
+        async_creator=session.async_creator("pgsql", dbname="app"))``. See ``Session.creator``
+        and ``sdm.AsyncCreator``."""
+        target = _db.target(driver, True, dbname, user, password, kwargs)
+        return _db.AsyncCreator(self, name, target)
 
     async def __aenter__(self) -> AsyncSession:
         return self
