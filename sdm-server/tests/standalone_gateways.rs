@@ -351,8 +351,8 @@ async fn a_revocation_the_client_library_learns_first_still_reaches_postgres_cli
     let tunnel = session.connect("app-db").await.unwrap();
     let config = format!(
         "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
-        tunnel.host(),
-        tunnel.port()
+        tunnel.host().unwrap(),
+        tunnel.port().unwrap()
     );
     let connect = async || {
         let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)

@@ -23,7 +23,7 @@ async fn a_token_reaches_the_database_without_a_password() {
     let token = installation.new_token().await.unwrap();
     let session = Session::login(&token).await.unwrap();
     let tunnel = session.connect("pgsql").await.unwrap();
-    let addr = tunnel.local_addr();
+    let addr = tunnel.local_addr().tcp().expect("a TCP tunnel");
     let config = format!(
         "host={} port={} user=anyone dbname=postgres",
         addr.ip(),
@@ -89,9 +89,10 @@ async fn a_tcp_upstream_passes_bytes_through() {
         .await
         .unwrap();
     let tunnel = session.connect("echo").await.unwrap();
-    let mut stream = tokio::net::TcpStream::connect(tunnel.local_addr())
-        .await
-        .unwrap();
+    let mut stream =
+        tokio::net::TcpStream::connect(tunnel.local_addr().tcp().expect("a TCP tunnel"))
+            .await
+            .unwrap();
     stream.write_all(b"ping").await.unwrap();
     let mut answer = [0u8; 4];
     stream.read_exact(&mut answer).await.unwrap();
