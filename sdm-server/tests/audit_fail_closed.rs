@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sdm_core::admin::{AdminClient, AuditFilter, Credentials, NewResource};
-use sdm_core::{ResourceKind, Session};
+use sdm_core::Session;
+use sdm_core::admin::{AdminClient, AuditFilter};
 use sdm_testkit::{HbaAuth, PgCluster, PgConfig, free_port};
 use support::{app_cluster, pg_connect as connect};
 
@@ -140,15 +140,7 @@ async fn setup(extra: &[&str]) -> Option<Setup> {
     let (server, token) = ServerProcess::start(&disk.path().join("data"), logs.path(), extra);
     let admin = AdminClient::new(&token).unwrap();
     admin
-        .create_resource(
-            &NewResource::new("db", ResourceKind::Postgres, pg.host())
-                .port(pg.port())
-                .credentials(Credentials {
-                    username: "app".into(),
-                    password: PASSWORD.into(),
-                    database: Some("app".into()),
-                }),
-        )
+        .create_resource(&support::app_db_resource("db", &pg, PASSWORD, None))
         .await
         .unwrap();
     let job = admin.create_service_account("etl").await.unwrap().token;

@@ -11,13 +11,13 @@ mod support;
 
 use std::time::Duration;
 
-use sdm_core::admin::{AuditFilter, Credentials, NewResource};
-use sdm_core::{ResourceKind, Session, Tunnel};
+use sdm_core::admin::AuditFilter;
+use sdm_core::{Session, Tunnel};
 use sdm_proto::api::AuditRecord;
 use sdm_testkit::{HbaAuth, PgCluster, PgConfig};
 
 use processes::{ControlPlane, Gw, WAIT, control_plane_with};
-use support::{app_cluster, eventually, pg_connect};
+use support::{app_cluster, app_db_resource, eventually, pg_connect};
 
 const PASSWORD: &str = "Pw-outage-7c41-never-seen";
 
@@ -44,16 +44,7 @@ async fn setup(lease_ttl: &str, gw_args: &[&str]) -> Option<Setup> {
     args.extend_from_slice(&["--control-plane", cp.url.as_str()]);
     let gw = processes::gateway("edge", &gw_token, &args);
     cp.admin
-        .create_resource(
-            &NewResource::new("app-db", ResourceKind::Postgres, pg.host())
-                .port(pg.port())
-                .tag("sdm.gateway", "dc=db")
-                .credentials(Credentials {
-                    username: "app".into(),
-                    password: PASSWORD.into(),
-                    database: Some("app".into()),
-                }),
-        )
+        .create_resource(&app_db_resource("app-db", &pg, PASSWORD, Some("dc=db")))
         .await
         .unwrap();
     let (_, session) = cp.session("etl", &["app-db"]).await;
@@ -315,15 +306,7 @@ async fn a_stopped_store_is_ridden_out_by_open_tunnels_and_their_connections() {
     let url = processes::field(&running, "api_url");
     let admin = sdm_core::admin::AdminClient::with_api_url(&admin_token, Some(&url)).unwrap();
     admin
-        .create_resource(
-            &NewResource::new("app-db", ResourceKind::Postgres, app.host())
-                .port(app.port())
-                .credentials(Credentials {
-                    username: "app".into(),
-                    password: PASSWORD.into(),
-                    database: Some("app".into()),
-                }),
-        )
+        .create_resource(&app_db_resource("app-db", &app, PASSWORD, None))
         .await
         .unwrap();
     let token = admin.create_service_account("etl").await.unwrap().token;

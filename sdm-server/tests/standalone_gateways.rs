@@ -9,13 +9,14 @@
 
 mod common;
 mod processes;
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sdm_core::admin::{AdminClient, AuditFilter, Credentials, NewResource};
+use sdm_core::admin::{AdminClient, AuditFilter, NewResource};
 use sdm_core::{ErrorKind, ResourceKind, Session};
 use sdm_proto::api::LeaseGrant;
 use sdm_proto::gateway::RegisterGateway;
@@ -26,6 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use processes::{Proc, WAIT, control_plane, field, gateway, spawn};
+use support::{app_cluster, app_db_resource};
 
 /// Generous bound for "soon": the design bound is the gateway's 1 s revocation poll plus one
 /// re-check over HTTPS; the machine is shared, so the tests allow more and print what they saw.
@@ -315,19 +317,7 @@ async fn a_revocation_the_client_library_learns_first_still_reaches_postgres_cli
         eprintln!("note: PostgreSQL is not installed; skipping");
         return;
     }
-    let pg = tokio::task::spawn_blocking(|| {
-        let pg = PgCluster::start(PgConfig::default().auth(HbaAuth::Scram)).unwrap();
-        pg.psql(
-            "postgres",
-            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
-        )
-        .unwrap();
-        pg.psql("postgres", "CREATE DATABASE app OWNER app")
-            .unwrap();
-        pg
-    })
-    .await
-    .unwrap();
+    let pg = app_cluster(PgConfig::default().auth(HbaAuth::Scram), PASSWORD, &[]).await;
     let cp = control_plane().await;
     // The gateway reaches the control plane only through a relay the test can cut.
     let mut path = Relay::start(cp.api_addr).unwrap();
@@ -335,16 +325,7 @@ async fn a_revocation_the_client_library_learns_first_still_reaches_postgres_cli
     let via = format!("https://127.0.0.1:{}", path.port());
     let mut gw = gateway("edge", &token, &["--control-plane", &via]);
     cp.admin
-        .create_resource(
-            &NewResource::new("app-db", ResourceKind::Postgres, pg.host())
-                .port(pg.port())
-                .tag("sdm.gateway", "dc=db")
-                .credentials(Credentials {
-                    username: "app".into(),
-                    password: PASSWORD.into(),
-                    database: Some("app".into()),
-                }),
-        )
+        .create_resource(&app_db_resource("app-db", &pg, PASSWORD, Some("dc=db")))
         .await
         .unwrap();
     let (_, session) = cp.session("bi", &["app-db"]).await;
@@ -473,32 +454,11 @@ async fn credentials_are_injected_through_a_standalone_gateway() {
         eprintln!("note: PostgreSQL is not installed; skipping");
         return;
     }
-    let pg = tokio::task::spawn_blocking(|| {
-        let pg = PgCluster::start(PgConfig::default().auth(HbaAuth::Scram)).unwrap();
-        pg.psql(
-            "postgres",
-            &format!("CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"),
-        )
-        .unwrap();
-        pg.psql("postgres", "CREATE DATABASE app OWNER app")
-            .unwrap();
-        pg
-    })
-    .await
-    .unwrap();
+    let pg = app_cluster(PgConfig::default().auth(HbaAuth::Scram), PASSWORD, &[]).await;
     let cp = control_plane().await;
     let mut gw = cp.gateway("db-side", &[("dc", "db")], &[]).await;
     cp.admin
-        .create_resource(
-            &NewResource::new("app-db", ResourceKind::Postgres, pg.host())
-                .port(pg.port())
-                .tag("sdm.gateway", "dc=db")
-                .credentials(Credentials {
-                    username: "app".into(),
-                    password: PASSWORD.into(),
-                    database: Some("app".into()),
-                }),
-        )
+        .create_resource(&app_db_resource("app-db", &pg, PASSWORD, Some("dc=db")))
         .await
         .unwrap();
     let (_, session) = cp.session("bi", &["app-db"]).await;

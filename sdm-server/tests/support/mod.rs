@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sdm_core::admin::{AdminClient, NewResource, ResourceDetails};
-use sdm_core::{Session, Tunnel};
+use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails};
+use sdm_core::{ResourceKind, Session, Tunnel};
 use sdm_server::{RunningServer, Server, ServerBuilder};
 use sdm_testkit::{PgCluster, PgConfig};
 
@@ -90,6 +90,27 @@ pub async fn app_cluster(config: PgConfig, password: &str, more: &[&str]) -> PgC
     })
     .await
     .unwrap()
+}
+
+/// A PostgreSQL resource `name` for database `app` of `pg` (an [`app_cluster`]), whose gateway
+/// logs in as role `app` with `password`; pinned to gateways by `pin` (`"dc=db"`) if given.
+pub fn app_db_resource(
+    name: &str,
+    pg: &PgCluster,
+    password: &str,
+    pin: Option<&str>,
+) -> NewResource {
+    let mut resource = NewResource::new(name, ResourceKind::Postgres, pg.host())
+        .port(pg.port())
+        .credentials(Credentials {
+            username: "app".into(),
+            password: password.into(),
+            database: Some("app".into()),
+        });
+    if let Some(pin) = pin {
+        resource = resource.tag("sdm.gateway", pin);
+    }
+    resource
 }
 
 /// A tokio-postgres connection through `tunnel` to database `app`, as a user that does not
