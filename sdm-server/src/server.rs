@@ -325,8 +325,10 @@ impl RunningServer {
                 tracing::warn!("the API did not stop in time");
             }
         }
+        // Open connections run on for the gateway's drain time, then are told to close.
+        let drain = self.kit.as_ref().map_or(Duration::ZERO, |kit| kit.drain);
         if let Some(gateway) = self.gateway.take()
-            && tokio::time::timeout(SHUTDOWN_DRAIN, gateway.stop(false))
+            && tokio::time::timeout(drain + SHUTDOWN_DRAIN, gateway.stop(false))
                 .await
                 .is_err()
         {
