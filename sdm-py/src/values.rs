@@ -25,8 +25,14 @@ pub(crate) type StatusRow = (
     Option<String>,
 );
 
-/// `(account name, rows, table text)`; see `sdm.Status`.
-pub(crate) type StatusTuple = (String, Vec<StatusRow>, String);
+/// `(account name, rows, table text, (why the control plane could not be asked, seconds the
+/// open tunnels' leases still hold or None) or None)`; see `sdm.Status`.
+pub(crate) type StatusTuple = (
+    String,
+    Vec<StatusRow>,
+    String,
+    Option<(String, Option<f64>)>,
+);
 
 pub(crate) fn resource(r: &Resource) -> ResourceTuple {
     (
@@ -67,5 +73,9 @@ pub(crate) fn status(s: &Status) -> StatusTuple {
             )
         })
         .collect();
-    (s.account.name.clone(), rows, s.to_string())
+    let unreachable = s
+        .unreachable
+        .as_ref()
+        .map(|u| (u.to_string(), u.leases_hold_for.map(|d| d.as_secs_f64())));
+    (s.account.name.clone(), rows, s.to_string(), unreachable)
 }

@@ -46,6 +46,24 @@ def test_an_account_without_the_grant_sees_nothing(installation: Installation) -
             s.connect("pgsql")
 
 
+def test_status_without_the_control_plane_shows_what_the_session_holds(pg: Dict[str, Any]) -> None:
+    # docs/OPERATIONS.md, "Control-plane outages": status answers from the session's own state.
+    inst = Installation.start(pg_url(pg))
+    try:
+        with sdm.login(inst.new_token()) as s, s.connect("pgsql") as t:
+            assert s.status().unreachable is None
+            inst.stop()
+            status = s.status()
+            assert status.unreachable is not None
+            assert "the control plane cannot be reached" in status.unreachable
+            assert status.leases_hold_for is not None and status.leases_hold_for > 0
+            assert status.unreachable in str(status)
+            [row] = status.resources
+            assert row.connected and row.port == t.port
+    finally:
+        inst.stop()
+
+
 def test_admin_errors_are_sdm_errors(installation: Installation) -> None:
     message = 'sdm admin grant nobody pgsql: no account is named "nobody"'
     with pytest.raises(sdm.InvalidArgumentError, match=message):

@@ -27,8 +27,8 @@ _RawResource = Tuple[str, str, str, Dict[str, str], Optional[int], bool]
 _RawStatusRow = Tuple[
     _RawResource, bool, Optional[Tuple[str, int]], int, Optional[int], Optional[str]
 ]
-# (account, rows, table)
-_RawStatus = Tuple[str, List[_RawStatusRow], str]
+# (account, rows, table, (why the control plane could not be asked, seconds leases hold) or None)
+_RawStatus = Tuple[str, List[_RawStatusRow], str, Optional[Tuple[str, Optional[float]]]]
 
 @final
 class RawSession:

@@ -101,11 +101,18 @@ class Status:
         account: the account's name.
         resources: every granted resource with its connection state, sorted by name.
         table: the status table as ``sdm status`` prints it.
+        unreachable: set when the control plane could not be asked: what happened, in one
+            line (the rows are then what the session last knew, and its open tunnels keep
+            working on their current leases); else ``None``.
+        leases_hold_for: with ``unreachable``, the seconds the open tunnels' current leases
+            still hold (the shortest), or ``None`` when no tunnel is open.
     """
 
     account: str
     resources: Tuple[ResourceStatus, ...]
     table: str = field(repr=False)
+    unreachable: Optional[str] = None
+    leases_hold_for: Optional[float] = None
 
     def __str__(self) -> str:
         return self.table
@@ -126,9 +133,10 @@ class Status:
                 ]
             ],
             str,
+            Optional[Tuple[str, Optional[float]]],
         ],
     ) -> Status:
-        account, rows, table = raw
+        account, rows, table, unreachable = raw
         return cls(
             account=account,
             resources=tuple(
@@ -143,4 +151,6 @@ class Status:
                 for r, connected, address, connections, port, unix_socket in rows
             ),
             table=table,
+            unreachable=unreachable[0] if unreachable else None,
+            leases_hold_for=unreachable[1] if unreachable else None,
         )
