@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm"
 )
 
 // ownFixture is an sdm-fixture this test drives through its command channel (stdin), with
@@ -27,7 +27,7 @@ func startOwnFixture(t *testing.T, args ...string) *ownFixture {
 	t.Helper()
 	bin := os.Getenv("SDM_FIXTURE")
 	if bin == "" {
-		bin, _ = filepath.Abs("../../../target/release/sdm-fixture")
+		bin, _ = filepath.Abs("../../target/release/sdm-fixture")
 	}
 	cmd := exec.Command(bin, args...)
 	stdin, err := cmd.StdinPipe()

@@ -16,8 +16,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
-	"github.com/sdm-dev/sdm/examples/go/sdmtest"
+	"github.com/sdm-dev/sdm/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm/sdmtest"
 )
 
 // upstreams starts target/release/sdm-fixture for its PostgreSQL (password authentication) and

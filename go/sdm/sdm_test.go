@@ -21,7 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm"
 )
 
 // The fixture: an sdm-server, a PostgreSQL and an echo server with account "etl". The suite
@@ -56,7 +56,7 @@ func setupFixture() (stop func(), err error) {
 	}
 	bin := os.Getenv("SDM_FIXTURE")
 	if bin == "" {
-		bin, _ = filepath.Abs("../../../target/release/sdm-fixture")
+		bin, _ = filepath.Abs("../../target/release/sdm-fixture")
 	}
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("no SDM_TEST_* variables and no fixture at %s "+
