@@ -13,8 +13,9 @@
 #  4. the C examples built through pkg-config, dynamically and statically, and run
 #  5. leak check: 1,000 login/connect/close cycles under LeakSanitizer, plus a bound on the
 #     heap growth between cycle 100 and cycle 1,000
-#  6. go vet and go test -race in examples/go (cgo over libsdm, database/sql with pgx and the
-#     sdm-postgres driver, contexts)
+#  6. the Go module go/sdm: gofmt, go vet and go test -race (cgo over libsdm, database/sql with
+#     pgx and the sdm-postgres driver, contexts, sdmtest); then examples/go, which uses it
+#     through a replace directive: gofmt, go vet, and cmd/sdm-example built and run
 #
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
 set -euo pipefail
@@ -234,10 +235,13 @@ passed=$((passed + 2))
 step "leak check: $LEAK_CYCLES login/connect/close cycles under LeakSanitizer (test_leak)"
 run_counted 900 "$bin/test_leak" "$LEAK_CYCLES"
 
-step "Go: gofmt, go vet, go test -race (examples/go, cgo over libsdm in target/release)"
+step "Go module go/sdm: gofmt, go vet, go test -race (cgo over the installed libsdm, pkg-config)"
 export CGO_ENABLED=1
+# The rpath lets the test binaries find libsdm.so.0; it also keys Go's build cache to the
+# prefix (go does not hash what pkg-config prints, only the CGO_* variables).
+export CGO_LDFLAGS="-Wl,-rpath,$prefix/lib"
 (
-  cd examples/go
+  cd go/sdm
   unformatted=$(gofmt -l .)
   [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted" >&2; exit 1; }
   timeout 600 go vet ./...
@@ -250,14 +254,16 @@ go_failed=$(grep -c -E '^\s*--- FAIL' "$work/go-test.log" || true)
 passed=$((passed + go_passed))
 failed=$((failed + go_failed))
 
-step "Go example, linked through pkg-config against the installed libsdm (-tags sdm_pkgconfig)"
-# The rpath in CGO_LDFLAGS lets the binary find libsdm.so; it also keys Go's build cache to the
-# prefix (go does not hash what pkg-config prints, only the CGO_* variables).
-(cd examples/go && CGO_LDFLAGS="-Wl,-rpath,$prefix/lib" \
-  timeout 600 go build -tags sdm_pkgconfig -o "$bin/sdm-example" ./cmd/sdm-example) ||
-  fail "go build -tags sdm_pkgconfig failed"
-ldd "$bin/sdm-example" | grep -q "$prefix/lib/libsdm.so" ||
-  fail "sdm-example does not load libsdm.so from $prefix/lib"
+step "Go example (examples/go, the module through a replace directive): gofmt, go vet, build, run"
+(
+  cd examples/go
+  unformatted=$(gofmt -l .)
+  [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted" >&2; exit 1; }
+  timeout 600 go vet ./...
+  timeout 600 go build -o "$bin/sdm-example" ./cmd/sdm-example
+) || fail "go vet or go build failed in examples/go"
+ldd "$bin/sdm-example" | grep -F "$soname => $prefix/lib/$soname" ||
+  fail "sdm-example does not load $soname from $prefix/lib"
 out=$(SDM_SERVICE_TOKEN=$SDM_TEST_TOKEN PGUSER=$SDM_TEST_PG_USER \
   PGPASSWORD=$SDM_TEST_PG_PASSWORD PGDATABASE=$SDM_TEST_PG_DBNAME \
   timeout 120 "$bin/sdm-example" pgsql) || fail "examples/go/cmd/sdm-example failed: $out"
