@@ -25,10 +25,14 @@ usage() {
   echo "usage: $0 --prefix DIR [--relocatable] [--strip]" >&2
   exit 2
 }
-prefix_arg= relocatable= strip=
+prefix_arg='' relocatable='' strip=''
 while [ $# -gt 0 ]; do
   case $1 in
-  --prefix) [ $# -ge 2 ] && [ -n "$2" ] || usage; prefix_arg=$2; shift 2 ;;
+  --prefix)
+    if [ $# -lt 2 ] || [ -z "$2" ]; then usage; fi
+    prefix_arg=$2
+    shift 2
+    ;;
   --prefix=?*) prefix_arg=${1#--prefix=}; shift ;;
   --relocatable) relocatable=1; shift ;;
   --strip) strip=1; shift ;;
@@ -36,10 +40,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$prefix_arg" ] || usage
-cd "$(dirname "$0")/.."
-root=$PWD
+# A relative PREFIX is relative to where the script was started, so resolve it before the cd.
 mkdir -p "$prefix_arg"
 prefix=$(cd "$prefix_arg" && pwd)
+cd "$(dirname "$0")/.."
+root=$PWD
 
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
 [ -n "$version" ] || { echo "install-libsdm.sh: no version in Cargo.toml [workspace.package]" >&2; exit 1; }
