@@ -6,8 +6,10 @@
 #       versions within glibc 2.34: Debian 12, Ubuntu 22.04, RHEL 9 and newer)
 #   sdm_tunnel-VERSION.tar.gz                                 its sdist (builds with Rust)
 #   sdm_tunnel_airflow-VERSION-py3-none-any.whl               the Airflow provider (pure Python)
-#   sdm-VERSION-x86_64-linux-gnu.tar.gz                       bin/sdm, bin/sdm-server,
-#       lib/libsdm.so, lib/libsdm.a, lib/pkgconfig/sdm.pc (relocatable), include/sdm.h
+#   sdm-VERSION-x86_64-linux-gnu.tar.gz                       bin/sdm, bin/sdm-server, and
+#       libsdm as scripts/install-libsdm.sh installs it: lib/libsdm.so.VERSION (SONAME
+#       libsdm.so.MAJOR) with its .so.MAJOR and .so links, lib/libsdm.a,
+#       lib/pkgconfig/sdm.pc (relocatable), include/sdm.h
 #
 #   scripts/release.sh [OUT]
 #
@@ -54,15 +56,12 @@ cp -r sdm-airflow "$provider/src"
 step "binaries tarball"
 name=sdm-$version-$arch-linux-gnu
 stage=$provider/$name
-install -d "$stage/bin" "$stage/lib/pkgconfig" "$stage/include"
+install -d "$stage/bin"
 install -m 0755 target/release/sdm target/release/sdm-server "$stage/bin/"
-install -m 0755 target/release/libsdm.so "$stage/lib/"
-install -m 0644 target/release/libsdm.a "$stage/lib/"
-strip --strip-debug "$stage/bin/sdm" "$stage/bin/sdm-server" "$stage/lib/libsdm.so"
-install -m 0644 include/sdm.h "$stage/include/"
-# Relocatable: pkg-config resolves ${pcfiledir} to wherever the tarball was unpacked.
-sed -e 's|@PREFIX@|${pcfiledir}/../..|' -e "s|@VERSION@|$version|" sdm-ffi/sdm.pc.in \
-  >"$stage/lib/pkgconfig/sdm.pc"
+strip --strip-debug "$stage/bin/sdm" "$stage/bin/sdm-server"
+# libsdm as scripts/install-libsdm.sh installs it anywhere; relocatable: pkg-config resolves
+# ${pcfiledir} to wherever the tarball was unpacked.
+scripts/install-libsdm.sh --prefix "$stage" --relocatable --strip
 install -m 0644 README.md "$stage/"
 tar -C "$provider" -czf "$out/$name.tar.gz" --owner=0 --group=0 --numeric-owner "$name"
 

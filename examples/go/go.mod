@@ -2,7 +2,10 @@ module github.com/sdm-dev/sdm/examples/go
 
 go 1.25.0
 
-require github.com/jackc/pgx/v5 v5.13.0
+require (
+	github.com/jackc/pgx/v5 v5.13.0
+	github.com/sdm-dev/sdm/go/sdm v0.0.0
+)
 
 require (
 	github.com/jackc/pgpassfile v1.0.0 // indirect
@@ -11,3 +14,6 @@ require (
 	golang.org/x/sync v0.22.0 // indirect
 	golang.org/x/text v0.41.0 // indirect
 )
+
+// The examples use the module of this checkout.
+replace github.com/sdm-dev/sdm/go/sdm => ../../go/sdm

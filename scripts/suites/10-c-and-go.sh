@@ -3,15 +3,19 @@
 # sdm-server and a real PostgreSQL started by sdm-fixture:
 #
 #  1. header drift: regenerate include/sdm.h with the pinned cbindgen; fail on any difference
-#  2. build libsdm (release) and install it with sdm.pc into target/libsdm-prefix
+#  2. build libsdm (release) and install it with scripts/install-libsdm.sh into
+#     target/libsdm-prefix: libsdm.so.VERSION with SONAME libsdm.so.0 (checked with readelf),
+#     its .so.0 and .so links, libsdm.a, sdm.h and sdm.pc; everything below compiles and links
+#     against that tree through pkg-config, never against target/release
 #  3. C tests (tests/c) built with -std=c11 -Wall -Wextra -Wpedantic -Werror and
 #     AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer checks every exit; the fork
 #     test uses UBSan only, see below), and one C++ translation unit that includes the header
 #  4. the C examples built through pkg-config, dynamically and statically, and run
 #  5. leak check: 1,000 login/connect/close cycles under LeakSanitizer, plus a bound on the
 #     heap growth between cycle 100 and cycle 1,000
-#  6. go vet and go test -race in examples/go (cgo over libsdm, database/sql with pgx and the
-#     sdm-postgres driver, contexts)
+#  6. the Go module go/sdm: gofmt, go vet and go test -race (cgo over libsdm, database/sql with
+#     pgx and the sdm-postgres driver, contexts, sdmtest); then examples/go, which uses it
+#     through a replace directive: gofmt, go vet, and cmd/sdm-example built and run
 #
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
 set -euo pipefail
@@ -95,25 +99,38 @@ echo "include/sdm.h is up to date"
 
 step "build libsdm, sdm-fixture, sdm-server and sdm (release; Go's sdmtest runs the last two)"
 timeout 1800 cargo build --release --locked -p sdm-ffi -p sdm-fixture -p sdm-server -p sdm-cli
-lib="$root/target/release"
-[ -f "$lib/libsdm.so" ] && [ -f "$lib/libsdm.a" ] || fail "libsdm.so or libsdm.a missing in $lib"
+release="$root/target/release"
 
-step "install into a prefix (libsdm.so, libsdm.a, sdm.h, sdm.pc)"
+step "install into a prefix (scripts/install-libsdm.sh: versioned libsdm.so, libsdm.a, sdm.h, sdm.pc)"
 # A fixed prefix inside target/, not a temporary one: go build caches the flags pkg-config
 # gave it, so a prefix that moves between runs would leave a stale -L in Go's build cache.
 prefix="$root/target/libsdm-prefix"
 rm -rf "$prefix"
-timeout 600 scripts/install-libsdm.sh "$prefix"
+timeout 600 scripts/install-libsdm.sh --prefix "$prefix"
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+version=$(cargo pkgid -p sdm-ffi | sed 's/.*[#@]//')
 pkg-config --modversion sdm
-[ "$(pkg-config --modversion sdm)" = "$(cargo pkgid -p sdm-ffi | sed 's/.*[#@]//')" ] ||
+[ "$(pkg-config --modversion sdm)" = "$version" ] ||
   fail "sdm.pc version does not match the crate version"
+(cd "$prefix" && ls -l lib/libsdm* lib/pkgconfig/sdm.pc include/sdm.h)
 
-step "compile the C tests (C11, -Werror, ASan+UBSan) and the C++ header check"
+step "libsdm's SONAME is libsdm.so.${version%%.*} and the links point at the versioned file"
+soname=$(readelf -d "$prefix/lib/libsdm.so.$version" | sed -n 's/.*(SONAME).*\[\(.*\)\]$/\1/p')
+echo "SONAME $soname"
+[ "$soname" = "libsdm.so.${version%%.*}" ] ||
+  fail "libsdm.so.$version has SONAME '$soname', expected libsdm.so.${version%%.*}"
+[ "$(readlink "$prefix/lib/libsdm.so")" = "$soname" ] ||
+  fail "lib/libsdm.so does not link to $soname"
+[ "$(readlink "$prefix/lib/$soname")" = "libsdm.so.$version" ] ||
+  fail "lib/$soname does not link to libsdm.so.$version"
+
+step "compile the C tests (C11, -Werror, ASan+UBSan) and the C++ header check, via pkg-config"
 san=(-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer)
-cflags=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g -O1 "${san[@]}" -I"$root/include")
-cxxflags=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g -O1 "${san[@]}" -I"$root/include")
-ldflags=(-L"$lib" -Wl,-rpath,"$lib" -lsdm -lpthread)
+read -r -a pc_cflags <<<"$(pkg-config --cflags sdm)"
+read -r -a pc_libs <<<"$(pkg-config --libs sdm)"
+cflags=(-std=c11 -Wall -Wextra -Wpedantic -Werror -g -O1 "${san[@]}" "${pc_cflags[@]}")
+cxxflags=(-std=c++17 -Wall -Wextra -Wpedantic -Werror -g -O1 "${san[@]}" "${pc_cflags[@]}")
+ldflags=("${pc_libs[@]}" -Wl,-rpath,"$prefix/lib" -lpthread)
 bin="$work/bin"
 mkdir -p "$bin"
 for t in test_api test_threads test_leak test_owner_only test_log; do
@@ -128,6 +145,12 @@ cc "${cflags[@]/-fsanitize=address,undefined/-fsanitize=undefined}" -o "$bin/tes
   tests/c/test_fork.c "${ldflags[@]}"
 c++ "${cxxflags[@]}" -o "$bin/test_header_cpp" tests/c/test_header_cpp.cpp "${ldflags[@]}"
 echo "compiled: $(ls "$bin" | tr '\n' ' ')"
+# What a program linked against the installed tree records and loads: the SONAME, from the
+# prefix (test_api runs below, so the program also runs).
+readelf -d "$bin/test_api" | grep -F "(NEEDED)" | grep -F "[$soname]" ||
+  fail "test_api does not record NEEDED $soname"
+ldd "$bin/test_api" | grep -F "$soname => $prefix/lib/$soname" ||
+  fail "test_api does not load $soname from $prefix/lib"
 
 step "compile the C examples through pkg-config (shared and static libsdm)"
 pq=(-I"$(pg_config --includedir)" -L"$(pg_config --libdir)" -lpq)
@@ -145,7 +168,7 @@ echo "examples built: quickstart (libsdm.so via pkg-config), minimal_static (lib
 
 step "start sdm-fixture (sdm-server, PostgreSQL, echo server, account etl)"
 mkfifo "$work/fixture.in"
-"$lib/sdm-fixture" <"$work/fixture.in" >"$work/fixture.out" 2>"$work/fixture.log" &
+"$release/sdm-fixture" <"$work/fixture.in" >"$work/fixture.out" 2>"$work/fixture.log" &
 fixture_pid=$!
 exec 3>"$work/fixture.in"
 for _ in $(seq 1 240); do
@@ -212,10 +235,13 @@ passed=$((passed + 2))
 step "leak check: $LEAK_CYCLES login/connect/close cycles under LeakSanitizer (test_leak)"
 run_counted 900 "$bin/test_leak" "$LEAK_CYCLES"
 
-step "Go: gofmt, go vet, go test -race (examples/go, cgo over libsdm in target/release)"
+step "Go module go/sdm: gofmt, go vet, go test -race (cgo over the installed libsdm, pkg-config)"
 export CGO_ENABLED=1
+# The rpath lets the test binaries find libsdm.so.0; it also keys Go's build cache to the
+# prefix (go does not hash what pkg-config prints, only the CGO_* variables).
+export CGO_LDFLAGS="-Wl,-rpath,$prefix/lib"
 (
-  cd examples/go
+  cd go/sdm
   unformatted=$(gofmt -l .)
   [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted" >&2; exit 1; }
   timeout 600 go vet ./...
@@ -228,14 +254,16 @@ go_failed=$(grep -c -E '^\s*--- FAIL' "$work/go-test.log" || true)
 passed=$((passed + go_passed))
 failed=$((failed + go_failed))
 
-step "Go example, linked through pkg-config against the installed libsdm (-tags sdm_pkgconfig)"
-# The rpath in CGO_LDFLAGS lets the binary find libsdm.so; it also keys Go's build cache to the
-# prefix (go does not hash what pkg-config prints, only the CGO_* variables).
-(cd examples/go && CGO_LDFLAGS="-Wl,-rpath,$prefix/lib" \
-  timeout 600 go build -tags sdm_pkgconfig -o "$bin/sdm-example" ./cmd/sdm-example) ||
-  fail "go build -tags sdm_pkgconfig failed"
-ldd "$bin/sdm-example" | grep -q "$prefix/lib/libsdm.so" ||
-  fail "sdm-example does not load libsdm.so from $prefix/lib"
+step "Go example (examples/go, the module through a replace directive): gofmt, go vet, build, run"
+(
+  cd examples/go
+  unformatted=$(gofmt -l .)
+  [ -z "$unformatted" ] || { echo "not gofmt-formatted: $unformatted" >&2; exit 1; }
+  timeout 600 go vet ./...
+  timeout 600 go build -o "$bin/sdm-example" ./cmd/sdm-example
+) || fail "go vet or go build failed in examples/go"
+ldd "$bin/sdm-example" | grep -F "$soname => $prefix/lib/$soname" ||
+  fail "sdm-example does not load $soname from $prefix/lib"
 out=$(SDM_SERVICE_TOKEN=$SDM_TEST_TOKEN PGUSER=$SDM_TEST_PG_USER \
   PGPASSWORD=$SDM_TEST_PG_PASSWORD PGDATABASE=$SDM_TEST_PG_DBNAME \
   timeout 120 "$bin/sdm-example" pgsql) || fail "examples/go/cmd/sdm-example failed: $out"

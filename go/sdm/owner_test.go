@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm"
 )
 
 // otherUser is the unprivileged user the PostgreSQL fixture runs as (sdmtest), when the tests

@@ -1,17 +1,13 @@
 package sdm_test
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +17,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm/internal/fixture"
 )
 
 // The fixture: an sdm-server, a PostgreSQL and an echo server with account "etl". The suite
@@ -54,49 +51,6 @@ func setupFixture() (stop func(), err error) {
 		fx.pgDB = os.Getenv("SDM_TEST_PG_DBNAME")
 		return func() {}, nil
 	}
-	bin := os.Getenv("SDM_FIXTURE")
-	if bin == "" {
-		bin, _ = filepath.Abs("../../../target/release/sdm-fixture")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("no SDM_TEST_* variables and no fixture at %s "+
-			"(cargo build --release -p sdm-fixture, or run scripts/suites/10-c-and-go.sh): %w", bin, err)
-	}
-	cmd := exec.Command(bin)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	stop = func() {
-		stdin.Close() // the fixture exits when its stdin closes
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			cmd.Process.Kill()
-		}
-	}
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(stdout).ReadString('\n')
-		line <- s
-	}()
-	var first string
-	select {
-	case first = <-line:
-	case <-time.After(120 * time.Second):
-		stop()
-		return nil, errors.New("sdm-fixture was not ready within 120 s")
-	}
 	var d struct {
 		Token            string `json:"token"`
 		APIURL           string `json:"api_url"`
@@ -108,13 +62,13 @@ func setupFixture() (stop func(), err error) {
 			DBName   string `json:"dbname"`
 		} `json:"pg"`
 	}
-	if err := json.Unmarshal([]byte(first), &d); err != nil {
-		stop()
-		return nil, fmt.Errorf("sdm-fixture printed %q: %w", first, err)
+	f, err := fixture.Start(&d)
+	if err != nil {
+		return nil, err
 	}
 	fx.token, fx.apiURL, fx.unknownToken, fx.unreachableToken = d.Token, d.APIURL, d.UnknownToken, d.UnreachableToken
 	fx.pgUser, fx.pgPassword, fx.pgDB = d.PG.User, d.PG.Password, d.PG.DBName
-	return stop, nil
+	return f.Stop, nil
 }
 
 func login(t *testing.T) *sdm.Session {

@@ -1,14 +1,11 @@
 package sdmtest_test
 
 import (
-	"bufio"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,8 +13,9 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
-	"github.com/sdm-dev/sdm/examples/go/sdmtest"
+	"github.com/sdm-dev/sdm/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm/internal/fixture"
+	"github.com/sdm-dev/sdm/go/sdm/sdmtest"
 )
 
 // upstreams starts target/release/sdm-fixture for its PostgreSQL (password authentication) and
@@ -25,35 +23,11 @@ import (
 // of this checkout unless SDM_SERVER_BIN/SDM_BIN say otherwise.
 func upstreams(t *testing.T) (pgURL, echoURL string) {
 	t.Helper()
-	release, _ := filepath.Abs("../../../target/release")
+	release := fixture.ReleaseDir()
 	for env, name := range map[string]string{"SDM_SERVER_BIN": "sdm-server", "SDM_BIN": "sdm"} {
 		if os.Getenv(env) == "" {
 			t.Setenv(env, filepath.Join(release, name))
 		}
-	}
-	cmd := exec.Command(filepath.Join(release, "sdm-fixture"))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("cannot start sdm-fixture (cargo build --release -p sdm-fixture): %v", err)
-	}
-	t.Cleanup(func() { stdin.Close(); cmd.Wait() }) // it exits when its stdin closes
-	line := make(chan string, 1)
-	go func() {
-		s, _ := bufio.NewReader(stdout).ReadString('\n')
-		line <- s
-	}()
-	var first string
-	select {
-	case first = <-line:
-	case <-time.After(120 * time.Second):
-		t.Fatal("sdm-fixture was not ready within 120 s")
 	}
 	var d struct {
 		EchoPort int `json:"echo_port"`
@@ -62,9 +36,11 @@ func upstreams(t *testing.T) (pgURL, echoURL string) {
 			Port                         int
 		} `json:"pg"`
 	}
-	if err := json.Unmarshal([]byte(first), &d); err != nil {
-		t.Fatalf("sdm-fixture said %q: %v", first, err)
+	f, err := fixture.Start(&d)
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(f.Stop)
 	pgURL = fmt.Sprintf("postgresql://%s:%s@%s:%d/%s", d.PG.User, d.PG.Password, d.PG.Host,
 		d.PG.Port, d.PG.Dbname)
 	return pgURL, fmt.Sprintf("tcp://127.0.0.1:%d", d.EchoPort)

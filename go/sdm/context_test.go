@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sdm-dev/sdm/examples/go/sdm"
+	"github.com/sdm-dev/sdm/go/sdm"
 )
 
 func TestDialContext(t *testing.T) {

@@ -14,9 +14,14 @@
 // errors.Is(err, sdm.ErrAmbiguousResource) and errors.As work.
 package sdm
 
+// libsdm and its header come from pkg-config (sdm.pc, installed with the library by
+// scripts/install-libsdm.sh --prefix PREFIX; set PKG_CONFIG_PATH=PREFIX/lib/pkgconfig when
+// PREFIX is not a default location, and an rpath or LD_LIBRARY_PATH for the loader).
+
 /*
+#cgo pkg-config: sdm
 #include <stdlib.h>
-#include "sdm.h"
+#include <sdm.h>
 */
 import "C"
 
