@@ -48,7 +48,7 @@ def test_an_account_without_the_grant_sees_nothing(installation: Installation) -
 
 def test_status_without_the_control_plane_shows_what_the_session_holds(pg: Dict[str, Any]) -> None:
     # docs/OPERATIONS.md, "Control-plane outages": status answers from the session's own state.
-    inst = Installation.start(pg_url(pg))
+    inst = Installation.start(pg_url(pg), resource="pgsql")
     try:
         with sdm.login(inst.new_token()) as s, s.connect("pgsql") as t:
             assert s.status().unreachable is None
