@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use processes::{Proc, WAIT, control_plane, field, gateway, spawn};
-use support::{app_cluster, app_db_resource};
+use support::{app_cluster, app_db_resource, pg_connect};
 
 /// Generous bound for "soon": the design bound is the gateway's 1 s revocation poll plus one
 /// re-check over HTTPS; the machine is shared, so the tests allow more and print what they saw.
@@ -323,29 +323,19 @@ async fn a_revocation_the_client_library_learns_first_still_reaches_postgres_cli
     let mut path = Relay::start(cp.api_addr).unwrap();
     let token = cp.gateway_token("edge", &[("dc", "db")]).await;
     let via = format!("https://127.0.0.1:{}", path.port());
-    let mut gw = gateway("edge", &token, &["--control-plane", &via]);
+    let _gw = gateway("edge", &token, &["--control-plane", &via]);
     cp.admin
         .create_resource(&app_db_resource("app-db", &pg, PASSWORD, Some("dc=db")))
         .await
         .unwrap();
     let (_, session) = cp.session("bi", &["app-db"]).await;
     let tunnel = session.connect("app-db").await.unwrap();
-    let config = format!(
-        "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
-        tunnel.host().unwrap(),
-        tunnel.port().unwrap()
-    );
     let connect = async || {
-        let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        let connection = tokio::spawn(connection);
+        let (client, connection) = pg_connect(&tunnel).await.unwrap();
         client.simple_query("SELECT 1").await.unwrap();
         (client, connection)
     };
-    let Ok((held, held_connection)) = tokio::time::timeout(SOON, connect()).await else {
-        panic!("gw: {}", gw.proc.stderr_so_far());
-    };
+    let (held, held_connection) = connect().await;
     let (other, other_connection) = connect().await;
 
     tokio::task::block_in_place(|| path.cut());
@@ -463,15 +453,7 @@ async fn credentials_are_injected_through_a_standalone_gateway() {
         .unwrap();
     let (_, session) = cp.session("bi", &["app-db"]).await;
     let tunnel = session.connect("app-db").await.unwrap();
-    let config = format!(
-        "host={} port={} user=anything dbname=app sslmode=disable connect_timeout=20",
-        tunnel.host().unwrap(),
-        tunnel.port().unwrap()
-    );
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let connection = tokio::spawn(connection);
+    let (client, connection) = pg_connect(&tunnel).await.unwrap();
     let row = client
         .query_one("SELECT current_user || '@' || current_database()", &[])
         .await
