@@ -19,6 +19,8 @@
  * - Handles may be used from several threads at once; a _free must be the last use.
  * - fork(): a child must not use its parent's sessions or tunnels (calls give
  *   SDM_STATUS_CLOSED, frees release nothing); it logs in again with sdm_login.
+ * - SIGPIPE: the library's threads block it, and a call blocks it on the caller's thread while
+ *   it runs, so a peer that goes away gives the library EPIPE instead of killing the program.
  */
 
 #ifndef SDM_H

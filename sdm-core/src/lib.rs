@@ -16,6 +16,7 @@ mod resource;
 pub mod runtime;
 mod session;
 mod session_core;
+mod sigpipe;
 mod status;
 mod tls;
 mod tunnel;

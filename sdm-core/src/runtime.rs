@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use tokio::runtime::Runtime;
 
 use crate::error::{Error, Result};
+use crate::sigpipe;
 
 struct Owned {
     pid: u32,
@@ -34,6 +35,7 @@ pub fn runtime() -> Result<&'static Runtime> {
     let built = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .thread_name("sdm-io")
+        .on_thread_start(sigpipe::block_for_this_thread)
         .enable_io()
         .enable_time()
         .build()
@@ -64,7 +66,8 @@ fn worker_threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
 }
 
-/// Runs `future` to completion on the process-wide runtime, blocking this thread.
+/// Runs `future` to completion on the process-wide runtime, blocking this thread (with SIGPIPE
+/// held off it meanwhile: see `sigpipe.rs`).
 ///
 /// Fails with [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when called from
 /// inside an async runtime, where blocking would stall it; use the async API there.
@@ -74,5 +77,7 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
             "the blocking sdm API was called from inside an async runtime; use the async API (sdm_core::Session) there",
         ));
     }
-    Ok(runtime()?.block_on(future))
+    let runtime = runtime()?;
+    let _sigpipe = sigpipe::CallerGuard::hold();
+    Ok(runtime.block_on(future))
 }
