@@ -8,13 +8,15 @@ import json
 import multiprocessing
 import os
 import select
-from typing import Any, Dict
+import signal
+import threading
+from typing import Any, Callable, Dict, List
 
 import pytest
 
 import sdm
 import workers
-from conftest import Fixture, query_psycopg
+from conftest import Fixture, SilentServer, query_psycopg
 
 # Bounds of waits for a child (not expectations).
 CHILD_BOUND = 120.0
@@ -35,23 +37,23 @@ def check_report(report: Dict[str, Any], session: sdm.Session, parent_port: int)
     assert report["tunnel_port"] != parent_port
 
 
-def test_os_fork(session: sdm.Session, pg: Dict[str, Any]) -> None:
-    tunnel = session.connect("pgsql")
-    assert parent_query(tunnel, pg) == "parent"
+def in_forked_child(work: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """Runs `work` in a child made by os.fork() and returns its report; fails the test when the
+    child fails, exits non-zero or never reports."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report through the pipe, never return into pytest
         code = 0
         try:
             os.close(read_end)
-            report = workers.use_session(session, pg, tunnel)
-            os.write(write_end, json.dumps(report).encode())
+            os.write(write_end, json.dumps(work()).encode())
         except BaseException as e:
             os.write(write_end, json.dumps({"error": repr(e)}).encode())
             code = 1
         finally:
             os._exit(code)
     os.close(write_end)
+    ready: List[int] = []
     try:
         ready, _, _ = select.select([read_end], [], [], CHILD_BOUND)
         assert ready, "the forked child did not report (deadlock?)"
@@ -63,10 +65,19 @@ def test_os_fork(session: sdm.Session, pg: Dict[str, Any]) -> None:
             data += chunk
     finally:
         os.close(read_end)
+        if not ready:  # a hung child would hang the waitpid below
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-    report = json.loads(data)
+    report: Dict[str, Any] = json.loads(data)
     assert "error" not in report, report["error"]
     assert os.waitstatus_to_exitcode(status) == 0
+    return report
+
+
+def test_os_fork(session: sdm.Session, pg: Dict[str, Any]) -> None:
+    tunnel = session.connect("pgsql")
+    assert parent_query(tunnel, pg) == "parent"
+    report = in_forked_child(lambda: workers.use_session(session, pg, tunnel))
     assert report["parent_tunnel_open_in_child"] is False
     check_report(report, session, tunnel.port)
     # The parent's tunnel and session still work, and the child's close() left them alone.
@@ -118,6 +129,38 @@ def test_a_fork_while_tunnels_carry_traffic(session: sdm.Session, pg: Dict[str, 
         assert outcome == "ok", report
     assert parent_query(tunnel, pg) == "parent"
     tunnel.close()
+
+
+def test_a_fork_while_another_thread_waits_inside_an_sdm_call(
+    session: sdm.Session, pg: Dict[str, Any], fixture: Fixture, silent_server: SilentServer
+) -> None:
+    # One thread is inside sdm.login, waiting on an API that never answers, so sdm's runtime is
+    # mid-call when the main thread forks. The child must neither hang on state that thread held
+    # nor inherit its call: it logs in and queries on its own. The parent's call then ends as
+    # usual (the silent server closes its connection) and the parent's session still works.
+    outcome: List[str] = []
+
+    def wait_inside_a_call() -> None:
+        try:
+            sdm.login(fixture["token"], api_url=silent_server.url, timeout=120)
+            outcome.append("returned")
+        except sdm.Error as e:
+            outcome.append(type(e).__name__)
+
+    waiter = threading.Thread(target=wait_inside_a_call)
+    waiter.start()
+    try:
+        assert silent_server.accepted.wait(60), "the login never reached the silent server"
+        report = in_forked_child(lambda: workers.use_session(session, pg))
+        check_report(report, session, parent_port=-1)
+        assert waiter.is_alive(), "the parent's call ended before the child ran"
+    finally:
+        for conn in silent_server.conns:
+            conn.close()
+        waiter.join(CHILD_BOUND)
+    assert not waiter.is_alive(), "the parent's call never ended after the fork"
+    assert outcome and outcome[0] != "returned", outcome
+    assert len(session.list_resources()) == 3
 
 
 def test_a_session_closed_in_the_parent_stays_closed_in_the_child(fixture: Fixture) -> None:

@@ -326,4 +326,31 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
     }
+
+    /// Another local user who made the spool directory first (or swapped it) could read the
+    /// statements in it or plant batches to be uploaded in the gateway's name: refused, and
+    /// nothing in it is touched.
+    #[test]
+    fn a_directory_of_another_user_is_refused_and_left_alone() {
+        let Some(other) = sdm_testkit::other_os_user().unwrap() else {
+            eprintln!("skipped: needs root to give a directory to another OS user");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool");
+        fs::create_dir(&path).unwrap();
+        let planted = path.join("00000000000000000001.batch");
+        fs::write(&planted, b"planted").unwrap();
+        std::os::unix::fs::chown(&path, Some(other.uid), Some(other.gid)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).unwrap();
+
+        let refused = Spool::open(&path, 100).unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!("it belongs to uid {}", other.uid)),
+            "{refused}"
+        );
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o777, "the other user's directory was changed");
+        assert_eq!(fs::read(&planted).unwrap(), b"planted");
+    }
 }
