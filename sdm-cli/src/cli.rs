@@ -200,6 +200,16 @@ pub struct ListenArgs {
     /// (as `sdm login --unix-socket`).
     #[arg(long)]
     pub unix_socket: bool,
+    /// The log's lines as text, or as one JSON object per event (for log shippers). An agent
+    /// that `sdm login` starts takes it from SDM_LOG_FORMAT.
+    #[arg(long, value_enum, env = "SDM_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

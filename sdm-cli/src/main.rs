@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 use crate::exit::{CliError, Exit};
 use crate::home::Home;
 
@@ -38,9 +38,12 @@ fn main() -> ExitCode {
             };
         }
     };
-    let agent = matches!(cli.command, Command::Listen(_));
+    let agent = match &cli.command {
+        Command::Listen(args) => Some(args.log_format),
+        _ => None,
+    };
     init_logging(agent);
-    if agent {
+    if agent.is_some() {
         open_files::raise_to_hard_limit();
     }
     let result = match &cli.command {
@@ -61,21 +64,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// The agent logs at `info` by default; other commands log nothing unless `SDM_LOG` says so,
-/// so that an error is one line.
-fn init_logging(agent: bool) {
-    let default = if agent { "info" } else { "off" };
+/// The agent (given its log format) logs at `info` by default; other commands log nothing
+/// unless `SDM_LOG` says so, so that an error is one line.
+fn init_logging(agent: Option<LogFormat>) {
+    let default = if agent.is_some() { "info" } else { "off" };
     let filter = std::env::var(LOG_ENV_VAR)
         .ok()
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
         .or_else(|| tracing_subscriber::EnvFilter::try_new(default).ok());
-    if let Some(filter) = filter {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init();
-    }
+    let Some(filter) = filter else { return };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match agent.unwrap_or(LogFormat::Text) {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logs.json().flatten_event(true).try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {

@@ -27,8 +27,23 @@ struct Cli {
     /// Log filter, e.g. `info` or `sdm_server=debug` (overrides RUST_LOG; default: info).
     #[arg(long, global = true, value_name = "FILTER")]
     log: Option<String>,
+    /// Log lines as text, or as one JSON object per event (for log shippers).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "SDM_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -165,11 +180,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // Fields beside the message at the top level, as log shippers index them.
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -184,6 +202,7 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Serve(_) | Command::Gateway(_)) {
         sdm_server::raise_open_file_limit();
     }
+    let log_format = cli.log_format;
     let outcome = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Migrate(args) => runtime.block_on(migrate(args)),
@@ -192,7 +211,11 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("sdm-server: error: {message}");
+            match log_format {
+                LogFormat::Text => eprintln!("sdm-server: error: {message}"),
+                // Whoever reads a JSON log reads the reason it stopped there too.
+                LogFormat::Json => tracing::error!(error = %message, "sdm-server stopped"),
+            }
             ExitCode::from(1)
         }
     }
@@ -244,9 +267,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .collect();
     tracing::info!(ca_fingerprint = %fingerprint, "clients pin this CA (tokens carry it)");
     if let Some(token) = server.admin_token() {
-        eprintln!(
-            "sdm-server: created the first admin account. Its token is printed below on stdout; \
-             it will not be shown again, so store it now (e.g. SDM_ADMIN_TOKEN in a secret store)."
+        // A warning, so that it shows at the default filter and in either log format.
+        tracing::warn!(
+            "the first admin account's token is printed on stdout; it will not be shown again, \
+             so store it now (e.g. SDM_ADMIN_TOKEN in a secret store)"
         );
         let written = args
             .admin_token_file

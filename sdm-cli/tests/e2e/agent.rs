@@ -369,3 +369,48 @@ fn the_agent_answers_only_its_own_user_even_when_its_socket_is_opened_up() {
     );
     sdm.run(&["logout"]).ok();
 }
+
+/// `SDM_LOG_FORMAT=json` given to `sdm login` reaches the agent it starts: agent.log holds one
+/// JSON object per line, and at trace level neither format holds the token.
+#[test]
+fn the_agent_logs_json_lines_without_the_token_when_asked() {
+    let fx = Fixture::start();
+    let echo = sdm_testkit::EchoServer::start().unwrap();
+    fx.resource("echo", ResourceKind::Tcp, echo.port(), None);
+    let token = fx.account_with("etl", &["echo"]);
+    for format in ["json", "text"] {
+        let sdm = fx.sdm();
+        sdm.run_env(
+            &["login"],
+            &[
+                ("SDM_SERVICE_TOKEN", token.as_str()),
+                ("SDM_LOG_FORMAT", format),
+                ("SDM_LOG", "trace"),
+            ],
+        )
+        .ok();
+        let out = sdm.run(&["connect", "echo", "--json"]);
+        let port = u16::try_from(out.json()["port"].as_u64().unwrap()).unwrap();
+        assert_eq!(echo_once(port), b"ping");
+        sdm.run(&["logout"]).ok();
+        let log = fs::read_to_string(sdm.home.join("agent.log")).unwrap();
+        assert!(
+            log.contains("TRACE"),
+            "no trace events in the {format} log:\n{log}"
+        );
+        assert!(
+            !log.contains(&token),
+            "the token is in the {format} agent.log"
+        );
+        if format == "json" {
+            for line in log.lines().filter(|l| !l.trim().is_empty()) {
+                let event: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("an agent.log line that is not JSON ({e}): {line}"));
+                assert!(
+                    event["timestamp"].is_string() && event["level"].is_string(),
+                    "{line}"
+                );
+            }
+        }
+    }
+}

@@ -164,8 +164,16 @@ impl Drop for Proc {
     }
 }
 
-/// The value of `key=` in a log line.
+/// The value of `key=` in a text log line, or of `key` in a JSON one (`--log-format json`).
 pub fn field(line: &str, key: &str) -> String {
+    if line.starts_with('{') {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        return match &event[key] {
+            serde_json::Value::String(text) => text.clone(),
+            serde_json::Value::Null => panic!("no {key} in {line:?}"),
+            other => other.to_string(),
+        };
+    }
     let needle = format!("{key}=");
     let start = line
         .find(&needle)
