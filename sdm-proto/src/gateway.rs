@@ -281,4 +281,29 @@ mod tests {
             AuditEvent::Ended(AuditEnd { bytes_down: 3, .. })
         ));
     }
+
+    /// A gateway one version behind reads a newer control plane's answers: fields it does not
+    /// know are ignored. (The control plane's side is `sdm-server/tests/gateway_lifecycle.rs`.)
+    #[test]
+    fn answers_from_a_newer_control_plane_are_read_without_their_new_fields() {
+        let registration: GatewayRegistration = serde_json::from_str(
+            r#"{"id":"00000000-0000-0000-0000-000000000000","name":"gw","tags":{},
+                "lease_keys":["k"],"certificate_chain_pem":"c","private_key_pem":"p",
+                "heartbeat_secs":20,"revocation_epoch":3,"future":{"nested":[1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(registration.revocation_epoch, 3);
+        let heartbeat: HeartbeatReply =
+            serde_json::from_str(r#"{"revocation_epoch":4,"lease_keys":["k"],"future":1}"#)
+                .unwrap();
+        assert_eq!(heartbeat.revocation_epoch, 4);
+        let epoch: RevocationEpoch = serde_json::from_str(r#"{"epoch":5,"future":"x"}"#).unwrap();
+        assert_eq!(epoch.epoch, 5);
+        let allowed: Authorization = serde_json::from_str(
+            r#"{"allowed":{"resource_name":"pg","kind":"postgres","host":"db","port":5432,
+                "account_name":"etl","future":true}}"#,
+        )
+        .unwrap();
+        assert!(matches!(allowed, Authorization::Allowed(up) if up.port == 5432));
+    }
 }

@@ -13,16 +13,34 @@ pub(crate) const SECRET_MODE: u32 = 0o600;
 /// Mode of files anyone may read (the CA certificate).
 pub(crate) const PUBLIC_MODE: u32 = 0o644;
 
-/// Creates `dir` (and its parents) with mode 0700 if it is missing; warns when an existing
-/// directory is open to other users.
+/// Creates `dir` (and its parents) with mode 0700 if it is missing. An existing directory
+/// owned by another user is refused (its owner could swap the keys in it); one other users
+/// may enter or read is tightened to 0700, and that is logged.
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
-            if meta.mode() & 0o077 != 0 {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                return Err(KeyError::ForeignDir {
+                    path: dir.to_owned(),
+                    owner: meta.uid(),
+                    me,
+                });
+            }
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+                    KeyError::Io {
+                        what: "restrict the mode of the data directory",
+                        path: dir.to_owned(),
+                        source,
+                    }
+                })?;
                 tracing::warn!(
                     path = %dir.display(),
-                    mode = format_args!("{:04o}", meta.mode() & 0o7777),
-                    "the data directory is accessible to other users; run `chmod 700` on it"
+                    was = format_args!("{mode:04o}"),
+                    "the data directory was open to other users; its mode is now 0700"
                 );
             }
             Ok(())
@@ -196,6 +214,16 @@ mod tests {
         ensure_private_dir(&data).unwrap();
         assert_eq!(fs::metadata(&data).unwrap().mode() & 0o777, 0o700);
         ensure_private_dir(&data).unwrap();
+    }
+
+    #[test]
+    fn an_open_private_dir_is_tightened_to_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&data).unwrap();
+        assert_eq!(fs::metadata(&data).unwrap().mode() & 0o777, 0o700);
     }
 
     #[test]

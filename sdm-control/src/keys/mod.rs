@@ -53,6 +53,20 @@ pub enum KeyError {
         /// Its mode.
         mode: u32,
     },
+    /// The data directory belongs to another user, who could replace the keys in it.
+    #[error(
+        "the data directory {} belongs to another user (uid {owner}, this process runs as uid \
+         {me}); run as its owner, `chown` it to uid {me}, or give a --data-dir of your own",
+        path.display()
+    )]
+    ForeignDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// This process's effective uid.
+        me: u32,
+    },
     /// A file does not hold what it should.
     #[error("{} is not usable: {reason}", path.display())]
     Invalid {

@@ -55,6 +55,10 @@ pub struct GatewayArgs {
     /// protocol's message (seconds, or a number with s, m or h).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10")]
     pub drain_timeout: Duration,
+    /// At start, how long to keep asking while no control plane answers before giving up with
+    /// exit 1 (seconds, or a number with s, m or h). A refusal (bad token, tags) exits at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "120")]
+    pub register_timeout: Duration,
 }
 
 /// A size: bytes, or a number with K, M or G (1024-based), e.g. `512M`.
@@ -128,6 +132,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("audit_spool", &self.audit_spool)
             .field("audit_spool_max", &self.audit_spool_max)
             .field("drain_timeout", &self.drain_timeout)
+            .field("register_timeout", &self.register_timeout)
             .finish()
     }
 }
@@ -158,7 +163,8 @@ impl GatewayArgs {
             .listen(self.listen)
             .audit_policy(self.audit.policy())
             .audit_spool_max(self.audit_spool_max)
-            .drain(self.drain_timeout);
+            .drain(self.drain_timeout)
+            .register_timeout(self.register_timeout);
         if let Some(dir) = self.audit_spool {
             config = config.audit_spool(dir);
         }
@@ -251,5 +257,17 @@ mod tests {
                     .contains("no gateway token")
             );
         }
+    }
+
+    #[test]
+    fn start_up_waits_120_s_for_a_control_plane_unless_told_otherwise() {
+        let cli = Cli::try_parse_from(["gw", "--gateway-token", "sdm_gw_x"]).unwrap();
+        assert_eq!(cli.args.register_timeout, Duration::from_secs(120));
+        assert_eq!(
+            cli.args.register_timeout,
+            super::super::DEFAULT_REGISTER_TIMEOUT
+        );
+        let cli = Cli::try_parse_from(["gw", "--register-timeout", "3s"]).unwrap();
+        assert_eq!(cli.args.register_timeout, Duration::from_secs(3));
     }
 }
