@@ -6,9 +6,10 @@ set -euo pipefail
 # One list for every suite: PostgreSQL server and client (Rust, C, Go, Python tests), libpq for
 # the C tests, pkg-config for linking libsdm, OpenSSH server and client for the CLI tests, and
 # the system python3 (/usr/bin/python3) that the Go and Python owner-only tests run as a second
-# OS user (a pyenv or venv interpreter under /root is out of that user's reach).
+# OS user (a pyenv or venv interpreter under /root is out of that user's reach), and systemd for
+# `systemd-analyze`, which checks the service units in packaging/systemd.
 packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client
-  python3-minimal)
+  python3-minimal systemd)
 
 missing=()
 for p in "${packages[@]}"; do
