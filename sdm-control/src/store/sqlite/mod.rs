@@ -28,6 +28,7 @@ use crate::store::{
 };
 
 mod audit;
+pub mod backup;
 mod rows;
 mod sessions;
 mod transfer;
