@@ -2,9 +2,10 @@
 //! their real numbers against the `sdm-server` binary (its descriptors apart from the test's),
 //! the timeouts by a client that stalls past them. Each test asserts what the client sees.
 //!
-//! Tests in this binary run at once: the timeouts overlap, so the file takes about its longest
-//! timeout. The two caps hold about 20,500 descriptors in this process between them, over its
-//! hard limit, so they take turns.
+//! Two tests: `caps` reaches one cap after the other (together they would hold about 20,500
+//! descriptors in this process, over its hard limit of 20,000), and `timeouts` runs every
+//! timeout at once (the harness runs only as many tests at once as there are cores), so that the
+//! file takes about its longest timeout.
 
 mod common;
 mod processes;
@@ -39,9 +40,6 @@ const LATE: Duration = Duration::from_secs(30);
 const HELD_BACK: Duration = Duration::from_secs(5);
 /// How far before a deadline a connection is checked to be still open and unanswered.
 const EARLY: Duration = Duration::from_secs(10);
-
-/// The caps' tests take turns (see the module comment).
-static CAPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The API's cap (`sdm-control/src/api/serve.rs`).
 const API_CAP: usize = 4096;
@@ -117,8 +115,19 @@ async fn send(
 /// An HTTP/1.1 answer: status and body.
 struct Answer {
     status: u16,
+    /// Status line and headers, lower case.
+    head: String,
     content_type: Option<String>,
     body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key == name).then(|| value.trim())
+        })
+    }
 }
 
 /// Reads one HTTP/1.1 answer (with a `Content-Length`); `None` if the server closed first.
@@ -152,6 +161,7 @@ async fn read_answer(stream: &mut (impl AsyncReadExt + Unpin)) -> Option<Answer>
         .map(|v| v.trim().to_owned());
     Some(Answer {
         status,
+        head,
         content_type,
         body: buf[head_end..head_end + length].to_vec(),
     })
@@ -255,8 +265,29 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caps() {
+    the_api_serves_4096_connections_and_the_next_waits_in_the_backlog().await;
+    a_gateway_serves_16384_connections_and_the_next_waits_in_the_backlog().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn timeouts() {
+    let scenarios = [
+        tokio::spawn(idle_keep_alive_and_stalled_headers_are_closed_after_45_s()),
+        tokio::spawn(a_request_whose_body_stalls_is_answered_504_timeout_after_30_s()),
+        tokio::spawn(a_database_that_does_not_answer_fails_the_request_with_503_after_20_s()),
+        tokio::spawn(a_warm_gateway_connection_without_open_is_closed_after_60_s()),
+        tokio::spawn(a_postgres_client_that_sends_no_startup_is_told_why_and_closed_after_30_s()),
+    ];
+    for finished in futures_util::future::join_all(scenarios).await {
+        if let Err(e) = finished {
+            // The panic's message was printed when it happened; fail the test with it.
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
 async fn the_api_serves_4096_connections_and_the_next_waits_in_the_backlog() {
-    let _turn = CAPS.lock().await;
     raise_open_file_limit(API_CAP + 100);
     let mut cp =
         processes::control_plane_with(&["--log", "info,sdm_control=debug,sdm_gateway=debug"]).await;
@@ -332,9 +363,7 @@ async fn the_api_serves_4096_connections_and_the_next_waits_in_the_backlog() {
     println!("the waiting connection got {}", answer.status);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_serves_16384_connections_and_the_next_waits_in_the_backlog() {
-    let _turn = CAPS.lock().await;
     raise_open_file_limit(GATEWAY_CAP + 100);
     let mut cp =
         processes::control_plane_with(&["--log", "info,sdm_control=debug,sdm_gateway=debug"]).await;
@@ -428,7 +457,6 @@ async fn tcp(to: SocketAddr) -> TcpStream {
 /// hyper's `header_read_timeout` in `sdm-control/src/api/serve.rs`.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(45);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_and_stalled_headers_are_closed_after_45_s() {
     let server = common::TestServer::start().await;
     // Served once, then idle.
@@ -464,12 +492,15 @@ async fn idle_keep_alive_and_stalled_headers_are_closed_after_45_s() {
         String::from_utf8_lossy(&idle_read),
         String::from_utf8_lossy(&stalled_read)
     );
+    // Closed without an answer (hyper sends no 408 here): nothing a client could mistake for
+    // the answer to a request it sends meanwhile.
+    assert!(idle_read.is_empty(), "{idle_read:?}");
+    assert!(stalled_read.is_empty(), "{stalled_read:?}");
 }
 
 /// `REQUEST_TIMEOUT` in `sdm-control/src/api/mod.rs`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_whose_body_stalls_is_answered_504_timeout_after_30_s() {
     let server = common::TestServer::start().await;
     let mut tls = server.client.connect_raw().await;
@@ -514,14 +545,18 @@ async fn a_request_whose_body_stalls_is_answered_504_timeout_after_30_s() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_that_does_not_answer_fails_the_request_with_a_retryable_error() {
+/// `CALL_TIMEOUT` in `sdm-control/src/store/postgres/mod.rs`.
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+async fn a_database_that_does_not_answer_fails_the_request_with_503_after_20_s() {
     let pg = tokio::task::spawn_blocking(PgCluster::shared)
         .await
         .unwrap()
         .unwrap();
     let name = format!("sdm_{}", Uuid::new_v4().simple());
-    pg.psql("postgres", &format!("CREATE DATABASE {name}"))
+    let create = format!("CREATE DATABASE {name}");
+    tokio::task::spawn_blocking(move || pg.psql("postgres", &create).unwrap())
+        .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -559,15 +594,36 @@ async fn a_database_that_does_not_answer_fails_the_request_with_a_retryable_erro
     .await
     .unwrap();
     let since = Instant::now();
-    let answer = tokio::time::timeout_at(since + REQUEST_TIMEOUT + LATE, read_answer(&mut tls))
+    silent_and_open_until(
+        &mut tls,
+        since + CALL_TIMEOUT - EARLY,
+        "request on a locked table",
+    )
+    .await;
+    let answer = tokio::time::timeout_at(since + CALL_TIMEOUT + LATE, read_answer(&mut tls))
         .await
         .expect("a request on a locked table was not answered")
         .expect("a request on a locked table was closed without an answer");
     println!(
-        "after {:?}: {} {}",
+        "after {:?}: {} (Retry-After: {:?}) {}",
         since.elapsed(),
         answer.status,
+        answer.header("retry-after"),
         String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        answer.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    let body: ApiErrorBody = serde_json::from_slice(&answer.body).unwrap();
+    assert_eq!(body.error.kind, "api_unreachable", "{}", body.error.message);
+    assert!(
+        body.error.message.contains("database"),
+        "{}",
+        body.error.message
     );
     locker.batch_execute("ROLLBACK").await.unwrap();
     let list = client.get(routes::ADMIN_RESOURCES, Some(&admin)).await;
@@ -577,7 +633,6 @@ async fn a_database_that_does_not_answer_fails_the_request_with_a_retryable_erro
 /// `IDLE_BEFORE_OPEN` in `sdm-gateway/src/connection.rs`.
 const IDLE_BEFORE_OPEN: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_gateway_connection_without_open_is_closed_after_60_s() {
     let install = support::Installation::start().await;
     let echo = EchoServer::start().unwrap();
@@ -611,7 +666,6 @@ async fn a_warm_gateway_connection_without_open_is_closed_after_60_s() {
 /// `STARTUP_TIMEOUT` in `sdm-gateway/src/postgres/mod.rs`.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_client_that_sends_no_startup_is_told_why_and_closed_after_30_s() {
     let install = support::Installation::start().await;
     // Never reached: the gateway connects upstream only after the startup message.
