@@ -203,7 +203,7 @@ async fn silent_and_open_until(
     }
 }
 
-/// The gateway's reply after HELLO (and OPEN): READY is skipped when `through` is set.
+/// The gateway's reply after HELLO (and OPEN); with `past_ready`, the one after READY.
 async fn gateway_reply(tls: &mut TlsStream<TcpStream>, past_ready: bool) -> Reply {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
