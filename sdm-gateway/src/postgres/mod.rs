@@ -34,6 +34,8 @@ use message::Startup;
 
 /// How long a client has to send its startup message.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long telling a client that stalled why it is closed may take.
+const TELL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What happened on one connection.
 #[derive(Debug)]
@@ -78,10 +80,15 @@ where
                 return Finished::failed(ErrorKind::InvalidArgument, text);
             }
             Err(_) => {
-                return Finished::failed(
-                    ErrorKind::Timeout,
-                    "the client sent no startup message".into(),
+                // Said in the client's protocol, so that a driver that stalled reports why it
+                // was closed; bounded, as the client may not be reading either.
+                let text = format!(
+                    "sdm: the client sent no startup message within {} s",
+                    STARTUP_TIMEOUT.as_secs()
                 );
+                let response = message::error_response("08P01", &text, None);
+                let _ = tokio::time::timeout(TELL_TIMEOUT, tell(client, &response)).await;
+                return Finished::failed(ErrorKind::Timeout, text);
             }
         };
     let (minor, params, raw) = match startup {

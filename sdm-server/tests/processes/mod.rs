@@ -212,6 +212,8 @@ pub struct ControlPlane {
     pub proc: Proc,
     pub url: String,
     pub api_addr: SocketAddr,
+    /// The embedded gateway's address when it first started.
+    pub gateway_addr: SocketAddr,
     pub admin_token: String,
     pub admin: AdminClient,
     pub client: crate::common::Client,
@@ -232,12 +234,14 @@ pub async fn control_plane_with(more: &[&str]) -> ControlPlane {
     let running = proc.wait_for("sdm-server is running");
     let url = field(&running, "api_url");
     let api_addr: SocketAddr = field(&running, "api_addr").parse().unwrap();
+    let gateway_addr: SocketAddr = field(&running, "gateway_addr").parse().unwrap();
     let admin = AdminClient::new(&admin_token).unwrap();
     let client = crate::common::Client::new(&data, api_addr);
     ControlPlane {
         proc,
         url,
         api_addr,
+        gateway_addr,
         admin_token,
         admin,
         client,

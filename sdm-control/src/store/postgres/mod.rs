@@ -76,8 +76,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 /// Connections per process at most (PostgreSQL's default `max_connections` is 100).
 pub const POOL_SIZE: usize = 16;
-/// Bound on one store call, waiting for a pooled connection included.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one store call, waiting for a pooled connection included. Shorter than the API's
+/// 30 s bound on a whole request, so that a request whose database does not answer gets the
+/// store's retryable 503 (`api_unreachable`), not whichever of two equal deadlines fires first.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on opening one connection, unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on applying migrations at start (waiting for another process's included).
