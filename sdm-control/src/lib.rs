@@ -15,6 +15,7 @@ mod accept;
 pub mod access;
 mod answer_cache;
 pub mod api;
+pub mod audit_retention;
 pub mod bootstrap;
 mod directory;
 pub mod gateway_identities;

@@ -140,6 +140,10 @@ struct ServeArgs {
     /// Remove ended sessions this long after their end.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
     session_retention: Duration,
+    /// Remove audit records of connections that ended this long ago, with their queries (e.g.
+    /// 90d; default: keep the whole trail). Open connections' records are always kept.
+    #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
+    audit_retention: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -172,6 +176,15 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(ttl)
+}
+
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    let retention = parse_duration(text).map_err(|e| e.to_string())?;
+    if retention.is_zero() {
+        // Zero would empty the trail of everything that ended; leave the flag out to keep it.
+        return Err("the audit retention must be at least 1 s".into());
+    }
+    Ok(retention)
 }
 
 fn main() -> ExitCode {
@@ -257,6 +270,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .audit_policy(args.audit.policy())
         .gateway_drain(args.drain_timeout)
         .api_connections_per_source(args.api_connections_per_source)
+        .audit_retention(args.audit_retention)
         .session_policy(SessionPolicy {
             max_per_account: args.max_sessions_per_account,
             idle_timeout: args.session_idle_timeout,

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sdm_control::api::{self, ApiConfig};
+use sdm_control::audit_retention::sweep_audit;
 use sdm_control::bootstrap::{Installation, ServerError};
 use sdm_control::keys::KeyError;
 use sdm_control::sessions::sweep_sessions;
@@ -74,6 +75,7 @@ impl Server {
             audit_policy: AuditPolicy::default(),
             api_connections_per_source: DEFAULT_API_CONNECTIONS_PER_SOURCE,
             sessions: SessionPolicy::default(),
+            audit_retention: None,
         }
     }
 }
@@ -95,6 +97,7 @@ pub struct ServerBuilder {
     audit_policy: AuditPolicy,
     api_connections_per_source: usize,
     sessions: SessionPolicy,
+    audit_retention: Option<Duration>,
 }
 
 impl ServerBuilder {
@@ -187,6 +190,13 @@ impl ServerBuilder {
     /// 7 days). The idle timeout and the maximum age must be at least the lease lifetime.
     pub fn session_policy(mut self, policy: SessionPolicy) -> Self {
         self.sessions = policy;
+        self
+    }
+
+    /// Removes audit records that ended longer ago than `retention`, in the background (default:
+    /// none, the trail is kept whole). Open records are always kept.
+    pub fn audit_retention(mut self, retention: Option<Duration>) -> Self {
+        self.audit_retention = retention;
         self
     }
 
@@ -553,7 +563,10 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         stop_rx,
         SHUTDOWN_DRAIN,
     );
-    let background = vec![tokio::spawn(sweep_sessions(store.clone(), b.sessions))];
+    let mut background = vec![tokio::spawn(sweep_sessions(store.clone(), b.sessions))];
+    if let Some(retention) = b.audit_retention {
+        background.push(tokio::spawn(sweep_audit(store.clone(), retention)));
+    }
     tracing::info!(
         api_url = %api_url,
         api_addr = %api_addr,

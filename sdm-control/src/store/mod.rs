@@ -432,6 +432,9 @@ pub trait Store: Send + Sync + 'static {
     /// (or at their start, if that is later); returns how many. Call it only when no process
     /// of that gateway carries connections (before it serves).
     async fn interrupt_connections(&self, gateway: &str, now: i64) -> Result<u64, StoreError>;
+    /// Deletes at most `limit` connection records that ended before `ended_before`, with their
+    /// queries; returns how many records. Open records are never deleted, whatever their age.
+    async fn prune_audit(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError>;
     /// Connection records matching `filter`, newest first.
     async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError>;
     /// The connection record with this id.

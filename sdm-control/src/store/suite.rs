@@ -19,12 +19,14 @@ use super::{
 };
 
 mod audit_owners;
+mod audit_retention;
 mod sessions;
 
 pub(crate) use audit_owners::{
     a_gateway_changes_only_its_own_audit_records,
     records_a_stopped_gateway_left_open_are_interrupted,
 };
+pub(crate) use audit_retention::audit_records_past_the_retention_go_with_their_queries;
 pub(crate) use sessions::{
     expired_sessions_end_and_old_ended_ones_are_removed,
     logins_beyond_the_limit_end_the_oldest_sessions,
@@ -62,6 +64,7 @@ macro_rules! store_suite {
             expired_sessions_end_and_old_ended_ones_are_removed,
             a_gateway_changes_only_its_own_audit_records,
             records_a_stopped_gateway_left_open_are_interrupted,
+            audit_records_past_the_retention_go_with_their_queries,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {

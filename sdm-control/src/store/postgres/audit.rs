@@ -171,6 +171,32 @@ pub(super) async fn interrupt(
         .context(context)
 }
 
+/// Deletes at most `limit` records that ended before `ended_before`, and their queries, in one
+/// statement (its parts share one snapshot).
+pub(super) async fn prune(
+    client: &ClientWrapper,
+    ended_before: i64,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let context = "remove audit records past the retention";
+    // started_at <= ended_at: the first condition lets the time index find the candidates.
+    let stmt = client
+        .prepare_cached(
+            "WITH doomed AS (
+                 SELECT id FROM audit_connections
+                 WHERE started_at < $1 AND ended_at IS NOT NULL AND ended_at < $1 LIMIT $2),
+             queries AS (
+                 DELETE FROM audit_queries WHERE connection_id IN (SELECT id FROM doomed))
+             DELETE FROM audit_connections WHERE id IN (SELECT id FROM doomed)",
+        )
+        .await
+        .context(context)?;
+    client
+        .execute(&stmt, &[&ended_before, &i64::from(limit)])
+        .await
+        .context(context)
+}
+
 /// Inserts whole records that do not exist yet; one that does (written meanwhile by another
 /// transaction) is kept as it is.
 async fn write_records(

@@ -1052,6 +1052,14 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn prune_audit(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.call("remove audit records past the retention", async {
+            let client = self.client().await?;
+            audit::prune(&client, ended_before, limit).await
+        })
+        .await
+    }
+
     async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.call("list audit records", async {
             let client = self.client().await?;

@@ -156,6 +156,41 @@ pub(super) fn interrupt(conn: &Connection, gateway: &str, now: i64) -> Result<u6
     Ok(u64::try_from(n).unwrap_or(u64::MAX))
 }
 
+/// Deletes at most `limit` records that ended before `ended_before`, and their queries.
+pub(super) fn prune(
+    tx: &Transaction<'_>,
+    ended_before: i64,
+    limit: u32,
+) -> Result<u64, StoreError> {
+    let context = "remove audit records past the retention";
+    // started_at <= ended_at: the first condition lets the time index find the candidates.
+    tx.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS doomed_audit (id TEXT PRIMARY KEY)",
+        [],
+    )
+    .context(context)?;
+    tx.execute("DELETE FROM doomed_audit", [])
+        .context(context)?;
+    tx.execute(
+        "INSERT INTO doomed_audit SELECT id FROM audit_connections
+         WHERE started_at < ?1 AND ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2",
+        params![ended_before, i64::from(limit)],
+    )
+    .context(context)?;
+    tx.execute(
+        "DELETE FROM audit_queries WHERE connection_id IN (SELECT id FROM doomed_audit)",
+        [],
+    )
+    .context(context)?;
+    let n = tx
+        .execute(
+            "DELETE FROM audit_connections WHERE id IN (SELECT id FROM doomed_audit)",
+            [],
+        )
+        .context(context)?;
+    Ok(u64::try_from(n).unwrap_or(u64::MAX))
+}
+
 pub(super) fn list_connections(
     conn: &Connection,
     filter: &AuditFilter,

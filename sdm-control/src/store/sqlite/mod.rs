@@ -849,6 +849,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn prune_audit(&self, ended_before: i64, limit: u32) -> Result<u64, StoreError> {
+        self.transaction(move |tx| audit::prune(tx, ended_before, limit))
+            .await
+    }
+
     async fn list_connections(&self, filter: AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
         self.run(move |conn| audit::list_connections(conn, &filter))
             .await
