@@ -16,7 +16,7 @@ use sdm_testkit::EchoServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use processes::{control_plane_with, spawn};
+use processes::{control_plane_with, spawn_control_plane_with};
 use support::eventually;
 
 async fn echo_once(stream: &mut TcpStream) {
@@ -79,21 +79,7 @@ async fn records_past_the_retention_go_and_an_open_connections_record_stays() {
 async fn a_zero_retention_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut proc = spawn(
-        "control plane",
-        &[
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--gateway-listen",
-            "127.0.0.1:0",
-            "--audit-retention",
-            "0",
-        ],
-        &[],
-    );
+    let mut proc = spawn_control_plane_with(&data, "127.0.0.1:0", &["--audit-retention", "0"]);
     let (code, stderr) = proc.wait_exit();
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("at least 1 s"), "{stderr}");

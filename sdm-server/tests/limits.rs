@@ -264,6 +264,37 @@ where
     Ok(held)
 }
 
+/// With the cap full: the connection over it is not served for [`HELD_BACK`], and the held
+/// connections (filled within `fill_bound`, so none reached its idle limit) are still open,
+/// checked on every `step`th.
+async fn the_cap_holds_back<T>(
+    waiting: &tokio::task::JoinHandle<T>,
+    filled: Instant,
+    fill_bound: Duration,
+    held: &mut [TlsStream<TcpStream>],
+    step: usize,
+) {
+    tokio::time::sleep(HELD_BACK).await;
+    assert!(
+        !waiting.is_finished(),
+        "a connection over the cap was served"
+    );
+    assert!(
+        filled.elapsed() < fill_bound,
+        "filling the cap took too long to tell anything: {:?}",
+        filled.elapsed()
+    );
+    for (i, tls) in held.iter_mut().enumerate().step_by(step) {
+        let mut byte = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1), tls.read(&mut byte))
+                .await
+                .is_err(),
+            "held connection {i} was closed"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caps() {
     the_api_serves_4096_connections_and_the_next_waits_in_the_backlog().await;
@@ -330,27 +361,9 @@ async fn the_api_serves_4096_connections_and_the_next_waits_in_the_backlog() {
         send(&mut tls, &health_request()).await.unwrap();
         read_answer(&mut tls).await
     });
-    tokio::time::sleep(HELD_BACK).await;
-    assert!(
-        !waiting.is_finished(),
-        "a connection over the cap was served"
-    );
     // The held connections were all still open meanwhile (their 45 s had not passed), so the
     // cap was full the whole time.
-    assert!(
-        filled.elapsed() < Duration::from_secs(40),
-        "filling the cap took too long to tell anything: {:?}",
-        filled.elapsed()
-    );
-    for (i, tls) in held.iter_mut().enumerate().step_by(97) {
-        let mut byte = [0u8; 1];
-        assert!(
-            tokio::time::timeout(Duration::from_millis(1), tls.read(&mut byte))
-                .await
-                .is_err(),
-            "held connection {i} was closed"
-        );
-    }
+    the_cap_holds_back(&waiting, filled, Duration::from_secs(40), &mut held, 97).await;
 
     // Some held connections close: the waiting one is served.
     held.truncate(API_CAP - 16);
@@ -414,26 +427,8 @@ async fn a_gateway_serves_16384_connections_and_the_next_waits_in_the_backlog() 
         tls.read_exact(&mut back).await.unwrap();
         back
     });
-    tokio::time::sleep(HELD_BACK).await;
-    assert!(
-        !waiting.is_finished(),
-        "a connection over the cap was served"
-    );
     // The held connections were all still open meanwhile (their 60 s had not passed).
-    assert!(
-        filled.elapsed() < Duration::from_secs(55),
-        "filling the cap took too long to tell anything: {:?}",
-        filled.elapsed()
-    );
-    for (i, tls) in held.iter_mut().enumerate().step_by(397) {
-        let mut byte = [0u8; 1];
-        assert!(
-            tokio::time::timeout(Duration::from_millis(1), tls.read(&mut byte))
-                .await
-                .is_err(),
-            "held connection {i} was closed"
-        );
-    }
+    the_cap_holds_back(&waiting, filled, Duration::from_secs(55), &mut held, 397).await;
 
     // Some held connections close: the waiting one gets through to the echo server.
     held.truncate(GATEWAY_CAP - 16);
