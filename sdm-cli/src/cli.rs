@@ -93,6 +93,16 @@ pub enum Command {
     /// ended it; 127 when it is not found). An unknown or ambiguous resource fails before the
     /// command starts, with the usual exit code.
     Run(RunArgs),
+    /// Run the agent as a systemd service that logs in at every start (as root).
+    ///
+    /// The token comes from SDM_SERVICE_TOKEN (or SDM_ADMIN_TOKEN) in the environment of the
+    /// install, e.g. `sudo SDM_SERVICE_TOKEN=… sdm install`, and is written to /etc/sdm/sdm.env
+    /// (root's, 0600); without one, an existing /etc/sdm/sdm.env is kept. The unit
+    /// /etc/systemd/system/sdm.service runs `sdm listen` as --user (default: the user who ran
+    /// sudo), whose `sdm status` then shows its tunnels. Auto-connect applies at each login.
+    Install(InstallArgs),
+    /// Stop and remove the service `sdm install` made, and its token file (as root).
+    Uninstall(UninstallArgs),
     /// Manage accounts, resources and grants (needs an admin token).
     Admin(Box<AdminArgs>),
     /// Print a shell completion script.
@@ -204,6 +214,24 @@ pub struct ListenArgs {
     /// that `sdm login` starts takes it from SDM_LOG_FORMAT.
     #[arg(long, value_enum, env = "SDM_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The user the agent runs as (default: SUDO_USER, else root).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Write the unit and the token file under DIR (an image being built) instead of /, and
+    /// run no systemctl.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Remove them from under DIR (as `install --root`) instead of /.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

@@ -93,6 +93,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ready(args) => commands::session::ready(&home()?, args),
         Command::Listen(args) => commands::session::listen(&home()?, args),
         Command::Admin(args) => commands::admin::run(*args),
+        Command::Install(args) => commands::service::install(&args),
+        Command::Uninstall(args) => commands::service::uninstall(&args),
         Command::Run(_) => Err(CliError::internal("sdm run is handled by main")),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sdm", &mut std::io::stdout());

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod run;
+pub mod service;
 pub mod session;
 pub mod tunnels;
 

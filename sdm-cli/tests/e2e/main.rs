@@ -9,6 +9,7 @@ mod agent;
 mod auto_connect;
 mod errors;
 mod golden;
+mod install;
 mod readme;
 mod run;
 mod shared_host;
