@@ -41,6 +41,8 @@ pub struct GatewayMetrics {
     setup: Histogram,
     heartbeats: Family<OutcomeLabel, Counter>,
     revoked: Counter,
+    audit_queued: Gauge,
+    audit_lost: Counter,
 }
 
 impl Default for GatewayMetrics {
@@ -52,6 +54,8 @@ impl Default for GatewayMetrics {
             setup: Histogram::new(SETUP_BUCKETS),
             heartbeats: Family::default(),
             revoked: Counter::default(),
+            audit_queued: Gauge::default(),
+            audit_lost: Counter::default(),
         };
         // Every known label value shows from the start, at 0, so that rates need no guessing.
         for direction in ["up", "down"] {
@@ -100,6 +104,16 @@ impl GatewayMetrics {
             "Open streams closed because access was taken away (revocation, suspension, expiry)",
             self.revoked.clone(),
         );
+        registry.register(
+            "gateway_audit_queue_events",
+            "Audit events waiting in memory to be written (to the store, or uploaded or spooled)",
+            self.audit_queued.clone(),
+        );
+        registry.register(
+            "gateway_audit_lost_events",
+            "Audit events lost: dropped while the audit fails open, or given up at shutdown",
+            self.audit_lost.clone(),
+        );
     }
 
     /// A stream to `resource` started.
@@ -131,6 +145,16 @@ impl GatewayMetrics {
     /// `count` open streams were told to close because access was taken away.
     pub(crate) fn revoked(&self, count: u64) {
         self.revoked.inc_by(count);
+    }
+
+    /// `change` events joined (or, negative, left) the audit queue.
+    pub(crate) fn audit_queued(&self, change: i64) {
+        self.audit_queued.inc_by(change);
+    }
+
+    /// `count` audit events were lost.
+    pub(crate) fn audit_lost(&self, count: u64) {
+        self.audit_lost.inc_by(count);
     }
 
     /// A heartbeat was answered (`ok`) or not.

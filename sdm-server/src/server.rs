@@ -554,7 +554,8 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     // registration brings the TLS leaf, which also serves the API (one leaf for both
     // listeners, renewed daily by the gateway's registration loop).
     let secret_box = Arc::new(secret_box);
-    let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
+    let (audit_writer, audit_task) =
+        store_audit_writer(store.clone(), b.audit_policy, b.gateway_metrics.clone());
     let lease_public_key = lease_signer.public_key();
     let kit = GatewayKit {
         store: store.clone(),

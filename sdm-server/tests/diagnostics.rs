@@ -230,7 +230,27 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
     })
     .await;
     assert!(shown, "an open connection is not shown");
+
+    // Suspending the account closes it: a revoked connection, and none open.
+    cp.admin.suspend_account("diag-bot").await.unwrap();
+    let mut last = BTreeMap::new();
+    let revoked = eventually(Duration::from_secs(60), async || {
+        last = scrape(diag).await.1;
+        moved(&before, &last, "sdm_gateway_revoked_connections_total") == 1.0
+            && sample(&last, "sdm_gateway_connections_open") == 0.0
+    })
+    .await;
+    assert!(revoked, "the revoked connection is not counted: {last:#?}");
     drop(held);
+
+    // Every audit event was written: none waits, none was lost.
+    let written = eventually(Duration::from_secs(30), async || {
+        last = scrape(diag).await.1;
+        sample(&last, "sdm_gateway_audit_queue_events") == 0.0
+    })
+    .await;
+    assert!(written, "audit events still queued: {last:#?}");
+    assert_eq!(sample(&last, "sdm_gateway_audit_lost_events_total"), 0.0);
 
     let (text, _) = scrape(diag).await;
     promtool_check(&text);

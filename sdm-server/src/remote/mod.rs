@@ -353,6 +353,7 @@ impl StandaloneGateway {
             config.audit_policy,
             spool.clone(),
             spooled.clone(),
+            config.metrics.clone(),
         );
         let (stop_drain, drain_stop) = watch::channel(false);
         let drain_task = tokio::spawn(audit::drain(
