@@ -2,8 +2,8 @@
 //! real processes: `/metrics` scraped before and after real traffic (a service account logging
 //! in with the real client library and moving bytes through a tunnel to an echo server), the
 //! scrape checked by Debian's `promtool check metrics`; `/readyz` of a standalone gateway whose
-//! only control plane is killed and started again; a taken port and an address off loopback
-//! refused.
+//! only control plane is killed and started again, and of a control plane whose PostgreSQL is
+//! stopped and started again; a taken port and an address off loopback refused.
 //!
 //! docs/OPERATIONS.md ("Diagnostics") names these tests beside the endpoints and metrics.
 
@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use sdm_proto::api::LoginRequest;
-use sdm_testkit::EchoServer;
+use sdm_testkit::{EchoServer, PgCluster, PgConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -306,6 +306,64 @@ async fn a_gateway_is_not_ready_while_its_only_control_plane_is_down() {
     assert!(up, "not ready again after the restart: {answer:?}");
     let (_, samples) = scrape(diag).await;
     assert!(sample(&samples, r#"sdm_gateway_heartbeats_total{outcome="ok"}"#) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_is_not_ready_while_its_store_is_stopped() {
+    if !PgCluster::available() {
+        eprintln!("note: PostgreSQL is not installed; skipping");
+        return;
+    }
+    let mut store = tokio::task::spawn_blocking(|| PgCluster::start(PgConfig::default()).unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cp = spawn(
+        "control plane",
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+            "--diag-listen",
+            "127.0.0.1:0",
+        ],
+        &[("SDM_DATABASE_URL", &store.url("postgres"))],
+    );
+    cp.wait_for("sdm-server is running");
+    let diag = diag_addr(&mut cp);
+    let mut answer = (0, String::new());
+    let ready = eventually(Duration::from_secs(30), async || {
+        answer = get(diag, "/readyz").await;
+        answer.0 == 200
+    })
+    .await;
+    assert!(ready, "not ready on a running store: {answer:?}");
+
+    tokio::task::block_in_place(|| store.stop());
+    let down = eventually(Duration::from_secs(60), async || {
+        answer = get(diag, "/readyz").await;
+        answer.0 == 503
+    })
+    .await;
+    assert!(down, "ready with its store stopped: {answer:?}");
+    assert!(
+        answer.1.starts_with("store: "),
+        "the failing check is named: {answer:?}"
+    );
+    assert_eq!(get(diag, "/livez").await.0, 200, "alive all the same");
+
+    tokio::task::block_in_place(|| store.restart()).unwrap();
+    let up = eventually(Duration::from_secs(60), async || {
+        answer = get(diag, "/readyz").await;
+        answer.0 == 200
+    })
+    .await;
+    assert!(up, "not ready again once the store is back: {answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
