@@ -480,6 +480,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         })
         .transpose()?;
     let installation = Installation::open(&data_dir, b.database_url.clone()).await?;
+    b.control_metrics.time_store(installation.store.as_ref());
 
     // The API listener: its address goes into the URL that tokens carry.
     let api_listener = TcpListener::bind(b.listen)

@@ -183,6 +183,10 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
         .sum();
     assert_eq!(refusals, 1.0, "one refused login: {after:#?}");
     assert!(moved(&before, &after, "sdm_leases_issued_total") >= 1.0);
+    assert!(
+        moved(&before, &after, "sdm_store_query_seconds_count") >= 2.0,
+        "the login and the lease read the store"
+    );
     assert_eq!(
         moved(
             &before,
