@@ -381,7 +381,7 @@ impl Record {
         failure: Option<(ErrorKind, String)>,
     ) {
         tracing::debug!(resource = %self.resource, bytes_up = up, bytes_down = down, queries, failure = ?failure, "connection closed");
-        config.metrics.connection_closed(up, down);
+        config.metrics.connection_closed(&self.resource, up, down);
         let (outcome, error) = match failure {
             None => (Outcome::Ok, None),
             Some((kind, message)) => (Outcome::Error(kind), Some(message)),

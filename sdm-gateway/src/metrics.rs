@@ -1,6 +1,7 @@
 //! The gateway's Prometheus metrics: handles that connections and the registration loop update,
 //! registered by whoever serves `/metrics` (no global registry). A [`GatewayMetrics::default`]
-//! that nobody registers counts into the void, which costs an atomic add.
+//! that nobody registers counts into the void, which costs an atomic add (and, for a labelled
+//! metric, a map lookup).
 
 use std::time::Duration;
 
@@ -35,7 +36,7 @@ struct OutcomeLabel {
 /// Handles on the gateway's metrics; clones share them.
 #[derive(Clone, Debug)]
 pub struct GatewayMetrics {
-    open: Gauge,
+    open: Family<ResourceLabel, Gauge>,
     connections: Family<ResourceLabel, Counter>,
     bytes: Family<DirectionLabel, Counter>,
     setup: Histogram,
@@ -48,7 +49,7 @@ pub struct GatewayMetrics {
 impl Default for GatewayMetrics {
     fn default() -> Self {
         let metrics = GatewayMetrics {
-            open: Gauge::default(),
+            open: Family::default(),
             connections: Family::default(),
             bytes: Family::default(),
             setup: Histogram::new(SETUP_BUCKETS),
@@ -74,7 +75,8 @@ impl GatewayMetrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "gateway_connections_open",
-            "Streams the gateway carries now (from the resource's connect to the stream's end)",
+            "Streams the gateway carries now, by resource (from the resource's connect to the \
+             stream's end)",
             self.open.clone(),
         );
         registry.register(
@@ -118,17 +120,20 @@ impl GatewayMetrics {
 
     /// A stream to `resource` started.
     pub(crate) fn connection_opened(&self, resource: &str) {
-        self.open.inc();
-        self.connections
+        let label = ResourceLabel {
+            resource: resource.to_owned(),
+        };
+        self.open.get_or_create(&label).inc();
+        self.connections.get_or_create(&label).inc();
+    }
+
+    /// A stream to `resource` ended after carrying `up` bytes to the resource and `down` back.
+    pub(crate) fn connection_closed(&self, resource: &str, up: u64, down: u64) {
+        self.open
             .get_or_create(&ResourceLabel {
                 resource: resource.to_owned(),
             })
-            .inc();
-    }
-
-    /// A stream ended after carrying `up` bytes to the resource and `down` back.
-    pub(crate) fn connection_closed(&self, up: u64, down: u64) {
-        self.open.dec();
+            .dec();
         self.bytes
             .get_or_create(&DirectionLabel { direction: "up" })
             .inc_by(up);

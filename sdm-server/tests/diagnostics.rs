@@ -163,7 +163,7 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
     let mut after = BTreeMap::new();
     let ended = eventually(Duration::from_secs(30), async || {
         after = scrape(diag).await.1;
-        sample(&after, "sdm_gateway_connections_open") == 0.0
+        sample(&after, r#"sdm_gateway_connections_open{resource="echo"}"#) == 0.0
             && moved(
                 &before,
                 &after,
@@ -230,7 +230,10 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
         .await
         .unwrap();
     let shown = eventually(Duration::from_secs(30), async || {
-        sample(&scrape(diag).await.1, "sdm_gateway_connections_open") == 1.0
+        sample(
+            &scrape(diag).await.1,
+            r#"sdm_gateway_connections_open{resource="echo"}"#,
+        ) == 1.0
     })
     .await;
     assert!(shown, "an open connection is not shown");
@@ -241,7 +244,7 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
     let revoked = eventually(Duration::from_secs(60), async || {
         last = scrape(diag).await.1;
         moved(&before, &last, "sdm_gateway_revoked_connections_total") == 1.0
-            && sample(&last, "sdm_gateway_connections_open") == 0.0
+            && sample(&last, r#"sdm_gateway_connections_open{resource="echo"}"#) == 0.0
     })
     .await;
     assert!(revoked, "the revoked connection is not counted: {last:#?}");
