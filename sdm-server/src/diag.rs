@@ -3,7 +3,8 @@
 //!
 //! - `/livez`: 200 `ok` while the process runs its event loop;
 //! - `/readyz`: 200 `ok` when ready, else 503 with one line per failing check, `NAME: why`
-//!   (`keys`, `store` for `serve`; `registration` for a standalone gateway);
+//!   (`keys`, `store` for `serve`; `registration` for a standalone gateway; `shutdown` for
+//!   both once SIGTERM or SIGINT arrived);
 //! - `/metrics`: the process's [`Metrics`] in the Prometheus text format (OpenMetrics to a
 //!   scraper whose `Accept` asks for it).
 //!
@@ -11,6 +12,7 @@
 //! happens and `/readyz` answers (503) during start-up.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use axum::Router;
@@ -137,6 +139,8 @@ pub struct Probes {
     /// Until the server runs, `/readyz` answers with `starting`.
     ready: RwLock<Option<Arc<dyn Readiness>>>,
     starting: String,
+    /// Set at SIGTERM: a load balancer stops sending work while connections drain.
+    stopping: AtomicBool,
 }
 
 impl Probes {
@@ -147,7 +151,13 @@ impl Probes {
             metrics,
             ready: RwLock::new(None),
             starting: starting.into(),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// The server is stopping: `/readyz` fails with `shutdown` from now on.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// The server runs: `/readyz` asks `readiness` from now on.
@@ -157,6 +167,9 @@ impl Probes {
     }
 
     async fn failing(&self) -> Vec<String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return vec!["shutdown: the process is stopping (open connections drain)".to_owned()];
+        }
         let ready = self.ready.read().unwrap_or_else(|e| e.into_inner()).clone();
         match ready {
             Some(ready) => ready.failing().await,

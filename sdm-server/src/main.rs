@@ -296,6 +296,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     }
     signals.recv().await;
+    if let Some(diag) = &diag {
+        diag.probes.stopping();
+    }
     server_shutdown(server).await;
     Ok(())
 }
@@ -321,6 +324,9 @@ async fn gateway(args: sdm_server::remote::GatewayArgs) -> Result<(), String> {
         diag.probes.running(gateway.readiness());
     }
     signals.recv().await;
+    if let Some(diag) = &diag {
+        diag.probes.stopping();
+    }
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())

@@ -268,6 +268,44 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_sigterm_readiness_fails_while_open_connections_drain() {
+    let mut cp =
+        control_plane_with(&["--diag-listen", "127.0.0.1:0", "--drain-timeout", "60s"]).await;
+    let diag = diag_addr(&mut cp.proc);
+    let echo_server = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo_server, None).await;
+    let (_, session) = cp.session("drain-bot", &["echo"]).await;
+    let tunnel = session.connect("echo").await.unwrap();
+    // A connection carrying a stream holds the drain open.
+    let mut held = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
+        .await
+        .unwrap();
+    held.write_all(b"x").await.unwrap();
+    let mut back = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(30), held.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(get(diag, "/readyz").await.0, 200);
+
+    cp.proc.signal(libc::SIGTERM);
+    cp.proc.wait_for("SIGTERM received");
+    let mut answer = (0, String::new());
+    let draining = eventually(Duration::from_secs(30), async || {
+        answer = get(diag, "/readyz").await;
+        answer.0 == 503
+    })
+    .await;
+    assert!(draining, "still ready after SIGTERM: {answer:?}");
+    assert!(answer.1.starts_with("shutdown: "), "{answer:?}");
+    assert_eq!(get(diag, "/livez").await.0, 200, "alive while it drains");
+
+    drop(held);
+    let (code, stderr) = cp.proc.wait_exit();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_is_not_ready_while_its_only_control_plane_is_down() {
     let mut cp = control_plane().await;
     let mut gw = cp
