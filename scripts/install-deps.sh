@@ -7,9 +7,10 @@ set -euo pipefail
 # the C tests, pkg-config for linking libsdm, OpenSSH server and client for the CLI tests, and
 # the system python3 (/usr/bin/python3) that the Go and Python owner-only tests run as a second
 # OS user (a pyenv or venv interpreter under /root is out of that user's reach), and systemd for
-# `systemd-analyze`, which checks the service units in packaging/systemd.
+# `systemd-analyze`, which checks the service units in packaging/systemd, and prometheus for
+# `promtool check metrics`, which checks a real scrape of /metrics (tests/diagnostics.rs).
 packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client
-  python3-minimal systemd)
+  python3-minimal systemd prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -20,6 +20,7 @@ pub mod bootstrap;
 mod directory;
 pub mod gateway_identities;
 pub mod keys;
+mod metrics;
 pub mod migrate;
 pub mod pinning;
 pub mod sessions;
@@ -27,6 +28,7 @@ pub mod store;
 
 pub use bootstrap::{FIRST_ADMIN_NAME, Installation, ServerError};
 pub use directory::StoreDirectory;
+pub use metrics::ControlMetrics;
 pub use sessions::SessionPolicy;
 
 /// A gateway that has not reported for longer than this is not offered to clients, and a

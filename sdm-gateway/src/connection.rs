@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sdm_proto::audit::{AuditEnd, AuditEvent, AuditRecord, Outcome};
 use sdm_proto::handshake::{self, Reply};
@@ -190,6 +190,7 @@ impl Stream<'_> {
             framed,
         } = *self;
         let config = shared.config;
+        let asked = Instant::now();
         let upstream = match config.directory.authorize(lease, lease_bytes).await {
             Ok(upstream) => upstream,
             Err(denied) => {
@@ -229,6 +230,8 @@ impl Stream<'_> {
                 }
                 return false;
             }
+            // Upstream authentication follows in the PostgreSQL handler: set-up ends here.
+            config.metrics.connection_set_up(asked.elapsed());
             let id = record.as_ref().map_or_else(Uuid::nil, |r| r.id);
             let finished = Box::pin(postgres::serve(
                 &mut **client,
@@ -282,6 +285,7 @@ impl Stream<'_> {
             record.end(config, 0, 0, 0, went_away());
             return false;
         }
+        config.metrics.connection_set_up(asked.elapsed());
         let spliced = Box::pin(splice(
             &mut **client,
             &mut remote,
@@ -361,6 +365,7 @@ impl Record {
             error: None,
             query_count: 0,
         }))?;
+        config.metrics.connection_opened(&upstream.resource_name);
         Ok(Record {
             id,
             resource: upstream.resource_name.clone(),
@@ -376,6 +381,7 @@ impl Record {
         failure: Option<(ErrorKind, String)>,
     ) {
         tracing::debug!(resource = %self.resource, bytes_up = up, bytes_down = down, queries, failure = ?failure, "connection closed");
+        config.metrics.connection_closed(&self.resource, up, down);
         let (outcome, error) = match failure {
             None => (Outcome::Ok, None),
             Some((kind, message)) => (Outcome::Error(kind), Some(message)),

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 mod audit;
 mod connection;
 mod listener;
+mod metrics;
 mod open_connections;
 mod postgres;
 mod prefixed;
@@ -29,6 +30,8 @@ pub mod registration;
 mod splice;
 mod verified;
 mod workers;
+
+pub use metrics::GatewayMetrics;
 
 pub use audit::{
     AuditPolicy, AuditQueue, AuditSink, AuditUnavailable, AuditWriter, DEFAULT_GRACE, DiscardAudit,
@@ -80,6 +83,8 @@ pub struct GatewayConfig {
     /// At shutdown, how long open connections may run on before they are closed with the
     /// protocol's message ([`DEFAULT_DRAIN`] by default).
     pub drain: Duration,
+    /// Where connections count themselves (see [`GatewayMetrics`]).
+    pub metrics: GatewayMetrics,
 }
 
 /// See [`GatewayConfig::drain`].

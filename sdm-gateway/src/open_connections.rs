@@ -168,6 +168,7 @@ pub(crate) async fn watch_revocations(
             match config.directory.authorize(&lease, &signed).await {
                 Err(denied) if is_revocation(denied.kind) => {
                     let n = open_connections.stop(lease.id, &denied);
+                    config.metrics.revoked(n as u64);
                     tracing::info!(lease = %lease.id, account = %lease.account_id, connections = n, reason = %denied.message, "closing connections: access was revoked");
                 }
                 // The state could not be read: keep serving, check again next time.

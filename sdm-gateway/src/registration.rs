@@ -6,7 +6,7 @@
 //! control plane in the same process) and for a standalone one (its registry is the control
 //! plane's `/v1/gateway/…` routes).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -17,7 +17,7 @@ use sdm_proto::lease::LeaseVerifier;
 use sdm_proto::server_tls::{Leaf, LeafResolver};
 use tokio::task::JoinHandle;
 
-use super::LeaseKeys;
+use super::{GatewayMetrics, LeaseKeys};
 
 /// How often the certificate is renewed (it is valid for 90 days).
 const RENEWAL: Duration = Duration::from_secs(24 * 3600);
@@ -106,6 +106,27 @@ pub struct Served {
     pub lease_keys: LeaseKeys,
     /// The keys as the registration named them.
     pub named_keys: Vec<String>,
+    /// Counts heartbeats.
+    pub metrics: GatewayMetrics,
+    /// Whether the last heartbeat was answered, for a readiness probe.
+    pub status: RegistrationStatus,
+}
+
+/// Whether a registered gateway is still known to a control plane: the last heartbeat's
+/// failure, if it failed. Clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct RegistrationStatus(Arc<Mutex<Option<String>>>);
+
+impl RegistrationStatus {
+    /// Why the last heartbeat failed; `None` while heartbeats are answered.
+    pub fn failure(&self) -> Option<String> {
+        // A poisoned lock still holds a usable answer.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, failure: Option<String>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+    }
 }
 
 /// Keeps a registered gateway registered until the task is aborted: a heartbeat every
@@ -127,11 +148,19 @@ pub fn keep_registered(
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => match registry.heartbeat(&request).await {
-                    Ok(reply) => served.follow(&reply.lease_keys),
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "heartbeat failed; clients stop being offered this gateway if it keeps failing"
-                    ),
+                    Ok(reply) => {
+                        served.metrics.heartbeat(true);
+                        served.status.set(None);
+                        served.follow(&reply.lease_keys);
+                    }
+                    Err(e) => {
+                        served.metrics.heartbeat(false);
+                        served.status.set(Some(e.to_string()));
+                        tracing::warn!(
+                            error = %e,
+                            "heartbeat failed; clients stop being offered this gateway if it keeps failing"
+                        );
+                    }
                 },
                 () = &mut renewal => {
                     let next = match served.renew(registry.as_ref(), &request).await {
@@ -328,6 +357,8 @@ mod tests {
                 resolver: resolver.clone(),
                 lease_keys: LeaseKeys(leases.clone()),
                 named_keys: first.lease_keys.clone(),
+                metrics: GatewayMetrics::default(),
+                status: RegistrationStatus::default(),
             },
         );
         // The loop starts its clocks when it first runs.

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod diag;
 mod embedded;
 mod open_files;
 pub mod remote;
@@ -17,5 +18,5 @@ pub use open_files::raise_open_file_limit;
 pub use sdm_control::{FIRST_ADMIN_NAME, ServerError, SessionPolicy};
 pub use server::{
     DEFAULT_API_CONNECTIONS_PER_SOURCE, DEFAULT_GATEWAY_LISTEN, DEFAULT_LEASE_TTL, DEFAULT_LISTEN,
-    ExtraGateway, LEASE_TTL_RANGE, RunningServer, Server, ServerBuilder,
+    ExtraGateway, LEASE_TTL_RANGE, RunningServer, STORE_PROBE_TIMEOUT, Server, ServerBuilder,
 };

@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sdm_proto::error::one_line;
 use sdm_server::control::sessions::DEFAULT_MAX_SESSIONS_PER_ACCOUNT;
+use sdm_server::diag::{self, DiagArgs, Metrics, Probes};
 use sdm_server::remote::{AuditArgs, parse_duration};
 use sdm_server::{
     DEFAULT_API_CONNECTIONS_PER_SOURCE, LEASE_TTL_RANGE, RunningServer, Server, SessionPolicy,
@@ -144,6 +146,9 @@ struct ServeArgs {
     /// 90d; default: keep the whole trail). Open connections' records are always kept.
     #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
     audit_retention: Option<Duration>,
+    /// The diagnostics listener.
+    #[command(flatten)]
+    diag: DiagArgs,
 }
 
 #[derive(Args)]
@@ -261,6 +266,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             ));
         }
     }
+    let diag = start_diag(&args.diag, "keys: not loaded yet (the server is starting)").await?;
     let mut builder = Server::builder()
         .data_dir(&args.data_dir)
         .listen(args.listen)
@@ -286,7 +292,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(addr) = &args.gateway_public_addr {
         builder = builder.gateway_public_addr(addr.clone());
     }
+    if let Some(diag) = &diag {
+        builder = builder.metrics(&diag.metrics);
+    }
     let server = builder.start().await.map_err(|e| one_line(&e))?;
+    if let Some(diag) = &diag {
+        diag.probes.running(server.readiness());
+    }
     let fingerprint: String = server
         .ca_fingerprint()
         .iter()
@@ -311,6 +323,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     }
     signals.recv().await;
+    if let Some(diag) = &diag {
+        diag.probes.stopping();
+    }
     server_shutdown(server).await;
     Ok(())
 }
@@ -318,15 +333,60 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 async fn gateway(args: sdm_server::remote::GatewayArgs) -> Result<(), String> {
     use sdm_server::remote::StandaloneGateway;
     let mut signals = Signals::install()?;
-    let config = args.into_config()?;
+    let diag_args = args.diag.clone();
+    let mut config = args.into_config()?;
+    let diag = start_diag(
+        &diag_args,
+        "registration: not registered with a control plane yet (the gateway is starting)",
+    )
+    .await?;
+    if let Some(diag) = &diag {
+        config = config.metrics(&diag.metrics);
+    }
     let gateway = tokio::select! {
         started = StandaloneGateway::start(config) => started.map_err(|e| one_line(&e))?,
         () = signals.recv() => return Ok(()),
     };
+    if let Some(diag) = &diag {
+        diag.probes.running(gateway.readiness());
+    }
     signals.recv().await;
+    if let Some(diag) = &diag {
+        diag.probes.stopping();
+    }
     tracing::info!("shutting down");
     gateway.shutdown().await;
     Ok(())
+}
+
+/// A running diagnostics listener; stopped when dropped.
+struct Diag {
+    metrics: Arc<Metrics>,
+    probes: Arc<Probes>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Diag {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Binds and serves the diagnostics listener if asked; `/readyz` fails with `starting` until
+/// the server runs.
+async fn start_diag(args: &DiagArgs, starting: &str) -> Result<Option<Diag>, String> {
+    let Some(addr) = args.diag_listen else {
+        return Ok(None);
+    };
+    let listener = diag::bind(addr, args.diag_allow_remote).await?;
+    let metrics = Arc::new(Metrics::new());
+    let probes = Probes::new(metrics.clone(), starting);
+    let task = diag::serve(listener, probes.clone());
+    Ok(Some(Diag {
+        metrics,
+        probes,
+        task,
+    }))
 }
 
 async fn migrate(args: MigrateArgs) -> Result<(), String> {

@@ -24,7 +24,7 @@ use sdm_control::audit_retention::sweep_audit;
 use sdm_control::bootstrap::{Installation, ServerError};
 use sdm_control::keys::KeyError;
 use sdm_control::sessions::sweep_sessions;
-use sdm_control::store::DatabaseUrl;
+use sdm_control::store::{DatabaseUrl, Store};
 use sdm_control::{SessionPolicy, StoreDirectory};
 use sdm_gateway::AuditPolicy;
 use sdm_proto::server_tls as tls;
@@ -76,6 +76,8 @@ impl Server {
             api_connections_per_source: DEFAULT_API_CONNECTIONS_PER_SOURCE,
             sessions: SessionPolicy::default(),
             audit_retention: None,
+            gateway_metrics: sdm_gateway::GatewayMetrics::default(),
+            control_metrics: sdm_control::ControlMetrics::default(),
         }
     }
 }
@@ -98,9 +100,19 @@ pub struct ServerBuilder {
     api_connections_per_source: usize,
     sessions: SessionPolicy,
     audit_retention: Option<Duration>,
+    gateway_metrics: sdm_gateway::GatewayMetrics,
+    control_metrics: sdm_control::ControlMetrics,
 }
 
 impl ServerBuilder {
+    /// Count into `metrics` (what `--diag-listen` serves at `/metrics`); by default the
+    /// counts go nowhere.
+    pub fn metrics(mut self, metrics: &crate::diag::Metrics) -> Self {
+        self.gateway_metrics = metrics.gateway();
+        self.control_metrics = metrics.control();
+        self
+    }
+
     /// Where keys and the database live (created with mode 0700 if missing). Required.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -222,6 +234,8 @@ pub struct RunningServer {
     audit_task: Option<JoinHandle<()>>,
     /// What another gateway of this installation needs (see [`RunningServer::start_gateway`]).
     kit: Option<GatewayKit>,
+    /// Asked by the readiness probe.
+    store: Arc<dyn Store>,
 }
 
 /// Another gateway started by [`RunningServer::start_gateway`], registered like the first.
@@ -298,6 +312,12 @@ impl RunningServer {
         &self.lease_public_key
     }
 
+    /// What `/readyz` asks: whether the store answers a real query within
+    /// [`STORE_PROBE_TIMEOUT`] (the keys are loaded: the server would not run otherwise).
+    pub fn readiness(&self) -> Arc<dyn crate::diag::Readiness> {
+        Arc::new(StoreReadiness(self.store.clone()))
+    }
+
     /// Starts another gateway of this installation on `listen` (port 0 picks one), registered
     /// under `name` and offered to clients like the first. Stop it with
     /// [`ExtraGateway::stop`] or [`ExtraGateway::kill`].
@@ -363,6 +383,29 @@ impl Drop for RunningServer {
         }
         for task in self.background.drain(..) {
             task.abort();
+        }
+    }
+}
+
+/// How long the readiness probe waits for the store.
+pub const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct StoreReadiness(Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl crate::diag::Readiness for StoreReadiness {
+    async fn failing(&self) -> Vec<String> {
+        // The revocation epoch: one small row, read on every gateway poll anyway.
+        match tokio::time::timeout(STORE_PROBE_TIMEOUT, self.0.revocation_epoch()).await {
+            Ok(Ok(_)) => Vec::new(),
+            Ok(Err(e)) => vec![format!(
+                "store: unreachable: {}",
+                sdm_proto::error::one_line(&e)
+            )],
+            Err(_) => vec![format!(
+                "store: no answer to a query within {} s",
+                STORE_PROBE_TIMEOUT.as_secs()
+            )],
         }
     }
 }
@@ -447,6 +490,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         })
         .transpose()?;
     let installation = Installation::open(&data_dir, b.database_url.clone()).await?;
+    b.control_metrics.time_store(installation.store.as_ref());
 
     // The API listener: its address goes into the URL that tokens carry.
     let api_listener = TcpListener::bind(b.listen)
@@ -521,7 +565,8 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
     // registration brings the TLS leaf, which also serves the API (one leaf for both
     // listeners, renewed daily by the gateway's registration loop).
     let secret_box = Arc::new(secret_box);
-    let (audit_writer, audit_task) = store_audit_writer(store.clone(), b.audit_policy);
+    let (audit_writer, audit_task) =
+        store_audit_writer(store.clone(), b.audit_policy, b.gateway_metrics.clone());
     let lease_public_key = lease_signer.public_key();
     let kit = GatewayKit {
         store: store.clone(),
@@ -539,6 +584,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         audit: Arc::new(audit_writer),
         handshake_timeout: b.gateway_handshake_timeout,
         drain: b.gateway_drain,
+        metrics: b.gateway_metrics.clone(),
     };
     let gateway = kit
         .start_gateway(&b.gateway_name, gateway_listener, address, server_name)
@@ -559,6 +605,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             lease_ttl: b.lease_ttl,
             sessions: b.sessions,
             connections_per_source: b.api_connections_per_source,
+            metrics: b.control_metrics.clone(),
         },
         stop_rx,
         SHUTDOWN_DRAIN,
@@ -588,6 +635,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         gateway: Some(gateway),
         audit_task: Some(audit_task),
         kit: Some(kit),
+        store,
     })
 }
 

@@ -155,6 +155,7 @@ pub(crate) async fn issue(
         lease = %lease.id,
         "lease issued"
     );
+    state.metrics.lease_issued();
     Ok(axum::Json(LeaseGrant {
         lease: URL_SAFE_NO_PAD.encode(signed),
         lease_id: lease.id,

@@ -67,6 +67,8 @@ pub struct ApiConfig {
     pub sessions: crate::SessionPolicy,
     /// Connections one source may hold at once.
     pub connections_per_source: usize,
+    /// Where the API counts logins and leases.
+    pub metrics: crate::ControlMetrics,
 }
 
 /// Serves the API on `listener` until `stop` turns true, then lets requests in flight finish
@@ -89,6 +91,7 @@ pub fn spawn(
         throttle: LoginThrottle::default(),
         ca: config.ca,
         gateway_tags: TagCache::default(),
+        metrics: config.metrics,
     });
     tokio::spawn(serve::serve(
         listener,
@@ -122,6 +125,8 @@ pub(crate) struct ApiState {
     pub(crate) ca: Arc<CertificateAuthority>,
     /// The tags of gateways, for pinned resources.
     pub(crate) gateway_tags: TagCache,
+    /// Logins and leases counted.
+    pub(crate) metrics: crate::ControlMetrics,
 }
 
 /// The API's routes.

@@ -18,8 +18,24 @@ use crate::store::SessionRecord;
 /// [`Store::open_session`](crate::store::Store::open_session)).
 pub(crate) async fn login(
     State(state): State<Arc<ApiState>>,
-    caller: Caller,
+    caller: Result<Caller, ApiError>,
     Json(request): Json<LoginRequest>,
+) -> Result<axum::Json<LoginResponse>, ApiError> {
+    // The token is checked here rather than before the handler so that refusals are counted.
+    let answer = match caller {
+        Ok(caller) => open_session(&state, caller, request).await,
+        Err(refused) => Err(refused),
+    };
+    state
+        .metrics
+        .login(answer.as_ref().map(|_| ()).map_err(ApiError::kind));
+    answer
+}
+
+async fn open_session(
+    state: &ApiState,
+    caller: Caller,
+    request: LoginRequest,
 ) -> Result<axum::Json<LoginResponse>, ApiError> {
     validate::labels("label", &request.labels)?;
     validate::text("client", &request.client, validate::MAX_TEXT_LEN)?;

@@ -255,9 +255,36 @@ pub struct AccessFacts {
     pub granted: bool,
 }
 
+/// Where a store reports how long each of its calls takes (`sdm_store_query_seconds`); set
+/// once with [`Store::time_calls`]. Clones share it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct CallClock(
+    std::sync::Arc<std::sync::OnceLock<prometheus_client::metrics::histogram::Histogram>>,
+);
+
+impl CallClock {
+    /// From now on, calls are observed in `histogram` (a second setting is ignored).
+    pub(crate) fn set(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        let _ = self.0.set(histogram);
+    }
+
+    /// A call took `took`.
+    pub(crate) fn observe(&self, took: std::time::Duration) {
+        if let Some(histogram) = self.0.get() {
+            histogram.observe(took.as_secs_f64());
+        }
+    }
+}
+
 /// The control plane's state. Every method is one transaction.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Observe how long each call takes in `histogram` from now on (the metrics of
+    /// `--diag-listen`); stores that cannot tell ignore it.
+    fn time_calls(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        let _ = histogram;
+    }
+
     // --- accounts ---
 
     /// Creates an account together with its first token. `Conflict` if the name is taken.

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{AuditPolicy, AuditSink, AuditUnavailable};
+use crate::GatewayMetrics;
 
 /// Events waiting to be written. Beyond `QUEUE - RESERVED_FOR_ENDS`, new connections and
 /// statements are refused; the rest is kept for the ends of connections already open (at most
@@ -39,6 +40,8 @@ struct Health {
     dropped: AtomicU64,
     /// About how many bytes the queued events hold.
     queued_bytes: AtomicUsize,
+    /// Where the queue's depth and losses are shown.
+    metrics: GatewayMetrics,
 }
 
 /// About how much memory an event holds while queued.
@@ -65,10 +68,23 @@ pub(super) struct AuditBatches {
     last_batch: Option<Instant>,
 }
 
-/// A queue and the batches it hands to its writing task.
+/// A queue and the batches it hands to its writing task, counting nowhere.
+#[cfg(test)]
 pub(super) fn audit_queue(policy: AuditPolicy) -> (AuditQueue, AuditBatches) {
+    counted_audit_queue(policy, GatewayMetrics::default())
+}
+
+/// A queue and the batches it hands to its writing task; its depth and losses show in
+/// `metrics`.
+pub(super) fn counted_audit_queue(
+    policy: AuditPolicy,
+    metrics: GatewayMetrics,
+) -> (AuditQueue, AuditBatches) {
     let (queue, rx) = mpsc::channel(QUEUE);
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health {
+        metrics,
+        ..Health::default()
+    });
     let batches = AuditBatches {
         rx,
         health: health.clone(),
@@ -103,6 +119,7 @@ impl AuditQueue {
             return Err(AuditUnavailable(why.to_owned()));
         }
         let before = self.health.dropped.fetch_add(1, Ordering::Relaxed);
+        self.health.metrics.audit_lost(1);
         if before.is_power_of_two() {
             tracing::error!(
                 lost = before + 1,
@@ -124,6 +141,7 @@ impl AuditSink for AuditQueue {
         match self.queue.try_send(event) {
             Ok(()) => {
                 self.health.queued_bytes.fetch_add(size, Ordering::Relaxed);
+                self.health.metrics.audit_queued(1);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => self.overflow(FULL),
@@ -205,6 +223,7 @@ impl AuditBatches {
         self.last_batch = Some(Instant::now());
         let size: usize = batch.iter().map(size_of).sum();
         self.health.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        self.health.metrics.audit_queued(-(batch.len() as i64));
         Some(fold_ends(batch))
     }
 
@@ -253,6 +272,7 @@ impl AuditBatches {
         self.health
             .dropped
             .fetch_add(count as u64, Ordering::Relaxed);
+        self.health.metrics.audit_lost(count as u64);
     }
 
     /// Says, when the queue is done, how many events were lost while the gateway ran.

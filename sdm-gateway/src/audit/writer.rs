@@ -10,7 +10,9 @@ use std::time::Duration;
 use sdm_proto::audit::AuditEvent;
 use tokio::task::JoinHandle;
 
-use super::queue::{AuditBatches, audit_queue};
+use super::queue::AuditBatches;
+#[cfg(test)]
+use super::queue::audit_queue;
 use super::{AuditPolicy, AuditQueue};
 use sdm_proto::backoff::jittered as backoff;
 
@@ -62,12 +64,13 @@ pub struct Retry {
 
 /// A queue for a gateway's audit events and the task that writes them with `writer`; the task
 /// ends after every queue handle is dropped and what was queued is written (or, when it cannot
-/// be at shutdown, given up and counted).
+/// be at shutdown, given up and counted). The queue's depth and losses show in `metrics`.
 pub fn spawn_audit_writer<W: AuditWriter>(
     writer: W,
     policy: AuditPolicy,
+    metrics: crate::GatewayMetrics,
 ) -> (AuditQueue, JoinHandle<()>) {
-    let (queue, batches) = audit_queue(policy);
+    let (queue, batches) = super::queue::counted_audit_queue(policy, metrics);
     (queue, tokio::spawn(write_all(writer, batches)))
 }
 
@@ -205,7 +208,11 @@ mod tests {
     async fn a_failing_writer_refuses_connections_and_gives_up_only_at_shutdown() {
         let script = Script::default();
         script.errors.lock().unwrap().extend(fails(1, 1000));
-        let (queue, task) = spawn_audit_writer(script.clone(), AuditPolicy::default());
+        let (queue, task) = spawn_audit_writer(
+            script.clone(),
+            AuditPolicy::default(),
+            crate::GatewayMetrics::default(),
+        );
         queue.record(query(1)).unwrap();
         let failing = async {
             while queue.admit().is_ok() {

@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 pub(crate) fn store_audit_writer(
     store: Arc<dyn Store>,
     policy: AuditPolicy,
+    metrics: sdm_gateway::GatewayMetrics,
 ) -> (AuditQueue, JoinHandle<()>) {
-    spawn_audit_writer(StoreWriter(store), policy)
+    spawn_audit_writer(StoreWriter(store), policy, metrics)
 }
 
 /// Writes each batch in one transaction.
@@ -62,7 +63,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn bursts_are_written_whole_and_in_order() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
-        let (writer, task) = store_audit_writer(store.clone(), AuditPolicy::default());
+        let (writer, task) = store_audit_writer(
+            store.clone(),
+            AuditPolicy::default(),
+            sdm_gateway::GatewayMetrics::default(),
+        );
         let id = Uuid::new_v4();
         writer
             .record(AuditEvent::Started(AuditRecord {

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use sdm_control::keys::{CertificateAuthority, KeyError};
 use sdm_control::store::Store;
+use sdm_gateway::registration::RegistrationStatus;
 use sdm_gateway::registration::{self, Registry, Served};
-use sdm_gateway::{AuditSink, Directory, Gateway, GatewayConfig};
+use sdm_gateway::{AuditSink, Directory, Gateway, GatewayConfig, GatewayMetrics};
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::server_tls::{self as tls, LeafResolver};
 use tokio::net::TcpListener;
@@ -30,6 +31,7 @@ pub(crate) struct GatewayKit {
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) drain: Duration,
+    pub(crate) metrics: GatewayMetrics,
 }
 
 /// A running gateway of this process.
@@ -101,6 +103,7 @@ impl GatewayKit {
                 audit: self.audit.clone(),
                 handshake_timeout: self.handshake_timeout,
                 drain: self.drain,
+                metrics: self.metrics.clone(),
             },
         )
         .map_err(|source| ServerError::Bind {
@@ -116,6 +119,9 @@ impl GatewayKit {
                 resolver: resolver.clone(),
                 lease_keys: gateway.lease_keys(),
                 named_keys: registration.lease_keys,
+                metrics: self.metrics.clone(),
+                // Readiness of `serve` is the store's: this gateway's control plane is itself.
+                status: RegistrationStatus::default(),
             },
         );
         Ok(EmbeddedGateway {

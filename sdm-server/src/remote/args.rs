@@ -59,6 +59,9 @@ pub struct GatewayArgs {
     /// exit 1 (seconds, or a number with s, m or h). A refusal (bad token, tags) exits at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "120")]
     pub register_timeout: Duration,
+    /// The diagnostics listener.
+    #[command(flatten)]
+    pub diag: crate::diag::DiagArgs,
 }
 
 /// A size: bytes, or a number with K, M or G (1024-based), e.g. `512M`.
@@ -133,6 +136,7 @@ impl std::fmt::Debug for GatewayArgs {
             .field("audit_spool_max", &self.audit_spool_max)
             .field("drain_timeout", &self.drain_timeout)
             .field("register_timeout", &self.register_timeout)
+            .field("diag", &self.diag)
             .finish()
     }
 }

@@ -41,6 +41,7 @@ pub(crate) fn audit_uploader(
     policy: AuditPolicy,
     spool: Arc<Spool>,
     spooled: Arc<Notify>,
+    metrics: sdm_gateway::GatewayMetrics,
 ) -> (AuditQueue, JoinHandle<()>) {
     spawn_audit_writer(
         Uploader {
@@ -49,6 +50,7 @@ pub(crate) fn audit_uploader(
             spooled,
         },
         policy,
+        metrics,
     )
 }
 

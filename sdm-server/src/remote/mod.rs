@@ -31,8 +31,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sdm_gateway::registration::{self, Registry, RegistryError, Served};
-use sdm_gateway::{AuditPolicy, DEFAULT_DRAIN, Gateway, GatewayConfig};
+use sdm_gateway::registration::{self, RegistrationStatus, Registry, RegistryError, Served};
+use sdm_gateway::{AuditPolicy, DEFAULT_DRAIN, Gateway, GatewayConfig, GatewayMetrics};
 use sdm_proto::gateway::RegisterGateway;
 use sdm_proto::server_tls::{ALPN_GATEWAY, LeafResolver, server_config};
 use sdm_proto::{Token, TokenKind};
@@ -75,6 +75,7 @@ pub struct StandaloneConfig {
     audit_spool: Option<PathBuf>,
     audit_spool_max: u64,
     drain: Duration,
+    metrics: GatewayMetrics,
 }
 
 impl std::fmt::Debug for StandaloneConfig {
@@ -106,7 +107,15 @@ impl StandaloneConfig {
             audit_spool: None,
             audit_spool_max: DEFAULT_SPOOL_MAX_BYTES,
             drain: DEFAULT_DRAIN,
+            metrics: GatewayMetrics::default(),
         }
+    }
+
+    /// Count into `metrics` (what `--diag-listen` serves at `/metrics`); by default the
+    /// counts go nowhere.
+    pub fn metrics(mut self, metrics: &crate::diag::Metrics) -> Self {
+        self.metrics = metrics.gateway();
+        self
     }
 
     /// Control plane URLs (`https://host:port`), tried in order; the next is used when one
@@ -251,6 +260,7 @@ pub struct StandaloneGateway {
     audit_task: Option<JoinHandle<()>>,
     drain_task: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     drain: Duration,
+    status: RegistrationStatus,
 }
 
 impl std::fmt::Debug for StandaloneGateway {
@@ -343,6 +353,7 @@ impl StandaloneGateway {
             config.audit_policy,
             spool.clone(),
             spooled.clone(),
+            config.metrics.clone(),
         );
         let (stop_drain, drain_stop) = watch::channel(false);
         let drain_task = tokio::spawn(audit::drain(
@@ -362,14 +373,18 @@ impl StandaloneGateway {
                 audit: Arc::new(audit),
                 handshake_timeout: config.handshake_timeout,
                 drain: config.drain,
+                metrics: config.metrics.clone(),
             },
         )
         .map_err(bind)?;
         let every = Duration::from_secs(registration.heartbeat_secs.clamp(1, 60));
+        let status = RegistrationStatus::default();
         let served = Served {
             resolver,
             lease_keys: gateway.lease_keys(),
             named_keys: registration.lease_keys.clone(),
+            metrics: config.metrics.clone(),
+            status: status.clone(),
         };
         let tasks = vec![registration::keep_registered(
             registry.clone(),
@@ -396,6 +411,7 @@ impl StandaloneGateway {
             audit_task: Some(audit_task),
             drain_task: Some((stop_drain, drain_task)),
             drain: config.drain,
+            status,
         })
     }
 
@@ -412,6 +428,11 @@ impl StandaloneGateway {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What `/readyz` asks: whether the last heartbeat reached a control plane.
+    pub fn readiness(&self) -> Arc<dyn crate::diag::Readiness> {
+        Arc::new(Heartbeats(self.status.clone()))
     }
 
     /// Withdraws from the gateways offered to clients, stops accepting, lets open connections
@@ -464,6 +485,20 @@ impl Drop for StandaloneGateway {
         }
         if let Some((stop, _)) = &self.drain_task {
             stop.send_replace(true);
+        }
+    }
+}
+
+struct Heartbeats(RegistrationStatus);
+
+#[async_trait::async_trait]
+impl crate::diag::Readiness for Heartbeats {
+    async fn failing(&self) -> Vec<String> {
+        match self.0.failure() {
+            None => Vec::new(),
+            Some(why) => vec![format!(
+                "registration: no control plane answered the last heartbeat: {why}"
+            )],
         }
     }
 }

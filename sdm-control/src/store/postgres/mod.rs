@@ -164,6 +164,8 @@ impl std::fmt::Display for DatabaseUrl {
 pub struct PostgresStore {
     pool: Pool,
     url: String,
+    /// Times each call, once asked to.
+    clock: super::CallClock,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -368,6 +370,7 @@ impl PostgresStore {
         let store = PostgresStore {
             pool,
             url: url.redacted(),
+            clock: super::CallClock::default(),
         };
         let mut client = store.client().await?;
         match tokio::time::timeout(MIGRATION_TIMEOUT, migrate(&mut client)).await {
@@ -400,9 +403,13 @@ impl PostgresStore {
         context: &'static str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        tokio::time::timeout(CALL_TIMEOUT, work)
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(CALL_TIMEOUT, work)
             .await
-            .unwrap_or_else(|_| Err(StoreError::backend(context, timed_out())))
+            .unwrap_or_else(|_| Err(StoreError::backend(context, timed_out())));
+        // Waiting for a pooled connection included: that is what a caller waits.
+        self.clock.observe(started.elapsed());
+        result
     }
 
     async fn query(
@@ -450,6 +457,10 @@ impl PostgresStore {
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
+    fn time_calls(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        self.clock.set(histogram);
+    }
+
     async fn create_account(
         &self,
         account: AccountRecord,
@@ -1212,6 +1223,7 @@ mod tests {
                     .build()
                     .unwrap(),
                 url: url.redacted(),
+                clock: crate::store::CallClock::default(),
             }
         );
         assert!(!store_debug.contains("s3cr"), "{store_debug}");

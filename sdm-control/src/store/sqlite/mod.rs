@@ -76,6 +76,8 @@ pub struct SqliteStore {
     /// so that the gateway can tell without a database trip whether what it remembered still
     /// holds. This process is the database's only writer; `UNKNOWN_EPOCH` after a failed read.
     epoch: Arc<AtomicI64>,
+    /// Times each call, once asked to.
+    clock: super::CallClock,
 }
 
 const UNKNOWN_EPOCH: i64 = i64::MIN;
@@ -296,6 +298,7 @@ impl SqliteStore {
         SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             epoch,
+            clock: super::CallClock::default(),
         }
     }
 
@@ -307,7 +310,8 @@ impl SqliteStore {
     {
         let conn = Arc::clone(&self.conn);
         let epoch = Arc::clone(&self.epoch);
-        tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let value = tokio::task::spawn_blocking(move || {
             // A panic while the lock was held cannot leave a transaction half applied (an
             // unfinished `Transaction` rolls back on drop), so the connection stays usable.
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
@@ -320,7 +324,10 @@ impl SqliteStore {
             value
         })
         .await
-        .map_err(|e| StoreError::backend("run a database task", e))?
+        .map_err(|e| StoreError::backend("run a database task", e))?;
+        // Waiting for the connection included: that is what a caller waits.
+        self.clock.observe(started.elapsed());
+        value
     }
 
     /// Runs `f` inside a transaction, committed when `f` succeeds.
@@ -341,6 +348,10 @@ impl SqliteStore {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn time_calls(&self, histogram: prometheus_client::metrics::histogram::Histogram) {
+        self.clock.set(histogram);
+    }
+
     async fn create_account(
         &self,
         account: AccountRecord,
