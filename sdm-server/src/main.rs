@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use sdm_proto::error::one_line;
+use sdm_server::config;
 use sdm_server::control::sessions::DEFAULT_MAX_SESSIONS_PER_ACCOUNT;
 use sdm_server::diag::{self, DiagArgs, Metrics, Probes};
 use sdm_server::remote::{AuditArgs, parse_duration};
@@ -38,6 +39,11 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Read flags from this TOML file too: a table per subcommand ([serve], [gateway], …) of
+    /// long flag names, `log` and `log-format` at the top. A flag on the command line or its
+    /// environment variable wins over the file.
+    #[arg(long, global = true, value_name = "FILE", env = "SDM_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,6 +65,16 @@ enum Command {
     Gateway(sdm_server::remote::GatewayArgs),
     /// Copy a SQLite installation's database to a new file, consistently, while it serves.
     Backup(BackupArgs),
+    /// Check a configuration file without starting anything.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check every table and key of --config FILE: exit 0 and list the tables, or name what is
+    /// wrong and exit 2.
+    Check,
 }
 
 #[derive(Args)]
@@ -193,10 +209,31 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let file = config::config_path(&argv, "SDM_CONFIG");
+    let checking = argv.iter().skip(1).any(|a| a == "config");
+    if let (Some(path), false) = (&file, checking) {
+        match config::apply(&Cli::command(), argv, path) {
+            Ok(with_file) => argv = with_file,
+            Err(e) => {
+                eprintln!("sdm-server: error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
-        // Help and version exit 0; usage errors exit 2.
-        Err(e) => e.exit(),
+        Err(e) => {
+            // A value the file gave is named with its file and table, as `config check` does.
+            if let (Some(path), false) = (&file, checking)
+                && let Err(in_file) = config::check(&Cli::command(), path)
+            {
+                eprintln!("sdm-server: error: {in_file}");
+                return ExitCode::from(2);
+            }
+            // Help and version exit 0; usage errors exit 2.
+            e.exit()
+        }
     };
     let filter = match &cli.log {
         Some(f) => tracing_subscriber::EnvFilter::try_new(f),
@@ -238,6 +275,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => runtime.block_on(migrate(args)),
         Command::Gateway(args) => runtime.block_on(gateway(args)),
         Command::Backup(args) => backup(&args),
+        Command::Config(ConfigCommand::Check) => return check_config(cli.config.as_deref()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -406,6 +444,24 @@ async fn migrate(args: MigrateArgs) -> Result<(), String> {
          ca.pem, ca.key, lease.key and secret.key, or SDM_SECRET_KEY set)"
     );
     Ok(())
+}
+
+fn check_config(file: Option<&Path>) -> ExitCode {
+    let Some(file) = file else {
+        eprintln!("sdm-server: error: name the file: sdm-server config check --config FILE");
+        return ExitCode::from(2);
+    };
+    match config::check(&Cli::command(), file) {
+        Ok(tables) => {
+            let tables: Vec<String> = tables.iter().map(|t| format!("[{t}]")).collect();
+            println!("{}: ok ({})", file.display(), tables.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sdm-server: error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn backup(args: &BackupArgs) -> Result<(), String> {
