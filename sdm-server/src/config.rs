@@ -64,6 +64,15 @@ pub fn config_path(argv: &[OsString], env_var: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// Whether `argv` runs `config check`, which reads the file itself: the first word naming a
+/// subcommand is `config`.
+pub fn is_check(command: &Command, argv: &[OsString]) -> bool {
+    argv.iter()
+        .skip(1)
+        .find_map(|word| command.find_subcommand(word))
+        .is_some_and(|s| s.get_name() == CONFIG)
+}
+
 /// `argv` with the flags the file at `path` sets for `command`'s subcommand in `argv` (and the
 /// global ones) appended, leaving out those the command line or the environment sets.
 pub fn apply(
@@ -78,8 +87,9 @@ pub fn apply(
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let subcommand = given
+        .get(1..)
+        .unwrap_or_default()
         .iter()
-        .skip(1)
         .find_map(|word| command.find_subcommand(word));
     let mut extra: Vec<OsString> = Vec::new();
     for (key, value) in &table {

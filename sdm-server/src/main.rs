@@ -211,7 +211,7 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let file = config::config_path(&argv, "SDM_CONFIG");
-    let checking = argv.iter().skip(1).any(|a| a == "config");
+    let checking = config::is_check(&Cli::command(), &argv);
     if let (Some(path), false) = (&file, checking) {
         match config::apply(&Cli::command(), argv, path) {
             Ok(with_file) => argv = with_file,
