@@ -87,9 +87,8 @@ pub fn apply(
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let subcommand = given
-        .get(1..)
-        .unwrap_or_default()
         .iter()
+        .skip(1)
         .find_map(|word| command.find_subcommand(word));
     let mut extra: Vec<OsString> = Vec::new();
     for (key, value) in &table {

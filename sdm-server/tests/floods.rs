@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sdm_core::admin::NewResource;
@@ -230,23 +229,6 @@ async fn oversized_headers_are_refused_and_the_api_keeps_serving() {
     assert!(!admin.is_empty());
 }
 
-/// A TLS client that trusts only the installation's CA.
-fn tls_connector(sdm: &Installation) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let ca = rustls::pki_types::CertificateDer::from_pem_file(sdm.data_dir().join("ca.pem"));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.unwrap()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// A TCP connection to `to` from the local address `from` (all of 127.0.0.0/8 is loopback).
 async fn connect_from(from: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -262,7 +244,7 @@ async fn health_from(sdm: &Installation, from: IpAddr) -> Result<u16, String> {
     let tcp = connect_from(from, api)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let tls = tls_connector(sdm)
+    let tls = support::ca_connector(&sdm.data_dir(), b"http/1.1")
         .connect(
             rustls::pki_types::ServerName::IpAddress(api.ip().into()),
             tcp,
@@ -291,7 +273,7 @@ async fn idle_connections_from_one_source_do_not_hold_the_api() {
     sdm_server::raise_open_file_limit();
     let sdm = Installation::start().await;
     let api = sdm.server.api_addr();
-    let connector = tls_connector(&sdm);
+    let connector = support::ca_connector(&sdm.data_dir(), b"http/1.1");
     let one = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
     let two = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     let name = rustls::pki_types::ServerName::IpAddress(api.ip().into());

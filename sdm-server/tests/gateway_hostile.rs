@@ -1,12 +1,13 @@
 //! Hostile and broken clients at the gateway: garbage, half handshakes, stalls and bad leases
 //! are refused or dropped, and the gateway keeps serving everyone else.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
 use sdm_core::admin::{AdminClient, NewResource};
 use sdm_core::{ResourceKind, Session};
 use sdm_proto::ErrorKind;
@@ -90,21 +91,10 @@ impl Setup {
     }
 
     async fn tls(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let ca = CertificateDer::from_pem_file(self.dir.path().join("data/ca.pem")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        config.alpn_protocols = vec![b"sdm/1".to_vec()];
         let tcp = TcpStream::connect(self.server.gateway_addr())
             .await
             .unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        support::ca_connector(&self.dir.path().join("data"), b"sdm/1")
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
             .await
             .unwrap()

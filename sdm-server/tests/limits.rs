@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
 use sdm_core::ResourceKind;
 use sdm_core::admin::NewResource;
 use sdm_proto::api::routes;
@@ -31,6 +31,8 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use support::ca_connector;
 use uuid::Uuid;
 
 /// Bound on "is served" and "is closed" after the moment it should happen: generous, the
@@ -68,22 +70,6 @@ fn raise_open_file_limit(needed: usize) {
         "this test needs {needed} open files; the hard limit is {}",
         limit.rlim_cur
     );
-}
-
-/// A TLS 1.3 client trusting only the installation's CA, offering `alpn`.
-fn connector(data_dir: &Path, alpn: &[u8]) -> TlsConnector {
-    let ca = CertificateDer::from_pem_file(data_dir.join("ca.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    TlsConnector::from(Arc::new(config))
 }
 
 /// A TCP connection to `to` from `from` (any port).
@@ -323,7 +309,7 @@ async fn the_api_serves_4096_connections_and_the_next_waits_in_the_backlog() {
     let mut cp =
         processes::control_plane_with(&["--log", "info,sdm_control=debug,sdm_gateway=debug"]).await;
     let data = cp.dir.path().join("data");
-    let api = connector(&data, b"http/1.1");
+    let api = ca_connector(&data, b"http/1.1");
     let to = cp.api_addr;
 
     // The cap's worth of keep-alive connections, each served one request, 256 per source
@@ -386,7 +372,7 @@ async fn a_gateway_serves_16384_connections_and_the_next_waits_in_the_backlog() 
     let resource_id = session.list_resources().await.unwrap()[0].id;
     let data = cp.dir.path().join("data");
     let lease = Arc::new(signed_lease(&data, &session, resource_id));
-    let gateway = connector(&data, b"sdm/1");
+    let gateway = ca_connector(&data, b"sdm/1");
     let to = cp.gateway_addr;
 
     // The cap's worth of warm connections (TLS, HELLO, READY), each kept for 60 s without OPEN.
@@ -637,7 +623,7 @@ async fn a_warm_gateway_connection_without_open_is_closed_after_60_s() {
     let session = install.session("etl", &["echo"]).await;
     let resource_id = session.list_resources().await.unwrap()[0].id;
     let lease = signed_lease(&install.data_dir(), &session, resource_id);
-    let gateway = connector(&install.data_dir(), b"sdm/1");
+    let gateway = ca_connector(&install.data_dir(), b"sdm/1");
 
     let mut warm = tls(&gateway, tcp(install.server.gateway_addr()).await).await;
     send(&mut warm, &handshake::encode_hello(&lease, false))
@@ -680,7 +666,7 @@ async fn a_postgres_client_that_sends_no_startup_is_told_why_and_closed_after_30
     let session = install.session("etl", &["pg"]).await;
     let resource_id = session.list_resources().await.unwrap()[0].id;
     let lease = signed_lease(&install.data_dir(), &session, resource_id);
-    let gateway = connector(&install.data_dir(), b"sdm/1");
+    let gateway = ca_connector(&install.data_dir(), b"sdm/1");
 
     let mut client = tls(&gateway, tcp(install.server.gateway_addr()).await).await;
     let mut hello = handshake::encode_hello(&lease, false);

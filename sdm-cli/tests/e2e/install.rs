@@ -1,8 +1,8 @@
 //! `sdm install` and `sdm uninstall`: without a running systemd they say so and change nothing;
 //! into an image (`--root`) they write a unit that `systemd-analyze verify` accepts and a
 //! root-only token file, and the unit's own command line, given that file's environment, runs
-//! an agent that logs in by itself; a token file others can read, or a malformed token, is
-//! refused before anything is written.
+//! an agent that logs in by itself; a token file others can read or another user owns, or a
+//! malformed token, is refused before anything is written.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -147,6 +147,20 @@ fn a_token_file_others_can_read_or_a_malformed_token_is_refused_before_anything_
     let line = sdm.run(&["install", "--root", root]).fails(14).to_owned();
     assert!(line.contains("sets neither SDM_SERVICE_TOKEN"), "{line}");
     assert!(!unit.exists());
+
+    // A token file another local user planted (or owns): their token would run the agent.
+    if let Some(other) = sdm_testkit::other_os_user().unwrap() {
+        fs::write(&env, format!("SDM_SERVICE_TOKEN={token}\n")).unwrap();
+        std::os::unix::fs::chown(&env, Some(other.uid), Some(other.gid)).unwrap();
+        let line = sdm.run(&["install", "--root", root]).fails(14).to_owned();
+        assert!(
+            line.contains(&format!("belongs to uid {}", other.uid)),
+            "{line}"
+        );
+        assert!(!unit.exists());
+        std::os::unix::fs::chown(&env, Some(0), Some(0)).unwrap();
+    }
+    fs::write(&env, "SOMETHING_ELSE=1\n").unwrap();
 
     let out = sdm.run_env(
         &["install", "--root", root],

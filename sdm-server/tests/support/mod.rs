@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails};
@@ -131,4 +132,23 @@ pub async fn pg_connect(
     );
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls).await?;
     Ok((client, tokio::spawn(connection)))
+}
+
+/// A TLS 1.3 client trusting only the CA in `data_dir` (the installation's `ca.pem`), offering
+/// `alpn` (`b"http/1.1"` for the API, `b"sdm/1"` for a gateway).
+pub fn ca_connector(data_dir: &Path, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ca = CertificateDer::from_pem_file(data_dir.join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
