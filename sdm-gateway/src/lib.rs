@@ -124,7 +124,9 @@ impl Gateway {
         let workers = workers::Workers::start()?;
         let (shutdown, _) = watch::channel(false);
         let config = Arc::new(config);
-        let open_connections = Arc::new(open_connections::OpenConnections::default());
+        let open_connections = Arc::new(open_connections::OpenConnections::new(
+            config.metrics.clone(),
+        ));
         // Revocations are enforced until the last connection is gone, through the drain.
         let (finished, finished_rx) = watch::channel(false);
         tokio::spawn(open_connections::watch_revocations(

@@ -18,6 +18,12 @@ const SETUP_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// Revocation-to-close buckets, in seconds: a stream told to stop ends within milliseconds
+/// unless its client or resource is slow to be written to (the stop waits for neither).
+const CLOSE_BUCKETS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabel {
     resource: String,
@@ -42,6 +48,7 @@ pub struct GatewayMetrics {
     setup: Histogram,
     heartbeats: Family<OutcomeLabel, Counter>,
     revoked: Counter,
+    revoked_close: Histogram,
     audit_queued: Gauge,
     audit_lost: Counter,
 }
@@ -55,6 +62,7 @@ impl Default for GatewayMetrics {
             setup: Histogram::new(SETUP_BUCKETS),
             heartbeats: Family::default(),
             revoked: Counter::default(),
+            revoked_close: Histogram::new(CLOSE_BUCKETS),
             audit_queued: Gauge::default(),
             audit_lost: Counter::default(),
         };
@@ -106,6 +114,13 @@ impl GatewayMetrics {
             "Open streams closed because access was taken away (revocation, suspension, expiry)",
             self.revoked.clone(),
         );
+        registry.register_with_unit(
+            "gateway_revoked_connection_close",
+            "From the revocation check that finds a stream's access taken away to the stream's \
+             end (the check runs every second, so a revocation is found within one more)",
+            Unit::Seconds,
+            self.revoked_close.clone(),
+        );
         registry.register(
             "gateway_audit_queue_events",
             "Audit events waiting in memory to be written (to the store, or uploaded or spooled)",
@@ -150,6 +165,11 @@ impl GatewayMetrics {
     /// `count` open streams were told to close because access was taken away.
     pub(crate) fn revoked(&self, count: u64) {
         self.revoked.inc_by(count);
+    }
+
+    /// A stream told to stop by a revocation ended `took` after being told.
+    pub(crate) fn revoked_connection_closed(&self, took: Duration) {
+        self.revoked_close.observe(took.as_secs_f64());
     }
 
     /// `change` events joined (or, negative, left) the audit queue.

@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sdm_proto::{ErrorKind, Lease};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Denied, GatewayConfig};
+use super::{Denied, GatewayConfig, GatewayMetrics};
 
 /// How often the revocation epoch is read.
 pub(crate) const POLL: Duration = Duration::from_secs(1);
@@ -23,13 +23,15 @@ struct Entry {
     lease: Lease,
     signed: Arc<[u8]>,
     stop: watch::Sender<Option<Denied>>,
+    /// When a revocation told this connection to stop: its end is then timed.
+    revoked_at: Option<Instant>,
 }
 
 /// Open connections by number.
-#[derive(Default)]
 pub(crate) struct OpenConnections {
     next: AtomicU64,
     open: Mutex<HashMap<u64, Entry>>,
+    metrics: GatewayMetrics,
 }
 
 /// A registered connection; dropping it unregisters.
@@ -57,6 +59,15 @@ impl Registration {
 }
 
 impl OpenConnections {
+    /// None yet; revoked connections' time to close is observed into `metrics`.
+    pub(crate) fn new(metrics: GatewayMetrics) -> OpenConnections {
+        OpenConnections {
+            next: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
     pub(crate) fn register(self: &Arc<Self>, lease: &Lease, signed: &[u8]) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (stop, stopped) = watch::channel(None);
@@ -67,6 +78,7 @@ impl OpenConnections {
                     lease: lease.clone(),
                     signed: Arc::from(signed),
                     stop,
+                    revoked_at: None,
                 },
             );
         }
@@ -102,12 +114,16 @@ impl OpenConnections {
         stopped
     }
 
-    /// Stops every connection opened with lease `lease_id`.
-    fn stop(&self, lease_id: Uuid, reason: &Denied) -> usize {
-        let Ok(open) = self.open.lock() else { return 0 };
+    /// Stops every connection opened with lease `lease_id`, because access was revoked.
+    fn revoke(&self, lease_id: Uuid, reason: &Denied) -> usize {
+        let Ok(mut open) = self.open.lock() else {
+            return 0;
+        };
+        let now = Instant::now();
         let mut stopped = 0;
-        for entry in open.values().filter(|e| e.lease.id == lease_id) {
+        for entry in open.values_mut().filter(|e| e.lease.id == lease_id) {
             entry.stop.send_replace(Some(reason.clone()));
+            entry.revoked_at.get_or_insert(now);
             stopped += 1;
         }
         stopped
@@ -115,9 +131,16 @@ impl OpenConnections {
 }
 
 impl Drop for Registration {
+    /// The connection has ended: it leaves the set, and a revoked one's time to close counts.
     fn drop(&mut self) {
-        if let Ok(mut open) = self.open_connections.open.lock() {
-            open.remove(&self.id);
+        let removed = match self.open_connections.open.lock() {
+            Ok(mut open) => open.remove(&self.id),
+            Err(_) => None,
+        };
+        if let Some(revoked_at) = removed.and_then(|entry| entry.revoked_at) {
+            self.open_connections
+                .metrics
+                .revoked_connection_closed(revoked_at.elapsed());
         }
     }
 }
@@ -167,7 +190,7 @@ pub(crate) async fn watch_revocations(
         for (lease, signed) in open_connections.leases() {
             match config.directory.authorize(&lease, &signed).await {
                 Err(denied) if is_revocation(denied.kind) => {
-                    let n = open_connections.stop(lease.id, &denied);
+                    let n = open_connections.revoke(lease.id, &denied);
                     config.metrics.revoked(n as u64);
                     tracing::info!(lease = %lease.id, account = %lease.account_id, connections = n, reason = %denied.message, "closing connections: access was revoked");
                 }

@@ -245,6 +245,12 @@ async fn metrics_move_with_real_traffic_and_promtool_accepts_the_scrape() {
         last = scrape(diag).await.1;
         moved(&before, &last, "sdm_gateway_revoked_connections_total") == 1.0
             && sample(&last, r#"sdm_gateway_connections_open{resource="echo"}"#) == 0.0
+            // Its end after the stop was timed.
+            && moved(
+                &before,
+                &last,
+                "sdm_gateway_revoked_connection_close_seconds_count",
+            ) == 1.0
     })
     .await;
     assert!(revoked, "the revoked connection is not counted: {last:#?}");
