@@ -200,10 +200,10 @@ mod tests {
         }
         let err = Migration::parse(
             &format!("sqlite:{}", db.display()),
-            "postgres://sdm:pw@db/sdm?sslmode=require",
+            "postgres://sdm:pw@db/sdm?sslmode=verify-full",
             false,
         )
         .unwrap_err();
-        assert!(err.to_string().contains("TLS"), "{err}");
+        assert!(err.to_string().contains("sslrootcert"), "{err}");
     }
 }

@@ -16,6 +16,8 @@ pub mod handshake;
 pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
+#[cfg(feature = "tls")]
+pub mod postgres_tls;
 pub mod resource;
 #[cfg(feature = "tls")]
 pub mod server_tls;

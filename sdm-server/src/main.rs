@@ -93,7 +93,8 @@ struct ServeArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: PathBuf,
     /// Keep the state in PostgreSQL (postgres://user:password@host:port/dbname) instead of
-    /// DIR/sdm.db; keys still come from DIR. Prefer the environment variable: a command line is
+    /// DIR/sdm.db; keys still come from DIR. Add ?sslmode=verify-full&sslrootcert=CA.pem to have
+    /// the database's certificate checked. Prefer the environment variable: a command line is
     /// visible to other users.
     #[arg(
         long,

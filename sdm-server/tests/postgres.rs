@@ -15,7 +15,7 @@ use sdm_core::admin::{
 };
 use sdm_core::{ResourceKind, Tunnel};
 use sdm_testkit::{EchoServer, HbaAuth, PgCluster, PgConfig, free_port};
-use support::{Installation, app_cluster, eventually, pg_connect as connect};
+use support::{Installation, app_cluster, enable_tls, eventually, pg_connect as connect};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The stored password: distinctive, so that finding it anywhere is a leak.
@@ -601,40 +601,11 @@ async fn a_password_that_saslprep_rewrites_logs_in_as_it_does_with_psql() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app");
 }
 
-/// A CA and a server certificate for 127.0.0.1, and the cluster switched to TLS with them.
-fn enable_tls(pg: &PgCluster) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let dir = pg.data_dir();
-    let owner = std::fs::metadata(dir).unwrap();
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    for (name, contents) in [
-        ("server.crt", cert.pem()),
-        ("server.key", key.serialize_pem()),
-    ] {
-        let path = dir.join(name);
-        std::fs::write(&path, contents).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
-    }
-    pg.psql("postgres", "ALTER SYSTEM SET ssl = on").unwrap();
-    pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
-    ca.pem()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_require_and_verify_full() {
     let pg = cluster_async(HbaAuth::Scram).await;
     let plain = cluster_async(HbaAuth::Scram).await;
-    let ca_pem = enable_tls(&pg);
+    let ca_pem = enable_tls(&pg, &["127.0.0.1", "localhost"]);
     let sdm = Installation::start().await;
     let tls = |mode, ca_pem: Option<String>| UpstreamTls { mode, ca_pem };
     sdm.resource(

@@ -1,6 +1,6 @@
 //! The gateway's connection to a PostgreSQL server: TCP, then TLS when the resource asks for it
 //! (`require`: encrypted; `verify-full`: encrypted and the certificate checked against the
-//! resource's CA and host name).
+//! resource's CA and host name; the rule is `sdm_proto::postgres_tls`'s).
 
 use std::io;
 use std::pin::Pin;
@@ -8,12 +8,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use sdm_proto::api::TlsMode;
+use sdm_proto::postgres_tls::{self, TlsConfigError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -65,87 +63,12 @@ pub(crate) async fn connect(upstream: &Upstream) -> Result<UpstreamIo, String> {
 }
 
 fn tls_config(upstream: &Upstream) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
-    let config = match upstream.upstream_tls.mode {
-        TlsMode::VerifyFull => {
-            let pem = upstream
-                .upstream_tls
-                .ca_pem
-                .as_deref()
-                .ok_or("verify-full needs the resource's CA certificate")?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert =
-                    cert.map_err(|e| format!("the resource's CA certificate is unreadable: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("the resource's CA certificate is unusable: {e}"))?;
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        TlsMode::Require | TlsMode::Disable => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(EncryptOnly { provider }))
-            .with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
-}
-
-/// `require` as libpq means it: encryption, with the handshake's signatures checked, but no
-/// judgement of who the certificate belongs to.
-#[derive(Debug)]
-struct EncryptOnly {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    let tls = &upstream.upstream_tls;
+    postgres_tls::client_config(tls.mode, tls.ca_pem.as_deref()).map_err(|e| match e {
+        TlsConfigError::NoCa => "verify-full needs the resource's CA certificate".to_owned(),
+        TlsConfigError::BadCa(why) => format!("the resource's CA certificate is unusable: {why}"),
+        TlsConfigError::Tls(why) => why,
+    })
 }
 
 impl AsyncRead for UpstreamIo {

@@ -152,3 +152,40 @@ pub fn ca_connector(data_dir: &Path, alpn: &[u8]) -> tokio_rustls::TlsConnector 
     config.alpn_protocols = vec![alpn.to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
+
+/// A new CA and a server certificate naming `names`, and `pg` switched to TLS with them; the
+/// CA's PEM certificate.
+pub fn enable_tls(pg: &PgCluster, names: &[&str]) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let params = CertificateParams::new(names).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    // The server reads its files as the cluster's owner, and refuses a key others can read.
+    let dir = pg.data_dir();
+    let owner = std::fs::metadata(dir).unwrap();
+    for (name, contents) in [
+        ("server.crt", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    pg.psql("postgres", "ALTER SYSTEM SET ssl = on").unwrap();
+    pg.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    // The postmaster rereads its configuration in its own time; new sessions show when.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pg.psql("postgres", "SHOW ssl").unwrap().trim() != "on" {
+        assert!(std::time::Instant::now() < deadline, "ssl = on never took");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ca.pem()
+}

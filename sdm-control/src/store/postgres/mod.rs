@@ -12,27 +12,26 @@
 //! * changes that could take away the last active admin hold another advisory lock, so two
 //!   control planes suspending the last two admins at once cannot both succeed.
 //!
-//! TLS to the database is not supported yet (`NoTls`): `sslmode=require` is refused with a
-//! message; reach PostgreSQL over loopback, a Unix socket or a trusted network.
+//! TLS to the database follows the URL's `sslmode` (`verify-full` with `sslrootcert=FILE` checks
+//! the server's certificate and name; see `url`).
 //!
-//! This file holds the [`Store`] methods, the connection URL, the pool and migrations; the
-//! larger subjects have a file each: `rows` (how records map to rows), `audit`, `sessions`,
-//! `transfer` (import for `sdm-server migrate`). They use only this backend and the shared
+//! This file holds the [`Store`] methods, the pool and migrations; the larger subjects have a
+//! file each: `url` (the connection URL and its TLS parameters), `tls` (tokio-postgres over
+//! rustls), `rows` (how records map to rows), `audit`, `sessions`, `transfer` (import for
+//! `sdm-server migrate`). They use only this backend and the shared
 //! `store` module, never the SQLite backend.
 //!
 //! [`SqliteStore`]: crate::store::SqliteStore
 
 use std::future::Future;
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use sdm_proto::api::{AccountKind, AccountStatus};
 use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
-use tokio_postgres::{Config, NoTls, Row};
 use uuid::Uuid;
 
 use crate::store::audit::Writer;
@@ -44,7 +43,11 @@ use crate::store::{
 mod audit;
 mod rows;
 mod sessions;
+mod tls;
 mod transfer;
+mod url;
+
+pub use url::DatabaseUrl;
 
 use rows::{
     ACCOUNT_COLUMNS, Context, GATEWAY_COLUMNS, RESOURCE_COLUMNS, SESSION_COLUMNS, TOKEN_COLUMNS,
@@ -81,7 +84,7 @@ pub const POOL_SIZE: usize = 16;
 /// store's retryable 503 (`api_unreachable`), not whichever of two equal deadlines fires first.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 /// Bound on opening one connection, unless the URL sets `connect_timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on applying migrations at start (waiting for another process's included).
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -89,75 +92,6 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 const MIGRATION_LOCK: i64 = 0x7364_6d5f_6d69_6772;
 /// Advisory lock held while an admin account is suspended or deleted ("sdm_admn").
 const ADMIN_LOCK: i64 = 0x7364_6d5f_6164_6d6e;
-
-/// A PostgreSQL connection URL (`postgres://user:password@host:port/dbname?…`, or libpq's
-/// `key=value` form). Its `Debug` and `Display` leave the password out.
-#[derive(Clone)]
-pub struct DatabaseUrl {
-    config: Config,
-}
-
-impl DatabaseUrl {
-    /// Parses and checks a URL.
-    pub fn parse(text: &str) -> Result<DatabaseUrl, StoreError> {
-        let mut config = Config::from_str(text.trim())
-            .map_err(|e| StoreError::backend("parse the PostgreSQL URL", e))?;
-        match config.get_ssl_mode() {
-            SslMode::Disable | SslMode::Prefer => {}
-            _ => {
-                return Err(StoreError::backend(
-                    "use the PostgreSQL URL",
-                    "sdm-server does not support TLS to PostgreSQL yet: remove sslmode=require \
-                     and reach the database over loopback, a Unix socket or a trusted network",
-                ));
-            }
-        }
-        // Without TLS support, never ask for it (`prefer` would be answered in clear anyway).
-        config.ssl_mode(SslMode::Disable);
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("sdm-server");
-        }
-        if config.get_hosts().is_empty() {
-            return Err(StoreError::backend(
-                "use the PostgreSQL URL",
-                "it names no host; give one, e.g. postgres://sdm@db.internal:5432/sdm",
-            ));
-        }
-        Ok(DatabaseUrl { config })
-    }
-
-    /// `postgres://user@host:port/dbname`, without the password.
-    pub fn redacted(&self) -> String {
-        let c = &self.config;
-        let host = match c.get_hosts().first() {
-            Some(Host::Tcp(name)) if name.contains(':') => format!("[{name}]"),
-            Some(Host::Tcp(name)) => name.clone(),
-            Some(Host::Unix(path)) => path.display().to_string(),
-            None => String::new(),
-        };
-        let port = c.get_ports().first().copied().unwrap_or(5432);
-        let user = c.get_user().map(|u| format!("{u}@")).unwrap_or_default();
-        let db = c.get_dbname().unwrap_or_default();
-        format!("postgres://{user}{host}:{port}/{db}")
-    }
-}
-
-impl std::fmt::Debug for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("DatabaseUrl")
-            .field(&self.redacted())
-            .finish()
-    }
-}
-
-impl std::fmt::Display for DatabaseUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
 
 /// The PostgreSQL [`Store`]. Cloning shares the pool.
 #[derive(Clone)]
@@ -354,7 +288,7 @@ impl PostgresStore {
     pub async fn connect(url: &DatabaseUrl) -> Result<PostgresStore, StoreError> {
         let manager = Manager::from_config(
             url.config.clone(),
-            NoTls,
+            url.tls(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -1157,7 +1091,7 @@ mod tests {
     store_suite!(fixture);
 
     async fn raw(url: &DatabaseUrl) -> tokio_postgres::Client {
-        let (client, connection) = url.config.connect(NoTls).await.unwrap();
+        let (client, connection) = url.config.connect(url.tls()).await.unwrap();
         tokio::spawn(connection);
         client
     }
@@ -1210,7 +1144,7 @@ mod tests {
     }
 
     #[test]
-    fn urls_never_show_the_password_and_tls_is_refused() {
+    fn urls_never_show_the_password_and_bad_tls_settings_are_named() {
         let url =
             DatabaseUrl::parse("postgres://sdm:s3cr%40t-pw@db.internal:6432/sdm_state").unwrap();
         assert_eq!(url.redacted(), "postgres://sdm@db.internal:6432/sdm_state");
@@ -1219,7 +1153,7 @@ mod tests {
         let store_debug = format!(
             "{:?}",
             PostgresStore {
-                pool: Pool::builder(Manager::new(url.config.clone(), NoTls))
+                pool: Pool::builder(Manager::new(url.config.clone(), url.tls()))
                     .build()
                     .unwrap(),
                 url: url.redacted(),
@@ -1232,13 +1166,37 @@ mod tests {
         assert_eq!(kv.redacted(), "postgres://sdm@/run/postgresql:5432/sdm");
         let socket = DatabaseUrl::parse("postgres://sdm@%2Frun%2Fpostgresql/sdm").unwrap();
         assert_eq!(socket.redacted(), "postgres://sdm@/run/postgresql:5432/sdm");
-        for tls in [
-            "postgres://sdm@db/sdm?sslmode=require",
-            "host=db user=sdm sslmode=require",
+        let required = DatabaseUrl::parse("postgres://sdm@db/sdm?sslmode=require").unwrap();
+        assert_eq!(
+            required.redacted(),
+            "postgres://sdm@db:5432/sdm?sslmode=require"
+        );
+        for (url, says) in [
+            (
+                "postgres://sdm@db/sdm?sslmode=verify-ca",
+                "use sslmode=verify-full",
+            ),
+            (
+                "host=db user=sdm sslmode=verify-full",
+                "needs sslrootcert=FILE",
+            ),
+            (
+                "postgres://sdm@db/sdm?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+                "cannot read sslrootcert /nonexistent/ca.pem",
+            ),
+            (
+                "host=db sslmode=require sslrootcert=/etc/hostname",
+                "only used with sslmode=verify-full",
+            ),
+            (
+                "postgres://sdm@db/sdm?sslmode=verify-full&sslrootcert=/etc/hostname",
+                "sslrootcert /etc/hostname: no PEM certificate",
+            ),
+            ("postgres://sdm@db/sdm?sslmode=always", "not one of disable"),
         ] {
-            let err = DatabaseUrl::parse(tls).unwrap_err();
+            let err = DatabaseUrl::parse(url).unwrap_err();
             let text = sdm_proto::error::one_line(&err);
-            assert!(text.contains("does not support TLS"), "{text}");
+            assert!(text.contains(says), "{url}: {text}");
         }
         for bad in [
             "postgres://sdm@db:notaport/sdm",
