@@ -43,6 +43,26 @@ pub enum ConfigError {
     },
 }
 
+/// `command` with every long flag that names no environment variable of its own also read
+/// from `SDM_` and its name in capitals, `-` as `_` (`--data-dir`: `SDM_DATA_DIR`), in every
+/// subcommand. The established names stay (`--database-url`: `SDM_DATABASE_URL`, `migrate
+/// --to`: the same). An empty variable counts as unset.
+pub fn with_env_vars(command: Command) -> Command {
+    let named = |arg: clap::Arg| {
+        let Some(long) = arg.get_long() else {
+            return arg;
+        };
+        if arg.get_env().is_some() || matches!(long, "help" | "version") {
+            return arg;
+        }
+        let name = format!("SDM_{}", long.to_uppercase().replace('-', "_"));
+        arg.env(name)
+    };
+    command
+        .mut_args(named)
+        .mut_subcommands(|sub| with_env_vars(sub))
+}
+
 /// The configuration file named by `--config FILE` (or `--config=FILE`) in `argv`, else by
 /// `env_var`.
 pub fn config_path(argv: &[OsString], env_var: &str) -> Option<PathBuf> {

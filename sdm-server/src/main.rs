@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use sdm_proto::error::one_line;
 use sdm_server::config;
 use sdm_server::control::sessions::DEFAULT_MAX_SESSIONS_PER_ACCOUNT;
@@ -118,6 +118,10 @@ struct ServeArgs {
     /// Also write the first admin token to this new file (mode 0600) when it is created.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Write the first admin token only to --admin-token-file, not to stdout: for a service
+    /// whose stdout is kept as a log (a container, the journal).
+    #[arg(long, requires = "admin_token_file")]
+    admin_token_file_only: bool,
     /// Lease lifetime: seconds, or a number with s, m or h (2 s to 24 h).
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl, default_value = "300")]
     lease_ttl: Duration,
@@ -209,12 +213,17 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
     Ok(retention)
 }
 
+/// The command line's definition, every flag also read from its environment variable.
+fn command() -> clap::Command {
+    config::with_env_vars(Cli::command())
+}
+
 fn main() -> ExitCode {
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let file = config::config_path(&argv, "SDM_CONFIG");
-    let checking = config::is_check(&Cli::command(), &argv);
+    let checking = config::is_check(&command(), &argv);
     if let (Some(path), false) = (&file, checking) {
-        match config::apply(&Cli::command(), argv, path) {
+        match config::apply(&command(), argv, path) {
             Ok(with_file) => argv = with_file,
             Err(e) => {
                 eprintln!("sdm-server: error: {e}");
@@ -222,12 +231,15 @@ fn main() -> ExitCode {
             }
         }
     }
-    let cli = match Cli::try_parse_from(argv) {
+    let parsed = command()
+        .try_get_matches_from(argv)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             // A value the file gave is named with its file and table, as `config check` does.
             if let (Some(path), false) = (&file, checking)
-                && let Err(in_file) = config::check(&Cli::command(), path)
+                && let Err(in_file) = config::check(&command(), path)
             {
                 eprintln!("sdm-server: error: {in_file}");
                 return ExitCode::from(2);
@@ -345,17 +357,29 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .collect();
     tracing::info!(ca_fingerprint = %fingerprint, "clients pin this CA (tokens carry it)");
     if let Some(token) = server.admin_token() {
+        // --admin-token-file-only requires --admin-token-file.
+        let file_only = args.admin_token_file_only;
         // A warning, so that it shows at the default filter and in either log format.
-        tracing::warn!(
-            "the first admin account's token is printed on stdout; it will not be shown again, \
-             so store it now (e.g. SDM_ADMIN_TOKEN in a secret store)"
-        );
+        if file_only {
+            tracing::warn!(
+                "the first admin account's token is in the file only; it will not be shown \
+                 again, so store it now (e.g. SDM_ADMIN_TOKEN in a secret store) and delete the \
+                 file"
+            );
+        } else {
+            tracing::warn!(
+                "the first admin account's token is printed on stdout; it will not be shown \
+                 again, so store it now (e.g. SDM_ADMIN_TOKEN in a secret store)"
+            );
+        }
         let written = args
             .admin_token_file
             .as_deref()
             .map(|path| write_token_file(path, token));
-        println!("{token}");
-        let _ = std::io::stdout().flush();
+        if !file_only {
+            println!("{token}");
+            let _ = std::io::stdout().flush();
+        }
         if let Some(Err(e)) = written {
             server.shutdown().await;
             return Err(e);
@@ -452,7 +476,7 @@ fn check_config(file: Option<&Path>) -> ExitCode {
         eprintln!("sdm-server: error: name the file: sdm-server config check --config FILE");
         return ExitCode::from(2);
     };
-    match config::check(&Cli::command(), file) {
+    match config::check(&command(), file) {
         Ok(tables) => {
             let tables: Vec<String> = tables.iter().map(|t| format!("[{t}]")).collect();
             println!("{}: ok ({})", file.display(), tables.join(", "));

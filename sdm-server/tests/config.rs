@@ -13,6 +13,11 @@ use std::path::Path;
 
 use processes::spawn;
 
+/// `env` as `spawn` takes it.
+fn pairs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -88,6 +93,89 @@ async fn the_file_sets_what_the_command_line_and_environment_do_not() {
         check.first_stdout_line(),
         format!("{file}: ok ([gateway], [serve])")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_flag_also_comes_from_its_sdm_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (from_env, from_file) = (dir.path().join("env-data"), dir.path().join("file-data"));
+    let file = write(
+        dir.path(),
+        "sdm.toml",
+        &format!(
+            "[serve]\ndata-dir = \"{}\"\nlease-ttl = \"not a duration\"\n",
+            from_file.display()
+        ),
+    );
+    // No flag at all: the data dir, both listeners, the token file and a switch from the
+    // environment, which also wins over the file (whose bad lease-ttl SDM_LEASE_TTL hides).
+    let token_file = dir.path().join("admin.token");
+    let env = |allow_remote: &'static str| {
+        vec![
+            ("SDM_DATA_DIR", from_env.to_str().unwrap().to_owned()),
+            ("SDM_LISTEN", "127.0.0.1:0".to_owned()),
+            ("SDM_GATEWAY_LISTEN", "127.0.0.1:0".to_owned()),
+            ("SDM_LEASE_TTL", "90s".to_owned()),
+            (
+                "SDM_ADMIN_TOKEN_FILE",
+                token_file.to_str().unwrap().to_owned(),
+            ),
+            ("SDM_DIAG_LISTEN", "0.0.0.0:0".to_owned()),
+            ("SDM_DIAG_ALLOW_REMOTE", allow_remote.to_owned()),
+        ]
+    };
+    // The switch off: the diagnostics listener off loopback is refused.
+    let off = env("false");
+    let (code, stderr) =
+        spawn("control plane", &["serve", "--config", &file], &pairs(&off)).wait_exit();
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--diag-allow-remote"), "{stderr}");
+    let on = env("true");
+    let on = pairs(&on);
+    let mut server = spawn("control plane", &["serve", "--config", &file], &on);
+    server.wait_for("sdm-server is running");
+    assert!(
+        from_env.join("sdm.db").exists(),
+        "SDM_DATA_DIR was not used"
+    );
+    assert!(!from_file.exists(), "the file won over SDM_DATA_DIR");
+    assert!(
+        std::fs::read_to_string(&token_file)
+            .unwrap()
+            .starts_with("sdm_adm_"),
+        "SDM_ADMIN_TOKEN_FILE was not used"
+    );
+    server.kill();
+
+    // A bad value is named with its variable, and the flag wins over the variable.
+    let mut bad = spawn(
+        "control plane",
+        &["serve", "--data-dir", from_env.to_str().unwrap()],
+        &[("SDM_LEASE_TTL", "soon")],
+    );
+    let (code, stderr) = bad.wait_exit();
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("soon") && stderr.contains("--lease-ttl"),
+        "{stderr}"
+    );
+    let mut server = spawn(
+        "control plane",
+        &[
+            "serve",
+            "--data-dir",
+            from_env.to_str().unwrap(),
+            "--lease-ttl",
+            "60",
+            "--listen",
+            "127.0.0.1:0",
+            "--gateway-listen",
+            "127.0.0.1:0",
+        ],
+        &[("SDM_LEASE_TTL", "soon")],
+    );
+    server.wait_for("sdm-server is running");
+    server.kill();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -113,6 +113,11 @@ impl Proc {
         })
     }
 
+    /// The stdout lines not read yet.
+    pub fn stdout_so_far(&mut self) -> Vec<String> {
+        std::iter::from_fn(|| self.stdout.try_recv().ok()).collect()
+    }
+
     /// Everything written to stderr so far.
     pub fn stderr_so_far(&mut self) -> String {
         while let Ok(line) = self.stderr.try_recv() {
