@@ -60,7 +60,7 @@ pub fn with_env_vars(command: Command) -> Command {
     };
     command
         .mut_args(named)
-        .mut_subcommands(|sub| with_env_vars(sub))
+        .mut_subcommands(with_env_vars)
 }
 
 /// The configuration file named by `--config FILE` (or `--config=FILE`) in `argv`, else by
