@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::{WarmPool, error_from_io};
 use crate::lease::LeaseSlot;
-use crate::observer::TunnelObserver;
 use crate::listener::{ListenAddr, LocalListener, LocalStream};
+use crate::observer::TunnelObserver;
 use crate::refusal;
 use crate::resource::{Resource, ResourceKind};
 use crate::session_core::SessionCore;
@@ -368,10 +368,10 @@ async fn carry(
                     return Err(e);
                 }
             };
-            if let (Some(observer), Some(accepted), Some(reached)) =
-                (&observer, accepted, &reached)
+            if let (Some(observer), Some(accepted), Some(reached)) = (&observer, accepted, &reached)
             {
-                let (observer, tunnel, reached) = (observer.clone(), tunnel.clone(), reached.clone());
+                let (observer, tunnel, reached) =
+                    (observer.clone(), tunnel.clone(), reached.clone());
                 remote.on_reached(Box::new(move || {
                     reached.store(true, Ordering::Relaxed);
                     observer.connection_reached(&tunnel.resource, accepted.elapsed());

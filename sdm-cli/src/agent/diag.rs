@@ -66,10 +66,7 @@ impl Diag {
     /// Serves `bound` with fresh metrics; `/readyz` says `login` until [`Diag::running`].
     pub(crate) fn serve(bound: Bound) -> Diag {
         let metrics = AgentMetrics::default();
-        let probes = Probes::new(
-            Arc::new(metrics.registry()),
-            "login: the agent is starting",
-        );
+        let probes = Probes::new(Arc::new(metrics.registry()), "login: the agent is starting");
         // Stopped by the runtime's shutdown when the agent exits.
         drop(sdm_diag::serve(bound.listener, probes.clone()));
         Diag { probes, metrics }
@@ -128,7 +125,10 @@ impl Readiness for AgentReadiness {
                     )]
                 }
                 ErrorKind::Closed => vec![format!("login: {}", one_line(e.message()))],
-                _ => vec![format!("control_plane: unreachable: {}", one_line(e.message()))],
+                _ => vec![format!(
+                    "control_plane: unreachable: {}",
+                    one_line(e.message())
+                )],
             },
             Err(_) => vec![format!(
                 "control_plane: no answer within {} s",

@@ -59,7 +59,9 @@ impl Default for AgentMetrics {
             setup: Histogram::new(SETUP_BUCKETS),
         };
         // Shown from the start, at 0, so that a rate needs no guessing.
-        let _ = metrics.logins.get_or_create(&OutcomeLabel { outcome: "ok" });
+        let _ = metrics
+            .logins
+            .get_or_create(&OutcomeLabel { outcome: "ok" });
         metrics
     }
 }
@@ -127,11 +129,15 @@ fn resource_label(resource: &Resource) -> ResourceLabel {
 
 impl TunnelObserver for AgentMetrics {
     fn tunnel_opened(&self, resource: &Resource) {
-        self.tunnels_open.get_or_create(&resource_label(resource)).inc();
+        self.tunnels_open
+            .get_or_create(&resource_label(resource))
+            .inc();
     }
 
     fn tunnel_closed(&self, resource: &Resource) {
-        self.tunnels_open.get_or_create(&resource_label(resource)).dec();
+        self.tunnels_open
+            .get_or_create(&resource_label(resource))
+            .dec();
     }
 
     fn connection_opened(&self, resource: &Resource) {

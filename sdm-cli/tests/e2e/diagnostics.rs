@@ -133,7 +133,10 @@ fn readiness_names_the_missing_login_and_the_lost_control_plane() {
     answers.push(answer.1);
     answers.push(scrape(diag).0);
     for text in answers {
-        assert!(!text.contains(&token), "the token in a diagnostics answer: {text}");
+        assert!(
+            !text.contains(&token),
+            "the token in a diagnostics answer: {text}"
+        );
     }
 }
 
@@ -145,7 +148,10 @@ fn metrics_move_with_a_real_query_and_promtool_accepts_the_scrape() {
     let sdm = fx.sdm();
     let diag = agent_with_diag(&sdm);
     let (_, empty) = scrape(diag);
-    assert_eq!(sample(&empty, r#"sdm_agent_logins_total{outcome="ok"}"#), 0.0);
+    assert_eq!(
+        sample(&empty, r#"sdm_agent_logins_total{outcome="ok"}"#),
+        0.0
+    );
 
     // A refused login, then a good one.
     sdm.run_env(&["login"], &[("SDM_SERVICE_TOKEN", "sdm_svc_nonsense")])
@@ -154,9 +160,15 @@ fn metrics_move_with_a_real_query_and_promtool_accepts_the_scrape() {
     let out = sdm.run(&["connect", "pgsql", "--json"]);
     let port = u16::try_from(out.json()["port"].as_u64().unwrap()).unwrap();
     let (_, before) = scrape(diag);
-    assert_eq!(sample(&before, r#"sdm_agent_logins_total{outcome="ok"}"#), 1.0);
     assert_eq!(
-        sample(&before, r#"sdm_agent_logins_total{outcome="invalid_token"}"#),
+        sample(&before, r#"sdm_agent_logins_total{outcome="ok"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &before,
+            r#"sdm_agent_logins_total{outcome="invalid_token"}"#
+        ),
         1.0,
         "{before:#?}"
     );
@@ -176,7 +188,10 @@ fn metrics_move_with_a_real_query_and_promtool_accepts_the_scrape() {
         sample(&after, r#"sdm_agent_connections_open{resource="pgsql"}"#) == 0.0
             && sample(&after, r#"sdm_agent_connections_total{resource="pgsql"}"#) >= 1.0
     });
-    assert!(ended, "the query's connection is still counted open: {after:#?}");
+    assert!(
+        ended,
+        "the query's connection is still counted open: {after:#?}"
+    );
     let moved = |name: &str| sample(&after, name) - sample(&before, name);
     assert_eq!(
         moved(r#"sdm_agent_connections_total{resource="pgsql"}"#),
@@ -237,7 +252,8 @@ fn a_taken_port_or_an_address_off_loopback_is_refused_with_the_address_named() {
     let out = sdm.run(&["listen", "--daemon", "--diag-listen", &addr]);
     assert_eq!(out.code, 16, "{out:#?}");
     assert!(
-        out.stderr.contains(&format!("cannot listen for diagnostics on {addr}")),
+        out.stderr
+            .contains(&format!("cannot listen for diagnostics on {addr}")),
         "{out:#?}"
     );
     assert!(sdm.agent_pid().is_none());
@@ -252,5 +268,8 @@ fn a_taken_port_or_an_address_off_loopback_is_refused_with_the_address_named() {
         "{line}"
     );
     let out = sdm.run(&["listen", "--diag-allow-remote"]);
-    assert_eq!(out.code, 2, "--diag-allow-remote needs --diag-listen: {out:#?}");
+    assert_eq!(
+        out.code, 2,
+        "--diag-allow-remote needs --diag-listen: {out:#?}"
+    );
 }
