@@ -1,8 +1,8 @@
 //! The agent's diagnostics listener (`sdm listen --diag-listen ADDR`): sdm-diag's listener,
 //! with the agent's [`AgentMetrics`] and its readiness checks:
 //!
-//! - `login`: the agent has no session (`sdm login` has not been run, or the session was
-//!   refused by the control plane: token revoked, account suspended);
+//! - `login`: the agent has no session (`sdm login` has not been run), or the control plane
+//!   refuses its token (revoked, account suspended);
 //! - `control_plane`: the session's control plane does not answer (asked at most every
 //!   [`CHECK_EVERY`], so that probes cannot turn into a flood of API calls on this account);
 //! - `shutdown`: SIGTERM, SIGINT or SIGHUP arrived (or a logout), the agent is stopping.
@@ -120,7 +120,7 @@ impl Readiness for AgentReadiness {
             Ok(Err(e)) => match e.kind() {
                 ErrorKind::Unauthenticated | ErrorKind::InvalidToken | ErrorKind::Forbidden => {
                     vec![format!(
-                        "login: the control plane refused the session: {}",
+                        "login: the control plane refuses the token: {}",
                         one_line(e.message())
                     )]
                 }

@@ -1,6 +1,6 @@
 //! The agent's diagnostics listener (`sdm listen --diag-listen`) as an operator's probes and
-//! scraper see it, with real processes: `/readyz` before the login, logged in, and once the
-//! control plane is gone; `/metrics` scraped before and after a real psql query through a
+//! scraper see it, with real processes: `/readyz` before the login, logged in, with the
+//! account suspended, and once the control plane is gone; `/metrics` scraped before and after a real psql query through a
 //! tunnel to a real PostgreSQL, checked by Debian's `promtool check metrics`; a taken port and
 //! an address off loopback refused. No answer ever carries the token.
 //!
@@ -100,7 +100,7 @@ fn promtool_check(text: &str) {
 }
 
 #[test]
-fn readiness_names_the_missing_login_and_the_lost_control_plane() {
+fn readiness_names_the_missing_login_a_refused_token_and_the_lost_control_plane() {
     let mut fx = Fixture::start();
     let token = fx.service_account("etl");
     let sdm = fx.sdm();
@@ -117,8 +117,26 @@ fn readiness_names_the_missing_login_and_the_lost_control_plane() {
     let logged_in = get(diag, "/readyz");
     assert_eq!(logged_in, (200, "ok\n".to_owned()));
 
-    fx.stop_server();
+    // The account suspended: the session is refused, and the check says so.
+    fx.block_on(fx.admin.suspend_account("etl")).unwrap();
     let mut answer = (0, String::new());
+    let refused = eventually(LIMIT, || {
+        answer = get(diag, "/readyz");
+        answer.0 == 503
+    });
+    assert!(refused, "still ready with a suspended account: {answer:?}");
+    assert!(
+        answer
+            .1
+            .starts_with("login: the control plane refuses the token: "),
+        "{answer:?}"
+    );
+    answers.push(answer.1.clone());
+    fx.block_on(fx.admin.unsuspend_account("etl")).unwrap();
+    let back = eventually(LIMIT, || get(diag, "/readyz").0 == 200);
+    assert!(back, "not ready again once the account is active");
+
+    fx.stop_server();
     let unready = eventually(LIMIT, || {
         answer = get(diag, "/readyz");
         answer.0 == 503
