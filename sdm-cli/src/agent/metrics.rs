@@ -129,9 +129,19 @@ fn resource_label(resource: &Resource) -> ResourceLabel {
 
 impl TunnelObserver for AgentMetrics {
     fn tunnel_opened(&self, resource: &Resource) {
-        self.tunnels_open
-            .get_or_create(&resource_label(resource))
-            .inc();
+        let label = resource_label(resource);
+        self.tunnels_open.get_or_create(&label).inc();
+        // The resource's series show from now on, at 0, so that a rate (of failures, say)
+        // has a series before the first event.
+        let _ = self.connections.get_or_create(&label);
+        let _ = self.connections_open.get_or_create(&label);
+        let _ = self.connection_failures.get_or_create(&label);
+        for direction in ["up", "down"] {
+            let _ = self.bytes.get_or_create(&TrafficLabel {
+                resource: resource.name.clone(),
+                direction,
+            });
+        }
     }
 
     fn tunnel_closed(&self, resource: &Resource) {

@@ -194,6 +194,14 @@ fn metrics_move_with_a_real_query_and_promtool_accepts_the_scrape() {
         sample(&before, r#"sdm_agent_tunnels_open{resource="pgsql"}"#),
         1.0
     );
+    // Once the tunnel is open, its resource's series are there, at 0.
+    for name in [
+        r#"sdm_agent_connections_total{resource="pgsql"}"#,
+        r#"sdm_agent_connection_failures_total{resource="pgsql"}"#,
+        r#"sdm_agent_tunnel_bytes_total{resource="pgsql",direction="up"}"#,
+    ] {
+        assert_eq!(before.get(name), Some(&0.0), "{name} in {before:#?}");
+    }
 
     let (code, stdout, stderr) = psql_as(port, "etl", None, "SELECT 'through ' || 'sdm'");
     assert_eq!((code, stdout.as_str()), (0, "through sdm"), "{stderr}");
