@@ -1,6 +1,7 @@
 //! The command line: every command, option and help text.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
@@ -214,6 +215,14 @@ pub struct ListenArgs {
     /// that `sdm login` starts takes it from SDM_LOG_FORMAT.
     #[arg(long, value_enum, env = "SDM_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve /livez, /readyz and /metrics over plain HTTP on this address (off by default).
+    /// It has no authentication: keep it on loopback. An agent that `sdm login` starts takes
+    /// it from SDM_DIAG_LISTEN.
+    #[arg(long, value_name = "ADDR", env = "SDM_DIAG_LISTEN")]
+    pub diag_listen: Option<SocketAddr>,
+    /// Allow --diag-listen on an address other than loopback (127.0.0.0/8, ::1).
+    #[arg(long, requires = "diag_listen")]
+    pub diag_allow_remote: bool,
 }
 
 #[derive(Debug, Args)]

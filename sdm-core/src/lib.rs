@@ -11,6 +11,7 @@ mod error;
 mod gateway;
 mod lease;
 mod listener;
+mod observer;
 mod refusal;
 mod resource;
 pub mod runtime;
@@ -25,6 +26,7 @@ pub use account::Account;
 pub use dial::DialStream;
 pub use error::{Error, ErrorKind, Result};
 pub use listener::ListenAddr;
+pub use observer::TunnelObserver;
 pub use resource::{Resource, ResourceClass, ResourceKind};
 pub use sdm_proto::api::{AccountKind, Settings};
 /// Durations as typed on a command line (`300`, `5m`, `1h`, `7d`).

@@ -17,6 +17,7 @@ use crate::dial::DialStream;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::Connector;
 use crate::listener::LocalListener;
+use crate::observer::TunnelObserver;
 use crate::resource::{Resource, resolve};
 use crate::session_core::SessionCore;
 use crate::status::{ConnectionState, ResourceStatus, Status, Unreachable};
@@ -94,6 +95,7 @@ pub struct SessionBuilder {
     labels: BTreeMap<String, String>,
     timeout: Option<Duration>,
     warm_connections: Option<usize>,
+    observer: Option<Arc<dyn TunnelObserver>>,
 }
 
 impl std::fmt::Debug for SessionBuilder {
@@ -103,6 +105,7 @@ impl std::fmt::Debug for SessionBuilder {
             .field("api_url", &self.api_url)
             .field("labels", &self.labels)
             .field("timeout", &self.timeout)
+            .field("observer", &self.observer.is_some())
             .finish()
     }
 }
@@ -144,6 +147,13 @@ impl SessionBuilder {
         self
     }
 
+    /// Tells `observer` what this session's tunnels do (for metrics); by default nobody is
+    /// told, at no cost.
+    pub fn observer(mut self, observer: Arc<dyn TunnelObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Logs in.
     pub async fn login(self) -> Result<Session> {
         let token_text = match self.token {
@@ -177,6 +187,7 @@ impl SessionBuilder {
                 request,
                 response,
                 self.warm_connections.unwrap_or(DEFAULT_WARM_CONNECTIONS),
+                self.observer,
             )),
             tunnels: Arc::default(),
         })

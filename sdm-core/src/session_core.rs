@@ -15,6 +15,7 @@ use crate::api::ApiClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::{Connector, GatewayStream, WarmPool};
 use crate::lease::{ActiveLease, LeaseSlot};
+use crate::observer::TunnelObserver;
 use crate::resource::{Resource, resolve};
 
 /// How long a resource list is reused to resolve names for `connect` and `dial`.
@@ -37,6 +38,8 @@ pub(crate) struct SessionCore {
     pub(crate) settings: Settings,
     pub(crate) connector: Connector,
     pub(crate) warm_connections: usize,
+    /// Told what the tunnels do; `None` costs nothing on the data path.
+    pub(crate) observer: Option<Arc<dyn TunnelObserver>>,
     leases: Mutex<HashMap<Uuid, Arc<LeaseSlot>>>,
     resources: Mutex<Option<(Instant, Vec<Resource>)>>,
     pub(crate) logged_out: AtomicBool,
@@ -50,6 +53,7 @@ impl SessionCore {
         login: LoginRequest,
         response: LoginResponse,
         warm_connections: usize,
+        observer: Option<Arc<dyn TunnelObserver>>,
     ) -> SessionCore {
         SessionCore {
             api,
@@ -64,6 +68,7 @@ impl SessionCore {
             connector,
             settings: response.settings,
             warm_connections,
+            observer,
             leases: Mutex::new(HashMap::new()),
             resources: Mutex::new(None),
             logged_out: AtomicBool::new(false),

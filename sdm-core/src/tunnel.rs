@@ -11,6 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::{WarmPool, error_from_io};
 use crate::lease::LeaseSlot;
 use crate::listener::{ListenAddr, LocalListener, LocalStream};
+use crate::observer::TunnelObserver;
 use crate::refusal;
 use crate::resource::{Resource, ResourceKind};
 use crate::session_core::SessionCore;
@@ -64,6 +65,8 @@ pub(crate) struct TunnelShared {
     /// A gateway refused the current lease (its session may have ended on the server): the
     /// check renews the lease instead of waiting for its half-life.
     lease_refused: AtomicBool,
+    /// The session's observer, told when the tunnel opens and closes and about each connection.
+    observer: Option<Arc<dyn TunnelObserver>>,
 }
 
 impl Tunnel {
@@ -88,7 +91,11 @@ impl Tunnel {
             check: Notify::new(),
             last_check: Mutex::new(None),
             lease_refused: AtomicBool::new(false),
+            observer: core.observer.clone(),
         });
+        if let Some(observer) = &shared.observer {
+            observer.tunnel_opened(&shared.resource);
+        }
         let accept = tokio::spawn(accept_loop(
             listener,
             same_user_only,
@@ -251,8 +258,15 @@ impl TunnelShared {
         } else {
             tracing::info!(resource = %self.resource.name, "tunnel closed");
         }
-        self.shutdown.send_replace(true);
+        // The reason is in place before anyone sees the tunnel closed. Two closes may race (a
+        // revocation and the owner's): only the one that closes it tells the observer.
+        let closed_it = self
+            .shutdown
+            .send_if_modified(|closed| !std::mem::replace(closed, true));
         self.pool.close();
+        if closed_it && let Some(observer) = &self.observer {
+            observer.tunnel_closed(&self.resource);
+        }
     }
 
     /// Waits for the accept loop to end (the listener is then dropped and the port free).
@@ -327,69 +341,93 @@ async fn carry(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tunnel.connections.fetch_add(1, Ordering::Relaxed);
+    let observer = tunnel.observer.clone();
+    // Read only for an observer: a session without one reads no clock here.
+    let accepted = observer.as_ref().map(|observer| {
+        observer.connection_opened(&tunnel.resource);
+        Instant::now()
+    });
     let name = tunnel.resource.name.as_str();
     let kind = &tunnel.resource.kind;
     // A gateway's refusal comes after the client's first bytes went to it: kept, so that the
     // refusal can still be told in the client's protocol.
     let mut local = refusal::Replayable::new(local);
-    let work = async {
-        let mut remote = match core.open_stream(&slot, name, Some(&tunnel.pool)).await {
-            Ok(remote) => remote,
-            Err(e) => {
-                // Said in the client's protocol where it has one (PostgreSQL: an ErrorResponse
-                // psql prints), not a bare closed socket.
-                let why = format!("sdm: cannot open a connection to {name:?}: {e}");
-                refusal::refuse(&mut local, kind, refusal::CANNOT_CONNECT, &why).await;
-                return Err(e);
-            }
-        };
-        // Buffers sized by use: up to 64 KiB for bulk, none while idle.
-        let relayed = sdm_relay::relay(&mut local, &mut remote).await;
-        if let Err(e) = &relayed
-            && let Some(refused) = error_from_io(e)
-            && local.replay()
-        {
-            // The gateway refused the stream before the resource said anything.
-            let code = if refused.ends_access() {
-                refusal::NOT_AUTHORIZED
-            } else {
-                refusal::CANNOT_CONNECT
+    // Bytes moved (client to resource, back), kept however the connection ends (also when
+    // the tunnel closes under it); and, for an observer, whether the resource was reached.
+    let mut moved = (0u64, 0u64);
+    let reached = accepted.map(|_| Arc::new(AtomicBool::new(false)));
+    let outcome = {
+        let work = async {
+            let mut remote = match core.open_stream(&slot, name, Some(&tunnel.pool)).await {
+                Ok(remote) => remote,
+                Err(e) => {
+                    // Said in the client's protocol where it has one (PostgreSQL: an
+                    // ErrorResponse psql prints), not a bare closed socket.
+                    let why = format!("sdm: cannot open a connection to {name:?}: {e}");
+                    refusal::refuse(&mut local, kind, refusal::CANNOT_CONNECT, &why).await;
+                    return Err(e);
+                }
             };
-            let why = format!("sdm: {name:?}: {}", refused.message());
-            refusal::refuse(&mut local, kind, code, &why).await;
-        }
-        relayed.map_err(|e| {
-            let e = error_from_io(&e)
-                .unwrap_or_else(|| Error::new(ErrorKind::Closed, format!("connection ended: {e}")));
-            // A gateway that refused for a reason of its own (it cannot check the lease or
-            // record the connection) is tried last for a while: later connections go to
-            // the others.
-            if matches!(
-                e.kind(),
-                ErrorKind::GatewayUnreachable | ErrorKind::Internal
-            ) {
-                core.connector.avoid(remote.gateway());
+            if let (Some(observer), Some(accepted), Some(reached)) = (&observer, accepted, &reached)
+            {
+                let (observer, tunnel, reached) =
+                    (observer.clone(), tunnel.clone(), reached.clone());
+                remote.on_reached(Box::new(move || {
+                    reached.store(true, Ordering::Relaxed);
+                    observer.connection_reached(&tunnel.resource, accepted.elapsed());
+                }));
             }
-            e
-        })?;
-        if remote.end_stream() {
-            tunnel.pool.give_back(remote);
+            // Buffers sized by use: up to 64 KiB for bulk, none while idle.
+            let relayed = sdm_relay::relay_counted(&mut local, &mut remote, &mut moved).await;
+            if let Err(e) = &relayed
+                && let Some(refused) = error_from_io(e)
+                && local.replay()
+            {
+                // The gateway refused the stream before the resource said anything.
+                let code = if refused.ends_access() {
+                    refusal::NOT_AUTHORIZED
+                } else {
+                    refusal::CANNOT_CONNECT
+                };
+                let why = format!("sdm: {name:?}: {}", refused.message());
+                refusal::refuse(&mut local, kind, code, &why).await;
+            }
+            relayed.map_err(|e| {
+                let e = error_from_io(&e).unwrap_or_else(|| {
+                    Error::new(ErrorKind::Closed, format!("connection ended: {e}"))
+                });
+                // A gateway that refused for a reason of its own (it cannot check the lease or
+                // record the connection) is tried last for a while: later connections go to
+                // the others.
+                if matches!(
+                    e.kind(),
+                    ErrorKind::GatewayUnreachable | ErrorKind::Internal
+                ) {
+                    core.connector.avoid(remote.gateway());
+                }
+                e
+            })?;
+            if remote.end_stream() {
+                tunnel.pool.give_back(remote);
+            }
+            Ok::<(), Error>(())
+        };
+        let mut work = std::pin::pin!(work);
+        let ended = tokio::select! {
+            r = &mut work => Some(r),
+            _ = shutdown.wait_for(|closed| *closed) => None,
+        };
+        match ended {
+            Some(r) => r,
+            None if tunnel.resource.kind == ResourceKind::Postgres
+                && tunnel.closed_by_revocation() =>
+            {
+                tokio::time::timeout(REVOCATION_GRACE, work)
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+            None => Ok(()),
         }
-        Ok::<(), Error>(())
-    };
-    let mut work = std::pin::pin!(work);
-    let ended = tokio::select! {
-        r = &mut work => Some(r),
-        _ = shutdown.wait_for(|closed| *closed) => None,
-    };
-    let outcome = match ended {
-        Some(r) => r,
-        None if tunnel.resource.kind == ResourceKind::Postgres && tunnel.closed_by_revocation() => {
-            tokio::time::timeout(REVOCATION_GRACE, work)
-                .await
-                .unwrap_or(Ok(()))
-        }
-        None => Ok(()),
     };
     if let Err(e) = outcome {
         if e.kind() == ErrorKind::Unauthenticated {
@@ -401,6 +439,10 @@ async fn carry(
             }
             _ => tracing::warn!(resource = name, %peer, error = %e, "connection failed"),
         }
+    }
+    if let Some(observer) = &observer {
+        let reached = reached.is_some_and(|r| r.load(Ordering::Relaxed));
+        observer.connection_closed(&tunnel.resource, moved.0, moved.1, reached);
     }
     tunnel.connections.fetch_sub(1, Ordering::Relaxed);
     tunnel.request_check();

@@ -219,23 +219,39 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    let mut moved = (0, 0);
+    relay_counted(a, b, &mut moved).await?;
+    Ok(moved)
+}
+
+/// [`relay`], keeping the bytes moved so far from `a` to `b` and from `b` to `a` in `moved`
+/// however it ends: also when it fails, or when it is dropped midway (a caller that counts
+/// traffic counts what a cut connection carried too).
+pub async fn relay_counted<A, B>(a: &mut A, b: &mut B, moved: &mut (u64, u64)) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let mut forth = Pump::new();
     let mut back = Pump::new();
     std::future::poll_fn(|cx| {
+        let mut failed = None;
         if !forth.done
             && let Poll::Ready(Err(e)) =
                 forth.poll_pump(cx, Pin::new(&mut *a), Pin::new(&mut *b), &mut NoTap, true)
         {
-            return Poll::Ready(Err(e.into_inner()));
-        }
-        if !back.done
+            failed = Some(e);
+        } else if !back.done
             && let Poll::Ready(Err(e)) =
                 back.poll_pump(cx, Pin::new(&mut *b), Pin::new(&mut *a), &mut NoTap, true)
         {
-            return Poll::Ready(Err(e.into_inner()));
+            failed = Some(e);
         }
-        if forth.done && back.done {
-            Poll::Ready(Ok((forth.moved, back.moved)))
+        *moved = (forth.moved, back.moved);
+        if let Some(e) = failed {
+            Poll::Ready(Err(e.into_inner()))
+        } else if forth.done && back.done {
+            Poll::Ready(Ok(()))
         } else {
             Poll::Pending
         }
@@ -337,6 +353,29 @@ mod tests {
         assert!(out == bytes, "bytes changed on the way");
         assert_eq!(pump.moved, bytes.len() as u64);
         assert_eq!(pump.buf.len(), MAX_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn a_relay_that_fails_still_says_what_it_moved() {
+        let (mut a, mut far_a) = duplex(64);
+        let (mut b, mut far_b) = duplex(64);
+        let relayed = tokio::spawn(async move {
+            let mut moved = (0, 0);
+            let result = relay_counted(&mut a, &mut b, &mut moved).await;
+            (result, moved)
+        });
+        far_a.write_all(b"hello").await.unwrap();
+        let mut forth = [0u8; 5];
+        far_b.read_exact(&mut forth).await.unwrap();
+        far_b.write_all(b"hi").await.unwrap();
+        let mut back = [0u8; 2];
+        far_a.read_exact(&mut back).await.unwrap();
+        // b's peer goes away: the next bytes for it cannot be written.
+        drop(far_b);
+        far_a.write_all(b"more").await.unwrap();
+        let (result, moved) = relayed.await.unwrap();
+        assert!(result.is_err(), "{result:?}");
+        assert_eq!(moved, (5, 2));
     }
 
     #[tokio::test]

@@ -441,9 +441,11 @@ async fn start_diag(args: &DiagArgs, starting: &str) -> Result<Option<Diag>, Str
     let Some(addr) = args.diag_listen else {
         return Ok(None);
     };
-    let listener = diag::bind(addr, args.diag_allow_remote).await?;
+    let listener = diag::bind(addr, args.diag_allow_remote)
+        .await
+        .map_err(|e| e.to_string())?;
     let metrics = Arc::new(Metrics::new());
-    let probes = Probes::new(metrics.clone(), starting);
+    let probes = Probes::new(metrics.registry(), starting);
     let task = diag::serve(listener, probes.clone());
     Ok(Some(Diag {
         metrics,

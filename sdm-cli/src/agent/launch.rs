@@ -32,9 +32,10 @@ pub fn ping(home: &Home) -> Result<Option<AgentInfo>, CliError> {
     }
 }
 
-/// Starts a background agent for `home` unless one answers already; returns the running
-/// agent's details once it answers. The agent's standard error goes to `SDM_HOME/agent.log`.
-pub fn ensure_running(home: &Home) -> Result<(AgentInfo, bool), CliError> {
+/// Starts a background agent for `home` (`sdm listen` with `listen_args`) unless one answers
+/// already; returns the running agent's details once it answers. The agent's standard error
+/// goes to `SDM_HOME/agent.log`.
+pub fn ensure_running(home: &Home, listen_args: &[String]) -> Result<(AgentInfo, bool), CliError> {
     if let Some(info) = ping(home)? {
         return Ok((info, false));
     }
@@ -47,6 +48,7 @@ pub fn ensure_running(home: &Home) -> Result<(AgentInfo, bool), CliError> {
     let mut command = Command::new(exe);
     command
         .arg("listen")
+        .args(listen_args)
         .env(HOME_ENV_VAR, home.dir())
         .current_dir("/")
         .stdin(Stdio::null())

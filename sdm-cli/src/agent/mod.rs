@@ -1,7 +1,9 @@
 //! The local agent (`sdm listen`): holds the session and its tunnels and answers the other
 //! commands over `SDM_HOME/agent.sock`.
 
+mod diag;
 pub mod launch;
+mod metrics;
 mod state;
 
 use std::fs;
@@ -17,6 +19,8 @@ use tokio::task::JoinSet;
 use crate::exit::CliError;
 use crate::home::{AgentLock, Home};
 use crate::protocol::{BAD_REQUEST, ErrorReply, MAX_LINE, PROTOCOL_VERSION, Reply, Request};
+use diag::Diag;
+pub use diag::DiagOptions;
 use state::Agent;
 
 /// A connection that sends no request for this long is closed.
@@ -38,8 +42,42 @@ pub struct InitialLogin {
     pub unix_socket: bool,
 }
 
-/// Runs the agent in this process until logout or a signal.
-pub fn run(home: &Home, login: Option<InitialLogin>) -> Result<(), CliError> {
+/// Runs the agent in this process until logout or a signal; with `diag`, serving its probes and
+/// metrics there.
+pub fn run(
+    home: &Home,
+    login: Option<InitialLogin>,
+    diag: Option<DiagOptions>,
+) -> Result<(), CliError> {
+    // One thread carries every tunnel, so a socket event wakes the task on the thread that saw
+    // it; with two workers most messages also woke the other thread. Measured through a gateway
+    // (medians of 3 interleaved runs): pgbench select-only 14,146 → 14,663 TPS, a new
+    // connection's first byte 0.826 → 0.734 ms. One thread still moves over 1 GB/s of TLS.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .thread_name("sdm-agent")
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
+    // The diagnostics port first: taken or off loopback, the agent stops before it touches
+    // its home or logs in.
+    let bound = match diag {
+        Some(options) => Some(runtime.block_on(diag::bind(options))?),
+        None => None,
+    };
+    let result = runtime.block_on(async {
+        let diag = bound.map(Diag::serve);
+        run_in(home, login, diag).await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+/// [`run`] inside the runtime: the lock, then the socket.
+async fn run_in(
+    home: &Home,
+    login: Option<InitialLogin>,
+    diag: Option<Diag>,
+) -> Result<(), CliError> {
     home.ensure()?;
     let lock = AgentLock::try_acquire(home)
         .map_err(|e| CliError::agent(format!("cannot lock {}: {e}", home.lock_file().display())))?;
@@ -52,18 +90,7 @@ pub fn run(home: &Home, login: Option<InitialLogin>) -> Result<(), CliError> {
             home.dir().display()
         )));
     };
-    // One thread carries every tunnel, so a socket event wakes the task on the thread that saw
-    // it; with two workers most messages also woke the other thread. Measured through a gateway
-    // (medians of 3 interleaved runs): pgbench select-only 14,146 → 14,663 TPS, a new
-    // connection's first byte 0.826 → 0.734 ms. One thread still moves over 1 GB/s of TLS.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .thread_name("sdm-agent")
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::internal(format!("cannot start the async runtime: {e}")))?;
-    let result = runtime.block_on(serve(home, lock, login));
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    result
+    serve(home, lock, login, diag).await
 }
 
 /// Why the main loop ended.
@@ -78,6 +105,7 @@ async fn serve(
     home: &Home,
     mut lock: AgentLock,
     login: Option<InitialLogin>,
+    diag: Option<Diag>,
 ) -> Result<(), CliError> {
     let socket = home.socket();
     // We hold the lock, so a socket file here is a dead agent's.
@@ -107,7 +135,10 @@ async fn serve(
     }
     let mut signals =
         Signals::install().inspect_err(|_| remove_own_files(home, socket_ino, pid))?;
-    let agent = Arc::new(Agent::new());
+    let agent = Arc::new(Agent::new(diag.as_ref().map(Diag::metrics)));
+    if let Some(diag) = &diag {
+        diag.running(agent.clone());
+    }
     if let Some(InitialLogin {
         token,
         api_url,
@@ -148,6 +179,9 @@ async fn serve(
         }
     };
     tracing::info!(?reason, "sdm agent stopping");
+    if let Some(diag) = &diag {
+        diag.stopping();
+    }
     drop(listener);
     remove_own_files(home, socket_ino, pid);
     if reason != StopReason::Logout

@@ -2,7 +2,7 @@
 //! them.
 
 use std::collections::HashMap;
-use std::sync::Mutex as StdMutex;
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sdm_core::{ConnectOptions, ConnectionState, ResourceClass, Session, Status, Tunnel};
@@ -10,6 +10,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::metrics::AgentMetrics;
 use crate::protocol::{
     AccountInfo, AgentInfo, AutoConnect, ErrorReply, Failure, NOT_LOGGED_IN, PROTOCOL_VERSION,
     Reply, Request, ResourceRow, SessionInfo, StatusReport, TunnelInfo, UnreachableInfo,
@@ -28,6 +29,10 @@ pub(crate) struct Agent {
     snapshot: StdMutex<(Option<SessionInfo>, usize)>,
     stop: watch::Sender<bool>,
     stopped: watch::Sender<bool>,
+    /// The session, readable while a long request holds `inner` (for `/readyz`).
+    current: StdMutex<Option<Session>>,
+    /// Counted into when `--diag-listen` serves them; `None` counts nothing.
+    metrics: Option<AgentMetrics>,
 }
 
 #[derive(Default)]
@@ -105,14 +110,22 @@ struct Active {
 }
 
 impl Agent {
-    pub(crate) fn new() -> Agent {
+    /// An agent without a session; with `metrics`, its logins and tunnels are counted there.
+    pub(crate) fn new(metrics: Option<AgentMetrics>) -> Agent {
         Agent {
             started_at: now(),
             inner: Mutex::new(Inner::default()),
             snapshot: StdMutex::new((None, 0)),
             stop: watch::channel(false).0,
             stopped: watch::channel(false).0,
+            current: StdMutex::new(None),
+            metrics,
         }
+    }
+
+    /// The current session, if any.
+    pub(crate) fn session(&self) -> Option<Session> {
+        self.current.lock().ok().and_then(|s| s.clone())
     }
 
     /// Resolves once something asked the agent to stop (a logout).
@@ -165,7 +178,17 @@ impl Agent {
         if let Some(url) = api_url {
             builder = builder.api_url(url);
         }
-        let session = builder.login().await?;
+        if let Some(metrics) = &self.metrics {
+            builder = builder.observer(Arc::new(metrics.clone()));
+        }
+        let session = builder.login().await;
+        if let Some(metrics) = &self.metrics {
+            metrics.login(match &session {
+                Ok(_) => "ok",
+                Err(e) => e.kind().as_str(),
+            });
+        }
+        let session = session?;
         let info = SessionInfo {
             account: account_info(&session),
             id: session.id(),
@@ -474,6 +497,9 @@ impl Agent {
     }
 
     fn publish(&self, inner: &Inner) {
+        if let Ok(mut current) = self.current.lock() {
+            *current = inner.session.as_ref().map(|a| a.session.clone());
+        }
         if let Ok(mut snapshot) = self.snapshot.lock() {
             *snapshot = (
                 inner.session.as_ref().map(|a| a.info.clone()),

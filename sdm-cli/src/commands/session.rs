@@ -41,7 +41,7 @@ fn no_token() -> CliError {
 /// `sdm login`.
 pub fn login(home: &Home, args: LoginArgs) -> Result<(), CliError> {
     let token = session_token(args.token).ok_or_else(no_token)?;
-    let (before, started) = launch::ensure_running(home)?;
+    let (before, started) = launch::ensure_running(home, &[])?;
     let LoginReply {
         agent,
         replaced,
@@ -263,9 +263,22 @@ pub fn listen(home: &Home, args: ListenArgs) -> Result<(), CliError> {
             allow_other_users: args.allow_other_users,
             unix_socket: args.unix_socket,
         });
-        return agent::run(home, login);
+        let diag = args.diag_listen.map(|addr| agent::DiagOptions {
+            addr,
+            allow_remote: args.diag_allow_remote,
+        });
+        return agent::run(home, login, diag);
     }
-    let (info, started) = launch::ensure_running(home)?;
+    // The background agent gets the diagnostics flags (never the token: that goes over the
+    // socket).
+    let mut passed = Vec::new();
+    if let Some(addr) = args.diag_listen {
+        passed.extend(["--diag-listen".to_owned(), addr.to_string()]);
+    }
+    if args.diag_allow_remote {
+        passed.push("--diag-allow-remote".to_owned());
+    }
+    let (info, started) = launch::ensure_running(home, &passed)?;
     if started {
         eprintln!(
             "started the sdm agent (pid {}; log: {})",

@@ -32,7 +32,15 @@ pub(crate) struct GatewayStream {
     framed: bool,
     gateway: String,
     lease_id: Uuid,
+    /// CONNECTED arrived for the current stream.
+    reached: bool,
+    /// Called once CONNECTED arrives (a tunnel's observer timing the set-up); `None` unless
+    /// someone asked, so that nothing is called or timed otherwise.
+    on_reached: Option<OnReached>,
 }
+
+/// What [`GatewayStream::on_reached`] calls.
+pub(crate) type OnReached = Box<dyn FnOnce() + Send + Sync>;
 
 /// The TLS connection, with the bytes read past the last handshake reply in front of it, and
 /// an OPEN byte still to write in front of the stream's first bytes.
@@ -84,6 +92,8 @@ impl GatewayStream {
             framed: false,
             gateway,
             lease_id,
+            reached: false,
+            on_reached: None,
         }
     }
 
@@ -102,6 +112,8 @@ impl GatewayStream {
     /// write, or alone as soon as the stream is read from (for protocols where the server
     /// speaks first).
     pub(crate) fn open(&mut self) {
+        self.reached = false;
+        self.on_reached = None;
         self.io.get_mut().open_pending = true;
         if self.framed {
             self.io.start_writing();
@@ -116,6 +128,16 @@ impl GatewayStream {
             self.state = State::AwaitConnected;
         }
         again
+    }
+
+    /// Calls `reached` once the gateway answers CONNECTED for the current stream (at once if
+    /// it has); it runs inside a read or write of the stream, so it must be quick.
+    pub(crate) fn on_reached(&mut self, reached: OnReached) {
+        if self.reached {
+            reached();
+        } else {
+            self.on_reached = Some(reached);
+        }
     }
 
     /// The lease this connection presented in its HELLO.
@@ -175,6 +197,10 @@ impl GatewayStream {
                         (State::AwaitConnected, Reply::Connected) => {
                             if self.framed {
                                 self.io.start_reading();
+                            }
+                            self.reached = true;
+                            if let Some(reached) = self.on_reached.take() {
+                                reached();
                             }
                             State::Streaming
                         }

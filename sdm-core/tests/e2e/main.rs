@@ -5,6 +5,7 @@ mod blocking;
 mod common;
 mod dial;
 mod errors;
+mod observer;
 mod resilience;
 mod security;
 mod tunnel;
