@@ -75,6 +75,9 @@ pub enum Command {
     Disconnect(DisconnectArgs),
     /// Exit 0 when the agent runs and is logged in; print details.
     Ready(JsonArg),
+    /// Ask an agent's diagnostics listener (sdm listen --diag-listen) whether it is ready: exit
+    /// 0 on a 200, else 16 with the failing checks. For a container's health check.
+    Probe(ProbeArgs),
     /// Run the agent: in the foreground, or with --daemon in the background.
     ///
     /// With a token (--token, SDM_ADMIN_TOKEN or SDM_SERVICE_TOKEN) it logs in at once;
@@ -112,6 +115,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// HOST:PORT (probes /readyz) or http://HOST:PORT/PATH (e.g. /livez).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
 }
 
 #[derive(Debug, Args)]

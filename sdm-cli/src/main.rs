@@ -91,6 +91,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Connect(args) => commands::tunnels::connect(&home()?, args),
         Command::Disconnect(args) => commands::tunnels::disconnect(&home()?, args),
         Command::Ready(args) => commands::session::ready(&home()?, args),
+        Command::Probe(args) => commands::probe::probe(&args),
         Command::Listen(args) => commands::session::listen(&home()?, args),
         Command::Admin(args) => commands::admin::run(*args),
         Command::Install(args) => commands::service::install(&args),

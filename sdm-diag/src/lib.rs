@@ -5,9 +5,11 @@
 mod encoding;
 mod error;
 mod listener;
+mod probe;
 mod probes;
 
 pub use encoding::{encode_openmetrics, encode_prometheus};
 pub use error::{Error, ErrorKind};
 pub use listener::{bind, serve};
+pub use probe::{ProbeError, probe};
 pub use probes::{Probes, Readiness};

@@ -58,9 +58,7 @@ pub fn with_env_vars(command: Command) -> Command {
         let name = format!("SDM_{}", long.to_uppercase().replace('-', "_"));
         arg.env(name)
     };
-    command
-        .mut_args(named)
-        .mut_subcommands(with_env_vars)
+    command.mut_args(named).mut_subcommands(with_env_vars)
 }
 
 /// The configuration file named by `--config FILE` (or `--config=FILE`) in `argv`, else by

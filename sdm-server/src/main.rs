@@ -68,6 +68,16 @@ enum Command {
     /// Check a configuration file without starting anything.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask a diagnostics listener (--diag-listen) whether its process is ready: exit 0 on a 200,
+    /// else 1 with the answer. For a container's health check.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// HOST:PORT (probes /readyz) or http://HOST:PORT/PATH (e.g. /livez).
+    #[arg(value_name = "TARGET")]
+    target: String,
 }
 
 #[derive(Subcommand)]
@@ -289,6 +299,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => runtime.block_on(gateway(args)),
         Command::Backup(args) => backup(&args),
         Command::Config(ConfigCommand::Check) => return check_config(cli.config.as_deref()),
+        Command::Probe(args) => return probe(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -471,6 +482,26 @@ async fn migrate(args: MigrateArgs) -> Result<(), String> {
          ca.pem, ca.key, lease.key and secret.key, or SDM_SECRET_KEY set)"
     );
     Ok(())
+}
+
+/// How long a probe waits for the listener, connecting and answering each.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn probe(args: &ProbeArgs) -> ExitCode {
+    match sdm_diag::probe(&args.target, PROBE_TIMEOUT) {
+        Ok(body) => {
+            println!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ sdm_diag::ProbeError::BadUrl(_)) => {
+            eprintln!("sdm-server: error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("sdm-server: {}", one_line(&e));
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn check_config(file: Option<&Path>) -> ExitCode {

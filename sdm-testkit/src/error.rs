@@ -36,6 +36,15 @@ pub enum TestkitError {
         detail: String,
     },
 
+    /// A Dockerfile could not be read as one.
+    #[error("{file}: {detail}")]
+    Dockerfile {
+        /// The file.
+        file: String,
+        /// What is wrong, with the line.
+        detail: String,
+    },
+
     /// A file system or process operation failed.
     #[error("{context}")]
     Io {

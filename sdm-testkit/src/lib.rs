@@ -5,6 +5,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod dockerfile;
 pub mod echo;
 mod error;
 pub mod help;
@@ -12,6 +13,7 @@ pub mod pg;
 mod process;
 pub mod relay;
 
+pub use dockerfile::Dockerfile;
 pub use echo::EchoServer;
 pub use error::TestkitError;
 pub use pg::{HbaAuth, PgCluster, PgConfig};

@@ -1,6 +1,7 @@
 //! One function per command; each returns `Ok` or the error to print and exit with.
 
 pub mod admin;
+pub mod probe;
 pub mod run;
 pub mod service;
 pub mod session;
