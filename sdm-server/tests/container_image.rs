@@ -5,54 +5,19 @@
 //! the rest of the file is checked for what the image promises (docs/OPERATIONS.md,
 //! "Containers").
 
-mod support;
-
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sdm_testkit::{Dockerfile, free_port};
+use sdm_testkit::{Container, Dockerfile, free_port};
 
 /// Bound on the server's start, as the image's --start-period bounds it.
 const START: Duration = Duration::from_secs(60);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The image's paths and ports, as this test maps them.
-struct Mapping(Vec<(String, String)>);
-
-impl Mapping {
-    fn apply(&self, text: &str) -> String {
-        self.0
-            .iter()
-            .fold(text.to_owned(), |text, (from, to)| text.replace(from, to))
-    }
-
-    fn all(&self, words: &[String]) -> Vec<String> {
-        words.iter().map(|w| self.apply(w)).collect()
-    }
-}
-
-/// A command as the container runs it: only the image's environment, as its user.
-fn in_container(words: &[String], env: &[(String, String)], home: &Path) -> Command {
-    let mut command = Command::new(&words[0]);
-    command
-        .args(&words[1..])
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("HOME", home)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null());
-    if let Ok(Some(user)) = sdm_testkit::other_os_user() {
-        // std drops root's supplementary groups when it changes the uid.
-        command.uid(user.uid).gid(user.gid);
-    }
-    command
 }
 
 #[test]
@@ -93,42 +58,22 @@ fn the_image_runs_its_server_as_non_root_and_its_health_check_follows_readiness(
         "target/ goes into the build context"
     );
 
-    // The image's root: its binary, its volume (0700, its user's, as the build stage makes it).
-    let root = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = root.path().join("usr/local/bin/sdm-server");
-    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
-    std::fs::copy(env!("CARGO_BIN_EXE_sdm-server"), &bin).unwrap();
-    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let volume = root.path().join("var/lib/sdm");
-    std::fs::create_dir_all(&volume).unwrap();
-    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let runs_as = sdm_testkit::other_os_user().unwrap();
-    if let Some(user) = runs_as {
-        std::os::unix::fs::chown(&volume, Some(user.uid), Some(user.gid)).unwrap();
-    }
-    let home = root.path().join("home/nonroot");
-    std::fs::create_dir_all(&home).unwrap();
-    let diag = free_port();
-    let mapping = Mapping(vec![
-        (
-            "/usr/local/bin/sdm-server".into(),
-            bin.display().to_string(),
-        ),
-        ("/var/lib/sdm".into(), volume.display().to_string()),
-        // As `docker run -e SDM_LISTEN=…` would: loopback, free ports.
-        ("0.0.0.0:8443".into(), format!("127.0.0.1:{}", free_port())),
-        ("0.0.0.0:8444".into(), format!("127.0.0.1:{}", free_port())),
-        ("127.0.0.1:9090".into(), format!("127.0.0.1:{diag}")),
-    ]);
-    let env: Vec<(String, String)> = image
-        .env()
-        .into_iter()
-        .map(|(k, v)| (k, mapping.apply(&v)))
-        .collect();
-    let health = mapping.all(&check.command);
+    // The image's root: its binary, its volume (0700, its user's, as the build stage makes it),
+    // loopback ports for its listeners, as `docker run -e SDM_LISTEN=…` would give.
+    let mut container = Container::new(image).unwrap();
+    container
+        .install(&entrypoint[0], Path::new(env!("CARGO_BIN_EXE_sdm-server")))
+        .unwrap();
+    let volume = container.volume("/var/lib/sdm").unwrap();
+    container.map("0.0.0.0:8443", &format!("127.0.0.1:{}", free_port()));
+    container.map("0.0.0.0:8444", &format!("127.0.0.1:{}", free_port()));
+    container.map("127.0.0.1:9090", &format!("127.0.0.1:{}", free_port()));
+    let runs_as = container.user();
+    let health = || container.command(&check.command).unwrap().output().unwrap();
 
-    let mut server = in_container(&mapping.all(&image.command_line()), &env, &home)
+    let mut server = container
+        .command(&image.command_line())
+        .unwrap()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -136,7 +81,7 @@ fn the_image_runs_its_server_as_non_root_and_its_health_check_follows_readiness(
     // Healthy once ready, within the start period; the check's own answer says so.
     let deadline = Instant::now() + START;
     let healthy = loop {
-        let out = in_container(&health, &env, &home).output().unwrap();
+        let out = health();
         if out.status.success() {
             break String::from_utf8_lossy(&out.stdout).into_owned();
         }
@@ -205,7 +150,7 @@ fn the_image_runs_its_server_as_non_root_and_its_health_check_follows_readiness(
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
     }
-    let out = in_container(&health, &env, &home).output().unwrap();
+    let out = health();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("cannot probe"),

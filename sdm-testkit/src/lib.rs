@@ -5,6 +5,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod container;
 pub mod dockerfile;
 pub mod echo;
 mod error;
@@ -13,6 +14,7 @@ pub mod pg;
 mod process;
 pub mod relay;
 
+pub use container::Container;
 pub use dockerfile::Dockerfile;
 pub use echo::EchoServer;
 pub use error::TestkitError;

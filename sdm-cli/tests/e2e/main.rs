@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod agent;
 mod auto_connect;
+mod container_image;
 mod diagnostics;
 mod errors;
 mod golden;
