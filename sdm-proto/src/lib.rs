@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
+pub mod port_range;
 pub mod resource;
 #[cfg(feature = "tls")]
 pub mod server_tls;

@@ -291,6 +291,7 @@ mod tests {
                 hostname: "db.internal".into(),
                 port: 5432 + i as u16,
                 port_override: (i == 0).then_some(15432),
+                port_assigned: false,
                 tags: BTreeMap::from([("env".into(), format!("e{i}"))]),
                 username: Some("app".into()),
                 database: (i == 0).then(|| "app".into()),
