@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AdminClient, AuditFilter, AuditRecord, Credentials,
-    GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails,
+    GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails, SettingsChanges,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -199,29 +199,65 @@ fn gateways_table(gateways: &[GatewayDetails]) -> String {
     table(&["NAME", "ADDRESS", "TAGS", "LAST SEEN", "LIVE"], &rows)
 }
 
-/// `settings show` and `settings port-overrides --auto-connect on|off`: both print the
-/// settings as they are afterwards.
+/// `settings show` and `settings port-overrides …`: both print the settings as they are
+/// afterwards; a change of ports also lists every resource's local port.
 async fn settings(
     client: &AdminClient,
     command: SettingsCommand,
     json: bool,
 ) -> Result<(), CliError> {
-    let (result, name, changed) = match command {
-        SettingsCommand::Show => (client.settings().await, "settings show", false),
-        SettingsCommand::PortOverrides { auto_connect } => (
-            client.set_auto_connect(auto_connect == OnOff::On).await,
-            "settings port-overrides",
-            true,
-        ),
+    const NAME: &str = "settings port-overrides";
+    const FEATURE: &str = "organisation settings";
+    let SettingsCommand::PortOverrides {
+        auto_connect,
+        assign_ports,
+        range,
+        regenerate,
+    } = command
+    else {
+        let settings = client
+            .settings()
+            .await
+            .map_err(|e| or_unsupported(e, "settings show", FEATURE))?;
+        return print_settings(&settings, json);
     };
-    let settings = result.map_err(|e| or_unsupported(e, name, "organisation settings"))?;
-    if json {
-        print_json(&settings)?;
+    let changes = SettingsChanges {
+        auto_connect: auto_connect.map(|v| v == OnOff::On),
+        assign_ports: assign_ports.map(|v| v == OnOff::On),
+        port_range: range,
+    };
+    let mut settings = if changes == SettingsChanges::default() {
+        client.settings().await
     } else {
-        print_raw(&settings_text(&settings));
+        client.update_settings(&changes).await
     }
-    if changed {
-        eprintln!("agents act on the setting when they next log in (`sdm login`)");
+    .map_err(|e| or_unsupported(e, NAME, FEATURE))?;
+    // A server without port overrides ignores the fields it does not know.
+    let ignored = (assign_ports == Some(OnOff::On) && !settings.assign_ports)
+        || range.is_some_and(|r| r != settings.port_range);
+    if ignored {
+        return Err(unsupported(NAME, "port overrides (--assign-ports, --range)"));
+    }
+    if regenerate {
+        settings = client
+            .regenerate_ports()
+            .await
+            .map_err(|e| or_unsupported(e, NAME, "port overrides (--regenerate)"))?;
+    }
+    print_settings(&settings, json)?;
+    if !json && (assign_ports.is_some() || range.is_some() || regenerate) {
+        let resources = client.list_resources().await?;
+        print_raw(&format!("\n{}", local_ports_table(&resources)));
+    }
+    eprintln!("agents act on the setting when they next log in (`sdm login`)");
+    Ok(())
+}
+
+fn print_settings(settings: &Settings, json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(settings)?;
+    } else {
+        print_raw(&settings_text(settings));
     }
     Ok(())
 }
@@ -232,7 +268,46 @@ fn settings_text(settings: &Settings) -> String {
     } else {
         "off"
     };
-    format!("auto-connect on login: {auto}\n")
+    let assign = if settings.assign_ports {
+        "on (every resource gets a unique local port from the range)"
+    } else {
+        "off (only resources given --port-override have a local port)"
+    };
+    format!(
+        "auto-connect on login: {auto}\n\
+         assign local ports: {assign}\n\
+         port range: {}\n",
+        settings.port_range
+    )
+}
+
+/// Every resource's local port and where it came from.
+fn local_ports_table(resources: &[ResourceDetails]) -> String {
+    let rows: Vec<Vec<String>> = resources
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                local_port(r),
+                match (r.port_override, r.port_assigned) {
+                    (None, _) => "-",
+                    (Some(_), true) => "assigned",
+                    (Some(_), false) => "--port-override",
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    table(&["RESOURCE", "LOCAL PORT", "FROM"], &rows)
+}
+
+/// A resource's local port, marked when the port-overrides setting assigned it.
+fn local_port(r: &ResourceDetails) -> String {
+    match (r.port_override, r.port_assigned) {
+        (None, _) => "-".to_owned(),
+        (Some(p), false) => p.to_string(),
+        (Some(p), true) => format!("{p} (assigned)"),
+    }
 }
 
 async fn services(
@@ -353,8 +428,7 @@ fn resources_table(resources: &[ResourceDetails]) -> String {
                 r.kind.to_string(),
                 r.hostname.clone(),
                 r.port.to_string(),
-                r.port_override
-                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                local_port(r),
                 match (&r.username, r.has_credentials) {
                     (Some(user), true) => format!("stored ({user})"),
                     _ => "-".to_owned(),
@@ -576,7 +650,9 @@ mod tests {
     fn settings_read_as_a_sentence() {
         assert_eq!(
             settings_text(&Settings::default()),
-            "auto-connect on login: off\n"
+            "auto-connect on login: off\n\
+             assign local ports: off (only resources given --port-override have a local port)\n\
+             port range: 20000-29999\n"
         );
     }
 
