@@ -288,7 +288,8 @@ fn local_ports_table(resources: &[ResourceDetails]) -> String {
         .map(|r| {
             vec![
                 r.name.clone(),
-                local_port(r),
+                r.port_override
+                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
                 match (r.port_override, r.port_assigned) {
                     (None, _) => "-",
                     (Some(_), true) => "assigned",
