@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::ResourceKind;
-pub use crate::port_range::PortRange;
 pub use crate::audit::{AuditQuery, AuditRecord};
+pub use crate::port_range::PortRange;
 
 /// Route paths, shared by the server's router and the client.
 pub mod routes {

@@ -76,13 +76,13 @@ impl std::str::FromStr for PortRange {
 
     /// `FIRST-LAST`, each 1 to 65535, FIRST <= LAST.
     fn from_str(text: &str) -> Result<PortRange, String> {
-        let (first, last) = text
-            .split_once('-')
-            .ok_or_else(|| format!("{text:?} is not a port range; write it FIRST-LAST, e.g. 20000-29999"))?;
+        let (first, last) = text.split_once('-').ok_or_else(|| {
+            format!("{text:?} is not a port range; write it FIRST-LAST, e.g. 20000-29999")
+        })?;
         let port = |s: &str| {
-            s.trim().parse::<u16>().map_err(|_| {
-                format!("{s:?} in the port range {text:?} is not a port (1 to 65535)")
-            })
+            s.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{s:?} in the port range {text:?} is not a port (1 to 65535)"))
         };
         PortRange::new(port(first)?, port(last)?)
     }

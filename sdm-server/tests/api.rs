@@ -670,7 +670,11 @@ async fn port_overrides_give_every_resource_a_unique_local_port() {
 
     // Bad ranges are refused and change nothing.
     for (range, status, says) in [
-        (json!({"first": 20, "last": 10}), 400, "starts after it ends"),
+        (
+            json!({"first": 20, "last": 10}),
+            400,
+            "starts after it ends",
+        ),
         (json!({"first": 0, "last": 10}), 400, "starts at 0"),
         (json!({"first": 1, "last": 65536}), 422, "port_range.last"),
         (json!("20000-29999"), 422, "port_range"),
@@ -699,7 +703,10 @@ async fn port_overrides_give_every_resource_a_unique_local_port() {
     assert!(!settings.assign_ports && settings.port_range.to_string() == "20000-29999");
     assert_eq!(
         local_ports(&t).await,
-        [port("early", None, false), port("fixed", Some(20000), false)]
+        [
+            port("early", None, false),
+            port("fixed", Some(20000), false)
+        ]
     );
 
     // On: the existing resource gets a port around the explicit one, and so does a new one.
@@ -712,7 +719,10 @@ async fn port_overrides_give_every_resource_a_unique_local_port() {
     assert!(settings.assign_ports);
     assert_eq!(settings.port_range, PortRange::new(20000, 20002).unwrap());
     let late = create_resource(&t, tcp("late")).await;
-    assert_eq!((late.port_override, late.port_assigned), (Some(20002), true));
+    assert_eq!(
+        (late.port_override, late.port_assigned),
+        (Some(20002), true)
+    );
     assert_eq!(
         local_ports(&t).await,
         [
@@ -764,7 +774,10 @@ async fn port_overrides_give_every_resource_a_unique_local_port() {
         .expect_ok();
     assert_eq!(
         local_ports(&t).await,
-        [port("fixed", Some(20000), false), port("late", Some(20001), true)]
+        [
+            port("fixed", Some(20000), false),
+            port("late", Some(20001), true)
+        ]
     );
 
     // Off takes back the assigned ports; regenerating then is refused.

@@ -236,7 +236,10 @@ async fn settings(
     let ignored = (assign_ports == Some(OnOff::On) && !settings.assign_ports)
         || range.is_some_and(|r| r != settings.port_range);
     if ignored {
-        return Err(unsupported(NAME, "port overrides (--assign-ports, --range)"));
+        return Err(unsupported(
+            NAME,
+            "port overrides (--assign-ports, --range)",
+        ));
     }
     if regenerate {
         settings = client

@@ -363,8 +363,9 @@ fn assigned_ports_show_in_status_and_auto_connect_opens_them() {
     );
     let refusal = out.fails(14);
     assert!(
-        refusal.contains(&format!("port-override range {range} has no free port left"))
-            && refusal.contains("widen the range"),
+        refusal.contains(&format!(
+            "port-override range {range} has no free port left"
+        )) && refusal.contains("widen the range"),
         "{out:#?}"
     );
     // An explicit port another resource holds is refused, naming it.
@@ -417,12 +418,24 @@ fn assigned_ports_show_in_status_and_auto_connect_opens_them() {
     );
     assert_eq!(
         lines[1].split_whitespace().collect::<Vec<_>>(),
-        ["pgsql_1_31", "not", "connected", &first.to_string(), "postgres"],
+        [
+            "pgsql_1_31",
+            "not",
+            "connected",
+            &first.to_string(),
+            "postgres"
+        ],
         "{status:#?}"
     );
     assert_eq!(
         lines[2].split_whitespace().collect::<Vec<_>>(),
-        ["reports", "connected", "(auto)", &last.to_string(), "postgres"],
+        [
+            "reports",
+            "connected",
+            "(auto)",
+            &last.to_string(),
+            "postgres"
+        ],
         "{status:#?}"
     );
     job.run(&["logout"]).ok();

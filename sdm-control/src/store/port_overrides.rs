@@ -51,7 +51,10 @@ impl PortOverrides {
         let bad = |why: String| {
             StoreError::backend(
                 "read the port-overrides setting",
-                format!("{SETTING_KEY} holds {:?}: {why}", String::from_utf8_lossy(bytes)),
+                format!(
+                    "{SETTING_KEY} holds {:?}: {why}",
+                    String::from_utf8_lossy(bytes)
+                ),
             )
         };
         let text = std::str::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
@@ -201,7 +204,10 @@ mod tests {
 
     #[test]
     fn the_setting_round_trips_and_bad_stored_values_are_errors() {
-        assert_eq!(PortOverrides::decode(None).unwrap(), PortOverrides::default());
+        assert_eq!(
+            PortOverrides::decode(None).unwrap(),
+            PortOverrides::default()
+        );
         let s = on(100, 200);
         assert_eq!(s.encode(), b"on 100-200");
         assert_eq!(PortOverrides::decode(Some(&s.encode())).unwrap(), s);
@@ -267,7 +273,14 @@ mod tests {
         ];
         let e = plan(on(100, 101), &holders, false).unwrap_err();
         assert!(
-            matches!(e, StoreError::PortsExhausted { held: 1, needed: 2, .. }),
+            matches!(
+                e,
+                StoreError::PortsExhausted {
+                    held: 1,
+                    needed: 2,
+                    ..
+                }
+            ),
             "{e:?}"
         );
         assert!(e.to_string().contains("100-101"), "{e}");

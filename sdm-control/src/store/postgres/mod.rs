@@ -38,8 +38,7 @@ use uuid::Uuid;
 use crate::store::audit::Writer;
 use crate::store::{
     AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, PortOverrides,
-    ResourceRecord,
-    SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+    ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
 };
 
 mod audit;
@@ -74,7 +73,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/postgres/0005_session_order.sql"),
     ),
-    (6, include_str!("../migrations/postgres/0006_port_overrides.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_port_overrides.sql"),
+    ),
 ];
 
 /// Connections per process at most (PostgreSQL's default `max_connections` is 100).

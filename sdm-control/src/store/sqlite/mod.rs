@@ -65,7 +65,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../migrations/sqlite/0006_session_lifetimes_and_audit_owners.sql"),
     ),
-    (7, include_str!("../migrations/sqlite/0007_port_overrides.sql")),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_port_overrides.sql"),
+    ),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -82,7 +82,10 @@ pub(super) fn place(
 }
 
 /// The port `id` holds now, if it exists.
-pub(super) fn stored_port(tx: &Transaction<'_>, id: Uuid) -> Result<Option<Option<u16>>, StoreError> {
+pub(super) fn stored_port(
+    tx: &Transaction<'_>,
+    id: Uuid,
+) -> Result<Option<Option<u16>>, StoreError> {
     let port: Option<Option<i64>> = tx
         .query_row(
             "SELECT port_override FROM resources WHERE id = ?1",

@@ -54,12 +54,22 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
 
     // Switching on gives the resource without a port the lowest free one, around the
     // explicit port; the other handle sees the setting.
-    assert_eq!(a.set_port_overrides(on(20000, 20003), false).await.unwrap(), 1);
+    assert_eq!(
+        a.set_port_overrides(on(20000, 20003), false).await.unwrap(),
+        1
+    );
     assert_eq!(b.port_overrides().await.unwrap(), on(20000, 20003));
     let late = b.create_resource(portless("late")).await.unwrap();
-    assert_eq!((late.port_override, late.port_assigned), (Some(20002), true));
     assert_eq!(
-        a.get_resource(late.id).await.unwrap().unwrap().port_override,
+        (late.port_override, late.port_assigned),
+        (Some(20002), true)
+    );
+    assert_eq!(
+        a.get_resource(late.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .port_override,
         Some(20002)
     );
     assert_eq!(
@@ -100,10 +110,16 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
         .update_resource(a.get_resource(late.id).await.unwrap().unwrap())
         .await
         .unwrap();
-    assert_eq!((kept.port_override, kept.port_assigned), (Some(20002), true));
+    assert_eq!(
+        (kept.port_override, kept.port_assigned),
+        (Some(20002), true)
+    );
 
     // A new range moves the assigned ports into it; the explicit one stays.
-    assert_eq!(a.set_port_overrides(on(30000, 30001), false).await.unwrap(), 2);
+    assert_eq!(
+        a.set_port_overrides(on(30000, 30001), false).await.unwrap(),
+        2
+    );
     assert_eq!(
         ports(b).await,
         [
@@ -119,18 +135,46 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
         .await
         .unwrap_err();
     assert!(
-        matches!(e, StoreError::PortsExhausted { held: 1, needed: 1, .. }),
+        matches!(
+            e,
+            StoreError::PortsExhausted {
+                held: 1,
+                needed: 1,
+                ..
+            }
+        ),
         "{e:?}"
     );
     assert_eq!(a.port_overrides().await.unwrap(), on(30000, 30001));
-    let e = b.create_resource(portless("one-too-many")).await.unwrap_err();
-    assert!(matches!(e, StoreError::PortsExhausted { held: 2, needed: 1, .. }), "{e:?}");
-    assert!(a.find_resource_by_name("one-too-many").await.unwrap().is_none());
+    let e = b
+        .create_resource(portless("one-too-many"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::PortsExhausted {
+                held: 2,
+                needed: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(
+        a.find_resource_by_name("one-too-many")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(ports(a).await, before);
 
     // Regenerating packs the assigned ports at the start, in name order.
     a.delete_resource(early.id).await.unwrap();
-    assert_eq!(b.set_port_overrides(on(30000, 30001), true).await.unwrap(), 1);
+    assert_eq!(
+        b.set_port_overrides(on(30000, 30001), true).await.unwrap(),
+        1
+    );
     assert_eq!(
         ports(a).await,
         [
@@ -187,9 +231,7 @@ pub(crate) async fn concurrent_creations_and_switching_on_never_share_a_port(f: 
     {
         let a = f.a.clone();
         tasks.spawn(async move {
-            a.set_port_overrides(on(21000, 21999), false)
-                .await
-                .unwrap();
+            a.set_port_overrides(on(21000, 21999), false).await.unwrap();
         });
     }
     for i in 0..16 {
@@ -215,7 +257,10 @@ pub(crate) async fn concurrent_creations_and_switching_on_never_share_a_port(f: 
         })
         .collect();
     assert_eq!(distinct.len(), 22, "{all:?}");
-    assert!(distinct.iter().all(|p| (21000..=21999).contains(p)), "{all:?}");
+    assert!(
+        distinct.iter().all(|p| (21000..=21999).contains(p)),
+        "{all:?}"
+    );
 
     // Created at once with the setting on from the start: still no port twice.
     let mut tasks = tokio::task::JoinSet::new();
