@@ -105,7 +105,9 @@ pub struct Settings {
     pub port_range: PortRange,
 }
 
-/// `PATCH /v1/admin/settings`: only the fields present change, all in one transaction.
+/// `PATCH /v1/admin/settings`: only the fields present change. The port fields change in one
+/// transaction with the ports they move, before `auto_connect`: when they are refused,
+/// nothing changes.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpdateSettings {
     /// See [`Settings::auto_connect`].

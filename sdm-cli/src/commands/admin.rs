@@ -610,9 +610,11 @@ async fn create_resource(
     if json {
         return print_json(&created);
     }
-    let local = created
-        .port_override
-        .map_or_else(String::new, |p| format!("; clients listen on port {p}"));
+    let local = match (created.port_override, created.port_assigned) {
+        (None, _) => String::new(),
+        (Some(p), false) => format!("; clients listen on port {p}"),
+        (Some(p), true) => format!("; clients listen on port {p} (assigned from the port range)"),
+    };
     outln!(
         "created {} {what} {} ({}:{}){local}",
         created.kind,

@@ -11,7 +11,7 @@ use super::ApiState;
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::Json;
-use crate::store::{PortOverrides, Store};
+use crate::store::{PortOverridesChange, Store};
 
 const AUTO_CONNECT: &str = "org.auto_connect";
 
@@ -40,14 +40,12 @@ pub(crate) async fn update(
     Json(request): Json<UpdateSettings>,
 ) -> Result<axum::Json<Settings>, ApiError> {
     if request.assign_ports.is_some() || request.port_range.is_some() {
-        let mut ports = state.store.port_overrides().await?;
-        if let Some(range) = request.port_range {
-            ports.range = checked(range)?;
-        }
-        if let Some(on) = request.assign_ports {
-            ports.assign = on;
-        }
-        let moved = state.store.set_port_overrides(ports, false).await?;
+        let change = PortOverridesChange {
+            assign: request.assign_ports,
+            range: request.port_range.map(checked).transpose()?,
+            regenerate: false,
+        };
+        let (ports, moved) = state.store.change_port_overrides(change).await?;
         tracing::info!(
             admin = %admin.0.account.name,
             assign_ports = ports.assign,
@@ -70,14 +68,18 @@ pub(crate) async fn regenerate_ports(
     State(state): State<Arc<ApiState>>,
     admin: Admin,
 ) -> Result<axum::Json<Settings>, ApiError> {
-    let ports: PortOverrides = state.store.port_overrides().await?;
-    if !ports.assign {
+    // Off, nothing was assigned: say so rather than answer "done".
+    if !state.store.port_overrides().await?.assign {
         return Err(ApiError::invalid(
             "port overrides are off, so no port was assigned and none can be regenerated; \
              switch them on first (assign_ports: true)",
         ));
     }
-    let moved = state.store.set_port_overrides(ports, true).await?;
+    let change = PortOverridesChange {
+        regenerate: true,
+        ..PortOverridesChange::default()
+    };
+    let (ports, moved) = state.store.change_port_overrides(change).await?;
     tracing::info!(
         admin = %admin.0.account.name,
         port_range = %ports.range,

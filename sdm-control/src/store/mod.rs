@@ -27,7 +27,7 @@ mod suite;
 pub mod transfer;
 
 pub use audit::{AuditFilter, AuditRefusals};
-pub use port_overrides::PortOverrides;
+pub use port_overrides::{PortOverrides, PortOverridesChange};
 pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -529,13 +529,13 @@ pub trait Store: Send + Sync + 'static {
         let stored = self.get_setting(port_overrides::SETTING_KEY).await?;
         PortOverrides::decode(stored.as_deref())
     }
-    /// Stores the port-overrides setting and, in the same transaction, brings every
+    /// Changes the port-overrides setting and, in the same transaction, brings every
     /// resource's assigned port in line with it (the rules are [`port_overrides`]'s); with
-    /// `regenerate`, every assigned port is assigned again. Returns how many resources' ports
-    /// changed. `PortsExhausted`, changing nothing, when the range has too few free ports.
-    async fn set_port_overrides(
+    /// `change.regenerate`, every assigned port is assigned again. Returns the setting as
+    /// stored and how many resources' ports changed. `PortsExhausted`, changing nothing, when
+    /// the range has too few free ports.
+    async fn change_port_overrides(
         &self,
-        setting: PortOverrides,
-        regenerate: bool,
-    ) -> Result<u64, StoreError>;
+        change: PortOverridesChange,
+    ) -> Result<(PortOverrides, u64), StoreError>;
 }

@@ -73,6 +73,27 @@ impl PortOverrides {
     }
 }
 
+/// A change of the port-overrides setting: only the fields set change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortOverridesChange {
+    /// Switch assigning on or off.
+    pub assign: Option<bool>,
+    /// A new range.
+    pub range: Option<PortRange>,
+    /// Assign every assigned port again.
+    pub regenerate: bool,
+}
+
+impl PortOverridesChange {
+    /// `setting` with the change applied.
+    pub(crate) fn applied_to(&self, setting: PortOverrides) -> PortOverrides {
+        PortOverrides {
+            assign: self.assign.unwrap_or(setting.assign),
+            range: self.range.unwrap_or(setting.range),
+        }
+    }
+}
+
 /// A resource's local port, as the assigner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PortHolder {

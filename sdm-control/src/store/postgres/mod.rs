@@ -38,7 +38,8 @@ use uuid::Uuid;
 use crate::store::audit::Writer;
 use crate::store::{
     AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, PortOverrides,
-    ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+    PortOverridesChange, ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError,
+    TokenRecord,
 };
 
 mod audit;
@@ -1167,16 +1168,15 @@ impl Store for PostgresStore {
         Ok(n > 0)
     }
 
-    async fn set_port_overrides(
+    async fn change_port_overrides(
         &self,
-        setting: PortOverrides,
-        regenerate: bool,
-    ) -> Result<u64, StoreError> {
+        change: PortOverridesChange,
+    ) -> Result<(PortOverrides, u64), StoreError> {
         self.call("change the port-overrides setting", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.context("start a transaction")?;
             port_overrides::lock(&tx).await?;
-            let changed = port_overrides::apply(&tx, setting, regenerate).await?;
+            let changed = port_overrides::change(&tx, change).await?;
             tx.commit().await.context("commit a transaction")?;
             Ok(changed)
         })

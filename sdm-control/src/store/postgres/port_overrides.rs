@@ -8,7 +8,8 @@ use uuid::Uuid;
 use super::rows::{col, port_at};
 use super::{Tx, tx_execute, tx_query_opt};
 use crate::store::port_overrides::{
-    self, PortChange, PortHolder, PortOverrides, SETTING_KEY, first_free, holder_of,
+    self, PortChange, PortHolder, PortOverrides, PortOverridesChange, SETTING_KEY, first_free,
+    holder_of,
 };
 use crate::store::{ResourceRecord, StoreError};
 
@@ -112,14 +113,14 @@ pub(super) async fn stored_port(tx: &Tx<'_>, id: Uuid) -> Result<Option<Option<u
     .transpose()
 }
 
-/// Stores `setting` and applies it to every resource; how many ports changed. The caller
-/// holds the port lock.
-pub(super) async fn apply(
+/// Changes the setting and applies it to every resource; the new setting and how many ports
+/// changed. The caller holds the port lock.
+pub(super) async fn change(
     tx: &Tx<'_>,
-    setting: PortOverrides,
-    regenerate: bool,
-) -> Result<u64, StoreError> {
-    let changes = port_overrides::plan(setting, &holders(tx).await?, regenerate)?;
+    change: PortOverridesChange,
+) -> Result<(PortOverrides, u64), StoreError> {
+    let setting = change.applied_to(self::setting(tx).await?);
+    let changes = port_overrides::plan(setting, &holders(tx).await?, change.regenerate)?;
     for PortChange { id, port, assigned } in &changes {
         tx_execute(
             tx,
@@ -137,5 +138,5 @@ pub(super) async fn apply(
         &[&SETTING_KEY, &setting.encode()],
     )
     .await?;
-    Ok(changes.len() as u64)
+    Ok((setting, changes.len() as u64))
 }

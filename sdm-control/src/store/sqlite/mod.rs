@@ -24,7 +24,8 @@ use uuid::Uuid;
 use crate::store::audit::Writer;
 use crate::store::{
     AccessFacts, AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord,
-    PortOverrides, ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+    PortOverrides, PortOverridesChange, ResourceRecord, SessionExpiry, SessionRecord, Store,
+    StoreError, TokenRecord,
 };
 
 mod audit;
@@ -945,12 +946,11 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_port_overrides(
+    async fn change_port_overrides(
         &self,
-        setting: PortOverrides,
-        regenerate: bool,
-    ) -> Result<u64, StoreError> {
-        self.transaction(move |tx| port_overrides::apply(tx, setting, regenerate))
+        change: PortOverridesChange,
+    ) -> Result<(PortOverrides, u64), StoreError> {
+        self.transaction(move |tx| port_overrides::change(tx, change))
             .await
     }
 }

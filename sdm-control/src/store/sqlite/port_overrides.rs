@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use super::rows::{Context, uuid_at};
 use crate::store::port_overrides::{
-    self, PortChange, PortHolder, PortOverrides, SETTING_KEY, first_free, holder_of,
+    self, PortChange, PortHolder, PortOverrides, PortOverridesChange, SETTING_KEY, first_free,
+    holder_of,
 };
 use crate::store::{ResourceRecord, StoreError};
 
@@ -97,13 +98,14 @@ pub(super) fn stored_port(
     Ok(port.map(|p| p.and_then(|p| u16::try_from(p).ok())))
 }
 
-/// Stores `setting` and applies it to every resource; how many ports changed.
-pub(super) fn apply(
+/// Changes the setting and applies it to every resource; the new setting and how many ports
+/// changed.
+pub(super) fn change(
     tx: &Transaction<'_>,
-    setting: PortOverrides,
-    regenerate: bool,
-) -> Result<u64, StoreError> {
-    let changes = port_overrides::plan(setting, &holders(tx)?, regenerate)?;
+    change: PortOverridesChange,
+) -> Result<(PortOverrides, u64), StoreError> {
+    let setting = change.applied_to(self::setting(tx)?);
+    let changes = port_overrides::plan(setting, &holders(tx)?, change.regenerate)?;
     for PortChange { id, port, assigned } in &changes {
         tx.execute(
             "UPDATE resources SET port_override = ?2, port_assigned = ?3 WHERE id = ?1",
@@ -117,5 +119,5 @@ pub(super) fn apply(
         params![SETTING_KEY, setting.encode()],
     )
     .context("store the port-overrides setting")?;
-    Ok(changes.len() as u64)
+    Ok((setting, changes.len() as u64))
 }

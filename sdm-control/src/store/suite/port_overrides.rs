@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use sdm_proto::api::PortRange;
 
 use super::{Fixture, resource};
-use crate::store::{PortOverrides, ResourceRecord, Store, StoreError};
+use crate::store::{PortOverrides, PortOverridesChange, ResourceRecord, Store, StoreError};
 
 /// A resource that asks for no local port.
 fn portless(name: &str) -> ResourceRecord {
@@ -33,6 +33,22 @@ async fn ports(store: &dyn Store) -> Vec<(String, Option<u16>, bool)> {
         .collect()
 }
 
+/// Changes the setting to `setting` (whatever it was); how many ports moved.
+async fn set(
+    store: &dyn Store,
+    setting: PortOverrides,
+    regenerate: bool,
+) -> Result<u64, StoreError> {
+    let change = PortOverridesChange {
+        assign: Some(setting.assign),
+        range: Some(setting.range),
+        regenerate,
+    };
+    let (stored, moved) = store.change_port_overrides(change).await?;
+    assert_eq!(stored, setting);
+    Ok(moved)
+}
+
 fn row(name: &str, port: Option<u16>, assigned: bool) -> (String, Option<u16>, bool) {
     (name.to_owned(), port, assigned)
 }
@@ -54,10 +70,7 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
 
     // Switching on gives the resource without a port the lowest free one, around the
     // explicit port; the other handle sees the setting.
-    assert_eq!(
-        a.set_port_overrides(on(20000, 20003), false).await.unwrap(),
-        1
-    );
+    assert_eq!(set(a, on(20000, 20003), false).await.unwrap(), 1);
     assert_eq!(b.port_overrides().await.unwrap(), on(20000, 20003));
     let late = b.create_resource(portless("late")).await.unwrap();
     assert_eq!(
@@ -116,10 +129,7 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
     );
 
     // A new range moves the assigned ports into it; the explicit one stays.
-    assert_eq!(
-        a.set_port_overrides(on(30000, 30001), false).await.unwrap(),
-        2
-    );
+    assert_eq!(set(a, on(30000, 30001), false).await.unwrap(), 2);
     assert_eq!(
         ports(b).await,
         [
@@ -130,10 +140,7 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
     );
     // Too small a range, or a full one, changes nothing.
     let before = ports(a).await;
-    let e = a
-        .set_port_overrides(on(30000, 30000), false)
-        .await
-        .unwrap_err();
+    let e = set(a, on(30000, 30000), false).await.unwrap_err();
     assert!(
         matches!(
             e,
@@ -171,10 +178,7 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
 
     // Regenerating packs the assigned ports at the start, in name order.
     a.delete_resource(early.id).await.unwrap();
-    assert_eq!(
-        b.set_port_overrides(on(30000, 30001), true).await.unwrap(),
-        1
-    );
+    assert_eq!(set(b, on(30000, 30001), true).await.unwrap(), 1);
     assert_eq!(
         ports(a).await,
         [
@@ -208,7 +212,7 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
         assign: false,
         ..on(30000, 30001)
     };
-    assert_eq!(a.set_port_overrides(off, false).await.unwrap(), 1);
+    assert_eq!(set(a, off, false).await.unwrap(), 1);
     assert_eq!(
         ports(b).await,
         [
@@ -217,6 +221,23 @@ pub(crate) async fn port_overrides_assign_unique_ports_and_keep_explicit_ones(f:
         ]
     );
     assert_eq!(b.port_overrides().await.unwrap(), off);
+
+    // A change names only what changes: switching on again keeps the stored range.
+    let (stored, moved) = b
+        .change_port_overrides(PortOverridesChange {
+            assign: Some(true),
+            ..PortOverridesChange::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((stored, moved), (on(30000, 30001), 1));
+    assert_eq!(
+        ports(a).await,
+        [
+            row("explicit", Some(30001), true),
+            row("late", Some(30000), false),
+        ]
+    );
 }
 
 pub(crate) async fn concurrent_creations_and_switching_on_never_share_a_port(f: &Fixture) {
@@ -231,7 +252,7 @@ pub(crate) async fn concurrent_creations_and_switching_on_never_share_a_port(f: 
     {
         let a = f.a.clone();
         tasks.spawn(async move {
-            a.set_port_overrides(on(21000, 21999), false).await.unwrap();
+            set(a.as_ref(), on(21000, 21999), false).await.unwrap();
         });
     }
     for i in 0..16 {
