@@ -411,7 +411,7 @@ pub struct ResourceOptions {
 pub enum ResourcesCommand {
     /// List every resource.
     List,
-    /// Change what PostgreSQL clients may ask for through a resource.
+    /// Change a resource: what PostgreSQL clients may ask for through it, its local port.
     Update {
         /// Resource name or id.
         name: String,
@@ -422,6 +422,14 @@ pub enum ResourcesCommand {
         /// Let replication connections through, or refuse them.
         #[arg(long, value_enum, value_name = "on|off")]
         replication: Option<OnOff>,
+        /// Give it this local port (refused when another resource holds it); an assigned
+        /// port given here becomes explicit and is never moved.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        port_override: Option<u16>,
+        /// Take its explicit local port away (with port overrides on, it is assigned one from
+        /// the range instead).
+        #[arg(long, conflicts_with = "port_override")]
+        clear_port_override: bool,
     },
     /// Delete a resource and its grants.
     Delete {

@@ -92,19 +92,29 @@ async fn dispatch(
             name,
             databases,
             replication,
+            port_override,
+            clear_port_override,
         }) => {
             let changes = ResourceChanges {
                 databases: databases
                     .map(|list| list.into_iter().filter(|d| !d.is_empty()).collect()),
                 replication: replication.map(|r| r == OnOff::On),
+                port_override,
+                clear_port_override,
                 ..ResourceChanges::default()
             };
             let updated = client.update_resource(&name, &changes).await?;
             if json {
                 return print_json(&updated);
             }
+            // The local port only when asked about, so that the line stays what scripts read.
+            let port = if port_override.is_some() || clear_port_override {
+                format!("; local port {}", local_port(&updated))
+            } else {
+                String::new()
+            };
             outln!(
-                "updated resource {}: databases {}; replication {}",
+                "updated resource {}: databases {}; replication {}{port}",
                 updated.name,
                 allowed_databases(&updated),
                 if updated.replication {

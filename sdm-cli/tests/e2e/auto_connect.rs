@@ -386,6 +386,31 @@ fn assigned_ports_show_in_status_and_auto_connect_opens_them() {
         &admin_env,
     );
     assert!(out.fails(14).contains("\"pgsql_1_31\""), "{out:#?}");
+    // So is an update to it; clearing an explicit port brings back an assigned one.
+    let update = |args: &[&str]| {
+        let mut full = vec!["admin", "resources", "update", "reports"];
+        full.extend_from_slice(args);
+        sdm.run_env(&full, &admin_env)
+    };
+    let out = update(&["--port-override", &first.to_string()]);
+    assert!(
+        out.fails(14).contains(&format!(
+            "local port {first} is already the port of resource \"pgsql_1_31\""
+        )),
+        "{out:#?}"
+    );
+    let outside = free_port();
+    let out = update(&["--port-override", &outside.to_string()]);
+    assert!(
+        out.ok().ends_with(&format!("; local port {outside}\n")),
+        "{out:#?}"
+    );
+    let out = update(&["--clear-port-override"]);
+    assert!(
+        out.ok()
+            .ends_with(&format!("; local port {last} (assigned)\n")),
+        "{out:#?}"
+    );
 
     // A job logs in: both resources are connected on their assigned ports.
     let token = fx.account_with("etl", &["pgsql_1_31", "reports"]);
