@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use uuid::Uuid;
 
-use super::rows::{Context, uuid_at};
+use super::rows::{Context, port_at, uuid_at};
 use crate::store::port_overrides::{
     self, PortChange, PortHolder, PortOverrides, PortOverridesChange, SETTING_KEY, first_free,
     holder_of,
@@ -33,11 +33,10 @@ fn holders(tx: &Transaction<'_>) -> Result<Vec<PortHolder>, StoreError> {
         .context("read local ports")?;
     let rows = stmt
         .query_map([], |r| {
-            let port: Option<i64> = r.get(2)?;
             Ok(PortHolder {
                 id: uuid_at(r, 0)?,
                 name: r.get(1)?,
-                port: port.and_then(|p| u16::try_from(p).ok()),
+                port: port_at(r, 2)?,
                 assigned: r.get(3)?,
             })
         })
@@ -87,15 +86,13 @@ pub(super) fn stored_port(
     tx: &Transaction<'_>,
     id: Uuid,
 ) -> Result<Option<Option<u16>>, StoreError> {
-    let port: Option<Option<i64>> = tx
-        .query_row(
-            "SELECT port_override FROM resources WHERE id = ?1",
-            [id.to_string()],
-            |r| r.get(0),
-        )
-        .optional()
-        .context("read a resource's local port")?;
-    Ok(port.map(|p| p.and_then(|p| u16::try_from(p).ok())))
+    tx.query_row(
+        "SELECT port_override FROM resources WHERE id = ?1",
+        [id.to_string()],
+        |r| port_at(r, 0),
+    )
+    .optional()
+    .context("read a resource's local port")
 }
 
 /// Changes the setting and applies it to every resource; the new setting and how many ports

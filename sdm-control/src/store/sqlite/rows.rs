@@ -68,7 +68,7 @@ fn name_at<T: FromStr<Err = UnknownName>>(row: &Row<'_>, i: usize) -> rusqlite::
         .map_err(|e: UnknownName| conversion(i, e.to_string()))
 }
 
-fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
+pub(super) fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
     let value: Option<i64> = row.get(i)?;
     value
         .map(|p| u16::try_from(p).map_err(|_| conversion(i, format!("bad port {p}"))))
