@@ -670,6 +670,62 @@ mod tests {
              assign local ports: off (only resources given --port-override have a local port)\n\
              port range: 20000-29999\n"
         );
+        let on = Settings {
+            auto_connect: true,
+            assign_ports: true,
+            port_range: "100-199".parse().unwrap(),
+        };
+        assert!(
+            settings_text(&on).ends_with(
+                "assign local ports: on (every resource gets a unique local port from the \
+                 range)\nport range: 100-199\n"
+            ),
+            "{}",
+            settings_text(&on)
+        );
+    }
+
+    #[test]
+    fn local_ports_say_where_they_came_from() {
+        let resource = |name: &str, port: Option<u16>, assigned: bool| ResourceDetails {
+            id: Uuid::nil(),
+            name: name.into(),
+            kind: ResourceKind::Tcp,
+            hostname: "h".into(),
+            port: 9,
+            port_override: port,
+            port_assigned: assigned,
+            tags: Default::default(),
+            username: None,
+            database: None,
+            has_credentials: false,
+            upstream_tls: Default::default(),
+            databases: Vec::new(),
+            replication: false,
+            created_at: 0,
+        };
+        let table = local_ports_table(&[
+            resource("a", Some(20000), true),
+            resource("b", Some(5432), false),
+            resource("c", None, false),
+        ]);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["RESOURCE", "LOCAL", "PORT", "FROM"],
+                vec!["a", "20000", "assigned"],
+                vec!["b", "5432", "--port-override"],
+                vec!["c", "-", "-"],
+            ]
+        );
+        assert_eq!(
+            local_port(&resource("a", Some(20000), true)),
+            "20000 (assigned)"
+        );
     }
 
     #[test]
