@@ -430,7 +430,7 @@ pub struct ResourceOptions {
 pub enum ResourcesCommand {
     /// List every resource.
     List,
-    /// Change what PostgreSQL clients may ask for through a resource.
+    /// Change a resource: what PostgreSQL clients may ask for through it, its local port.
     Update {
         /// Resource name or id.
         name: String,
@@ -441,6 +441,14 @@ pub enum ResourcesCommand {
         /// Let replication connections through, or refuse them.
         #[arg(long, value_enum, value_name = "on|off")]
         replication: Option<OnOff>,
+        /// Give it this local port (refused when another resource holds it); an assigned
+        /// port given here becomes explicit and is never moved.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        port_override: Option<u16>,
+        /// Take its explicit local port away (with port overrides on, it is assigned one from
+        /// the range instead).
+        #[arg(long, conflicts_with = "port_override")]
+        clear_port_override: bool,
     },
     /// Delete a resource and its grants.
     Delete {
@@ -482,15 +490,40 @@ pub struct GrantArgs {
 pub enum SettingsCommand {
     /// Show the organisation settings.
     Show,
-    /// Port overrides: at login, connect every granted resource that has a fixed port.
+    /// Port overrides: a local port for every resource, and connecting them all at login.
+    ///
+    /// With --assign-ports on, every resource gets a unique local port from --range when it is
+    /// created, and every existing resource without one gets one now; `sdm status` shows it
+    /// for every granted resource. Ports given with --port-override are kept and never shared:
+    /// a resource asking for a port another holds is refused. A new --range moves only the
+    /// assigned ports outside it; --regenerate assigns them all again, lowest first in name
+    /// order. --assign-ports off takes back the assigned ports. A range with too few free
+    /// ports is refused and nothing changes.
     ///
     /// With --auto-connect on, `sdm login` (the agent) connects every resource granted to the
-    /// account that has a fixed local port (--port-override), on that port; resources without
-    /// one are left for `sdm connect`. Agents read the setting when they log in.
+    /// account that has a local port, on that port; resources without one are left for
+    /// `sdm connect`. Agents read the setting when they log in.
+    #[command(group(
+        ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["auto_connect", "assign_ports", "range", "regenerate"])
+    ))]
     PortOverrides {
         /// Turn automatic connection on login on or off.
         #[arg(long, value_enum)]
-        auto_connect: OnOff,
+        auto_connect: Option<OnOff>,
+        /// Give every resource a unique local port from the range (on), or take back the
+        /// ports given so (off).
+        #[arg(long, value_enum)]
+        assign_ports: Option<OnOff>,
+        /// The ports to assign from, FIRST-LAST within 1-65535 (default 20000-29999).
+        #[arg(long, value_name = "FIRST-LAST", value_parser = parse_port_range)]
+        range: Option<sdm_core::admin::PortRange>,
+        /// Assign every assigned port again, lowest first in resource name order (explicit
+        /// --port-override ports stay).
+        #[arg(long)]
+        regenerate: bool,
     },
 }
 
@@ -549,6 +582,11 @@ pub fn parse_since(text: &str) -> Result<Since, String> {
     }
     let age = sdm_core::duration::parse(text).map_err(|_| bad())?;
     Ok(Since::Ago(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)))
+}
+
+/// `20000-29999` → that range of local ports.
+pub fn parse_port_range(text: &str) -> Result<sdm_core::admin::PortRange, String> {
+    text.parse()
 }
 
 /// `k=v,k2=v2` → a map; keys must be non-empty and unique.

@@ -163,6 +163,7 @@ mod tests {
                 hostname: "db".into(),
                 port: 5432,
                 port_override: None,
+                port_assigned: false,
                 tags: BTreeMap::from([(pinning::PIN_TAG.into(), "dc=eu".into())]),
                 username: None,
                 database: None,

@@ -204,6 +204,7 @@ mod tests {
             hostname: "127.0.0.1".into(),
             port: 5432,
             port_override: None,
+            port_assigned: false,
             tags: BTreeMap::new(),
             username: Some("app".into()),
             database: Some("app".into()),

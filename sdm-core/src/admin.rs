@@ -19,7 +19,8 @@ use crate::session::API_URL_ENV_VAR;
 pub use sdm_proto::api::{
     AccountInfo as Account, AccountStatus, AdminResource as ResourceDetails, AuditQuery,
     AuditRecord, CreateResource as NewResource, CreatedAccount as NewAccount, Credentials,
-    GrantInfo as Grant, TlsMode, UpdateResource as ResourceChanges, UpstreamTls,
+    GrantInfo as Grant, PortRange, TlsMode, UpdateResource as ResourceChanges,
+    UpdateSettings as SettingsChanges, UpstreamTls,
 };
 pub use sdm_proto::audit::Outcome;
 pub use sdm_proto::gateway::{CreatedGateway as NewGateway, GatewayDetails};
@@ -219,8 +220,24 @@ impl AdminClient {
     pub async fn set_auto_connect(&self, on: bool) -> Result<Settings> {
         let changes = UpdateSettings {
             auto_connect: Some(on),
+            ..UpdateSettings::default()
         };
-        self.api.patch(routes::ADMIN_SETTINGS, &changes).await
+        self.update_settings(&changes).await
+    }
+
+    /// Changes the settings set in `changes` and returns them all. Port-override changes
+    /// (`assign_ports`, `port_range`) apply to every resource at once: switching on gives every
+    /// resource without a port one from the range, a new range moves the assigned ports that
+    /// fall outside it. Refused with [`ErrorKind::InvalidArgument`], changing nothing, when the
+    /// range is malformed or has too few free ports.
+    pub async fn update_settings(&self, changes: &UpdateSettings) -> Result<Settings> {
+        self.api.patch(routes::ADMIN_SETTINGS, changes).await
+    }
+
+    /// Assigns every port the port-overrides setting assigned again, lowest first in resource
+    /// name order; ports given with `--port-override` stay. Refused while the setting is off.
+    pub async fn regenerate_ports(&self) -> Result<Settings> {
+        self.api.post(routes::ADMIN_REGENERATE_PORTS, &()).await
     }
 
     /// One page of audit records, newest first.

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::ResourceKind;
 pub use crate::audit::{AuditQuery, AuditRecord};
+pub use crate::port_range::PortRange;
 
 /// Route paths, shared by the server's router and the client.
 pub mod routes {
@@ -30,6 +31,9 @@ pub mod routes {
     pub const ADMIN_RESOURCES: &str = "/v1/admin/resources";
     /// `GET` → [`Settings`](super::Settings); `PATCH` [`UpdateSettings`](super::UpdateSettings) → [`Settings`](super::Settings).
     pub const ADMIN_SETTINGS: &str = "/v1/admin/settings";
+    /// `POST` → [`Settings`](super::Settings): every port the port-overrides setting assigned
+    /// is assigned again, lowest ports first in name order; explicit ports stay.
+    pub const ADMIN_REGENERATE_PORTS: &str = "/v1/admin/settings/regenerate-ports";
     /// `GET ?account=&resource=&since=&until=&limit=&before=` → [`AuditList`](super::AuditList);
     /// `GET /v1/admin/audit/{id}/queries?limit=&after=` → [`AuditQueryList`](super::AuditQueryList).
     pub const ADMIN_AUDIT: &str = "/v1/admin/audit";
@@ -89,14 +93,36 @@ pub struct Settings {
     /// resource that has a fixed port as soon as they log in.
     #[serde(default)]
     pub auto_connect: bool,
+    /// Port overrides: every resource gets a unique local port from [`port_range`] when it is
+    /// created (and every existing one when this is switched on), unless an admin gave it one;
+    /// so `sdm status` shows a port for every resource and auto-connect covers all of them.
+    ///
+    /// [`port_range`]: Settings::port_range
+    #[serde(default)]
+    pub assign_ports: bool,
+    /// Where assigned ports come from.
+    #[serde(default)]
+    pub port_range: PortRange,
 }
 
-/// `PATCH /v1/admin/settings`: only the fields present change.
+/// `PATCH /v1/admin/settings`: only the fields present change. The port fields change in one
+/// transaction with the ports they move, before `auto_connect`: when they are refused,
+/// nothing changes.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UpdateSettings {
     /// See [`Settings::auto_connect`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_connect: Option<bool>,
+    /// See [`Settings::assign_ports`]. Switching it on gives every resource without a port one
+    /// from the range (refused, changing nothing, when the range has too few free ports);
+    /// switching it off takes back the ports it assigned (explicit ones stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign_ports: Option<bool>,
+    /// See [`Settings::port_range`]. While ports are assigned, assigned ports outside the new
+    /// range move into it and those inside stay; refused, changing nothing, when the range has
+    /// too few free ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
 }
 
 /// An account as its owner sees it.
@@ -511,6 +537,10 @@ pub struct AdminResource {
     pub port: u16,
     /// Fixed local port for clients.
     pub port_override: Option<u16>,
+    /// Whether `port_override` was assigned by the port-overrides setting
+    /// ([`Settings::assign_ports`]) rather than given by an admin.
+    #[serde(default)]
+    pub port_assigned: bool,
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Upstream user name, when credentials are stored.

@@ -16,6 +16,7 @@ pub mod handshake;
 pub mod lease;
 #[cfg(feature = "tls")]
 pub mod pinned_ca;
+pub mod port_range;
 #[cfg(feature = "tls")]
 pub mod postgres_tls;
 pub mod resource;

@@ -621,6 +621,182 @@ async fn resources_grants_and_leases() {
     t.server.shutdown().await;
 }
 
+async fn patch_settings(t: &TestServer, body: serde_json::Value) -> common::Reply {
+    t.client
+        .request(
+            "PATCH",
+            routes::ADMIN_SETTINGS,
+            Some(&t.admin()),
+            Some("application/json"),
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await
+}
+
+/// Every resource's (name, local port, assigned), by name.
+async fn local_ports(t: &TestServer) -> Vec<(String, Option<u16>, bool)> {
+    let list: AdminResourceList = t
+        .client
+        .get(routes::ADMIN_RESOURCES, Some(&t.admin()))
+        .await
+        .expect_ok();
+    list.resources
+        .into_iter()
+        .map(|r| (r.name, r.port_override, r.port_assigned))
+        .collect()
+}
+
+fn port(name: &str, port: Option<u16>, assigned: bool) -> (String, Option<u16>, bool) {
+    (name.to_owned(), port, assigned)
+}
+
+#[tokio::test]
+async fn port_overrides_give_every_resource_a_unique_local_port() {
+    let t = TestServer::start().await;
+    let admin = t.admin();
+    let settings: Settings = t
+        .client
+        .get(routes::ADMIN_SETTINGS, Some(&admin))
+        .await
+        .expect_ok();
+    assert!(!settings.assign_ports);
+    assert_eq!(settings.port_range.to_string(), "20000-29999");
+    let tcp = |name: &str| json!({"name": name, "kind": "tcp", "hostname": "127.0.0.1", "port": 9});
+    let early = create_resource(&t, tcp("early")).await;
+    assert_eq!((early.port_override, early.port_assigned), (None, false));
+    let mut fixed = tcp("fixed");
+    fixed["port_override"] = json!(20000);
+    create_resource(&t, fixed).await;
+
+    // Bad ranges are refused and change nothing.
+    for (range, status, says) in [
+        (
+            json!({"first": 20, "last": 10}),
+            400,
+            "starts after it ends",
+        ),
+        (json!({"first": 0, "last": 10}), 400, "starts at 0"),
+        (json!({"first": 1, "last": 65536}), 422, "port_range.last"),
+        (json!("20000-29999"), 422, "port_range"),
+    ] {
+        let message = patch_settings(&t, json!({"assign_ports": true, "port_range": range}))
+            .await
+            .expect_error(status, "invalid_argument");
+        assert!(message.contains(says), "{message}");
+    }
+    // Too small a range for the resources that need a port: refused, nothing changes.
+    let message = patch_settings(
+        &t,
+        json!({"assign_ports": true, "port_range": {"first": 20000, "last": 20000}}),
+    )
+    .await
+    .expect_error(409, "invalid_argument");
+    assert!(
+        message.contains("20000-20000") && message.contains("widen the range"),
+        "{message}"
+    );
+    let settings: Settings = t
+        .client
+        .get(routes::ADMIN_SETTINGS, Some(&admin))
+        .await
+        .expect_ok();
+    assert!(!settings.assign_ports && settings.port_range.to_string() == "20000-29999");
+    assert_eq!(
+        local_ports(&t).await,
+        [
+            port("early", None, false),
+            port("fixed", Some(20000), false)
+        ]
+    );
+
+    // On: the existing resource gets a port around the explicit one, and so does a new one.
+    let settings: Settings = patch_settings(
+        &t,
+        json!({"assign_ports": true, "port_range": {"first": 20000, "last": 20002}}),
+    )
+    .await
+    .expect_ok();
+    assert!(settings.assign_ports);
+    assert_eq!(settings.port_range, PortRange::new(20000, 20002).unwrap());
+    let late = create_resource(&t, tcp("late")).await;
+    assert_eq!(
+        (late.port_override, late.port_assigned),
+        (Some(20002), true)
+    );
+    assert_eq!(
+        local_ports(&t).await,
+        [
+            port("early", Some(20001), true),
+            port("fixed", Some(20000), false),
+            port("late", Some(20002), true),
+        ]
+    );
+    // The range is full: a new resource is refused and not created.
+    let message = t
+        .client
+        .post(routes::ADMIN_RESOURCES, Some(&admin), &tcp("full"))
+        .await
+        .expect_error(409, "invalid_argument");
+    assert!(message.contains("no free port"), "{message}");
+    // An explicit port another resource holds is refused, naming it.
+    let mut thief = tcp("thief");
+    thief["port_override"] = json!(20001);
+    let message = t
+        .client
+        .post(routes::ADMIN_RESOURCES, Some(&admin), &thief)
+        .await
+        .expect_error(409, "invalid_argument");
+    assert!(message.contains("\"early\""), "{message}");
+    assert_eq!(local_ports(&t).await.len(), 3);
+
+    // A service account sees the assigned port as its resource's fixed port.
+    let bot = create_account(&t, "etl", AccountKind::Service).await;
+    grant(&t, "etl", "early").await;
+    let listed: ResourceList = t
+        .client
+        .get(routes::RESOURCES, Some(&bot.token))
+        .await
+        .expect_ok();
+    assert_eq!(listed.resources[0].port_override, Some(20001));
+    let login: LoginResponse = login(&t.client, &bot.token).await.expect_ok();
+    assert!(login.settings.assign_ports);
+
+    // Regenerating packs the assigned ports in name order; the explicit one stays.
+    let deleted = t
+        .client
+        .delete("/v1/admin/resources/early", Some(&admin))
+        .await;
+    assert_eq!(deleted.status, 204);
+    let _: Settings = t
+        .client
+        .post_empty(routes::ADMIN_REGENERATE_PORTS, Some(&admin))
+        .await
+        .expect_ok();
+    assert_eq!(
+        local_ports(&t).await,
+        [
+            port("fixed", Some(20000), false),
+            port("late", Some(20001), true)
+        ]
+    );
+
+    // Off takes back the assigned ports; regenerating then is refused.
+    let settings: Settings = patch_settings(&t, json!({"assign_ports": false}))
+        .await
+        .expect_ok();
+    assert!(!settings.assign_ports);
+    assert_eq!(
+        local_ports(&t).await,
+        [port("fixed", Some(20000), false), port("late", None, false)]
+    );
+    let message = t
+        .client
+        .post_empty(routes::ADMIN_REGENERATE_PORTS, Some(&admin))
+        .await
+        .expect_error(400, "invalid_argument");
+    assert!(message.contains("port overrides are off"), "{message}");
+}
+
 #[tokio::test]
 async fn login_labels_are_bounded() {
     let t = TestServer::start().await;

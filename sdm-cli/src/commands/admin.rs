@@ -5,7 +5,7 @@ use std::io::BufRead;
 
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AdminClient, AuditFilter, AuditRecord, Credentials,
-    GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails,
+    GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails, SettingsChanges,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -92,19 +92,29 @@ async fn dispatch(
             name,
             databases,
             replication,
+            port_override,
+            clear_port_override,
         }) => {
             let changes = ResourceChanges {
                 databases: databases
                     .map(|list| list.into_iter().filter(|d| !d.is_empty()).collect()),
                 replication: replication.map(|r| r == OnOff::On),
+                port_override,
+                clear_port_override,
                 ..ResourceChanges::default()
             };
             let updated = client.update_resource(&name, &changes).await?;
             if json {
                 return print_json(&updated);
             }
+            // The local port only when asked about, so that the line stays what scripts read.
+            let port = if port_override.is_some() || clear_port_override {
+                format!("; local port {}", local_port(&updated))
+            } else {
+                String::new()
+            };
             outln!(
-                "updated resource {}: databases {}; replication {}",
+                "updated resource {}: databases {}; replication {}{port}",
                 updated.name,
                 allowed_databases(&updated),
                 if updated.replication {
@@ -199,29 +209,68 @@ fn gateways_table(gateways: &[GatewayDetails]) -> String {
     table(&["NAME", "ADDRESS", "TAGS", "LAST SEEN", "LIVE"], &rows)
 }
 
-/// `settings show` and `settings port-overrides --auto-connect on|off`: both print the
-/// settings as they are afterwards.
+/// `settings show` and `settings port-overrides …`: both print the settings as they are
+/// afterwards; a change of ports also lists every resource's local port.
 async fn settings(
     client: &AdminClient,
     command: SettingsCommand,
     json: bool,
 ) -> Result<(), CliError> {
-    let (result, name, changed) = match command {
-        SettingsCommand::Show => (client.settings().await, "settings show", false),
-        SettingsCommand::PortOverrides { auto_connect } => (
-            client.set_auto_connect(auto_connect == OnOff::On).await,
-            "settings port-overrides",
-            true,
-        ),
+    const NAME: &str = "settings port-overrides";
+    const FEATURE: &str = "organisation settings";
+    let SettingsCommand::PortOverrides {
+        auto_connect,
+        assign_ports,
+        range,
+        regenerate,
+    } = command
+    else {
+        let settings = client
+            .settings()
+            .await
+            .map_err(|e| or_unsupported(e, "settings show", FEATURE))?;
+        return print_settings(&settings, json);
     };
-    let settings = result.map_err(|e| or_unsupported(e, name, "organisation settings"))?;
-    if json {
-        print_json(&settings)?;
+    let changes = SettingsChanges {
+        auto_connect: auto_connect.map(|v| v == OnOff::On),
+        assign_ports: assign_ports.map(|v| v == OnOff::On),
+        port_range: range,
+    };
+    let mut settings = if changes == SettingsChanges::default() {
+        client.settings().await
     } else {
-        print_raw(&settings_text(&settings));
+        client.update_settings(&changes).await
     }
-    if changed {
-        eprintln!("agents act on the setting when they next log in (`sdm login`)");
+    .map_err(|e| or_unsupported(e, NAME, FEATURE))?;
+    // A server without port overrides ignores the fields it does not know.
+    let ignored = (assign_ports == Some(OnOff::On) && !settings.assign_ports)
+        || range.is_some_and(|r| r != settings.port_range);
+    if ignored {
+        return Err(unsupported(
+            NAME,
+            "port overrides (--assign-ports, --range)",
+        ));
+    }
+    if regenerate {
+        settings = client
+            .regenerate_ports()
+            .await
+            .map_err(|e| or_unsupported(e, NAME, "port overrides (--regenerate)"))?;
+    }
+    print_settings(&settings, json)?;
+    if !json && (assign_ports.is_some() || range.is_some() || regenerate) {
+        let resources = client.list_resources().await?;
+        print_raw(&format!("\n{}", local_ports_table(&resources)));
+    }
+    eprintln!("agents act on the setting when they next log in (`sdm login`)");
+    Ok(())
+}
+
+fn print_settings(settings: &Settings, json: bool) -> Result<(), CliError> {
+    if json {
+        print_json(settings)?;
+    } else {
+        print_raw(&settings_text(settings));
     }
     Ok(())
 }
@@ -232,7 +281,47 @@ fn settings_text(settings: &Settings) -> String {
     } else {
         "off"
     };
-    format!("auto-connect on login: {auto}\n")
+    let assign = if settings.assign_ports {
+        "on (every resource gets a unique local port from the range)"
+    } else {
+        "off (only resources given --port-override have a local port)"
+    };
+    format!(
+        "auto-connect on login: {auto}\n\
+         assign local ports: {assign}\n\
+         port range: {}\n",
+        settings.port_range
+    )
+}
+
+/// Every resource's local port and where it came from.
+fn local_ports_table(resources: &[ResourceDetails]) -> String {
+    let rows: Vec<Vec<String>> = resources
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                r.port_override
+                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                match (r.port_override, r.port_assigned) {
+                    (None, _) => "-",
+                    (Some(_), true) => "assigned",
+                    (Some(_), false) => "--port-override",
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    table(&["RESOURCE", "LOCAL PORT", "FROM"], &rows)
+}
+
+/// A resource's local port, marked when the port-overrides setting assigned it.
+fn local_port(r: &ResourceDetails) -> String {
+    match (r.port_override, r.port_assigned) {
+        (None, _) => "-".to_owned(),
+        (Some(p), false) => p.to_string(),
+        (Some(p), true) => format!("{p} (assigned)"),
+    }
 }
 
 async fn services(
@@ -353,8 +442,7 @@ fn resources_table(resources: &[ResourceDetails]) -> String {
                 r.kind.to_string(),
                 r.hostname.clone(),
                 r.port.to_string(),
-                r.port_override
-                    .map_or_else(|| "-".to_owned(), |p| p.to_string()),
+                local_port(r),
                 match (&r.username, r.has_credentials) {
                     (Some(user), true) => format!("stored ({user})"),
                     _ => "-".to_owned(),
@@ -532,9 +620,11 @@ async fn create_resource(
     if json {
         return print_json(&created);
     }
-    let local = created
-        .port_override
-        .map_or_else(String::new, |p| format!("; clients listen on port {p}"));
+    let local = match (created.port_override, created.port_assigned) {
+        (None, _) => String::new(),
+        (Some(p), false) => format!("; clients listen on port {p}"),
+        (Some(p), true) => format!("; clients listen on port {p} (assigned from the port range)"),
+    };
     outln!(
         "created {} {what} {} ({}:{}){local}",
         created.kind,
@@ -576,7 +666,65 @@ mod tests {
     fn settings_read_as_a_sentence() {
         assert_eq!(
             settings_text(&Settings::default()),
-            "auto-connect on login: off\n"
+            "auto-connect on login: off\n\
+             assign local ports: off (only resources given --port-override have a local port)\n\
+             port range: 20000-29999\n"
+        );
+        let on = Settings {
+            auto_connect: true,
+            assign_ports: true,
+            port_range: "100-199".parse().unwrap(),
+        };
+        assert!(
+            settings_text(&on).ends_with(
+                "assign local ports: on (every resource gets a unique local port from the \
+                 range)\nport range: 100-199\n"
+            ),
+            "{}",
+            settings_text(&on)
+        );
+    }
+
+    #[test]
+    fn local_ports_say_where_they_came_from() {
+        let resource = |name: &str, port: Option<u16>, assigned: bool| ResourceDetails {
+            id: Uuid::nil(),
+            name: name.into(),
+            kind: ResourceKind::Tcp,
+            hostname: "h".into(),
+            port: 9,
+            port_override: port,
+            port_assigned: assigned,
+            tags: Default::default(),
+            username: None,
+            database: None,
+            has_credentials: false,
+            upstream_tls: Default::default(),
+            databases: Vec::new(),
+            replication: false,
+            created_at: 0,
+        };
+        let table = local_ports_table(&[
+            resource("a", Some(20000), true),
+            resource("b", Some(5432), false),
+            resource("c", None, false),
+        ]);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["RESOURCE", "LOCAL", "PORT", "FROM"],
+                vec!["a", "20000", "assigned"],
+                vec!["b", "5432", "--port-override"],
+                vec!["c", "-", "-"],
+            ]
+        );
+        assert_eq!(
+            local_port(&resource("a", Some(20000), true)),
+            "20000 (assigned)"
         );
     }
 

@@ -287,35 +287,48 @@ fn organisation_settings_show_and_port_overrides() {
         admin(&fx, sdm, &full)
     };
     let server_says = || fx.block_on(fx.admin.settings()).unwrap().auto_connect;
+    const PORTS_OFF: &str = "assign local ports: off (only resources given --port-override \
+                             have a local port)\n\
+                             port range: 20000-29999\n";
     assert_eq!(
         settings(&sdm, &["show"]).ok(),
-        "auto-connect on login: off\n"
+        format!("auto-connect on login: off\n{PORTS_OFF}")
     );
 
     let out = settings(&sdm, &["port-overrides", "--auto-connect", "on"]);
     assert_eq!(
         out.ok(),
-        "auto-connect on login: on (at login, every granted resource with a fixed port is \
-         connected on that port)\n"
+        format!(
+            "auto-connect on login: on (at login, every granted resource with a fixed port is \
+             connected on that port)\n{PORTS_OFF}"
+        )
     );
     assert_eq!(
         out.stderr,
         "agents act on the setting when they next log in (`sdm login`)\n"
     );
     assert!(server_says());
+    let range = serde_json::json!({"first": 20000, "last": 29999});
     assert_eq!(
         settings(&sdm, &["show", "--json"]).json(),
-        serde_json::json!({ "auto_connect": true })
+        serde_json::json!({ "auto_connect": true, "assign_ports": false, "port_range": range })
     );
 
     let out = settings(&sdm, &["port-overrides", "--auto-connect", "off", "--json"]);
-    assert_eq!(out.json(), serde_json::json!({ "auto_connect": false }));
+    assert_eq!(
+        out.json(),
+        serde_json::json!({ "auto_connect": false, "assign_ports": false, "port_range": range })
+    );
     assert!(!server_says());
 
     // Usage errors, a service token and no token change nothing.
     for bad in [
         &["port-overrides", "--auto-connect", "maybe"][..],
         &["port-overrides"][..],
+        &["port-overrides", "--range", "30000-20000"][..],
+        &["port-overrides", "--range", "0-10"][..],
+        &["port-overrides", "--range", "1-65536"][..],
+        &["port-overrides", "--assign-ports", "yes"][..],
     ] {
         let out = settings(&sdm, bad);
         assert_eq!(out.code, 2, "{out:#?}");

@@ -253,3 +253,215 @@ fn with_the_setting_off_login_connects_nothing() {
     assert_eq!(echo_once(fixed), b"ping");
     sdm.run(&["logout"]).ok();
 }
+
+/// `count` consecutive local ports that nothing listens on now.
+fn free_range(count: u16) -> (u16, u16) {
+    for _ in 0..50 {
+        let first = free_port();
+        let Some(last) = first.checked_add(count - 1) else {
+            continue;
+        };
+        let all_free = (first..=last).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return (first, last);
+        }
+    }
+    panic!("no {count} consecutive free ports found");
+}
+
+/// The guide's `sdm status`: with the port-overrides setting on, every resource has a local
+/// port, shown whether connected or not, and auto-connect at login covers all of them.
+#[test]
+fn assigned_ports_show_in_status_and_auto_connect_opens_them() {
+    let fx = Fixture::start();
+    let sdm = fx.sdm();
+    let admin_env = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
+    let pg = pg();
+    // A datasource that exists before the setting is switched on, without a port.
+    crate::support::pg_resource(&fx, "pgsql_1_31", None);
+    let (first, last) = free_range(2);
+    let range = format!("{first}-{last}");
+
+    // Switching on gives the existing resource the first port of the range.
+    let out = sdm.run_env(
+        &[
+            "admin",
+            "settings",
+            "port-overrides",
+            "--assign-ports",
+            "on",
+            "--range",
+            &range,
+            "--auto-connect",
+            "on",
+        ],
+        &admin_env,
+    );
+    let text = out.ok();
+    assert!(
+        text.contains("assign local ports: on (every resource gets a unique local port")
+            && text.contains(&format!("port range: {range}\n")),
+        "{out:#?}"
+    );
+    let listed: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("RESOURCE"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            vec!["RESOURCE", "LOCAL", "PORT", "FROM"],
+            vec!["pgsql_1_31", &first.to_string(), "assigned"],
+        ],
+        "{out:#?}"
+    );
+
+    // A datasource created now gets the next port.
+    let out = sdm.run_with(
+        &[
+            "admin",
+            "datasources",
+            "add",
+            "postgres",
+            "reports",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &pg.port().to_string(),
+            "--database",
+            "postgres",
+            "--username",
+            pg.superuser(),
+            "--password-stdin",
+            "--json",
+        ],
+        &admin_env,
+        Some(pg.password()),
+    );
+    let created = out.json();
+    assert_eq!(
+        (&created["port_override"], &created["port_assigned"]),
+        (&json!(last), &json!(true)),
+        "{out:#?}"
+    );
+    // The range is full now: the next one is refused, clearly, and not created.
+    let out = sdm.run_with(
+        &[
+            "admin",
+            "servers",
+            "add",
+            "tcp",
+            "one-too-many",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "9",
+        ],
+        &admin_env,
+        None,
+    );
+    let refusal = out.fails(14);
+    assert!(
+        refusal.contains(&format!(
+            "port-override range {range} has no free port left"
+        )) && refusal.contains("widen the range"),
+        "{out:#?}"
+    );
+    // An explicit port another resource holds is refused, naming it.
+    let out = sdm.run_env(
+        &[
+            "admin",
+            "servers",
+            "add",
+            "tcp",
+            "thief",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "9",
+            "--port-override",
+            &first.to_string(),
+        ],
+        &admin_env,
+    );
+    assert!(out.fails(14).contains("\"pgsql_1_31\""), "{out:#?}");
+    // So is an update to it; clearing an explicit port brings back an assigned one.
+    let update = |args: &[&str]| {
+        let mut full = vec!["admin", "resources", "update", "reports"];
+        full.extend_from_slice(args);
+        sdm.run_env(&full, &admin_env)
+    };
+    let out = update(&["--port-override", &first.to_string()]);
+    assert!(
+        out.fails(14).contains(&format!(
+            "local port {first} is already the port of resource \"pgsql_1_31\""
+        )),
+        "{out:#?}"
+    );
+    let outside = free_port();
+    let out = update(&["--port-override", &outside.to_string()]);
+    assert!(
+        out.ok().ends_with(&format!("; local port {outside}\n")),
+        "{out:#?}"
+    );
+    let out = update(&["--clear-port-override"]);
+    assert!(
+        out.ok()
+            .ends_with(&format!("; local port {last} (assigned)\n")),
+        "{out:#?}"
+    );
+
+    // A job logs in: both resources are connected on their assigned ports.
+    let token = fx.account_with("etl", &["pgsql_1_31", "reports"]);
+    let job = fx.sdm();
+    let out = job.login(&token);
+    assert_eq!(
+        out.stdout,
+        format!(
+            "logged in as etl (service account) at {}\n\
+             auto-connected pgsql_1_31 on 127.0.0.1:{first}\n\
+             auto-connected reports on 127.0.0.1:{last}\n",
+            fx.api_url
+        ),
+        "{out:#?}"
+    );
+    // A real query through each tunnel, without a password (the gateway logs in).
+    for port in [first, last] {
+        let (code, stdout, stderr) = psql_as(port, "etl", None, "SELECT 'via ' || 'sdm'");
+        assert_eq!((code, stdout.as_str()), (0, "via sdm"), "{stderr}");
+    }
+
+    // `sdm status` shows the port of a resource that is not connected, as in the guide.
+    job.run(&["disconnect", "pgsql_1_31"]).ok();
+    let status = job.run(&["status"]);
+    let lines: Vec<&str> = status.ok().lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["DATASOURCE", "NAME", "STATUS", "PORT", "TYPE"],
+        "{status:#?}"
+    );
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        [
+            "pgsql_1_31",
+            "not",
+            "connected",
+            &first.to_string(),
+            "postgres"
+        ],
+        "{status:#?}"
+    );
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        [
+            "reports",
+            "connected",
+            "(auto)",
+            &last.to_string(),
+            "postgres"
+        ],
+        "{status:#?}"
+    );
+    job.run(&["logout"]).ok();
+}

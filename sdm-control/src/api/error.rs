@@ -91,6 +91,10 @@ impl From<StoreError> for ApiError {
                 ApiError::invalid(e.to_string()).with_status(StatusCode::CONFLICT)
             }
             StoreError::LastAdmin => ApiError::invalid(e.to_string()),
+            // Refused by the state of other resources, not by the request's form.
+            StoreError::PortTaken { .. } | StoreError::PortsExhausted { .. } => {
+                ApiError::invalid(e.to_string()).with_status(StatusCode::CONFLICT)
+            }
             StoreError::NotFound(what) => ApiError::invalid(format!(
                 "the {what} was deleted while this request ran; try again"
             ))

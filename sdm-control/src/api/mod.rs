@@ -180,6 +180,10 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
             get(settings::show).patch(settings::update),
         )
         .route(
+            routes::ADMIN_REGENERATE_PORTS,
+            post(settings::regenerate_ports),
+        )
+        .route(
             routes::ADMIN_GATEWAYS,
             get(gateways::list).post(gateways::create),
         )

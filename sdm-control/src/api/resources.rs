@@ -26,6 +26,7 @@ fn admin_view(r: ResourceRecord) -> AdminResource {
         hostname: r.hostname,
         port: r.port,
         port_override: r.port_override,
+        port_assigned: r.port_assigned,
         tags: r.tags,
         username: r.username,
         database: r.database,
@@ -140,6 +141,7 @@ pub(crate) async fn create(
         hostname: request.hostname,
         port,
         port_override: request.port_override,
+        port_assigned: false,
         tags: request.tags,
         username,
         database,
@@ -150,11 +152,13 @@ pub(crate) async fn create(
         replication: request.replication,
         created_at: sdm_proto::unix_now(),
     };
-    state.store.create_resource(record.clone()).await?;
+    // The store gives it a local port when the port-overrides setting says so.
+    let record = state.store.create_resource(record).await?;
     tracing::info!(
         admin = %admin.0.account.name,
         resource = %record.name,
         kind = %record.kind,
+        local_port = ?record.port_override,
         "resource created"
     );
     Ok(axum::Json(admin_view(record)))
@@ -254,8 +258,9 @@ pub(crate) async fn update(
                 "port_override must be between 1 and 65535",
             ));
         }
-        (Some(p), false) => record.port_override = Some(p),
-        (None, true) => record.port_override = None,
+        (Some(p), false) => (record.port_override, record.port_assigned) = (Some(p), false),
+        // With the port-overrides setting on, the store assigns a port again.
+        (None, true) => (record.port_override, record.port_assigned) = (None, false),
         (None, false) => {}
     }
     if let Some(tags) = request.tags {
@@ -288,7 +293,7 @@ pub(crate) async fn update(
     if let Some(replication) = request.replication {
         record.replication = replication;
     }
-    state.store.update_resource(record.clone()).await?;
+    let record = state.store.update_resource(record).await?;
     tracing::info!(admin = %admin.0.account.name, resource = %record.name, "resource updated");
     Ok(axum::Json(admin_view(record)))
 }

@@ -19,6 +19,7 @@ use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
 use uuid::Uuid;
 
 pub mod audit;
+pub mod port_overrides;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod suite;
 pub mod transfer;
 
 pub use audit::{AuditFilter, AuditRefusals};
+pub use port_overrides::{PortOverrides, PortOverridesChange};
 pub use postgres::{DatabaseUrl, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -85,6 +87,9 @@ pub struct ResourceRecord {
     pub port: u16,
     /// Fixed local port for clients.
     pub port_override: Option<u16>,
+    /// Whether `port_override` was assigned by the port-overrides setting rather than given
+    /// by an admin (see [`port_overrides`]).
+    pub port_assigned: bool,
     /// Free-form tags.
     pub tags: BTreeMap<String, String>,
     /// Upstream user name.
@@ -114,6 +119,7 @@ impl std::fmt::Debug for ResourceRecord {
             .field("hostname", &self.hostname)
             .field("port", &self.port)
             .field("port_override", &self.port_override)
+            .field("port_assigned", &self.port_assigned)
             .field("tags", &self.tags)
             .field("username", &self.username)
             .field("database", &self.database)
@@ -198,6 +204,31 @@ pub enum StoreError {
     /// The row to change does not exist (any more).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// A resource asked for a local port another resource holds.
+    #[error(
+        "local port {port} is already the port of resource {holder:?}; choose another port, or \
+         change {holder:?}'s first"
+    )]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// The resource that holds it.
+        holder: String,
+    },
+    /// The port-overrides range has too few free ports for what was asked; nothing changed.
+    #[error(
+        "the port-override range {range} has no free port left for {needed} more resource(s) \
+         ({held} of its {len} ports are taken); widen the range",
+        len = range.len()
+    )]
+    PortsExhausted {
+        /// The range.
+        range: sdm_proto::api::PortRange,
+        /// How many of its ports resources hold.
+        held: usize,
+        /// How many resources needed a port.
+        needed: usize,
+    },
     /// The change would leave no active admin account.
     #[error(
         "this is the last active admin account; create or unsuspend another admin account first"
@@ -327,8 +358,13 @@ pub trait Store: Send + Sync + 'static {
 
     // --- resources ---
 
-    /// Creates a resource. `Conflict` if the name is taken.
-    async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError>;
+    /// Creates a resource and returns it as stored. `Conflict` if the name is taken. With a
+    /// `port_override`, `PortTaken` if another resource holds that port; without one while
+    /// the port-overrides setting is on, it gets the lowest free port of the setting's range
+    /// (`port_assigned`; `PortsExhausted` if none is free). Serialised with every other
+    /// change of ports, so concurrent creations never share a port.
+    async fn create_resource(&self, resource: ResourceRecord)
+    -> Result<ResourceRecord, StoreError>;
     /// The resource with this id.
     async fn get_resource(&self, id: Uuid) -> Result<Option<ResourceRecord>, StoreError>;
     /// The resource with this name.
@@ -338,9 +374,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_resources(&self) -> Result<Vec<ResourceRecord>, StoreError>;
     /// Deletes a resource and its grants. `NotFound` if it does not exist.
     async fn delete_resource(&self, id: Uuid) -> Result<(), StoreError>;
-    /// Replaces every field of the resource with this id but its name and creation time.
-    /// `NotFound` if it does not exist.
-    async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError>;
+    /// Replaces every field of the resource with this id but its name and creation time, and
+    /// returns it as stored. `NotFound` if it does not exist. A `port_override` other than the
+    /// stored one is checked as [`create_resource`](Store::create_resource) checks it; none
+    /// while the port-overrides setting is on assigns one.
+    async fn update_resource(&self, resource: ResourceRecord)
+    -> Result<ResourceRecord, StoreError>;
 
     // --- grants ---
 
@@ -482,4 +521,21 @@ pub trait Store: Send + Sync + 'static {
     async fn set_setting(&self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
     /// Stores a setting unless it is already set; whether it was stored.
     async fn put_setting_if_absent(&self, key: &str, value: Vec<u8>) -> Result<bool, StoreError>;
+
+    // --- port overrides ---
+
+    /// The port-overrides setting (off, default range, when never set).
+    async fn port_overrides(&self) -> Result<PortOverrides, StoreError> {
+        let stored = self.get_setting(port_overrides::SETTING_KEY).await?;
+        PortOverrides::decode(stored.as_deref())
+    }
+    /// Changes the port-overrides setting and, in the same transaction, brings every
+    /// resource's assigned port in line with it (the rules are [`port_overrides`]'s); with
+    /// `change.regenerate`, every assigned port is assigned again. Returns the setting as
+    /// stored and how many resources' ports changed. `PortsExhausted`, changing nothing, when
+    /// the range has too few free ports.
+    async fn change_port_overrides(
+        &self,
+        change: PortOverridesChange,
+    ) -> Result<(PortOverrides, u64), StoreError>;
 }

@@ -20,6 +20,7 @@ use super::{
 
 mod audit_owners;
 mod audit_retention;
+mod port_overrides;
 mod sessions;
 
 pub(crate) use audit_owners::{
@@ -27,6 +28,10 @@ pub(crate) use audit_owners::{
     records_a_stopped_gateway_left_open_are_interrupted,
 };
 pub(crate) use audit_retention::audit_records_past_the_retention_go_with_their_queries;
+pub(crate) use port_overrides::{
+    concurrent_creations_and_switching_on_never_share_a_port,
+    port_overrides_assign_unique_ports_and_keep_explicit_ones,
+};
 pub(crate) use sessions::{
     expired_sessions_end_and_old_ended_ones_are_removed,
     logins_beyond_the_limit_end_the_oldest_sessions,
@@ -65,6 +70,8 @@ macro_rules! store_suite {
             a_gateway_changes_only_its_own_audit_records,
             records_a_stopped_gateway_left_open_are_interrupted,
             audit_records_past_the_retention_go_with_their_queries,
+            port_overrides_assign_unique_ports_and_keep_explicit_ones,
+            concurrent_creations_and_switching_on_never_share_a_port,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {
@@ -99,14 +106,18 @@ fn token(account_id: Uuid) -> TokenRecord {
     }
 }
 
+/// A resource with an explicit local port of its own (no two share one).
 fn resource(name: &str) -> ResourceRecord {
+    static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(15432);
+    let port = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ResourceRecord {
         id: Uuid::new_v4(),
         name: name.into(),
         kind: ResourceKind::Postgres,
         hostname: "db.internal".into(),
         port: 5432,
-        port_override: Some(15432),
+        port_override: Some(port),
+        port_assigned: false,
         tags: BTreeMap::from([("env".into(), "prod".into())]),
         username: Some("app".into()),
         database: None,
@@ -347,6 +358,7 @@ pub(crate) async fn resources_and_grants(f: &Fixture) {
         kind: ResourceKind::Other("kafka".into()),
         password_sealed: None,
         port_override: None,
+        port_assigned: false,
         tags: BTreeMap::new(),
         tls_mode: TlsMode::VerifyFull,
         tls_ca_pem: Some("-----BEGIN CERTIFICATE-----\n…\n".into()),
@@ -423,6 +435,7 @@ pub(crate) async fn resource_updates_keep_name_and_creation_time(f: &Fixture) {
         hostname: "10.0.0.7".into(),
         port: 22,
         port_override: None,
+        port_assigned: false,
         tags: BTreeMap::from([("team".into(), "data".into()), ("env".into(), "dev".into())]),
         username: None,
         database: Some("app".into()),
@@ -880,7 +893,7 @@ pub(crate) async fn concurrent_writers_leave_a_consistent_store(f: &Fixture) {
             }
             let r = resource(&name);
             match store.create_resource(r.clone()).await {
-                Ok(()) => created_resources.push(r),
+                Ok(_) => created_resources.push(r),
                 Err(StoreError::Conflict { .. }) => conflicts += 1,
                 Err(e) => panic!("{side}: creating resource {name}: {e:?}"),
             }

@@ -233,7 +233,12 @@ mod tests {
         let mut ids = Ids {
             tokens: Vec::new(),
             sessions: Vec::new(),
-            settings: vec!["secret_key_check", "auto_connect", "gateway.name.x"],
+            settings: vec![
+                "secret_key_check",
+                "auto_connect",
+                "gateway.name.x",
+                crate::store::port_overrides::SETTING_KEY,
+            ],
         };
         let mut accounts = Vec::new();
         for (i, kind) in [
@@ -291,6 +296,7 @@ mod tests {
                 hostname: "db.internal".into(),
                 port: 5432 + i as u16,
                 port_override: (i == 0).then_some(15432),
+                port_assigned: false,
                 tags: BTreeMap::from([("env".into(), format!("e{i}"))]),
                 username: Some("app".into()),
                 database: (i == 0).then(|| "app".into()),
@@ -352,6 +358,15 @@ mod tests {
             .set_setting("auto_connect", b"true".to_vec())
             .await
             .unwrap();
+        // Ports assigned by the setting stay assigned (port_assigned moves along).
+        let (_, assigned) = store
+            .change_port_overrides(crate::store::PortOverridesChange {
+                assign: Some(true),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(assigned, 2);
         let mut events = Vec::new();
         for i in 0..1500u64 {
             let c = AuditRecord {
@@ -404,7 +419,7 @@ mod tests {
                 grants: 4,
                 sessions: 3,
                 gateways: 1,
-                settings: 2,
+                settings: 3,
                 connections: 1500,
                 queries: 2250,
             }

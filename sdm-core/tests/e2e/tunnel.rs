@@ -453,3 +453,65 @@ async fn organisation_settings_reach_the_client_at_login() {
     let err = sdm_core::admin::AdminClient::new(&token).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden);
 }
+
+/// Port overrides through the admin SDK: switching on gives resources ports a job sees and
+/// connects on; bad ranges and full ranges are `InvalidArgument` that change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assigned_ports_reach_the_job_and_bad_ranges_are_refused() {
+    use sdm_core::admin::{PortRange, SettingsChanges};
+
+    let fx = Fixture::start().await;
+    let echo = EchoServer::start().unwrap();
+    fx.tcp_resource("echo", echo.port(), None).await;
+    let session = fx.session_with("etl", &["echo"]).await;
+    assert_eq!(
+        session.list_resources().await.unwrap()[0].port_override,
+        None
+    );
+
+    let first = free_port();
+    let range = PortRange::new(first, first).unwrap();
+    let settings = fx
+        .admin
+        .update_settings(&SettingsChanges {
+            assign_ports: Some(true),
+            port_range: Some(range),
+            ..SettingsChanges::default()
+        })
+        .await
+        .unwrap();
+    assert!(settings.assign_ports);
+    assert_eq!(settings.port_range, range);
+    let listed = session.list_resources().await.unwrap();
+    assert_eq!(listed[0].port_override, Some(first));
+    let tunnel = session.connect("echo").await.unwrap();
+    assert_eq!(tunnel.port().unwrap(), first);
+    tunnel.close();
+
+    // The one port is taken: a new resource is refused with a message that says what to do.
+    let err = fx
+        .admin
+        .create_resource(
+            &sdm_core::admin::NewResource::new("full", ResourceKind::Tcp, "127.0.0.1").port(9),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("widen the range"), "{err}");
+    // The SDK sends a range as given; the server refuses one that starts after it ends.
+    let err = fx
+        .admin
+        .update_settings(&SettingsChanges {
+            port_range: Some(PortRange {
+                first: 30,
+                last: 20,
+            }),
+            ..SettingsChanges::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.message().contains("starts after it ends"), "{err}");
+    assert_eq!(fx.admin.settings().await.unwrap().port_range, range);
+    assert_eq!(fx.admin.regenerate_ports().await.unwrap().port_range, range);
+}

@@ -36,11 +36,13 @@ use uuid::Uuid;
 
 use crate::store::audit::Writer;
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, ResourceRecord,
-    SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+    AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, PortOverrides,
+    PortOverridesChange, ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError,
+    TokenRecord,
 };
 
 mod audit;
+mod port_overrides;
 mod rows;
 mod sessions;
 mod tls;
@@ -74,6 +76,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         include_str!("../migrations/postgres/0005_session_order.sql"),
+    ),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_port_overrides.sql"),
     ),
 ];
 
@@ -599,51 +605,60 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+    async fn create_resource(
+        &self,
+        mut resource: ResourceRecord,
+    ) -> Result<ResourceRecord, StoreError> {
         self.call("create a resource", async {
-            let client = self.client().await?;
-            let stmt = client
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            port_overrides::lock(&tx).await?;
+            port_overrides::place(&tx, &mut resource, None).await?;
+            let stmt = tx
                 .prepare_cached(
                     "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                             username, database, password_sealed, created_at,
-                                            tls_mode, tls_ca_pem, databases, replication)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                                            tls_mode, tls_ca_pem, databases, replication,
+                                            port_assigned)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                             $16)",
                 )
                 .await
                 .context("create a resource")?;
-            client
-                .execute(
-                    &stmt,
-                    &[
-                        &resource.id,
-                        &resource.name,
-                        &resource.kind.as_str(),
-                        &resource.hostname,
-                        &i32::from(resource.port),
-                        &resource.port_override.map(i32::from),
-                        &Json(&resource.tags),
-                        &resource.username,
-                        &resource.database,
-                        &resource.password_sealed,
-                        &resource.created_at,
-                        &resource.tls_mode.as_str(),
-                        &resource.tls_ca_pem,
-                        &Json(&resource.databases),
-                        &resource.replication,
-                    ],
-                )
-                .await
-                .map_err(|e| {
-                    if is(&e, &SqlState::UNIQUE_VIOLATION) {
-                        StoreError::Conflict {
-                            entity: "a resource",
-                            name: resource.name.clone(),
-                        }
-                    } else {
-                        StoreError::backend("create a resource", e)
+            tx.execute(
+                &stmt,
+                &[
+                    &resource.id,
+                    &resource.name,
+                    &resource.kind.as_str(),
+                    &resource.hostname,
+                    &i32::from(resource.port),
+                    &resource.port_override.map(i32::from),
+                    &Json(&resource.tags),
+                    &resource.username,
+                    &resource.database,
+                    &resource.password_sealed,
+                    &resource.created_at,
+                    &resource.tls_mode.as_str(),
+                    &resource.tls_ca_pem,
+                    &Json(&resource.databases),
+                    &resource.replication,
+                    &resource.port_assigned,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is(&e, &SqlState::UNIQUE_VIOLATION) {
+                    StoreError::Conflict {
+                        entity: "a resource",
+                        name: resource.name.clone(),
                     }
-                })?;
-            Ok(())
+                } else {
+                    StoreError::backend("create a resource", e)
+                }
+            })?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(resource)
         })
         .await
     }
@@ -701,14 +716,29 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
-        let changed = self
-            .execute(
+    async fn update_resource(
+        &self,
+        mut resource: ResourceRecord,
+    ) -> Result<ResourceRecord, StoreError> {
+        self.call("update a resource", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            port_overrides::lock(&tx).await?;
+            let stored = port_overrides::stored_port(&tx, resource.id)
+                .await?
+                .ok_or(StoreError::NotFound("resource"))?;
+            port_overrides::place(&tx, &mut resource, stored).await?;
+            let row = tx_query_opt(
+                &tx,
                 "update a resource",
-                "UPDATE resources SET kind = $2, hostname = $3, port = $4, port_override = $5,
-                        tags = $6, username = $7, database = $8, password_sealed = $9,
-                        tls_mode = $10, tls_ca_pem = $11, databases = $12, replication = $13
-                 WHERE id = $1",
+                &format!(
+                    "UPDATE resources r SET kind = $2, hostname = $3, port = $4,
+                            port_override = $5, tags = $6, username = $7, database = $8,
+                            password_sealed = $9, tls_mode = $10, tls_ca_pem = $11,
+                            databases = $12, replication = $13, port_assigned = $14
+                     WHERE r.id = $1
+                     RETURNING {RESOURCE_COLUMNS}"
+                ),
                 &[
                     &resource.id,
                     &resource.kind.as_str(),
@@ -723,13 +753,17 @@ impl Store for PostgresStore {
                     &resource.tls_ca_pem,
                     &Json(&resource.databases),
                     &resource.replication,
+                    &resource.port_assigned,
                 ],
             )
-            .await?;
-        if changed == 0 {
-            return Err(StoreError::NotFound("resource"));
-        }
-        Ok(())
+            .await?
+            .ok_or(StoreError::NotFound("resource"))?;
+            // Name and creation time are the stored ones.
+            let stored = resource_row(&row)?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(stored)
+        })
+        .await
     }
 
     async fn grant(&self, grant: GrantRecord) -> Result<GrantRecord, StoreError> {
@@ -1066,6 +1100,21 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(n > 0)
+    }
+
+    async fn change_port_overrides(
+        &self,
+        change: PortOverridesChange,
+    ) -> Result<(PortOverrides, u64), StoreError> {
+        self.call("change the port-overrides setting", async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.context("start a transaction")?;
+            port_overrides::lock(&tx).await?;
+            let changed = port_overrides::change(&tx, change).await?;
+            tx.commit().await.context("commit a transaction")?;
+            Ok(changed)
+        })
+        .await
     }
 }
 

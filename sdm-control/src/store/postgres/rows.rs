@@ -67,7 +67,7 @@ fn name_at<T: FromStr<Err = UnknownName>>(row: &Row, i: usize) -> Result<T, Stor
         .map_err(|e: UnknownName| invalid(e.to_string()))
 }
 
-fn port_at(row: &Row, i: usize) -> Result<Option<u16>, StoreError> {
+pub(super) fn port_at(row: &Row, i: usize) -> Result<Option<u16>, StoreError> {
     col::<Option<i32>>(row, i)?
         .map(|p| u16::try_from(p).map_err(|_| invalid(format!("bad port {p}"))))
         .transpose()
@@ -99,7 +99,7 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRecord, StoreError> {
 
 pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
      r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication";
+     r.databases, r.replication, r.port_assigned";
 
 pub(super) fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
     let kind: &str = col(row, 2)?;
@@ -119,6 +119,7 @@ pub(super) fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
         tls_ca_pem: col(row, 12)?,
         databases: list_at(row, 13)?,
         replication: col(row, 14)?,
+        port_assigned: col(row, 15)?,
     })
 }
 

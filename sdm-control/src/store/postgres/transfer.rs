@@ -56,7 +56,7 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
         Item::Resource(_) => (
             "COPY resources (id, name, kind, hostname, port, port_override, tags, username,
                              database, password_sealed, created_at, tls_mode, tls_ca_pem,
-                             databases, replication)
+                             databases, replication, port_assigned)
              FROM STDIN BINARY",
             &[
                 Type::UUID,
@@ -73,6 +73,7 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
                 Type::TEXT,
                 Type::TEXT,
                 Type::JSONB,
+                Type::BOOL,
                 Type::BOOL,
             ],
         ),
@@ -201,6 +202,7 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                         &r.tls_ca_pem,
                         &Json(&r.databases),
                         &r.replication,
+                        &r.port_assigned,
                     ])
                     .await
             }

@@ -24,11 +24,13 @@ use uuid::Uuid;
 use crate::store::audit::Writer;
 use crate::store::{
     AccessFacts, AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord,
-    ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
+    PortOverrides, PortOverridesChange, ResourceRecord, SessionExpiry, SessionRecord, Store,
+    StoreError, TokenRecord,
 };
 
 mod audit;
 pub mod backup;
+mod port_overrides;
 mod rows;
 mod sessions;
 mod transfer;
@@ -63,6 +65,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/sqlite/0006_session_lifetimes_and_audit_owners.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_port_overrides.sql"),
     ),
 ];
 
@@ -509,15 +515,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+    async fn create_resource(
+        &self,
+        mut resource: ResourceRecord,
+    ) -> Result<ResourceRecord, StoreError> {
         let tags = json(&resource.tags)?;
         let databases = json_list(&resource.databases)?;
-        self.run(move |conn| {
-            conn.execute(
+        self.transaction(move |tx| {
+            port_overrides::place(tx, &mut resource, None)?;
+            tx.execute(
                 "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                         username, database, password_sealed, created_at,
-                                        tls_mode, tls_ca_pem, databases, replication)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                                        tls_mode, tls_ca_pem, databases, replication,
+                                        port_assigned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 params![
                     resource.id.to_string(),
                     resource.name,
@@ -533,7 +544,8 @@ impl Store for SqliteStore {
                     resource.tls_mode.as_str(),
                     resource.tls_ca_pem,
                     databases,
-                    resource.replication
+                    resource.replication,
+                    resource.port_assigned
                 ],
             )
             .map_err(|e| {
@@ -546,7 +558,7 @@ impl Store for SqliteStore {
                     StoreError::backend("create a resource", e)
                 }
             })?;
-            Ok(())
+            Ok(resource)
         })
         .await
     }
@@ -599,15 +611,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn update_resource(&self, resource: ResourceRecord) -> Result<(), StoreError> {
+    async fn update_resource(
+        &self,
+        mut resource: ResourceRecord,
+    ) -> Result<ResourceRecord, StoreError> {
         let tags = json(&resource.tags)?;
         let databases = json_list(&resource.databases)?;
-        self.run(move |conn| {
-            let changed = conn
+        self.transaction(move |tx| {
+            let stored = port_overrides::stored_port(tx, resource.id)?
+                .ok_or(StoreError::NotFound("resource"))?;
+            port_overrides::place(tx, &mut resource, stored)?;
+            let changed = tx
                 .execute(
                     "UPDATE resources SET kind = ?2, hostname = ?3, port = ?4, port_override = ?5,
                             tags = ?6, username = ?7, database = ?8, password_sealed = ?9,
-                            tls_mode = ?10, tls_ca_pem = ?11, databases = ?12, replication = ?13
+                            tls_mode = ?10, tls_ca_pem = ?11, databases = ?12, replication = ?13,
+                            port_assigned = ?14
                      WHERE id = ?1",
                     params![
                         resource.id.to_string(),
@@ -622,14 +641,16 @@ impl Store for SqliteStore {
                         resource.tls_mode.as_str(),
                         resource.tls_ca_pem,
                         databases,
-                        resource.replication
+                        resource.replication,
+                        resource.port_assigned
                     ],
                 )
                 .context("update a resource")?;
             if changed == 0 {
                 return Err(StoreError::NotFound("resource"));
             }
-            Ok(())
+            // Name and creation time are the stored ones.
+            get_resource_row(tx, resource.id)?.ok_or(StoreError::NotFound("resource"))
         })
         .await
     }
@@ -923,6 +944,14 @@ impl Store for SqliteStore {
             Ok(n > 0)
         })
         .await
+    }
+
+    async fn change_port_overrides(
+        &self,
+        change: PortOverridesChange,
+    ) -> Result<(PortOverrides, u64), StoreError> {
+        self.transaction(move |tx| port_overrides::change(tx, change))
+            .await
     }
 }
 

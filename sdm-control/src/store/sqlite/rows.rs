@@ -68,7 +68,7 @@ fn name_at<T: FromStr<Err = UnknownName>>(row: &Row<'_>, i: usize) -> rusqlite::
         .map_err(|e: UnknownName| conversion(i, e.to_string()))
 }
 
-fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
+pub(super) fn port_at(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<u16>> {
     let value: Option<i64> = row.get(i)?;
     value
         .map(|p| u16::try_from(p).map_err(|_| conversion(i, format!("bad port {p}"))))
@@ -101,7 +101,7 @@ pub(super) fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 
 pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
      r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication";
+     r.databases, r.replication, r.port_assigned";
 
 pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
     let kind: String = row.get(2)?;
@@ -121,6 +121,7 @@ pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
         tls_ca_pem: row.get(12)?,
         databases: list_at(row, 13)?,
         replication: row.get(14)?,
+        port_assigned: row.get(15)?,
     })
 }
 
