@@ -85,34 +85,7 @@ fn moved(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, name: &s
 
 /// `promtool check metrics` on `text`; fails clearly when promtool is missing.
 fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "promtool is needed to check the scrape ({e}); install Debian's `prometheus` \
-             package (scripts/install-deps.sh does)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\non:\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sdm_testkit::promtool::check_metrics(text).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Through a tunnel: `bytes` out to the echo server and the same back.

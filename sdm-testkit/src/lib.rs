@@ -12,6 +12,7 @@ mod error;
 pub mod help;
 pub mod pg;
 mod process;
+pub mod promtool;
 pub mod relay;
 
 pub use container::Container;

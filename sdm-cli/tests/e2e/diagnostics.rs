@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{Fixture, Sdm, eventually, pg_resource, psql_as};
@@ -68,35 +67,9 @@ fn sample(samples: &BTreeMap<String, f64>, name: &str) -> f64 {
     samples.get(name).copied().unwrap_or(0.0)
 }
 
-/// `promtool check metrics` on `text`; fails clearly when promtool is missing (as the
-/// server's diagnostics test does).
+/// `promtool check metrics` on `text`; fails clearly when promtool is missing.
 fn promtool_check(text: &str) {
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "promtool is needed to check the scrape ({e}); install Debian's `prometheus` \
-             package (scripts/install-deps.sh does)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\non:\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sdm_testkit::promtool::check_metrics(text).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
