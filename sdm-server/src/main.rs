@@ -387,7 +387,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .admin_token_file
             .as_deref()
             .map(|path| write_token_file(path, token));
-        if !file_only {
+        // A file that could not be written must not lose the only admin token: it is then
+        // printed even with --admin-token-file-only, and the error says so.
+        let failed = matches!(written, Some(Err(_)));
+        if !file_only || failed {
             println!("{token}");
             let _ = std::io::stdout().flush();
         }

@@ -239,6 +239,22 @@ fn runtime_failures_exit_1_with_one_line() {
     assert!(line.contains("cannot listen for the API"), "{line}");
     let (code, _, _) = run.wait();
     assert_eq!(code, 1);
+
+    // A token file that cannot be written with --admin-token-file-only: the only admin token
+    // is printed rather than lost, the error says so, and the server stops.
+    let fresh = dir.path().join("fresh");
+    let unwritable = dir.path().join("no-such-dir/admin.token");
+    let mut args = serve_args(fresh.to_str().unwrap(), unwritable.to_str().unwrap());
+    args.push("--admin-token-file-only");
+    let mut run = spawn(&args);
+    let line = run.wait_for_stderr("sdm-server: error:");
+    assert!(
+        line.contains("cannot write the admin token") && line.contains("printed on stdout"),
+        "{line}"
+    );
+    let (code, stdout, _) = run.wait();
+    assert_eq!(code, 1);
+    assert!(stdout.trim().starts_with("sdm_adm_"), "{stdout:?}");
 }
 
 #[test]

@@ -134,6 +134,8 @@ async fn every_flag_also_comes_from_its_sdm_environment_variable() {
     let on = pairs(&on);
     let mut server = spawn("control plane", &["serve", "--config", &file], &on);
     server.wait_for("sdm-server is running");
+    // The token file is written after the server runs.
+    server.wait_for("wrote the admin token");
     assert!(
         from_env.join("sdm.db").exists(),
         "SDM_DATA_DIR was not used"

@@ -100,8 +100,14 @@ fn the_image_runs_its_server_as_non_root_and_its_health_check_follows_readiness(
     };
     assert_eq!(healthy.trim(), "ok");
 
-    // The first admin token is on the volume (0600, the image user's), and works.
+    // The first admin token is on the volume (0600, the image user's). It is written just
+    // after the server is ready, so it may take a moment more.
     let token_file = volume.join("first-admin-token");
+    let deadline = Instant::now() + START;
+    while !std::fs::read_to_string(&token_file).is_ok_and(|t| t.ends_with('\n')) {
+        assert!(Instant::now() < deadline, "no token file on the volume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let meta = std::fs::metadata(&token_file).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     if let Some(user) = runs_as {

@@ -99,6 +99,8 @@ async fn the_server_units_command_line_starts_a_control_plane_that_writes_its_to
     let running = server.wait_for("sdm-server is running");
     let api_addr: std::net::SocketAddr = processes::field(&running, "api_addr").parse().unwrap();
     server.wait_for("token is in the file only");
+    // The file is written after that notice.
+    server.wait_for("wrote the admin token");
 
     let token_file = state.path().join("sdm-server/first-admin-token");
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
