@@ -61,14 +61,8 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 async fn scrape(addr: SocketAddr) -> (String, BTreeMap<String, f64>) {
     let (status, text) = get(addr, "/metrics").await;
     assert_eq!(status, 200, "{text}");
-    let samples = text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_owned(), value.parse().unwrap())
-        })
-        .collect();
+    let samples = sdm_testkit::promtool::samples(&text)
+        .unwrap_or_else(|| panic!("not a Prometheus scrape:\n{text}"));
     (text, samples)
 }
 

@@ -1,6 +1,8 @@
-//! Debian's `promtool check metrics`, for the tests that scrape a diagnostics listener: the
-//! Prometheus project's own judgement of a scrape (names, types, HELP, units, histograms).
+//! For the tests that scrape a diagnostics listener: Debian's `promtool check metrics` (the
+//! Prometheus project's own judgement of a scrape: names, types, HELP, units, histograms), and
+//! the scrape's samples by name.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -43,4 +45,16 @@ pub fn check_metrics(text: &str) -> Result<(), TestkitError> {
             String::from_utf8_lossy(&out.stderr)
         ),
     })
+}
+
+/// Every sample of a scrape in the Prometheus text format, `name{labels}` → value; `None` for a
+/// line that is not `SERIES VALUE`.
+pub fn samples(text: &str) -> Option<BTreeMap<String, f64>> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
