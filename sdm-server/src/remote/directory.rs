@@ -155,6 +155,13 @@ impl RemoteDirectory {
         cache.last.remove(&(lease.session_id, lease.resource_id));
     }
 
+    fn knows_no_epoch(&self) -> bool {
+        self.last_epoch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none()
+    }
+
     fn forget_all(&self) {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -203,6 +210,13 @@ impl Directory for RemoteDirectory {
     async fn authorize(&self, lease: &Lease, signed: &[u8]) -> Result<Upstream, Denied> {
         if let Some(up) = self.cached(lease.id) {
             return Ok(up);
+        }
+        // Until the gateway knows a revocation epoch, the first one it reads drops every
+        // answer kept (it cannot tell whether they predate a revocation). Reading it first
+        // keeps this answer from being dropped by that first read, so an outage right after
+        // start can still be ridden out on it.
+        if self.knows_no_epoch() {
+            let _ = self.revocation_epoch().await;
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let request = AuthorizeLease {
