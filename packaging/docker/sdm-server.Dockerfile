@@ -3,7 +3,7 @@
 #
 #   docker build -f packaging/docker/sdm-server.Dockerfile -t sdm-server .
 #
-# The image holds one static-enough binary on distroless (glibc, CA bundle, no shell), runs as
+# The image holds the one binary on distroless (glibc and CA certificates, no shell), runs as
 # uid 65532, keeps its state in the volume /var/lib/sdm, and checks its own health through the
 # diagnostics listener (`sdm-server probe`). Every setting is an SDM_* variable (the flag's
 # name in capitals); docs/OPERATIONS.md ("Containers") has the Compose and Kubernetes shapes.
