@@ -136,4 +136,35 @@ mod tests {
             assert!(split(bad).is_err(), "{bad}");
         }
     }
+
+    /// A listener on loopback that answers one connection with `answer`, then closes.
+    fn answering(answer: &'static [u8]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(answer);
+        });
+        addr
+    }
+
+    #[test]
+    fn a_503_names_its_checks_and_garbage_or_silence_is_no_answer() {
+        let wait = Duration::from_secs(10);
+        let addr = answering(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n");
+        assert_eq!(probe(&addr, wait).unwrap(), "ok");
+        let addr = answering(b"HTTP/1.1 503 Service Unavailable\r\n\r\nlogin: not logged in\n");
+        let err = probe(&addr, wait).unwrap_err();
+        assert!(
+            matches!(&err, ProbeError::NotReady { status: 503, body, .. } if body == "login: not logged in"),
+            "{err}"
+        );
+        for garbage in [&b"\x16\x03\x01 not http at all"[..], b"", b"HTTP/1.1 2"] {
+            let addr = answering(garbage);
+            let err = probe(&addr, wait).unwrap_err();
+            assert!(err.to_string().contains("the answer is not HTTP"), "{err}");
+        }
+    }
 }
