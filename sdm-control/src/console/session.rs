@@ -72,7 +72,7 @@ pub(crate) enum Ended {
     /// No cookie, or one that does not open.
     Missing,
     /// Signed out, or ended by an admin action (suspension, deletion, token rotation).
-    Ended,
+    Closed,
     /// Not used for [`IDLE_TIMEOUT`].
     Idle,
     /// Older than [`MAX_AGE`].
@@ -84,7 +84,7 @@ impl Ended {
     pub(crate) fn query(self) -> &'static str {
         match self {
             Ended::Missing => "",
-            Ended::Ended => "?ended=ended",
+            Ended::Closed => "?ended=ended",
             Ended::Idle => "?ended=idle",
             Ended::Expired => "?ended=expired",
         }
@@ -134,10 +134,10 @@ async fn resume(state: &ApiState, parts: &Parts) -> Result<Result<Console, Ended
     };
     let store = state.store.as_ref();
     let Some(session) = store.get_session(session_id).await? else {
-        return Ok(Err(Ended::Ended));
+        return Ok(Err(Ended::Closed));
     };
     if session.ended_at.is_some() {
-        return Ok(Err(Ended::Ended));
+        return Ok(Err(Ended::Closed));
     }
     let now = sdm_proto::unix_now();
     let last_use = session.last_used_at.unwrap_or(session.created_at);
@@ -171,7 +171,7 @@ async fn resume(state: &ApiState, parts: &Parts) -> Result<Result<Console, Ended
                 csrf: seal(state, &csrf_text(session.id))?,
             }));
         }
-        (None, _, _) => Ended::Ended,
+        (None, _, _) => Ended::Closed,
     };
     store.end_session(session.id, now).await?;
     tracing::info!(session = %session.id, reason = ?why, "console session ended");
