@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use sdm_proto::api::{AccountKind, AccountStatus, CreateGrant};
@@ -44,11 +44,14 @@ struct AccountPage {
 /// What went wrong with the grant form, to show beside it.
 type GrantError = Option<(StatusCode, String)>;
 
+/// A token to show once, and whether it is a new account's first (or a rotated one).
+type Shown = Option<(NewToken, bool)>;
+
 async fn render(
     state: &Arc<ApiState>,
     console: &Console,
     name: String,
-    new_token: Option<NewToken>,
+    shown: Shown,
     grant_error: GrantError,
 ) -> Result<Response, ApiError> {
     let axum::Json(account) =
@@ -62,7 +65,10 @@ async fn render(
         .filter(|r| !granted.grants.iter().any(|g| g.resource_id == r.id))
         .map(|r| r.name)
         .collect();
-    let new_token = new_token.filter(|t| t.account == account.name);
+    let (new_token, created_now) = match shown {
+        Some((token, created)) if token.account == account.name => (Some(token), created),
+        _ => (None, false),
+    };
     let status = grant_error
         .as_ref()
         .map_or(StatusCode::OK, |(status, _)| *status);
@@ -83,11 +89,18 @@ async fn render(
                 .collect(),
             grantable,
             grant_error: grant_error.map(|(_, message)| message),
-            created_now: new_token.is_some() && account.kind == AccountKind::Service,
+            created_now,
             new_token,
             name: account.name,
         },
     ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ShowQuery {
+    /// Set by **create**: the token shown is the new account's first.
+    #[serde(default)]
+    created: Option<String>,
 }
 
 /// The account's page; shows a new token once when the request carries one.
@@ -95,11 +108,12 @@ pub(crate) async fn show(
     State(state): State<Arc<ApiState>>,
     console: Console,
     Path(name): Path<String>,
+    Query(query): Query<ShowQuery>,
     request: Request,
 ) -> Response {
     let (parts, _) = request.into_parts();
-    let new_token = shown_once::take(&state, &console, &parts);
-    let page = render(&state, &console, name, new_token, None)
+    let shown = shown_once::take(&state, &console, &parts).map(|t| (t, query.created.is_some()));
+    let page = render(&state, &console, name, shown, None)
         .await
         .unwrap_or_else(page::api_error_page);
     // Whether or not it was shown: a reload must not show it again.

@@ -28,12 +28,8 @@ use crate::store::SessionRecord;
 pub(crate) const COOKIE_NAME: &str = "__Host-sdm-console";
 /// The `client` recorded on console sessions (shown beside job sessions).
 pub(crate) const CLIENT: &str = "sdm console";
-/// A console session not used for this long ends.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
-/// A console session ends this long after sign-in, however busy.
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(12 * 3600);
-/// A session's last use is written at most this often.
-const TOUCH_EVERY: i64 = 60;
+/// A session's last use is written at most this often (or a quarter of the idle timeout).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 
 /// What a sealed value is for, so that a cookie cannot pass as a CSRF token or the reverse.
 const SESSION_PURPOSE: &str = "sdm-console-session-v1";
@@ -73,9 +69,9 @@ pub(crate) enum Ended {
     Missing,
     /// Signed out, or ended by an admin action (suspension, deletion, token rotation).
     Closed,
-    /// Not used for [`IDLE_TIMEOUT`].
+    /// Not used for the console idle timeout ([`SessionPolicy`](crate::SessionPolicy)).
     Idle,
-    /// Older than [`MAX_AGE`].
+    /// Older than the console's maximum session age.
     Expired,
 }
 
@@ -141,12 +137,10 @@ async fn resume(state: &ApiState, parts: &Parts) -> Result<Result<Console, Ended
     }
     let now = sdm_proto::unix_now();
     let last_use = session.last_used_at.unwrap_or(session.created_at);
-    let over = |since: i64, limit: Duration| {
-        now.saturating_sub(since) > i64::try_from(limit.as_secs()).unwrap_or(i64::MAX)
-    };
-    let expired = if over(session.created_at, MAX_AGE) {
+    let over = |since: i64, limit: Duration| now.saturating_sub(since) > secs(limit);
+    let expired = if over(session.created_at, state.sessions.console_max_age) {
         Some(Ended::Expired)
-    } else if over(last_use, IDLE_TIMEOUT) {
+    } else if over(last_use, state.sessions.console_idle_timeout) {
         Some(Ended::Idle)
     } else {
         None
@@ -162,7 +156,8 @@ async fn resume(state: &ApiState, parts: &Parts) -> Result<Result<Console, Ended
     let why = match (expired, token_live, account) {
         (Some(why), _, _) => why,
         (None, true, Some(account)) => {
-            if now.saturating_sub(last_use) >= TOUCH_EVERY {
+            let every = TOUCH_EVERY.min(state.sessions.console_idle_timeout / 4);
+            if now.saturating_sub(last_use) >= secs(every) {
                 store.touch_session(session.id, now).await?;
             }
             return Ok(Ok(Console {
@@ -201,6 +196,10 @@ pub(crate) fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn csrf_text(session: Uuid) -> String {

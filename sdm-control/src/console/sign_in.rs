@@ -16,12 +16,13 @@ use super::form::{self, Action};
 use super::page::{self, Chrome};
 use super::session;
 use crate::api::{ApiState, PeerAddr, authenticate_text};
+use crate::sessions::human;
 
 #[derive(Template)]
 #[template(path = "sign_in.html")]
 struct SignInPage {
     chrome: Option<Chrome>,
-    notice: Option<&'static str>,
+    notice: Option<String>,
     error: Option<String>,
 }
 
@@ -31,14 +32,24 @@ pub(crate) struct Ended {
 }
 
 /// The sign-in form, saying why the last session ended when it did.
-pub(crate) async fn show(Query(query): Query<Ended>) -> Response {
+pub(crate) async fn show(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<Ended>,
+) -> Response {
     let notice = match query.ended.as_deref() {
-        Some("idle") => Some("You were signed out after 30 minutes without activity."),
-        Some("expired") => Some("You were signed out: a console session lasts at most 12 hours."),
-        Some("signed-out") => Some("You are signed out."),
+        Some("idle") => Some(format!(
+            "You were signed out after {} without activity.",
+            human(state.sessions.console_idle_timeout)
+        )),
+        Some("expired") => Some(format!(
+            "You were signed out: a console session lasts at most {}.",
+            human(state.sessions.console_max_age)
+        )),
+        Some("signed-out") => Some("You are signed out.".to_owned()),
         Some(_) => Some(
             "Your session ended: you signed out, or your account or its token changed \
-             (suspended, deleted or rotated).",
+             (suspended, deleted or rotated)."
+                .to_owned(),
         ),
         None => None,
     };
