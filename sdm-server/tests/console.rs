@@ -139,12 +139,15 @@ async fn a_service_token_cannot_sign_in_and_failed_sign_ins_count_against_the_ap
     Browser::signed_in(&t.client, &t.admin()).await;
 }
 
+/// Form fields or headers.
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+
 #[tokio::test]
 async fn a_form_without_the_csrf_token_or_sent_from_another_site_changes_nothing() {
     let t = TestServer::start().await;
     let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let csrf = browser.csrf.clone().unwrap();
-    let cases: [(&str, Vec<(&str, &str)>, Vec<(&str, &str)>); 5] = [
+    let cases: [(&str, Fields, Fields); 5] = [
         ("no token", vec![("name", "evil-1")], vec![]),
         (
             "a made-up token",
@@ -175,7 +178,7 @@ async fn a_form_without_the_csrf_token_or_sent_from_another_site_changes_nothing
         assert!(page.body.contains("Nothing was changed"), "{what}");
     }
     // Another session's token does not pass either.
-    let mut other = Browser::signed_in(&t.client, &t.admin()).await;
+    let other = Browser::signed_in(&t.client, &t.admin()).await;
     let foreign = other.csrf.clone().unwrap();
     let page = browser
         .send(
