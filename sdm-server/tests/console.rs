@@ -147,7 +147,7 @@ async fn a_form_without_the_csrf_token_or_sent_from_another_site_changes_nothing
     let t = TestServer::start().await;
     let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let csrf = browser.csrf.clone().unwrap();
-    let cases: [(&str, Fields, Fields); 5] = [
+    let cases: [(&str, Fields<'_>, Fields<'_>); 5] = [
         ("no token", vec![("name", "evil-1")], vec![]),
         (
             "a made-up token",
