@@ -48,6 +48,9 @@ fn assert_sent_to_sign_in(page: &Page, why: &str) {
 async fn signing_in_gives_a_strict_cookie_and_signing_out_ends_the_session_on_the_server() {
     let t = TestServer::start().await;
     let mut anonymous = Browser::new(&t.client);
+    for root in ["/", "/console", "/console/"] {
+        assert_eq!(anonymous.get(root).await.location(), Some("/console/users"));
+    }
     assert_sent_to_sign_in(&anonymous.get("/console/users").await, "");
     let form = anonymous.get("/console/sign-in").await;
     assert_eq!(form.status, 200);
