@@ -680,7 +680,7 @@ async fn markup_in_a_tag_is_shown_as_text() {
         ("hostname", "10.0.0.5"),
         ("port", "7000"),
         ("tags", "note=<script>alert(1)</script>"),
-        ("tls_mode", "disable"),
+        // No PostgreSQL fields: the script disables them for other kinds.
     ];
     browser
         .post("/console/resources/new", "/console/resources", &form)

@@ -238,11 +238,19 @@ fn tag_map(errors: &mut FieldErrors, text: &str) -> std::collections::BTreeMap<S
     })
 }
 
-fn tls_mode(errors: &mut FieldErrors, text: &str) -> TlsMode {
-    text.parse().unwrap_or_else(|e| {
-        errors.add("tls_mode", format!("{e}: choose one of the listed modes."));
-        TlsMode::Disable
-    })
+/// The TLS mode chosen; `None` when the form did not post one (a kind without the PostgreSQL
+/// fields, whose fieldset the script disables).
+fn tls_mode(errors: &mut FieldErrors, text: &str) -> Option<TlsMode> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    match text.trim().parse() {
+        Ok(mode) => Some(mode),
+        Err(e) => {
+            errors.add("tls_mode", format!("{e}: choose one of the listed modes."));
+            None
+        }
+    }
 }
 
 fn non_empty(text: &str) -> Option<String> {
@@ -279,7 +287,7 @@ impl ResourceFields {
                 database,
             });
         }
-        let mode = tls_mode(&mut errors, &self.tls_mode);
+        let mode = tls_mode(&mut errors, &self.tls_mode).unwrap_or_default();
         let ca_pem = ca_pem(&self.ca_pem);
         if mode != TlsMode::Disable || ca_pem.is_some() {
             request.upstream_tls = Some(UpstreamTls { mode, ca_pem });
@@ -335,7 +343,7 @@ impl ResourceFields {
                  sealed and never reads it back.",
             );
         }
-        let mode = tls_mode(&mut errors, &self.tls_mode);
+        let mode = tls_mode(&mut errors, &self.tls_mode).unwrap_or(current.upstream_tls);
         let ca_pem = ca_pem(&self.ca_pem);
         if mode != current.upstream_tls || ca_pem.is_some() {
             request.upstream_tls = Some(UpstreamTls { mode, ca_pem });
@@ -401,6 +409,16 @@ mod tests {
         assert!(errors.has("port_override"));
         assert!(errors.get("tags").unwrap().contains("not key=value"));
         assert!(!errors.has("hostname"));
+        // A kind without the PostgreSQL fields posts no TLS mode.
+        let request = fields(&[("kind", "ssh"), ("name", "s"), ("hostname", "h")])
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!((request.upstream_tls, request.credentials), (None, None));
+        let Err(errors) = fields(&[("kind", "ssh"), ("tls_mode", "verify_full")]).create_request()
+        else {
+            panic!("accepted");
+        };
+        assert!(errors.has("tls_mode"));
     }
 
     fn stored() -> AdminResource {
