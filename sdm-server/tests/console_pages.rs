@@ -12,8 +12,8 @@ use common::{Client, TestServer};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use sdm_proto::api::{
-    AdminResource, AdminResourceList, CreateAccount, CreateGrant, GrantList, ResourceGrantList,
-    Settings, routes,
+    AdminResource, AdminResourceList, CreateAccount, CreateGrant, CreatedAccount, GrantList,
+    ResourceGrantList, Settings, routes,
 };
 use serde_json::json;
 
@@ -477,9 +477,11 @@ async fn account_grants(t: &TestServer, account: &str) -> Vec<String> {
 async fn grants_are_given_and_taken_back_from_the_resource_page() {
     let t = TestServer::start().await;
     let browser = Browser::sign_in(&t).await;
-    tcp_resource(&t, "svc").await;
+    let svc = tcp_resource(&t, "svc").await;
+    let mut tokens = Vec::new();
     for name in ["etl", "reports"] {
-        t.client
+        let created: CreatedAccount = t
+            .client
             .post(
                 routes::ADMIN_ACCOUNTS,
                 Some(&t.admin()),
@@ -489,8 +491,10 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
                 },
             )
             .await
-            .expect_ok::<serde_json::Value>();
+            .expect_ok();
+        tokens.push(created.token);
     }
+    let etl_token = tokens.swap_remove(0);
     t.client
         .post(
             "/v1/admin/accounts/reports/grants",
@@ -529,6 +533,18 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
         .map(|g| g.account.name.as_str())
         .collect();
     assert_eq!(names, ["etl", "reports"]);
+    assert!(holders.grants.iter().all(|g| g.resource_id == svc.id));
+    let unknown = t
+        .client
+        .get("/v1/admin/resources/nope/grants", Some(&t.admin()))
+        .await
+        .expect_error(404, "resource_not_found");
+    assert!(unknown.contains("nope"), "{unknown}");
+    // Only an admin may ask.
+    t.client
+        .get("/v1/admin/resources/svc/grants", Some(&etl_token))
+        .await
+        .expect_error(403, "forbidden");
 
     // An account that does not exist: the API's message beside the form.
     let refused = browser
