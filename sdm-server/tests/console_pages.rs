@@ -723,3 +723,58 @@ async fn markup_in_a_tag_is_shown_as_text() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_gateway_pin_with_commas_survives_the_edit_form() {
+    let t = TestServer::start().await;
+    let browser = Browser::sign_in(&t).await;
+    t.client
+        .post(
+            routes::ADMIN_RESOURCES,
+            Some(&t.admin()),
+            &json!({"name": "svc", "kind": "tcp", "hostname": "10.0.0.9", "port": 7000,
+                    "tags": {"env": "prod", "sdm.gateway": "region=eu,region=us"}}),
+        )
+        .await
+        .expect_ok::<AdminResource>();
+    let page = browser.get("/console/resources/svc").await;
+    assert!(
+        page.control("tags").contains("value=\"env=prod\""),
+        "{}",
+        page.control("tags")
+    );
+    assert!(
+        page.control("pin")
+            .contains("value=\"region=eu,region=us\"")
+    );
+    // Sent back as shown, with another port.
+    let edit = [
+        ("hostname", "10.0.0.9"),
+        ("port", "7001"),
+        ("port_override", ""),
+        ("tags", "env=prod"),
+        ("pin", "region=eu,region=us"),
+    ];
+    browser
+        .post("/console/resources/svc", "/console/resources/svc", &edit)
+        .await
+        .redirects_to("/console/resources/svc");
+    let edited = resource(&t, "svc").await.unwrap();
+    assert_eq!(edited.port, 7001);
+    assert_eq!(edited.tags["sdm.gateway"], "region=eu,region=us");
+    assert_eq!(edited.tags["env"], "prod");
+    // A pin that names no gateway tag: the API's refusal, beside the pin.
+    let mut empty_pin = edit.to_vec();
+    empty_pin.retain(|(k, _)| *k != "pin");
+    empty_pin.push(("pin", ","));
+    let refused = browser
+        .post(
+            "/console/resources/svc",
+            "/console/resources/svc",
+            &empty_pin,
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(refused.error_beside("pin").contains("sdm.gateway"));
+    assert_eq!(resource(&t, "svc").await.unwrap(), edited);
+}

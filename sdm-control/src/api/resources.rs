@@ -173,9 +173,8 @@ pub(crate) async fn create(
 
 /// Tags as a resource may carry them.
 fn tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    validate::labels("tag", tags)
-        .and_then(|()| validate::pin(tags))
-        .map_err(|e| e.in_field("tags"))
+    validate::labels("tag", tags).map_err(|e| e.in_field("tags"))?;
+    validate::pin(tags).map_err(|e| e.in_field("tags.sdm.gateway"))
 }
 
 /// A store's refusal of a resource, naming the field that caused it.

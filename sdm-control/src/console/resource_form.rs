@@ -7,6 +7,8 @@
 //! rule is the API's, and a refusal is shown beside the field the API names
 //! ([`ApiError::field`]).
 
+use std::collections::BTreeMap;
+
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{
     AdminResource, CreateResource, Credentials, TlsMode, UpdateResource, UpstreamTls,
@@ -15,6 +17,7 @@ use sdm_proto::tags::{self, TagForm};
 use serde::Deserialize;
 
 use crate::api::ApiError;
+use crate::pinning::{PIN_TAG, pin_of};
 
 /// The kinds the form offers: `(value, label)`.
 pub(crate) const KINDS: &[(&str, &str)] = &[
@@ -50,6 +53,9 @@ pub(crate) struct ResourceFields {
     clear_port_override: Option<String>,
     #[serde(default)]
     tags: String,
+    /// The `sdm.gateway` tag, taken whole (its value is a comma-separated list itself).
+    #[serde(default)]
+    pin: String,
     #[serde(default)]
     username: String,
     #[serde(default)]
@@ -97,6 +103,7 @@ impl FieldErrors {
             Some("port") => "port",
             Some("port_override") => "port_override",
             Some("tags") => "tags",
+            Some("tags.sdm.gateway") => "pin",
             Some("credentials.username") => "username",
             Some("credentials.database") => "database",
             Some("credentials.password" | "credentials") => "password",
@@ -118,6 +125,7 @@ pub(crate) struct FormView {
     pub(crate) port_override: String,
     pub(crate) clear_port_override: bool,
     pub(crate) tags: String,
+    pub(crate) pin: String,
     pub(crate) username: String,
     pub(crate) database: String,
     pub(crate) clear_credentials: bool,
@@ -137,6 +145,7 @@ impl FormView {
             port_override: String::new(),
             clear_port_override: false,
             tags: String::new(),
+            pin: String::new(),
             username: String::new(),
             database: String::new(),
             clear_credentials: false,
@@ -157,6 +166,7 @@ impl FormView {
             port_override: explicit_port(r).map(|p| p.to_string()).unwrap_or_default(),
             clear_port_override: false,
             tags: tag_text(r),
+            pin: pin_of(&r.tags).unwrap_or_default().to_owned(),
             username: r.username.clone().unwrap_or_default(),
             database: r.database.clone().unwrap_or_default(),
             clear_credentials: false,
@@ -176,6 +186,7 @@ impl FormView {
             port_override: fields.port_override.clone(),
             clear_port_override: fields.clear_port_override.is_some(),
             tags: fields.tags.clone(),
+            pin: fields.pin.clone(),
             username: fields.username.clone(),
             database: fields.database.clone(),
             clear_credentials: fields.clear_credentials.is_some(),
@@ -201,10 +212,11 @@ pub(crate) fn explicit_port(r: &AdminResource) -> Option<u16> {
     r.port_override.filter(|_| !r.port_assigned)
 }
 
-/// Tags as the form writes them: `k=v, k=v`.
+/// Tags as the form writes them, `k=v, k=v`, but the pin (its own field).
 pub(crate) fn tag_text(r: &AdminResource) -> String {
     r.tags
         .iter()
+        .filter(|(k, _)| *k != PIN_TAG)
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -228,14 +240,23 @@ fn port(errors: &mut FieldErrors, field: &'static str, label: &str, text: &str) 
     }
 }
 
-fn tag_map(errors: &mut FieldErrors, text: &str) -> std::collections::BTreeMap<String, String> {
-    tags::parse(text, TagForm::Pairs).unwrap_or_else(|e| {
+/// The tags field and the pin field as one map, as the CLI's `--tags` and `--tag` make it.
+fn tag_map(errors: &mut FieldErrors, text: &str, pin: &str) -> BTreeMap<String, String> {
+    let mut map = tags::parse(text, TagForm::Pairs).unwrap_or_else(|e| {
         errors.add(
             "tags",
             format!("Tags: {e}. Write them as key=value, separated by commas."),
         );
-        Default::default()
-    })
+        BTreeMap::new()
+    });
+    let pin = pin.trim();
+    if !pin.is_empty() && tags::merge(&mut map, [(PIN_TAG.to_owned(), pin.to_owned())]).is_err() {
+        errors.add(
+            "tags",
+            format!("Tags: give the tag {PIN_TAG} in Gateway pin only."),
+        );
+    }
+    map
 }
 
 /// The TLS mode chosen; `None` when the form did not post one (a kind without the PostgreSQL
@@ -278,7 +299,7 @@ impl ResourceFields {
             "Port override",
             &self.port_override,
         );
-        request.tags = tag_map(&mut errors, &self.tags);
+        request.tags = tag_map(&mut errors, &self.tags, &self.pin);
         let database = non_empty(&self.database);
         if !self.username.trim().is_empty() || !self.password.is_empty() || database.is_some() {
             request.credentials = Some(Credentials {
@@ -309,7 +330,7 @@ impl ResourceFields {
         let mut request = UpdateResource {
             hostname: Some(self.hostname.trim().to_owned()),
             port: port(&mut errors, "port", "Port", &self.port),
-            tags: Some(tag_map(&mut errors, &self.tags)),
+            tags: Some(tag_map(&mut errors, &self.tags, &self.pin)),
             ..UpdateResource::default()
         };
         let wanted = port(
@@ -409,6 +430,17 @@ mod tests {
         assert!(errors.has("port_override"));
         assert!(errors.get("tags").unwrap().contains("not key=value"));
         assert!(!errors.has("hostname"));
+        // The pin is its own field, its commas its own.
+        let request = fields(&[("kind", "tcp"), ("tags", "env=prod"), ("pin", "eu, zone=a")])
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.tags[PIN_TAG], "eu, zone=a");
+        assert_eq!(request.tags["env"], "prod");
+        let Err(errors) = fields(&[("tags", "sdm.gateway=eu"), ("pin", "us")]).create_request()
+        else {
+            panic!("accepted");
+        };
+        assert!(errors.get("tags").unwrap().contains("Gateway pin"));
         // A kind without the PostgreSQL fields posts no TLS mode.
         let request = fields(&[("kind", "ssh"), ("name", "s"), ("hostname", "h")])
             .create_request()
