@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 use crate::store::audit::Writer;
 use crate::store::{
-    AccessFacts, AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord,
-    PortOverrides, PortOverridesChange, ResourceRecord, SessionExpiry, SessionRecord, Store,
-    StoreError, TokenRecord,
+    AccessFacts, AccountPage, AccountQuery, AccountRecord, AccountWithLogin, AuditFilter,
+    AuditRefusals, GatewayRecord, GrantRecord, PortOverrides, PortOverridesChange, ResourceRecord,
+    SessionExpiry, SessionRecord, Store, StoreError, TokenRecord,
 };
 
 mod audit;
@@ -70,6 +70,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_port_overrides.sql"),
     ),
+    (8, include_str!("../migrations/sqlite/0008_last_login.sql")),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -418,6 +419,53 @@ impl Store for SqliteStore {
             let rows = stmt.query_map([], account_row).context("list accounts")?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .context("list accounts")
+        })
+        .await
+    }
+
+    async fn page_accounts(&self, query: AccountQuery) -> Result<AccountPage, StoreError> {
+        let needle = query
+            .name_contains
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| !n.is_empty());
+        let limit = i64::from(query.limit);
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        self.transaction(move |tx| {
+            let total: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM accounts
+                     WHERE ?1 IS NULL OR instr(lower(name), ?1) > 0",
+                    params![needle],
+                    |row| row.get(0),
+                )
+                .context("count accounts")?;
+            // The newest login of each account on the page: one step down the
+            // sessions_by_account index per account.
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS},
+                         (SELECT MAX(s.created_at) FROM sessions s
+                          WHERE s.account_id = accounts.id)
+                     FROM accounts
+                     WHERE ?1 IS NULL OR instr(lower(name), ?1) > 0
+                     ORDER BY name LIMIT ?2 OFFSET ?3"
+                ))
+                .context("page accounts")?;
+            let rows = stmt
+                .query_map(params![needle, limit, offset], |row| {
+                    Ok(AccountWithLogin {
+                        account: account_row(row)?,
+                        last_login: row.get(5)?,
+                    })
+                })
+                .context("page accounts")?;
+            let accounts = rows
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .context("page accounts")?;
+            Ok(AccountPage {
+                accounts,
+                total: u64::try_from(total).unwrap_or(0),
+            })
         })
         .await
     }
