@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::{ApiState, accounts, resources};
+use super::{ApiState, accounts, query, resources};
 use crate::store::AuditFilter;
 
 const DEFAULT_PAGE: u32 = 100;
@@ -125,65 +125,6 @@ const KNOWN_PARAMS: [&str; 7] = [
     "account", "resource", "since", "until", "limit", "before", "after",
 ];
 
-/// `a=1&b=2` into a map; values are ids, names, numbers and cursors, so only `%XX` escapes are
-/// decoded. Unknown or repeated parameters are refused rather than ignored.
 fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !KNOWN_PARAMS.contains(&key) {
-            return Err(ApiError::invalid(format!(
-                "unknown query parameter {key:?}; known: {}",
-                KNOWN_PARAMS.join(", ")
-            )));
-        }
-        let value = percent_decode(value)
-            .ok_or_else(|| ApiError::invalid(format!("bad escape in {key}")))?;
-        if params.insert(key.to_owned(), value).is_some() {
-            return Err(ApiError::invalid(format!(
-                "query parameter {key:?} given twice"
-            )));
-        }
-    }
-    Ok(params)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_parse_strictly() {
-        let p = parse_query(Some("account=etl&since=10&before=5%3Aabc")).unwrap();
-        assert_eq!(p["account"], "etl");
-        assert_eq!(p["before"], "5:abc");
-        assert!(parse_query(Some("acount=etl")).is_err());
-        assert!(parse_query(Some("limit=1&limit=2")).is_err());
-        assert!(parse_query(Some("account=%zz")).is_err());
-        assert!(parse_query(None).unwrap().is_empty());
-    }
+    query::parse(query, &KNOWN_PARAMS)
 }

@@ -31,6 +31,7 @@ pub(crate) mod gateways;
 pub(crate) mod grants;
 mod json;
 mod leases;
+mod query;
 pub(crate) mod resources;
 mod serve;
 
