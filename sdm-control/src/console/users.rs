@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::response::Response;
 use sdm_proto::api::{AccountInfo, AccountKind, AccountStatus, CreateAccount};
 use serde::Deserialize;
@@ -62,7 +62,7 @@ pub(crate) async fn list(
     console: Console,
     Query(query): Query<UsersQuery>,
 ) -> Response {
-    let all = match accounts::list(State(state), console.admin()).await {
+    let all = match accounts::list(State(state), console.admin(), RawQuery(None)).await {
         Ok(axum::Json(list)) => list.accounts,
         Err(e) => return page::api_error_page(e),
     };
