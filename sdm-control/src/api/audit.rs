@@ -1,12 +1,13 @@
-//! `GET /v1/admin/audit` (connection records, newest first, filtered and paged) and
-//! `GET /v1/admin/audit/{id}/queries` (the queries of one connection, in order).
+//! `GET /v1/admin/audit` (connection records, newest first, filtered and paged),
+//! `GET /v1/admin/audit/{id}` (one record) and `GET /v1/admin/audit/{id}/queries` (the queries
+//! of one connection, in order).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use sdm_proto::ErrorKind;
-use sdm_proto::api::{AuditList, AuditQueryList};
+use sdm_proto::api::{AuditList, AuditQueryList, AuditRecord};
 use uuid::Uuid;
 
 use super::auth::Admin;
@@ -57,6 +58,33 @@ pub(crate) async fn list(
     }))
 }
 
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::InvalidArgument,
+        format!("no audit record {id:?}; list them with GET /v1/admin/audit"),
+    )
+    .with_status(axum::http::StatusCode::NOT_FOUND)
+}
+
+/// The record with id `id` (404 when there is none, or it was pruned).
+async fn record(state: &ApiState, id: &str) -> Result<AuditRecord, ApiError> {
+    let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+    state
+        .store
+        .get_connection(uuid)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// One connection record.
+pub(crate) async fn show(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<axum::Json<AuditRecord>, ApiError> {
+    record(&state, &id).await.map(axum::Json)
+}
+
 /// The queries of one connection with `seq > after`, one page of `limit`.
 pub(crate) async fn queries(
     State(state): State<Arc<ApiState>>,
@@ -65,17 +93,7 @@ pub(crate) async fn queries(
     RawQuery(query): RawQuery,
 ) -> Result<axum::Json<AuditQueryList>, ApiError> {
     let params = parse_query(query.as_deref())?;
-    let not_found = || {
-        ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!("no audit record {id:?}"),
-        )
-        .with_status(axum::http::StatusCode::NOT_FOUND)
-    };
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    if state.store.get_connection(id).await?.is_none() {
-        return Err(not_found());
-    }
+    let id = record(&state, &id).await?.id;
     let limit = limit(&params)?;
     let after = number(&params, "after")?.unwrap_or(0).max(0);
     let after = u64::try_from(after).unwrap_or(0);

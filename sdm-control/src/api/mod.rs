@@ -210,6 +210,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
             )),
         )
         .route(routes::ADMIN_AUDIT, get(audit::list))
+        .route("/v1/admin/audit/{id}", get(audit::show))
         .route("/v1/admin/audit/{id}/queries", get(audit::queries))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -30,6 +30,7 @@ use crate::api::ApiState;
 
 mod account;
 mod assets;
+mod audit;
 mod form;
 mod page;
 mod session;
@@ -71,6 +72,8 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
             "/console/users/{name}/grants/{resource}/revoke",
             post(account::revoke),
         )
+        .route("/console/audit", get(audit::list))
+        .route("/console/audit/{id}", get(audit::show))
         .route("/console/{*rest}", any(page::not_found))
         .layer(middleware::map_response(security_headers))
 }
