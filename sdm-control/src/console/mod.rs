@@ -32,6 +32,7 @@ mod account;
 mod assets;
 mod audit;
 mod form;
+mod gateways;
 mod page;
 mod session;
 mod shown_once;
@@ -74,6 +75,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
         )
         .route("/console/audit", get(audit::list))
         .route("/console/audit/{id}", get(audit::show))
+        .route("/console/gateways", get(gateways::list))
         .route("/console/{*rest}", any(page::not_found))
         .layer(middleware::map_response(security_headers))
 }
