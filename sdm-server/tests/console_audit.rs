@@ -281,6 +281,14 @@ async fn the_audit_page_lists_real_connections_filtered_and_paged_with_their_que
     assert!(rest.body.contains("third_statement"), "{}", rest.body);
     assert!(!rest.body.contains("console_audit_marker"));
     assert!(rest.link("First queries").is_some());
+    // An edited address is a page that says so.
+    for query in ["after=abc", "limit=0", "limit=many"] {
+        let bad = browser
+            .get(&format!("/console/audit/{}?{query}", etl_record.id))
+            .await;
+        assert_eq!(bad.status, 400, "{query}: {}", bad.body);
+        assert!(bad.body.contains("Not a page of queries"), "{query}");
+    }
     // A record that does not exist is a 404 page, not an empty one.
     let missing = browser
         .get("/console/audit/00000000-0000-0000-0000-000000000000")

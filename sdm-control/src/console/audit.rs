@@ -272,8 +272,9 @@ struct ConnectionPage {
 
 #[derive(Deserialize)]
 pub(crate) struct QueriesQuery {
+    /// The last query of the previous page (`seq`); empty: from the first.
     #[serde(default)]
-    after: Option<u64>,
+    after: String,
     #[serde(default)]
     limit: String,
 }
@@ -289,18 +290,31 @@ pub(crate) async fn show(
         Ok(axum::Json(record)) => record,
         Err(e) => return page::api_error_page(e),
     };
+    let bad_address = |message: String| {
+        page::error(
+            StatusCode::BAD_REQUEST,
+            Some(Chrome::new(&console, "audit")),
+            "Not a page of queries",
+            message,
+        )
+    };
     let limit = match page_size(&query.limit, QUERY_PAGE_SIZE) {
         Ok(limit) => limit,
-        Err(message) => {
-            return page::error(
-                StatusCode::BAD_REQUEST,
-                Some(Chrome::new(&console, "audit")),
-                "Not a page size",
-                message,
-            );
-        }
+        Err(message) => return bad_address(message),
     };
-    let after = query.after.unwrap_or(0);
+    let after = match query.after.trim() {
+        "" => 0,
+        text => match text.parse::<u64>() {
+            Ok(after) => after,
+            Err(_) => {
+                return bad_address(
+                    "The address names no page of queries; open the connection from the \
+                     Audit page."
+                        .to_owned(),
+                );
+            }
+        },
+    };
     let api_query = format!("after={after}&limit={limit}");
     let list = match audit::queries(
         State(state),
