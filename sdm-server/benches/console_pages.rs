@@ -1,17 +1,19 @@
 //! The web console's pages on a large installation: "with 10,000 accounts and 100,000 audit
 //! rows every page renders in under 50 ms of server time (paged, never load-all)".
 //!
-//! A SQLite store, set up by a first start of `sdm-server`, is filled through the store API (10,000 service accounts, a login session
-//! for every other one, 20 resources, 100,000 connection records written in batches of 2,000
-//! with a query each, one record with 300 queries); then `sdm-server` starts again on it in-process
-//! on 127.0.0.1:0, an admin signs in at `/console/sign-in` like a browser, and each page is
-//! fetched `RUNS` times (after 3 warm-ups) over one kept-alive TLS connection, so a time is the
-//! server's work plus one loopback round trip (an upper bound of the server time). Every
-//! request goes through the real session check and the real API handlers.
+//! A SQLite store, set up by a first start of `sdm-server`, is filled through the store API:
+//! 10,000 service accounts, 10 ended login sessions for every other one (50,000), 20 resources,
+//! 100,000 connection records written in batches of 2,000 with a query each, one record with
+//! 300 queries. Then `sdm-server` starts again on it in-process on 127.0.0.1:0, an admin signs
+//! in at `/console/sign-in` like a browser, and each page is fetched `RUNS` times (after 3
+//! warm-ups) over one kept-alive TLS connection, so a time is the server's work plus one
+//! loopback round trip (an upper bound of the server time). Every request goes through the
+//! real session check and the real API handlers.
 //!
 //! ```sh
 //! cargo bench --locked -p sdm-server --bench console_pages            # RUNS=50
 //! RUNS=200 cargo bench --locked -p sdm-server --bench console_pages
+//! SESSIONS=1 cargo bench --locked -p sdm-server --bench console_pages  # 1 login, not 10
 //! ```
 //!
 //! Prints one row per page: status, median, p95 and max in milliseconds, and the answer's size.
@@ -38,6 +40,8 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 const ACCOUNTS: usize = 10_000;
+/// Login sessions of every other account, unless `SESSIONS` says otherwise.
+const SESSIONS_PER_ACCOUNT: usize = 10;
 const RESOURCES: usize = 20;
 const RECORDS: usize = 100_000;
 const BATCH: usize = 2_000;
@@ -149,6 +153,10 @@ async fn fill(path: &Path) -> Uuid {
             .unwrap()
             .unwrap(),
     );
+    let sessions: usize = std::env::var("SESSIONS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(SESSIONS_PER_ACCOUNT);
     let now = sdm_proto::unix_now();
     let mut accounts = Vec::with_capacity(ACCOUNTS);
     for i in 0..ACCOUNTS {
@@ -167,15 +175,17 @@ async fn fill(path: &Path) -> Uuid {
             revoked_at: None,
         };
         store.create_account(account.clone(), token).await.unwrap();
-        if i % 2 == 0 {
+        // Every other account logged in, several times (ended sessions wait for pruning).
+        for login in 0..(sessions * usize::from(i % 2 == 0)) {
+            let created_at = now - (i as i64 % 86_400) - login as i64 * 3_600;
             store
                 .create_session(SessionRecord {
                     id: Uuid::new_v4(),
                     account_id: account.id,
                     labels: BTreeMap::new(),
                     client: "bench".into(),
-                    created_at: now - (i as i64 % 86_400),
-                    ended_at: Some(now - (i as i64 % 86_400) + 60),
+                    created_at,
+                    ended_at: Some(created_at + 60),
                     last_used_at: None,
                 })
                 .await
