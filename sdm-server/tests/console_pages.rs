@@ -262,7 +262,7 @@ async fn a_stored_password_is_never_shown_again() {
     // A refused form does not show the password it was sent with.
     let refused = browser
         .post(
-            "/console/resources/new",
+            "/console/new/resource",
             "/console/resources",
             &postgres_form("pg", "five", PASSWORD),
         )
@@ -279,7 +279,7 @@ async fn a_stored_password_is_never_shown_again() {
 
     let created = browser
         .post(
-            "/console/resources/new",
+            "/console/new/resource",
             "/console/resources",
             &postgres_form("pg", "5433", PASSWORD),
         )
@@ -302,7 +302,7 @@ async fn a_stored_password_is_never_shown_again() {
     assert!(refused_edit.error_beside("port").contains("is not a port"));
     let list = browser.get("/console/resources").await;
     let page = browser.get("/console/resources/pg").await;
-    let new = browser.get("/console/resources/new").await;
+    let new = browser.get("/console/new/resource").await;
     for (what, body) in [
         ("the refused edit", &refused_edit.body),
         ("the resource list", &list.body),
@@ -339,7 +339,7 @@ async fn a_bad_port_is_shown_beside_the_port_field_and_nothing_is_created() {
     // without a usual port (the API's refusal).
     for port in ["70000", "0", ""] {
         let page = browser
-            .post("/console/resources/new", "/console/resources", &form(port))
+            .post("/console/new/resource", "/console/resources", &form(port))
             .await;
         assert_eq!(page.status, 400, "port {port:?}: {}", page.body);
         let message = page.error_beside("port");
@@ -356,7 +356,7 @@ async fn a_bad_port_is_shown_beside_the_port_field_and_nothing_is_created() {
     // A name taken is shown beside the name (the API's 409).
     tcp_resource(&t, "svc").await;
     let taken = browser
-        .post("/console/resources/new", "/console/resources", &form("7"))
+        .post("/console/new/resource", "/console/resources", &form("7"))
         .await;
     assert_eq!(taken.status, 409);
     assert!(taken.error_beside("name").contains("already exists"));
@@ -379,7 +379,7 @@ async fn a_resource_is_edited_and_deleted_from_its_page() {
     let browser = Browser::sign_in(&t).await;
     browser
         .post(
-            "/console/resources/new",
+            "/console/new/resource",
             "/console/resources",
             &postgres_form("pg", "", PASSWORD),
         )
@@ -699,7 +699,7 @@ async fn markup_in_a_tag_is_shown_as_text() {
         // No PostgreSQL fields: the script disables them for other kinds.
     ];
     browser
-        .post("/console/resources/new", "/console/resources", &form)
+        .post("/console/new/resource", "/console/resources", &form)
         .await
         .redirects_to("/console/resources/svc");
     assert_eq!(

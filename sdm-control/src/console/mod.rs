@@ -63,7 +63,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
         .route("/console/sign-in", get(sign_in::show).post(sign_in::submit))
         .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/users", get(users::list).post(users::create))
-        .route("/console/users/new", get(users::new))
+        .route("/console/new/service", get(users::new))
         .route("/console/users/{name}", get(account::show))
         .route("/console/users/{name}/suspend", post(account::suspend))
         .route("/console/users/{name}/unsuspend", post(account::unsuspend))
@@ -81,7 +81,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
             "/console/resources",
             get(resources::list).post(resources::create),
         )
-        .route("/console/resources/new", get(resources::new))
+        .route("/console/new/resource", get(resources::new))
         .route(
             "/console/resources/{name}",
             get(resource::show).post(resource::update),
