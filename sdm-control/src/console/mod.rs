@@ -116,7 +116,9 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it Chromium sends `Origin: null` with the console's own forms,
+    // which the cross-site check must refuse.
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     // Pages show tokens and account data: never kept by the browser or a proxy.
     if !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
