@@ -321,9 +321,17 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
         .expect_ok::<serde_json::Value>();
 
     let page = browser.get("/console/resources/svc").await;
-    // reports holds it; etl may be granted it.
+    // reports holds it; etl may be granted it (suggested in the grant form's list).
     assert!(page.body.contains("Revoke reports"), "{}", page.body);
-    assert!(page.body.contains("<option value=\"etl\">etl</option>"));
+    let suggested = &page.body[page
+        .body
+        .find("<datalist id=\"grant-accounts\">")
+        .expect("the grant form suggests accounts")..];
+    let suggested = &suggested[..suggested.find("</datalist>").unwrap()];
+    assert!(
+        suggested.contains("<option value=\"etl\"></option>"),
+        "{suggested}"
+    );
     assert!(!page.body.contains("<option value=\"reports\">"));
 
     browser
