@@ -305,6 +305,9 @@ pub enum ServicesCommand {
     Create {
         /// Account name: 1 to 64 letters, digits, '.', '_' or '-'.
         name: String,
+        /// Create an admin instead: its token runs `sdm admin` and signs in to the web console.
+        #[arg(long)]
+        admin: bool,
     },
     /// List every account; service accounts are marked `service`.
     List,

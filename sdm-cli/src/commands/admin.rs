@@ -330,9 +330,15 @@ async fn services(
     json: bool,
 ) -> Result<(), CliError> {
     match command {
-        ServicesCommand::Create { name } => {
+        ServicesCommand::Create { name, admin: false } => {
             let created = client.create_service_account(&name).await?;
             print_account_token(&created, json, "created service account")
+        }
+        ServicesCommand::Create { name, admin: true } => {
+            let created = client
+                .create_account(&name, sdm_core::AccountKind::Admin)
+                .await?;
+            print_account_token(&created, json, "created admin")
         }
         ServicesCommand::Rotate { name } => {
             let created = client.rotate_token(&name).await?;
@@ -737,6 +743,7 @@ mod tests {
                 kind: sdm_core::AccountKind::Admin,
                 status: AccountStatus::Active,
                 created_at: 1_767_225_600,
+                last_login: None,
             },
             Account {
                 id: Uuid::nil(),
@@ -744,6 +751,7 @@ mod tests {
                 kind: sdm_core::AccountKind::Service,
                 status: AccountStatus::Suspended,
                 created_at: 1_767_225_661,
+                last_login: None,
             },
         ];
         assert_eq!(

@@ -76,6 +76,14 @@ fn service_accounts_create_list_suspend_rotate_delete() {
     assert_eq!(created["account"]["name"], "other");
     assert!(created["token"].as_str().unwrap().starts_with("sdm_svc_"));
 
+    // --admin makes an admin, whose token runs `sdm admin` in turn.
+    let ops = admin(&fx, &sdm, &["services", "create", "ops", "--admin"]);
+    let ops_token = ops.ok().trim_end().to_owned();
+    assert!(ops_token.starts_with("sdm_adm_"), "{ops:#?}");
+    assert!(ops.stderr.contains("created admin ops"), "{ops:#?}");
+    let by_ops = sdm.run(&["admin", "services", "list", "--token", &ops_token]);
+    assert!(by_ops.ok().contains("ops "), "{by_ops:#?}");
+
     assert_eq!(
         admin(&fx, &sdm, &["services", "delete", "etl-bot"]).ok(),
         "deleted account etl-bot with its tokens and grants\n"
@@ -87,7 +95,7 @@ fn service_accounts_create_list_suspend_rotate_delete() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["admin", "other"]);
+    assert_eq!(names, ["admin", "ops", "other"]);
     job.run_env(&["login"], &[("SDM_SERVICE_TOKEN", &rotated)])
         .fails(4);
 }
