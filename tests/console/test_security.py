@@ -1,0 +1,369 @@
+"""The attacker's tests of the console: forged posts from another origin and without the CSRF
+field, the headers and the session cookie, markup in stored text, sign-out and suspension ending
+sessions on the server, service tokens at the sign-in form, and unknown URLs."""
+
+from __future__ import annotations
+
+import html
+import http.server
+import re
+import ssl
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
+
+from conftest import Fixture, Sdm, new_context
+from console_ui import USERS_URL, api, expect_sign_in_page, expect_signed_in, sign_in
+
+COOKIE = "__Host-sdm-console"
+
+
+# --- a page on another origin ---------------------------------------------------------------------
+
+
+class AttackerSite:
+    """A web server on another loopback origin that serves one page."""
+
+    def __init__(self, host: str, tls_dir: Path | None) -> None:
+        self.page = b""
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(site.page)))
+                self.end_headers()
+                self.wfile.write(site.page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((host, 0), Handler)
+        scheme = "http"
+        if tls_dir is not None:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.load_cert_chain(tls_dir / "cert.pem", tls_dir / "key.pem")
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.origin = f"{scheme}://{host}:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def self_signed(dir_: Path) -> Path:
+    """A certificate for 127.0.0.1 (the browser ignores certificate errors in these tests)."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(dir_ / "key.pem"), "-out", str(dir_ / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )
+    return dir_
+
+
+def open_add_service_form(page: Page) -> None:
+    page.goto("/console/users")
+    page.get_by_role("button", name="add service").or_(
+        page.get_by_role("link", name="add service")
+    ).click()
+    expect(page.get_by_label("Name", exact=True)).to_be_visible()
+
+
+def form_of(page: Page, control: Any) -> Tuple[str, str, List[Tuple[str, str]]]:
+    """The form holding `control`: (action URL, method, [(name, value)] of its fields)."""
+    action, method, fields = control.evaluate(
+        """e => [e.form.action, e.form.method,
+                 [...e.form.elements].filter(f => f.name).map(f => [f.name, f.value])]"""
+    )
+    return action, method, [tuple(f) for f in fields]
+
+
+@pytest.mark.parametrize(
+    "attacker",
+    [
+        # Another site: the SameSite=Strict cookie is not even sent.
+        "http://127.0.0.2",
+        # The same site on another port (cross-origin, same-site): the cookie is sent, so only the
+        # console's own check of the post (its CSRF field, the Origin) stands in the way.
+        "https://127.0.0.1",
+    ],
+)
+def test_a_cross_site_form_post_creates_nothing(
+    page: Page, admin_token: str, sdm: Sdm, unique: Any, attacker: str, tmp_path: Path,
+    installation: Fixture,
+) -> None:
+    victim = unique("forged")
+    sign_in(page, admin_token)
+    # The real "add service" form, as an attacker who read the console's HTML knows it; only the
+    # CSRF field (which the attacker cannot read) is left out.
+    open_add_service_form(page)
+    action, method, fields = form_of(page, page.get_by_label("Name", exact=True))
+    assert action == installation["api_url"] + "/console/users", action
+    assert method == "post"
+    assert "csrf" in [name for name, _ in fields], fields
+    name_field = page.get_by_label("Name", exact=True).get_attribute("name")
+    forged = [(n, victim if n == name_field else v) for n, v in fields if n != "csrf"]
+    inputs = "".join(
+        f'<input type="hidden" name="{html.escape(n)}" value="{html.escape(v)}">' for n, v in forged
+    )
+
+    scheme, host = attacker.split("://")
+    site = AttackerSite(host, self_signed(tmp_path) if scheme == "https" else None)
+    try:
+        site.page = (
+            f'<!doctype html><title>win a prize</title><form method="post" action="{action}">'
+            f"{inputs}</form><script>document.forms[0].submit()</script>"
+        ).encode()
+        with page.expect_response(
+            lambda r: r.url == action and r.request.method == "POST"
+        ) as posted:
+            page.goto(site.origin + "/")
+        response = posted.value
+    finally:
+        site.close()
+
+    if 200 <= response.status < 300:
+        assert "Service account created" not in response.text(), "answered like the admin's post"
+    if scheme == "https":
+        # Same site: the session cookie went along, and the console refused the post itself.
+        assert response.status == 403, response.status
+    assert victim not in sdm.accounts()
+
+
+def test_a_post_without_the_right_csrf_field_is_forbidden_and_changes_nothing(
+    browser: Browser, context: BrowserContext, page: Page, admin_token: str, sdm: Sdm, unique: Any,
+    installation: Fixture,
+) -> None:
+    victim = unique("nocsrf")
+    sign_in(page, admin_token)
+    own_csrf = page.locator("input[name=csrf]").first.input_value()
+    assert own_csrf
+
+    # Another signed-in session's CSRF value is no good in this one.
+    other = new_context(browser, installation)
+    try:
+        other_page = other.new_page()
+        sign_in(other_page, admin_token)
+        other_csrf = other_page.locator("input[name=csrf]").first.input_value()
+    finally:
+        other.close()
+    assert other_csrf != own_csrf, "two sessions share one CSRF value"
+
+    open_add_service_form(page)
+    name_field = page.get_by_label("Name", exact=True).get_attribute("name")
+    assert name_field
+    for csrf in (None, "", "forged", other_csrf, own_csrf + "x"):
+        form: Dict[str, str] = {name_field: victim}
+        if csrf is not None:
+            form["csrf"] = csrf
+        r = context.request.post("/console/users", form=form, max_redirects=0)
+        assert r.status == 403, (csrf, r.status)
+    assert victim not in sdm.accounts()
+
+    # The same on an account's page: a forged "Suspend" suspends nobody.
+    target = unique("target")
+    sdm.admin("services", "create", target)
+    page.goto(f"/console/users/{target}")
+    action, _, _ = form_of(page, page.get_by_role("button", name="Suspend", exact=True))
+    for csrf in (None, "forged"):
+        r = context.request.post(action, form={} if csrf is None else {"csrf": csrf},
+                                 max_redirects=0)
+        assert r.status == 403, (csrf, r.status)
+    assert sdm.accounts()[target]["status"] == "active"
+
+
+def csp_directives(value: str) -> Dict[str, List[str]]:
+    out: Dict[str, List[str]] = {}
+    for part in value.split(";"):
+        words = part.split()
+        if words:
+            out[words[0].lower()] = words[1:]
+    return out
+
+
+CONSOLE_PAGES = [
+    "/console/users",
+    "/console/resources",
+    "/console/resources/pgsql_1_31",
+    "/console/settings",
+    "/console/audit",
+    "/console/gateways",
+    "/console/users/etl",
+]
+
+
+def test_console_pages_send_the_protective_headers_and_a_strict_cookie(
+    page: Page, context: BrowserContext, admin_token: str
+) -> None:
+    def check(path: str, headers: Dict[str, str]) -> None:
+        csp = csp_directives(headers.get("content-security-policy", ""))
+        assert csp.get("frame-ancestors") == ["'none'"], (path, headers)
+        scripts = csp.get("script-src", csp.get("default-src"))
+        assert scripts is not None, (path, "no script-src nor default-src", headers)
+        assert "'unsafe-inline'" not in scripts, (path, scripts)
+        assert "'unsafe-eval'" not in scripts, (path, scripts)
+        assert headers.get("x-content-type-options") == "nosniff", (path, headers)
+
+    response = page.goto("/console/sign-in")
+    assert response is not None and response.status == 200
+    check("/console/sign-in", response.headers)
+
+    sign_in(page, admin_token)
+    cookies = [c for c in context.cookies() if c["name"] == COOKIE]
+    assert len(cookies) == 1, context.cookies()
+    cookie = cookies[0]
+    assert cookie["httpOnly"] is True, cookie
+    assert cookie["secure"] is True, cookie
+    assert cookie["sameSite"] == "Strict", cookie
+    # __Host-: host-only (no Domain attribute) and Path=/.
+    assert cookie["path"] == "/", cookie
+    assert not cookie["domain"].startswith("."), cookie
+    # Scripts of the page cannot read it.
+    assert COOKIE not in page.evaluate("document.cookie")
+
+    for path in CONSOLE_PAGES:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, (path, response and response.status)
+        check(path, response.headers)
+
+
+MARKUP = "<script>alert(1)</script>"
+MARKUP_IMG = '<img src="x" onerror="alert(2)">'
+
+
+def test_markup_in_a_resource_tag_shows_as_text_and_never_runs(
+    page: Page, admin_token: str, sdm: Sdm, unique: Any, installation: Fixture
+) -> None:
+    name = unique("tagged")
+    sdm.admin("servers", "add", "tcp", name, "--hostname", "127.0.0.1",
+              "--port", str(installation["echo_port"]),
+              "--tag", f"note={MARKUP}", "--tag", f"img={MARKUP_IMG}")
+    dialogs: List[Dialog] = []
+
+    def on_dialog(d: Dialog) -> None:
+        dialogs.append(d)
+        d.dismiss()
+
+    page.on("dialog", on_dialog)
+    sign_in(page, admin_token)
+    for path in ("/console/resources", f"/console/resources/{name}"):
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        expect(page.get_by_role("navigation")).to_be_visible()
+        # Nothing of the markup became elements.
+        assert page.locator("script", has_text="alert(").count() == 0, path
+        assert page.locator('img[src="x"]').count() == 0, path
+    # The resource's page shows the tags as the text they are.
+    expect(page.get_by_text(MARKUP, exact=False)).to_be_visible()
+    expect(page.get_by_text(MARKUP_IMG, exact=False)).to_be_visible()
+    assert dialogs == [], [d.message for d in dialogs]
+
+
+def test_signed_out_visitors_land_on_the_sign_in_page(page: Page) -> None:
+    for path in ("/console/users", "/console/resources", "/console/users/etl", "/console/"):
+        page.goto(path)
+        expect_sign_in_page(page)
+
+
+def test_a_wrong_token_is_refused_with_a_message(page: Page, admin_token: str) -> None:
+    page.goto("/console/sign-in")
+    page.get_by_label("Admin token").fill(admin_token[:-4] + "AAAA")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    page.goto("/console/users")
+    expect_sign_in_page(page)
+
+
+def test_sign_out_ends_the_session_on_the_server(
+    browser: Browser, context: BrowserContext, page: Page, admin_token: str,
+    installation: Fixture,
+) -> None:
+    sign_in(page, admin_token)
+    stolen = context.cookies()
+    assert any(c["name"] == COOKIE for c in stolen), stolen
+
+    # While the session lives, its cookie works in another browser profile (so the replay below
+    # is a real test).
+    replay = new_context(browser, installation)
+    try:
+        replay.add_cookies(stolen)  # type: ignore[arg-type]
+        replay_page = replay.new_page()
+        replay_page.goto("/console/users")
+        expect(replay_page).to_have_url(USERS_URL)
+        expect_signed_in(replay_page)
+    finally:
+        replay.close()
+
+    page.get_by_role("button", name="Sign out").click()
+    expect_sign_in_page(page)
+    page.goto("/console/users")
+    expect_sign_in_page(page)
+
+    # The old cookie, replayed in a fresh profile, is worth nothing now.
+    replay = new_context(browser, installation)
+    try:
+        replay.add_cookies(stolen)  # type: ignore[arg-type]
+        replay_page = replay.new_page()
+        replay_page.goto("/console/users")
+        expect_sign_in_page(replay_page)
+        r = replay.request.post("/console/users", form={"name": "after-sign-out"},
+                                max_redirects=0)
+        assert r.status in (303, 302, 401, 403), r.status
+    finally:
+        replay.close()
+
+
+def test_a_service_account_token_cannot_sign_in(
+    page: Page, context: BrowserContext, installation: Fixture
+) -> None:
+    page.goto("/console/sign-in")
+    page.get_by_label("Admin token").fill(installation["token"])
+    page.get_by_role("button", name="Sign in").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text(re.compile("service account", re.I))
+    expect(page).not_to_have_url(USERS_URL)
+    assert not [c for c in context.cookies() if c["name"] == COOKIE]
+    page.goto("/console/users")
+    expect_sign_in_page(page)
+
+
+def test_suspending_a_signed_in_admin_ends_its_browser_session_at_once(
+    page: Page, unique: Any, installation: Fixture
+) -> None:
+    name = unique("admin")
+    status, created = api(installation, "POST", "/v1/admin/accounts",
+                          {"name": name, "kind": "admin"})
+    assert status in (200, 201), (status, created)
+    sign_in(page, created["token"])
+    page.goto("/console/resources")
+    expect_signed_in(page)
+
+    status, body = api(installation, "POST", f"/v1/admin/accounts/{name}/suspend")
+    assert status == 200, (status, body)
+    page.reload()
+    expect_sign_in_page(page)
+    # And the token cannot sign in again while suspended.
+    page.get_by_label("Admin token").fill(created["token"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+
+
+def test_an_unknown_console_url_is_a_real_404_page(page: Page, admin_token: str) -> None:
+    sign_in(page, admin_token)
+    for path in ("/console/no-such-page", "/console/users/no-such-account",
+                 "/console/resources/no-such-resource"):
+        response = page.goto(path)
+        assert response is not None
+        assert response.status == 404, (path, response.status)
+        assert response.headers.get("content-type", "").startswith("text/html"), response.headers
+        expect(page.locator("body")).to_contain_text(re.compile(r"not found|404", re.I))
