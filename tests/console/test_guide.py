@@ -122,11 +122,14 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
         # and the job's next query on it fails.
         readable, _, _ = select.select([conn.fileno()], [], [], CUT_BOUND_S)
         assert readable, f"the open connection was not cut within {CUT_BOUND_S:.0f} s"
-        with pytest.raises(psycopg.OperationalError):
+        # PostgreSQL's "terminated by an administrator" (57P01), saying why.
+        with pytest.raises(psycopg.errors.AdminShutdown) as cut:
             conn.execute("select 1")
+        assert f"account {ACCOUNT} is suspended" in str(cut.value), cut.value
     finally:
         conn.close()
 
-    # New connections through the tunnel are refused too.
+    # New connections through the tunnel are refused too, with the reason.
     out = psql(port, pg, "select 1")
     assert out.returncode != 0, out.stdout
+    assert f"account {ACCOUNT} is suspended" in out.stderr, out.stderr

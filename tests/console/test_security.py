@@ -132,9 +132,14 @@ def test_a_cross_site_form_post_creates_nothing(
 
     if 200 <= response.status < 300:
         assert "Service account created" not in response.text(), "answered like the admin's post"
+    sent_cookie = COOKIE in (response.request.all_headers().get("cookie") or "")
     if scheme == "https":
         # Same site: the session cookie went along, and the console refused the post itself.
+        assert sent_cookie, "the same-site post should carry the cookie (else this tests nothing)"
         assert response.status == 403, response.status
+    else:
+        # SameSite=Strict kept the cookie home.
+        assert not sent_cookie
     assert victim not in sdm.accounts()
 
 
