@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
