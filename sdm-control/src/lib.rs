@@ -17,6 +17,7 @@ mod answer_cache;
 pub mod api;
 pub mod audit_retention;
 pub mod bootstrap;
+mod console;
 mod directory;
 pub mod gateway_identities;
 pub mod keys;

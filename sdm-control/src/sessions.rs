@@ -18,6 +18,10 @@ pub const DEFAULT_MAX_SESSIONS_PER_ACCOUNT: u32 = 1000;
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default longest life of a session.
 pub const DEFAULT_SESSION_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default time after which an unused web console session ends.
+pub const DEFAULT_CONSOLE_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default longest life of a web console session.
+pub const DEFAULT_CONSOLE_MAX_AGE: Duration = Duration::from_secs(12 * 3600);
 /// Default time ended sessions are kept before they are removed.
 pub const DEFAULT_SESSION_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest duration accepted for each setting (ten years: "never", in practice).
@@ -41,6 +45,10 @@ pub struct SessionPolicy {
     pub max_age: Duration,
     /// Ended sessions are removed this long after their end.
     pub retention: Duration,
+    /// A web console session not used for this long ends (checked at its next page).
+    pub console_idle_timeout: Duration,
+    /// A web console session ends this long after its sign-in.
+    pub console_max_age: Duration,
 }
 
 impl Default for SessionPolicy {
@@ -50,6 +58,8 @@ impl Default for SessionPolicy {
             idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
             max_age: DEFAULT_SESSION_MAX_AGE,
             retention: DEFAULT_SESSION_RETENTION,
+            console_idle_timeout: DEFAULT_CONSOLE_IDLE_TIMEOUT,
+            console_max_age: DEFAULT_CONSOLE_MAX_AGE,
         }
     }
 }
@@ -59,7 +69,7 @@ fn secs(d: Duration) -> i64 {
 }
 
 /// `3600` → `"1 h"`, for messages.
-fn human(d: Duration) -> String {
+pub(crate) fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         s if s >= 86_400 && s % 86_400 == 0 => format!("{} d", s / 86_400),
@@ -91,9 +101,19 @@ impl SessionPolicy {
             }
         }
         for (what, value) in [
+            ("console idle timeout", self.console_idle_timeout),
+            ("console session maximum age", self.console_max_age),
+        ] {
+            if value.is_zero() {
+                return Err(format!("the {what} must be at least 1 s"));
+            }
+        }
+        for (what, value) in [
             ("session idle timeout", self.idle_timeout),
             ("session maximum age", self.max_age),
             ("session retention", self.retention),
+            ("console idle timeout", self.console_idle_timeout),
+            ("console session maximum age", self.console_max_age),
         ] {
             if value > MAX_DURATION {
                 return Err(format!("the {what} must be at most 10 years"));

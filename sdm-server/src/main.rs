@@ -173,6 +173,12 @@ struct ServeArgs {
     /// Remove ended sessions this long after their end.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
     session_retention: Duration,
+    /// Sign a web console session out after this long without a page load.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30m")]
+    console_idle_timeout: Duration,
+    /// Sign a web console session out this long after its sign-in, however busy.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "12h")]
+    console_max_age: Duration,
     /// Remove audit records of connections that ended this long ago, with their queries (e.g.
     /// 90d; default: keep the whole trail). Open connections' records are always kept.
     #[arg(long, value_name = "DURATION", value_parser = parse_retention)]
@@ -344,6 +350,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             idle_timeout: args.session_idle_timeout,
             max_age: args.session_max_age,
             retention: args.session_retention,
+            console_idle_timeout: args.console_idle_timeout,
+            console_max_age: args.console_max_age,
         });
     if let Some(url) = &args.public_url {
         builder = builder.public_url(url.clone());

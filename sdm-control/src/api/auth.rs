@@ -27,14 +27,14 @@ use crate::store::{AccountRecord, TokenRecord};
 use uuid::Uuid;
 
 /// An authenticated caller (service account or admin).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Caller {
     /// The caller's account, as stored.
     pub(crate) account: AccountRecord,
 }
 
 /// An authenticated caller whose account is an admin.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Admin(pub(crate) Caller);
 
 /// An authenticated standalone gateway (gateway token, `/v1/gateway/…` routes only).
@@ -68,8 +68,34 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 }
 
 async fn authenticate(parts: &Parts, state: &ApiState) -> Result<Caller, ApiError> {
-    let attempt = Attempt::start(parts, state);
+    let attempt = Attempt::start(source(parts), state);
     let token = presented(parts).map_err(|e| attempt.refused(e))?;
+    check_presented(state, &attempt, token).await
+}
+
+/// Checks a token typed into the console's sign-in form, counted by the same throttle as
+/// bearer tokens (its source is the browser's address).
+pub(crate) async fn authenticate_text(
+    state: &ApiState,
+    text: &str,
+    source: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    let attempt = Attempt::start(source, state);
+    let token = Token::parse(text.trim())
+        .map_err(|e| attempt.refused(ApiError::new(ErrorKind::InvalidToken, e.to_string())))?;
+    check_presented(state, &attempt, token).await
+}
+
+/// The client address of the request, when the server recorded it.
+fn source(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<PeerAddr>().map(|p| p.0.ip())
+}
+
+async fn check_presented(
+    state: &ApiState,
+    attempt: &Attempt<'_>,
+    token: Token,
+) -> Result<Caller, ApiError> {
     if token.kind == TokenKind::Gateway {
         return Err(ApiError::new(
             ErrorKind::Forbidden,
@@ -109,8 +135,7 @@ struct Attempt<'a> {
 }
 
 impl<'a> Attempt<'a> {
-    fn start(parts: &Parts, state: &'a ApiState) -> Attempt<'a> {
-        let source = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+    fn start(source: Option<IpAddr>, state: &'a ApiState) -> Attempt<'a> {
         Attempt {
             throttle: &state.throttle,
             source,
@@ -218,7 +243,7 @@ const GATEWAY_TOKEN_NOT_VALID: &str = "gateway token is not valid: it was delete
      ask an admin for a new one (POST /v1/admin/gateways)";
 
 async fn check_gateway_token(parts: &Parts, state: &ApiState) -> Result<GatewayCaller, ApiError> {
-    let attempt = Attempt::start(parts, state);
+    let attempt = Attempt::start(source(parts), state);
     let token = presented(parts).map_err(|e| attempt.refused(e))?;
     if token.kind != TokenKind::Gateway {
         return Err(ApiError::new(

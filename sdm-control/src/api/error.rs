@@ -51,10 +51,14 @@ impl ApiError {
         self.kind
     }
 
-    /// The message, for unit tests.
-    #[cfg(test)]
+    /// The message for a person (the console shows it beside the form).
     pub(crate) fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The HTTP status it is answered with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// `invalid_argument`, 400.

@@ -22,27 +22,30 @@ use crate::gateway_identities::TagCache;
 use crate::keys::{CertificateAuthority, SecretBox};
 use crate::store::Store;
 
-mod accounts;
-mod audit;
+pub(crate) mod accounts;
+pub(crate) mod audit;
 mod auth;
 mod error;
 mod gateway_routes;
-mod gateways;
-mod grants;
+pub(crate) mod gateways;
+pub(crate) mod grants;
 mod json;
 mod leases;
-mod resources;
+pub(crate) mod resources;
 mod serve;
 
 pub use serve::DEFAULT_CONNECTIONS_PER_SOURCE;
 mod sessions;
-mod settings;
+pub(crate) mod settings;
 mod throttle;
 mod validate;
 
 pub(crate) use throttle::{LoginThrottle, PeerAddr};
 
 pub(crate) use accounts::new_token;
+pub(crate) use auth::{Admin, Caller, authenticate_text};
+pub(crate) use error::ApiError;
+pub(crate) use json::Json;
 
 /// How long one request may take, body included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -210,6 +213,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::map_response(json_errors))
+        // Merged after the API's layers: its pages are HTML, not JSON errors.
+        .merge(crate::console::router())
         .layer(middleware::from_fn(deadline_and_log))
         .with_state(state)
 }

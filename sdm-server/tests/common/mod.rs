@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod console;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,6 +184,34 @@ impl Client {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Reply, String> {
+        let mut headers = Vec::new();
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        if let Some(bearer) = &bearer {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct));
+        }
+        let response = self.exchange(method, path, &headers, body).await?;
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        Ok(Reply {
+            status: response.status().as_u16(),
+            content_type,
+            body: response.into_body().to_vec(),
+        })
+    }
+
+    /// One request with these headers (besides `Host`) on a new connection; the whole answer.
+    pub async fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<hyper::Response<Bytes>, String> {
         let tcp = TcpStream::connect(self.addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
         let name = ServerName::IpAddress(self.addr.ip().into());
@@ -195,33 +225,21 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, self.addr.to_string());
-        if let Some(token) = token {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        if let Some(ct) = content_type {
-            request = request.header(hyper::header::CONTENT_TYPE, ct);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request.body(Full::new(Bytes::from(body))).unwrap();
-        let response = sender
-            .send_request(request)
+        let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
             .await
+            .map_err(|_| format!("{method} {path} timed out"))?
             .map_err(|e| format!("request failed: {e:?}"))?;
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let body = response
-            .into_body()
-            .collect()
+        let (parts, body) = response.into_parts();
+        let body = tokio::time::timeout(TIMEOUT, body.collect())
             .await
+            .map_err(|_| format!("{method} {path}: reading the answer timed out"))?
             .map_err(|e| format!("reading the answer failed: {e:?}"))?
             .to_bytes();
-        Ok(Reply {
-            status,
-            content_type,
-            body: body.to_vec(),
-        })
+        Ok(hyper::Response::from_parts(parts, body))
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
