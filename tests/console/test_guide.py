@@ -84,7 +84,7 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
 
     # Its page: grant the real PostgreSQL datasource.
     row.get_by_role("link", name=ACCOUNT, exact=True).click()
-    expect(page).to_have_url(re.compile(rf"/console/users/{re.escape(ACCOUNT)}$"))
+    expect(page).to_have_url(re.compile(rf"/console/users/{re.escape(ACCOUNT)}(\?.*)?$"))
     page.get_by_label("Resource", exact=True).select_option(label=RESOURCE)
     page.get_by_role("button", name="Grant", exact=True).click()
     grant = page.get_by_role("row").filter(has_text=RESOURCE)

@@ -349,7 +349,6 @@ def test_suspending_a_signed_in_admin_ends_its_browser_session_at_once(
                           {"name": name, "kind": "admin"})
     assert status in (200, 201), (status, created)
     sign_in(page, created["token"])
-    page.goto("/console/resources")
     expect_signed_in(page)
 
     status, body = api(installation, "POST", f"/v1/admin/accounts/{name}/suspend")
