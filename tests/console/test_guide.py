@@ -53,10 +53,14 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
     )
     add.click()
     page.get_by_label("Name", exact=True).fill(ACCOUNT)
-    page.get_by_role("button", name="create", exact=True).click()
-
+    with page.expect_response(
+        lambda r: r.request.method == "GET" and f"/console/users/{ACCOUNT}" in r.url
+    ) as shown:
+        page.get_by_role("button", name="create", exact=True).click()
+    # The server sends the token in the page once; the page's script must keep it there.
+    assert "Service account created" in shown.value.text(), "the server did not show the token"
     dialog = page.get_by_role("dialog", name="Service account created")
-    expect(dialog).to_be_visible()
+    expect(dialog, "the server rendered the token dialog, but it is gone from the page").to_be_visible()
     expect(dialog).to_contain_text("the only time the token will be visible")
     field = dialog.get_by_label("Token")
     expect(field).not_to_be_editable()
