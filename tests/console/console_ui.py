@@ -13,13 +13,28 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "console"
 USERS_URL = re.compile(r"/console/users(\?.*)?$")
 SIGN_IN_URL = re.compile(r"/console/sign-in(\?.*)?$")
 NAV_LINKS = ("Users", "Resources", "Settings", "Audit", "Gateways")
+# The bound of every browser wait (not an expectation).
+BROWSER_TIMEOUT_MS = 30_000
+# The page size of every context (and so of the screenshots in docs/console).
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def new_context(browser: Browser, installation: Any) -> BrowserContext:
+    """A fresh browser profile (no cookies) on the console. The server's certificate comes from
+    the installation's own CA, which the browser does not know: certificate errors are ignored
+    (the tests are about the console, and talk to loopback only)."""
+    ctx = browser.new_context(
+        base_url=installation["api_url"], ignore_https_errors=True, viewport=VIEWPORT
+    )
+    ctx.set_default_timeout(BROWSER_TIMEOUT_MS)
+    return ctx
 
 
 def sign_in(page: Page, token: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from playwright.sync_api import Page, expect
 
-from conftest import Fixture, Sdm
+from installation import Fixture, Sdm
 from console_ui import api, expect_sign_in_page, sign_in
 
 

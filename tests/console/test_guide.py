@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from conftest import COMMAND_TIMEOUT, Fixture, Sdm
+from installation import COMMAND_TIMEOUT, Fixture, Sdm
 from console_ui import USERS_URL, shot, sign_in
 
 # The name the guide uses.

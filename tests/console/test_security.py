@@ -16,8 +16,10 @@ from typing import Any, Dict, List, Tuple
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
-from conftest import Fixture, Sdm, new_context
-from console_ui import USERS_URL, api, expect_sign_in_page, expect_signed_in, sign_in
+from console_ui import (
+    USERS_URL, api, expect_sign_in_page, expect_signed_in, new_context, sign_in,
+)
+from installation import Fixture, Sdm
 
 COOKIE = "__Host-sdm-console"
 
