@@ -287,6 +287,31 @@ def test_the_browsers_own_form_post_is_accepted(page: Page, admin_token: str) ->
     expect(page, f"the sign-in post ({sent}) was refused").to_have_url(USERS_URL)
 
 
+def test_every_post_form_carries_the_csrf_field(page: Page, admin_token: str) -> None:
+    sign_in(page, admin_token)
+    for path in CONSOLE_PAGES + ["/console/users/new", "/console/users/etl/delete"]:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, (path, response and response.status)
+        forms = page.locator("form[method=post]")
+        assert forms.count() > 0, path
+        for i in range(forms.count()):
+            form = forms.nth(i)
+            action = form.get_attribute("action")
+            csrf = form.locator("input[type=hidden][name=csrf]")
+            assert csrf.count() == 1, (path, action)
+            assert csrf.input_value(), (path, action)
+
+
+def test_the_sign_in_page_names_commands_that_exist(page: Page, sdm: Sdm) -> None:
+    """The help beside "Admin token" tells where a token comes from; a command it names runs."""
+    page.goto("/console/sign-in")
+    commands = [c for c in page.locator("code").all_inner_texts() if c.startswith("sdm ")]
+    for command in commands:
+        words = [w for w in command.split()[1:] if w.isidentifier() or w.startswith("-")]
+        out = sdm.run(*words, "--help")
+        assert out.returncode == 0, f"the sign-in page names `{command}`: {out.stderr.strip()}"
+
+
 def test_signed_out_visitors_land_on_the_sign_in_page(page: Page) -> None:
     for path in ("/console/users", "/console/resources", "/console/users/etl", "/console/"):
         page.goto(path)
