@@ -28,6 +28,7 @@ pub mod routes {
     pub const ADMIN_ACCOUNTS: &str = "/v1/admin/accounts";
     /// `GET` → [`AdminResourceList`](super::AdminResourceList); `POST` [`CreateResource`](super::CreateResource) → [`AdminResource`](super::AdminResource).
     /// `PATCH /v1/admin/resources/{resource}` [`UpdateResource`](super::UpdateResource) → [`AdminResource`](super::AdminResource).
+    /// `GET /v1/admin/resources/{resource}/grants` → [`ResourceGrantList`](super::ResourceGrantList).
     pub const ADMIN_RESOURCES: &str = "/v1/admin/resources";
     /// `GET` → [`Settings`](super::Settings); `PATCH` [`UpdateSettings`](super::UpdateSettings) → [`Settings`](super::Settings).
     pub const ADMIN_SETTINGS: &str = "/v1/admin/settings";
@@ -597,6 +598,24 @@ pub struct GrantInfo {
 pub struct GrantList {
     /// The account's grants.
     pub grants: Vec<GrantInfo>,
+}
+
+/// An account that holds a grant of a resource.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceGrant {
+    /// The account.
+    pub account: AccountInfo,
+    /// The resource.
+    pub resource_id: Uuid,
+    /// When it was granted.
+    pub created_at: i64,
+}
+
+/// `GET /v1/admin/resources/{resource}/grants`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResourceGrantList {
+    /// The accounts granted the resource, sorted by account name.
+    pub grants: Vec<ResourceGrant>,
 }
 
 /// `GET /v1/admin/audit`: newest first.

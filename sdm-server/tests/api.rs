@@ -1027,7 +1027,11 @@ async fn bad_requests_get_json_errors_and_the_server_keeps_serving() {
         .await
         .expect_error(404, "invalid_argument");
     assert!(msg.contains("/v1/nothing-here"), "{msg}");
-    c.get("/", None).await.expect_error(404, "invalid_argument");
+    c.get("/v2", None)
+        .await
+        .expect_error(404, "invalid_argument");
+    // The root is the web console's address.
+    assert_eq!(c.get("/", None).await.status, 303);
     c.delete(routes::LOGIN, Some(&admin))
         .await
         .expect_error(405, "invalid_argument");

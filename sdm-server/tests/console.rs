@@ -48,6 +48,9 @@ fn assert_sent_to_sign_in(page: &Page, why: &str) {
 async fn signing_in_gives_a_strict_cookie_and_signing_out_ends_the_session_on_the_server() {
     let t = TestServer::start().await;
     let mut anonymous = Browser::new(&t.client);
+    for root in ["/", "/console", "/console/"] {
+        assert_eq!(anonymous.get(root).await.location(), Some("/console/users"));
+    }
     assert_sent_to_sign_in(&anonymous.get("/console/users").await, "");
     let form = anonymous.get("/console/sign-in").await;
     assert_eq!(form.status, 200);
@@ -139,12 +142,15 @@ async fn a_service_token_cannot_sign_in_and_failed_sign_ins_count_against_the_ap
     Browser::signed_in(&t.client, &t.admin()).await;
 }
 
+/// Form fields or headers.
+type Fields<'a> = Vec<(&'a str, &'a str)>;
+
 #[tokio::test]
 async fn a_form_without_the_csrf_token_or_sent_from_another_site_changes_nothing() {
     let t = TestServer::start().await;
     let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let csrf = browser.csrf.clone().unwrap();
-    let cases: [(&str, Vec<(&str, &str)>, Vec<(&str, &str)>); 5] = [
+    let cases: [(&str, Fields<'_>, Fields<'_>); 5] = [
         ("no token", vec![("name", "evil-1")], vec![]),
         (
             "a made-up token",
@@ -175,7 +181,7 @@ async fn a_form_without_the_csrf_token_or_sent_from_another_site_changes_nothing
         assert!(page.body.contains("Nothing was changed"), "{what}");
     }
     // Another session's token does not pass either.
-    let mut other = Browser::signed_in(&t.client, &t.admin()).await;
+    let other = Browser::signed_in(&t.client, &t.admin()).await;
     let foreign = other.csrf.clone().unwrap();
     let page = browser
         .send(

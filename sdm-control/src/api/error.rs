@@ -16,6 +16,9 @@ pub(crate) struct ApiError {
     message: String,
     /// Seconds for a `Retry-After` header (429 answers).
     retry_after: Option<u64>,
+    /// The request field that caused it, when one did (the console shows the message beside
+    /// that field; not sent on the wire).
+    field: Option<&'static str>,
 }
 
 /// The message of every failed token check, whichever check failed.
@@ -31,6 +34,7 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            field: None,
         }
     }
 
@@ -44,6 +48,17 @@ impl ApiError {
     pub(crate) fn with_retry_after(mut self, secs: u64) -> ApiError {
         self.retry_after = Some(secs);
         self
+    }
+
+    /// The same error, caused by the request field `field` (`"port"`, `"tags"`, …).
+    pub(crate) fn in_field(mut self, field: &'static str) -> ApiError {
+        self.field = Some(field);
+        self
+    }
+
+    /// The request field that caused it, when one did.
+    pub(crate) fn field(&self) -> Option<&'static str> {
+        self.field
     }
 
     /// The error kind.

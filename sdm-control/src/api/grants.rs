@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sdm_proto::api::{CreateGrant, GrantInfo, GrantList};
+use sdm_proto::api::{CreateGrant, GrantInfo, GrantList, ResourceGrant, ResourceGrantList};
 
 use super::auth::Admin;
 use super::error::ApiError;
@@ -40,6 +40,26 @@ pub(crate) async fn list(
                     resource_name: name,
                     created_at: g.created_at,
                 })
+            })
+            .collect(),
+    }))
+}
+
+/// The accounts granted a resource, sorted by account name.
+pub(crate) async fn list_for_resource(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+    Path(resource): Path<String>,
+) -> Result<axum::Json<ResourceGrantList>, ApiError> {
+    let resource = resources::resolve(&state, &resource).await?;
+    let grants = state.store.list_resource_grants(resource.id).await?;
+    Ok(axum::Json(ResourceGrantList {
+        grants: grants
+            .into_iter()
+            .map(|(account, grant)| ResourceGrant {
+                account: accounts::info(&account),
+                resource_id: grant.resource_id,
+                created_at: grant.created_at,
             })
             .collect(),
     }))

@@ -179,6 +179,10 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
                 .patch(resources::update),
         )
         .route(
+            "/v1/admin/resources/{resource}/grants",
+            get(grants::list_for_resource),
+        )
+        .route(
             routes::ADMIN_SETTINGS,
             get(settings::show).patch(settings::update),
         )

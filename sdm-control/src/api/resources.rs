@@ -1,5 +1,6 @@
 //! `GET /v1/resources` (what the caller may use) and the admin resource routes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -16,7 +17,7 @@ use super::error::ApiError;
 use super::json::Json;
 use super::leases::{live_gateways, serving_gateways};
 use super::{ApiState, validate};
-use crate::store::ResourceRecord;
+use crate::store::{ResourceRecord, StoreError};
 
 fn admin_view(r: ResourceRecord) -> AdminResource {
     AdminResource {
@@ -102,38 +103,40 @@ pub(crate) async fn create(
     admin: Admin,
     Json(request): Json<CreateResource>,
 ) -> Result<axum::Json<AdminResource>, ApiError> {
-    validate::name("resource", &request.name)?;
-    validate::hostname(&request.hostname)?;
-    validate::labels("tag", &request.tags)?;
-    validate::pin(&request.tags)?;
+    validate::name("resource", &request.name).map_err(|e| e.in_field("name"))?;
+    validate::hostname(&request.hostname).map_err(|e| e.in_field("hostname"))?;
+    tags(&request.tags)?;
     if request.kind.as_str().is_empty() {
-        return Err(ApiError::invalid("the resource kind must not be empty"));
+        return Err(ApiError::invalid("the resource kind must not be empty").in_field("kind"));
     }
     validate::text(
         "resource kind",
         request.kind.as_str(),
         validate::MAX_NAME_LEN,
-    )?;
+    )
+    .map_err(|e| e.in_field("kind"))?;
     let port = match request.port.or_else(|| request.kind.default_port()) {
         Some(0) | None => {
             return Err(ApiError::invalid(format!(
                 "give the port of resource {} (1-65535): kind {} has no default port",
                 request.name, request.kind
-            )));
+            ))
+            .in_field("port"));
         }
         Some(p) => p,
     };
     if request.port_override == Some(0) {
         return Err(ApiError::invalid(
             "port_override must be between 1 and 65535; leave it out for none",
-        ));
+        )
+        .in_field("port_override"));
     }
     let (username, database, password_sealed) = match &request.credentials {
         Some(c) => seal_credentials(&state, c)?,
         None => (None, None, None),
     };
     let (tls_mode, tls_ca_pem) = tls_settings(request.upstream_tls.as_ref())?;
-    databases(&request.databases)?;
+    databases(&request.databases).map_err(|e| e.in_field("databases"))?;
     let record = ResourceRecord {
         id: Uuid::new_v4(),
         name: request.name,
@@ -153,7 +156,11 @@ pub(crate) async fn create(
         created_at: sdm_proto::unix_now(),
     };
     // The store gives it a local port when the port-overrides setting says so.
-    let record = state.store.create_resource(record).await?;
+    let record = state
+        .store
+        .create_resource(record)
+        .await
+        .map_err(store_refusal)?;
     tracing::info!(
         admin = %admin.0.account.name,
         resource = %record.name,
@@ -164,21 +171,45 @@ pub(crate) async fn create(
     Ok(axum::Json(admin_view(record)))
 }
 
+/// Tags as a resource may carry them.
+fn tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    validate::labels("tag", tags).map_err(|e| e.in_field("tags"))?;
+    validate::pin(tags).map_err(|e| e.in_field("tags.sdm.gateway"))
+}
+
+/// A store's refusal of a resource, naming the field that caused it.
+fn store_refusal(e: StoreError) -> ApiError {
+    let field = match &e {
+        StoreError::Conflict { .. } => Some("name"),
+        StoreError::PortTaken { .. } | StoreError::PortsExhausted { .. } => Some("port_override"),
+        _ => None,
+    };
+    let error = ApiError::from(e);
+    match field {
+        Some(field) => error.in_field(field),
+        None => error,
+    }
+}
+
 type SealedCredentials = (Option<String>, Option<String>, Option<Vec<u8>>);
 
 /// Validates credentials and seals the password.
 fn seal_credentials(state: &ApiState, c: &Credentials) -> Result<SealedCredentials, ApiError> {
     if c.username.is_empty() {
-        return Err(ApiError::invalid("credentials.username must not be empty"));
+        return Err(ApiError::invalid("credentials.username must not be empty")
+            .in_field("credentials.username"));
     }
-    validate::text("credentials.username", &c.username, validate::MAX_TEXT_LEN)?;
+    validate::text("credentials.username", &c.username, validate::MAX_TEXT_LEN)
+        .map_err(|e| e.in_field("credentials.username"))?;
     validate::secret(
         "credentials.password",
         &c.password,
         validate::MAX_PASSWORD_LEN,
-    )?;
+    )
+    .map_err(|e| e.in_field("credentials.password"))?;
     if let Some(db) = &c.database {
-        validate::text("credentials.database", db, validate::MAX_TEXT_LEN)?;
+        validate::text("credentials.database", db, validate::MAX_TEXT_LEN)
+            .map_err(|e| e.in_field("credentials.database"))?;
     }
     let sealed = state
         .secrets
@@ -212,6 +243,10 @@ const MAX_CA_PEM_BYTES: usize = 32 * 1024;
 
 /// Validates upstream TLS settings: `verify-full` needs a CA.
 fn tls_settings(tls: Option<&UpstreamTls>) -> Result<(TlsMode, Option<String>), ApiError> {
+    tls_checked(tls).map_err(|e| e.in_field("upstream_tls.ca_pem"))
+}
+
+fn tls_checked(tls: Option<&UpstreamTls>) -> Result<(TlsMode, Option<String>), ApiError> {
     let Some(tls) = tls else {
         return Ok((TlsMode::Disable, None));
     };
@@ -239,11 +274,13 @@ pub(crate) async fn update(
 ) -> Result<axum::Json<AdminResource>, ApiError> {
     let mut record = resolve(&state, &key).await?;
     if let Some(hostname) = request.hostname {
-        validate::hostname(&hostname)?;
+        validate::hostname(&hostname).map_err(|e| e.in_field("hostname"))?;
         record.hostname = hostname;
     }
     match request.port {
-        Some(0) => return Err(ApiError::invalid("port must be between 1 and 65535")),
+        Some(0) => {
+            return Err(ApiError::invalid("port must be between 1 and 65535").in_field("port"));
+        }
         Some(p) => record.port = p,
         None => {}
     }
@@ -251,28 +288,30 @@ pub(crate) async fn update(
         (Some(_), true) => {
             return Err(ApiError::invalid(
                 "give either port_override or clear_port_override, not both",
-            ));
+            )
+            .in_field("port_override"));
         }
         (Some(0), false) => {
-            return Err(ApiError::invalid(
-                "port_override must be between 1 and 65535",
-            ));
+            return Err(
+                ApiError::invalid("port_override must be between 1 and 65535")
+                    .in_field("port_override"),
+            );
         }
         (Some(p), false) => (record.port_override, record.port_assigned) = (Some(p), false),
         // With the port-overrides setting on, the store assigns a port again.
         (None, true) => (record.port_override, record.port_assigned) = (None, false),
         (None, false) => {}
     }
-    if let Some(tags) = request.tags {
-        validate::labels("tag", &tags)?;
-        validate::pin(&tags)?;
-        record.tags = tags;
+    if let Some(new_tags) = request.tags {
+        tags(&new_tags)?;
+        record.tags = new_tags;
     }
     match (&request.credentials, request.clear_credentials) {
         (Some(_), true) => {
             return Err(ApiError::invalid(
                 "give either credentials or clear_credentials, not both",
-            ));
+            )
+            .in_field("credentials"));
         }
         (Some(c), false) => {
             (record.username, record.database, record.password_sealed) =
@@ -287,13 +326,17 @@ pub(crate) async fn update(
         (record.tls_mode, record.tls_ca_pem) = tls_settings(Some(tls))?;
     }
     if let Some(list) = request.databases {
-        databases(&list)?;
+        databases(&list).map_err(|e| e.in_field("databases"))?;
         record.databases = list;
     }
     if let Some(replication) = request.replication {
         record.replication = replication;
     }
-    let record = state.store.update_resource(record).await?;
+    let record = state
+        .store
+        .update_resource(record)
+        .await
+        .map_err(store_refusal)?;
     tracing::info!(admin = %admin.0.account.name, resource = %record.name, "resource updated");
     Ok(axum::Json(admin_view(record)))
 }

@@ -11,7 +11,7 @@ use super::ApiState;
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::Json;
-use crate::store::{PortOverridesChange, Store};
+use crate::store::{PortOverridesChange, Store, StoreError};
 
 const AUTO_CONNECT: &str = "org.auto_connect";
 
@@ -45,7 +45,16 @@ pub(crate) async fn update(
             range: request.port_range.map(checked).transpose()?,
             regenerate: false,
         };
-        let (ports, moved) = state.store.change_port_overrides(change).await?;
+        let (ports, moved) =
+            state
+                .store
+                .change_port_overrides(change)
+                .await
+                .map_err(|e| match e {
+                    // The range holds too few free ports for the resources that need one.
+                    StoreError::PortsExhausted { .. } => ApiError::from(e).in_field("port_range"),
+                    e => ApiError::from(e),
+                })?;
         tracing::info!(
             admin = %admin.0.account.name,
             assign_ports = ports.assign,
@@ -92,5 +101,5 @@ pub(crate) async fn regenerate_ports(
 /// A range from the wire, which JSON alone does not check (1 to 65535 is u16's, first <= last
 /// is not).
 fn checked(range: PortRange) -> Result<PortRange, ApiError> {
-    PortRange::new(range.first, range.last).map_err(ApiError::invalid)
+    PortRange::new(range.first, range.last).map_err(|e| ApiError::invalid(e).in_field("port_range"))
 }

@@ -32,7 +32,11 @@ mod account;
 mod assets;
 mod form;
 mod page;
+mod resource;
+mod resource_form;
+mod resources;
 mod session;
+mod settings;
 mod shown_once;
 mod sign_in;
 mod users;
@@ -70,6 +74,32 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
         .route(
             "/console/users/{name}/grants/{resource}/revoke",
             post(account::revoke),
+        )
+        .route(
+            "/console/resources",
+            get(resources::list).post(resources::create),
+        )
+        .route("/console/resources/new", get(resources::new))
+        .route(
+            "/console/resources/{name}",
+            get(resource::show).post(resource::update),
+        )
+        .route(
+            "/console/resources/{name}/delete",
+            get(resource::confirm_delete).post(resource::delete),
+        )
+        .route("/console/resources/{name}/grants", post(resource::grant))
+        .route(
+            "/console/resources/{name}/grants/{account}/revoke",
+            post(resource::revoke),
+        )
+        .route(
+            "/console/settings",
+            get(settings::show).post(settings::update),
+        )
+        .route(
+            "/console/settings/regenerate-ports",
+            post(settings::regenerate_ports),
         )
         .route("/console/{*rest}", any(page::not_found))
         .layer(middleware::map_response(security_headers))

@@ -390,6 +390,11 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError>;
     /// An account's grants.
     async fn list_grants(&self, account_id: Uuid) -> Result<Vec<GrantRecord>, StoreError>;
+    /// The accounts granted a resource, each with its grant, sorted by account name.
+    async fn list_resource_grants(
+        &self,
+        resource_id: Uuid,
+    ) -> Result<Vec<(AccountRecord, GrantRecord)>, StoreError>;
     /// Whether the account was granted the resource.
     async fn has_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError>;
     /// The resources granted to an account, sorted by name.

@@ -56,6 +56,7 @@ macro_rules! store_suite {
             the_last_active_admin_stays,
             rotation_revokes_tokens_and_ends_sessions,
             resources_and_grants,
+            a_resources_grants_name_their_accounts_in_name_order,
             resource_updates_keep_name_and_creation_time,
             sessions_gateways_and_settings,
             names_sort_byte_wise,
@@ -348,6 +349,41 @@ pub(crate) async fn access_facts_agree_with_the_single_reads(f: &Fixture) {
     assert!(f.b.end_session(s.id, 200).await.unwrap());
     let ended = store.access_facts(a.id, s.id, pg.id).await.unwrap();
     assert_eq!(ended.session.and_then(|s| s.ended_at), Some(200));
+}
+
+pub(crate) async fn a_resources_grants_name_their_accounts_in_name_order(f: &Fixture) {
+    let store = f.a.as_ref();
+    let pg = resource("pg");
+    let other = resource("other");
+    store.create_resource(pg.clone()).await.unwrap();
+    store.create_resource(other.clone()).await.unwrap();
+    assert_eq!(store.list_resource_grants(pg.id).await.unwrap(), vec![]);
+    let zeta = with_account(store, "zeta", AccountKind::Service).await;
+    let alpha = with_account(store, "alpha", AccountKind::Admin).await;
+    let beta = with_account(store, "beta", AccountKind::Service).await;
+    store.grant(grant(zeta.id, pg.id, 3)).await.unwrap();
+    store.grant(grant(alpha.id, pg.id, 4)).await.unwrap();
+    // Another resource's grant is not listed.
+    store.grant(grant(beta.id, other.id, 5)).await.unwrap();
+    assert_eq!(
+        f.b.list_resource_grants(pg.id).await.unwrap(),
+        vec![
+            (alpha.clone(), grant(alpha.id, pg.id, 4)),
+            (zeta.clone(), grant(zeta.id, pg.id, 3)),
+        ]
+    );
+    // A revoked grant and a deleted account leave the list; an unknown resource has none.
+    store.revoke_grant(alpha.id, pg.id).await.unwrap();
+    store.delete_account(zeta.id, 10).await.unwrap();
+    assert_eq!(store.list_resource_grants(pg.id).await.unwrap(), vec![]);
+    assert_eq!(
+        store.list_resource_grants(Uuid::new_v4()).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(
+        store.list_resource_grants(other.id).await.unwrap(),
+        vec![(beta.clone(), grant(beta.id, other.id, 5))]
+    );
 }
 
 pub(crate) async fn resources_and_grants(f: &Fixture) {

@@ -23,3 +23,18 @@ document.addEventListener("DOMContentLoaded", () => {
     dialog.addEventListener("close", () => dialog.remove());
   }
 });
+
+// The add-resource form: fields of one kind show (and are posted) only for that kind.
+document.addEventListener("DOMContentLoaded", () => {
+  const kind = document.querySelector("select[data-kind-select]");
+  if (!kind) return;
+  const sync = () => {
+    for (const set of document.querySelectorAll("fieldset[data-kind]")) {
+      const on = set.dataset.kind === kind.value;
+      set.hidden = !on;
+      set.disabled = !on;
+    }
+  };
+  kind.addEventListener("change", sync);
+  sync();
+});

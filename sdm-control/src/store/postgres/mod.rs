@@ -831,6 +831,31 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn list_resource_grants(
+        &self,
+        resource_id: Uuid,
+    ) -> Result<Vec<(AccountRecord, GrantRecord)>, StoreError> {
+        self.query(
+            "list a resource's grants",
+            "SELECT a.id, a.name, a.kind, a.status, a.created_at, g.created_at
+             FROM grants g JOIN accounts a ON a.id = g.account_id
+             WHERE g.resource_id = $1 ORDER BY a.name",
+            &[&resource_id],
+        )
+        .await?
+        .iter()
+        .map(|row| {
+            let account = account_row(row)?;
+            let grant = GrantRecord {
+                account_id: account.id,
+                resource_id,
+                created_at: col(row, 5)?,
+            };
+            Ok((account, grant))
+        })
+        .collect()
+    }
+
     async fn has_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError> {
         let row = self
             .query_opt(

@@ -715,6 +715,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_resource_grants(
+        &self,
+        resource_id: Uuid,
+    ) -> Result<Vec<(AccountRecord, GrantRecord)>, StoreError> {
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT a.id, a.name, a.kind, a.status, a.created_at, g.created_at
+                     FROM grants g JOIN accounts a ON a.id = g.account_id
+                     WHERE g.resource_id = ?1 ORDER BY a.name",
+                )
+                .context("list a resource's grants")?;
+            let rows = stmt
+                .query_map([resource_id.to_string()], |row| {
+                    let account = account_row(row)?;
+                    let grant = GrantRecord {
+                        account_id: account.id,
+                        resource_id,
+                        created_at: row.get(5)?,
+                    };
+                    Ok((account, grant))
+                })
+                .context("list a resource's grants")?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .context("list a resource's grants")
+        })
+        .await
+    }
+
     async fn has_grant(&self, account_id: Uuid, resource_id: Uuid) -> Result<bool, StoreError> {
         self.run(move |conn| grant_exists(conn, account_id, resource_id))
             .await
