@@ -140,3 +140,19 @@ class Sdm:
                 os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+def psql(
+    port: int, user: str, dbname: str, sql: str, password: Optional[str] = None
+) -> "subprocess.CompletedProcess[str]":
+    """psql through a tunnel on 127.0.0.1:PORT, as a job runs it (no password: the resource's
+    stored credentials log in)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSFILE="/dev/null", PGSSLMODE="disable", PGCONNECT_TIMEOUT="20")
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return subprocess.run(
+        ["psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", str(port), "-U", user,
+         "-d", dbname, "-c", sql],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+    )

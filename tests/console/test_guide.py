@@ -5,17 +5,15 @@ through its tunnel, and loses its open connection when the console suspends it."
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
-import subprocess
 from typing import Any, Dict
 
 import psycopg
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from installation import COMMAND_TIMEOUT, Fixture, Sdm
+from installation import Fixture, Sdm, psql
 from console_ui import USERS_URL, shot, sign_in
 
 # The name the guide uses.
@@ -24,18 +22,6 @@ RESOURCE = "pgsql_1_31"
 # A bound on how long the server takes to cut an open connection after a suspension (it takes
 # about a second: docs/SECURITY.md "Revocation"); not an expectation.
 CUT_BOUND_S = 30.0
-
-
-def psql(port: int, pg: Dict[str, Any], sql: str) -> "subprocess.CompletedProcess[str]":
-    """psql through the tunnel on 127.0.0.1:PORT, logging in as the fixture's PostgreSQL user."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGPASSWORD=pg["password"], PGPASSFILE="/dev/null", PGSSLMODE="disable",
-               PGCONNECT_TIMEOUT="20")
-    return subprocess.run(
-        ["psql", "-X", "-A", "-t", "-w", "-h", "127.0.0.1", "-p", str(port), "-U", pg["user"],
-         "-d", pg["dbname"], "-c", sql],
-        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-    )
 
 
 def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
@@ -104,7 +90,8 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
     tunnel = json.loads(sdm.ok("connect", RESOURCE, "--json"))
     port = int(tunnel["port"])
 
-    out = psql(port, pg, "select 'hello from ' || 'etl-bot', count(*) from pg_database")
+    out = psql(port, pg["user"], pg["dbname"], "select 'hello from ' || 'etl-bot', count(*) from pg_database",
+               password=pg["password"])
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("hello from etl-bot|"), out.stdout
 
@@ -134,6 +121,6 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
         conn.close()
 
     # New connections through the tunnel are refused too, with the reason.
-    out = psql(port, pg, "select 1")
+    out = psql(port, pg["user"], pg["dbname"], "select 1", password=pg["password"])
     assert out.returncode != 0, out.stdout
     assert f"account {ACCOUNT} is suspended" in out.stderr, out.stderr
