@@ -265,6 +265,23 @@ pub async fn list(store: &dyn Store) -> Result<Vec<(GatewayIdentity, GatewayReco
     Ok(out)
 }
 
+/// The registered gateways that were never given an identity: those built into control planes
+/// (a deleted standalone gateway keeps its name's entry, so it is not among them), sorted by
+/// name.
+pub async fn list_built_in(store: &dyn Store) -> Result<Vec<GatewayRecord>, StoreError> {
+    let mut out = Vec::new();
+    for row in store.list_gateways().await? {
+        if store
+            .get_setting(&format!("{NAME_KEY}{}", row.name))
+            .await?
+            .is_none()
+        {
+            out.push(row);
+        }
+    }
+    Ok(out)
+}
+
 /// The tags each gateway serves under, as the lease endpoint needs them: read from the store at
 /// most every few seconds per gateway. Gateways without an identity (embedded in a control
 /// plane) have none.

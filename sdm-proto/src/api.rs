@@ -24,7 +24,7 @@ pub mod routes {
     pub const RESOURCES: &str = "/v1/resources";
     /// `POST` [`LeaseRequest`](super::LeaseRequest) → [`LeaseGrant`](super::LeaseGrant).
     pub const LEASES: &str = "/v1/leases";
-    /// `GET` → [`AccountList`](super::AccountList); `POST` [`CreateAccount`](super::CreateAccount) → [`CreatedAccount`](super::CreatedAccount).
+    /// `GET` (optionally `?name_contains=&offset=&limit=`) → [`AccountList`](super::AccountList); `POST` [`CreateAccount`](super::CreateAccount) → [`CreatedAccount`](super::CreatedAccount).
     pub const ADMIN_ACCOUNTS: &str = "/v1/admin/accounts";
     /// `GET` → [`AdminResourceList`](super::AdminResourceList); `POST` [`CreateResource`](super::CreateResource) → [`AdminResource`](super::AdminResource).
     /// `PATCH /v1/admin/resources/{resource}` [`UpdateResource`](super::UpdateResource) → [`AdminResource`](super::AdminResource).
@@ -302,13 +302,22 @@ pub struct AccountInfo {
     pub status: AccountStatus,
     /// When it was created.
     pub created_at: i64,
+    /// When it last logged in (its newest session's creation, console sign-ins included):
+    /// given only in a paged `GET /v1/admin/accounts`, and `None` there when it never did (or
+    /// its sessions were pruned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login: Option<i64>,
 }
 
 /// `GET /v1/admin/accounts`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AccountList {
-    /// All accounts, sorted by name.
+    /// All accounts, sorted by name; with the paging parameters (`name_contains`, `offset`,
+    /// `limit`), one page of those matching.
     pub accounts: Vec<AccountInfo>,
+    /// With the paging parameters: how many accounts match in all, on every page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 /// `POST /v1/admin/accounts`.
@@ -681,6 +690,7 @@ mod tests {
                 kind: AccountKind::Service,
                 status: AccountStatus::Active,
                 created_at: 0,
+                last_login: None,
             },
             token: "sdm_svc_secretsecret".into(),
         };

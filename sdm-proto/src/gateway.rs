@@ -53,8 +53,13 @@ pub struct GatewayDetails {
     pub last_seen: Option<i64>,
     /// Whether it reported recently enough to be offered to clients.
     pub live: bool,
-    /// When the identity was created.
+    /// When the identity was created; 0 for a gateway built into a control plane (it has no
+    /// identity).
     pub created_at: i64,
+    /// Whether it is built into a control plane (`sdm-server serve`) rather than a standalone
+    /// gateway with an identity; listed only with `GET /v1/admin/gateways?built_in=true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub built_in: bool,
 }
 
 /// `GET /v1/admin/gateways`.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use sdm_proto::api::{
     AccountInfo, AccountKind, AccountList, AccountStatus, CreateAccount, CreatedAccount,
@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::Json;
-use super::{ApiState, validate};
-use crate::store::{AccountRecord, TokenRecord};
+use super::{ApiState, query, validate};
+use crate::store::{AccountQuery, AccountRecord, TokenRecord};
 
 pub(crate) fn info(a: &AccountRecord) -> AccountInfo {
     AccountInfo {
@@ -24,6 +24,7 @@ pub(crate) fn info(a: &AccountRecord) -> AccountInfo {
         kind: a.kind,
         status: a.status,
         created_at: a.created_at,
+        last_login: None,
     }
 }
 
@@ -64,14 +65,65 @@ pub(crate) fn new_token(
     Ok((token, record))
 }
 
-/// Every account, sorted by name.
+/// Accounts per page when paging without a `limit`.
+const DEFAULT_PAGE: u32 = 100;
+/// The largest page.
+const MAX_PAGE: u32 = 500;
+const KNOWN_PARAMS: [&str; 3] = ["name_contains", "offset", "limit"];
+
+/// Every account, sorted by name; with any of `name_contains` (a part of the name, ASCII case
+/// ignored), `offset` and `limit` (1–500, default 100), one page of the accounts matching, each
+/// with its last login, and how many match in all.
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     _admin: Admin,
+    RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<AccountList>, ApiError> {
-    let accounts = state.store.list_accounts().await?;
+    let params = query::parse(raw.as_deref(), &KNOWN_PARAMS)?;
+    if params.is_empty() {
+        let accounts = state.store.list_accounts().await?;
+        return Ok(axum::Json(AccountList {
+            accounts: accounts.iter().map(info).collect(),
+            total: None,
+        }));
+    }
+    let whole = |key: &str| -> Result<Option<u64>, ApiError> {
+        params
+            .get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::invalid(format!("{key} must be a whole number, 0 or more"))
+                })
+            })
+            .transpose()
+    };
+    let limit = match whole("limit")? {
+        None => DEFAULT_PAGE,
+        Some(n) if (1..=u64::from(MAX_PAGE)).contains(&n) => u32::try_from(n).unwrap_or(MAX_PAGE),
+        Some(_) => {
+            return Err(ApiError::invalid(format!(
+                "limit must be between 1 and {MAX_PAGE}"
+            )));
+        }
+    };
+    let page = state
+        .store
+        .page_accounts(AccountQuery {
+            name_contains: params.get("name_contains").cloned(),
+            offset: whole("offset")?.unwrap_or(0),
+            limit,
+        })
+        .await?;
     Ok(axum::Json(AccountList {
-        accounts: accounts.iter().map(info).collect(),
+        accounts: page
+            .accounts
+            .iter()
+            .map(|a| AccountInfo {
+                last_login: a.last_login,
+                ..info(&a.account)
+            })
+            .collect(),
+        total: Some(page.total),
     }))
 }
 

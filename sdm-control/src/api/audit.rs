@@ -1,17 +1,18 @@
-//! `GET /v1/admin/audit` (connection records, newest first, filtered and paged) and
-//! `GET /v1/admin/audit/{id}/queries` (the queries of one connection, in order).
+//! `GET /v1/admin/audit` (connection records, newest first, filtered and paged),
+//! `GET /v1/admin/audit/{id}` (one record) and `GET /v1/admin/audit/{id}/queries` (the queries
+//! of one connection, in order).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use sdm_proto::ErrorKind;
-use sdm_proto::api::{AuditList, AuditQueryList};
+use sdm_proto::api::{AuditList, AuditQueryList, AuditRecord};
 use uuid::Uuid;
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::{ApiState, accounts, resources};
+use super::{ApiState, accounts, query, resources};
 use crate::store::AuditFilter;
 
 const DEFAULT_PAGE: u32 = 100;
@@ -57,6 +58,33 @@ pub(crate) async fn list(
     }))
 }
 
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::InvalidArgument,
+        format!("no audit record {id:?}; list them with GET /v1/admin/audit"),
+    )
+    .with_status(axum::http::StatusCode::NOT_FOUND)
+}
+
+/// The record with id `id` (404 when there is none, or it was pruned).
+async fn record(state: &ApiState, id: &str) -> Result<AuditRecord, ApiError> {
+    let uuid = Uuid::parse_str(id).map_err(|_| not_found(id))?;
+    state
+        .store
+        .get_connection(uuid)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// One connection record.
+pub(crate) async fn show(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<axum::Json<AuditRecord>, ApiError> {
+    record(&state, &id).await.map(axum::Json)
+}
+
 /// The queries of one connection with `seq > after`, one page of `limit`.
 pub(crate) async fn queries(
     State(state): State<Arc<ApiState>>,
@@ -65,17 +93,7 @@ pub(crate) async fn queries(
     RawQuery(query): RawQuery,
 ) -> Result<axum::Json<AuditQueryList>, ApiError> {
     let params = parse_query(query.as_deref())?;
-    let not_found = || {
-        ApiError::new(
-            ErrorKind::InvalidArgument,
-            format!("no audit record {id:?}"),
-        )
-        .with_status(axum::http::StatusCode::NOT_FOUND)
-    };
-    let id = Uuid::parse_str(&id).map_err(|_| not_found())?;
-    if state.store.get_connection(id).await?.is_none() {
-        return Err(not_found());
-    }
+    let id = record(&state, &id).await?.id;
     let limit = limit(&params)?;
     let after = number(&params, "after")?.unwrap_or(0).max(0);
     let after = u64::try_from(after).unwrap_or(0);
@@ -125,65 +143,6 @@ const KNOWN_PARAMS: [&str; 7] = [
     "account", "resource", "since", "until", "limit", "before", "after",
 ];
 
-/// `a=1&b=2` into a map; values are ids, names, numbers and cursors, so only `%XX` escapes are
-/// decoded. Unknown or repeated parameters are refused rather than ignored.
 fn parse_query(query: Option<&str>) -> Result<HashMap<String, String>, ApiError> {
-    let mut params = HashMap::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if !KNOWN_PARAMS.contains(&key) {
-            return Err(ApiError::invalid(format!(
-                "unknown query parameter {key:?}; known: {}",
-                KNOWN_PARAMS.join(", ")
-            )));
-        }
-        let value = percent_decode(value)
-            .ok_or_else(|| ApiError::invalid(format!("bad escape in {key}")))?;
-        if params.insert(key.to_owned(), value).is_some() {
-            return Err(ApiError::invalid(format!(
-                "query parameter {key:?} given twice"
-            )));
-        }
-    }
-    Ok(params)
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_parse_strictly() {
-        let p = parse_query(Some("account=etl&since=10&before=5%3Aabc")).unwrap();
-        assert_eq!(p["account"], "etl");
-        assert_eq!(p["before"], "5:abc");
-        assert!(parse_query(Some("acount=etl")).is_err());
-        assert!(parse_query(Some("limit=1&limit=2")).is_err());
-        assert!(parse_query(Some("account=%zz")).is_err());
-        assert!(parse_query(None).unwrap().is_empty());
-    }
+    query::parse(query, &KNOWN_PARAMS)
 }

@@ -1,9 +1,10 @@
 //! The admin gateway routes: create a standalone gateway's identity (with a token shown once),
 //! list, show, delete.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use sdm_proto::gateway::{CreateGateway, CreatedGateway, GatewayDetails, GatewayDetailsList};
 use sdm_proto::{Token, TokenKind};
@@ -11,23 +12,36 @@ use sdm_proto::{Token, TokenKind};
 use super::auth::Admin;
 use super::error::ApiError;
 use super::json::Json;
-use super::{ApiState, validate};
+use super::{ApiState, query, validate};
 use crate::GATEWAY_LIVENESS;
 use crate::gateway_identities::{self, CreateError, GatewayIdentity};
 use crate::store::GatewayRecord;
 
 fn details(identity: GatewayIdentity, row: GatewayRecord, now: i64) -> GatewayDetails {
+    GatewayDetails {
+        name: identity.name,
+        tags: identity.tags,
+        registered_tags: identity.registered_tags,
+        created_at: identity.created_at,
+        ..built_in(row, now)
+    }
+}
+
+/// A gateway built into a control plane: no identity, no tags, and what its registration row
+/// says. Live when it reported within [`GATEWAY_LIVENESS`].
+fn built_in(row: GatewayRecord, now: i64) -> GatewayDetails {
     let window = i64::try_from(GATEWAY_LIVENESS.as_secs()).unwrap_or(i64::MAX);
     let seen = (row.last_seen > 0).then_some(row.last_seen);
     GatewayDetails {
         id: row.id,
-        name: identity.name,
-        tags: identity.tags,
-        registered_tags: identity.registered_tags,
+        name: row.name,
+        tags: BTreeMap::new(),
+        registered_tags: None,
         address: (!row.address.is_empty()).then_some(row.address),
         last_seen: seen,
         live: seen.is_some_and(|s| now.saturating_sub(s) <= window),
-        created_at: identity.created_at,
+        created_at: 0,
+        built_in: true,
     }
 }
 
@@ -38,17 +52,35 @@ fn not_found(name: &str) -> ApiError {
     .with_status(StatusCode::NOT_FOUND)
 }
 
-/// Every gateway identity, sorted by name.
+/// Every gateway identity, sorted by name; with `built_in=true`, the gateways built into
+/// control planes too.
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     _admin: Admin,
+    RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<GatewayDetailsList>, ApiError> {
+    let params = query::parse(raw.as_deref(), &["built_in"])?;
+    let with_built_in = match params.get("built_in").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("built_in must be true or false")),
+    };
     let now = sdm_proto::unix_now();
-    let gateways = gateway_identities::list(state.store.as_ref())
+    let store = state.store.as_ref();
+    let mut gateways: Vec<GatewayDetails> = gateway_identities::list(store)
         .await?
         .into_iter()
         .map(|(identity, row)| details(identity, row, now))
         .collect();
+    if with_built_in {
+        gateways.extend(
+            gateway_identities::list_built_in(store)
+                .await?
+                .into_iter()
+                .map(|row| built_in(row, now)),
+        );
+        gateways.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     Ok(axum::Json(GatewayDetailsList { gateways }))
 }
 

@@ -31,6 +31,7 @@ pub(crate) mod gateways;
 pub(crate) mod grants;
 mod json;
 mod leases;
+mod query;
 pub(crate) mod resources;
 mod serve;
 
@@ -213,6 +214,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
             )),
         )
         .route(routes::ADMIN_AUDIT, get(audit::list))
+        .route("/v1/admin/audit/{id}", get(audit::show))
         .route("/v1/admin/audit/{id}/queries", get(audit::queries))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -30,7 +30,9 @@ use crate::api::ApiState;
 
 mod account;
 mod assets;
+mod audit;
 mod form;
+mod gateways;
 mod page;
 mod resource;
 mod resource_form;
@@ -101,6 +103,9 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
             "/console/settings/regenerate-ports",
             post(settings::regenerate_ports),
         )
+        .route("/console/audit", get(audit::list))
+        .route("/console/audit/{id}", get(audit::show))
+        .route("/console/gateways", get(gateways::list))
         .route("/console/{*rest}", any(page::not_found))
         .layer(middleware::map_response(security_headers))
 }

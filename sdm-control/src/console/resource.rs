@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use sdm_proto::api::{AccountKind, AccountStatus, AdminResource, CreateGrant};
@@ -44,10 +44,13 @@ struct ResourcePage<'a> {
     assigned_port: Option<u16>,
     has_credentials: bool,
     grantees: Vec<GranteeRow>,
-    /// Accounts not granted the resource yet, for the grant form.
+    /// Accounts not granted the resource yet, suggested by the grant form.
     grantable: Vec<String>,
     grant_error: Option<String>,
 }
+
+/// Account names the grant form suggests at most.
+const GRANT_SUGGESTIONS: usize = 200;
 
 /// What the page shows besides the resource: the edit form as posted, or a grant refusal.
 #[derive(Default)]
@@ -67,7 +70,9 @@ async fn render(
         resources::show(State(state.clone()), console.admin(), Path(name.clone())).await?;
     let axum::Json(granted) =
         grants::list_for_resource(State(state.clone()), console.admin(), Path(name)).await?;
-    let axum::Json(all) = accounts::list(State(state.clone()), console.admin()).await?;
+    // Suggestions for the grant form: the first accounts by name (any other can be typed).
+    let first = RawQuery(Some(format!("limit={GRANT_SUGGESTIONS}")));
+    let axum::Json(all) = accounts::list(State(state.clone()), console.admin(), first).await?;
     let grantable = all
         .accounts
         .into_iter()

@@ -4,19 +4,19 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::response::Response;
 use sdm_proto::api::{AccountInfo, AccountKind, AccountStatus, CreateAccount};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::form::Action;
 use super::page::{self, Chrome};
 use super::session::Console;
 use super::shown_once::{self, NewToken};
-use crate::api::{ApiState, Json, accounts};
+use crate::api::{ApiError, ApiState, Json, accounts};
 
 /// Accounts per page.
-pub(crate) const PAGE_SIZE: usize = 50;
+pub(crate) const PAGE_SIZE: u64 = 50;
 
 /// One account as the console lists it.
 pub(crate) struct AccountRow {
@@ -24,6 +24,8 @@ pub(crate) struct AccountRow {
     pub(crate) service: bool,
     pub(crate) suspended: bool,
     pub(crate) created: String,
+    /// When it last logged in, or "never".
+    pub(crate) last_login: String,
 }
 
 impl AccountRow {
@@ -33,6 +35,7 @@ impl AccountRow {
             service: a.kind == AccountKind::Service,
             suspended: a.status == AccountStatus::Suspended,
             created: page::when(a.created_at),
+            last_login: a.last_login.map_or_else(|| "never".to_owned(), page::when),
         }
     }
 }
@@ -43,9 +46,9 @@ struct UsersPage {
     chrome: Option<Chrome>,
     search: String,
     rows: Vec<AccountRow>,
-    total: usize,
-    page: usize,
-    pages: usize,
+    total: u64,
+    page: u64,
+    pages: u64,
 }
 
 #[derive(Deserialize)]
@@ -53,38 +56,60 @@ pub(crate) struct UsersQuery {
     #[serde(default)]
     q: String,
     #[serde(default)]
-    page: Option<usize>,
+    page: Option<u64>,
 }
 
-/// Every account whose name holds the search text, a page at a time.
+/// The API's query for one page of accounts whose name holds `search`.
+#[derive(Serialize)]
+struct PageQuery<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name_contains: &'a str,
+    offset: u64,
+    limit: u64,
+}
+
+/// One page of the accounts whose name holds the search text, read a page at a time.
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     console: Console,
     Query(query): Query<UsersQuery>,
 ) -> Response {
-    let all = match accounts::list(State(state), console.admin()).await {
-        Ok(axum::Json(list)) => list.accounts,
+    let search = query.q.trim().to_owned();
+    let wanted = query.page.unwrap_or(1).max(1);
+    let fetch = |page_number: u64| {
+        let query = serde_urlencoded::to_string(PageQuery {
+            name_contains: &search,
+            offset: (page_number - 1).saturating_mul(PAGE_SIZE),
+            limit: PAGE_SIZE,
+        });
+        let state = state.clone();
+        let admin = console.admin();
+        async move {
+            let query = query.map_err(|_| ApiError::invalid("the search is not a query"))?;
+            accounts::list(State(state), admin, RawQuery(Some(query)))
+                .await
+                .map(|axum::Json(list)| list)
+        }
+    };
+    let mut list = match fetch(wanted).await {
+        Ok(list) => list,
         Err(e) => return page::api_error_page(e),
     };
-    let search = query.q.trim().to_owned();
-    let needle = search.to_lowercase();
-    let matching: Vec<&AccountInfo> = all
-        .iter()
-        .filter(|a| a.name.to_lowercase().contains(&needle))
-        .collect();
-    let pages = matching.len().div_ceil(PAGE_SIZE).max(1);
-    let page_number = query.page.unwrap_or(1).clamp(1, pages);
-    let rows = matching
-        .iter()
-        .skip((page_number - 1) * PAGE_SIZE)
-        .take(PAGE_SIZE)
-        .map(|a| AccountRow::of(a))
-        .collect();
+    let total = list.total.unwrap_or(0);
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    // A page past the end (the list shrank, or an edited address): show the last one.
+    let page_number = wanted.min(pages);
+    if page_number != wanted {
+        list = match fetch(page_number).await {
+            Ok(list) => list,
+            Err(e) => return page::api_error_page(e),
+        };
+    }
     page::ok(&UsersPage {
         chrome: Some(Chrome::new(&console, "users")),
         search,
-        rows,
-        total: matching.len(),
+        rows: list.accounts.iter().map(AccountRow::of).collect(),
+        total,
         page: page_number,
         pages,
     })

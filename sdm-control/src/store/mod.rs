@@ -189,6 +189,38 @@ pub struct GrantRecord {
     pub created_at: i64,
 }
 
+/// Which accounts [`Store::page_accounts`] answers: those whose name holds `name_contains`, in
+/// name order, `limit` of them after skipping `offset`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountQuery {
+    /// Only names holding this text, ASCII case ignored (names are ASCII); `None` or empty:
+    /// every account.
+    pub name_contains: Option<String>,
+    /// How many matching accounts to skip.
+    pub offset: u64,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// An account with the time of its newest login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountWithLogin {
+    /// The account.
+    pub account: AccountRecord,
+    /// When its newest session (open or ended, console sign-ins included) was created; `None`
+    /// if it never logged in or its sessions were pruned.
+    pub last_login: Option<i64>,
+}
+
+/// One page of accounts and how many match in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountPage {
+    /// The page, sorted by name.
+    pub accounts: Vec<AccountWithLogin>,
+    /// Accounts matching the query, on every page.
+    pub total: u64,
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -330,6 +362,9 @@ pub trait Store: Send + Sync + 'static {
     async fn find_account_by_name(&self, name: &str) -> Result<Option<AccountRecord>, StoreError>;
     /// All accounts, sorted by name.
     async fn list_accounts(&self) -> Result<Vec<AccountRecord>, StoreError>;
+    /// One page of the accounts `query` matches, with their last logins and the number matching,
+    /// read in one transaction.
+    async fn page_accounts(&self, query: AccountQuery) -> Result<AccountPage, StoreError>;
     /// Sets an account's status and returns it. `NotFound` if it does not exist, `LastAdmin` if it
     /// would suspend the last active admin.
     async fn set_account_status(

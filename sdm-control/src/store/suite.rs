@@ -18,11 +18,13 @@ use super::{
     StoreError, TokenRecord,
 };
 
+mod accounts_page;
 mod audit_owners;
 mod audit_retention;
 mod port_overrides;
 mod sessions;
 
+pub(crate) use accounts_page::account_pages_search_count_and_show_the_last_login;
 pub(crate) use audit_owners::{
     a_gateway_changes_only_its_own_audit_records,
     records_a_stopped_gateway_left_open_are_interrupted,
@@ -60,6 +62,7 @@ macro_rules! store_suite {
             resource_updates_keep_name_and_creation_time,
             sessions_gateways_and_settings,
             names_sort_byte_wise,
+            account_pages_search_count_and_show_the_last_login,
             revocation_epoch_moves_on_exactly_the_revoking_events,
             audit_batches_fold_page_and_filter,
             concurrent_writers_leave_a_consistent_store,

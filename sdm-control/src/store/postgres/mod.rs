@@ -36,9 +36,9 @@ use uuid::Uuid;
 
 use crate::store::audit::Writer;
 use crate::store::{
-    AccountRecord, AuditFilter, AuditRefusals, GatewayRecord, GrantRecord, PortOverrides,
-    PortOverridesChange, ResourceRecord, SessionExpiry, SessionRecord, Store, StoreError,
-    TokenRecord,
+    AccountPage, AccountQuery, AccountRecord, AccountWithLogin, AuditFilter, AuditRefusals,
+    GatewayRecord, GrantRecord, PortOverrides, PortOverridesChange, ResourceRecord, SessionExpiry,
+    SessionRecord, Store, StoreError, TokenRecord,
 };
 
 mod audit;
@@ -80,6 +80,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../migrations/postgres/0006_port_overrides.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_last_login.sql"),
     ),
 ];
 
@@ -477,6 +481,71 @@ impl Store for PostgresStore {
         .iter()
         .map(account_row)
         .collect()
+    }
+
+    async fn page_accounts(&self, query: AccountQuery) -> Result<AccountPage, StoreError> {
+        let needle = query
+            .name_contains
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| !n.is_empty());
+        let limit = i64::from(query.limit);
+        let offset = i64::try_from(query.offset).unwrap_or(i64::MAX);
+        self.call("page accounts", async {
+            let mut client = self.client().await?;
+            // One snapshot, so that the count and the page agree.
+            let tx = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .context("start a transaction")?;
+            let count = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM accounts
+                     WHERE $1::TEXT IS NULL OR strpos(lower(name), $1) > 0",
+                )
+                .await
+                .context("count accounts")?;
+            let total: i64 = col(
+                &tx.query_one(&count, &[&needle])
+                    .await
+                    .context("count accounts")?,
+                0,
+            )?;
+            // The newest login of each account on the page: one step down the
+            // sessions_by_account index per account.
+            let page = tx
+                .prepare_cached(&format!(
+                    "SELECT {ACCOUNT_COLUMNS},
+                         (SELECT MAX(s.created_at) FROM sessions s
+                          WHERE s.account_id = accounts.id)
+                     FROM accounts
+                     WHERE $1::TEXT IS NULL OR strpos(lower(name), $1) > 0
+                     ORDER BY name LIMIT $2 OFFSET $3"
+                ))
+                .await
+                .context("page accounts")?;
+            let rows = tx
+                .query(&page, &[&needle, &limit, &offset])
+                .await
+                .context("page accounts")?;
+            tx.commit().await.context("commit a transaction")?;
+            let accounts = rows
+                .iter()
+                .map(|row| {
+                    Ok(AccountWithLogin {
+                        account: account_row(row)?,
+                        last_login: col(row, 5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            Ok(AccountPage {
+                accounts,
+                total: u64::try_from(total).unwrap_or(0),
+            })
+        })
+        .await
     }
 
     async fn set_account_status(
