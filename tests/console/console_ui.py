@@ -11,9 +11,9 @@ import ssl
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "console"
@@ -62,13 +62,17 @@ def expect_sign_in_page(page: Page) -> None:
     expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page: Page, name: str, hide: Sequence[Locator] = ()) -> None:
     """Saves docs/console/NAME.png (the viewport, 1280x800) when SDM_CONSOLE_SCREENSHOTS=1, so
-    that an ordinary run never rewrites files in the source tree."""
+    that an ordinary run never rewrites files in the source tree. `hide`: what is covered with a
+    grey box (a token: no token goes into the source tree, not even a throwaway one)."""
     if os.environ.get("SDM_CONSOLE_SCREENSHOTS") != "1":
         return
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled")
+    page.screenshot(
+        path=str(SCREENSHOTS / f"{name}.png"), animations="disabled", mask=list(hide),
+        mask_color="#d0d4dc",
+    )
 
 
 def api(

@@ -52,7 +52,7 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
     expect(field).not_to_be_editable()
     token = field.input_value()
     assert token.startswith("sdm_svc_"), token
-    shot(page, "token-modal")
+    shot(page, "token-modal", hide=[field])
 
     # "Copy" puts exactly the token on the clipboard.
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=api_url)
