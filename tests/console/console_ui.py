@@ -21,7 +21,7 @@ USERS_URL = re.compile(r"/console/users(\?.*)?$")
 SIGN_IN_URL = re.compile(r"/console/sign-in(\?.*)?$")
 NAV_LINKS = ("Users", "Resources", "Settings", "Audit", "Gateways")
 # The bound of every browser wait (not an expectation).
-BROWSER_TIMEOUT_MS = 30_000
+BROWSER_TIMEOUT_MS = 15_000
 # The page size of every context (and so of the screenshots in docs/console).
 VIEWPORT = {"width": 1280, "height": 800}
 
