@@ -210,7 +210,7 @@ async fn a_form_without_the_csrf_token_or_sent_from_another_site_changes_nothing
 async fn a_new_token_is_shown_once_and_works() {
     let t = TestServer::start().await;
     let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
-    browser.get("/console/users/new").await;
+    browser.get("/console/new/service").await;
     let made = browser.post("/console/users", &[("name", "etl-bot")]).await;
     assert_eq!(made.location(), Some("/console/users/etl-bot?created=1"));
     let shown = browser.get("/console/users/etl-bot?created=1").await;
@@ -272,7 +272,7 @@ async fn markup_in_what_a_page_echoes_is_shown_as_text() {
             .body
             .contains("&#60;script&#62;alert(1)&#60;/script&#62;")
     );
-    browser.get("/console/users/new").await;
+    browser.get("/console/new/service").await;
     let refused = browser.post("/console/users", &[("name", attack)]).await;
     assert_eq!(refused.status, 400, "{}", refused.body);
     assert!(!refused.body.contains(attack), "{}", refused.body);

@@ -10,163 +10,18 @@
 mod common;
 mod support;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use rustls::pki_types::ServerName;
+use common::console::{Browser, Page};
 use sdm_core::Session;
 use sdm_core::admin::AuditFilter;
 use sdm_proto::api::{AccountList, AuditRecord};
 use sdm_testkit::{HbaAuth, PgConfig};
 use support::{Installation, app_cluster, app_db_resource, eventually, pg_connect};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 const PASSWORD: &str = "console-audit-secret";
 /// Bound on anything expected to happen "soon" (generous: the machine is shared).
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A browser signed in to the console: its session cookie, sent with every request.
-struct Browser {
-    addr: SocketAddr,
-    connector: TlsConnector,
-    cookie: String,
-}
-
-/// A console answer.
-struct Page {
-    status: u16,
-    location: Option<String>,
-    set_cookie: Option<String>,
-    body: String,
-}
-
-impl Page {
-    /// How many times `needle` occurs in the page.
-    fn count(&self, needle: &str) -> usize {
-        self.body.matches(needle).count()
-    }
-
-    /// The `href` of the link whose text is `text`, as a path (`&amp;` and `&#38;` read back as
-    /// `&`, as a browser reads them).
-    fn link(&self, text: &str) -> Option<String> {
-        let end = self.body.find(&format!("\">{text}</a>"))?;
-        let start = self.body[..end].rfind("href=\"")? + "href=\"".len();
-        Some(
-            self.body[start..end]
-                .replace("&amp;", "&")
-                .replace("&#38;", "&"),
-        )
-    }
-
-    #[track_caller]
-    fn ok(self) -> Page {
-        assert_eq!(self.status, 200, "{}", self.body);
-        self
-    }
-}
-
-async fn send(
-    addr: SocketAddr,
-    connector: &TlsConnector,
-    method: &str,
-    path: &str,
-    cookie: Option<&str>,
-    form: Option<String>,
-) -> Page {
-    let exchange = async {
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let tls = connector
-            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
-            .await
-            .unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, addr.to_string());
-        if let Some(cookie) = cookie {
-            request = request.header(hyper::header::COOKIE, cookie);
-        }
-        if form.is_some() {
-            request = request.header(
-                hyper::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            );
-        }
-        let request = request
-            .body(Full::new(Bytes::from(form.unwrap_or_default())))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .map(|v: &hyper::header::HeaderValue| v.to_str().unwrap().to_owned())
-        };
-        let (status, location, set_cookie) = (
-            response.status().as_u16(),
-            header(hyper::header::LOCATION),
-            header(hyper::header::SET_COOKIE),
-        );
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        Page {
-            status,
-            location,
-            set_cookie,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        }
-    };
-    tokio::time::timeout(WAIT, exchange)
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path} timed out"))
-}
-
-impl Browser {
-    /// Signs in with `token` as the sign-in form does, and keeps the session cookie.
-    async fn sign_in(data_dir: &Path, addr: SocketAddr, token: &str) -> Browser {
-        let connector = support::ca_connector(data_dir, b"http/1.1");
-        let form = format!("token={}", token.replace('+', "%2B"));
-        let answer = send(
-            addr,
-            &connector,
-            "POST",
-            "/console/sign-in",
-            None,
-            Some(form),
-        )
-        .await;
-        assert_eq!(answer.status, 303, "{}", answer.body);
-        assert_eq!(answer.location.as_deref(), Some("/console/users"));
-        let set_cookie = answer.set_cookie.expect("sign-in sets the session cookie");
-        let cookie = set_cookie.split(';').next().unwrap().to_owned();
-        assert!(cookie.starts_with("__Host-sdm-console="), "{set_cookie}");
-        Browser {
-            addr,
-            connector,
-            cookie,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        send(
-            self.addr,
-            &self.connector,
-            "GET",
-            path,
-            Some(&self.cookie),
-            None,
-        )
-        .await
-    }
-}
 
 /// Every audit record, newest first, once `check` holds for them.
 async fn records_until(
@@ -230,7 +85,7 @@ async fn the_audit_page_lists_real_connections_filtered_and_paged_with_their_que
     .await;
     let etl_record = records.iter().find(|r| r.account_name == "etl").unwrap();
 
-    let browser = Browser::sign_in(
+    let mut browser = Browser::signed_in_at(
         &inst.data_dir(),
         inst.server.api_addr(),
         inst.server.admin_token().unwrap(),
@@ -383,23 +238,17 @@ async fn the_audit_page_lists_real_connections_filtered_and_paged_with_their_que
     assert_eq!(paged.len(), 3, "every record on exactly one page");
 
     // Signed out, the page is not shown.
-    let anonymous = send(
-        inst.server.api_addr(),
-        &browser.connector,
-        "GET",
-        "/console/audit",
-        None,
-        None,
-    )
-    .await;
+    let anonymous = Browser::at(&inst.data_dir(), inst.server.api_addr())
+        .get("/console/audit")
+        .await;
     assert_eq!(anonymous.status, 303);
-    assert_eq!(anonymous.location.as_deref(), Some("/console/sign-in"));
+    assert_eq!(anonymous.location(), Some("/console/sign-in"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateways_page_lists_the_built_in_gateway_as_live() {
     let inst = Installation::start().await;
-    let browser = Browser::sign_in(
+    let mut browser = Browser::signed_in_at(
         &inst.data_dir(),
         inst.server.api_addr(),
         inst.server.admin_token().unwrap(),
@@ -446,7 +295,7 @@ async fn the_users_page_searches_and_pages_in_the_store_and_shows_the_last_login
     // svc-007 logs in (POST /v1/login); svc-008 never does.
     let _session = Session::login(&tokens[7]).await.unwrap();
 
-    let browser = Browser::sign_in(
+    let mut browser = Browser::signed_in_at(
         &inst.data_dir(),
         inst.server.api_addr(),
         inst.server.admin_token().unwrap(),

@@ -6,200 +6,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
-use common::{Client, TestServer};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use common::TestServer;
+use common::console::Browser;
 use sdm_proto::api::{
     AdminResource, AdminResourceList, CreateAccount, CreateGrant, CreatedAccount, GrantList,
     ResourceGrantList, Settings, routes,
 };
 use serde_json::json;
-
-const COOKIE: &str = "__Host-sdm-console";
-
-/// A page as the browser got it.
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Page {
-    /// The `csrf` hidden field of the page's forms.
-    #[track_caller]
-    fn csrf(&self) -> String {
-        let marker = "name=\"csrf\" value=\"";
-        let at = self.body.find(marker).expect("the page has a csrf field") + marker.len();
-        let end = self.body[at..].find('"').unwrap();
-        self.body[at..at + end].to_owned()
-    }
-
-    #[track_caller]
-    fn redirects_to(&self, to: &str) {
-        assert_eq!(self.status, 303, "{}", self.body);
-        assert_eq!(self.location.as_deref(), Some(to));
-    }
-
-    /// The message beside `field` (`<p id="{field}-error" role="alert">`), asserting that the
-    /// field is marked invalid and points at it.
-    #[track_caller]
-    fn error_beside(&self, field: &str) -> String {
-        self.error_of(&[field], &format!("{field}-error"))
-    }
-
-    /// The alert `id`, asserting that each of `controls` is marked invalid and points at it.
-    #[track_caller]
-    fn error_of(&self, controls: &[&str], id: &str) -> String {
-        let open = format!("<p id=\"{id}\" class=\"error\" role=\"alert\">");
-        let at = self
-            .body
-            .find(&open)
-            .unwrap_or_else(|| panic!("no alert {id}: {}", self.body))
-            + open.len();
-        let end = self.body[at..].find("</p>").unwrap();
-        for control in controls {
-            let tag = self.control(control);
-            assert!(tag.contains("aria-invalid=\"true\""), "{tag}");
-            assert!(
-                tag.contains("aria-describedby=\"") && tag.contains(id),
-                "{tag}"
-            );
-        }
-        self.body[at..at + end].to_owned()
-    }
-
-    /// The opening tag of the control with id `id`.
-    #[track_caller]
-    fn control(&self, id: &str) -> &str {
-        let at = self
-            .body
-            .find(&format!("id=\"{id}\""))
-            .unwrap_or_else(|| panic!("no control {id}"));
-        let start = self.body[..at].rfind('<').unwrap();
-        let end = at + self.body[at..].find('>').unwrap();
-        &self.body[start..=end]
-    }
-}
-
-/// `fields` as `application/x-www-form-urlencoded`, every byte but the unreserved ones
-/// percent-encoded.
-fn form_body(fields: &[(&str, &str)]) -> String {
-    let encode = |text: &str| {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    char::from(b).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// A browser signed in to the console.
-struct Browser {
-    client: Client,
-    addr: SocketAddr,
-    cookie: String,
-}
-
-impl Browser {
-    async fn sign_in(t: &TestServer) -> Browser {
-        let mut browser = Browser {
-            client: t.client.clone(),
-            addr: t.server.api_addr(),
-            cookie: String::new(),
-        };
-        let (page, cookie) = browser
-            .send("POST", "/console/sign-in", Some(&[("token", &t.admin())]))
-            .await;
-        page.redirects_to("/console/users");
-        browser.cookie = cookie.expect("sign-in sets the session cookie");
-        browser
-    }
-
-    /// One request as a browser sends it from the console's own pages; the page and the new
-    /// session cookie, if one was set.
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        form: Option<&[(&str, &str)]>,
-    ) -> (Page, Option<String>) {
-        let tls = self.client.connect_raw().await;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, self.addr.to_string())
-            .header(hyper::header::ORIGIN, format!("https://{}", self.addr))
-            .header("sec-fetch-site", "same-origin");
-        if !self.cookie.is_empty() {
-            request = request.header(hyper::header::COOKIE, format!("{COOKIE}={}", self.cookie));
-        }
-        let body = match form {
-            Some(fields) => {
-                request = request.header(
-                    hyper::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                );
-                form_body(fields)
-            }
-            None => String::new(),
-        };
-        let request = request.body(Full::new(Bytes::from(body))).unwrap();
-        let response = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            sender.send_request(request),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path} timed out"))
-        .unwrap();
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get(hyper::header::LOCATION)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let cookie = response
-            .headers()
-            .get_all(hyper::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.split(';').next()?.strip_prefix(&format!("{COOKIE}=")))
-            .map(str::to_owned)
-            .find(|v| !v.is_empty());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let page = Page {
-            status,
-            location,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        };
-        (page, cookie)
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.send("GET", path, None).await.0
-    }
-
-    /// Posts `fields` with the CSRF token of the page at `from`.
-    async fn post(&self, from: &str, to: &str, fields: &[(&str, &str)]) -> Page {
-        let csrf = self.get(from).await.csrf();
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        self.send("POST", to, Some(&all)).await.0
-    }
-}
 
 async fn resource(t: &TestServer, name: &str) -> Option<AdminResource> {
     let reply = t
@@ -258,11 +71,11 @@ fn postgres_form<'a>(name: &'a str, port: &'a str, password: &'a str) -> Vec<(&'
 #[tokio::test]
 async fn a_stored_password_is_never_shown_again() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     // A refused form does not show the password it was sent with.
     let refused = browser
-        .post(
-            "/console/resources/new",
+        .post_from(
+            "/console/new/resource",
             "/console/resources",
             &postgres_form("pg", "five", PASSWORD),
         )
@@ -278,8 +91,8 @@ async fn a_stored_password_is_never_shown_again() {
     );
 
     let created = browser
-        .post(
-            "/console/resources/new",
+        .post_from(
+            "/console/new/resource",
             "/console/resources",
             &postgres_form("pg", "5433", PASSWORD),
         )
@@ -296,13 +109,13 @@ async fn a_stored_password_is_never_shown_again() {
     let mut edit = postgres_form("pg", "x", other);
     edit.retain(|(k, _)| !matches!(*k, "kind" | "name"));
     let refused_edit = browser
-        .post("/console/resources/pg", "/console/resources/pg", &edit)
+        .post_from("/console/resources/pg", "/console/resources/pg", &edit)
         .await;
     assert_eq!(refused_edit.status, 400);
     assert!(refused_edit.error_beside("port").contains("is not a port"));
     let list = browser.get("/console/resources").await;
     let page = browser.get("/console/resources/pg").await;
-    let new = browser.get("/console/resources/new").await;
+    let new = browser.get("/console/new/resource").await;
     for (what, body) in [
         ("the refused edit", &refused_edit.body),
         ("the resource list", &list.body),
@@ -324,7 +137,7 @@ async fn a_stored_password_is_never_shown_again() {
 #[tokio::test]
 async fn a_bad_port_is_shown_beside_the_port_field_and_nothing_is_created() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let form = |port: &'static str| {
         vec![
             ("kind", "tcp"),
@@ -339,7 +152,7 @@ async fn a_bad_port_is_shown_beside_the_port_field_and_nothing_is_created() {
     // without a usual port (the API's refusal).
     for port in ["70000", "0", ""] {
         let page = browser
-            .post("/console/resources/new", "/console/resources", &form(port))
+            .post_from("/console/new/resource", "/console/resources", &form(port))
             .await;
         assert_eq!(page.status, 400, "port {port:?}: {}", page.body);
         let message = page.error_beside("port");
@@ -356,17 +169,18 @@ async fn a_bad_port_is_shown_beside_the_port_field_and_nothing_is_created() {
     // A name taken is shown beside the name (the API's 409).
     tcp_resource(&t, "svc").await;
     let taken = browser
-        .post("/console/resources/new", "/console/resources", &form("7"))
+        .post_from("/console/new/resource", "/console/resources", &form("7"))
         .await;
     assert_eq!(taken.status, 409);
     assert!(taken.error_beside("name").contains("already exists"));
 
     // A form without this session's CSRF token changes nothing.
-    let (forged, _) = browser
+    let forged = browser
         .send(
             "POST",
             "/console/resources",
-            Some(&[("csrf", "forged"), ("kind", "tcp"), ("name", "other")]),
+            &[("csrf", "forged"), ("kind", "tcp"), ("name", "other")],
+            &[],
         )
         .await;
     assert_eq!(forged.status, 403);
@@ -376,10 +190,10 @@ async fn a_bad_port_is_shown_beside_the_port_field_and_nothing_is_created() {
 #[tokio::test]
 async fn a_resource_is_edited_and_deleted_from_its_page() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     browser
-        .post(
-            "/console/resources/new",
+        .post_from(
+            "/console/new/resource",
             "/console/resources",
             &postgres_form("pg", "", PASSWORD),
         )
@@ -402,7 +216,7 @@ async fn a_resource_is_edited_and_deleted_from_its_page() {
         ("ca_pem", ""),
     ];
     browser
-        .post("/console/resources/pg", "/console/resources/pg", &edit)
+        .post_from("/console/resources/pg", "/console/resources/pg", &edit)
         .await
         .redirects_to("/console/resources/pg");
     let edited = resource(&t, "pg").await.unwrap();
@@ -421,7 +235,7 @@ async fn a_resource_is_edited_and_deleted_from_its_page() {
     no_ca.retain(|(k, _)| *k != "tls_mode");
     no_ca.push(("tls_mode", "verify-full"));
     let refused = browser
-        .post("/console/resources/pg", "/console/resources/pg", &no_ca)
+        .post_from("/console/resources/pg", "/console/resources/pg", &no_ca)
         .await;
     assert_eq!(refused.status, 400);
     assert!(refused.error_beside("ca_pem").contains("verify-full"));
@@ -431,7 +245,7 @@ async fn a_resource_is_edited_and_deleted_from_its_page() {
     clear.push(("clear_port_override", "on"));
     clear.push(("clear_credentials", "on"));
     browser
-        .post("/console/resources/pg", "/console/resources/pg", &clear)
+        .post_from("/console/resources/pg", "/console/resources/pg", &clear)
         .await
         .redirects_to("/console/resources/pg");
     let cleared = resource(&t, "pg").await.unwrap();
@@ -449,7 +263,7 @@ async fn a_resource_is_edited_and_deleted_from_its_page() {
     );
     assert!(resource(&t, "pg").await.is_some());
     browser
-        .post(
+        .post_from(
             "/console/resources/pg/delete",
             "/console/resources/pg/delete",
             &[],
@@ -476,7 +290,7 @@ async fn account_grants(t: &TestServer, account: &str) -> Vec<String> {
 #[tokio::test]
 async fn grants_are_given_and_taken_back_from_the_resource_page() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let svc = tcp_resource(&t, "svc").await;
     let mut tokens = Vec::new();
     for name in ["etl", "reports"] {
@@ -507,13 +321,21 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
         .expect_ok::<serde_json::Value>();
 
     let page = browser.get("/console/resources/svc").await;
-    // reports holds it; etl may be granted it.
+    // reports holds it; etl may be granted it (suggested in the grant form's list).
     assert!(page.body.contains("Revoke reports"), "{}", page.body);
-    assert!(page.body.contains("<option value=\"etl\">etl</option>"));
+    let suggested = &page.body[page
+        .body
+        .find("<datalist id=\"grant-accounts\">")
+        .expect("the grant form suggests accounts")..];
+    let suggested = &suggested[..suggested.find("</datalist>").unwrap()];
+    assert!(
+        suggested.contains("<option value=\"etl\"></option>"),
+        "{suggested}"
+    );
     assert!(!page.body.contains("<option value=\"reports\">"));
 
     browser
-        .post(
+        .post_from(
             "/console/resources/svc",
             "/console/resources/svc/grants",
             &[("account", "etl")],
@@ -548,7 +370,7 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
 
     // An account that does not exist: the API's message beside the form.
     let refused = browser
-        .post(
+        .post_from(
             "/console/resources/svc",
             "/console/resources/svc/grants",
             &[("account", "nobody")],
@@ -563,7 +385,7 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
     assert!(refused.body.contains("nobody"));
 
     browser
-        .post(
+        .post_from(
             "/console/resources/svc",
             "/console/resources/svc/grants/reports/revoke",
             &[],
@@ -580,7 +402,7 @@ async fn grants_are_given_and_taken_back_from_the_resource_page() {
 #[tokio::test]
 async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let page = browser.get("/console/settings").await;
     assert_eq!(page.status, 200);
     assert!(
@@ -591,7 +413,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
 
     // Regenerating while ports are not assigned is refused beside the button.
     let refused = browser
-        .post(
+        .post_from(
             "/console/settings",
             "/console/settings/regenerate-ports",
             &[],
@@ -611,7 +433,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
         ]
     };
     browser
-        .post(
+        .post_from(
             "/console/settings",
             "/console/settings",
             &save("30000", "30009"),
@@ -636,7 +458,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
 
     // Regenerating assigns them all again in name order.
     browser
-        .post(
+        .post_from(
             "/console/settings",
             "/console/settings/regenerate-ports",
             &[],
@@ -649,7 +471,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
 
     // One port for three resources: refused beside the range, nothing changed.
     let small = browser
-        .post(
+        .post_from(
             "/console/settings",
             "/console/settings",
             &save("31000", "31000"),
@@ -665,7 +487,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
     // A range that starts after it ends, and text that is no port.
     for (first, last) in [("31000", "30000"), ("3l000", "31000")] {
         let bad = browser
-            .post("/console/settings", "/console/settings", &save(first, last))
+            .post_from("/console/settings", "/console/settings", &save(first, last))
             .await;
         assert_eq!(bad.status, 400, "{}", bad.body);
         bad.error_of(&["first_port", "last_port"], "range-error");
@@ -674,7 +496,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
 
     // Switching both off.
     browser
-        .post(
+        .post_from(
             "/console/settings",
             "/console/settings",
             &[("first_port", "30000"), ("last_port", "30009")],
@@ -689,7 +511,7 @@ async fn settings_are_saved_ports_regenerated_and_a_too_small_range_refused() {
 #[tokio::test]
 async fn markup_in_a_tag_is_shown_as_text() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     let form = [
         ("kind", "tcp"),
         ("name", "svc"),
@@ -699,7 +521,7 @@ async fn markup_in_a_tag_is_shown_as_text() {
         // No PostgreSQL fields: the script disables them for other kinds.
     ];
     browser
-        .post("/console/resources/new", "/console/resources", &form)
+        .post_from("/console/new/resource", "/console/resources", &form)
         .await
         .redirects_to("/console/resources/svc");
     assert_eq!(
@@ -727,7 +549,7 @@ async fn markup_in_a_tag_is_shown_as_text() {
 #[tokio::test]
 async fn a_gateway_pin_with_commas_survives_the_edit_form() {
     let t = TestServer::start().await;
-    let browser = Browser::sign_in(&t).await;
+    let mut browser = Browser::signed_in(&t.client, &t.admin()).await;
     t.client
         .post(
             routes::ADMIN_RESOURCES,
@@ -756,7 +578,7 @@ async fn a_gateway_pin_with_commas_survives_the_edit_form() {
         ("pin", "region=eu,region=us"),
     ];
     browser
-        .post("/console/resources/svc", "/console/resources/svc", &edit)
+        .post_from("/console/resources/svc", "/console/resources/svc", &edit)
         .await
         .redirects_to("/console/resources/svc");
     let edited = resource(&t, "svc").await.unwrap();
@@ -768,7 +590,7 @@ async fn a_gateway_pin_with_commas_survives_the_edit_form() {
     empty_pin.retain(|(k, _)| *k != "pin");
     empty_pin.push(("pin", ","));
     let refused = browser
-        .post(
+        .post_from(
             "/console/resources/svc",
             "/console/resources/svc",
             &empty_pin,

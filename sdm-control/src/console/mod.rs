@@ -63,7 +63,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
         .route("/console/sign-in", get(sign_in::show).post(sign_in::submit))
         .route("/console/sign-out", post(sign_in::sign_out))
         .route("/console/users", get(users::list).post(users::create))
-        .route("/console/users/new", get(users::new))
+        .route("/console/new/service", get(users::new))
         .route("/console/users/{name}", get(account::show))
         .route("/console/users/{name}/suspend", post(account::suspend))
         .route("/console/users/{name}/unsuspend", post(account::unsuspend))
@@ -81,7 +81,7 @@ pub(crate) fn router() -> Router<Arc<ApiState>> {
             "/console/resources",
             get(resources::list).post(resources::create),
         )
-        .route("/console/resources/new", get(resources::new))
+        .route("/console/new/resource", get(resources::new))
         .route(
             "/console/resources/{name}",
             get(resource::show).post(resource::update),
@@ -116,7 +116,9 @@ async fn security_headers(mut response: Response) -> Response {
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it Chromium sends `Origin: null` with the console's own forms,
+    // which the cross-site check must refuse.
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     // Pages show tokens and account data: never kept by the browser or a proxy.
     if !headers.contains_key(CACHE_CONTROL) {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

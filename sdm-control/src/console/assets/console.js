@@ -4,7 +4,8 @@
 document.addEventListener("DOMContentLoaded", () => {
   // A dialog rendered open becomes modal (focus stays inside, Escape closes it).
   for (const dialog of document.querySelectorAll("dialog[data-modal][open]")) {
-    dialog.close();
+    // Not close(): its close event would reach the listener below and remove the dialog.
+    dialog.removeAttribute("open");
     dialog.showModal();
   }
   // Copy buttons: copy the named field, say so.
