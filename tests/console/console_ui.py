@@ -54,6 +54,15 @@ def expect_signed_in(page: Page) -> None:
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
+def open_add_service_form(page: Page) -> None:
+    """Users → "add service": the form with its "Name" field."""
+    page.goto("/console/users")
+    page.get_by_role("button", name="add service").or_(
+        page.get_by_role("link", name="add service")
+    ).click()
+    expect(page.get_by_label("Name", exact=True)).to_be_visible()
+
+
 def expect_sign_in_page(page: Page) -> None:
     """The browser shows the sign-in form (and no signed-in nav)."""
     expect(page).to_have_url(SIGN_IN_URL)

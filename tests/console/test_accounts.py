@@ -10,7 +10,7 @@ from typing import Any
 from playwright.sync_api import Page, expect
 
 from installation import Fixture, Sdm
-from console_ui import api, expect_sign_in_page, sign_in
+from console_ui import api, expect_sign_in_page, open_add_service_form, sign_in
 
 
 def account_page(page: Page, name: str) -> None:
@@ -34,7 +34,7 @@ def test_closing_the_token_dialog_takes_the_token_out_of_the_page(
 ) -> None:
     name = unique("closer")
     sign_in(page, admin_token)
-    page.goto("/console/users/new")
+    open_add_service_form(page)
     page.get_by_label("Name", exact=True).fill(name)
     page.get_by_role("button", name="create", exact=True).click()
     dialog = page.get_by_role("dialog", name="Service account created")

@@ -17,7 +17,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Dialog, Page, expect
 
 from console_ui import (
-    USERS_URL, api, expect_sign_in_page, expect_signed_in, new_context, sign_in,
+    USERS_URL, api, expect_sign_in_page, expect_signed_in, new_context, open_add_service_form,
+    sign_in,
 )
 from installation import Fixture, Sdm
 
@@ -69,14 +70,6 @@ def self_signed(dir_: Path) -> Path:
         check=True, capture_output=True, timeout=60,
     )
     return dir_
-
-
-def open_add_service_form(page: Page) -> None:
-    page.goto("/console/users")
-    page.get_by_role("button", name="add service").or_(
-        page.get_by_role("link", name="add service")
-    ).click()
-    expect(page.get_by_label("Name", exact=True)).to_be_visible()
 
 
 def form_of(page: Page, control: Any) -> Tuple[str, str, List[Tuple[str, str]]]:
@@ -289,9 +282,17 @@ def test_the_browsers_own_form_post_is_accepted(page: Page, admin_token: str) ->
 
 def test_every_post_form_carries_the_csrf_field(page: Page, admin_token: str) -> None:
     sign_in(page, admin_token)
-    for path in CONSOLE_PAGES + ["/console/users/new", "/console/users/etl/delete"]:
-        response = page.goto(path)
-        assert response is not None and response.status == 200, (path, response and response.status)
+    add_forms = ["add service", "add resource"]
+    for path in CONSOLE_PAGES + ["/console/users/etl/delete"] + add_forms:
+        if path == "add service":
+            open_add_service_form(page)
+        elif path == "add resource":
+            page.goto("/console/resources")
+            page.get_by_role("link", name="add resource").click()
+            expect(page.get_by_label("Hostname")).to_be_visible()
+        else:
+            response = page.goto(path)
+            assert response is not None and response.status == 200, (path, response and response.status)
         forms = page.locator("form[method=post]")
         assert forms.count() > 0, path
         for i in range(forms.count()):
