@@ -13,7 +13,7 @@
 #     attacker's tests (test_security.py: cross-site posts, CSRF, headers, cookies, markup,
 #     sign-out, suspension). SDM_CONSOLE_SCREENSHOTS=1 also writes docs/console/*.png.
 #
-# Measured here (2 shared cores, Rust build warm, venv in place): about 50 s, nearly all of it
+# Measured here (2 shared cores, Rust build warm, venv in place): about 35 s, nearly all of it
 # pytest (23 tests, one sdm-fixture and one chromium for the session). A broken console makes
 # each failing wait run to its 15 s bound: about 5.5 min when every sign-in fails.
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
