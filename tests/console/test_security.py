@@ -4,12 +4,14 @@ sessions on the server, service tokens at the sign-in form, and unknown URLs."""
 
 from __future__ import annotations
 
+import base64
 import html
 import http.server
 import re
 import ssl
 import subprocess
 import threading
+import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -380,6 +382,47 @@ def test_a_service_account_token_cannot_sign_in(
     assert not [c for c in context.cookies() if c["name"] == COOKIE]
     page.goto("/console/users")
     expect_sign_in_page(page)
+
+
+def with_wrong_secret(token: str) -> str:
+    """`token` with one bit of its secret flipped: same prefix, id, server and CA, a valid
+    checksum (CRC-32 of prefix and content, as sdm-proto's token.rs computes it)."""
+    prefix = token[: token.index("_", 4) + 1]
+    body = token[len(prefix):]
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    content = bytearray(raw[:-4])
+    content[17] ^= 0x01  # version byte, 16 bytes of id, then the secret
+    crc = zlib.crc32(prefix.encode() + bytes(content)).to_bytes(4, "big")
+    return prefix + base64.urlsafe_b64encode(bytes(content) + crc).decode().rstrip("=")
+
+
+def test_guessing_an_admin_tokens_secret_is_throttled_and_its_owner_still_signs_in(
+    page: Page, unique: Any, installation: Fixture
+) -> None:
+    name = unique("guessed")
+    status, created = api(installation, "POST", "/v1/admin/accounts",
+                          {"name": name, "kind": "admin"})
+    assert status in (200, 201), (status, created)
+    token = created["token"]
+    guess = with_wrong_secret(token)
+    assert guess != token
+
+    statuses: List[int] = []
+    for _ in range(12):
+        page.goto("/console/sign-in")
+        page.get_by_label("Admin token").fill(guess)
+        with page.expect_response(
+            lambda r: r.request.method == "POST" and r.url.endswith("/console/sign-in")
+        ) as answered:
+            page.get_by_role("button", name="Sign in").click()
+        statuses.append(answered.value.status)
+        expect(page.get_by_role("alert")).to_be_visible()
+        expect(page.get_by_role("button", name="Sign out")).to_have_count(0)
+    # Refused as a wrong token at first, then throttled: guessing stops being worth it.
+    assert statuses[0] == 401, statuses
+    assert statuses[-1] == 429, statuses
+    # The owner of the real token is not locked out by the guesser.
+    sign_in(page, token)
 
 
 def test_suspending_a_signed_in_admin_ends_its_browser_session_at_once(
