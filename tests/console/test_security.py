@@ -213,6 +213,8 @@ def test_console_pages_send_the_protective_headers_and_a_strict_cookie(
         assert "'unsafe-inline'" not in scripts, (path, scripts)
         assert "'unsafe-eval'" not in scripts, (path, scripts)
         assert headers.get("x-content-type-options") == "nosniff", (path, headers)
+        # Pages show tokens and account data: no browser or proxy may keep them.
+        assert "no-store" in headers.get("cache-control", ""), (path, headers)
 
     response = page.goto("/console/sign-in")
     assert response is not None and response.status == 200
