@@ -51,6 +51,26 @@ def test_closing_the_token_dialog_takes_the_token_out_of_the_page(
     assert token not in page.content()
 
 
+def test_leaving_the_token_dialog_open_and_coming_back_shows_no_token(
+    page: Page, admin_token: str, unique: Any
+) -> None:
+    name = unique("leaver")
+    sign_in(page, admin_token)
+    open_add_service_form(page)
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_role("button", name="create", exact=True).click()
+    dialog = page.get_by_role("dialog", name="Service account created")
+    expect(dialog).to_be_visible()
+    token = dialog.get_by_label("Token").input_value()
+    assert token.startswith("sdm_svc_")
+    # Away without closing it, then the browser's Back button.
+    page.goto("/console/resources")
+    page.go_back()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(name)
+    expect(page.get_by_role("dialog")).to_have_count(0)
+    assert token not in page.content()
+
+
 def test_rotating_the_token_refuses_the_old_one_and_shows_the_new_one_once(
     page: Page, admin_token: str, sdm: Sdm, unique: Any, installation: Fixture
 ) -> None:
