@@ -140,6 +140,35 @@ def test_a_cross_site_form_post_creates_nothing(
     assert victim not in sdm.accounts()
 
 
+@pytest.mark.parametrize("attacker", ["http://127.0.0.2", "https://127.0.0.1"])
+def test_another_site_cannot_frame_the_console(
+    page: Page, admin_token: str, attacker: str, tmp_path: Path, installation: Fixture
+) -> None:
+    """Clickjacking: a signed-in admin visits a page that frames the console; the browser
+    refuses to show it there (CSP frame-ancestors 'none', X-Frame-Options)."""
+    sign_in(page, admin_token)
+    scheme, host = attacker.split("://")
+    site = AttackerSite(host, self_signed(tmp_path) if scheme == "https" else None)
+    target = installation["api_url"] + "/console/users"
+    try:
+        site.page = (
+            f'<!doctype html><title>click here</title>'
+            f'<iframe src="{target}" width="1000" height="700"></iframe>'
+        ).encode()
+        with page.expect_response(lambda r: r.url == target) as framed:
+            page.goto(site.origin + "/")
+        assert framed.value.status in (200, 303), framed.value.status
+        page.wait_for_load_state("load")
+    finally:
+        site.close()
+    frames = [f for f in page.frames if f != page.main_frame]
+    assert len(frames) == 1, [f.url for f in page.frames]
+    # The browser put its error page in the frame, not the console.
+    assert not frames[0].url.startswith(installation["api_url"]), frames[0].url
+    assert frames[0].get_by_role("button", name="Sign out").count() == 0
+    assert frames[0].get_by_label("Admin token").count() == 0
+
+
 def test_a_post_without_the_right_csrf_field_is_forbidden_and_changes_nothing(
     browser: Browser, context: BrowserContext, page: Page, admin_token: str, sdm: Sdm, unique: Any,
     installation: Fixture,
