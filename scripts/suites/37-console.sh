@@ -12,11 +12,12 @@
 #  4. pytest (tests/console): the service-account guide end to end (test_guide.py), an
 #     account's life (test_accounts.py), a datasource added in the browser (test_resources.py),
 #     every page from the nav (test_pages.py) and the attacker's tests (test_security.py:
-#     cross-site posts and frames, CSRF, headers, cookies, markup, sign-out, suspension, token
-#     guessing). SDM_CONSOLE_SCREENSHOTS=1 also writes docs/console/*.png.
+#     cross-site posts and frames, CSRF, headers, cookies, markup in tags and in audited SQL,
+#     sign-out, suspension, token guessing). SDM_CONSOLE_SCREENSHOTS=1 also writes
+#     docs/console/*.png.
 #
 # Measured here (2 shared cores, Rust build warm, venv in place): about 40 s, nearly all of it
-# pytest (27 tests, one sdm-fixture and one chromium for the session). A broken console makes
+# pytest (28 tests, one sdm-fixture and one chromium for the session). A broken console makes
 # each failing wait run to its 15 s bound: about 5.5 min when every sign-in fails.
 # Every step has a time limit. Run from anywhere; scripts/test.sh runs it.
 set -euo pipefail

@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 import html
 import http.server
+import json
 import re
 import ssl
 import subprocess
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -22,9 +24,11 @@ from console_ui import (
     USERS_URL, api, expect_sign_in_page, expect_signed_in, new_context, open_add_service_form,
     sign_in,
 )
-from installation import Fixture, Sdm
+from installation import Fixture, Sdm, psql
 
 COOKIE = "__Host-sdm-console"
+# A bound on how long the gateway takes to record an ended connection (not an expectation).
+AUDIT_BOUND_S = 30.0
 
 
 # --- a page on another origin ---------------------------------------------------------------------
@@ -344,6 +348,40 @@ def test_the_sign_in_page_names_commands_that_exist(page: Page, sdm: Sdm) -> Non
         words = [w for w in command.split()[1:] if w.isidentifier() or w.startswith("-")]
         out = sdm.run(*words, "--help")
         assert out.returncode == 0, f"the sign-in page names `{command}`: {out.stderr.strip()}"
+
+
+def test_markup_in_a_jobs_query_shows_as_text_in_the_audit_trail(
+    page: Page, admin_token: str, sdm: Sdm, unique: Any, pg: Dict[str, Any]
+) -> None:
+    """A service account is not trusted: the SQL it sends is recorded, and the admin reads it in
+    the audit trail. Markup in it must stay text there."""
+    name = unique("sqlmarkup")
+    token = sdm.admin("services", "create", name).strip()
+    sdm.admin("grant", name, "pgsql_1_31")
+    sdm.ok("login", env={"SDM_SERVICE_TOKEN": token})
+    port = int(json.loads(sdm.ok("connect", "pgsql_1_31", "--json"))["port"])
+    sql = f"select '{MARKUP}' as a, '{MARKUP_IMG}' as b"
+    out = psql(port, pg["user"], pg["dbname"], sql, password=pg["password"])
+    assert out.returncode == 0, out.stderr
+    # The record is written when the connection ends, by the gateway: wait for it (bounded).
+    deadline = time.monotonic() + AUDIT_BOUND_S
+    while name not in sdm.admin("audit", "--account", name):
+        assert time.monotonic() < deadline, f"no audit record of {name} within {AUDIT_BOUND_S} s"
+        time.sleep(0.2)
+
+    dialogs: List[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    sign_in(page, admin_token)
+    page.goto(f"/console/audit?account={name}")
+    rows = page.get_by_role("row").filter(has_text=name)
+    expect(rows).to_have_count(1)
+    rows.get_by_role("link").first.click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(name)
+    expect(page.get_by_text(MARKUP, exact=False)).to_be_visible()
+    expect(page.get_by_text(MARKUP_IMG, exact=False)).to_be_visible()
+    assert page.locator("script", has_text="alert(").count() == 0
+    assert page.locator('img[src="x"]').count() == 0
+    assert dialogs == [], dialogs
 
 
 def test_signed_out_visitors_land_on_the_sign_in_page(page: Page) -> None:
