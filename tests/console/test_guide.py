@@ -1,6 +1,7 @@
 """The service-account guide, end to end, as an admin does it in the browser and a job then does
 it in the shell: the account made in the console logs in with `sdm`, reaches the real PostgreSQL
-through its tunnel, and loses its open connection when the console suspends it."""
+through its tunnel, loses its open connection when the console suspends it, and works again
+once the console lifts the suspension."""
 
 from __future__ import annotations
 
@@ -124,3 +125,13 @@ def test_a_service_account_made_in_the_browser_does_a_real_job_until_suspended(
     out = psql(port, pg["user"], pg["dbname"], "select 1", password=pg["password"])
     assert out.returncode != 0, out.stdout
     assert f"account {ACCOUNT} is suspended" in out.stderr, out.stderr
+
+    # Unsuspended in the browser, the same token does the job again.
+    page.get_by_role("button", name="Unsuspend", exact=True).click()
+    expect(page.get_by_role("button", name="Suspend", exact=True)).to_be_visible()
+    assert sdm.accounts()[ACCOUNT]["status"] == "active"
+    sdm.ok("login", env={"SDM_SERVICE_TOKEN": token})
+    port = int(json.loads(sdm.ok("connect", RESOURCE, "--json"))["port"])
+    out = psql(port, pg["user"], pg["dbname"], "select 'back'", password=pg["password"])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "back", out.stdout
