@@ -1,6 +1,7 @@
-"""The attacker's tests of the console: forged posts from another origin and without the CSRF
-field, the headers and the session cookie, markup in stored text, sign-out and suspension ending
-sessions on the server, service tokens at the sign-in form, and unknown URLs."""
+"""The attacker's tests of the console: forged posts and frames from another origin, posts
+without the session's CSRF field, the headers and the session cookie, markup in a resource's tags
+and in a job's audited SQL, sign-out and suspension ending sessions on the server, service tokens
+and guessed secrets at the sign-in form, and unknown URLs."""
 
 from __future__ import annotations
 
