@@ -8,9 +8,12 @@ set -euo pipefail
 # the system python3 (/usr/bin/python3) that the Go and Python owner-only tests run as a second
 # OS user (a pyenv or venv interpreter under /root is out of that user's reach), and systemd for
 # `systemd-analyze`, which checks the service units in packaging/systemd, and prometheus for
-# `promtool check metrics`, which checks a real scrape of /metrics (tests/diagnostics.rs).
+# `promtool check metrics`, which checks a real scrape of /metrics (tests/diagnostics.rs), and
+# chromium, the real browser that Playwright drives through the web console (tests/console;
+# Playwright's own browser download cannot be reached, so it runs Debian's /usr/bin/chromium),
+# with openssl for the certificate of the console tests' attacker site on another port.
 packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client
-  python3-minimal systemd prometheus)
+  python3-minimal systemd prometheus chromium openssl)
 
 missing=()
 for p in "${packages[@]}"; do
