@@ -1,18 +1,15 @@
 """The installation the console tests run against (`sdm-fixture`: sdm-server with the console,
 a throwaway PostgreSQL, an admin token) and the `sdm` CLI a job runs. Every wait is bounded.
 
-tests/python's conftest.py has the same `Fixture` class, but it imports the `sdm` wheel at import
-time and this suite's venv has no wheel (nothing here needs one): `Fixture` below is the part of
-it this suite uses."""
+`Fixture` is tests/fixture/sdm_fixture.py's, shared with the Python suite."""
 
 from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
-import threading
+import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,74 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RELEASE = ROOT / "target" / "release"
-FIXTURE_BIN = Path(os.environ.get("SDM_FIXTURE_BIN", RELEASE / "sdm-fixture"))
 SDM_BIN = Path(os.environ.get("SDM_BIN", RELEASE / "sdm"))
-# Bounds of waits (not expectations): a healthy run takes a fraction of these.
-START_TIMEOUT = 120.0
-COMMAND_TIMEOUT = 60.0
-
-
-class Fixture:
-    """A running `sdm-fixture`: its description (`info`) and its command channel."""
-
-    def __init__(self, *args: str) -> None:
-        if not FIXTURE_BIN.exists():
-            pytest.fail(
-                f"{FIXTURE_BIN} is missing: build it with `cargo build --release -p sdm-fixture`"
-            )
-        self.proc = subprocess.Popen(
-            [str(FIXTURE_BIN), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._read, daemon=True).start()
-        first = self._next_line(START_TIMEOUT, "start")
-        self.info: Dict[str, Any] = json.loads(first)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _next_line(self, timeout: float, what: str) -> str:
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            self.close()
-            pytest.fail(f"sdm-fixture gave no answer to {what!r} within {timeout:.0f} s")
-        if line is None:
-            pytest.fail(f"sdm-fixture exited (code {self.proc.poll()}) before answering {what!r}")
-        return line
-
-    def __getitem__(self, key: str) -> Any:
-        return self.info[key]
-
-    def command(self, line: str) -> Dict[str, Any]:
-        """Sends one command (`account NAME`, `grant A R`, `suspend A`, …); fails the test when
-        the fixture reports an error."""
-        with self._lock:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(line + "\n")
-            self.proc.stdin.flush()
-            answer: Dict[str, Any] = json.loads(self._next_line(COMMAND_TIMEOUT, line))
-        if not answer.get("ok"):
-            pytest.fail(f"sdm-fixture command {line!r} failed: {answer.get('error')}")
-        return answer
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (subprocess.TimeoutExpired, BrokenPipeError, OSError):
-                self.proc.kill()
-                self.proc.wait(timeout=30)
+sys.path.insert(0, str(ROOT / "tests" / "fixture"))
+from sdm_fixture import COMMAND_TIMEOUT, Fixture  # noqa: E402
 
 
 class Sdm:
