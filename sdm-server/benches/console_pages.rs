@@ -103,6 +103,7 @@ async fn run() {
         ("users, search", "/console/users?q=svc-042".to_owned()),
         ("account", "/console/users/svc-05000".to_owned()),
         ("resources", "/console/resources".to_owned()),
+        ("a resource", "/console/resources/db-02".to_owned()),
         ("settings", "/console/settings".to_owned()),
         ("audit, first page", "/console/audit".to_owned()),
         (
