@@ -82,6 +82,7 @@ mod tests {
             labels: BTreeMap::new(),
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         }
     }
 

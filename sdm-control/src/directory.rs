@@ -119,6 +119,7 @@ impl StoreDirectory {
             labels: session.labels,
             databases: resource.databases,
             replication: resource.replication,
+            ssh: None,
         })
     }
 }
@@ -288,6 +289,7 @@ mod tests {
                 labels: BTreeMap::from([("dag_id".into(), "etl".into())]),
                 databases: vec!["reports".into()],
                 replication: true,
+                ssh: None,
             }
         );
     }

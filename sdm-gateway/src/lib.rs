@@ -54,6 +54,16 @@ pub trait Directory: Send + Sync + 'static {
     /// plane's state cannot be read right now. The gateway re-checks its open connections when
     /// it moves.
     async fn revocation_epoch(&self) -> Option<i64>;
+
+    /// Records `host_key` (an OpenSSH public key line) as the one the ssh resource of `lease`
+    /// presents, when none was recorded yet ([`SshUpstream::known_host_keys`] was empty).
+    /// Refused when another key was recorded meanwhile: the connection is then refused too.
+    async fn record_host_key(
+        &self,
+        lease: &Lease,
+        signed: &[u8],
+        host_key: &str,
+    ) -> Result<(), Denied>;
 }
 
 /// Stored credentials, decrypted. `Debug` hides the password.
@@ -63,6 +73,8 @@ pub use sdm_proto::gateway::Denied;
 /// A resource's address and how to log in to it, as the control plane decided it for one
 /// lease (the same type whether the control plane runs in this process or answers over HTTP).
 pub use sdm_proto::gateway::GatewayUpstream as Upstream;
+/// How the gateway speaks SSH for one resource.
+pub use sdm_proto::gateway::SshUpstream;
 
 /// How a gateway runs.
 pub struct GatewayConfig {

@@ -208,6 +208,52 @@ pub struct GatewayUpstream {
     /// Whether replication connections are let through (postgres).
     #[serde(default)]
     pub replication: bool,
+    /// How the gateway speaks SSH for this resource (ssh resources only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshUpstream>,
+}
+
+/// What a gateway needs to carry one SSH connection: the host key it presents to the client,
+/// the upstream host keys it accepts, and the key (with a certificate, when sdm's SSH CA signs
+/// one) it logs in upstream with as [`GatewayUpstream::credentials`]' user name. `Debug` hides
+/// both private keys.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshUpstream {
+    /// The private host key (OpenSSH PEM) the gateway presents to clients for this resource:
+    /// the same on every gateway and across restarts, so clients can pin it.
+    pub host_key: String,
+    /// The upstream server's host keys the gateway accepts (`ssh-ed25519 AAAA…` lines). Empty:
+    /// none recorded yet; the gateway records the first one it sees
+    /// ([`RecordHostKey`]) and refuses any other afterwards.
+    #[serde(default)]
+    pub known_host_keys: Vec<String>,
+    /// The private key (OpenSSH PEM) the gateway logs in upstream with.
+    pub private_key: String,
+    /// An OpenSSH user certificate for `private_key`, signed by sdm's SSH certificate authority
+    /// for this connection (principal: the user name; valid while the lease is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+}
+
+impl std::fmt::Debug for SshUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshUpstream")
+            .field("host_key", &"<redacted>")
+            .field("known_host_keys", &self.known_host_keys)
+            .field("private_key", &"<redacted>")
+            .field("certificate", &self.certificate)
+            .finish()
+    }
+}
+
+/// `POST /v1/gateway/ssh-host-key`: the host key an ssh resource presented on its first
+/// connection, recorded so that any other key is refused from then on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordHostKey {
+    /// The signed lease of the connection that saw the key, base64url without padding.
+    pub lease: String,
+    /// The key, as an OpenSSH public key line (`ssh-ed25519 AAAA…`).
+    pub host_key: String,
 }
 
 /// Why a lease does not hold (any more): what a gateway tells the client instead of

@@ -19,4 +19,16 @@ impl Directory for EmbeddedDirectory {
     async fn revocation_epoch(&self) -> Option<i64> {
         self.0.revocation_epoch().await
     }
+    async fn record_host_key(
+        &self,
+        _lease: &Lease,
+        _signed: &[u8],
+        _host_key: &str,
+    ) -> Result<(), Denied> {
+        // Wired to the control plane with the ssh resource's settings (issue 19, in progress).
+        Err(Denied {
+            kind: sdm_proto::ErrorKind::Internal,
+            message: "this control plane cannot record ssh host keys yet".into(),
+        })
+    }
 }

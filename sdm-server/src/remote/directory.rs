@@ -276,6 +276,19 @@ impl Directory for RemoteDirectory {
             }
         }
     }
+
+    async fn record_host_key(
+        &self,
+        _lease: &Lease,
+        _signed: &[u8],
+        _host_key: &str,
+    ) -> Result<(), Denied> {
+        // Wired to the control plane with the ssh resource's settings (issue 19, in progress).
+        Err(Denied {
+            kind: sdm_proto::ErrorKind::Internal,
+            message: "this control plane cannot record ssh host keys yet".into(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +324,7 @@ mod tests {
             labels: BTreeMap::new(),
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         }
     }
 
