@@ -20,6 +20,7 @@ use super::open_connections::OpenConnections;
 use super::postgres;
 use super::prefixed::Prefixed;
 use super::splice::{End, NoTap, Side, splice};
+use super::ssh;
 use super::verified::VerifiedLeases;
 use super::{AuditUnavailable, Denied, GatewayConfig, Upstream};
 
@@ -268,6 +269,38 @@ impl Stream<'_> {
             }
         };
 
+        if upstream.ssh.is_some() {
+            // SSH failures are told to the client as an SSH disconnect, so the stream is
+            // declared connected first; the SSH session then uses the whole stream.
+            if !connected(client, replies).await {
+                record.end(config, 0, 0, 0, went_away());
+                return false;
+            }
+            config.metrics.connection_set_up(asked.elapsed());
+            let connection = ssh::SshConnection {
+                upstream,
+                directory: config.directory.clone(),
+                lease: lease.clone(),
+                lease_bytes: lease_bytes.to_vec(),
+                audit: config.audit.clone(),
+                connection_id: record.id,
+                handshake_timeout: config.handshake_timeout,
+            };
+            let finished = Box::pin(ssh::serve(
+                &mut **client,
+                connection,
+                registration.stopped(),
+            ))
+            .await;
+            record.end(
+                config,
+                finished.up,
+                finished.down,
+                finished.queries,
+                finished.failure,
+            );
+            return false;
+        }
         let mut remote = match Box::pin(connect_upstream(config, &upstream)).await {
             Ok(remote) => remote,
             Err(denied) => {

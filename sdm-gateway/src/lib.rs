@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 
 mod audit;
 mod connection;
+mod finished;
 mod listener;
 mod metrics;
 mod open_connections;
@@ -28,6 +29,7 @@ mod postgres;
 mod prefixed;
 pub mod registration;
 mod splice;
+mod ssh;
 mod verified;
 mod workers;
 

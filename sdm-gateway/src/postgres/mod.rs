@@ -16,6 +16,7 @@ use sdm_proto::ErrorKind;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use uuid::Uuid;
 
+use super::finished::Finished;
 use super::open_connections::is_revocation;
 use super::splice::{End, Side, Tap, splice};
 use super::{AuditSink, AuditUnavailable, Denied, Upstream};
@@ -36,26 +37,6 @@ use message::Startup;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long telling a client that stalled why it is closed may take.
 const TELL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What happened on one connection.
-#[derive(Debug)]
-pub(crate) struct Finished {
-    pub(crate) up: u64,
-    pub(crate) down: u64,
-    pub(crate) queries: u64,
-    pub(crate) failure: Option<(ErrorKind, String)>,
-}
-
-impl Finished {
-    fn failed(kind: ErrorKind, message: String) -> Finished {
-        Finished {
-            up: 0,
-            down: 0,
-            queries: 0,
-            failure: Some((kind, message)),
-        }
-    }
-}
 
 /// Serves one client connection to a PostgreSQL resource. With `unrecordable`, the audit trail
 /// cannot record the connection: the client's startup is answered with that refusal.

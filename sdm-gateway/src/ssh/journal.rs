@@ -1,0 +1,52 @@
+//! What an SSH connection leaves in the audit trail besides its record: one line per channel
+//! when it starts (the command line, the subsystem, the forwarded address), written before the
+//! request is sent on, and one when it ends (exit status, bytes each way). They are the
+//! connection's "queries", so every listing of a connection's statements shows them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent};
+use uuid::Uuid;
+
+use crate::{AuditSink, AuditUnavailable};
+
+/// The audit lines of one connection, numbered in the order they were written.
+#[derive(Clone)]
+pub(super) struct Journal {
+    sink: Arc<dyn AuditSink>,
+    connection_id: Uuid,
+    written: Arc<AtomicU64>,
+}
+
+impl Journal {
+    pub(super) fn new(sink: Arc<dyn AuditSink>, connection_id: Uuid) -> Journal {
+        Journal {
+            sink,
+            connection_id,
+            written: Arc::default(),
+        }
+    }
+
+    /// Writes one line; an error means it cannot be kept, and what it describes must not happen.
+    pub(super) fn write(&self, text: String) -> Result<(), AuditUnavailable> {
+        let seq = self.written.fetch_add(1, Ordering::SeqCst) + 1;
+        self.sink.record(AuditEvent::Query(AuditQueryEvent {
+            connection_id: self.connection_id,
+            seq,
+            at: sdm_proto::unix_now(),
+            text,
+        }))
+    }
+
+    /// Lines written so far.
+    pub(super) fn lines(&self) -> u64 {
+        self.written.load(Ordering::SeqCst)
+    }
+}
+
+/// A command line as the audit trail shows it: the bytes the client sent, with anything that is
+/// not UTF-8 replaced (a command is bytes in SSH).
+pub(super) fn command_line(command: &[u8]) -> String {
+    String::from_utf8_lossy(command).into_owned()
+}
