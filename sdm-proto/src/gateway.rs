@@ -172,6 +172,8 @@ pub struct AuthorizeLease {
 /// error, so that a gateway never confuses "this lease no longer holds" with "I could not ask".
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
+// One answer per connection, moved once: not worth a box for the refusal's sake.
+#[allow(clippy::large_enum_variant)]
 pub enum Authorization {
     /// The lease holds: connect here.
     Allowed(GatewayUpstream),

@@ -14,6 +14,7 @@ pub mod pg;
 mod process;
 pub mod promtool;
 pub mod relay;
+pub mod sshd;
 
 pub use container::Container;
 pub use dockerfile::Dockerfile;
@@ -21,6 +22,7 @@ pub use echo::EchoServer;
 pub use error::TestkitError;
 pub use pg::{HbaAuth, PgCluster, PgConfig};
 pub use relay::Relay;
+pub use sshd::{KeyPair, Sshd, SshdConfig};
 
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};

@@ -134,6 +134,7 @@ mod tests {
             labels: Default::default(),
             databases: databases.iter().map(|d| (*d).to_owned()).collect(),
             replication,
+            ssh: None,
         }
     }
 

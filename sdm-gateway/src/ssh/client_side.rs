@@ -13,7 +13,7 @@ use russh::{Channel, ChannelId, ChannelOpenFailure, Disconnect, Pty, Sig, server
 use sdm_proto::ErrorKind;
 use tokio::sync::watch;
 
-use super::channel::{self, Joined};
+use super::channel::{self, Backlogs, Joined};
 use super::journal::{self, Journal};
 use super::resource::Resource;
 use crate::Denied;
@@ -35,6 +35,7 @@ pub(super) struct ClientSide {
     /// Why the connection was ended from here, if it was.
     pub(super) failure: watch::Sender<Option<Denied>>,
     pub(super) channels: HashMap<ChannelId, Joined>,
+    pub(super) backlogs: Backlogs,
 }
 
 /// A request the client makes on a channel, sent on to the resource.
@@ -144,6 +145,11 @@ impl ClientSide {
 impl server::Handler for ClientSide {
     type Error = russh::Error;
 
+    /// The client may send no faster than the resource takes (see `channel::Backlog`).
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        self.backlogs.upward.window()
+    }
+
     // Any user, any way: the lease under this stream is the credential.
     async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
         Ok(Auth::Accept)
@@ -200,8 +206,13 @@ impl server::Handler for ClientSide {
             Ok(on_resource) => {
                 let id = channel.id();
                 reply.accept().await;
-                let joined =
-                    channel::join(channel, session.handle(), on_resource, self.journal.clone());
+                let joined = channel::join(
+                    channel,
+                    session.handle(),
+                    on_resource,
+                    &self.backlogs,
+                    self.journal.clone(),
+                );
                 self.channels.insert(id, joined);
             }
             Err(e) => reply.reject(self.refused_open("a session", &e)).await,
@@ -239,8 +250,13 @@ impl server::Handler for ClientSide {
         {
             Ok(on_resource) => {
                 reply.accept().await;
-                let joined =
-                    channel::join(channel, session.handle(), on_resource, self.journal.clone());
+                let joined = channel::join(
+                    channel,
+                    session.handle(),
+                    on_resource,
+                    &self.backlogs,
+                    self.journal.clone(),
+                );
                 self.channels.insert(id, joined);
             }
             Err(e) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use sdm_proto::audit::{AuditEvent, AuditQueryEvent};
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{AuditSink, AuditUnavailable};
@@ -17,6 +18,8 @@ pub(super) struct Journal {
     sink: Arc<dyn AuditSink>,
     connection_id: Uuid,
     written: Arc<AtomicU64>,
+    /// Channels whose last line is still to be written.
+    open: Arc<watch::Sender<usize>>,
 }
 
 impl Journal {
@@ -25,6 +28,7 @@ impl Journal {
             sink,
             connection_id,
             written: Arc::default(),
+            open: Arc::new(watch::Sender::new(0)),
         }
     }
 
@@ -37,6 +41,22 @@ impl Journal {
             at: sdm_proto::unix_now(),
             text,
         }))
+    }
+
+    /// A channel opened: its last line is to come.
+    pub(super) fn opened(&self) {
+        self.open.send_modify(|open| *open += 1);
+    }
+
+    /// A channel's last line was written.
+    pub(super) fn closed(&self) {
+        self.open.send_modify(|open| *open = open.saturating_sub(1));
+    }
+
+    /// Waits until every channel has written its last line, so that the connection's end is
+    /// recorded after them.
+    pub(super) async fn all_closed(&self) {
+        let _ = self.open.subscribe().wait_for(|open| *open == 0).await;
     }
 
     /// Lines written so far.

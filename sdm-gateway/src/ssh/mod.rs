@@ -30,12 +30,16 @@ mod channel;
 mod client_side;
 mod journal;
 mod resource;
+#[cfg(test)]
+mod tests;
 
 use client_side::ClientSide;
 use journal::Journal;
 
 /// How long the client has to read the reason it is disconnected.
 const TELL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Packets a channel may hold until its queue takes them (at once; see `channel::Backlog`).
+pub(super) const CHANNEL_BUFFER: usize = 256;
 /// Room between the client's stream and the SSH server (its reads and writes are this far apart
 /// at most).
 const PIPE: usize = 256 * 1024;
@@ -87,8 +91,12 @@ where
         lease: connection.lease,
         lease_bytes: connection.lease_bytes,
     };
+    let backlogs = channel::Backlogs::default();
+    let downward = backlogs.downward.clone();
     let login = AbortOnDrop(tokio::spawn(async move {
-        let logged_in = resource::log_in(login, closed_tx).await.map(Arc::new);
+        let logged_in = resource::log_in(login, downward, closed_tx)
+            .await
+            .map(Arc::new);
         if let Err(denied) = &logged_in {
             tracing::warn!(reason = %denied.message, "an ssh resource refused the gateway's login");
         }
@@ -104,6 +112,7 @@ where
         ready: ready_tx,
         failure: failure_tx,
         channels: HashMap::new(),
+        backlogs,
     };
     let config = Arc::new(server_config(host_key));
     let (mut near, far) = tokio::io::duplex(PIPE);
@@ -116,10 +125,14 @@ where
                 .await
                 .map_err(|e| e.to_string())?;
             let handle = running.handle();
-            let mut running = Box::pin(running);
-            tokio::select! {
-                _ = ready_rx.wait_for(|ready| *ready) => Ok::<_, String>(Some((handle, running))),
-                _ = &mut running => Ok(None),
+            let running = Box::pin(running);
+            // Not ready when the handler is gone (the session ended) before saying so.
+            let ready = ready_rx.wait_for(|ready| *ready).await.is_ok();
+            if ready {
+                Ok::<_, String>(Some((handle, running)))
+            } else {
+                let _ = running.await;
+                Ok(None)
             }
         };
         let (handle, mut running) = match tokio::time::timeout(handshake_timeout, handshake).await {
@@ -198,6 +211,8 @@ where
                 .await;
         });
     }
+    // The connection gone, its channels end at once; their last lines come before its end.
+    let _ = tokio::time::timeout(TELL_TIMEOUT, journal.all_closed()).await;
     let (up, down) = spliced.map_or((0, 0), |s| (s.up, s.down));
     Finished {
         up,
@@ -221,6 +236,8 @@ fn server_config(host_key: PrivateKey) -> Config {
         auth_rejection_time: Duration::ZERO,
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
+        window_size: channel::WINDOW,
+        channel_buffer_size: CHANNEL_BUFFER,
         inactivity_timeout: None,
         nodelay: true,
         ..Default::default()

@@ -4,14 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::client;
 use russh::keys::{
     Certificate, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
 };
+use russh::{ChannelId, client};
 use sdm_proto::{ErrorKind, Lease};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::channel::{Backlog, WINDOW};
 use crate::{Denied, Directory, Upstream};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,7 @@ pub(super) struct Login {
 /// Connects and logs in; `closed` is told why the resource went away, whenever it does.
 pub(super) async fn log_in(
     login: Login,
+    backlog: Arc<Backlog>,
     closed: watch::Sender<Option<String>>,
 ) -> Result<Resource, Denied> {
     let up = &login.upstream;
@@ -84,10 +86,13 @@ pub(super) async fn log_in(
         login: Arc::new(login_facts(&login)),
         verdict: verdict_tx,
         closed,
+        backlog,
     };
     let config = Arc::new(client::Config {
         inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
+        window_size: WINDOW,
+        channel_buffer_size: super::CHANNEL_BUFFER,
         nodelay: true,
         ..Default::default()
     });
@@ -162,10 +167,17 @@ pub(super) struct ResourceSide {
     /// Why the host key was refused, if it was.
     verdict: watch::Sender<Option<Denied>>,
     closed: watch::Sender<Option<String>>,
+    /// What came from the resource and is not yet sent to the client.
+    backlog: Arc<Backlog>,
 }
 
 impl client::Handler for ResourceSide {
     type Error = russh::Error;
+
+    /// The resource may send no faster than the client takes (see `channel::Backlog`).
+    fn adjust_window(&mut self, _channel: ChannelId, _window: u32) -> u32 {
+        self.backlog.window()
+    }
 
     async fn check_server_key(
         &mut self,
