@@ -11,9 +11,11 @@ set -euo pipefail
 # `promtool check metrics`, which checks a real scrape of /metrics (tests/diagnostics.rs), and
 # chromium, the real browser that Playwright drives through the web console (tests/console;
 # Playwright's own browser download cannot be reached, so it runs Debian's /usr/bin/chromium),
-# with openssl for the certificate of the console tests' attacker site on another port.
+# with openssl for the certificate of the console tests' attacker site on another port, and
+# rsync, which the SSH gateway tests run through a tunnel (sdm-gateway/src/ssh/tests.rs; the
+# OpenSSH server and client serve those tests too).
 packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client
-  python3-minimal systemd prometheus chromium openssl)
+  python3-minimal systemd prometheus chromium openssl rsync)
 
 missing=()
 for p in "${packages[@]}"; do

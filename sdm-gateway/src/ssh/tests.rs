@@ -175,7 +175,8 @@ impl Gateway {
                 "-o",
                 "PasswordAuthentication=no",
             ])
-            .args(["-o", "IdentityAgent=none", "-o", "LogLevel=ERROR"])
+            .args(["-o", "LogLevel=ERROR"])
+            .env_remove("SSH_AUTH_SOCK")
             .kill_on_drop(true);
         command
     }
@@ -618,4 +619,97 @@ async fn a_stream_echoed_back_while_it_is_sent_does_not_stall_and_a_pty_is_a_ter
     let shown = text(&out.stdout);
     assert!(shown.contains("/dev/pts/"), "{shown}");
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn rsync_mirrors_a_tree_through_the_gateway() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    let gateway = Gateway::start(up, &host_key).await;
+    let source = tempfile::tempdir().unwrap();
+    for i in 0..20u32 {
+        let dir = source.path().join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&dir).unwrap();
+        let body: Vec<u8> = (0..(i + 1) * 10_000).map(|b| (b ^ i) as u8).collect();
+        std::fs::write(dir.join(format!("f{i}")), body).unwrap();
+    }
+    let target = tempfile::tempdir().unwrap();
+    // rsync runs ssh itself: the same options, as one `-e` command line.
+    let ssh = format!(
+        "ssh -p {} -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile={} \
+         -o PubkeyAuthentication=no -o PasswordAuthentication=no",
+        gateway.port,
+        gateway.known_hosts().display()
+    );
+    let mut rsync = tokio::process::Command::new("rsync");
+    rsync
+        .args(["-a", "--checksum", "-e", &ssh])
+        .arg(format!("{}/", source.path().display()))
+        .arg(format!("anyuser@127.0.0.1:{}/", target.path().display()));
+    let out = bounded(rsync).await;
+    assert!(out.status.success(), "rsync: {}", text(&out.stderr));
+    let diff = std::process::Command::new("diff")
+        .arg("-r")
+        .arg(source.path())
+        .arg(target.path())
+        .output()
+        .unwrap();
+    assert!(diff.status.success(), "{}", text(&diff.stdout));
+    let lines = gateway.lines.all();
+    assert!(
+        lines.iter().any(|l| l.contains(": exec rsync --server")),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn agent_forwarding_is_refused_and_the_session_goes_on() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    let gateway = Gateway::start(up, &host_key).await;
+    // A real agent holding a key, forwarded with -A.
+    let work = tempfile::tempdir().unwrap();
+    let socket = work.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let key = work.path().join("id");
+    write_private(&key, &keygen("ed25519").unwrap().private);
+    let added = std::process::Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added.stderr));
+
+    let mut command = gateway.options("ssh");
+    command
+        .arg("-A")
+        .arg("anyuser@127.0.0.1")
+        .arg("echo agent=${SSH_AUTH_SOCK:-none}")
+        .env("SSH_AUTH_SOCK", &socket);
+    let out = bounded(command).await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "agent=none\n");
+    let lines = gateway.lines.all();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with(": refused: agent forwarding")),
+        "{lines:?}"
+    );
 }
