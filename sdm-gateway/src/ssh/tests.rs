@@ -713,3 +713,26 @@ async fn agent_forwarding_is_refused_and_the_session_goes_on() {
         "{lines:?}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_is_down_is_named_in_the_disconnect() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let mut up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    drop(sshd);
+    // Nothing listens there any more.
+    up.port = sdm_testkit::free_port();
+    let mut gateway = Gateway::start(up.clone(), &host_key).await;
+    let out = gateway.ssh(&["true"]).await;
+    assert_eq!(out.status.code(), Some(255));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "resource \"web-1\": cannot connect to 127.0.0.1:{}",
+            up.port
+        )),
+        "{stderr}"
+    );
+    let (kind, _) = gateway.next_finished().await.failure.unwrap();
+    assert_eq!(kind, ErrorKind::UpstreamRefused);
+}
