@@ -30,6 +30,8 @@ pub(super) struct ClientSide {
     pub(super) resource_name: String,
     pub(super) resource: watch::Receiver<LoggedIn>,
     pub(super) journal: Journal,
+    /// Told once the client has authenticated (its part of the handshake is done).
+    pub(super) authenticated: watch::Sender<bool>,
     /// Told once the client is in and the resource logged in.
     pub(super) ready: watch::Sender<bool>,
     /// Why the connection was ended from here, if it was.
@@ -179,6 +181,7 @@ impl server::Handler for ClientSide {
     /// The client is in once the resource has logged in too; if it cannot, the client is
     /// disconnected with the reason.
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.authenticated.send_replace(true);
         match self.logged_in().await {
             Ok(_) => {
                 self.ready.send_replace(true);

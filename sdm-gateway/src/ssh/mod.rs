@@ -103,12 +103,14 @@ where
         resource_tx.send_replace(Some(logged_in));
     }));
 
+    let (authenticated_tx, mut authenticated_rx) = watch::channel(false);
     let (ready_tx, mut ready_rx) = watch::channel(false);
     let (failure_tx, failure_rx) = watch::channel(None);
     let handler = ClientSide {
         resource_name: name.clone(),
         resource: resource_rx.clone(),
         journal: journal.clone(),
+        authenticated: authenticated_tx,
         ready: ready_tx,
         failure: failure_tx,
         channels: HashMap::new(),
@@ -119,23 +121,18 @@ where
     let handshake_timeout = connection.handshake_timeout;
 
     let session = async {
-        // Until the client is in and the resource logged in: the handshake timeout.
-        let handshake = async {
+        // The client's own part of the handshake (up to its authentication) has the handshake
+        // timeout; waiting for the resource's login after that is bounded by the login's.
+        let client_part = async {
             let running = server::run_stream(config, far, handler)
                 .await
                 .map_err(|e| e.to_string())?;
-            let handle = running.handle();
-            let running = Box::pin(running);
-            // Not ready when the handler is gone (the session ended) before saying so.
-            let ready = ready_rx.wait_for(|ready| *ready).await.is_ok();
-            if ready {
-                Ok::<_, String>(Some((handle, running)))
-            } else {
-                let _ = running.await;
-                Ok(None)
-            }
+            let authenticated = authenticated_rx.wait_for(|yes| *yes).await.is_ok();
+            Ok::<_, String>((running, authenticated))
         };
-        let (handle, mut running) = match tokio::time::timeout(handshake_timeout, handshake).await {
+        let (running, authenticated) = match tokio::time::timeout(handshake_timeout, client_part)
+            .await
+        {
             Err(_) => {
                 return Some((
                     ErrorKind::Timeout,
@@ -150,20 +147,24 @@ where
                     format!("the client's SSH handshake failed: {e}"),
                 ));
             }
-            Ok(Ok(None)) => {
-                let failure = failure_rx.borrow().clone();
-                return Some(failure.map_or_else(
-                    || {
-                        (
-                            ErrorKind::Closed,
-                            "the client left during the SSH handshake".into(),
-                        )
-                    },
-                    |denied| (denied.kind, denied.message),
-                ));
-            }
-            Ok(Ok(Some(started))) => started,
+            Ok(Ok(started)) => started,
         };
+        let handle = running.handle();
+        let mut running = Box::pin(running);
+        // Not ready when the handler is gone (the session ended) before saying so.
+        if !authenticated || ready_rx.wait_for(|ready| *ready).await.is_err() {
+            let _ = running.await;
+            let failure = failure_rx.borrow().clone();
+            return Some(failure.map_or_else(
+                || {
+                    (
+                        ErrorKind::Closed,
+                        "the client left during the SSH handshake".into(),
+                    )
+                },
+                |denied| (denied.kind, denied.message),
+            ));
+        }
         let why = tokio::select! {
             _ = &mut running => return None,
             denied = stop => (denied.kind, denied.message),
