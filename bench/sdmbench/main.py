@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from . import paths as P
 from . import pg as PG
 from .probes import IdleConnections, ttfb
+from .ssh_rows import SshRows, run_true, scp_up
 from .procs import BenchError, Procs, cpu_seconds, free_port, listening, memory, run, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,7 +49,7 @@ class Config:
         e = os.environ
         self.smoke = e.get("SMOKE", "0") == "1"
         s = self.smoke
-        self.sections = e.get("SECTIONS", "A B C D E").split()
+        self.sections = e.get("SECTIONS", "A B C D E F").split()
         self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds relay").split()
         if "direct" not in self.paths:
             self.paths.insert(0, "direct")
@@ -58,7 +59,11 @@ class Config:
             "B": env_int("REPEATS_B", base if "REPEATS" in e or s else 5),
             "C": env_int("REPEATS_C", base),
             "E": env_int("REPEATS_E", 3 if s else 10),
+            "F": env_int("REPEATS_F", base),
         }
+        self.bulk_ssh = e.get("BULK_SSH", "32M" if s else "1G")
+        self.ssh_runs = env_int("SSH_RUNS", 20 if s else 500)
+        self.ssh_runs_max_s = env_int("SSH_RUNS_MAX_S", 60 if s else 300)
         self.bulk = e.get("BULK_BYTES", "64M" if s else "2G")
         self.lat_conns = env_int("LAT_CONNS", 40 if s else 500)
         self.lat_warmup = env_int("LAT_WARMUP", 5)
@@ -344,6 +349,42 @@ class Run:
             data["process_wall_ms"] = wall
             self.emit({"section": "E", "path": "sdm", "rep": rep, **data})
             log(f"E {rep}: import→first row {data['total_ms']:.1f} ms")
+
+    def sec_F(self) -> None:
+        """SSH sessions: scp up and `ssh HOST true` in a loop, direct and through sdm."""
+        state = os.path.join(self.tmp, "F")
+        os.makedirs(state)
+        procs = Procs(state)
+        rows = None
+        try:
+            rows = SshRows(state, self.bins, procs)
+            size = parse_size(self.cfg.bulk_ssh)
+            source = os.path.join(state, "bulk.bin")
+            with open(source, "wb") as f:
+                left = size
+                while left:
+                    chunk = os.urandom(min(left, 1 << 20))
+                    f.write(chunk)
+                    left -= len(chunk)
+            for rep in range(1, self.cfg.repeats["F"] + 1):
+                for row in self.order(rep, ["direct", "sdm"]):
+                    if self.remaining() < 0:
+                        return
+                    data = scp_up(rows, row, source, size)
+                    if "error" not in data:
+                        data.update(run_true(rows, row, self.cfg.ssh_runs,
+                                             self.cfg.ssh_runs_max_s))
+                    if "error" in data:
+                        self.fail(f"F {row} rep {rep}: {data['error']}")
+                    self.emit({"section": "F", "path": row, "rep": rep, **data})
+                    log(f"F {rep} {row}: scp {data.get('scp_MBps', 0):.0f} MB/s, ssh true "
+                        f"p50 {data.get('true_p50_ms') or 0:.1f} ms")
+                    time.sleep(self.cfg.pause)
+        finally:
+            if rows is not None:
+                rows.stop()
+            procs.stop()
+            self.collect_logs(state, "F")
 
     def sec_D(self) -> None:
         """Memory: client- and gateway-side RSS idle and with idle connections open."""

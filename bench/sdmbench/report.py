@@ -160,6 +160,33 @@ def targets(s: dict, recs: list[dict]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def ssh_section(recs: list[dict], cfg: dict) -> list[str]:
+    """Section F: medians per row and sdm's ratios to direct ssh (issue 19: sdm should cost
+    at most one direct-ssh hop more, i.e. ≥ 0.5 × its scp throughput and ≤ 2 × its time)."""
+    f = [r for r in recs if r.get("section") == "F" and "error" not in r]
+    if not f:
+        return []
+    by = {p: [r for r in f if r["path"] == p] for p in ("direct", "sdm")}
+    m = {p: {k: med([r[k] for r in rs if r.get(k) is not None])
+             for k in ("scp_MBps", "true_p50_ms", "true_p99_ms", "true_total_s")}
+         for p, rs in by.items()}
+    L = [f"## F. SSH sessions: scp of {cfg.get('bulk_ssh', '?')} up, {cfg.get('ssh_runs', '?')} × "
+         "`ssh HOST true` (medians over repetitions)", "",
+         "| row | scp MB/s | ssh true p50 ms | p99 ms | total s | runs |", "|---|---|---|---|---|---|"]
+    for p, label in (("direct", "direct ssh to sshd"), ("sdm", "ssh through sdm (no key)")):
+        L.append(f"| {label} | {fmt(m[p]['scp_MBps'])} | {fmt(m[p]['true_p50_ms'], 1)} | "
+                 f"{fmt(m[p]['true_p99_ms'], 1)} | {fmt(m[p]['true_total_s'], 1)} | {len(by[p])} |")
+    d, s = m["direct"], m["sdm"]
+    if d["scp_MBps"] and s["scp_MBps"] and d["true_p50_ms"] and s["true_p50_ms"]:
+        scp, run = s["scp_MBps"] / d["scp_MBps"], s["true_p50_ms"] / d["true_p50_ms"]
+        ok = scp >= 0.5 and run <= 2
+        L += ["", f"sdm: scp {scp:.2f} × direct, `ssh true` {run:.2f} × direct: "
+              + ("**met**" if ok else "**missed**") + " (target: at most one direct-ssh hop more, "
+              "≥ 0.5 × and ≤ 2 ×)."]
+    L.append("")
+    return L
+
+
 def render(run_dir: str) -> str:
     chart(run_dir)
     recs, meta = load(run_dir)
@@ -278,6 +305,7 @@ def render(run_dir: str) -> str:
                                    ("import_ms", "login_ms", "connect_ms", "first_query_ms",
                                     "total_ms", "direct_query_ms")) + f" | {len(e)} |")
         L.append("")
+    L += ssh_section(recs, cfg)
     L.append("## Machine, load, parameters")
     L.append("")
     L.append("| item | value |")
@@ -289,7 +317,7 @@ def render(run_dir: str) -> str:
         la = " ".join(f"{x:.2f}" for x in m.get("load_after", []))
         L.append(f"| load average section {sec} (before → after) | {lb} → {la} "
                  f"({m.get('seconds', '?')} s) |")
-    keys = ("repeats", "bulk", "lat_conns", "mem_conns", "mem_tunnels", "mem_gateway_conns",
+    keys = ("repeats", "bulk", "bulk_ssh", "ssh_runs", "lat_conns", "mem_conns", "mem_tunnels", "mem_gateway_conns",
             "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_settings")
     L.append("| parameters | " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + " |")
     if meta.get("never_quiet"):
