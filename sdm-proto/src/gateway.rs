@@ -305,8 +305,16 @@ mod tests {
             labels: BTreeMap::new(),
             databases: Vec::new(),
             replication: false,
+            ssh: Some(SshUpstream {
+                host_key: "-----BEGIN OPENSSH PRIVATE KEY----- hostsecret".into(),
+                known_host_keys: vec!["ssh-ed25519 AAAA".into()],
+                private_key: "-----BEGIN OPENSSH PRIVATE KEY----- loginsecret".into(),
+                certificate: None,
+            }),
         };
-        assert!(!format!("{up:?}").contains("hunter2"));
+        let text = format!("{up:?}");
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains("hostsecret") && !text.contains("loginsecret"));
     }
 
     #[test]

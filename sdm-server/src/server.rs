@@ -557,6 +557,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         ca,
         lease_signer,
         secret_box,
+        ssh_ca,
     } = installation;
     let ca_fingerprint = ca.fingerprint();
 
@@ -580,6 +581,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         directory: Arc::new(EmbeddedDirectory(StoreDirectory::new(
             store.clone(),
             secret_box.clone(),
+            ssh_ca.clone(),
         ))),
         audit: Arc::new(audit_writer),
         handshake_timeout: b.gateway_handshake_timeout,
@@ -602,6 +604,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             secrets: secret_box,
             api_url: api_url.clone(),
             ca,
+            ssh_ca,
             lease_ttl: b.lease_ttl,
             sessions: b.sessions,
             connections_per_source: b.api_connections_per_source,

@@ -708,6 +708,7 @@ mod tests {
             upstream_tls: Default::default(),
             databases: Vec::new(),
             replication: false,
+            ssh: None,
             created_at: 0,
         };
         let table = local_ports_table(&[

@@ -130,6 +130,8 @@ fn resource(name: &str) -> ResourceRecord {
         tls_ca_pem: None,
         databases: vec!["reports".into(), "staging".into()],
         replication: true,
+        ssh_certificate_authority: false,
+        ssh_host_key: None,
         created_at: 100,
     }
 }
