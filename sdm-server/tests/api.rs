@@ -86,6 +86,7 @@ async fn first_start_creates_private_state_and_an_admin_token() {
         ("ca.key", 0o600),
         ("lease.key", 0o600),
         ("secret.key", 0o600),
+        ("ssh_ca.key", 0o600),
         ("sdm.db", 0o600),
     ] {
         let meta = std::fs::metadata(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
