@@ -434,7 +434,8 @@ async fn resources_grants_and_leases() {
     assert_eq!(pg.database.as_deref(), Some("appdb"));
     let ssh = create_resource(
         &t,
-        json!({"name": "server-245a", "kind": "ssh", "hostname": "10.0.0.7"}),
+        json!({"name": "server-245a", "kind": "ssh", "hostname": "10.0.0.7",
+               "ssh": {"username": "deploy", "certificate_authority": true}}),
     )
     .await;
     assert_eq!(ssh.port, 22);

@@ -118,7 +118,15 @@ async fn a_sqlite_installation_moves_to_postgres_and_keeps_working() {
         .await
         .unwrap();
     admin
-        .create_resource(&NewResource::new("ssh-box", ResourceKind::Ssh, "127.0.0.1").port(22))
+        .create_resource(
+            &NewResource::new("ssh-box", ResourceKind::Ssh, "127.0.0.1")
+                .port(22)
+                .ssh(sdm_core::admin::SshSettings {
+                    username: "deploy".into(),
+                    certificate_authority: true,
+                    ..Default::default()
+                }),
+        )
         .await
         .unwrap();
     let etl_token = admin.create_service_account("etl").await.unwrap().token;
