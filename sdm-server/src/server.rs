@@ -122,7 +122,7 @@ impl ServerBuilder {
     /// Keep the state in PostgreSQL (`postgres://user:password@host:port/dbname`) instead of
     /// `sdm.db` in the data directory, so that several control planes can share it. The keys
     /// still come from the data directory (or `SDM_SECRET_KEY`): every control plane on one
-    /// database needs the same `ca.pem`, `ca.key`, `lease.key` and `secret.key`.
+    /// database needs the same `ca.pem`, `ca.key`, `lease.key`, `ssh_ca.key` and `secret.key`.
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url =
             Some(DatabaseUrl::parse(url).map_err(|e| sdm_proto::error::one_line(&e)));
