@@ -213,7 +213,11 @@ pub struct SshArgs {
     /// Resource name or a unique part of it.
     pub name: String,
     /// The command to run on the server (default: a login shell), and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "COMMAND")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
     pub command: Vec<String>,
 }
 
@@ -731,11 +735,16 @@ mod tests {
     #[test]
     fn ssh_commands_parse() {
         let parse = |words: &[&str]| Cli::try_parse_from(words.iter().copied());
-        let Command::Ssh(args) = parse(&["sdm", "ssh", "web", "uname", "-a"]).unwrap().command
+        let Command::Ssh(args) = parse(&["sdm", "ssh", "web", "uname", "-a"])
+            .unwrap()
+            .command
         else {
             panic!("not sdm ssh");
         };
-        assert_eq!((args.name.as_str(), args.command), ("web", vec!["uname".into(), "-a".into()]));
+        assert_eq!(
+            (args.name.as_str(), args.command),
+            ("web", vec!["uname".into(), "-a".into()])
+        );
         let Command::Ssh(args) = parse(&["sdm", "ssh", "web"]).unwrap().command else {
             panic!("not sdm ssh");
         };
@@ -757,7 +766,16 @@ mod tests {
             admin(&["ssh-ca", "public-key"]).unwrap(),
             AdminCommand::SshCa(SshCaCommand::PublicKey)
         ));
-        let add = ["servers", "add", "ssh", "web", "--hostname", "h", "--port", "22"];
+        let add = [
+            "servers",
+            "add",
+            "ssh",
+            "web",
+            "--hostname",
+            "h",
+            "--port",
+            "22",
+        ];
         let with = |extra: &[&str]| {
             let mut all = add.to_vec();
             all.extend_from_slice(extra);
@@ -788,6 +806,16 @@ mod tests {
             panic!("not servers update");
         };
         assert!(u.forget_host_key);
-        assert!(admin(&["servers", "update", "web", "--forget-host-key", "--host-key", "x"]).is_err());
+        assert!(
+            admin(&[
+                "servers",
+                "update",
+                "web",
+                "--forget-host-key",
+                "--host-key",
+                "x"
+            ])
+            .is_err()
+        );
     }
 }

@@ -156,7 +156,11 @@ impl StoreDirectory {
                 })?),
                 _ => None,
             };
-            Some(ssh_upstream::settings(&self.ssh_ca, &resource, private_key)?)
+            Some(ssh_upstream::settings(
+                &self.ssh_ca,
+                &resource,
+                private_key,
+            )?)
         } else {
             None
         };
@@ -200,7 +204,10 @@ impl StoreDirectory {
         let host_key = ssh_upstream::host_key(host_key).map_err(|reason| {
             denied(
                 ErrorKind::InvalidArgument,
-                format!("the host key of resource {}: {reason}", upstream.resource_name),
+                format!(
+                    "the host key of resource {}: {reason}",
+                    upstream.resource_name
+                ),
             )
         })?;
         let recorded = self
@@ -581,7 +588,10 @@ mod tests {
         let f = ssh_fixture(Some(&key)).await;
         let up = f.directory.authorize(&f.lease).await.unwrap();
         let credentials = up.credentials.clone().unwrap();
-        assert_eq!((credentials.username.as_str(), credentials.password.as_str()), ("deploy", ""));
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("deploy", "")
+        );
         let ssh = up.ssh.clone().unwrap();
         assert_eq!(ssh.private_key, key);
         assert_eq!(ssh.certificate, None);
@@ -622,13 +632,19 @@ mod tests {
         for (ssh, lease) in [(&a, &f.lease), (&b, &second_lease)] {
             let certificate =
                 ssh_key::Certificate::from_openssh(ssh.certificate.as_deref().unwrap()).unwrap();
-            assert_eq!(certificate.public_key(), public(&ssh.private_key).key_data());
+            assert_eq!(
+                certificate.public_key(),
+                public(&ssh.private_key).key_data()
+            );
             assert_eq!(
                 certificate.key_id(),
                 format!("sdm:account=etl:resource=pg:lease={}", lease.id)
             );
             assert_eq!(certificate.valid_principals(), ["deploy".to_string()]);
-            assert!(f.ssh_ca.validates(&certificate, certificate.valid_after() + 1));
+            assert!(
+                f.ssh_ca
+                    .validates(&certificate, certificate.valid_after() + 1)
+            );
         }
         let certificate =
             ssh_key::Certificate::from_openssh(b.certificate.as_deref().unwrap()).unwrap();
@@ -659,7 +675,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(refused.kind, ErrorKind::UpstreamRefused);
         assert!(
-            refused.message.contains("host key of ssh resource pg changed"),
+            refused
+                .message
+                .contains("host key of ssh resource pg changed"),
             "{}",
             refused.message
         );

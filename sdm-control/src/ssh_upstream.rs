@@ -133,9 +133,11 @@ pub fn private_key(pem: &str) -> Result<(), String> {
             .to_string()
     })?;
     if key.is_encrypted() {
-        return Err("the private key is encrypted with a passphrase; the gateway cannot type \
+        return Err(
+            "the private key is encrypted with a passphrase; the gateway cannot type \
                     one: remove it with `ssh-keygen -p -N '' -f FILE` on a copy"
-            .into());
+                .into(),
+        );
     }
     use ssh_key::Algorithm;
     match key.algorithm() {
@@ -178,7 +180,11 @@ wAAAAhALQfuzkY2DhCqF3RgzQIoK+G2Md68ensgbznMYr9K3GFAAAAAAECAwQFBgc=
 ",
         )
         .unwrap();
-        assert!(private_key("hunter2").unwrap_err().contains("not an OpenSSH private key"));
+        assert!(
+            private_key("hunter2")
+                .unwrap_err()
+                .contains("not an OpenSSH private key")
+        );
         // `ssh-keygen -t ed25519 -N secret`: encrypted with a passphrase.
         let encrypted = "-----BEGIN OPENSSH PRIVATE KEY-----
 b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABApjdpAwA
@@ -198,6 +204,10 @@ LUqqFDjRQugoINpw==
         let line = host_key_line(&SshCa::generate().unwrap(), Uuid::new_v4()).unwrap();
         assert!(line.starts_with("ssh-ed25519 AAAA") && !line.contains("sdm-resource"));
         assert_eq!(host_key(&format!("  {line} root@web \n")).unwrap(), line);
-        assert!(host_key("web ssh-ed25519 AAAA").unwrap_err().contains("public key line"));
+        assert!(
+            host_key("web ssh-ed25519 AAAA")
+                .unwrap_err()
+                .contains("public key line")
+        );
     }
 }

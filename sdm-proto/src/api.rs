@@ -447,7 +447,10 @@ impl std::fmt::Debug for SshSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SshSettings")
             .field("username", &self.username)
-            .field("private_key", &self.private_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("certificate_authority", &self.certificate_authority)
             .field("host_key", &self.host_key)
             .finish()
@@ -774,8 +777,13 @@ mod tests {
             ..SshSettings::default()
         };
         assert!(!format!("{s:?}").contains("b3BlbnNzaC1rZXk"));
-        assert!(!format!("{:?}", CreateResource::new("web", crate::ResourceKind::Ssh, "h").ssh(s))
-            .contains("b3BlbnNzaC1rZXk"));
+        assert!(
+            !format!(
+                "{:?}",
+                CreateResource::new("web", crate::ResourceKind::Ssh, "h").ssh(s)
+            )
+            .contains("b3BlbnNzaC1rZXk")
+        );
     }
 
     #[test]

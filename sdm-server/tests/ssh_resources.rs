@@ -21,7 +21,8 @@ loOAB2JpWfNHQzNChLgVAAAAAAECAwQF
 -----END OPENSSH PRIVATE KEY-----
 ";
 /// Its public key line.
-const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
 /// A key encrypted with a passphrase (`ssh-keygen -t ed25519 -N secret`).
 const ENCRYPTED_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
 b3BlbnNzaC1rZXktdjEAAAAACmFlczI1Ni1jdHIAAAAGYmNyeXB0AAAAGAAAABApjdpAwA
@@ -66,7 +67,10 @@ async fn ssh_settings_are_checked_and_the_private_key_never_comes_back() {
             "not an OpenSSH private key",
         ),
         (
-            ssh("a", json!({"username": "deploy", "private_key": ENCRYPTED_KEY})),
+            ssh(
+                "a",
+                json!({"username": "deploy", "private_key": ENCRYPTED_KEY}),
+            ),
             "encrypted with a passphrase",
         ),
         (
@@ -144,7 +148,10 @@ async fn ssh_settings_are_checked_and_the_private_key_never_comes_back() {
         format!("{}/web", routes::ADMIN_RESOURCES),
     ] {
         let text = t.client.get(&path, Some(&admin)).await.text();
-        assert!(text.contains("deploy") && !text.contains(KEY_BODY), "{text}");
+        assert!(
+            text.contains("deploy") && !text.contains(KEY_BODY),
+            "{text}"
+        );
     }
     assert!(!database_contains(&t.data_dir(), KEY_BODY.as_bytes()));
 
@@ -196,7 +203,11 @@ async fn ssh_settings_are_checked_and_the_private_key_never_comes_back() {
         .get(routes::ADMIN_SSH_CA, Some(&admin))
         .await
         .expect_ok();
-    assert!(ca.public_key.starts_with("ssh-ed25519 AAAA"), "{}", ca.public_key);
+    assert!(
+        ca.public_key.starts_with("ssh-ed25519 AAAA"),
+        "{}",
+        ca.public_key
+    );
     assert!(ca.public_key.ends_with(" sdm-ssh-ca"), "{}", ca.public_key);
     let key_file = std::fs::read_to_string(t.data_dir().join("ssh_ca.key")).unwrap();
     assert!(key_file.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
@@ -211,7 +222,10 @@ async fn clients_learn_the_host_key_to_pin_and_gateways_record_the_servers_once(
         .post(
             routes::ADMIN_RESOURCES,
             Some(&admin),
-            &ssh("web", json!({"username": "deploy", "certificate_authority": true})),
+            &ssh(
+                "web",
+                json!({"username": "deploy", "certificate_authority": true}),
+            ),
         )
         .await
         .expect_ok();
@@ -317,15 +331,26 @@ async fn clients_learn_the_host_key_to_pin_and_gateways_record_the_servers_once(
         .await
         .expect_no_content();
     t.client
-        .post(routes::GATEWAY_SSH_HOST_KEY, Some(&gateway.token), &record(HOST_KEY))
+        .post(
+            routes::GATEWAY_SSH_HOST_KEY,
+            Some(&gateway.token),
+            &record(HOST_KEY),
+        )
         .await
         .expect_no_content();
     let message = t
         .client
-        .post(routes::GATEWAY_SSH_HOST_KEY, Some(&gateway.token), &record(host_key))
+        .post(
+            routes::GATEWAY_SSH_HOST_KEY,
+            Some(&gateway.token),
+            &record(host_key),
+        )
         .await
         .expect_error(409, "upstream_refused");
-    assert!(message.contains("host key of ssh resource web changed"), "{message}");
+    assert!(
+        message.contains("host key of ssh resource web changed"),
+        "{message}"
+    );
     let stored: AdminResource = t
         .client
         .get(&format!("{}/web", routes::ADMIN_RESOURCES), Some(&admin))
@@ -334,7 +359,11 @@ async fn clients_learn_the_host_key_to_pin_and_gateways_record_the_servers_once(
     assert_eq!(stored.ssh.unwrap().host_key.as_deref(), Some(HOST_KEY));
     // Only gateways, and only with a lease this control plane signed.
     t.client
-        .post(routes::GATEWAY_SSH_HOST_KEY, Some(&admin), &record(HOST_KEY))
+        .post(
+            routes::GATEWAY_SSH_HOST_KEY,
+            Some(&admin),
+            &record(HOST_KEY),
+        )
         .await
         .expect_error(403, "forbidden");
     let forged = RecordHostKey {

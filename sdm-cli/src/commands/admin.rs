@@ -14,8 +14,7 @@ use serde_json::json;
 use crate::cli::{
     AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
     GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind,
-    ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand,
-    SshLoginArgs,
+    ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand, SshLoginArgs,
 };
 use crate::exit::{CliError, Exit};
 use crate::render::{errln, outln, print_json, print_raw, table, tags, utc};
@@ -90,7 +89,11 @@ async fn dispatch(
             if json {
                 return print_json(&updated);
             }
-            outln!("updated server {}: {}", updated.name, ssh_login_text(&updated));
+            outln!(
+                "updated server {}: {}",
+                updated.name,
+                ssh_login_text(&updated)
+            );
             Ok(())
         }
         AdminCommand::SshCa(SshCaCommand::PublicKey) => {
@@ -685,7 +688,10 @@ fn server_changes(update: ServerUpdateArgs) -> Result<ResourceChanges, CliError>
         ));
     }
     let ssh = if changes_login {
-        Some(ssh_settings(update.username.unwrap_or_default(), update.ssh)?)
+        Some(ssh_settings(
+            update.username.unwrap_or_default(),
+            update.ssh,
+        )?)
     } else {
         None
     };

@@ -195,7 +195,10 @@ pub fn ssh(home: &Home, args: &SshArgs) -> Result<ExitCode, CliError> {
         home.dir()
             .join(format!("{KNOWN_HOSTS}.ssh-{}", std::process::id())),
     );
-    write_whole(&known_hosts.0, &known_hosts_line(&tunnel.resource, &host_key))?;
+    write_whole(
+        &known_hosts.0,
+        &known_hosts_line(&tunnel.resource, &host_key),
+    )?;
     run_to_end(
         "ssh",
         ssh_command(&tunnel.resource, port, &known_hosts.0, &args.command),
@@ -206,7 +209,8 @@ pub fn ssh(home: &Home, args: &SshArgs) -> Result<ExitCode, CliError> {
 mod tests {
     use super::*;
 
-    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
 
     #[test]
     fn host_blocks_point_at_the_tunnel_and_pin_the_key_by_alias() {

@@ -207,7 +207,12 @@ fn resources_grants_and_what_the_job_sees() {
          ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV\n"
     );
     assert_eq!(
-        admin(&fx, &sdm, &["servers", "update", "bastion", "--forget-host-key"]).ok(),
+        admin(
+            &fx,
+            &sdm,
+            &["servers", "update", "bastion", "--forget-host-key"]
+        )
+        .ok(),
         "updated server bastion: logs in as deploy with sdm's SSH CA; host key recorded on the \
          next connection\n"
     );

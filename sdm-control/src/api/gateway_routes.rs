@@ -28,9 +28,9 @@ use super::auth::GatewayCaller;
 use super::error::ApiError;
 use super::json::Json;
 use super::{ApiState, validate};
+use crate::GATEWAY_HEARTBEAT;
 use crate::gateway_identities::{self, GatewayIdentity};
 use crate::store::GatewayRecord;
-use crate::GATEWAY_HEARTBEAT;
 
 /// Longest audited query text kept (the gateway cuts at 8 KiB already).
 const MAX_QUERY_TEXT: usize = 8 * 1024 + 8;

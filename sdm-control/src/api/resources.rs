@@ -291,7 +291,10 @@ fn ssh_login(
     ssh: &SshSettings,
     stored: Option<&ResourceRecord>,
 ) -> Result<SshLogin, ApiError> {
-    let username = match (ssh.username.as_str(), stored.and_then(|r| r.username.as_ref())) {
+    let username = match (
+        ssh.username.as_str(),
+        stored.and_then(|r| r.username.as_ref()),
+    ) {
         ("", Some(stored)) => stored.clone(),
         ("", None) => {
             return Err(ApiError::invalid(

@@ -148,7 +148,10 @@ impl SshCa {
             });
         }
         let ca = SshCa::generate().map_err(|_| KeyError::Random)?;
-        let pem = ca.key.to_openssh(LineEnding::LF).map_err(|_| KeyError::Random)?;
+        let pem = ca
+            .key
+            .to_openssh(LineEnding::LF)
+            .map_err(|_| KeyError::Random)?;
         files::write_new(path, pem.as_bytes(), files::SECRET_MODE)?;
         tracing::info!(path = %path.display(), "created a new SSH certificate authority key");
         Ok(ca)
@@ -277,14 +280,22 @@ mod tests {
         assert!(ca.validates(&certificate, 1_800_000_000 - 59));
         assert!(!ca.validates(&certificate, 1_800_000_000 - 61));
         assert!(!ca.validates(&certificate, 1_800_000_601));
-        assert!(!SshCa::generate().unwrap().validates(&certificate, 1_800_000_000));
+        assert!(
+            !SshCa::generate()
+                .unwrap()
+                .validates(&certificate, 1_800_000_000)
+        );
         assert_eq!(certificate.cert_type(), CertType::User);
         assert_eq!(certificate.valid_principals(), ["deploy".to_string()]);
         assert_eq!(certificate.key_id(), "sdm:account=etl:resource=web:lease=1");
         assert_eq!(certificate.valid_after(), 1_800_000_000 - 60);
         assert_eq!(certificate.valid_before(), 1_800_000_600);
         assert!(certificate.critical_options().is_empty());
-        let extensions: Vec<&str> = certificate.extensions().keys().map(|k| k.as_str()).collect();
+        let extensions: Vec<&str> = certificate
+            .extensions()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         assert_eq!(extensions, EXTENSIONS);
         assert!(!extensions.contains(&"permit-agent-forwarding"));
         assert!(!extensions.contains(&"permit-X11-forwarding"));
@@ -327,6 +338,9 @@ mod tests {
                 .key_data()
         );
         // Neither the CA's key nor its public half.
-        assert_ne!(key.public_key().key_data(), first.key.public_key().key_data());
+        assert_ne!(
+            key.public_key().key_data(),
+            first.key.public_key().key_data()
+        );
     }
 }

@@ -5,8 +5,10 @@ use crate::store::{ResourceRecord, StoreError};
 use sdm_proto::ResourceKind;
 use uuid::Uuid;
 
-const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
-const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const KEY_A: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const KEY_B: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 pub(crate) async fn ssh_host_keys_are_recorded_once_even_by_racing_writers(f: &Fixture) {
     let web = ResourceRecord {
@@ -52,7 +54,12 @@ pub(crate) async fn ssh_host_keys_are_recorded_once_even_by_racing_writers(f: &F
     .unwrap();
     assert!(f.b.record_ssh_host_key(web.id, loser).await.unwrap());
     assert_eq!(
-        f.a.get_resource(web.id).await.unwrap().unwrap().ssh_host_key.as_deref(),
+        f.a.get_resource(web.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .ssh_host_key
+            .as_deref(),
         Some(loser)
     );
 
