@@ -79,6 +79,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             upstream_tls: None,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         },
         None => NewResource {
             name: "pg-echo".into(),
@@ -91,6 +92,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             upstream_tls: None,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         },
     };
     admin.create_resource(&database).await?;
@@ -106,6 +108,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             upstream_tls: None,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         })
         .await?;
     admin.grant("etl-bot", &database.name).await?;

@@ -107,6 +107,21 @@ pub enum Command {
     Install(InstallArgs),
     /// Stop and remove the service `sdm install` made, and its token file (as root).
     Uninstall(UninstallArgs),
+    /// Print an OpenSSH `Host` block for each granted ssh resource that has a local port.
+    ///
+    /// Each block (`Host sdm-NAME`) points ssh at the resource's tunnel on 127.0.0.1 and pins
+    /// the host key every gateway presents for it: the keys are written to known_hosts in the
+    /// agent's directory (SDM_HOME), which the blocks name. Append the output to
+    /// ~/.ssh/config, connect the resources (`sdm connect NAME`, or auto-connect), then `ssh
+    /// sdm-NAME`. The gateway logs in to the server itself: no key or password of the server
+    /// is needed here.
+    SshConfig,
+    /// Open a shell, or run COMMAND, on an ssh resource: sdm ssh NAME [COMMAND [ARGS…]].
+    ///
+    /// Connects the resource (as `sdm connect NAME` does, on a TCP port) unless it is
+    /// connected, then runs the system's `ssh` against its tunnel with the gateway's host key
+    /// pinned, passing COMMAND through. Exits with ssh's status.
+    Ssh(SshArgs),
     /// Manage accounts, resources and grants (needs an admin token).
     Admin(Box<AdminArgs>),
     /// Print a shell completion script.
@@ -191,6 +206,19 @@ pub struct RunArgs {
         value_name = "NAME… [--] COMMAND"
     )]
     pub words: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// Resource name or a unique part of it.
+    pub name: String,
+    /// The command to run on the server (default: a login shell), and its arguments.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +310,9 @@ pub enum AdminCommand {
     /// Servers reached over SSH or raw TCP.
     #[command(subcommand)]
     Servers(ServersCommand),
+    /// sdm's SSH certificate authority, which ssh servers may trust to let gateways log in.
+    #[command(subcommand)]
+    SshCa(SshCaCommand),
     /// Every resource: list or delete.
     #[command(subcommand)]
     Resources(ResourcesCommand),
@@ -388,6 +419,32 @@ pub struct DatasourceAddArgs {
 pub enum ServersCommand {
     /// Add a server.
     Add(ServerAddArgs),
+    /// Change how the gateway logs in to an ssh server, or forget its host key.
+    Update(ServerUpdateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshCaCommand {
+    /// Print the CA's public key line, for the `TrustedUserCAKeys` file of sshd_config.
+    PublicKey,
+}
+
+/// How the gateway logs in to an ssh server.
+#[derive(Debug, Args)]
+pub struct SshLoginArgs {
+    /// The OpenSSH private key (unencrypted) the gateway logs in with; stored encrypted, never
+    /// shown again.
+    #[arg(long, value_name = "PATH", conflicts_with = "certificate_authority")]
+    pub key_file: Option<PathBuf>,
+    /// Log in with a certificate from sdm's SSH CA, made for each connection and valid while
+    /// its lease is; the server must trust the CA (`sdm admin ssh-ca public-key`).
+    #[arg(long)]
+    pub certificate_authority: bool,
+    /// The server's host key line (`ssh-ed25519 AAAA…`, e.g. its
+    /// /etc/ssh/ssh_host_ed25519_key.pub). Default: the key the first connection sees is
+    /// recorded, and any other is refused afterwards.
+    #[arg(long, value_name = "LINE")]
+    pub host_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -411,8 +468,28 @@ pub struct ServerAddArgs {
     /// Port the gateway connects to.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
+    /// ssh: the user the gateway logs in as.
+    #[arg(long)]
+    pub username: Option<String>,
+    #[command(flatten)]
+    pub ssh: SshLoginArgs,
     #[command(flatten)]
     pub common: ResourceOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerUpdateArgs {
+    /// Resource name or id.
+    pub name: String,
+    /// The user the gateway logs in as.
+    #[arg(long)]
+    pub username: Option<String>,
+    #[command(flatten)]
+    pub ssh: SshLoginArgs,
+    /// Forget the server's recorded host key: the next connection records the key it sees
+    /// (after the server was reinstalled).
+    #[arg(long, conflicts_with = "host_key")]
+    pub forget_host_key: bool,
 }
 
 #[derive(Debug, Args)]
@@ -653,5 +730,92 @@ mod tests {
         assert!(Cli::try_parse_from(["sdm", "connect", "pg", "--all"]).is_err());
         assert!(Cli::try_parse_from(["sdm", "connect", "pg", "0"]).is_err());
         assert!(Cli::try_parse_from(["sdm", "disconnect"]).is_err());
+    }
+
+    #[test]
+    fn ssh_commands_parse() {
+        let parse = |words: &[&str]| Cli::try_parse_from(words.iter().copied());
+        let Command::Ssh(args) = parse(&["sdm", "ssh", "web", "uname", "-a"])
+            .unwrap()
+            .command
+        else {
+            panic!("not sdm ssh");
+        };
+        assert_eq!(
+            (args.name.as_str(), args.command),
+            ("web", vec!["uname".into(), "-a".into()])
+        );
+        let Command::Ssh(args) = parse(&["sdm", "ssh", "web"]).unwrap().command else {
+            panic!("not sdm ssh");
+        };
+        assert!(args.command.is_empty());
+        assert!(parse(&["sdm", "ssh"]).is_err());
+        assert!(matches!(
+            parse(&["sdm", "ssh-config"]).unwrap().command,
+            Command::SshConfig
+        ));
+        let admin = |words: &[&str]| {
+            let mut all = vec!["sdm", "admin"];
+            all.extend_from_slice(words);
+            parse(&all).map(|cli| match cli.command {
+                Command::Admin(args) => args.command,
+                other => panic!("not admin: {other:?}"),
+            })
+        };
+        assert!(matches!(
+            admin(&["ssh-ca", "public-key"]).unwrap(),
+            AdminCommand::SshCa(SshCaCommand::PublicKey)
+        ));
+        let add = [
+            "servers",
+            "add",
+            "ssh",
+            "web",
+            "--hostname",
+            "h",
+            "--port",
+            "22",
+        ];
+        let with = |extra: &[&str]| {
+            let mut all = add.to_vec();
+            all.extend_from_slice(extra);
+            admin(&all)
+        };
+        let AdminCommand::Servers(ServersCommand::Add(a)) = with(&[
+            "--username",
+            "deploy",
+            "--certificate-authority",
+            "--host-key",
+            "ssh-ed25519 AAAA",
+            "--port-override",
+            "20022",
+        ])
+        .unwrap() else {
+            panic!("not servers add");
+        };
+        assert_eq!(a.kind, ServerKind::Ssh);
+        assert_eq!(a.username.as_deref(), Some("deploy"));
+        assert!(a.ssh.certificate_authority && a.ssh.key_file.is_none());
+        assert_eq!(a.ssh.host_key.as_deref(), Some("ssh-ed25519 AAAA"));
+        assert_eq!(a.common.port_override, Some(20022));
+        // A key and the CA are one or the other.
+        assert!(with(&["--key-file", "k", "--certificate-authority"]).is_err());
+        let AdminCommand::Servers(ServersCommand::Update(u)) =
+            admin(&["servers", "update", "web", "--forget-host-key"]).unwrap()
+        else {
+            panic!("not servers update");
+        };
+        assert!(u.forget_host_key);
+        assert!(
+            admin(&[
+                "servers",
+                "update",
+                "web",
+                "--forget-host-key",
+                "--host-key",
+                "x"
+            ])
+            .is_err()
+        );
     }
 }

@@ -50,6 +50,9 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             Home::resolve(cli.home.as_deref()).and_then(|home| commands::run::run(&home, args))
         }
+        Command::Ssh(args) => {
+            Home::resolve(cli.home.as_deref()).and_then(|home| commands::ssh::ssh(&home, args))
+        }
         _ => run(cli).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -97,6 +100,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Install(args) => commands::service::install(&args),
         Command::Uninstall(args) => commands::service::uninstall(&args),
         Command::Run(_) => Err(CliError::internal("sdm run is handled by main")),
+        Command::Ssh(_) => Err(CliError::internal("sdm ssh is handled by main")),
+        Command::SshConfig => commands::ssh::ssh_config(&home()?),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sdm", &mut std::io::stdout());
             Ok(())

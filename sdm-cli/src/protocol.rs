@@ -287,6 +287,10 @@ pub struct ResourceRow {
     pub owner_only: Option<bool>,
     /// Local connections carried now (0 when not connected).
     pub connections: usize,
+    /// ssh resources: the host key line every gateway presents for it, to pin (`sdm
+    /// ssh-config`, `sdm ssh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
 }
 
 /// An open tunnel.

@@ -245,6 +245,7 @@ mod tests {
             local_address: None,
             owner_only: None,
             connections: 0,
+            ssh_host_key: None,
         }
     }
 

@@ -172,6 +172,8 @@ mod tests {
                 tls_ca_pem: None,
                 databases: Vec::new(),
                 replication: false,
+                ssh_certificate_authority: false,
+                ssh_host_key: None,
                 created_at: 1,
             }),
             account: Some(account),

@@ -14,7 +14,7 @@ use sdm_proto::lease::LeaseSigner;
 use uuid::Uuid;
 
 use crate::api;
-use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox};
+use crate::keys::{CertificateAuthority, KeyError, Keys, SECRET_KEY_ENV, SecretBox, SshCa};
 use crate::store::{AccountRecord, DatabaseUrl, PostgresStore, SqliteStore, Store, StoreError};
 
 /// Name of the first admin account.
@@ -64,6 +64,14 @@ pub enum ServerError {
          copy lease.key from another control plane"
     )]
     LeaseKeyMismatch,
+    /// The SSH CA key is not the one the other control planes of a shared database use.
+    #[error(
+        "the SSH certificate authority key in the data directory (ssh_ca.key) is not the one \
+         this installation's other control planes use, so ssh servers would refuse its \
+         certificates and clients would see other host keys: copy ssh_ca.key from another \
+         control plane"
+    )]
+    SshCaMismatch,
     /// The state could not be read or written during start.
     #[error("cannot {what}")]
     State {
@@ -102,6 +110,8 @@ pub struct Installation {
     pub lease_signer: LeaseSigner,
     /// Seals and opens stored credentials.
     pub secret_box: SecretBox,
+    /// Signs ssh login certificates; gateway host keys derive from it.
+    pub ssh_ca: Arc<SshCa>,
 }
 
 impl Installation {
@@ -166,14 +176,17 @@ impl Installation {
             ca,
             lease_signer,
             secret_box,
+            ssh_ca,
         } = keys;
         check_secret_key(store.as_ref(), &secret_box).await?;
         check_lease_key(store.as_ref(), &lease_signer.public_key(), shared).await?;
+        check_ssh_ca(store.as_ref(), &ssh_ca, shared).await?;
         Ok(Installation {
             store,
             ca: Arc::new(ca),
             lease_signer,
             secret_box,
+            ssh_ca: Arc::new(ssh_ca),
         })
     }
 
@@ -230,6 +243,43 @@ async fn check_lease_key(
         .set_setting(LEASE_KEY_SETTING, public_key.to_vec())
         .await
         .map_err(state("record the lease key"))
+}
+
+/// The setting that records the SSH CA's public key line.
+const SSH_CA_SETTING: &str = "keys.ssh_ca_public_key";
+
+/// Control planes sharing a database must share one SSH CA: servers trust its certificates
+/// and clients pin the host keys derived from it. As for the lease key, the first start records
+/// it; another on a shared database is refused; on an embedded one a lost key is replaced (ssh
+/// servers must then trust the new CA, and clients pin the new host keys).
+async fn check_ssh_ca(store: &dyn Store, ssh_ca: &SshCa, shared: bool) -> Result<(), ServerError> {
+    let state = |what| move |source| ServerError::State { what, source };
+    let line = ssh_ca.public_key_line().into_bytes();
+    if store
+        .put_setting_if_absent(SSH_CA_SETTING, line.clone())
+        .await
+        .map_err(state("record the SSH CA"))?
+    {
+        return Ok(());
+    }
+    let recorded = store
+        .get_setting(SSH_CA_SETTING)
+        .await
+        .map_err(state("read the SSH CA"))?;
+    if recorded.as_deref() == Some(line.as_slice()) {
+        return Ok(());
+    }
+    if shared {
+        return Err(ServerError::SshCaMismatch);
+    }
+    tracing::warn!(
+        "ssh_ca.key was replaced: ssh servers must trust the new CA (`sdm admin ssh-ca \
+         public-key`) and clients see new gateway host keys for ssh resources"
+    );
+    store
+        .set_setting(SSH_CA_SETTING, line)
+        .await
+        .map_err(state("record the SSH CA"))
 }
 
 async fn check_secret_key(store: &dyn Store, secrets: &SecretBox) -> Result<(), ServerError> {

@@ -9,14 +9,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sdm_proto::{ErrorKind, Lease};
+use sdm_proto::{ErrorKind, Lease, ResourceKind};
 
 use sdm_proto::api::{Credentials, UpstreamTls};
 use sdm_proto::gateway::{Denied, GatewayUpstream};
 
 use super::access;
 use super::answer_cache::AnswerCache;
-use crate::keys::SecretBox;
+use crate::keys::{SecretBox, SshCa};
+use crate::ssh_upstream;
 use crate::store::{Store, StoreError};
 
 /// Answers the gateway from the store.
@@ -24,6 +25,8 @@ use crate::store::{Store, StoreError};
 pub struct StoreDirectory {
     store: Arc<dyn Store>,
     secrets: Arc<SecretBox>,
+    /// Signs ssh login certificates; gateway host keys derive from it.
+    ssh_ca: Arc<SshCa>,
     /// The tags of the gateway this directory answers for (none for an embedded gateway).
     tags: BTreeMap<String, String>,
     answers: Arc<AnswerCache>,
@@ -48,11 +51,17 @@ fn unavailable(e: StoreError) -> Denied {
 }
 
 impl StoreDirectory {
-    /// A directory reading `store`, opening stored passwords with `secrets`.
-    pub fn new(store: Arc<dyn Store>, secrets: Arc<SecretBox>) -> StoreDirectory {
+    /// A directory reading `store`, opening stored passwords with `secrets`, signing ssh
+    /// logins with `ssh_ca`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<SecretBox>,
+        ssh_ca: Arc<SshCa>,
+    ) -> StoreDirectory {
         StoreDirectory {
             store,
             secrets,
+            ssh_ca,
             tags: BTreeMap::new(),
             answers: Arc::default(),
         }
@@ -61,6 +70,17 @@ impl StoreDirectory {
     /// Where `lease` goes when a gateway with `gateway_tags` asks (see
     /// [`pinning`](super::pinning)), or why not.
     pub async fn decide(
+        &self,
+        lease: &Lease,
+        gateway_tags: &BTreeMap<String, String>,
+    ) -> Result<GatewayUpstream, Denied> {
+        let upstream = self.decide_for_any_lease(lease, gateway_tags).await?;
+        ssh_upstream::sign_for_lease(&self.ssh_ca, lease, upstream)
+    }
+
+    /// [`decide`](Self::decide) without what is made for this lease alone (an ssh login
+    /// certificate): the part that may be remembered for the account, session and resource.
+    async fn decide_for_any_lease(
         &self,
         lease: &Lease,
         gateway_tags: &BTreeMap<String, String>,
@@ -85,7 +105,14 @@ impl StoreDirectory {
             },
         )
         .map_err(|refused| denied(refused.kind, refused.message))?;
+        let ssh = resource.kind == ResourceKind::Ssh;
         let credentials = match (&resource.username, &resource.password_sealed) {
+            // An ssh resource's sealed secret is its login key, not a password (below).
+            (Some(username), _) if ssh => Some(Credentials {
+                username: username.clone(),
+                password: String::new(),
+                database: None,
+            }),
             (Some(username), Some(sealed)) => {
                 let password = self.secrets.open(sealed).map_err(|e| {
                     tracing::error!(resource = %resource.name, error = %e, "a stored password cannot be opened");
@@ -105,6 +132,38 @@ impl StoreDirectory {
             }
             _ => None,
         };
+        let ssh = if ssh {
+            if resource.username.is_none() {
+                return Err(denied(
+                    ErrorKind::Internal,
+                    format!(
+                        "ssh resource {} has no upstream user name; an admin must set one",
+                        resource.name
+                    ),
+                ));
+            }
+            let private_key = match (&resource.password_sealed, resource.ssh_certificate_authority)
+            {
+                (Some(sealed), false) => Some(self.secrets.open(sealed).map_err(|e| {
+                    tracing::error!(resource = %resource.name, error = %e, "a stored ssh key cannot be opened");
+                    denied(
+                        ErrorKind::Internal,
+                        format!(
+                            "the stored ssh key of resource {} cannot be decrypted; an admin must set it again",
+                            resource.name
+                        ),
+                    )
+                })?),
+                _ => None,
+            };
+            Some(ssh_upstream::settings(
+                &self.ssh_ca,
+                &resource,
+                private_key,
+            )?)
+        } else {
+            None
+        };
         Ok(GatewayUpstream {
             resource_name: resource.name,
             kind: resource.kind,
@@ -119,8 +178,69 @@ impl StoreDirectory {
             labels: session.labels,
             databases: resource.databases,
             replication: resource.replication,
-            ssh: None,
+            ssh,
         })
+    }
+
+    /// Records `host_key` (an OpenSSH public key line) as the one the ssh resource of `lease`
+    /// presents, when none is recorded yet; refused (`upstream_refused`) when another is.
+    /// The lease must still hold for a gateway with `gateway_tags`.
+    pub async fn record_host_key(
+        &self,
+        lease: &Lease,
+        gateway_tags: &BTreeMap<String, String>,
+        host_key: &str,
+    ) -> Result<(), Denied> {
+        let upstream = self.decide_for_any_lease(lease, gateway_tags).await?;
+        if upstream.kind != ResourceKind::Ssh {
+            return Err(denied(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "resource {} is not an ssh resource; it has no host key to record",
+                    upstream.resource_name
+                ),
+            ));
+        }
+        let host_key = ssh_upstream::host_key(host_key).map_err(|reason| {
+            denied(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "the host key of resource {}: {reason}",
+                    upstream.resource_name
+                ),
+            )
+        })?;
+        let recorded = self
+            .store
+            .record_ssh_host_key(lease.resource_id, &host_key)
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound(_) => denied(
+                    ErrorKind::ResourceNotFound,
+                    format!("resource {} was deleted", upstream.resource_name),
+                ),
+                e => unavailable(e),
+            })?;
+        if recorded {
+            tracing::info!(resource = %upstream.resource_name, host_key = %host_key, "recorded an ssh server's host key");
+            return Ok(());
+        }
+        tracing::warn!(resource = %upstream.resource_name, presented = %host_key, "an ssh server presented a host key other than the recorded one");
+        Err(denied(
+            ErrorKind::UpstreamRefused,
+            format!(
+                "the host key of ssh resource {} changed: the server presented {host_key}, \
+                 which is not the key recorded for it. If the server was reinstalled, an admin \
+                 can forget the old key (`sdm admin servers update {} --forget-host-key`); \
+                 otherwise someone may be impersonating it",
+                upstream.resource_name, upstream.resource_name
+            ),
+        ))
+    }
+
+    /// The tags of the gateway this directory answers for.
+    pub fn gateway_tags(&self) -> &BTreeMap<String, String> {
+        &self.tags
     }
 }
 
@@ -145,12 +265,16 @@ impl StoreDirectory {
             return self.decide(lease, &self.tags).await;
         };
         let key = (lease.account_id, lease.session_id, lease.resource_id);
-        if let Some(answer) = self.answers.get(epoch, &key) {
-            return Ok(answer);
-        }
-        let answer = self.decide(lease, &self.tags).await?;
-        self.answers.put(epoch, key, &answer);
-        Ok(answer)
+        let answer = match self.answers.get(epoch, &key) {
+            Some(answer) => answer,
+            None => {
+                let answer = self.decide_for_any_lease(lease, &self.tags).await?;
+                self.answers.put(epoch, key, &answer);
+                answer
+            }
+        };
+        // After the cache: a remembered answer never carries another lease's certificate.
+        ssh_upstream::sign_for_lease(&self.ssh_ca, lease, answer)
     }
 }
 
@@ -173,6 +297,8 @@ mod tests {
         directory: StoreDirectory,
         lease: Lease,
         account: AccountRecord,
+        secrets: Arc<SecretBox>,
+        ssh_ca: Arc<SshCa>,
     }
 
     async fn fixture() -> Fixture {
@@ -214,6 +340,8 @@ mod tests {
             tls_ca_pem: None,
             databases: vec!["reports".into()],
             replication: true,
+            ssh_certificate_authority: false,
+            ssh_host_key: None,
             created_at: 1,
         };
         store.create_resource(resource.clone()).await.unwrap();
@@ -243,11 +371,14 @@ mod tests {
             issued_at: 1,
             expires_at: 2,
         };
+        let ssh_ca = Arc::new(SshCa::generate().unwrap());
         Fixture {
-            directory: StoreDirectory::new(store.clone(), secrets),
+            directory: StoreDirectory::new(store.clone(), secrets.clone(), ssh_ca.clone()),
             store,
             lease,
             account,
+            secrets,
+            ssh_ca,
         }
     }
 
@@ -427,5 +558,156 @@ mod tests {
         f.store.create_session(other.clone()).await.unwrap();
         f.lease.session_id = other.id;
         assert_eq!(refusal(&f).await.kind, ErrorKind::Unauthenticated);
+    }
+
+    /// The fixture's resource made an ssh resource logging in as `deploy` with `login`
+    /// (`None`: sdm's SSH CA).
+    async fn ssh_fixture(login: Option<&str>) -> Fixture {
+        let f = fixture().await;
+        let mut resource = f.resource().await;
+        resource.kind = ResourceKind::Ssh;
+        resource.port = 22;
+        resource.username = Some("deploy".into());
+        resource.database = None;
+        resource.password_sealed = login.map(|key| f.secrets.seal(key).unwrap());
+        resource.ssh_certificate_authority = login.is_none();
+        f.store.update_resource(resource).await.unwrap();
+        f
+    }
+
+    fn public(pem: &str) -> ssh_key::PublicKey {
+        ssh_key::PrivateKey::from_openssh(pem)
+            .unwrap()
+            .public_key()
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn an_ssh_resource_gets_its_stored_key_and_a_host_key_every_control_plane_shares() {
+        let key = crate::ssh_upstream::tests::ed25519_pem();
+        let f = ssh_fixture(Some(&key)).await;
+        let up = f.directory.authorize(&f.lease).await.unwrap();
+        let credentials = up.credentials.clone().unwrap();
+        assert_eq!(
+            (credentials.username.as_str(), credentials.password.as_str()),
+            ("deploy", "")
+        );
+        let ssh = up.ssh.clone().unwrap();
+        assert_eq!(ssh.private_key, key);
+        assert_eq!(ssh.certificate, None);
+        assert!(ssh.known_host_keys.is_empty());
+        // Another control plane with the same keys (here: another directory) presents the same
+        // host key; it is the one clients are told to pin.
+        let other = StoreDirectory::new(f.store.clone(), f.secrets.clone(), f.ssh_ca.clone());
+        let again = other.decide(&f.lease, &BTreeMap::new()).await.unwrap();
+        assert_eq!(again.ssh.unwrap().host_key, ssh.host_key);
+        let mut pinned = public(&ssh.host_key);
+        pinned.set_comment("");
+        assert_eq!(
+            Some(pinned.to_openssh().unwrap()),
+            crate::ssh_upstream::host_key_line(&f.ssh_ca, f.lease.resource_id)
+        );
+        // Another resource gets another host key.
+        assert_ne!(
+            crate::ssh_upstream::host_key_line(&f.ssh_ca, Uuid::new_v4()),
+            crate::ssh_upstream::host_key_line(&f.ssh_ca, f.lease.resource_id)
+        );
+        // The key is a secret: not in Debug output.
+        assert!(!format!("{up:?}").contains(key.lines().nth(1).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn every_lease_gets_its_own_certificate_even_from_a_remembered_answer() {
+        let f = ssh_fixture(None).await;
+        let first = f.directory.authorize(&f.lease).await.unwrap();
+        let second_lease = Lease {
+            id: Uuid::new_v4(),
+            expires_at: 4_000_000_000,
+            ..f.lease.clone()
+        };
+        // Same account, session and resource: the answer is remembered between the two.
+        let second = f.directory.authorize(&second_lease).await.unwrap();
+        let (a, b) = (first.ssh.unwrap(), second.ssh.unwrap());
+        assert_ne!(a.private_key, b.private_key);
+        for (ssh, lease) in [(&a, &f.lease), (&b, &second_lease)] {
+            let certificate =
+                ssh_key::Certificate::from_openssh(ssh.certificate.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                certificate.public_key(),
+                public(&ssh.private_key).key_data()
+            );
+            assert_eq!(
+                certificate.key_id(),
+                format!("sdm:account=etl:resource=pg:lease={}", lease.id)
+            );
+            assert_eq!(certificate.valid_principals(), ["deploy".to_string()]);
+            assert!(
+                f.ssh_ca
+                    .validates(&certificate, certificate.valid_after() + 1)
+            );
+        }
+        let certificate =
+            ssh_key::Certificate::from_openssh(b.certificate.as_deref().unwrap()).unwrap();
+        assert_eq!(certificate.valid_before(), 4_000_000_000);
+    }
+
+    #[tokio::test]
+    async fn the_first_host_key_is_recorded_and_any_other_refused() {
+        let f = ssh_fixture(None).await;
+        let tags = BTreeMap::new();
+        let seen = crate::ssh_upstream::host_key_line(&f.ssh_ca, Uuid::new_v4()).unwrap();
+        let other = crate::ssh_upstream::host_key_line(&f.ssh_ca, Uuid::new_v4()).unwrap();
+        f.directory
+            .record_host_key(&f.lease, &tags, &format!("{seen} root@web"))
+            .await
+            .unwrap();
+        // Recorded: the next connection is told to accept only it.
+        let up = f.directory.authorize(&f.lease).await.unwrap();
+        assert_eq!(up.ssh.unwrap().known_host_keys, vec![seen.clone()]);
+        f.directory
+            .record_host_key(&f.lease, &tags, &seen)
+            .await
+            .unwrap();
+        let refused = f
+            .directory
+            .record_host_key(&f.lease, &tags, &other)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::UpstreamRefused);
+        assert!(
+            refused
+                .message
+                .contains("host key of ssh resource pg changed"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(f.resource().await.ssh_host_key, Some(seen));
+        // Not a key at all, or a resource without host keys.
+        let bad = f
+            .directory
+            .record_host_key(&f.lease, &tags, "hello")
+            .await
+            .unwrap_err();
+        assert_eq!(bad.kind, ErrorKind::InvalidArgument);
+        let pg = fixture().await;
+        let refused = pg
+            .directory
+            .record_host_key(&pg.lease, &tags, &other)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::InvalidArgument);
+        // A lease that no longer holds records nothing.
+        f.store
+            .revoke_grant(f.account.id, f.lease.resource_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.directory
+                .record_host_key(&f.lease, &tags, &other)
+                .await
+                .unwrap_err()
+                .kind,
+            ErrorKind::Forbidden
+        );
     }
 }

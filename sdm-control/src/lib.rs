@@ -25,6 +25,7 @@ mod metrics;
 pub mod migrate;
 pub mod pinning;
 pub mod sessions;
+pub mod ssh_upstream;
 pub mod store;
 
 pub use bootstrap::{FIRST_ADMIN_NAME, Installation, ServerError};

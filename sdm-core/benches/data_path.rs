@@ -49,6 +49,7 @@ async fn setup() -> Setup {
             upstream_tls: None,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         })
         .await
         .expect("resource");

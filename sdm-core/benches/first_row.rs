@@ -87,6 +87,7 @@ fn main() {
                 upstream_tls: None,
                 databases: Vec::new(),
                 replication: false,
+                ssh: None,
             })
             .await
             .expect("resource");

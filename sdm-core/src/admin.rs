@@ -7,7 +7,7 @@ use std::time::Duration;
 use sdm_proto::api::{
     AccountInfo, AccountKind, AccountList, AdminResource, AdminResourceList, AuditList,
     AuditQueryList, CreateAccount, CreateGrant, CreateResource, CreatedAccount, GrantInfo,
-    GrantList, Settings, UpdateResource, UpdateSettings, routes,
+    GrantList, Settings, SshCertificateAuthority, UpdateResource, UpdateSettings, routes,
 };
 use sdm_proto::gateway::{CreateGateway, GatewayDetailsList};
 use sdm_proto::{Token, TokenKind};
@@ -19,7 +19,7 @@ use crate::session::API_URL_ENV_VAR;
 pub use sdm_proto::api::{
     AccountInfo as Account, AccountStatus, AdminResource as ResourceDetails, AuditQuery,
     AuditRecord, CreateResource as NewResource, CreatedAccount as NewAccount, Credentials,
-    GrantInfo as Grant, PortRange, TlsMode, UpdateResource as ResourceChanges,
+    GrantInfo as Grant, PortRange, SshSettings, TlsMode, UpdateResource as ResourceChanges,
     UpdateSettings as SettingsChanges, UpstreamTls,
 };
 pub use sdm_proto::audit::Outcome;
@@ -208,6 +208,13 @@ impl AdminClient {
     ) -> Result<AdminResource> {
         let path = format!("{}/{}", routes::ADMIN_RESOURCES, segment(resource)?);
         self.api.patch(&path, changes).await
+    }
+
+    /// The public key line of sdm's SSH certificate authority, for the `TrustedUserCAKeys`
+    /// file of ssh servers that let the gateway log in with its certificates.
+    pub async fn ssh_ca_public_key(&self) -> Result<String> {
+        let ca: SshCertificateAuthority = self.api.get(routes::ADMIN_SSH_CA).await?;
+        Ok(ca.public_key)
     }
 
     /// The organisation's settings.

@@ -26,6 +26,9 @@ pub struct Resource {
     pub port_override: Option<u16>,
     /// Whether a live gateway serves it.
     pub healthy: bool,
+    /// ssh resources: the host key line (`ssh-ed25519 AAAA…`) every gateway presents for it,
+    /// to pin in `known_hosts`.
+    pub ssh_host_key: Option<String>,
 }
 
 impl From<ResourceInfo> for Resource {
@@ -37,6 +40,7 @@ impl From<ResourceInfo> for Resource {
             tags: r.tags,
             port_override: r.port_override,
             healthy: r.healthy,
+            ssh_host_key: r.ssh_host_key,
         }
     }
 }
@@ -102,6 +106,7 @@ mod tests {
             tags: BTreeMap::new(),
             port_override: None,
             healthy: true,
+            ssh_host_key: None,
         }
     }
 

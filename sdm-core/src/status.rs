@@ -195,6 +195,7 @@ mod tests {
             tags: BTreeMap::new(),
             port_override: port,
             healthy: true,
+            ssh_host_key: None,
         }
     }
 

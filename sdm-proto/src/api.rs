@@ -57,6 +57,11 @@ pub mod routes {
     pub const GATEWAY_REVOCATIONS: &str = "/v1/gateway/revocations";
     /// `POST` [`AuditUpload`](crate::gateway::AuditUpload) → 204 (gateway token).
     pub const GATEWAY_AUDIT: &str = "/v1/gateway/audit";
+    /// `POST` [`RecordHostKey`](crate::gateway::RecordHostKey) → 204 (gateway token); refused
+    /// (`upstream_refused`) when the resource recorded another key.
+    pub const GATEWAY_SSH_HOST_KEY: &str = "/v1/gateway/ssh-host-key";
+    /// `GET` → [`SshCertificateAuthority`](super::SshCertificateAuthority).
+    pub const ADMIN_SSH_CA: &str = "/v1/admin/ssh-ca";
 }
 
 /// The largest request body the API reads.
@@ -169,6 +174,10 @@ pub struct ResourceInfo {
     /// Whether a live gateway serves it.
     #[serde(default = "yes")]
     pub healthy: bool,
+    /// ssh resources: the public host key line (`ssh-ed25519 AAAA…`) every gateway presents
+    /// for this resource, for clients to pin (`sdm ssh-config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
 }
 
 fn yes() -> bool {
@@ -405,6 +414,54 @@ pub struct CreateResource {
     /// Let replication connections through (postgres; default: refused).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replication: bool,
+    /// How the gateway logs in (ssh; required for kind `ssh`, refused for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSettings>,
+}
+
+/// How the gateway logs in to an ssh resource. In requests, give exactly one of `private_key`
+/// and `certificate_authority` (an update may give neither to keep the stored choice); in
+/// answers `private_key` is always `None` (it is stored sealed and never returned). `Debug`
+/// hides the key.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshSettings {
+    /// The upstream user name (the certificate's principal in CA mode). Required when creating;
+    /// empty in an update keeps the stored one.
+    #[serde(default)]
+    pub username: String,
+    /// An unencrypted OpenSSH private key (Ed25519, ECDSA or RSA; `-----BEGIN OPENSSH PRIVATE
+    /// KEY-----`) the gateway logs in with. Write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Log in with a certificate from sdm's SSH CA, made for each connection and valid while
+    /// its lease is; the server must trust the CA (`GET /v1/admin/ssh-ca`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub certificate_authority: bool,
+    /// The server's host key (`ssh-ed25519 AAAA…`). `None`: the first connection records the
+    /// key the server presents, and any other is refused afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_key: Option<String>,
+}
+
+impl std::fmt::Debug for SshSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SshSettings")
+            .field("username", &self.username)
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("certificate_authority", &self.certificate_authority)
+            .field("host_key", &self.host_key)
+            .finish()
+    }
+}
+
+/// `GET /v1/admin/ssh-ca`: the public key of sdm's SSH certificate authority.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SshCertificateAuthority {
+    /// `ssh-ed25519 AAAA… sdm-ssh-ca`: a line for sshd's `TrustedUserCAKeys` file.
+    pub public_key: String,
 }
 
 impl CreateResource {
@@ -421,6 +478,7 @@ impl CreateResource {
             upstream_tls: None,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         }
     }
 
@@ -463,6 +521,12 @@ impl CreateResource {
     /// Lets replication connections through (postgres).
     pub fn allow_replication(mut self) -> Self {
         self.replication = true;
+        self
+    }
+
+    /// How the gateway logs in to an ssh resource.
+    pub fn ssh(mut self, ssh: SshSettings) -> Self {
+        self.ssh = Some(ssh);
         self
     }
 }
@@ -530,6 +594,14 @@ pub struct UpdateResource {
     /// Lets replication connections through, or refuses them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<bool>,
+    /// Changes how the gateway logs in to an ssh resource: what is given replaces what is
+    /// stored (see [`SshSettings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSettings>,
+    /// Forgets the ssh server's host key: the next connection records the key it presents
+    /// (after a server was reinstalled and its key changed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clear_ssh_host_key: bool,
 }
 
 /// A resource as an admin sees it: address and credential presence, never the password.
@@ -571,6 +643,10 @@ pub struct AdminResource {
     /// (postgres); they read every database of the server.
     #[serde(default)]
     pub replication: bool,
+    /// How the gateway logs in (ssh resources): never with the private key, which is not
+    /// returned (`has_credentials` says whether one is stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSettings>,
     /// When it was created.
     pub created_at: i64,
 }
@@ -695,6 +771,19 @@ mod tests {
             token: "sdm_svc_secretsecret".into(),
         };
         assert!(!format!("{a:?}").contains("secretsecret"));
+        let s = SshSettings {
+            username: "deploy".into(),
+            private_key: Some("-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXk".into()),
+            ..SshSettings::default()
+        };
+        assert!(!format!("{s:?}").contains("b3BlbnNzaC1rZXk"));
+        assert!(
+            !format!(
+                "{:?}",
+                CreateResource::new("web", crate::ResourceKind::Ssh, "h").ssh(s)
+            )
+            .contains("b3BlbnNzaC1rZXk")
+        );
     }
 
     #[test]

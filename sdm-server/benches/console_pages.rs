@@ -213,6 +213,8 @@ async fn fill(path: &Path) -> Uuid {
                 tls_ca_pem: None,
                 databases: Vec::new(),
                 replication: false,
+                ssh_certificate_authority: false,
+                ssh_host_key: None,
                 created_at: now - 86_400 * 30,
             })
             .await

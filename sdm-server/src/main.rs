@@ -490,7 +490,7 @@ async fn migrate(args: MigrateArgs) -> Result<(), String> {
     eprintln!(
         "sdm-server: next, start the control plane on PostgreSQL with the same keys: \
          sdm-server serve --data-dir DIR --database-url URL (DIR holding this installation's \
-         ca.pem, ca.key, lease.key and secret.key, or SDM_SECRET_KEY set)"
+         ca.pem, ca.key, lease.key, ssh_ca.key and secret.key, or SDM_SECRET_KEY set)"
     );
     Ok(())
 }
@@ -547,8 +547,8 @@ fn backup(args: &BackupArgs) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     eprintln!(
-        "sdm-server: the backup holds no keys; keep ca.pem, ca.key, lease.key and secret.key \
-         (or SDM_SECRET_KEY) backed up apart, or the backup cannot be used"
+        "sdm-server: the backup holds no keys; keep ca.pem, ca.key, lease.key, ssh_ca.key and \
+         secret.key (or SDM_SECRET_KEY) backed up apart, or the backup cannot be used"
     );
     Ok(())
 }

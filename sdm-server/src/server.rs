@@ -122,7 +122,7 @@ impl ServerBuilder {
     /// Keep the state in PostgreSQL (`postgres://user:password@host:port/dbname`) instead of
     /// `sdm.db` in the data directory, so that several control planes can share it. The keys
     /// still come from the data directory (or `SDM_SECRET_KEY`): every control plane on one
-    /// database needs the same `ca.pem`, `ca.key`, `lease.key` and `secret.key`.
+    /// database needs the same `ca.pem`, `ca.key`, `lease.key`, `ssh_ca.key` and `secret.key`.
     pub fn database_url(mut self, url: &str) -> Self {
         self.database_url =
             Some(DatabaseUrl::parse(url).map_err(|e| sdm_proto::error::one_line(&e)));
@@ -557,6 +557,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         ca,
         lease_signer,
         secret_box,
+        ssh_ca,
     } = installation;
     let ca_fingerprint = ca.fingerprint();
 
@@ -580,6 +581,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
         directory: Arc::new(EmbeddedDirectory(StoreDirectory::new(
             store.clone(),
             secret_box.clone(),
+            ssh_ca.clone(),
         ))),
         audit: Arc::new(audit_writer),
         handshake_timeout: b.gateway_handshake_timeout,
@@ -602,6 +604,7 @@ async fn start(b: ServerBuilder) -> Result<RunningServer, ServerError> {
             secrets: secret_box,
             api_url: api_url.clone(),
             ca,
+            ssh_ca,
             lease_ttl: b.lease_ttl,
             sessions: b.sessions,
             connections_per_source: b.api_connections_per_source,

@@ -86,6 +86,7 @@ async fn first_start_creates_private_state_and_an_admin_token() {
         ("ca.key", 0o600),
         ("lease.key", 0o600),
         ("secret.key", 0o600),
+        ("ssh_ca.key", 0o600),
         ("sdm.db", 0o600),
     ] {
         let meta = std::fs::metadata(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -433,7 +434,8 @@ async fn resources_grants_and_leases() {
     assert_eq!(pg.database.as_deref(), Some("appdb"));
     let ssh = create_resource(
         &t,
-        json!({"name": "server-245a", "kind": "ssh", "hostname": "10.0.0.7"}),
+        json!({"name": "server-245a", "kind": "ssh", "hostname": "10.0.0.7",
+               "ssh": {"username": "deploy", "certificate_authority": true}}),
     )
     .await;
     assert_eq!(ssh.port, 22);

@@ -315,7 +315,7 @@ async fn control_planes_sharing_postgres_close_only_their_own_gateways_records_a
     let (mut cp_a, url_a) = serve(&data_a, "gw-a", Some(&url));
     let admin_token = cp_a.first_stdout_line();
     std::fs::create_dir_all(&data_b).unwrap();
-    for file in ["ca.pem", "ca.key", "lease.key", "secret.key"] {
+    for file in ["ca.pem", "ca.key", "lease.key", "ssh_ca.key", "secret.key"] {
         std::fs::copy(data_a.join(file), data_b.join(file)).unwrap();
     }
     let (_cp_b, url_b) = serve(&data_b, "gw-b", Some(&url));

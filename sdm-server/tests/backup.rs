@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use processes::{control_plane, spawn, spawn_control_plane};
 
-const KEYS: [&str; 4] = ["ca.pem", "ca.key", "lease.key", "secret.key"];
+const KEYS: [&str; 5] = ["ca.pem", "ca.key", "lease.key", "ssh_ca.key", "secret.key"];
 
 fn run_backup(data: &Path, to: &Path) -> (i32, String, String) {
     let mut proc = spawn(

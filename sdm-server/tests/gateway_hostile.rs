@@ -55,6 +55,7 @@ async fn setup() -> Setup {
             upstream_tls: None,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
         })
         .await
         .unwrap();

@@ -118,7 +118,15 @@ async fn a_sqlite_installation_moves_to_postgres_and_keeps_working() {
         .await
         .unwrap();
     admin
-        .create_resource(&NewResource::new("ssh-box", ResourceKind::Ssh, "127.0.0.1").port(22))
+        .create_resource(
+            &NewResource::new("ssh-box", ResourceKind::Ssh, "127.0.0.1")
+                .port(22)
+                .ssh(sdm_core::admin::SshSettings {
+                    username: "deploy".into(),
+                    certificate_authority: true,
+                    ..Default::default()
+                }),
+        )
         .await
         .unwrap();
     let etl_token = admin.create_service_account("etl").await.unwrap().token;
@@ -195,7 +203,7 @@ async fn a_sqlite_installation_moves_to_postgres_and_keeps_working() {
     assert!(out.status.success(), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     for part in [
-        "copied 4 accounts, 5 tokens, 2 resources, 3 grants, 1 sessions, 1 gateways, 2 settings, 1 audited connections, 3 audited queries from",
+        "copied 4 accounts, 5 tokens, 2 resources, 3 grants, 1 sessions, 1 gateways, 3 settings, 1 audited connections, 3 audited queries from",
         "audited connections",
         &format!(
             "to postgres://{}@127.0.0.1:{}/{store_db}",

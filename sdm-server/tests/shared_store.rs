@@ -13,7 +13,7 @@ use sdm_testkit::{EchoServer, PgCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const KEY_FILES: [&str; 4] = ["ca.pem", "ca.key", "lease.key", "secret.key"];
+const KEY_FILES: [&str; 5] = ["ca.pem", "ca.key", "lease.key", "ssh_ca.key", "secret.key"];
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A new database in this test process's PostgreSQL cluster; its URL.
@@ -230,6 +230,14 @@ async fn a_control_plane_with_other_keys_is_refused() {
     let err = start(&other_lease, &url, "gw-w").await.unwrap_err();
     assert!(matches!(err, ServerError::LeaseKeyMismatch), "{err:?}");
     assert!(err.to_string().contains("copy lease.key"), "{err}");
+
+    // ... or another ssh_ca.key: servers would refuse its certificates, clients its host keys.
+    let other_ssh_ca = dir.path().join("other-ssh-ca");
+    copy_keys(&dir_a, &other_ssh_ca);
+    std::fs::copy(seed.join("ssh_ca.key"), other_ssh_ca.join("ssh_ca.key")).unwrap();
+    let err = start(&other_ssh_ca, &url, "gw-s").await.unwrap_err();
+    assert!(matches!(err, ServerError::SshCaMismatch), "{err:?}");
+    assert!(err.to_string().contains("copy ssh_ca.key"), "{err}");
 
     // A bad URL is a configuration error that does not show the password.
     let err = start(

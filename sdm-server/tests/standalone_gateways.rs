@@ -888,7 +888,7 @@ async fn two_control_planes_on_one_postgres_store_serve_gateways_attached_to_eit
             .mode(0o700)
             .create(&data_b)
             .unwrap();
-        for file in ["ca.pem", "ca.key", "lease.key", "secret.key"] {
+        for file in ["ca.pem", "ca.key", "lease.key", "ssh_ca.key", "secret.key"] {
             std::fs::copy(data_a.join(file), data_b.join(file)).unwrap();
         }
     }

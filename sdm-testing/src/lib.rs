@@ -210,5 +210,6 @@ fn new_resource(name: &str, upstream: Upstream) -> NewResource {
         upstream_tls: None,
         databases: Vec::new(),
         replication: false,
+        ssh: None,
     }
 }

@@ -713,6 +713,7 @@ fn report(session: &SessionInfo, status: &Status, inner: &Inner) -> StatusReport
                 local_address,
                 owner_only,
                 connections,
+                ssh_host_key: r.ssh_host_key.clone(),
             }
         })
         .collect();

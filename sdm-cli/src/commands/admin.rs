@@ -6,6 +6,7 @@ use std::io::BufRead;
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AdminClient, AuditFilter, AuditRecord, Credentials,
     GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails, SettingsChanges,
+    SshSettings,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::cli::{
     AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
     GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind,
-    ServersCommand, ServicesCommand, SettingsCommand,
+    ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand, SshLoginArgs,
 };
 use crate::exit::{CliError, Exit};
 use crate::render::{errln, outln, print_json, print_raw, table, tags, utc};
@@ -79,6 +80,32 @@ async fn dispatch(
         }
         AdminCommand::Servers(ServersCommand::Add(add)) => {
             create_resource(client, server(add)?, "server", json).await
+        }
+        AdminCommand::Servers(ServersCommand::Update(update)) => {
+            let name = update.name.clone();
+            let updated = client
+                .update_resource(&name, &server_changes(update)?)
+                .await?;
+            if json {
+                return print_json(&updated);
+            }
+            outln!(
+                "updated server {}: {}",
+                updated.name,
+                ssh_login_text(&updated)
+            );
+            Ok(())
+        }
+        AdminCommand::SshCa(SshCaCommand::PublicKey) => {
+            let line = client
+                .ssh_ca_public_key()
+                .await
+                .map_err(|e| or_unsupported(e, "ssh-ca public-key", "an SSH CA"))?;
+            if json {
+                return print_json(&json!({ "public_key": line }));
+            }
+            outln!("{line}");
+            Ok(())
         }
         AdminCommand::Resources(ResourcesCommand::List) => {
             let resources = client.list_resources().await?;
@@ -588,14 +615,110 @@ fn datasource(add: DatasourceAddArgs, password: String) -> Result<NewResource, C
 }
 
 fn server(add: ServerAddArgs) -> Result<NewResource, CliError> {
-    let kind = match add.kind {
-        ServerKind::Ssh => ResourceKind::Ssh,
-        ServerKind::Tcp => ResourceKind::Tcp,
+    let resource = match add.kind {
+        ServerKind::Ssh => {
+            let Some(username) = add.username else {
+                return Err(CliError::new(
+                    Exit::Usage,
+                    "servers add ssh needs --username (the user the gateway logs in as)",
+                ));
+            };
+            if add.ssh.key_file.is_none() && !add.ssh.certificate_authority {
+                return Err(CliError::new(
+                    Exit::Usage,
+                    "servers add ssh needs --key-file PATH (an OpenSSH private key the gateway \
+                     logs in with) or --certificate-authority (the server trusts sdm's SSH CA: \
+                     `sdm admin ssh-ca public-key`)",
+                ));
+            }
+            NewResource::new(add.name, ResourceKind::Ssh, add.hostname)
+                .port(add.port)
+                .ssh(ssh_settings(username, add.ssh)?)
+        }
+        ServerKind::Tcp => {
+            let ssh = &add.ssh;
+            if add.username.is_some()
+                || ssh.key_file.is_some()
+                || ssh.certificate_authority
+                || ssh.host_key.is_some()
+            {
+                return Err(CliError::new(
+                    Exit::Usage,
+                    "a tcp server is passed through as it is: --username, --key-file, \
+                     --certificate-authority and --host-key are for ssh servers",
+                ));
+            }
+            NewResource::new(add.name, ResourceKind::Tcp, add.hostname).port(add.port)
+        }
     };
-    with_options(
-        NewResource::new(add.name, kind, add.hostname).port(add.port),
-        add.common,
-    )
+    with_options(resource, add.common)
+}
+
+/// The ssh settings the flags give, with the key file read (here, before any network call).
+fn ssh_settings(username: String, login: SshLoginArgs) -> Result<SshSettings, CliError> {
+    let private_key = match &login.key_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            CliError::new(
+                Exit::Usage,
+                format!("--key-file: cannot read {}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    Ok(SshSettings {
+        username,
+        private_key,
+        certificate_authority: login.certificate_authority,
+        host_key: login.host_key,
+    })
+}
+
+/// The change `sdm admin servers update` asks for.
+fn server_changes(update: ServerUpdateArgs) -> Result<ResourceChanges, CliError> {
+    let login = &update.ssh;
+    let changes_login = update.username.is_some()
+        || login.key_file.is_some()
+        || login.certificate_authority
+        || login.host_key.is_some();
+    if !changes_login && !update.forget_host_key {
+        return Err(CliError::new(
+            Exit::Usage,
+            "nothing to change: give --username, --key-file, --certificate-authority, \
+             --host-key or --forget-host-key",
+        ));
+    }
+    let ssh = if changes_login {
+        Some(ssh_settings(
+            update.username.unwrap_or_default(),
+            update.ssh,
+        )?)
+    } else {
+        None
+    };
+    Ok(ResourceChanges {
+        ssh,
+        clear_ssh_host_key: update.forget_host_key,
+        ..ResourceChanges::default()
+    })
+}
+
+/// How the gateway logs in to an ssh server, in a line.
+fn ssh_login_text(resource: &ResourceDetails) -> String {
+    let Some(ssh) = &resource.ssh else {
+        return "not an ssh server".into();
+    };
+    let login = if ssh.certificate_authority {
+        "sdm's SSH CA"
+    } else if resource.has_credentials {
+        "a stored key"
+    } else {
+        "nothing (set --key-file or --certificate-authority)"
+    };
+    let host_key = match &ssh.host_key {
+        Some(key) => format!("host key {key}"),
+        None => "host key recorded on the next connection".into(),
+    };
+    format!("logs in as {} with {login}; {host_key}", ssh.username)
 }
 
 /// The resource with the options every kind takes; a tag given by both `--tags` and `--tag`
@@ -708,6 +831,7 @@ mod tests {
             upstream_tls: Default::default(),
             databases: Vec::new(),
             replication: false,
+            ssh: None,
             created_at: 0,
         };
         let table = local_ports_table(&[
@@ -762,5 +886,57 @@ admin    admin    active     2026-01-01 00:00:00 UTC
 etl-bot  service  suspended  2026-01-01 00:01:01 UTC
 "
         );
+    }
+
+    fn server_args(words: &[&str]) -> ServerAddArgs {
+        use clap::Parser;
+        let mut all = vec!["sdm", "admin", "servers", "add"];
+        all.extend_from_slice(words);
+        match crate::cli::Cli::try_parse_from(all).unwrap().command {
+            crate::cli::Command::Admin(args) => match args.command {
+                AdminCommand::Servers(ServersCommand::Add(add)) => add,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn servers_take_ssh_settings_only_for_ssh() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        std::fs::write(&key, "-----BEGIN OPENSSH PRIVATE KEY-----\n").unwrap();
+        let key = key.to_str().unwrap();
+        let base = ["web", "--hostname", "h", "--port", "22"];
+        let ssh = |extra: &[&str]| {
+            let mut words = vec!["ssh"];
+            words.extend_from_slice(&base);
+            words.extend_from_slice(extra);
+            server(server_args(&words))
+        };
+        let resource = ssh(&["--username", "deploy", "--key-file", key]).unwrap();
+        let settings = resource.ssh.unwrap();
+        assert_eq!(settings.username, "deploy");
+        assert_eq!(
+            settings.private_key.as_deref(),
+            Some("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+        );
+        assert!(!settings.certificate_authority);
+        let refused = |r: Result<NewResource, CliError>, needle: &str| {
+            let e = r.unwrap_err();
+            assert_eq!(e.exit, Exit::Usage);
+            assert!(e.message.contains(needle), "{}", e.message);
+        };
+        refused(ssh(&["--key-file", key]), "--username");
+        refused(ssh(&["--username", "deploy"]), "--key-file PATH");
+        refused(
+            ssh(&["--username", "deploy", "--key-file", "/nonexistent/key"]),
+            "cannot read /nonexistent/key",
+        );
+        let mut tcp = vec!["tcp"];
+        tcp.extend_from_slice(&base);
+        assert_eq!(server(server_args(&tcp)).unwrap().ssh, None);
+        tcp.extend_from_slice(&["--username", "deploy"]);
+        refused(server(server_args(&tcp)), "passed through as it is");
     }
 }

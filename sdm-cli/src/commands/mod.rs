@@ -5,6 +5,7 @@ pub mod probe;
 pub mod run;
 pub mod service;
 pub mod session;
+pub mod ssh;
 pub mod tunnels;
 
 use crate::exit::CliError;

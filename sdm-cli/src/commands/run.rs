@@ -266,6 +266,16 @@ fn spawn_and_wait(command: &[String], endpoints: &[Endpoint]) -> Result<ExitCode
     let (Some(program), Some(first)) = (command.first(), endpoints.first()) else {
         return Err(CliError::new(Exit::Usage, "nothing to run"));
     };
+    let mut child = Command::new(substitute(program, first));
+    child
+        .args(command[1..].iter().map(|a| substitute(a, first)))
+        .envs(environment(endpoints));
+    run_to_end(program, child)
+}
+
+/// Runs `child` (the program `program`) to its end, passing signals on to it; its status as
+/// `sdm run`'s (shared with `sdm ssh`).
+pub(super) fn run_to_end(program: &str, mut child: Command) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -274,10 +284,6 @@ fn spawn_and_wait(command: &[String], endpoints: &[Endpoint]) -> Result<ExitCode
         // Installed before the command starts, so that no signal meant for it is lost (and
         // none ends `sdm run` before the tunnels are closed).
         let mut signals = Forwarded::install()?;
-        let mut child = Command::new(substitute(program, first));
-        child
-            .args(command[1..].iter().map(|a| substitute(a, first)))
-            .envs(environment(endpoints));
         let child = match child.spawn() {
             Ok(child) => child,
             Err(e) => return Ok(ExitCode::from(spawn_failure(program, &e))),

@@ -175,11 +175,46 @@ fn resources_grants_and_what_the_job_sees() {
                 "--hostname",
                 "10.0.0.5",
                 "--port",
-                "22"
+                "22",
+                "--username",
+                "deploy",
+                "--certificate-authority"
             ]
         )
         .ok(),
         "created ssh server bastion (10.0.0.5:22)\n"
+    );
+    // The line ssh servers trust, and how the gateway logs in.
+    let ca = admin(&fx, &sdm, &["ssh-ca", "public-key"]).ok().to_owned();
+    assert!(
+        ca.starts_with("ssh-ed25519 AAAA") && ca.ends_with(" sdm-ssh-ca\n"),
+        "{ca}"
+    );
+    assert_eq!(
+        admin(
+            &fx,
+            &sdm,
+            &[
+                "servers",
+                "update",
+                "bastion",
+                "--host-key",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV root@bastion"
+            ]
+        )
+        .ok(),
+        "updated server bastion: logs in as deploy with sdm's SSH CA; host key \
+         ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV\n"
+    );
+    assert_eq!(
+        admin(
+            &fx,
+            &sdm,
+            &["servers", "update", "bastion", "--forget-host-key"]
+        )
+        .ok(),
+        "updated server bastion: logs in as deploy with sdm's SSH CA; host key recorded on the \
+         next connection\n"
     );
     assert_eq!(
         admin(

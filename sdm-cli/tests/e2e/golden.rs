@@ -7,7 +7,16 @@ use sdm_core::ResourceKind;
 use crate::support::{Fixture, fill, free_port, golden, redact};
 
 /// Values that change from run to run.
-const VOLATILE: [&str; 6] = ["id", "pid", "started_at", "logged_in_at", "version", "home"];
+const VOLATILE: [&str; 7] = [
+    "id",
+    "pid",
+    "started_at",
+    "logged_in_at",
+    "version",
+    "home",
+    // Derived from the installation's SSH CA, new in every test.
+    "ssh_host_key",
+];
 
 #[test]
 fn status_table_and_json() {

@@ -18,7 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sdm_core::ResourceKind;
-use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails};
+use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails, SshSettings};
 use sdm_server::{RunningServer, Server, ServerBuilder};
 use sdm_testkit::PgCluster;
 
@@ -97,7 +97,16 @@ impl Fixture {
         port: u16,
         port_override: Option<u16>,
     ) -> ResourceDetails {
+        let ssh = kind == ResourceKind::Ssh;
         let mut r = NewResource::new(name, kind, "127.0.0.1").port(port);
+        if ssh {
+            // The gateway logs in with sdm's SSH CA (these tests reach sshd through the tunnel).
+            r = r.ssh(SshSettings {
+                username: "sdm".into(),
+                certificate_authority: true,
+                ..SshSettings::default()
+            });
+        }
         if let Some(p) = port_override {
             r = r.port_override(p);
         }

@@ -19,7 +19,7 @@ use sdm_proto::audit::{AuditEvent, Outcome};
 use sdm_proto::error::ApiError as WireError;
 use sdm_proto::gateway::{
     AuditUpload, Authorization, AuthorizeLease, GatewayRegistration, HeartbeatReply,
-    MAX_AUDIT_EVENTS, RegisterGateway, RevocationEpoch,
+    MAX_AUDIT_EVENTS, RecordHostKey, RegisterGateway, RevocationEpoch,
 };
 use sdm_proto::lease::LeaseVerifier;
 use uuid::Uuid;
@@ -28,9 +28,9 @@ use super::auth::GatewayCaller;
 use super::error::ApiError;
 use super::json::Json;
 use super::{ApiState, validate};
+use crate::GATEWAY_HEARTBEAT;
 use crate::gateway_identities::{self, GatewayIdentity};
 use crate::store::GatewayRecord;
-use crate::{GATEWAY_HEARTBEAT, StoreDirectory};
 
 /// Longest audited query text kept (the gateway cuts at 8 KiB already).
 const MAX_QUERY_TEXT: usize = 8 * 1024 + 8;
@@ -252,7 +252,7 @@ pub(crate) async fn authorize(
             ));
         }
     };
-    let directory = StoreDirectory::new(state.store.clone(), state.secrets.clone());
+    let directory = state.directory();
     Ok(
         match directory
             .decide(&lease, caller.identity.serving_tags())
@@ -265,6 +265,58 @@ pub(crate) async fn authorize(
             }
         },
     )
+}
+
+/// Clock difference allowed with the control plane that signed a lease.
+const LEASE_SKEW_SECS: i64 = 30;
+
+/// `POST /v1/gateway/ssh-host-key`: the host key an ssh resource presented to a gateway on a
+/// connection of a lease that still holds, recorded when none is yet. 204 when it is the
+/// recorded key now; `upstream_refused` (409) when another key is recorded.
+pub(crate) async fn record_host_key(
+    State(state): State<Arc<ApiState>>,
+    caller: GatewayCaller,
+    Json(request): Json<RecordHostKey>,
+) -> Result<StatusCode, ApiError> {
+    if request.lease.len() > 2 * sdm_proto::handshake::MAX_LEASE_LEN {
+        return Err(ApiError::invalid(
+            "the lease is too long to be an sdm lease",
+        ));
+    }
+    if request.host_key.len() > validate::MAX_TEXT_LEN * 8 {
+        return Err(ApiError::invalid("the host key is too long").in_field("host_key"));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(&request.lease)
+        .map_err(|_| ApiError::invalid("the lease is not base64url without padding"))?;
+    let verifier = LeaseVerifier::new([state.signer.public_key()]);
+    let lease = verifier
+        .verify_signature(&bytes)
+        .and_then(|lease| {
+            lease.check_validity(sdm_proto::unix_now(), LEASE_SKEW_SECS)?;
+            Ok(lease)
+        })
+        .map_err(|e| {
+            ApiError::new(
+                ErrorKind::Unauthenticated,
+                format!("the control plane refused the lease: {e}"),
+            )
+            .with_status(StatusCode::FORBIDDEN)
+        })?;
+    state
+        .directory()
+        .record_host_key(&lease, caller.identity.serving_tags(), &request.host_key)
+        .await
+        .map_err(|refusal| {
+            tracing::info!(gateway = %caller.identity.name, lease = %lease.id, kind = %refusal.kind, "an ssh host key was not recorded");
+            let status = match refusal.kind {
+                ErrorKind::Internal => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            ApiError::new(refusal.kind, refusal.message).with_status(status)
+        })?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn cut(text: &mut String, max: usize) {

@@ -19,7 +19,7 @@ use sdm_proto::api::{MAX_BODY_BYTES, routes};
 use sdm_proto::lease::LeaseSigner;
 
 use crate::gateway_identities::TagCache;
-use crate::keys::{CertificateAuthority, SecretBox};
+use crate::keys::{CertificateAuthority, SecretBox, SshCa};
 use crate::store::Store;
 
 pub(crate) mod accounts;
@@ -65,6 +65,8 @@ pub struct ApiConfig {
     pub api_url: String,
     /// Issues standalone gateways their TLS certificates; tokens carry its fingerprint.
     pub ca: Arc<CertificateAuthority>,
+    /// Signs ssh login certificates; gateway host keys derive from it.
+    pub ssh_ca: Arc<SshCa>,
     /// Lifetime of issued leases.
     pub lease_ttl: Duration,
     /// How many sessions an account may hold, and how long they live.
@@ -94,6 +96,7 @@ pub fn spawn(
         sessions: config.sessions,
         throttle: LoginThrottle::default(),
         ca: config.ca,
+        ssh_ca: config.ssh_ca,
         gateway_tags: TagCache::default(),
         metrics: config.metrics,
     });
@@ -127,10 +130,23 @@ pub(crate) struct ApiState {
     pub(crate) throttle: LoginThrottle,
     /// Issues standalone gateways their TLS certificates.
     pub(crate) ca: Arc<CertificateAuthority>,
+    /// Signs ssh login certificates; gateway host keys derive from it.
+    pub(crate) ssh_ca: Arc<SshCa>,
     /// The tags of gateways, for pinned resources.
     pub(crate) gateway_tags: TagCache,
     /// Logins and leases counted.
     pub(crate) metrics: crate::ControlMetrics,
+}
+
+impl ApiState {
+    /// Where leases go, decided on this state (standalone gateways' questions).
+    pub(crate) fn directory(&self) -> crate::StoreDirectory {
+        crate::StoreDirectory::new(
+            self.store.clone(),
+            self.secrets.clone(),
+            self.ssh_ca.clone(),
+        )
+    }
 }
 
 /// The API's routes.
@@ -203,6 +219,11 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route(routes::GATEWAY_HEARTBEAT, post(gateway_routes::heartbeat))
         .route(routes::GATEWAY_WITHDRAW, post(gateway_routes::withdraw))
         .route(routes::GATEWAY_AUTHORIZE, post(gateway_routes::authorize))
+        .route(
+            routes::GATEWAY_SSH_HOST_KEY,
+            post(gateway_routes::record_host_key),
+        )
+        .route(routes::ADMIN_SSH_CA, get(resources::ssh_ca))
         .route(
             routes::GATEWAY_REVOCATIONS,
             get(gateway_routes::revocations),

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use sdm_proto::ErrorKind;
 use sdm_proto::api::{
     AdminResource, AdminResourceList, CreateResource, Credentials, ResourceInfo, ResourceList,
-    TlsMode, UpdateResource, UpstreamTls,
+    SshCertificateAuthority, SshSettings, TlsMode, UpdateResource, UpstreamTls,
 };
+use sdm_proto::{ErrorKind, ResourceKind};
 use uuid::Uuid;
 
 use super::auth::{Admin, Caller};
@@ -17,9 +17,17 @@ use super::error::ApiError;
 use super::json::Json;
 use super::leases::{live_gateways, serving_gateways};
 use super::{ApiState, validate};
+use crate::ssh_upstream;
 use crate::store::{ResourceRecord, StoreError};
 
 fn admin_view(r: ResourceRecord) -> AdminResource {
+    // Never the private key: it is write-only.
+    let ssh = (r.kind == ResourceKind::Ssh).then(|| SshSettings {
+        username: r.username.clone().unwrap_or_default(),
+        private_key: None,
+        certificate_authority: r.ssh_certificate_authority,
+        host_key: r.ssh_host_key.clone(),
+    });
     AdminResource {
         id: r.id,
         name: r.name,
@@ -35,6 +43,7 @@ fn admin_view(r: ResourceRecord) -> AdminResource {
         upstream_tls: r.tls_mode,
         databases: r.databases,
         replication: r.replication,
+        ssh,
         created_at: r.created_at,
     }
 }
@@ -74,6 +83,10 @@ pub(crate) async fn list_granted(
         let healthy = !serving_gateways(&state, live.clone(), &r.tags)
             .await?
             .is_empty();
+        // Clients pin the host key every gateway presents for an ssh resource.
+        let ssh_host_key = (r.kind == ResourceKind::Ssh)
+            .then(|| ssh_upstream::host_key_line(&state.ssh_ca, r.id))
+            .flatten();
         listed.push(ResourceInfo {
             id: r.id,
             name: r.name,
@@ -81,6 +94,7 @@ pub(crate) async fn list_granted(
             tags: r.tags,
             port_override: r.port_override,
             healthy,
+            ssh_host_key,
         });
     }
     Ok(axum::Json(ResourceList { resources: listed }))
@@ -131,9 +145,33 @@ pub(crate) async fn create(
         )
         .in_field("port_override"));
     }
-    let (username, database, password_sealed) = match &request.credentials {
-        Some(c) => seal_credentials(&state, c)?,
-        None => (None, None, None),
+    let ssh = match (request.kind == ResourceKind::Ssh, &request.ssh) {
+        (true, Some(ssh)) => {
+            if request.credentials.is_some() {
+                return Err(ssh_not_password().in_field("credentials"));
+            }
+            Some(ssh_login(&state, ssh, None)?)
+        }
+        (true, None) => {
+            return Err(ApiError::invalid(format!(
+                "ssh resource {} needs ssh settings: ssh.username, and ssh.private_key (an \
+                 OpenSSH private key the gateway logs in with) or ssh.certificate_authority \
+                 (log in with certificates from sdm's SSH CA)",
+                request.name
+            ))
+            .in_field("ssh"));
+        }
+        (false, Some(_)) => return Err(ssh_only(&request.kind)),
+        (false, None) => None,
+    };
+    let (username, database, password_sealed) = match (&request.credentials, &ssh) {
+        (_, Some(login)) => (
+            Some(login.username.clone()),
+            None,
+            login.private_key_sealed.clone(),
+        ),
+        (Some(c), None) => seal_credentials(&state, c)?,
+        (None, None) => (None, None, None),
     };
     let (tls_mode, tls_ca_pem) = tls_settings(request.upstream_tls.as_ref())?;
     databases(&request.databases).map_err(|e| e.in_field("databases"))?;
@@ -153,6 +191,8 @@ pub(crate) async fn create(
         tls_ca_pem,
         databases: request.databases,
         replication: request.replication,
+        ssh_certificate_authority: ssh.as_ref().is_some_and(|s| s.certificate_authority),
+        ssh_host_key: ssh.and_then(|s| s.host_key),
         created_at: sdm_proto::unix_now(),
     };
     // The store gives it a local port when the port-overrides setting says so.
@@ -216,6 +256,119 @@ fn seal_credentials(state: &ApiState, c: &Credentials) -> Result<SealedCredentia
         .seal(&c.password)
         .map_err(|e| ApiError::internal("sealing a resource password failed", &e))?;
     Ok((Some(c.username.clone()), c.database.clone(), Some(sealed)))
+}
+
+/// The largest OpenSSH private key accepted (an RSA 16384-bit key is about 12 KiB).
+const MAX_PRIVATE_KEY_BYTES: usize = 16 * 1024;
+
+/// How the gateway logs in to an ssh resource, checked, its key sealed.
+struct SshLogin {
+    username: String,
+    private_key_sealed: Option<Vec<u8>>,
+    certificate_authority: bool,
+    host_key: Option<String>,
+}
+
+fn ssh_not_password() -> ApiError {
+    ApiError::invalid(
+        "ssh resources log in with ssh.private_key or ssh.certificate_authority, not with \
+         credentials (a password)",
+    )
+}
+
+fn ssh_only(kind: &ResourceKind) -> ApiError {
+    ApiError::invalid(format!(
+        "ssh settings are for resources of kind ssh, not {kind}; a {kind} resource is passed \
+         through as it is"
+    ))
+    .in_field("ssh")
+}
+
+/// Checks `ssh` (against the `stored` resource, for an update: what is left out is kept) and
+/// seals its private key.
+fn ssh_login(
+    state: &ApiState,
+    ssh: &SshSettings,
+    stored: Option<&ResourceRecord>,
+) -> Result<SshLogin, ApiError> {
+    let username = match (
+        ssh.username.as_str(),
+        stored.and_then(|r| r.username.as_ref()),
+    ) {
+        ("", Some(stored)) => stored.clone(),
+        ("", None) => {
+            return Err(ApiError::invalid(
+                "ssh.username is required: the user the gateway logs in upstream as",
+            )
+            .in_field("ssh.username"));
+        }
+        (given, _) => {
+            validate::text("ssh.username", given, validate::MAX_TEXT_LEN)
+                .map_err(|e| e.in_field("ssh.username"))?;
+            given.to_owned()
+        }
+    };
+    let (private_key_sealed, certificate_authority) =
+        match (&ssh.private_key, ssh.certificate_authority) {
+            (Some(_), true) => {
+                return Err(ApiError::invalid(
+                    "give either ssh.private_key or ssh.certificate_authority, not both",
+                )
+                .in_field("ssh.private_key"));
+            }
+            (Some(key), false) => {
+                if key.len() > MAX_PRIVATE_KEY_BYTES {
+                    return Err(ApiError::invalid(format!(
+                        "ssh.private_key is larger than {MAX_PRIVATE_KEY_BYTES} bytes"
+                    ))
+                    .in_field("ssh.private_key"));
+                }
+                ssh_upstream::private_key(key).map_err(|reason| {
+                    ApiError::invalid(format!("ssh.private_key: {reason}"))
+                        .in_field("ssh.private_key")
+                })?;
+                let sealed = state
+                    .secrets
+                    .seal(key.trim())
+                    .map_err(|e| ApiError::internal("sealing an ssh private key failed", &e))?;
+                (Some(sealed), false)
+            }
+            (None, true) => (None, true),
+            (None, false) => match stored {
+                Some(r) if r.ssh_certificate_authority => (None, true),
+                Some(r) if r.password_sealed.is_some() => (r.password_sealed.clone(), false),
+                _ => {
+                    return Err(ApiError::invalid(
+                        "give ssh.private_key (an OpenSSH private key the gateway logs in with) \
+                         or ssh.certificate_authority (certificates from sdm's SSH CA, which \
+                         the server trusts)",
+                    )
+                    .in_field("ssh.private_key"));
+                }
+            },
+        };
+    let host_key = match &ssh.host_key {
+        Some(line) => Some(ssh_upstream::host_key(line).map_err(|reason| {
+            ApiError::invalid(format!("ssh.host_key: {reason}")).in_field("ssh.host_key")
+        })?),
+        None => stored.and_then(|r| r.ssh_host_key.clone()),
+    };
+    Ok(SshLogin {
+        username,
+        private_key_sealed,
+        certificate_authority,
+        host_key,
+    })
+}
+
+/// `GET /v1/admin/ssh-ca`: the line ssh servers put in their `TrustedUserCAKeys` file.
+pub(crate) async fn ssh_ca(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+) -> axum::Json<SshCertificateAuthority> {
+    axum::Json(SshCertificateAuthority {
+        public_key: state.ssh_ca.public_key_line(),
+    })
 }
 
 /// Databases a client may name at most per resource.
@@ -305,6 +458,29 @@ pub(crate) async fn update(
     if let Some(new_tags) = request.tags {
         tags(&new_tags)?;
         record.tags = new_tags;
+    }
+    let ssh = record.kind == ResourceKind::Ssh;
+    if ssh && (request.credentials.is_some() || request.clear_credentials) {
+        return Err(ssh_not_password().in_field("credentials"));
+    }
+    if !ssh && (request.ssh.is_some() || request.clear_ssh_host_key) {
+        return Err(ssh_only(&record.kind));
+    }
+    if let Some(settings) = &request.ssh {
+        if request.clear_ssh_host_key && settings.host_key.is_some() {
+            return Err(ApiError::invalid(
+                "give either ssh.host_key or clear_ssh_host_key, not both",
+            )
+            .in_field("ssh.host_key"));
+        }
+        let login = ssh_login(&state, settings, Some(&record))?;
+        record.username = Some(login.username);
+        record.password_sealed = login.private_key_sealed;
+        record.ssh_certificate_authority = login.certificate_authority;
+        record.ssh_host_key = login.host_key;
+    }
+    if request.clear_ssh_host_key {
+        record.ssh_host_key = None;
     }
     match (&request.credentials, request.clear_credentials) {
         (Some(_), true) => {

@@ -469,6 +469,7 @@ mod tests {
             upstream_tls: TlsMode::Require,
             databases: Vec::new(),
             replication: false,
+            ssh: None,
             created_at: 0,
         }
     }

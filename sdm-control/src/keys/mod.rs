@@ -6,6 +6,7 @@
 //! | `ca.key`     | 0600 | the CA's private key (PKCS#8 PEM, ECDSA P-256) |
 //! | `lease.key`  | 0600 | the Ed25519 key that signs leases (PKCS#8 PEM) |
 //! | `secret.key` | 0600 | the AES-256-GCM key that seals stored credentials (base64), unless `SDM_SECRET_KEY` is set |
+//! | `ssh_ca.key` | 0600 | the Ed25519 SSH CA that signs ssh login certificates and derives gateway host keys (OpenSSH PEM) |
 //!
 //! The TLS leaf certificate is not stored: it is issued by the CA at every start.
 
@@ -15,11 +16,13 @@ pub mod ca;
 pub(crate) mod files;
 pub mod lease_key;
 pub mod secret_box;
+pub mod ssh_ca;
 #[cfg(test)]
 mod tls;
 
 pub use ca::CertificateAuthority;
 pub use secret_box::{SecretBox, SecretError};
+pub use ssh_ca::SshCa;
 
 /// Environment variable that supplies the credential-encryption key (base64, 32 bytes) instead
 /// of `secret.key`.
@@ -103,6 +106,8 @@ pub struct Keys {
     pub lease_signer: sdm_proto::lease::LeaseSigner,
     /// Seals stored credentials.
     pub secret_box: SecretBox,
+    /// Signs ssh login certificates; gateway host keys derive from it.
+    pub ssh_ca: SshCa,
 }
 
 impl std::fmt::Debug for Keys {
@@ -111,6 +116,7 @@ impl std::fmt::Debug for Keys {
             .field("ca", &self.ca)
             .field("lease_signer", &self.lease_signer)
             .field("secret_box", &self.secret_box)
+            .field("ssh_ca", &self.ssh_ca)
             .finish()
     }
 }
@@ -130,6 +136,7 @@ impl Keys {
         files::ensure_private_dir(data_dir)?;
         let ca = CertificateAuthority::load_or_create(data_dir, existing_state)?;
         let lease_signer = lease_key::load_or_create(&data_dir.join(lease_key::FILE))?;
+        let ssh_ca = SshCa::load_or_create(&data_dir.join(ssh_ca::FILE))?;
         let secret_box = match secret_key_env {
             Some(text) => SecretBox::from_base64(text).map_err(|reason| KeyError::Invalid {
                 path: PathBuf::from(SECRET_KEY_ENV),
@@ -155,6 +162,7 @@ impl Keys {
             ca,
             lease_signer,
             secret_box,
+            ssh_ca,
         })
     }
 }

@@ -96,7 +96,10 @@ pub struct ResourceRecord {
     pub username: Option<String>,
     /// Upstream database.
     pub database: Option<String>,
-    /// Upstream password, sealed with the [`SecretBox`](crate::keys::SecretBox).
+    /// The resource's upstream secret, sealed with the [`SecretBox`](crate::keys::SecretBox):
+    /// the password (databases) or the OpenSSH private key the gateway logs in with (ssh). One
+    /// column for both, because a resource has one secret whatever its kind, and everything
+    /// that carries it (backups, restores, migrations between backends) then carries both.
     pub password_sealed: Option<Vec<u8>>,
     /// TLS between the gateway and the resource.
     pub tls_mode: TlsMode,
@@ -106,6 +109,13 @@ pub struct ResourceRecord {
     pub databases: Vec<String>,
     /// Whether replication connections are let through (postgres).
     pub replication: bool,
+    /// Whether the gateway logs in with a certificate from sdm's SSH CA, made for each
+    /// connection, rather than with a stored key (ssh).
+    pub ssh_certificate_authority: bool,
+    /// The upstream server's host key (`ssh-ed25519 AAAA…`, no comment) the gateway accepts
+    /// (ssh): given by an admin, or recorded on the first connection
+    /// ([`Store::record_ssh_host_key`]).
+    pub ssh_host_key: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -125,6 +135,8 @@ impl std::fmt::Debug for ResourceRecord {
             .field("database", &self.database)
             .field("has_password", &self.password_sealed.is_some())
             .field("tls_mode", &self.tls_mode)
+            .field("ssh_certificate_authority", &self.ssh_certificate_authority)
+            .field("ssh_host_key", &self.ssh_host_key)
             .field("created_at", &self.created_at)
             .finish()
     }
@@ -415,6 +427,11 @@ pub trait Store: Send + Sync + 'static {
     /// while the port-overrides setting is on assigns one.
     async fn update_resource(&self, resource: ResourceRecord)
     -> Result<ResourceRecord, StoreError>;
+    /// Records `host_key` as the ssh resource's upstream host key unless one is recorded
+    /// already (compare and set, so two gateways seeing a first connection at once cannot both
+    /// win); whether `host_key` is the recorded key now. `NotFound` if the resource does not
+    /// exist.
+    async fn record_ssh_host_key(&self, id: Uuid, host_key: &str) -> Result<bool, StoreError>;
 
     // --- grants ---
 

@@ -23,6 +23,7 @@ mod audit_owners;
 mod audit_retention;
 mod port_overrides;
 mod sessions;
+mod ssh_host_keys;
 
 pub(crate) use accounts_page::account_pages_search_count_and_show_the_last_login;
 pub(crate) use audit_owners::{
@@ -39,6 +40,7 @@ pub(crate) use sessions::{
     logins_beyond_the_limit_end_the_oldest_sessions,
     sessions_opened_in_one_second_end_in_the_order_they_were_opened,
 };
+pub(crate) use ssh_host_keys::ssh_host_keys_are_recorded_once_even_by_racing_writers;
 
 /// Two handles on one fresh database.
 pub(crate) struct Fixture {
@@ -76,6 +78,7 @@ macro_rules! store_suite {
             audit_records_past_the_retention_go_with_their_queries,
             port_overrides_assign_unique_ports_and_keep_explicit_ones,
             concurrent_creations_and_switching_on_never_share_a_port,
+            ssh_host_keys_are_recorded_once_even_by_racing_writers,
         );
     };
     (@tests $fixture:path; $($name:ident),* $(,)?) => {
@@ -130,6 +133,8 @@ fn resource(name: &str) -> ResourceRecord {
         tls_ca_pem: None,
         databases: vec!["reports".into(), "staging".into()],
         replication: true,
+        ssh_certificate_authority: false,
+        ssh_host_key: None,
         created_at: 100,
     }
 }
@@ -481,6 +486,8 @@ pub(crate) async fn resource_updates_keep_name_and_creation_time(f: &Fixture) {
         password_sealed: None,
         tls_mode: TlsMode::Require,
         tls_ca_pem: Some("pem".into()),
+        ssh_certificate_authority: true,
+        ssh_host_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost".into()),
         ..r.clone()
     };
     f.b.update_resource(changed.clone()).await.unwrap();

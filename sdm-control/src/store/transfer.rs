@@ -309,6 +309,11 @@ mod tests {
                     Vec::new()
                 },
                 replication: i == 2,
+                // The ssh resource logs in with sdm's SSH CA and has a recorded host key; the
+                // others keep a sealed secret (a password; an ssh key lives there too).
+                ssh_certificate_authority: i == 1,
+                ssh_host_key: (i == 1)
+                    .then(|| "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey".into()),
                 created_at: 1200,
             };
             store.create_resource(r.clone()).await.unwrap();

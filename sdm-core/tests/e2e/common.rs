@@ -56,6 +56,7 @@ impl Fixture {
                 upstream_tls: None,
                 databases: Vec::new(),
                 replication: false,
+                ssh: None,
             })
             .await
             .unwrap()
@@ -79,6 +80,7 @@ impl Fixture {
                 upstream_tls: None,
                 databases: Vec::new(),
                 replication: false,
+                ssh: None,
             })
             .await
             .unwrap()

@@ -21,14 +21,13 @@ impl Directory for EmbeddedDirectory {
     }
     async fn record_host_key(
         &self,
-        _lease: &Lease,
+        lease: &Lease,
         _signed: &[u8],
-        _host_key: &str,
+        host_key: &str,
     ) -> Result<(), Denied> {
-        // Wired to the control plane with the ssh resource's settings (issue 19, in progress).
-        Err(Denied {
-            kind: sdm_proto::ErrorKind::Internal,
-            message: "this control plane cannot record ssh host keys yet".into(),
-        })
+        // The gateway verified the lease's signature and expiry before connecting upstream.
+        self.0
+            .record_host_key(lease, self.0.gateway_tags(), host_key)
+            .await
     }
 }

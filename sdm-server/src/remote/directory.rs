@@ -26,7 +26,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sdm_gateway::{Denied, Directory, Upstream};
 use sdm_proto::api::routes;
-use sdm_proto::gateway::{Authorization, AuthorizeLease, RevocationEpoch};
+use sdm_proto::gateway::{Authorization, AuthorizeLease, RecordHostKey, RevocationEpoch};
 use sdm_proto::{ErrorKind, Lease};
 use uuid::Uuid;
 
@@ -279,15 +279,48 @@ impl Directory for RemoteDirectory {
 
     async fn record_host_key(
         &self,
-        _lease: &Lease,
-        _signed: &[u8],
-        _host_key: &str,
+        lease: &Lease,
+        signed: &[u8],
+        host_key: &str,
     ) -> Result<(), Denied> {
-        // Wired to the control plane with the ssh resource's settings (issue 19, in progress).
-        Err(Denied {
-            kind: sdm_proto::ErrorKind::Internal,
-            message: "this control plane cannot record ssh host keys yet".into(),
-        })
+        let request = RecordHostKey {
+            lease: URL_SAFE_NO_PAD.encode(signed),
+            host_key: host_key.to_owned(),
+        };
+        let body = serde_json::to_vec(&request).map_err(|e| Denied {
+            kind: ErrorKind::Internal,
+            message: format!("cannot encode a host key to record: {e}"),
+        })?;
+        match self
+            .control_plane
+            .post_raw(routes::GATEWAY_SSH_HOST_KEY, Some(body), AUTHORIZE_TIMEOUT)
+            .await
+        {
+            Ok(()) => {
+                // Answers kept for this lease still say no key is recorded.
+                self.forget(lease);
+                Ok(())
+            }
+            // The control plane's verdict on this key or lease (another key recorded, the
+            // lease no longer holds): the connection is refused with it.
+            Err(CallError::Refused {
+                status,
+                kind,
+                message,
+            }) if status != 401 => Err(Denied { kind, message }),
+            // Unrecorded, the key is not trusted: fail closed.
+            Err(e) => {
+                tracing::warn!(gateway = %self.name, lease = %lease.id, error = %e, "recording an ssh host key failed");
+                Err(Denied {
+                    kind: ErrorKind::Internal,
+                    message: format!(
+                        "gateway {} could not record the ssh server's host key with the control \
+                         plane ({e}); try again when the control plane answers",
+                        self.name
+                    ),
+                })
+            }
+        }
     }
 }
 

@@ -85,6 +85,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_last_login.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_ssh_resources.sql"),
+    ),
 ];
 
 /// Connections per process at most (PostgreSQL's default `max_connections` is 100).
@@ -688,9 +692,10 @@ impl Store for PostgresStore {
                     "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                             username, database, password_sealed, created_at,
                                             tls_mode, tls_ca_pem, databases, replication,
-                                            port_assigned)
+                                            port_assigned, ssh_certificate_authority,
+                                            ssh_host_key)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                             $16)",
+                             $16, $17, $18)",
                 )
                 .await
                 .context("create a resource")?;
@@ -713,6 +718,8 @@ impl Store for PostgresStore {
                     &Json(&resource.databases),
                     &resource.replication,
                     &resource.port_assigned,
+                    &resource.ssh_certificate_authority,
+                    &resource.ssh_host_key,
                 ],
             )
             .await
@@ -804,7 +811,8 @@ impl Store for PostgresStore {
                     "UPDATE resources r SET kind = $2, hostname = $3, port = $4,
                             port_override = $5, tags = $6, username = $7, database = $8,
                             password_sealed = $9, tls_mode = $10, tls_ca_pem = $11,
-                            databases = $12, replication = $13, port_assigned = $14
+                            databases = $12, replication = $13, port_assigned = $14,
+                            ssh_certificate_authority = $15, ssh_host_key = $16
                      WHERE r.id = $1
                      RETURNING {RESOURCE_COLUMNS}"
                 ),
@@ -823,6 +831,8 @@ impl Store for PostgresStore {
                     &Json(&resource.databases),
                     &resource.replication,
                     &resource.port_assigned,
+                    &resource.ssh_certificate_authority,
+                    &resource.ssh_host_key,
                 ],
             )
             .await?
@@ -833,6 +843,27 @@ impl Store for PostgresStore {
             Ok(stored)
         })
         .await
+    }
+
+    async fn record_ssh_host_key(&self, id: Uuid, host_key: &str) -> Result<bool, StoreError> {
+        // Two statements, not one: under READ COMMITTED the read after a concurrent writer's
+        // commit must take a new snapshot to see the key that writer recorded.
+        self.execute(
+            "record an ssh host key",
+            "UPDATE resources SET ssh_host_key = $2 WHERE id = $1 AND ssh_host_key IS NULL",
+            &[&id, &host_key],
+        )
+        .await?;
+        let row = self
+            .query_opt(
+                "record an ssh host key",
+                "SELECT ssh_host_key FROM resources WHERE id = $1",
+                &[&id],
+            )
+            .await?
+            .ok_or(StoreError::NotFound("resource"))?;
+        let recorded: Option<String> = col(&row, 0)?;
+        Ok(recorded.as_deref() == Some(host_key))
     }
 
     async fn grant(&self, grant: GrantRecord) -> Result<GrantRecord, StoreError> {

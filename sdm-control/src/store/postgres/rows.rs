@@ -99,7 +99,7 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRecord, StoreError> {
 
 pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
      r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication, r.port_assigned";
+     r.databases, r.replication, r.port_assigned, r.ssh_certificate_authority, r.ssh_host_key";
 
 pub(super) fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
     let kind: &str = col(row, 2)?;
@@ -120,6 +120,8 @@ pub(super) fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
         databases: list_at(row, 13)?,
         replication: col(row, 14)?,
         port_assigned: col(row, 15)?,
+        ssh_certificate_authority: col(row, 16)?,
+        ssh_host_key: col(row, 17)?,
     })
 }
 

@@ -56,7 +56,8 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
         Item::Resource(_) => (
             "COPY resources (id, name, kind, hostname, port, port_override, tags, username,
                              database, password_sealed, created_at, tls_mode, tls_ca_pem,
-                             databases, replication, port_assigned)
+                             databases, replication, port_assigned,
+                             ssh_certificate_authority, ssh_host_key)
              FROM STDIN BINARY",
             &[
                 Type::UUID,
@@ -75,6 +76,8 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
                 Type::JSONB,
                 Type::BOOL,
                 Type::BOOL,
+                Type::BOOL,
+                Type::TEXT,
             ],
         ),
         Item::Grant(_) => (
@@ -203,6 +206,8 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                         &Json(&r.databases),
                         &r.replication,
                         &r.port_assigned,
+                        &r.ssh_certificate_authority,
+                        &r.ssh_host_key,
                     ])
                     .await
             }

@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0007_port_overrides.sql"),
     ),
     (8, include_str!("../migrations/sqlite/0008_last_login.sql")),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_ssh_resources.sql"),
+    ),
 ];
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -566,8 +570,9 @@ impl Store for SqliteStore {
                 "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                         username, database, password_sealed, created_at,
                                         tls_mode, tls_ca_pem, databases, replication,
-                                        port_assigned)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                                        port_assigned, ssh_certificate_authority, ssh_host_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                         ?17, ?18)",
                 params![
                     resource.id.to_string(),
                     resource.name,
@@ -584,7 +589,9 @@ impl Store for SqliteStore {
                     resource.tls_ca_pem,
                     databases,
                     resource.replication,
-                    resource.port_assigned
+                    resource.port_assigned,
+                    resource.ssh_certificate_authority,
+                    resource.ssh_host_key
                 ],
             )
             .map_err(|e| {
@@ -665,7 +672,8 @@ impl Store for SqliteStore {
                     "UPDATE resources SET kind = ?2, hostname = ?3, port = ?4, port_override = ?5,
                             tags = ?6, username = ?7, database = ?8, password_sealed = ?9,
                             tls_mode = ?10, tls_ca_pem = ?11, databases = ?12, replication = ?13,
-                            port_assigned = ?14
+                            port_assigned = ?14, ssh_certificate_authority = ?15,
+                            ssh_host_key = ?16
                      WHERE id = ?1",
                     params![
                         resource.id.to_string(),
@@ -681,7 +689,9 @@ impl Store for SqliteStore {
                         resource.tls_ca_pem,
                         databases,
                         resource.replication,
-                        resource.port_assigned
+                        resource.port_assigned,
+                        resource.ssh_certificate_authority,
+                        resource.ssh_host_key
                     ],
                 )
                 .context("update a resource")?;
@@ -690,6 +700,28 @@ impl Store for SqliteStore {
             }
             // Name and creation time are the stored ones.
             get_resource_row(tx, resource.id)?.ok_or(StoreError::NotFound("resource"))
+        })
+        .await
+    }
+
+    async fn record_ssh_host_key(&self, id: Uuid, host_key: &str) -> Result<bool, StoreError> {
+        let host_key = host_key.to_owned();
+        self.transaction(move |tx| {
+            tx.execute(
+                "UPDATE resources SET ssh_host_key = ?2 WHERE id = ?1 AND ssh_host_key IS NULL",
+                params![id.to_string(), host_key],
+            )
+            .context("record an ssh host key")?;
+            let recorded: Option<String> = tx
+                .query_row(
+                    "SELECT ssh_host_key FROM resources WHERE id = ?1",
+                    [id.to_string()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .context("record an ssh host key")?
+                .ok_or(StoreError::NotFound("resource"))?;
+            Ok(recorded.as_deref() == Some(host_key.as_str()))
         })
         .await
     }
