@@ -175,8 +175,6 @@ pub struct AuthorizeLease {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-// One answer per connection, moved once: not worth a box for the refusal's sake.
-#[allow(clippy::large_enum_variant)]
 pub enum Authorization {
     /// The lease holds: connect here.
     Allowed(GatewayUpstream),
