@@ -4,17 +4,27 @@ use std::collections::BTreeMap;
 
 use sdm_core::ResourceKind;
 
-use crate::support::sshd::Sshd;
+use sdm_testkit::sshd::{Sshd, SshdConfig};
 use crate::support::{Fixture, fill, free_port, golden, pg, psql, psql_as};
 
 #[test]
 fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
     let fx = Fixture::start();
-    let sshd = Sshd::start();
     let (pg_port, ssh_port) = (free_port(), free_port());
     // The admin side, with the admin commands.
     let admin = fx.sdm();
     let admin_env = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
+    // The server trusts sdm's SSH CA, once; nothing per job goes onto it.
+    let ca = admin
+        .run_env(&["admin", "ssh-ca", "public-key"], &admin_env)
+        .ok()
+        .trim()
+        .to_owned();
+    let sshd = Sshd::start(&SshdConfig {
+        trusted_user_ca_keys: vec![ca],
+        ..Default::default()
+    })
+    .unwrap();
     let pg_cluster = pg();
     admin
         .run_with(
@@ -42,12 +52,27 @@ fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
             Some(&format!("{}\n", pg_cluster.password())),
         )
         .ok();
-    fx.resource(
-        "server-245a",
-        ResourceKind::Ssh,
-        sshd.port(),
-        Some(ssh_port),
-    );
+    admin
+        .run_env(
+            &[
+                "admin",
+                "servers",
+                "add",
+                "ssh",
+                "server-245a",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &sshd.port().to_string(),
+                "--username",
+                sshd.user(),
+                "--certificate-authority",
+                "--port-override",
+                &ssh_port.to_string(),
+            ],
+            &admin_env,
+        )
+        .ok();
     let token = admin
         .run_env(&["admin", "services", "create", "etl-bot"], &admin_env)
         .ok()
@@ -91,25 +116,22 @@ fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
         job.run(&["connect", "server"]).ok(),
         format!("connected server-245a on 127.0.0.1:{ssh_port}\n")
     );
-    let out = sshd.ssh(ssh_port, "echo hi from $(id -un)");
+    // "SSH sessions with no further configuration needed": no key, no password.
+    let out = ssh_without_a_key(ssh_port, "echo hi from $(id -un)");
     assert!(
         out.status.success(),
         "ssh through the tunnel failed: {}\nsshd log:\n{}",
         String::from_utf8_lossy(&out.stderr),
         sshd.log()
     );
-    let user = String::from_utf8(
-        std::process::Command::new("id")
-            .arg("-un")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        format!("hi from {}", user)
+        format!("hi from {}\n", sshd.user())
     );
+    // `sdm ssh` runs the system ssh with the gateway's host key pinned.
+    let out = job.run(&["ssh", "server-245a", "echo pinned; exit 3"]);
+    assert_eq!(out.code, 3, "{out:#?}");
+    assert_eq!(out.stdout, "pinned\n");
 
     assert_eq!(
         job.run(&["status"]).ok(),
@@ -206,4 +228,20 @@ pub fn echo_once(port: u16) -> Vec<u8> {
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).unwrap();
     buf.to_vec()
+}
+
+/// `ssh -p PORT USER@127.0.0.1 COMMAND` with no key, no agent and no password, as a job with
+/// nothing but its sdm login runs it (the host key is not what this checks).
+fn ssh_without_a_key(port: u16, command: &str) -> std::process::Output {
+    std::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-p", &port.to_string()])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args(["-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no"])
+        .args(["-o", "PasswordAuthentication=no", "-o", "LogLevel=ERROR"])
+        .arg("job@127.0.0.1")
+        .arg(command)
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
 }
