@@ -15,5 +15,6 @@ mod install;
 mod readme;
 mod run;
 mod shared_host;
+mod ssh;
 mod terminal;
 mod workflow;

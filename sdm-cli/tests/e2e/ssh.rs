@@ -1,0 +1,202 @@
+//! SSH servers through sdm, end to end: a real `sdm-server` (control plane and gateway), the
+//! `sdm` command and a real OpenSSH `sshd` and client. The job holds no key: the gateway logs in
+//! with the key the admin stored or with a certificate from sdm's CA.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::Duration;
+
+use sdm_core::admin::AuditFilter;
+use sdm_testkit::sshd::{Sshd, SshdConfig, keygen};
+
+use crate::support::{Fixture, Sdm, eventually};
+
+/// `servers add ssh web` as an admin runs it, with `extra` login options.
+fn add_web(fx: &Fixture, sshd: &Sshd, extra: &[&str]) {
+    let port = sshd.port().to_string();
+    let mut args = vec![
+        "admin",
+        "servers",
+        "add",
+        "ssh",
+        "web",
+        "--hostname",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--username",
+        sshd.user(),
+    ];
+    args.extend_from_slice(extra);
+    fx.sdm()
+        .run_env(&args, &[("SDM_ADMIN_TOKEN", fx.admin_token.as_str())])
+        .ok();
+}
+
+fn job(fx: &Fixture) -> Sdm {
+    let token = fx.account_with("etl", &["web"]);
+    let job = fx.sdm();
+    job.login(&token);
+    job
+}
+
+/// The audit lines of the last connection to `web`.
+fn audit_lines(fx: &Fixture) -> Vec<String> {
+    let filter = AuditFilter::default().resource("web");
+    let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
+    let last = records.records.first().expect("no connection recorded");
+    let queries = fx
+        .block_on(fx.admin.audit_queries(&last.id.to_string(), 0))
+        .unwrap();
+    queries.queries.into_iter().map(|q| q.text).collect()
+}
+
+#[test]
+fn a_stored_key_logs_in_ssh_config_pins_the_gateway_and_the_audit_names_the_command() {
+    let fx = Fixture::start();
+    let login = keygen("ed25519").unwrap();
+    let sshd = Sshd::start(&SshdConfig {
+        authorized_keys: vec![login.public.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &login.private).unwrap();
+    add_web(
+        &fx,
+        &sshd,
+        &[
+            "--key-file",
+            key_file.path().to_str().unwrap(),
+            "--host-key",
+            sshd.host_key(),
+        ],
+    );
+    let job = job(&fx);
+    let port = job.run(&["connect", "web", "--json"]).json()["port"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+
+    // `sdm ssh-config` pins the gateway's host key for the resource; plain OpenSSH then needs
+    // no other option, and checks the key strictly.
+    let config = job.run(&["ssh-config"]).ok().to_owned();
+    assert!(config.contains(&format!("Port {port}")), "{config}");
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &config).unwrap();
+    let out = std::process::Command::new("ssh")
+        .arg("-F")
+        .arg(file.path())
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
+        .args(["sdm-web", "echo via ssh-config; exit 7"])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via ssh-config\n");
+
+    // The key `sdm status --json` shows is the one the tunnel presents.
+    let status = job.run(&["status", "--json"]).json();
+    let shown = status["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "web")
+        .and_then(|r| r["ssh_host_key"].as_str())
+        .expect("no ssh_host_key for web")
+        .to_owned();
+    let scanned = std::process::Command::new("ssh-keyscan")
+        .args(["-t", "ed25519", "-p", &port, "127.0.0.1"])
+        .output()
+        .unwrap();
+    let scanned = String::from_utf8_lossy(&scanned.stdout);
+    assert!(scanned.contains(&shown), "{scanned} does not hold {shown}");
+
+    assert!(
+        eventually(Duration::from_secs(20), || audit_lines(&fx)
+            .iter()
+            .any(|l| l.ends_with(": exec echo via ssh-config; exit 7"))),
+        "{:?}",
+        audit_lines(&fx)
+    );
+}
+
+#[test]
+fn a_certificate_names_the_account_and_suspension_ends_the_session_with_the_reason() {
+    let fx = Fixture::start();
+    let ca = fx
+        .sdm()
+        .run_env(
+            &["admin", "ssh-ca", "public-key"],
+            &[("SDM_ADMIN_TOKEN", fx.admin_token.as_str())],
+        )
+        .ok()
+        .trim()
+        .to_owned();
+    let sshd = Sshd::start(&SshdConfig {
+        trusted_user_ca_keys: vec![ca],
+        ..Default::default()
+    })
+    .unwrap();
+    add_web(&fx, &sshd, &["--certificate-authority"]);
+    let job = job(&fx);
+
+    let mut child = job
+        .command(["ssh", "web", "echo up; sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line, "up\n");
+    // sshd logged the certificate's key id: account, resource and lease.
+    assert!(sshd.log().contains("sdm:account=etl:resource=web"), "{}", sshd.log());
+
+    fx.block_on(fx.admin.suspend_account("etl")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{stderr}");
+    assert!(stderr.contains("suspended"), "{stderr}");
+}
+
+#[test]
+fn a_server_whose_host_key_changed_is_refused_and_the_job_is_told() {
+    let fx = Fixture::start();
+    let login = keygen("ed25519").unwrap();
+    let sshd = Sshd::start(&SshdConfig {
+        authorized_keys: vec![login.public.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &login.private).unwrap();
+    let other = keygen("ed25519").unwrap();
+    add_web(
+        &fx,
+        &sshd,
+        &[
+            "--key-file",
+            key_file.path().to_str().unwrap(),
+            "--host-key",
+            &other.public,
+        ],
+    );
+    let job = job(&fx);
+    let out = job.run(&["ssh", "web", "echo must-not-run"]);
+    assert_eq!(out.code, 255, "{out:#?}");
+    assert!(!out.stdout.contains("must-not-run"));
+    assert!(
+        out.stderr.contains("resource \"web\"") && out.stderr.contains("host key changed"),
+        "{}",
+        out.stderr
+    );
+}
