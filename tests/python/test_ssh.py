@@ -132,10 +132,11 @@ def test_an_interactive_shell_follows_the_terminal_size(new_account: Any, web: s
             chan = t.open_session(timeout=30)
             chan.get_pty(term="xterm", width=80, height=24)
             chan.invoke_shell()
-            chan.sendall(b"stty size; echo done-1\n")
+            # The marker is computed, so that the terminal's echo of the line does not match it.
+            chan.sendall(b"stty size; echo done-$((0 + 1))\n")
             assert b"24 80" in read_until(chan, b"done-1\r\n")
             chan.resize_pty(width=132, height=43)
-            chan.sendall(b"stty size; echo done-2\n")
+            chan.sendall(b"stty size; echo done-$((1 + 1))\n")
             assert b"43 132" in read_until(chan, b"done-2\r\n")
             chan.sendall(b"exit 0\n")
             assert chan.recv_exit_status() == 0
