@@ -159,7 +159,11 @@ fn a_certificate_names_the_account_and_suspension_ends_the_session_with_the_reas
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line, "up\n");
     // sshd logged the certificate's key id: account, resource and lease.
-    assert!(sshd.log().contains("sdm:account=etl:resource=web"), "{}", sshd.log());
+    assert!(
+        sshd.log().contains("sdm:account=etl:resource=web"),
+        "{}",
+        sshd.log()
+    );
 
     fx.block_on(fx.admin.suspend_account("etl")).unwrap();
     let out = child.wait_with_output().unwrap();

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use sdm_core::ResourceKind;
 
-use sdm_testkit::sshd::{Sshd, SshdConfig};
 use crate::support::{Fixture, fill, free_port, golden, pg, psql, psql_as};
+use sdm_testkit::sshd::{Sshd, SshdConfig};
 
 #[test]
 fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
@@ -235,7 +235,12 @@ pub fn echo_once(port: u16) -> Vec<u8> {
 fn ssh_without_a_key(port: u16, command: &str) -> std::process::Output {
     std::process::Command::new("ssh")
         .args(["-F", "/dev/null", "-p", &port.to_string()])
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
         .args(["-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no"])
         .args(["-o", "PasswordAuthentication=no", "-o", "LogLevel=ERROR"])
         .arg("job@127.0.0.1")

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)] // each test binary uses a part
 
-
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;

@@ -19,12 +19,15 @@ use super::{SshConnection, serve};
 use crate::finished::Finished;
 use crate::{AuditSink, AuditUnavailable, Denied, Directory, Upstream};
 
-/// Audit lines as the trail would keep them.
+/// Audit lines as the trail would keep them; with `failing`, a trail that cannot be written.
 #[derive(Default)]
-struct Lines(Mutex<Vec<String>>);
+struct Lines(Mutex<Vec<String>>, std::sync::atomic::AtomicBool);
 
 impl AuditSink for Lines {
     fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(AuditUnavailable("the disk is full".into()));
+        }
         if let AuditEvent::Query(q) = event {
             self.0.lock().unwrap().push(q.text);
         }
@@ -735,4 +738,38 @@ async fn a_server_that_is_down_is_named_in_the_disconnect() {
     );
     let (kind, _) = gateway.next_finished().await.failure.unwrap();
     assert_eq!(kind, ErrorKind::UpstreamRefused);
+}
+
+#[tokio::test]
+async fn a_command_the_audit_trail_cannot_record_does_not_run() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    let gateway = Gateway::start(up, &host_key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    gateway
+        .lines
+        .1
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = gateway.ssh(&[&format!("touch {}", marker.display())]).await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("exec request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !marker.exists(),
+        "the command ran although it was not recorded"
+    );
+
+    // Once the trail takes lines again, the same command runs.
+    gateway
+        .lines
+        .1
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let out = gateway.ssh(&[&format!("touch {}", marker.display())]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(marker.exists());
 }
