@@ -11,6 +11,20 @@ use sdm_testkit::sshd::{Sshd, SshdConfig, keygen};
 
 use crate::support::{Fixture, Sdm, eventually};
 
+/// A real sshd that lets in one key, and that key's private half in a file (as an admin
+/// hands it to `--key-file`).
+fn sshd_with_a_login_key() -> (Sshd, tempfile::NamedTempFile) {
+    let login = keygen("ed25519").unwrap();
+    let sshd = Sshd::start(&SshdConfig {
+        authorized_keys: vec![login.public.clone()],
+        ..Default::default()
+    })
+    .unwrap();
+    let key_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key_file.path(), &login.private).unwrap();
+    (sshd, key_file)
+}
+
 /// `servers add ssh web` as an admin runs it, with `extra` login options.
 fn add_web(fx: &Fixture, sshd: &Sshd, extra: &[&str]) {
     let port = sshd.port().to_string();
@@ -54,14 +68,7 @@ fn audit_lines(fx: &Fixture) -> Vec<String> {
 #[test]
 fn a_stored_key_logs_in_ssh_config_pins_the_gateway_and_the_audit_names_the_command() {
     let fx = Fixture::start();
-    let login = keygen("ed25519").unwrap();
-    let sshd = Sshd::start(&SshdConfig {
-        authorized_keys: vec![login.public.clone()],
-        ..Default::default()
-    })
-    .unwrap();
-    let key_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key_file.path(), &login.private).unwrap();
+    let (sshd, key_file) = sshd_with_a_login_key();
     add_web(
         &fx,
         &sshd,
@@ -131,20 +138,7 @@ fn a_stored_key_logs_in_ssh_config_pins_the_gateway_and_the_audit_names_the_comm
 #[test]
 fn a_certificate_names_the_account_and_suspension_ends_the_session_with_the_reason() {
     let fx = Fixture::start();
-    let ca = fx
-        .sdm()
-        .run_env(
-            &["admin", "ssh-ca", "public-key"],
-            &[("SDM_ADMIN_TOKEN", fx.admin_token.as_str())],
-        )
-        .ok()
-        .trim()
-        .to_owned();
-    let sshd = Sshd::start(&SshdConfig {
-        trusted_user_ca_keys: vec![ca],
-        ..Default::default()
-    })
-    .unwrap();
+    let sshd = fx.sshd_trusting_the_ca();
     add_web(&fx, &sshd, &["--certificate-authority"]);
     let job = job(&fx);
 
@@ -175,14 +169,7 @@ fn a_certificate_names_the_account_and_suspension_ends_the_session_with_the_reas
 #[test]
 fn a_server_whose_host_key_changed_is_refused_and_the_job_is_told() {
     let fx = Fixture::start();
-    let login = keygen("ed25519").unwrap();
-    let sshd = Sshd::start(&SshdConfig {
-        authorized_keys: vec![login.public.clone()],
-        ..Default::default()
-    })
-    .unwrap();
-    let key_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(key_file.path(), &login.private).unwrap();
+    let (sshd, key_file) = sshd_with_a_login_key();
     let other = keygen("ed25519").unwrap();
     add_web(
         &fx,

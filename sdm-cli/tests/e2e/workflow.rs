@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use sdm_core::ResourceKind;
 
 use crate::support::{Fixture, fill, free_port, golden, pg, psql, psql_as};
-use sdm_testkit::sshd::{Sshd, SshdConfig};
 
 #[test]
 fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
@@ -15,16 +14,7 @@ fn the_guide_sequence_with_psql_and_ssh_through_tunnels() {
     let admin = fx.sdm();
     let admin_env = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
     // The server trusts sdm's SSH CA, once; nothing per job goes onto it.
-    let ca = admin
-        .run_env(&["admin", "ssh-ca", "public-key"], &admin_env)
-        .ok()
-        .trim()
-        .to_owned();
-    let sshd = Sshd::start(&SshdConfig {
-        trusted_user_ca_keys: vec![ca],
-        ..Default::default()
-    })
-    .unwrap();
+    let sshd = fx.sshd_trusting_the_ca();
     let pg_cluster = pg();
     admin
         .run_with(

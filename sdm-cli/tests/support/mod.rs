@@ -111,6 +111,25 @@ impl Fixture {
         self.block_on(self.admin.create_resource(&r)).unwrap()
     }
 
+    /// A real sshd that trusts this installation's SSH CA (as `sdm admin ssh-ca public-key`
+    /// prints it), and nothing else.
+    pub fn sshd_trusting_the_ca(&self) -> sdm_testkit::Sshd {
+        let ca = self
+            .sdm()
+            .run_env(
+                &["admin", "ssh-ca", "public-key"],
+                &[("SDM_ADMIN_TOKEN", self.admin_token.as_str())],
+            )
+            .ok()
+            .trim()
+            .to_owned();
+        sdm_testkit::Sshd::start(&sdm_testkit::SshdConfig {
+            trusted_user_ca_keys: vec![ca],
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     /// A service account granted `resources`; its token.
     pub fn account_with(&self, name: &str, resources: &[&str]) -> String {
         let token = self.service_account(name);

@@ -138,9 +138,34 @@ impl ClientSide {
         self.forward(channel, request, session).await
     }
 
-    fn refused_open(&self, what: &str, e: &russh::Error) -> ChannelOpenFailure {
-        tracing::info!(resource = %self.resource_name, what, error = %e, "the resource refused a channel");
-        ChannelOpenFailure::ConnectFailed
+    /// Answers the client's request to open `channel` as the resource answered the same
+    /// request; an accepted channel is joined to the resource's.
+    async fn answer_open(
+        &mut self,
+        channel: Channel<Msg>,
+        opened: Result<Channel<russh::client::Msg>, russh::Error>,
+        what: &str,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) {
+        match opened {
+            Ok(on_resource) => {
+                let id = channel.id();
+                reply.accept().await;
+                let joined = channel::join(
+                    channel,
+                    session.handle(),
+                    on_resource,
+                    &self.backlogs,
+                    self.journal.clone(),
+                );
+                self.channels.insert(id, joined);
+            }
+            Err(e) => {
+                tracing::info!(resource = %self.resource_name, what, error = %e, "the resource refused a channel");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            }
+        }
     }
 }
 
@@ -205,21 +230,9 @@ impl server::Handler for ClientSide {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        match resource.channel_open_session().await {
-            Ok(on_resource) => {
-                let id = channel.id();
-                reply.accept().await;
-                let joined = channel::join(
-                    channel,
-                    session.handle(),
-                    on_resource,
-                    &self.backlogs,
-                    self.journal.clone(),
-                );
-                self.channels.insert(id, joined);
-            }
-            Err(e) => reply.reject(self.refused_open("a session", &e)).await,
-        }
+        let opened = resource.channel_open_session().await;
+        self.answer_open(channel, opened, "a session", reply, session)
+            .await;
         Ok(())
     }
 
@@ -247,27 +260,11 @@ impl server::Handler for ClientSide {
                 .await;
             return Ok(());
         }
-        match resource
+        let opened = resource
             .channel_open_direct_tcpip(host, port, originator_address, originator_port)
-            .await
-        {
-            Ok(on_resource) => {
-                reply.accept().await;
-                let joined = channel::join(
-                    channel,
-                    session.handle(),
-                    on_resource,
-                    &self.backlogs,
-                    self.journal.clone(),
-                );
-                self.channels.insert(id, joined);
-            }
-            Err(e) => {
-                reply
-                    .reject(self.refused_open("a forwarded connection", &e))
-                    .await
-            }
-        }
+            .await;
+        self.answer_open(channel, opened, "a forwarded connection", reply, session)
+            .await;
         Ok(())
     }
 
