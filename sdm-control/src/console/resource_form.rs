@@ -1,7 +1,7 @@
 //! The resource form, shared by **add resource** and a resource's edit form: its fields as
 //! posted ([`ResourceFields`]), what the page shows of them ([`FormView`], which has no
-//! password field, so a password is never rendered back), and their translation into the API's
-//! [`CreateResource`] and [`UpdateResource`].
+//! password or private key field, so neither is ever rendered back), and their translation into
+//! the API's [`CreateResource`] and [`UpdateResource`].
 //!
 //! The console only reads the text of the fields (a port is a number, tags are `k=v, k=v`); every
 //! rule is the API's, and a refusal is shown beside the field the API names
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{
-    AdminResource, CreateResource, Credentials, TlsMode, UpdateResource, UpstreamTls,
+    AdminResource, CreateResource, Credentials, SshSettings, TlsMode, UpdateResource, UpstreamTls,
 };
 use sdm_proto::tags::{self, TagForm};
 use serde::Deserialize;
@@ -35,6 +35,11 @@ pub(crate) const TLS_MODES: &[(&str, &str)] = &[
         "verify-full (TLS, certificate checked against the CA below)",
     ),
 ];
+
+/// The `ssh_login` choice: a certificate from sdm's SSH CA for each connection.
+pub(crate) const LOGIN_WITH_CA: &str = "certificate_authority";
+/// The `ssh_login` choice: the private key stored with the resource.
+pub(crate) const LOGIN_WITH_KEY: &str = "private_key";
 
 /// The form as posted. Checkboxes are present only when ticked.
 #[derive(Deserialize, Default)]
@@ -69,6 +74,20 @@ pub(crate) struct ResourceFields {
     tls_mode: String,
     #[serde(default)]
     ca_pem: String,
+    /// The user the gateway logs in as on an ssh server (the API's `ssh.username`; the
+    /// PostgreSQL `username` is a field of its own, posted too when no script hides it).
+    #[serde(default)]
+    ssh_username: String,
+    /// [`LOGIN_WITH_CA`] or [`LOGIN_WITH_KEY`].
+    #[serde(default)]
+    ssh_login: String,
+    /// Write-only like the password: read here, never copied into a [`FormView`].
+    #[serde(default)]
+    ssh_private_key: String,
+    #[serde(default)]
+    ssh_host_key: String,
+    #[serde(default)]
+    clear_ssh_host_key: Option<String>,
 }
 
 /// Messages beside fields, by field name (the form's names: `port`, `tags`, `password`, …);
@@ -108,6 +127,10 @@ impl FieldErrors {
             Some("credentials.database") => "database",
             Some("credentials.password" | "credentials") => "password",
             Some("upstream_tls.ca_pem" | "upstream_tls.mode") => "ca_pem",
+            Some("ssh.username") => "ssh_username",
+            Some("ssh.host_key") => "ssh_host_key",
+            // `ssh` alone: settings given for a kind that takes none, the key most of all.
+            Some("ssh.private_key" | "ssh") => "ssh_private_key",
             _ => "",
         };
         let mut errors = FieldErrors::default();
@@ -116,7 +139,7 @@ impl FieldErrors {
     }
 }
 
-/// The form as a page shows it: what was typed (or stored), never a password.
+/// The form as a page shows it: what was typed (or stored), never a password or private key.
 pub(crate) struct FormView {
     pub(crate) kind: String,
     pub(crate) name: String,
@@ -131,6 +154,10 @@ pub(crate) struct FormView {
     pub(crate) clear_credentials: bool,
     pub(crate) tls_mode: String,
     pub(crate) ca_pem: String,
+    pub(crate) ssh_username: String,
+    pub(crate) ssh_login: String,
+    pub(crate) ssh_host_key: String,
+    pub(crate) clear_ssh_host_key: bool,
     pub(crate) errors: FieldErrors,
 }
 
@@ -151,13 +178,19 @@ impl FormView {
             clear_credentials: false,
             tls_mode: TlsMode::Disable.as_str().to_owned(),
             ca_pem: String::new(),
+            ssh_username: String::new(),
+            ssh_login: LOGIN_WITH_CA.to_owned(),
+            ssh_host_key: String::new(),
+            clear_ssh_host_key: false,
             errors: FieldErrors::default(),
         }
     }
 
     /// The edit form of `r` as stored. The port override shown is an explicit one only (an
-    /// assigned port is the setting's, shown beside the field); the CA is not read back.
+    /// assigned port is the setting's, shown beside the field); the CA is not read back, nor
+    /// the recorded host key (shown on the page; an empty field keeps it).
     pub(crate) fn of(r: &AdminResource) -> FormView {
+        let ssh = r.ssh.as_ref();
         FormView {
             kind: r.kind.as_str().to_owned(),
             name: r.name.clone(),
@@ -172,11 +205,19 @@ impl FormView {
             clear_credentials: false,
             tls_mode: r.upstream_tls.as_str().to_owned(),
             ca_pem: String::new(),
+            ssh_username: ssh.map(|s| s.username.clone()).unwrap_or_default(),
+            ssh_login: match ssh {
+                Some(s) if !s.certificate_authority => LOGIN_WITH_KEY,
+                _ => LOGIN_WITH_CA,
+            }
+            .to_owned(),
+            ssh_host_key: String::new(),
+            clear_ssh_host_key: false,
             errors: FieldErrors::default(),
         }
     }
 
-    /// The form as posted (the password left out), with `errors`.
+    /// The form as posted (the password and private key left out), with `errors`.
     pub(crate) fn posted(fields: &ResourceFields, errors: FieldErrors) -> FormView {
         FormView {
             kind: fields.kind.clone(),
@@ -192,8 +233,17 @@ impl FormView {
             clear_credentials: fields.clear_credentials.is_some(),
             tls_mode: fields.tls_mode.clone(),
             ca_pem: fields.ca_pem.clone(),
+            ssh_username: fields.ssh_username.clone(),
+            ssh_login: fields.ssh_login.clone(),
+            ssh_host_key: fields.ssh_host_key.clone(),
+            clear_ssh_host_key: fields.clear_ssh_host_key.is_some(),
             errors,
         }
+    }
+
+    /// Whether the login choice shown is the stored private key (else sdm's SSH CA).
+    pub(crate) fn logs_in_with_key(&self) -> bool {
+        self.ssh_login == LOGIN_WITH_KEY
     }
 
     /// The message beside `field`, if any.
@@ -283,7 +333,43 @@ fn ca_pem(text: &str) -> Option<String> {
     (!text.trim().is_empty()).then(|| text.to_owned())
 }
 
+/// The login choice posted: `Some(true)` for sdm's SSH CA; `None` when none was posted.
+fn logs_in_with_ca(errors: &mut FieldErrors, text: &str) -> Option<bool> {
+    match text.trim() {
+        "" => None,
+        LOGIN_WITH_CA => Some(true),
+        LOGIN_WITH_KEY => Some(false),
+        other => {
+            errors.add(
+                "ssh_login",
+                format!("Log in with {other:?} is not a choice: choose one of the listed ones."),
+            );
+            None
+        }
+    }
+}
+
 impl ResourceFields {
+    /// Whether any ssh field was filled in. The form without its script posts every kind's
+    /// fields; ssh settings typed for another kind go to the API, which says they do not
+    /// belong (a login choice alone is the form's default, not something typed).
+    fn ssh_typed(&self) -> bool {
+        !self.ssh_username.trim().is_empty()
+            || !self.ssh_private_key.trim().is_empty()
+            || !self.ssh_host_key.trim().is_empty()
+    }
+
+    /// The ssh settings as typed; the key is taken as pasted.
+    fn ssh_settings(&self, certificate_authority: bool) -> SshSettings {
+        SshSettings {
+            username: self.ssh_username.trim().to_owned(),
+            private_key: (!self.ssh_private_key.trim().is_empty())
+                .then(|| self.ssh_private_key.clone()),
+            certificate_authority,
+            host_key: non_empty(&self.ssh_host_key),
+        }
+    }
+
     /// The **add resource** request, or what the fields' text does not say.
     pub(crate) fn create_request(&self) -> Result<CreateResource, FieldErrors> {
         let mut errors = FieldErrors::default();
@@ -313,6 +399,18 @@ impl ResourceFields {
         if mode != TlsMode::Disable || ca_pem.is_some() {
             request.upstream_tls = Some(UpstreamTls { mode, ca_pem });
         }
+        let certificate_authority = logs_in_with_ca(&mut errors, &self.ssh_login);
+        if request.kind == ResourceKind::Ssh || self.ssh_typed() {
+            if request.kind == ResourceKind::Ssh && certificate_authority.is_none() {
+                errors.add(
+                    "ssh_login",
+                    "Choose how the gateway logs in: with sdm's SSH certificate authority or a \
+                     stored private key.",
+                );
+            }
+            // A key pasted with the CA chosen goes too: the API says to give one of them.
+            request.ssh = Some(self.ssh_settings(certificate_authority.unwrap_or(false)));
+        }
         if errors.0.is_empty() {
             Ok(request)
         } else {
@@ -321,7 +419,8 @@ impl ResourceFields {
     }
 
     /// The change of `current` the edit form asks for, or what the fields' text does not say.
-    /// An empty password keeps the stored one; an empty port keeps the port.
+    /// An empty password or private key keeps the stored one; an empty port keeps the port; an
+    /// empty host key keeps the recorded one.
     pub(crate) fn update_request(
         &self,
         current: &AdminResource,
@@ -369,11 +468,39 @@ impl ResourceFields {
         if mode != current.upstream_tls || ca_pem.is_some() {
             request.upstream_tls = Some(UpstreamTls { mode, ca_pem });
         }
+        request.ssh = self.ssh_change(&mut errors, current);
+        request.clear_ssh_host_key = self.clear_ssh_host_key.is_some();
         if errors.0.is_empty() {
             Ok(request)
         } else {
             Err(errors)
         }
+    }
+}
+
+impl ResourceFields {
+    /// The ssh settings the edit form changes, `None` when it changes none.
+    fn ssh_change(&self, errors: &mut FieldErrors, current: &AdminResource) -> Option<SshSettings> {
+        let Some(stored) = current.ssh.as_ref() else {
+            // Not an ssh resource: settings typed anyway go to the API, which refuses them.
+            return self.ssh_typed().then(|| self.ssh_settings(false));
+        };
+        let certificate_authority = logs_in_with_ca(errors, &self.ssh_login)
+            .unwrap_or(stored.certificate_authority);
+        let wanted = self.ssh_settings(certificate_authority);
+        if !certificate_authority && stored.certificate_authority && wanted.private_key.is_none() {
+            // Else the API would keep the CA: an update that gives no key keeps the stored login.
+            errors.add(
+                "ssh_private_key",
+                "Paste the private key the gateway should log in with: it logs in with sdm's SSH \
+                 certificate authority now, and no key is stored.",
+            );
+        }
+        let changed = wanted.username != stored.username
+            || wanted.private_key.is_some()
+            || wanted.certificate_authority != stored.certificate_authority
+            || wanted.host_key.is_some();
+        changed.then_some(wanted)
     }
 }
 
