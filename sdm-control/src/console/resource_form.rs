@@ -454,6 +454,8 @@ impl ResourceFields {
                 database,
             });
         } else if !request.clear_credentials
+            // An ssh resource's user name is its ssh settings', not these fields'.
+            && current.kind != ResourceKind::Ssh
             && (username != current.username.as_deref().unwrap_or_default()
                 || database != current.database)
         {
@@ -569,7 +571,12 @@ mod tests {
         };
         assert!(errors.get("tags").unwrap().contains("Gateway pin"));
         // A kind without the PostgreSQL fields posts no TLS mode.
-        let request = fields(&[("kind", "ssh"), ("name", "s"), ("hostname", "h")])
+        let request = fields(&[
+            ("kind", "ssh"),
+            ("name", "s"),
+            ("hostname", "h"),
+            ("ssh_login", LOGIN_WITH_CA),
+        ])
             .create_request()
             .unwrap_or_else(|_| panic!("refused"));
         assert_eq!((request.upstream_tls, request.credentials), (None, None));
@@ -645,5 +652,182 @@ mod tests {
         .unwrap_or_else(|_| panic!("refused"));
         assert_eq!(request.credentials.unwrap().username, "other");
         assert!(request.clear_port_override);
+    }
+
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUA\n-----END OPENSSH PRIVATE KEY-----\n";
+    const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
+
+    /// The add form as posted without its script: every kind's fields, the ssh ones filled in.
+    fn ssh_form<'a>(kind: &'a str, login: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("kind", kind),
+            ("name", "web"),
+            ("hostname", "10.0.0.5"),
+            ("port", ""),
+            ("tags", ""),
+            ("username", ""),
+            ("database", ""),
+            ("password", ""),
+            ("tls_mode", "disable"),
+            ("ca_pem", ""),
+            ("ssh_username", " deploy "),
+            ("ssh_login", login),
+            ("ssh_private_key", key),
+            ("ssh_host_key", ""),
+        ]
+    }
+
+    #[test]
+    fn an_ssh_server_logging_in_with_sdms_ca() {
+        let request = fields(&ssh_form("ssh", LOGIN_WITH_CA, ""))
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        // The PostgreSQL fields posted beside them ask for nothing.
+        assert_eq!((request.credentials, request.upstream_tls), (None, None));
+        assert_eq!(
+            request.ssh,
+            Some(SshSettings {
+                username: "deploy".into(),
+                private_key: None,
+                certificate_authority: true,
+                host_key: None,
+            })
+        );
+    }
+
+    #[test]
+    fn an_ssh_server_logging_in_with_a_stored_key_and_a_known_host_key() {
+        let mut form = ssh_form("ssh", LOGIN_WITH_KEY, KEY);
+        form.retain(|(k, _)| *k != "ssh_host_key");
+        form.push(("ssh_host_key", HOST_KEY));
+        let posted = fields(&form);
+        let request = posted
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        let ssh = request.ssh.unwrap();
+        assert_eq!(ssh.private_key.as_deref(), Some(KEY));
+        assert!(!ssh.certificate_authority);
+        assert_eq!(ssh.host_key.as_deref(), Some(HOST_KEY));
+        // A refused form shows what was typed, never the key.
+        let view = FormView::posted(&posted, FieldErrors::default());
+        assert!(view.logs_in_with_key());
+        assert_eq!(view.ssh_host_key, HOST_KEY);
+        // A CA chosen with a key pasted goes to the API as both, which says to give one.
+        let both = fields(&ssh_form("ssh", LOGIN_WITH_CA, KEY))
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        let both = both.ssh.unwrap();
+        assert!(both.certificate_authority && both.private_key.is_some());
+    }
+
+    #[test]
+    fn a_key_on_a_tcp_resource_goes_to_the_api_and_its_refusal_is_shown_beside_the_key() {
+        let request = fields(&ssh_form("tcp", LOGIN_WITH_CA, KEY))
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        assert!(request.ssh.is_some());
+        // The API names `ssh` for settings on a kind that takes none.
+        let refusal = ApiError::invalid("ssh settings are for resources of kind ssh, not tcp")
+            .in_field("ssh");
+        let errors = FieldErrors::of_api(&refusal);
+        assert!(errors.get("ssh_private_key").unwrap().contains("kind ssh"));
+        for (api, form) in [
+            ("ssh.private_key", "ssh_private_key"),
+            ("ssh.host_key", "ssh_host_key"),
+            ("ssh.username", "ssh_username"),
+        ] {
+            assert!(FieldErrors::of_api(&ApiError::invalid("no").in_field(api)).has(form));
+        }
+        // The form's default login choice alone is not ssh settings.
+        let request = fields(&[("kind", "tcp"), ("ssh_login", LOGIN_WITH_CA)])
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.ssh, None);
+    }
+
+    fn stored_ssh(certificate_authority: bool, host_key: Option<&str>) -> AdminResource {
+        AdminResource {
+            kind: ResourceKind::Ssh,
+            username: Some("deploy".into()),
+            database: None,
+            has_credentials: !certificate_authority,
+            upstream_tls: TlsMode::Disable,
+            ssh: Some(SshSettings {
+                username: "deploy".into(),
+                private_key: None,
+                certificate_authority,
+                host_key: host_key.map(str::to_owned),
+            }),
+            ..stored()
+        }
+    }
+
+    /// The edit form of `current` as shown, posted with `changes`.
+    fn edit(current: &AdminResource, changes: &[(&str, &str)]) -> Result<UpdateResource, FieldErrors> {
+        let view = FormView::of(current);
+        let login = if view.logs_in_with_key() { LOGIN_WITH_KEY } else { LOGIN_WITH_CA };
+        let mut form = vec![
+            ("hostname", "h"),
+            ("port", "5432"),
+            ("ssh_username", view.ssh_username.as_str()),
+            ("ssh_login", login),
+            ("ssh_private_key", ""),
+            ("ssh_host_key", ""),
+        ];
+        form.retain(|(k, _)| !changes.iter().any(|(c, _)| c == k));
+        form.extend_from_slice(changes);
+        fields(&form).update_request(current)
+    }
+
+    #[test]
+    fn an_unchanged_ssh_edit_form_keeps_the_stored_key_and_host_key() {
+        let current = stored_ssh(false, Some(HOST_KEY));
+        let view = FormView::of(&current);
+        assert!(view.logs_in_with_key());
+        assert_eq!(view.ssh_username, "deploy");
+        let request = edit(&current, &[]).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.ssh, None);
+        assert!(!request.clear_ssh_host_key);
+        assert_eq!(request.credentials, None);
+        // A new user name alone keeps the key: the API keeps what is left out.
+        let request = edit(&current, &[("ssh_username", "ops")]).unwrap_or_else(|_| panic!("refused"));
+        let ssh = request.ssh.unwrap();
+        assert_eq!((ssh.username.as_str(), ssh.private_key), ("ops", None));
+        assert!(!ssh.certificate_authority);
+        // A new key replaces it.
+        let request = edit(&current, &[("ssh_private_key", KEY)]).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.ssh.unwrap().private_key.as_deref(), Some(KEY));
+        // Switching to the CA drops it (the API's doing, asked for here).
+        let request = edit(&current, &[("ssh_login", LOGIN_WITH_CA)]).unwrap_or_else(|_| panic!("refused"));
+        assert!(request.ssh.unwrap().certificate_authority);
+    }
+
+    #[test]
+    fn switching_from_the_ca_to_a_key_needs_the_key() {
+        let current = stored_ssh(true, None);
+        let Err(errors) = edit(&current, &[("ssh_login", LOGIN_WITH_KEY)]) else {
+            panic!("accepted");
+        };
+        assert!(errors.get("ssh_private_key").unwrap().contains("no key is stored"));
+        let request = edit(&current, &[("ssh_login", LOGIN_WITH_KEY), ("ssh_private_key", KEY)])
+            .unwrap_or_else(|_| panic!("refused"));
+        let ssh = request.ssh.unwrap();
+        assert!(!ssh.certificate_authority);
+        assert_eq!(ssh.private_key.as_deref(), Some(KEY));
+    }
+
+    #[test]
+    fn the_recorded_host_key_is_forgotten_or_replaced() {
+        let current = stored_ssh(true, Some(HOST_KEY));
+        let request = edit(&current, &[("clear_ssh_host_key", "on")]).unwrap_or_else(|_| panic!("refused"));
+        assert!(request.clear_ssh_host_key);
+        // Nothing else changes.
+        assert_eq!(request.ssh, None);
+        let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHoGvZIpxzLq37/pvplqmvkR9cw0ptZaBGyt4yrMzg3l";
+        let request = edit(&current, &[("ssh_host_key", other)]).unwrap_or_else(|_| panic!("refused"));
+        assert!(!request.clear_ssh_host_key);
+        let ssh = request.ssh.unwrap();
+        assert_eq!(ssh.host_key.as_deref(), Some(other));
+        assert!(ssh.certificate_authority);
     }
 }
