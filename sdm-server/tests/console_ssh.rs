@@ -63,7 +63,9 @@ fn encrypted_key() -> String {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("key");
     let status = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "secret", "-C", "sdm-test", "-f"])
+        .args([
+            "-q", "-t", "ed25519", "-N", "secret", "-C", "sdm-test", "-f",
+        ])
         .arg(&path)
         .status()
         .expect("ssh-keygen runs");
@@ -75,7 +77,10 @@ fn encrypted_key() -> String {
 fn assert_no_key(pages: &[(&str, &Page)], secrets: &[String]) {
     for (what, page) in pages {
         for line in secrets {
-            assert!(!page.body.contains(line.as_str()), "{what} shows the private key");
+            assert!(
+                !page.body.contains(line.as_str()),
+                "{what} shows the private key"
+            );
         }
     }
 }
@@ -120,7 +125,10 @@ async fn an_ssh_resource_is_added_with_sdms_ca_and_its_page_gives_the_trusted_ca
         .expect_ok();
     assert!(page.body.contains("TrustedUserCAKeys"));
     assert!(
-        page.body.contains(&format!("<code id=\"trusted-ca-line\">{}</code>", ca.public_key)),
+        page.body.contains(&format!(
+            "<code id=\"trusted-ca-line\">{}</code>",
+            ca.public_key
+        )),
         "{}",
         page.body
     );
@@ -141,11 +149,21 @@ async fn an_ssh_resource_with_a_stored_key_never_shows_it() {
         .post_from(
             "/console/new/resource",
             "/console/resources",
-            &ssh_form("ssh", "box", "private_key", &login.private, "ssh-ed25519 nope"),
+            &ssh_form(
+                "ssh",
+                "box",
+                "private_key",
+                &login.private,
+                "ssh-ed25519 nope",
+            ),
         )
         .await;
     assert_eq!(refused.status, 400, "{}", refused.body);
-    assert!(refused.error_beside("ssh_host_key").contains("ssh.host_key"));
+    assert!(
+        refused
+            .error_beside("ssh_host_key")
+            .contains("ssh.host_key")
+    );
     assert!(refused.control("ssh_login-key").contains("checked"));
 
     let host_key = server.public.clone();
@@ -161,7 +179,11 @@ async fn an_ssh_resource_with_a_stored_key_never_shows_it() {
     assert!(stored.has_credentials);
     let ssh = stored.ssh.clone().unwrap();
     assert!(!ssh.certificate_authority);
-    assert!(ssh.host_key.as_deref().is_some_and(|k| host_key.starts_with(k)));
+    assert!(
+        ssh.host_key
+            .as_deref()
+            .is_some_and(|k| host_key.starts_with(k))
+    );
 
     let page = browser.get("/console/resources/box").await.ok();
     assert!(page.body.contains("a stored private key (never shown)"));
@@ -247,7 +269,10 @@ async fn a_key_the_api_refuses_is_shown_beside_the_private_key_field() {
     assert_eq!(tcp.status, 400, "{}", tcp.body);
     assert!(tcp.error_beside("ssh_private_key").contains("kind ssh"));
     assert_no_key(
-        &[("the refused encrypted key", &refused), ("the refused tcp form", &tcp)],
+        &[
+            ("the refused encrypted key", &refused),
+            ("the refused tcp form", &tcp),
+        ],
         &key_body(&encrypted)
             .into_iter()
             .chain(key_body(&login.private))

@@ -487,8 +487,8 @@ impl ResourceFields {
             // Not an ssh resource: settings typed anyway go to the API, which refuses them.
             return self.ssh_typed().then(|| self.ssh_settings(false));
         };
-        let certificate_authority = logs_in_with_ca(errors, &self.ssh_login)
-            .unwrap_or(stored.certificate_authority);
+        let certificate_authority =
+            logs_in_with_ca(errors, &self.ssh_login).unwrap_or(stored.certificate_authority);
         let wanted = self.ssh_settings(certificate_authority);
         if !certificate_authority && stored.certificate_authority && wanted.private_key.is_none() {
             // Else the API would keep the CA: an update that gives no key keeps the stored login.
@@ -577,8 +577,8 @@ mod tests {
             ("hostname", "h"),
             ("ssh_login", LOGIN_WITH_CA),
         ])
-            .create_request()
-            .unwrap_or_else(|_| panic!("refused"));
+        .create_request()
+        .unwrap_or_else(|_| panic!("refused"));
         assert_eq!((request.upstream_tls, request.credentials), (None, None));
         let Err(errors) = fields(&[("kind", "ssh"), ("tls_mode", "verify_full")]).create_request()
         else {
@@ -655,7 +655,8 @@ mod tests {
     }
 
     const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUA\n-----END OPENSSH PRIVATE KEY-----\n";
-    const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
+    const HOST_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
 
     /// The add form as posted without its script: every kind's fields, the ssh ones filled in.
     fn ssh_form<'a>(kind: &'a str, login: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
@@ -763,9 +764,16 @@ mod tests {
     }
 
     /// The edit form of `current` as shown, posted with `changes`.
-    fn edit(current: &AdminResource, changes: &[(&str, &str)]) -> Result<UpdateResource, FieldErrors> {
+    fn edit(
+        current: &AdminResource,
+        changes: &[(&str, &str)],
+    ) -> Result<UpdateResource, FieldErrors> {
         let view = FormView::of(current);
-        let login = if view.logs_in_with_key() { LOGIN_WITH_KEY } else { LOGIN_WITH_CA };
+        let login = if view.logs_in_with_key() {
+            LOGIN_WITH_KEY
+        } else {
+            LOGIN_WITH_CA
+        };
         let mut form = vec![
             ("hostname", "h"),
             ("port", "5432"),
@@ -790,15 +798,18 @@ mod tests {
         assert!(!request.clear_ssh_host_key);
         assert_eq!(request.credentials, None);
         // A new user name alone keeps the key: the API keeps what is left out.
-        let request = edit(&current, &[("ssh_username", "ops")]).unwrap_or_else(|_| panic!("refused"));
+        let request =
+            edit(&current, &[("ssh_username", "ops")]).unwrap_or_else(|_| panic!("refused"));
         let ssh = request.ssh.unwrap();
         assert_eq!((ssh.username.as_str(), ssh.private_key), ("ops", None));
         assert!(!ssh.certificate_authority);
         // A new key replaces it.
-        let request = edit(&current, &[("ssh_private_key", KEY)]).unwrap_or_else(|_| panic!("refused"));
+        let request =
+            edit(&current, &[("ssh_private_key", KEY)]).unwrap_or_else(|_| panic!("refused"));
         assert_eq!(request.ssh.unwrap().private_key.as_deref(), Some(KEY));
         // Switching to the CA drops it (the API's doing, asked for here).
-        let request = edit(&current, &[("ssh_login", LOGIN_WITH_CA)]).unwrap_or_else(|_| panic!("refused"));
+        let request =
+            edit(&current, &[("ssh_login", LOGIN_WITH_CA)]).unwrap_or_else(|_| panic!("refused"));
         assert!(request.ssh.unwrap().certificate_authority);
     }
 
@@ -808,9 +819,17 @@ mod tests {
         let Err(errors) = edit(&current, &[("ssh_login", LOGIN_WITH_KEY)]) else {
             panic!("accepted");
         };
-        assert!(errors.get("ssh_private_key").unwrap().contains("no key is stored"));
-        let request = edit(&current, &[("ssh_login", LOGIN_WITH_KEY), ("ssh_private_key", KEY)])
-            .unwrap_or_else(|_| panic!("refused"));
+        assert!(
+            errors
+                .get("ssh_private_key")
+                .unwrap()
+                .contains("no key is stored")
+        );
+        let request = edit(
+            &current,
+            &[("ssh_login", LOGIN_WITH_KEY), ("ssh_private_key", KEY)],
+        )
+        .unwrap_or_else(|_| panic!("refused"));
         let ssh = request.ssh.unwrap();
         assert!(!ssh.certificate_authority);
         assert_eq!(ssh.private_key.as_deref(), Some(KEY));
@@ -819,12 +838,15 @@ mod tests {
     #[test]
     fn the_recorded_host_key_is_forgotten_or_replaced() {
         let current = stored_ssh(true, Some(HOST_KEY));
-        let request = edit(&current, &[("clear_ssh_host_key", "on")]).unwrap_or_else(|_| panic!("refused"));
+        let request =
+            edit(&current, &[("clear_ssh_host_key", "on")]).unwrap_or_else(|_| panic!("refused"));
         assert!(request.clear_ssh_host_key);
         // Nothing else changes.
         assert_eq!(request.ssh, None);
-        let other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHoGvZIpxzLq37/pvplqmvkR9cw0ptZaBGyt4yrMzg3l";
-        let request = edit(&current, &[("ssh_host_key", other)]).unwrap_or_else(|_| panic!("refused"));
+        let other =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHoGvZIpxzLq37/pvplqmvkR9cw0ptZaBGyt4yrMzg3l";
+        let request =
+            edit(&current, &[("ssh_host_key", other)]).unwrap_or_else(|_| panic!("refused"));
         assert!(!request.clear_ssh_host_key);
         let ssh = request.ssh.unwrap();
         assert_eq!(ssh.host_key.as_deref(), Some(other));
