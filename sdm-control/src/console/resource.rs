@@ -1,5 +1,6 @@
-//! One resource's page: its details, the edit form (a password field left empty keeps the stored
-//! password), delete (after a confirmation page), and the accounts it is granted to, with
+//! One resource's page: its details (for an ssh server, how the gateway logs in, and the line
+//! that makes the server trust sdm's SSH CA), the edit form (a password or private key field
+//! left empty keeps the stored one), delete (after a confirmation page), and the accounts it is granted to, with
 //! grant and revoke.
 
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use sdm_proto::api::{AccountKind, AccountStatus, AdminResource, CreateGrant};
+use sdm_proto::api::{AccountKind, AccountStatus, AdminResource, CreateGrant, SshSettings};
 use serde::Deserialize;
 
 use super::form::Action;
@@ -35,6 +36,11 @@ struct ResourcePage<'a> {
     username: Option<String>,
     database: Option<String>,
     tls_mode: String,
+    /// How the gateway logs in (ssh resources); never with a private key.
+    ssh: Option<SshSettings>,
+    /// sdm's SSH CA public key line, when the gateway logs in with the CA: for the server's
+    /// `TrustedUserCAKeys` file.
+    trusted_ca_line: Option<String>,
     created: String,
     /// The edit form.
     form: FormView,
@@ -90,6 +96,18 @@ async fn render(
         })
         .collect();
     let form = shown.form.unwrap_or_else(|| FormView::of(&r));
+    // The API never returns the key; dropped here too so no template can ever show it.
+    let ssh = r.ssh.clone().map(|s| SshSettings {
+        private_key: None,
+        ..s
+    });
+    let trusted_ca_line = match &ssh {
+        Some(s) if s.certificate_authority => {
+            let axum::Json(ca) = resources::ssh_ca(State(state.clone()), console.admin()).await;
+            Some(ca.public_key)
+        }
+        _ => None,
+    };
     Ok(page::html(
         shown.status.unwrap_or(StatusCode::OK),
         &ResourcePage {
@@ -97,6 +115,8 @@ async fn render(
             username: r.username.clone(),
             database: r.database.clone(),
             tls_mode: r.upstream_tls.as_str().to_owned(),
+            ssh,
+            trusted_ca_line,
             created: page::when(r.created_at),
             form,
             kinds: KINDS,

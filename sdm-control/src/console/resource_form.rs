@@ -1,7 +1,7 @@
 //! The resource form, shared by **add resource** and a resource's edit form: its fields as
 //! posted ([`ResourceFields`]), what the page shows of them ([`FormView`], which has no
-//! password field, so a password is never rendered back), and their translation into the API's
-//! [`CreateResource`] and [`UpdateResource`].
+//! password or private key field, so neither is ever rendered back), and their translation into
+//! the API's [`CreateResource`] and [`UpdateResource`].
 //!
 //! The console only reads the text of the fields (a port is a number, tags are `k=v, k=v`); every
 //! rule is the API's, and a refusal is shown beside the field the API names
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{
-    AdminResource, CreateResource, Credentials, TlsMode, UpdateResource, UpstreamTls,
+    AdminResource, CreateResource, Credentials, SshSettings, TlsMode, UpdateResource, UpstreamTls,
 };
 use sdm_proto::tags::{self, TagForm};
 use serde::Deserialize;
@@ -35,6 +35,11 @@ pub(crate) const TLS_MODES: &[(&str, &str)] = &[
         "verify-full (TLS, certificate checked against the CA below)",
     ),
 ];
+
+/// The `ssh_login` choice: a certificate from sdm's SSH CA for each connection.
+pub(crate) const LOGIN_WITH_CA: &str = "certificate_authority";
+/// The `ssh_login` choice: the private key stored with the resource.
+pub(crate) const LOGIN_WITH_KEY: &str = "private_key";
 
 /// The form as posted. Checkboxes are present only when ticked.
 #[derive(Deserialize, Default)]
@@ -69,6 +74,20 @@ pub(crate) struct ResourceFields {
     tls_mode: String,
     #[serde(default)]
     ca_pem: String,
+    /// The user the gateway logs in as on an ssh server (the API's `ssh.username`; the
+    /// PostgreSQL `username` is a field of its own, posted too when no script hides it).
+    #[serde(default)]
+    ssh_username: String,
+    /// [`LOGIN_WITH_CA`] or [`LOGIN_WITH_KEY`].
+    #[serde(default)]
+    ssh_login: String,
+    /// Write-only like the password: read here, never copied into a [`FormView`].
+    #[serde(default)]
+    ssh_private_key: String,
+    #[serde(default)]
+    ssh_host_key: String,
+    #[serde(default)]
+    clear_ssh_host_key: Option<String>,
 }
 
 /// Messages beside fields, by field name (the form's names: `port`, `tags`, `password`, …);
@@ -108,6 +127,10 @@ impl FieldErrors {
             Some("credentials.database") => "database",
             Some("credentials.password" | "credentials") => "password",
             Some("upstream_tls.ca_pem" | "upstream_tls.mode") => "ca_pem",
+            Some("ssh.username") => "ssh_username",
+            Some("ssh.host_key") => "ssh_host_key",
+            // `ssh` alone: settings given for a kind that takes none, the key most of all.
+            Some("ssh.private_key" | "ssh") => "ssh_private_key",
             _ => "",
         };
         let mut errors = FieldErrors::default();
@@ -116,7 +139,7 @@ impl FieldErrors {
     }
 }
 
-/// The form as a page shows it: what was typed (or stored), never a password.
+/// The form as a page shows it: what was typed (or stored), never a password or private key.
 pub(crate) struct FormView {
     pub(crate) kind: String,
     pub(crate) name: String,
@@ -131,6 +154,10 @@ pub(crate) struct FormView {
     pub(crate) clear_credentials: bool,
     pub(crate) tls_mode: String,
     pub(crate) ca_pem: String,
+    pub(crate) ssh_username: String,
+    pub(crate) ssh_login: String,
+    pub(crate) ssh_host_key: String,
+    pub(crate) clear_ssh_host_key: bool,
     pub(crate) errors: FieldErrors,
 }
 
@@ -151,13 +178,19 @@ impl FormView {
             clear_credentials: false,
             tls_mode: TlsMode::Disable.as_str().to_owned(),
             ca_pem: String::new(),
+            ssh_username: String::new(),
+            ssh_login: LOGIN_WITH_CA.to_owned(),
+            ssh_host_key: String::new(),
+            clear_ssh_host_key: false,
             errors: FieldErrors::default(),
         }
     }
 
     /// The edit form of `r` as stored. The port override shown is an explicit one only (an
-    /// assigned port is the setting's, shown beside the field); the CA is not read back.
+    /// assigned port is the setting's, shown beside the field); the CA is not read back, nor
+    /// the recorded host key (shown on the page; an empty field keeps it).
     pub(crate) fn of(r: &AdminResource) -> FormView {
+        let ssh = r.ssh.as_ref();
         FormView {
             kind: r.kind.as_str().to_owned(),
             name: r.name.clone(),
@@ -172,11 +205,19 @@ impl FormView {
             clear_credentials: false,
             tls_mode: r.upstream_tls.as_str().to_owned(),
             ca_pem: String::new(),
+            ssh_username: ssh.map(|s| s.username.clone()).unwrap_or_default(),
+            ssh_login: match ssh {
+                Some(s) if !s.certificate_authority => LOGIN_WITH_KEY,
+                _ => LOGIN_WITH_CA,
+            }
+            .to_owned(),
+            ssh_host_key: String::new(),
+            clear_ssh_host_key: false,
             errors: FieldErrors::default(),
         }
     }
 
-    /// The form as posted (the password left out), with `errors`.
+    /// The form as posted (the password and private key left out), with `errors`.
     pub(crate) fn posted(fields: &ResourceFields, errors: FieldErrors) -> FormView {
         FormView {
             kind: fields.kind.clone(),
@@ -192,8 +233,17 @@ impl FormView {
             clear_credentials: fields.clear_credentials.is_some(),
             tls_mode: fields.tls_mode.clone(),
             ca_pem: fields.ca_pem.clone(),
+            ssh_username: fields.ssh_username.clone(),
+            ssh_login: fields.ssh_login.clone(),
+            ssh_host_key: fields.ssh_host_key.clone(),
+            clear_ssh_host_key: fields.clear_ssh_host_key.is_some(),
             errors,
         }
+    }
+
+    /// Whether the login choice shown is the stored private key (else sdm's SSH CA).
+    pub(crate) fn logs_in_with_key(&self) -> bool {
+        self.ssh_login == LOGIN_WITH_KEY
     }
 
     /// The message beside `field`, if any.
@@ -283,7 +333,43 @@ fn ca_pem(text: &str) -> Option<String> {
     (!text.trim().is_empty()).then(|| text.to_owned())
 }
 
+/// The login choice posted: `Some(true)` for sdm's SSH CA; `None` when none was posted.
+fn logs_in_with_ca(errors: &mut FieldErrors, text: &str) -> Option<bool> {
+    match text.trim() {
+        "" => None,
+        LOGIN_WITH_CA => Some(true),
+        LOGIN_WITH_KEY => Some(false),
+        other => {
+            errors.add(
+                "ssh_login",
+                format!("Log in with {other:?} is not a choice: choose one of the listed ones."),
+            );
+            None
+        }
+    }
+}
+
 impl ResourceFields {
+    /// Whether any ssh field was filled in. The form without its script posts every kind's
+    /// fields; ssh settings typed for another kind go to the API, which says they do not
+    /// belong (a login choice alone is the form's default, not something typed).
+    fn ssh_typed(&self) -> bool {
+        !self.ssh_username.trim().is_empty()
+            || !self.ssh_private_key.trim().is_empty()
+            || !self.ssh_host_key.trim().is_empty()
+    }
+
+    /// The ssh settings as typed; the key is taken as pasted.
+    fn ssh_settings(&self, certificate_authority: bool) -> SshSettings {
+        SshSettings {
+            username: self.ssh_username.trim().to_owned(),
+            private_key: (!self.ssh_private_key.trim().is_empty())
+                .then(|| self.ssh_private_key.clone()),
+            certificate_authority,
+            host_key: non_empty(&self.ssh_host_key),
+        }
+    }
+
     /// The **add resource** request, or what the fields' text does not say.
     pub(crate) fn create_request(&self) -> Result<CreateResource, FieldErrors> {
         let mut errors = FieldErrors::default();
@@ -313,6 +399,18 @@ impl ResourceFields {
         if mode != TlsMode::Disable || ca_pem.is_some() {
             request.upstream_tls = Some(UpstreamTls { mode, ca_pem });
         }
+        let certificate_authority = logs_in_with_ca(&mut errors, &self.ssh_login);
+        if request.kind == ResourceKind::Ssh || self.ssh_typed() {
+            if request.kind == ResourceKind::Ssh && certificate_authority.is_none() {
+                errors.add(
+                    "ssh_login",
+                    "Choose how the gateway logs in: with sdm's SSH certificate authority or a \
+                     stored private key.",
+                );
+            }
+            // A key pasted with the CA chosen goes too: the API says to give one of them.
+            request.ssh = Some(self.ssh_settings(certificate_authority.unwrap_or(false)));
+        }
         if errors.0.is_empty() {
             Ok(request)
         } else {
@@ -321,7 +419,8 @@ impl ResourceFields {
     }
 
     /// The change of `current` the edit form asks for, or what the fields' text does not say.
-    /// An empty password keeps the stored one; an empty port keeps the port.
+    /// An empty password or private key keeps the stored one; an empty port keeps the port; an
+    /// empty host key keeps the recorded one.
     pub(crate) fn update_request(
         &self,
         current: &AdminResource,
@@ -355,6 +454,8 @@ impl ResourceFields {
                 database,
             });
         } else if !request.clear_credentials
+            // An ssh resource's user name is its ssh settings', not these fields'.
+            && current.kind != ResourceKind::Ssh
             && (username != current.username.as_deref().unwrap_or_default()
                 || database != current.database)
         {
@@ -369,11 +470,39 @@ impl ResourceFields {
         if mode != current.upstream_tls || ca_pem.is_some() {
             request.upstream_tls = Some(UpstreamTls { mode, ca_pem });
         }
+        request.ssh = self.ssh_change(&mut errors, current);
+        request.clear_ssh_host_key = self.clear_ssh_host_key.is_some();
         if errors.0.is_empty() {
             Ok(request)
         } else {
             Err(errors)
         }
+    }
+}
+
+impl ResourceFields {
+    /// The ssh settings the edit form changes, `None` when it changes none.
+    fn ssh_change(&self, errors: &mut FieldErrors, current: &AdminResource) -> Option<SshSettings> {
+        let Some(stored) = current.ssh.as_ref() else {
+            // Not an ssh resource: settings typed anyway go to the API, which refuses them.
+            return self.ssh_typed().then(|| self.ssh_settings(false));
+        };
+        let certificate_authority =
+            logs_in_with_ca(errors, &self.ssh_login).unwrap_or(stored.certificate_authority);
+        let wanted = self.ssh_settings(certificate_authority);
+        if !certificate_authority && stored.certificate_authority && wanted.private_key.is_none() {
+            // Else the API would keep the CA: an update that gives no key keeps the stored login.
+            errors.add(
+                "ssh_private_key",
+                "Paste the private key the gateway should log in with: it logs in with sdm's SSH \
+                 certificate authority now, and no key is stored.",
+            );
+        }
+        let changed = wanted.username != stored.username
+            || wanted.private_key.is_some()
+            || wanted.certificate_authority != stored.certificate_authority
+            || wanted.host_key.is_some();
+        changed.then_some(wanted)
     }
 }
 
@@ -442,9 +571,14 @@ mod tests {
         };
         assert!(errors.get("tags").unwrap().contains("Gateway pin"));
         // A kind without the PostgreSQL fields posts no TLS mode.
-        let request = fields(&[("kind", "ssh"), ("name", "s"), ("hostname", "h")])
-            .create_request()
-            .unwrap_or_else(|_| panic!("refused"));
+        let request = fields(&[
+            ("kind", "ssh"),
+            ("name", "s"),
+            ("hostname", "h"),
+            ("ssh_login", LOGIN_WITH_CA),
+        ])
+        .create_request()
+        .unwrap_or_else(|_| panic!("refused"));
         assert_eq!((request.upstream_tls, request.credentials), (None, None));
         let Err(errors) = fields(&[("kind", "ssh"), ("tls_mode", "verify_full")]).create_request()
         else {
@@ -518,5 +652,204 @@ mod tests {
         .unwrap_or_else(|_| panic!("refused"));
         assert_eq!(request.credentials.unwrap().username, "other");
         assert!(request.clear_port_override);
+    }
+
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUA\n-----END OPENSSH PRIVATE KEY-----\n";
+    const HOST_KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIQvC1MkOVEB74PVl31WCUi7loOAB2JpWfNHQzNChLgV";
+
+    /// The add form as posted without its script: every kind's fields, the ssh ones filled in.
+    fn ssh_form<'a>(kind: &'a str, login: &'a str, key: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            ("kind", kind),
+            ("name", "web"),
+            ("hostname", "10.0.0.5"),
+            ("port", ""),
+            ("tags", ""),
+            ("username", ""),
+            ("database", ""),
+            ("password", ""),
+            ("tls_mode", "disable"),
+            ("ca_pem", ""),
+            ("ssh_username", " deploy "),
+            ("ssh_login", login),
+            ("ssh_private_key", key),
+            ("ssh_host_key", ""),
+        ]
+    }
+
+    #[test]
+    fn an_ssh_server_logging_in_with_sdms_ca() {
+        let request = fields(&ssh_form("ssh", LOGIN_WITH_CA, ""))
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        // The PostgreSQL fields posted beside them ask for nothing.
+        assert_eq!((request.credentials, request.upstream_tls), (None, None));
+        assert_eq!(
+            request.ssh,
+            Some(SshSettings {
+                username: "deploy".into(),
+                private_key: None,
+                certificate_authority: true,
+                host_key: None,
+            })
+        );
+    }
+
+    #[test]
+    fn an_ssh_server_logging_in_with_a_stored_key_and_a_known_host_key() {
+        let mut form = ssh_form("ssh", LOGIN_WITH_KEY, KEY);
+        form.retain(|(k, _)| *k != "ssh_host_key");
+        form.push(("ssh_host_key", HOST_KEY));
+        let posted = fields(&form);
+        let request = posted
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        let ssh = request.ssh.unwrap();
+        assert_eq!(ssh.private_key.as_deref(), Some(KEY));
+        assert!(!ssh.certificate_authority);
+        assert_eq!(ssh.host_key.as_deref(), Some(HOST_KEY));
+        // A refused form shows what was typed, never the key.
+        let view = FormView::posted(&posted, FieldErrors::default());
+        assert!(view.logs_in_with_key());
+        assert_eq!(view.ssh_host_key, HOST_KEY);
+        // A CA chosen with a key pasted goes to the API as both, which says to give one.
+        let both = fields(&ssh_form("ssh", LOGIN_WITH_CA, KEY))
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        let both = both.ssh.unwrap();
+        assert!(both.certificate_authority && both.private_key.is_some());
+    }
+
+    #[test]
+    fn a_key_on_a_tcp_resource_goes_to_the_api_and_its_refusal_is_shown_beside_the_key() {
+        let request = fields(&ssh_form("tcp", LOGIN_WITH_CA, KEY))
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        assert!(request.ssh.is_some());
+        // The API names `ssh` for settings on a kind that takes none.
+        let refusal = ApiError::invalid("ssh settings are for resources of kind ssh, not tcp")
+            .in_field("ssh");
+        let errors = FieldErrors::of_api(&refusal);
+        assert!(errors.get("ssh_private_key").unwrap().contains("kind ssh"));
+        for (api, form) in [
+            ("ssh.private_key", "ssh_private_key"),
+            ("ssh.host_key", "ssh_host_key"),
+            ("ssh.username", "ssh_username"),
+        ] {
+            assert!(FieldErrors::of_api(&ApiError::invalid("no").in_field(api)).has(form));
+        }
+        // The form's default login choice alone is not ssh settings.
+        let request = fields(&[("kind", "tcp"), ("ssh_login", LOGIN_WITH_CA)])
+            .create_request()
+            .unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.ssh, None);
+    }
+
+    fn stored_ssh(certificate_authority: bool, host_key: Option<&str>) -> AdminResource {
+        AdminResource {
+            kind: ResourceKind::Ssh,
+            username: Some("deploy".into()),
+            database: None,
+            has_credentials: !certificate_authority,
+            upstream_tls: TlsMode::Disable,
+            ssh: Some(SshSettings {
+                username: "deploy".into(),
+                private_key: None,
+                certificate_authority,
+                host_key: host_key.map(str::to_owned),
+            }),
+            ..stored()
+        }
+    }
+
+    /// The edit form of `current` as shown, posted with `changes`.
+    fn edit(
+        current: &AdminResource,
+        changes: &[(&str, &str)],
+    ) -> Result<UpdateResource, FieldErrors> {
+        let view = FormView::of(current);
+        let login = if view.logs_in_with_key() {
+            LOGIN_WITH_KEY
+        } else {
+            LOGIN_WITH_CA
+        };
+        let mut form = vec![
+            ("hostname", "h"),
+            ("port", "5432"),
+            ("ssh_username", view.ssh_username.as_str()),
+            ("ssh_login", login),
+            ("ssh_private_key", ""),
+            ("ssh_host_key", ""),
+        ];
+        form.retain(|(k, _)| !changes.iter().any(|(c, _)| c == k));
+        form.extend_from_slice(changes);
+        fields(&form).update_request(current)
+    }
+
+    #[test]
+    fn an_unchanged_ssh_edit_form_keeps_the_stored_key_and_host_key() {
+        let current = stored_ssh(false, Some(HOST_KEY));
+        let view = FormView::of(&current);
+        assert!(view.logs_in_with_key());
+        assert_eq!(view.ssh_username, "deploy");
+        let request = edit(&current, &[]).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.ssh, None);
+        assert!(!request.clear_ssh_host_key);
+        assert_eq!(request.credentials, None);
+        // A new user name alone keeps the key: the API keeps what is left out.
+        let request =
+            edit(&current, &[("ssh_username", "ops")]).unwrap_or_else(|_| panic!("refused"));
+        let ssh = request.ssh.unwrap();
+        assert_eq!((ssh.username.as_str(), ssh.private_key), ("ops", None));
+        assert!(!ssh.certificate_authority);
+        // A new key replaces it.
+        let request =
+            edit(&current, &[("ssh_private_key", KEY)]).unwrap_or_else(|_| panic!("refused"));
+        assert_eq!(request.ssh.unwrap().private_key.as_deref(), Some(KEY));
+        // Switching to the CA drops it (the API's doing, asked for here).
+        let request =
+            edit(&current, &[("ssh_login", LOGIN_WITH_CA)]).unwrap_or_else(|_| panic!("refused"));
+        assert!(request.ssh.unwrap().certificate_authority);
+    }
+
+    #[test]
+    fn switching_from_the_ca_to_a_key_needs_the_key() {
+        let current = stored_ssh(true, None);
+        let Err(errors) = edit(&current, &[("ssh_login", LOGIN_WITH_KEY)]) else {
+            panic!("accepted");
+        };
+        assert!(
+            errors
+                .get("ssh_private_key")
+                .unwrap()
+                .contains("no key is stored")
+        );
+        let request = edit(
+            &current,
+            &[("ssh_login", LOGIN_WITH_KEY), ("ssh_private_key", KEY)],
+        )
+        .unwrap_or_else(|_| panic!("refused"));
+        let ssh = request.ssh.unwrap();
+        assert!(!ssh.certificate_authority);
+        assert_eq!(ssh.private_key.as_deref(), Some(KEY));
+    }
+
+    #[test]
+    fn the_recorded_host_key_is_forgotten_or_replaced() {
+        let current = stored_ssh(true, Some(HOST_KEY));
+        let request =
+            edit(&current, &[("clear_ssh_host_key", "on")]).unwrap_or_else(|_| panic!("refused"));
+        assert!(request.clear_ssh_host_key);
+        // Nothing else changes.
+        assert_eq!(request.ssh, None);
+        let other =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHoGvZIpxzLq37/pvplqmvkR9cw0ptZaBGyt4yrMzg3l";
+        let request =
+            edit(&current, &[("ssh_host_key", other)]).unwrap_or_else(|_| panic!("refused"));
+        assert!(!request.clear_ssh_host_key);
+        let ssh = request.ssh.unwrap();
+        assert_eq!(ssh.host_key.as_deref(), Some(other));
+        assert!(ssh.certificate_authority);
     }
 }
