@@ -54,15 +54,18 @@ fn job(fx: &Fixture) -> Sdm {
     job
 }
 
-/// The audit lines of the last connection to `web`.
+/// The audit lines of every connection to `web` (ssh-keyscan makes connections too).
 fn audit_lines(fx: &Fixture) -> Vec<String> {
     let filter = AuditFilter::default().resource("web");
     let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
-    let last = records.records.first().expect("no connection recorded");
-    let queries = fx
-        .block_on(fx.admin.audit_queries(&last.id.to_string(), 0))
-        .unwrap();
-    queries.queries.into_iter().map(|q| q.text).collect()
+    let mut lines = Vec::new();
+    for record in &records.records {
+        let queries = fx
+            .block_on(fx.admin.audit_queries(&record.id.to_string(), 0))
+            .unwrap();
+        lines.extend(queries.queries.into_iter().map(|q| q.text));
+    }
+    lines
 }
 
 #[test]
