@@ -33,7 +33,7 @@ SECONDS = int(os.environ.get("CP_SECONDS", "10"))
 CONCURRENCY = int(os.environ.get("CP_CONCURRENCY", "8"))
 IDLE = int(os.environ.get("IDLE_CONNS", "10000"))
 REPEATS = int(os.environ.get("CP_REPEATS", "3"))
-KEY_FILES = ["ca.pem", "ca.key", "lease.key", "secret.key"]
+KEY_FILES = ["ca.pem", "ca.key", "lease.key", "ssh_ca.key", "secret.key"]
 
 
 def env_without_tokens() -> dict:
