@@ -13,9 +13,11 @@ set -euo pipefail
 # Playwright's own browser download cannot be reached, so it runs Debian's /usr/bin/chromium),
 # with openssl for the certificate of the console tests' attacker site on another port, and
 # rsync, which the SSH gateway tests run through a tunnel (sdm-gateway/src/ssh/tests.rs; the
-# OpenSSH server and client serve those tests too).
+# OpenSSH server and client serve those tests too), and MariaDB's server and command-line
+# client, which the MySQL gateway tests start and drive (sdm-testkit/src/mariadb.rs,
+# sdm-gateway/src/mysql/tests.rs).
 packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client
-  python3-minimal systemd prometheus chromium openssl rsync)
+  python3-minimal systemd prometheus chromium openssl rsync mariadb-server mariadb-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -32,5 +34,6 @@ fi
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# Debian's postgresql package would start a cluster of its own; the tests start theirs.
+# Debian's postgresql and mariadb-server packages would start servers of their own; the tests
+# start theirs.
 apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -11,7 +11,7 @@ pub(crate) mod os_user;
 mod postmaster;
 mod quote;
 mod spawner;
-mod workdir;
+pub(crate) mod workdir;
 
 pub use config::{HbaAuth, PgConfig};
 
