@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use uuid::Uuid;
 
+use super::mysql;
 use super::open_connections::OpenConnections;
 use super::postgres;
 use super::prefixed::Prefixed;
@@ -218,9 +219,11 @@ impl Stream<'_> {
             sent
         };
         let went_away = || Some((ErrorKind::Closed, "the client went away".into()));
-        if upstream.kind == ResourceKind::Postgres {
-            // PostgreSQL failures are told to the client in its own protocol, so the stream is
-            // declared connected first.
+        // MySQL with stored credentials is logged in by the gateway; without, it passes through.
+        let mysql = upstream.kind == ResourceKind::Mysql && upstream.credentials.is_some();
+        if upstream.kind == ResourceKind::Postgres || mysql {
+            // PostgreSQL and MySQL failures are told to the client in its own protocol, so the
+            // stream is declared connected first.
             let (record, unrecordable) = match record {
                 Ok(record) => (Some(record), None),
                 Err(why) => (None, Some(unrecordable(config, peer, &upstream, why))),
@@ -231,18 +234,30 @@ impl Stream<'_> {
                 }
                 return false;
             }
-            // Upstream authentication follows in the PostgreSQL handler: set-up ends here.
+            // Upstream authentication follows in the protocol's handler: set-up ends here.
             config.metrics.connection_set_up(asked.elapsed());
             let id = record.as_ref().map_or_else(Uuid::nil, |r| r.id);
-            let finished = Box::pin(postgres::serve(
-                &mut **client,
-                &upstream,
-                config.audit.clone(),
-                id,
-                unrecordable,
-                registration.stopped(),
-            ))
-            .await;
+            let finished = if mysql {
+                Box::pin(mysql::serve(
+                    &mut **client,
+                    &upstream,
+                    config.audit.clone(),
+                    id,
+                    unrecordable,
+                    registration.stopped(),
+                ))
+                .await
+            } else {
+                Box::pin(postgres::serve(
+                    &mut **client,
+                    &upstream,
+                    config.audit.clone(),
+                    id,
+                    unrecordable,
+                    registration.stopped(),
+                ))
+                .await
+            };
             let Some(record) = record else {
                 return false;
             };

@@ -24,6 +24,7 @@ mod connection;
 mod finished;
 mod listener;
 mod metrics;
+mod mysql;
 mod open_connections;
 mod postgres;
 mod prefixed;

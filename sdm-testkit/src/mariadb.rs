@@ -42,10 +42,16 @@ impl MariaDb {
             .map_err(|e| TestkitError::io("could not create a temp dir for MariaDB", e))?;
         give(dir.path(), run_as)?;
         let data = dir.path().join("data");
+        // Its own temp dir: two servers bootstrapping at once in /tmp collide on temp tables.
+        let tmp = dir.path().join("tmp");
+        fs::create_dir(&tmp)
+            .map_err(|e| TestkitError::io(format!("could not create {}", tmp.display()), e))?;
+        give(&tmp, run_as)?;
         let mut install = Command::new("mariadb-install-db");
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
             .stdin(Stdio::null())
@@ -78,6 +84,7 @@ impl MariaDb {
         server
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!(
                 "--pid-file={}",

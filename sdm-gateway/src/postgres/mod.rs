@@ -26,7 +26,7 @@ mod catalog;
 mod function_call;
 pub(crate) mod message;
 mod startup;
-mod statement;
+pub(crate) mod statement;
 mod tap;
 mod upstream;
 
