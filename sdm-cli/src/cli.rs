@@ -374,6 +374,8 @@ pub enum DatasourcesCommand {
 pub enum DatasourceKind {
     /// PostgreSQL.
     Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
 }
 
 #[derive(Debug, Args)]
@@ -398,7 +400,7 @@ pub struct DatasourceAddArgs {
     #[arg(long, value_name = "DB,...", value_delimiter = ',')]
     pub databases: Vec<String>,
     /// Let replication connections through (pg_basebackup, logical replication). They read
-    /// every database of the server, whatever --database says.
+    /// every database of the server, whatever --database says. PostgreSQL only.
     #[arg(long)]
     pub allow_replication: bool,
     /// User the gateway logs in as.

@@ -597,6 +597,14 @@ fn password(add: &DatasourceAddArgs) -> Result<String, CliError> {
 fn datasource(add: DatasourceAddArgs, password: String) -> Result<NewResource, CliError> {
     let kind = match add.kind {
         DatasourceKind::Postgres => ResourceKind::Postgres,
+        DatasourceKind::Mysql if add.allow_replication => {
+            return Err(CliError::new(
+                Exit::Usage,
+                "--allow-replication is for postgres datasources; MySQL replication connections \
+                 are not carried",
+            ));
+        }
+        DatasourceKind::Mysql => ResourceKind::Mysql,
     };
     let mut resource = NewResource::new(add.name, kind, add.hostname)
         .port(add.port)

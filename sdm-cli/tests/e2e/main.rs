@@ -12,6 +12,7 @@ mod diagnostics;
 mod errors;
 mod golden;
 mod install;
+mod mysql;
 mod readme;
 mod run;
 mod shared_host;

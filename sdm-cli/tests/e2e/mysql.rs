@@ -1,0 +1,147 @@
+//! A MySQL datasource end to end: `sdm admin datasources add mysql` against a real server, a
+//! real MariaDB behind it, and the job's `mariadb` client through `sdm connect` with no
+//! password.
+
+use std::process::Command;
+use std::time::Duration;
+
+use sdm_core::admin::AuditFilter;
+use sdm_testkit::MariaDb;
+
+use crate::support::{Fixture, eventually, free_port};
+
+/// The statements of every connection to `resource`, from the audit trail.
+fn audit_lines(fx: &Fixture, resource: &str) -> Vec<String> {
+    let filter = AuditFilter::default().resource(resource);
+    let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
+    let mut lines = Vec::new();
+    for record in &records.records {
+        let queries = fx
+            .block_on(fx.admin.audit_queries(&record.id.to_string(), 0))
+            .unwrap();
+        lines.extend(queries.queries.into_iter().map(|q| q.text));
+    }
+    lines
+}
+
+/// The job's `mariadb` client on the tunnel: any user name, no password; `extra` may name a
+/// database.
+fn mariadb(port: u16, extra: &[&str], sql: &str) -> (Option<i32>, String, String) {
+    let out = Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P"])
+        .arg(port.to_string())
+        .args(["-u", "etl", "--skip-ssl", "--batch", "--skip-column-names"])
+        .args(extra)
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_mysql_datasource_added_by_the_cli_is_reached_with_no_password_and_audited() {
+    let db = MariaDb::start().unwrap();
+    db.create_native_user("shop_rw", "Sh0p-secret", "shop")
+        .unwrap();
+    let fx = Fixture::start();
+    let admin = fx.sdm();
+    let admin_env = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
+    let local = free_port();
+    let added = admin
+        .run_with(
+            &[
+                "admin",
+                "datasources",
+                "add",
+                "mysql",
+                "shop-db",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &db.port().to_string(),
+                "--database",
+                "shop",
+                "--username",
+                "shop_rw",
+                "--password-stdin",
+                "--port-override",
+                &local.to_string(),
+                "--json",
+            ],
+            &admin_env,
+            Some("Sh0p-secret\n"),
+        )
+        .json();
+    assert_eq!(added["kind"], "mysql");
+    assert!(!added.to_string().contains("Sh0p-secret"), "{added}");
+
+    let token = fx.account_with("etl-bot", &["shop-db"]);
+    let job = fx.sdm();
+    job.login(&token);
+    assert_eq!(
+        job.run(&["connect", "shop-db"]).ok(),
+        format!("connected shop-db on 127.0.0.1:{local}\n")
+    );
+    let (code, stdout, stderr) = mariadb(
+        local,
+        &[],
+        "SELECT DATABASE(), SUBSTRING_INDEX(CURRENT_USER(), '@', 1), 'audited-marker'",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "shop\tshop_rw\taudited-marker\n");
+
+    // A database the resource does not allow is refused at login, naming the resource.
+    let (code, _, stderr) = mariadb(local, &["mysql"], "SELECT 1");
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("resource \"shop-db\" does not allow database \"mysql\""),
+        "{stderr}"
+    );
+
+    // The audit trail holds the statement, and never the password.
+    assert!(
+        eventually(Duration::from_secs(20), || audit_lines(&fx, "shop-db")
+            .iter()
+            .any(|l| l.ends_with("'audited-marker'"))),
+        "{:?}",
+        audit_lines(&fx, "shop-db")
+    );
+    assert!(!audit_lines(&fx, "shop-db").concat().contains("Sh0p-secret"));
+}
+
+#[test]
+fn replication_is_refused_for_a_mysql_datasource() {
+    let fx = Fixture::start();
+    let admin = fx.sdm();
+    let out = admin.run_env(
+        &[
+            "admin",
+            "datasources",
+            "add",
+            "mysql",
+            "m",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            "3306",
+            "--database",
+            "d",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--allow-replication",
+        ],
+        &[("SDM_ADMIN_TOKEN", fx.admin_token.as_str())],
+    );
+    assert!(
+        out.fails(2).contains("--allow-replication is for postgres"),
+        "{out:#?}"
+    );
+}
