@@ -33,8 +33,18 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
-    /// Initialises a data directory and starts the server on a free port.
+    /// Initialises a data directory and starts the server on a free port, without TLS.
     pub fn start() -> Result<MariaDb, TestkitError> {
+        MariaDb::start_with(None)
+    }
+
+    /// Like [`start`](Self::start), with TLS offered on the certificate chain `cert_pem` and
+    /// its key `key_pem` (PEM).
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<MariaDb, TestkitError> {
+        MariaDb::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Result<MariaDb, TestkitError> {
         let run_as = os_user::run_as()?;
         let dir = tempfile::Builder::new()
             .prefix("sdm-mariadb-")
@@ -104,6 +114,26 @@ impl MariaDb {
             .stderr(Stdio::null());
         if run_as.is_some() {
             server.arg(format!("--user={USER}"));
+        }
+        if let Some((cert, key)) = tls {
+            for (name, pem) in [("server-cert.pem", cert), ("server-key.pem", key)] {
+                let path = dir.path().join(name);
+                fs::write(&path, pem).map_err(|e| {
+                    TestkitError::io(format!("could not write {}", path.display()), e)
+                })?;
+                give(&path, run_as)?;
+            }
+            server
+                .arg(format!(
+                    "--ssl-cert={}",
+                    dir.path().join("server-cert.pem").display()
+                ))
+                .arg(format!(
+                    "--ssl-key={}",
+                    dir.path().join("server-key.pem").display()
+                ));
+        } else {
+            server.arg("--skip-ssl");
         }
         let child = server
             .spawn()

@@ -517,3 +517,84 @@ async fn garbage_from_the_client_gets_an_error_and_the_gateway_keeps_serving() {
     let out = gateway.sql("SELECT 'still here'").await;
     assert_eq!(text(&out.stdout), "still here\n", "{}", text(&out.stderr));
 }
+
+/// A CA and a server certificate it signs for 127.0.0.1: (CA PEM, chain PEM, key PEM).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_require_and_verify_full_encrypt_and_a_wrong_ca_is_refused() {
+    use sdm_proto::api::{TlsMode, UpstreamTls};
+    let (ca, chain, key) = tls_material();
+    let db = MariaDb::start_with_tls(&chain, &key).unwrap();
+    db.create_native_user("native", "n-secret", "app").unwrap();
+    let cipher = "SELECT VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS \
+                  WHERE VARIABLE_NAME = 'Ssl_cipher'";
+
+    for tls in [
+        UpstreamTls {
+            mode: TlsMode::Require,
+            ca_pem: None,
+        },
+        UpstreamTls {
+            mode: TlsMode::VerifyFull,
+            ca_pem: Some(ca.clone()),
+        },
+    ] {
+        let mut up = upstream(db.port(), "native", "n-secret");
+        up.upstream_tls = tls.clone();
+        let gateway = Gateway::start(up).await;
+        let out = gateway.sql(cipher).await;
+        assert!(out.status.success(), "{tls:?}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            "1\n",
+            "{tls:?}: the gateway's login is encrypted"
+        );
+    }
+
+    // Another CA: refused before the password is sent, naming the resource.
+    let (other_ca, _, _) = tls_material();
+    let mut up = upstream(db.port(), "native", "n-secret");
+    up.upstream_tls = UpstreamTls {
+        mode: TlsMode::VerifyFull,
+        ca_pem: Some(other_ca),
+    };
+    let mut gateway = Gateway::start(up).await;
+    let out = gateway.sql("SELECT 1").await;
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("resource \"shop\"") && stderr.contains("TLS handshake failed"),
+        "{stderr}"
+    );
+    let (kind, _) = gateway.next_finished().await.failure.unwrap();
+    assert_eq!(kind, ErrorKind::UpstreamRefused);
+
+    // A server without TLS, for a resource that requires it: refused.
+    let plain = server();
+    let mut up = upstream(plain.port(), "native", "n-secret");
+    up.upstream_tls = UpstreamTls {
+        mode: TlsMode::Require,
+        ca_pem: None,
+    };
+    let gateway = Gateway::start(up).await;
+    let out = gateway.sql("SELECT 1").await;
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the server does not offer TLS, but the resource requires it"),
+        "{stderr}"
+    );
+}
