@@ -598,3 +598,29 @@ async fn upstream_tls_require_and_verify_full_encrypt_and_a_wrong_ca_is_refused(
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binary_protocol_prepare_is_audited_and_quit_ends_cleanly() {
+    let db = server();
+    let mut gateway = Gateway::start(upstream(db.port(), "native", "n-secret")).await;
+    let mut s = hand_login(gateway.port).await;
+    // COM_STMT_PREPARE, as drivers with server-side prepared statements send it.
+    packet::write(&mut s, 0, b"\x16SELECT ? + 1 AS next")
+        .await
+        .unwrap();
+    let (seq, prepared) = packet::read(&mut s).await.unwrap();
+    assert_eq!(
+        (seq, prepared[0]),
+        (1, packet::OK),
+        "{}",
+        packet::error_text(&prepared)
+    );
+    // One parameter and one column definition follow (each ended by an EOF packet).
+    for _ in 0..4 {
+        packet::read(&mut s).await.unwrap();
+    }
+    packet::write(&mut s, 0, b"\x01").await.unwrap(); // COM_QUIT
+    let finished = gateway.next_finished().await;
+    assert_eq!(finished.failure, None);
+    assert_eq!(gateway.lines.all(), ["SELECT ? + 1 AS next"]);
+}
