@@ -413,8 +413,22 @@ pub struct DatasourceAddArgs {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// TLS between the gateway and the database: disable (the default), require (encrypted,
+    /// any certificate) or verify-full (the certificate must chain to --upstream-ca and name
+    /// --hostname).
+    #[arg(long, value_name = "MODE", value_parser = parse_tls_mode)]
+    pub upstream_tls: Option<sdm_core::admin::TlsMode>,
+    /// The CA certificate(s) (PEM file) that sign the database's certificate, for verify-full.
+    #[arg(long, value_name = "PATH")]
+    pub upstream_ca: Option<PathBuf>,
     #[command(flatten)]
     pub common: ResourceOptions,
+}
+
+/// `disable`, `require` or `verify-full`.
+pub fn parse_tls_mode(text: &str) -> Result<sdm_core::admin::TlsMode, String> {
+    text.parse()
+        .map_err(|_| format!("{text:?} is not a TLS mode: disable, require or verify-full"))
 }
 
 #[derive(Debug, Subcommand)]

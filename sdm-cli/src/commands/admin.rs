@@ -6,7 +6,7 @@ use std::io::BufRead;
 use sdm_core::admin::{
     ADMIN_TOKEN_ENV_VAR, Account, AdminClient, AuditFilter, AuditRecord, Credentials,
     GatewayDetails, NewAccount, NewResource, ResourceChanges, ResourceDetails, SettingsChanges,
-    SshSettings,
+    SshSettings, TlsMode, UpstreamTls,
 };
 use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
@@ -619,7 +619,37 @@ fn datasource(add: DatasourceAddArgs, password: String) -> Result<NewResource, C
         .filter(|d| !d.is_empty())
         .collect();
     resource.replication = add.allow_replication;
+    resource.upstream_tls = upstream_tls(add.upstream_tls, add.upstream_ca.as_deref())?;
     with_options(resource, add.common)
+}
+
+/// `--upstream-tls` and `--upstream-ca`, with the CA file read (here, before any network call).
+fn upstream_tls(
+    mode: Option<TlsMode>,
+    ca: Option<&std::path::Path>,
+) -> Result<Option<UpstreamTls>, CliError> {
+    let ca_pem = match ca {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            CliError::new(
+                Exit::Usage,
+                format!("--upstream-ca: cannot read {}: {e}", path.display()),
+            )
+        })?),
+        None => None,
+    };
+    match (mode, ca_pem) {
+        (None, None) => Ok(None),
+        (None | Some(TlsMode::Disable | TlsMode::Require), Some(_)) => Err(CliError::new(
+            Exit::Usage,
+            "--upstream-ca is for --upstream-tls verify-full",
+        )),
+        (Some(TlsMode::VerifyFull), None) => Err(CliError::new(
+            Exit::Usage,
+            "--upstream-tls verify-full needs --upstream-ca PATH (the CA certificate that signs \
+             the database's certificate, PEM)",
+        )),
+        (Some(mode), ca_pem) => Ok(Some(UpstreamTls { mode, ca_pem })),
+    }
 }
 
 fn server(add: ServerAddArgs) -> Result<NewResource, CliError> {

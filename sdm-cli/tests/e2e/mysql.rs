@@ -145,3 +145,83 @@ fn replication_is_refused_for_a_mysql_datasource() {
         "{out:#?}"
     );
 }
+
+/// A CA and a server certificate it signs for 127.0.0.1: (CA PEM, chain PEM, key PEM).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[test]
+fn upstream_tls_verify_full_set_by_the_cli_encrypts_the_gateways_login() {
+    let (ca, chain, key) = tls_material();
+    let db = MariaDb::start_with_tls(&chain, &key).unwrap();
+    db.create_native_user("shop_rw", "Sh0p-secret", "shop")
+        .unwrap();
+    let fx = Fixture::start();
+    let ca_file = fx.dir.path().join("shop-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let admin = fx.sdm();
+    let admin_env = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
+    let local = free_port();
+    let port = db.port().to_string();
+    let local_text = local.to_string();
+    let add = |extra: &[&str]| {
+        let mut args = vec![
+            "admin",
+            "datasources",
+            "add",
+            "mysql",
+            "shop-tls",
+            "--hostname",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--database",
+            "shop",
+            "--username",
+            "shop_rw",
+            "--password-stdin",
+            "--port-override",
+            &local_text,
+        ];
+        args.extend_from_slice(extra);
+        admin.run_with(&args, &admin_env, Some("Sh0p-secret\n"))
+    };
+    // verify-full without a CA is refused before anything is stored.
+    let refused = add(&["--upstream-tls", "verify-full"]);
+    assert!(
+        refused.fails(2).contains("needs --upstream-ca"),
+        "{refused:#?}"
+    );
+    add(&[
+        "--upstream-tls",
+        "verify-full",
+        "--upstream-ca",
+        ca_file.to_str().unwrap(),
+    ])
+    .ok();
+
+    let token = fx.account_with("etl-bot", &["shop-tls"]);
+    let job = fx.sdm();
+    job.login(&token);
+    job.run(&["connect", "shop-tls"]).ok();
+    let (code, stdout, stderr) = mariadb(
+        local,
+        &[],
+        "SELECT VARIABLE_VALUE <> '' FROM information_schema.SESSION_STATUS \
+         WHERE VARIABLE_NAME = 'Ssl_cipher'",
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "1\n", "the gateway's session is encrypted");
+}
