@@ -6,7 +6,9 @@
 //! (SQLSTATE [`NOT_AUTHORIZED`] or [`CANNOT_CONNECT`]) after the startup message, so that psql
 //! and drivers print the reason. An
 //! `SSLRequest` or `GSSENCRequest` first is answered `N` (libpq does not print errors sent in
-//! answer to those). For other kinds there is no protocol to say it in: the connection closes.
+//! answer to those). For a MySQL resource, where the server speaks first: an ERR packet in place
+//! of the server's greeting (error 1045 or 1429), which the `mysql`/`mariadb` clients and drivers
+//! print. For other kinds there is no protocol to say it in: the connection closes.
 
 use std::io;
 use std::pin::Pin;
@@ -59,7 +61,43 @@ where
 {
     if *kind == ResourceKind::Postgres {
         let _ = tokio::time::timeout(REFUSAL_TIMEOUT, postgres(stream, sqlstate, message)).await;
+    } else if *kind == ResourceKind::Mysql {
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, mysql(stream, sqlstate, message)).await;
     }
+}
+
+/// The ERR packet a MySQL server sends instead of its greeting: sequence id 0, no SQL state
+/// (clients read the pre-4.1 layout there, as nothing was negotiated yet).
+async fn mysql<S>(mut stream: S, sqlstate: &str, message: &str) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    stream.write_all(&mysql_error(sqlstate, message)).await?;
+    stream.shutdown().await?;
+    let mut drained = (&mut stream).take(MAX_DRAIN);
+    tokio::io::copy(&mut drained, &mut tokio::io::sink()).await?;
+    Ok(())
+}
+
+/// Error 1045 (access denied) for a peer that may not use the tunnel, 1429 (unable to connect
+/// to a foreign data source) for a connection that could not be opened: codes a server may
+/// send (clients take 2000 and above from a server as a malformed packet).
+fn mysql_error(sqlstate: &str, message: &str) -> Vec<u8> {
+    let code: u16 = if sqlstate == NOT_AUTHORIZED {
+        1045
+    } else {
+        1429
+    };
+    // A packet holds at most 16 MiB - 1 bytes; the message is ours and short, but stay framed.
+    let text = &message.as_bytes()[..message.len().min(4096)];
+    let len = 3 + text.len();
+    let mut out = Vec::with_capacity(len + 4);
+    out.extend_from_slice(&(len as u32).to_le_bytes()[..3]);
+    out.push(0);
+    out.push(0xff);
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(text);
+    out
 }
 
 async fn postgres<S>(mut stream: S, sqlstate: &str, message: &str) -> io::Result<()>
@@ -305,6 +343,24 @@ mod tests {
         local.read_exact(&mut buf).await.unwrap();
         local.write_all(b"S").await.unwrap();
         assert!(!local.replay());
+    }
+
+    #[tokio::test]
+    async fn a_mysql_client_reads_the_reason_in_place_of_the_greeting() {
+        for (code, number) in [(NOT_AUTHORIZED, 1045u16), (CANNOT_CONNECT, 1429)] {
+            let (mut client, server) = tokio::io::duplex(64 * 1024);
+            let refusal = tokio::spawn(async move {
+                refuse(server, &ResourceKind::Mysql, code, "sdm: go away").await;
+            });
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            refusal.await.unwrap();
+            let len = usize::from(answer[0]) | usize::from(answer[1]) << 8;
+            assert_eq!((len + 4, answer[2], answer[3]), (answer.len(), 0, 0));
+            assert_eq!(answer[4], 0xff);
+            assert_eq!(u16::from_le_bytes([answer[5], answer[6]]), number);
+            assert_eq!(&answer[7..], b"sdm: go away");
+        }
     }
 
     #[test]

@@ -113,6 +113,18 @@ fn a_mysql_datasource_added_by_the_cli_is_reached_with_no_password_and_audited()
         audit_lines(&fx, "shop-db")
     );
     assert!(!audit_lines(&fx, "shop-db").concat().contains("Sh0p-secret"));
+
+    // Suspended: the next connection is refused, and the client reads why.
+    admin
+        .run_env(&["admin", "services", "suspend", "etl-bot"], &admin_env)
+        .ok();
+    let (code, _, stderr) = mariadb(local, &[], "SELECT 'must not run'");
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("ERROR 1045")
+            && stderr.contains("\"shop-db\": account etl-bot is suspended"),
+        "{stderr}"
+    );
 }
 
 #[test]
