@@ -24,9 +24,9 @@ const MAX_RENEW_BACKOFF: Duration = Duration::from_secs(30);
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Refused peers (other OS users) being told why at once, per tunnel; more are just closed.
 const MAX_REFUSALS: usize = 16;
-/// When this library learns of a revocation before the gateway does, how long a PostgreSQL
-/// connection is left to the gateway, which tells the client why (57P01) within its revocation
-/// poll (about a second), before it is cut without a word.
+/// When this library learns of a revocation before the gateway does, how long a PostgreSQL or
+/// MySQL connection is left to the gateway, which tells the client why (57P01, MySQL error 1927)
+/// within its revocation poll (about a second), before it is cut without a word.
 const REVOCATION_GRACE: Duration = Duration::from_secs(5);
 
 /// An open tunnel: connect any client to [`local_addr`](Tunnel::local_addr).
@@ -419,8 +419,10 @@ async fn carry(
         };
         match ended {
             Some(r) => r,
-            None if tunnel.resource.kind == ResourceKind::Postgres
-                && tunnel.closed_by_revocation() =>
+            None if matches!(
+                tunnel.resource.kind,
+                ResourceKind::Postgres | ResourceKind::Mysql
+            ) && tunnel.closed_by_revocation() =>
             {
                 tokio::time::timeout(REVOCATION_GRACE, work)
                     .await

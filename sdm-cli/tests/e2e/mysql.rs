@@ -237,3 +237,62 @@ fn upstream_tls_verify_full_set_by_the_cli_encrypts_the_gateways_login() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout, "1\n", "the gateway's session is encrypted");
 }
+
+#[test]
+fn suspending_the_account_ends_a_running_query_with_the_reason() {
+    let db = MariaDb::start().unwrap();
+    db.create_native_user("shop_rw", "Sh0p-secret", "shop")
+        .unwrap();
+    let fx = Fixture::start();
+    let admin = fx.sdm();
+    let admin_env = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
+    let local = free_port();
+    admin
+        .run_with(
+            &[
+                "admin",
+                "datasources",
+                "add",
+                "mysql",
+                "shop-db",
+                "--hostname",
+                "127.0.0.1",
+                "--port",
+                &db.port().to_string(),
+                "--database",
+                "shop",
+                "--username",
+                "shop_rw",
+                "--password-stdin",
+                "--port-override",
+                &local.to_string(),
+            ],
+            &admin_env,
+            Some("Sh0p-secret\n"),
+        )
+        .ok();
+    let token = fx.account_with("etl-bot", &["shop-db"]);
+    let job = fx.sdm();
+    job.login(&token);
+    job.run(&["connect", "shop-db"]).ok();
+    let sleeper = std::thread::spawn(move || mariadb(local, &[], "SELECT SLEEP(600) AS cut"));
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            db
+            .sql("SELECT COUNT(*) FROM information_schema.processlist WHERE info = 'SELECT SLEEP(600) AS cut'")
+            .is_ok_and(|n| n.trim() == "1")
+        }),
+        "the query never started"
+    );
+    admin
+        .run_env(&["admin", "services", "suspend", "etl-bot"], &admin_env)
+        .ok();
+    let (code, _, stderr) = sleeper.join().unwrap();
+    assert_ne!(code, Some(0));
+    assert!(
+        stderr.contains("ERROR 1927 (70100)")
+            && stderr.contains("access to resource \"shop-db\" was revoked")
+            && stderr.contains("suspended"),
+        "{stderr}"
+    );
+}
