@@ -113,6 +113,25 @@ fn a_mysql_datasource_added_by_the_cli_is_reached_with_no_password_and_audited()
         audit_lines(&fx, "shop-db")
     );
     assert!(!audit_lines(&fx, "shop-db").concat().contains("Sh0p-secret"));
+    // Nor anywhere in the server's data directory (the database file, keys, logs).
+    let mut dirs = vec![fx.dir.path().join("data")];
+    let mut files = 0;
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files += 1;
+                assert!(
+                    !bytes.windows(11).any(|w| w == b"Sh0p-secret"),
+                    "{} holds the password",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 0, "the data directory was read");
 
     // Suspended: the next connection is refused, and the client reads why.
     admin

@@ -444,6 +444,52 @@ mod tests {
         );
     }
 
+    /// A client command, and the statement text the audit must show for it (if any).
+    fn client_command() -> impl proptest::strategy::Strategy<Value = (Vec<u8>, Option<String>)> {
+        use proptest::prelude::*;
+        let text = "[ -~]{1,40}";
+        prop_oneof![
+            text.prop_map(|t: String| {
+                let t = format!("SELECT '{t}'");
+                (command(COM_QUERY, t.as_bytes()), Some(t))
+            }),
+            text.prop_map(|t: String| {
+                let t = format!("SELECT ? + {t}");
+                (command(COM_STMT_PREPARE, t.as_bytes()), Some(t))
+            }),
+            (
+                prop::sample::select(vec![0x0e, 0x17, 0x18, 0x19, 0x1a, 0x02, 0x1f]),
+                prop::collection::vec(any::<u8>(), 0..200)
+            )
+                .prop_map(|(code, body)| (command(code, &body), None)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// For every way of cutting a stream of commands into writes, the tap records exactly
+        /// the statements in it, in order.
+        #[test]
+        fn every_statement_is_recorded_whatever_the_cuts(
+            commands in proptest::collection::vec(client_command(), 0..30),
+            cuts in proptest::collection::vec(proptest::prelude::any::<usize>(), 0..40),
+        ) {
+            let stream: Vec<u8> = commands.iter().flat_map(|(c, _)| c.clone()).collect();
+            let expected: Vec<String> = commands.into_iter().filter_map(|(_, t)| t).collect();
+            let sink = Collect::new(usize::MAX);
+            let mut tap = QueryTap::new(sink.clone(), Uuid::nil(), LastPacket::default());
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let mut at = 0;
+            for cut in cuts {
+                proptest::prop_assert!(tap.observe(&stream[at..cut]).is_ok());
+                at = cut;
+            }
+            proptest::prop_assert_eq!(sink.texts(), expected);
+            proptest::prop_assert!(tap.framing.at_boundary());
+        }
+    }
+
     #[test]
     fn taps_take_any_bytes_in_any_chunks_without_panicking() {
         // A fixed pseudo-random stream (xorshift), cut in every chunk size up to 40.
