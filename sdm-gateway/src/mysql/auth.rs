@@ -27,11 +27,10 @@ pub(crate) struct Login<'a> {
     pub(crate) tls: bool,
 }
 
-/// After the `HandshakeResponse41` (numbered `seq`) with the first proof was sent: answers the
-/// server until it says OK (returned: its payload) or ERR.
+/// After the `HandshakeResponse41` with the first proof was sent: answers the server (each
+/// answer numbered after the packet it answers) until it says OK (returned: its payload) or ERR.
 pub(crate) async fn finish<S>(
     server: &mut S,
-    mut seq: u8,
     mut plugin: String,
     mut scramble: Vec<u8>,
     login: &Login<'_>,
@@ -42,7 +41,7 @@ where
     let failed = |e: String| AuthError::Failed(e);
     for _ in 0..MAX_ROUNDS {
         let (n, payload) = packet::read(server).await.map_err(failed)?;
-        seq = n.wrapping_add(1);
+        let seq = n.wrapping_add(1);
         let answer = match payload.first() {
             Some(&OK) => return Ok(payload),
             Some(&ERR) => return Err(AuthError::Rejected(packet::error_text(&payload))),
@@ -65,7 +64,6 @@ where
             .await
             .map_err(|e| failed(format!("the connection failed: {e}")))?;
     }
-    let _ = seq;
     Err(failed(format!(
         "the login did not finish within {MAX_ROUNDS} exchanges"
     )))
@@ -78,7 +76,7 @@ pub(crate) fn proof(plugin: &str, password: &str, scramble: &[u8]) -> Result<Vec
         "caching_sha2_password" => Ok(sha2_fast(password, scramble)),
         "client_ed25519" => ed25519(password, scramble),
         "mysql_clear_password" => {
-            // Only over TLS (checked by the caller of the switch): never sent otherwise.
+            // A server that asks for the password in clear is not given it, TLS or not.
             Err("the server asked for the password in clear (mysql_clear_password), which the gateway never sends".into())
         }
         other => Err(format!(
@@ -247,7 +245,7 @@ mod tests {
             }
             seen
         });
-        let result = finish(&mut gateway, 1, plugin, scramble, &login).await;
+        let result = finish(&mut gateway, plugin, scramble, &login).await;
         (result, served.await.unwrap())
     }
 

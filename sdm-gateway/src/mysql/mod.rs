@@ -177,7 +177,7 @@ where
             password: &creds.password,
             tls,
         };
-        let ok = auth::finish(&mut server, seq, plugin, greeting.scramble.clone(), &login).await?;
+        let ok = auth::finish(&mut server, plugin, greeting.scramble.clone(), &login).await?;
         Ok::<_, AuthError>((server, ok))
     };
     let (mut server, ok) = match tokio::time::timeout(UPSTREAM_LOGIN_TIMEOUT, Box::pin(login)).await
