@@ -14,10 +14,11 @@ set -euo pipefail
 # with openssl for the certificate of the console tests' attacker site on another port, and
 # rsync, which the SSH gateway tests run through a tunnel (sdm-gateway/src/ssh/tests.rs; the
 # OpenSSH server and client serve those tests too), and MariaDB's server and command-line
-# client, which the MySQL gateway tests start and drive (sdm-testkit/src/mariadb.rs,
-# sdm-gateway/src/mysql/tests.rs).
+# client, which the MySQL gateway tests start and drive, with PyMySQL for the system python3 as
+# a driver (sdm-testkit/src/mariadb.rs, sdm-gateway/src/mysql/tests.rs).
 packages=(postgresql postgresql-client libpq-dev pkg-config openssh-server openssh-client
-  python3-minimal systemd prometheus chromium openssl rsync mariadb-server mariadb-client)
+  python3-minimal systemd prometheus chromium openssl rsync mariadb-server mariadb-client
+  python3-pymysql)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -624,3 +624,39 @@ async fn a_binary_protocol_prepare_is_audited_and_quit_ends_cleanly() {
     assert_eq!(finished.failure, None);
     assert_eq!(gateway.lines.all(), ["SELECT ? + 1 AS next"]);
 }
+
+/// A job's Python code with PyMySQL (Debian's python3-pymysql), on the gateway's port.
+const PYMYSQL_JOB: &str = r#"
+import sys, pymysql
+conn = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="job", password="",
+                       database="app", connect_timeout=30, read_timeout=120)
+with conn.cursor() as cur:
+    cur.executemany("INSERT INTO t (n) VALUES (%s)", [(1,), (2,), (3,)])
+    conn.commit()
+    cur.execute("SELECT SUM(n), COUNT(*) FROM t WHERE n > %s", (0,))
+    print(*cur.fetchone())
+    cur.execute("SELECT seq, REPEAT('z', 1000) FROM seq_1_to_20000")
+    rows = cur.fetchall()
+    print(len(rows), sum(r[0] for r in rows), all(len(r[1]) == 1000 for r in rows))
+conn.close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymysql_runs_parameterised_statements_and_they_are_audited() {
+    let db = server();
+    let mut gateway = Gateway::start(upstream(db.port(), "native", "n-secret")).await;
+    let mut job = tokio::process::Command::new("/usr/bin/python3");
+    job.args(["-c", PYMYSQL_JOB])
+        .arg(gateway.port.to_string())
+        .kill_on_drop(true);
+    let out = bounded(job).await;
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "6 3\n20000 200010000 True\n");
+    let lines = gateway.lines.all();
+    assert!(
+        lines.contains(&"INSERT INTO t (n) VALUES (1),(2),(3)".to_owned()),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"SELECT SUM(n), COUNT(*) FROM t WHERE n > 0".to_owned()));
+    assert_eq!(gateway.next_finished().await.failure, None);
+}
