@@ -1,9 +1,12 @@
 //! A throwaway MariaDB server: Debian's `mariadb-install-db` and `mariadbd`, started on a free
 //! loopback port in a temp dir with the grant tables in force (users log in with passwords).
-//! Root runs it as the unprivileged user PostgreSQL uses (`sdmtest`): `mariadbd --user` drops
-//! to it. Administration goes through the unix socket as the server's `root` user.
+//! Root runs it as the unprivileged user PostgreSQL uses (`sdmtest`). Like the postmaster, the
+//! server is tied to the test process: it gets SIGTERM (its clean shutdown) when the process
+//! exits, however it exits. Administration goes through the unix socket as the server's `root`
+//! user.
 
 use std::fs;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -13,6 +16,7 @@ use tempfile::TempDir;
 
 use crate::TestkitError;
 use crate::pg::os_user::{self, USER};
+use crate::pg::spawner::spawn_tied_with;
 use crate::pg::workdir::give;
 use crate::process::{output_within, wait_within};
 
@@ -112,8 +116,10 @@ impl MariaDb {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if run_as.is_some() {
-            server.arg(format!("--user={USER}"));
+        if let Some(user) = run_as {
+            // Switched before exec (not with --user) so that the death signal, set after the
+            // switch, survives it.
+            server.uid(user.uid).gid(user.gid);
         }
         if let Some((cert, key)) = tls {
             for (name, pem) in [("server-cert.pem", cert), ("server-key.pem", key)] {
@@ -135,8 +141,7 @@ impl MariaDb {
         } else {
             server.arg("--skip-ssl");
         }
-        let child = server
-            .spawn()
+        let child = spawn_tied_with(server, libc::SIGTERM)
             .map_err(|e| TestkitError::io("could not start mariadbd", e))?;
         let mut db = MariaDb {
             child: Some(child),

@@ -10,7 +10,7 @@ mod config;
 pub(crate) mod os_user;
 mod postmaster;
 mod quote;
-mod spawner;
+pub(crate) mod spawner;
 pub(crate) mod workdir;
 
 pub use config::{HbaAuth, PgConfig};

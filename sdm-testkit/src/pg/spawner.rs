@@ -25,7 +25,12 @@ static SPAWNER: Mutex<Option<Sender<Job>>> = Mutex::new(None);
 
 /// Spawns `command` from the spawner thread; the child receives SIGINT (PostgreSQL's fast
 /// shutdown) when this process exits, however it exits.
-pub(crate) fn spawn_tied(mut command: Command) -> io::Result<Child> {
+pub(crate) fn spawn_tied(command: Command) -> io::Result<Child> {
+    spawn_tied_with(command, libc::SIGINT)
+}
+
+/// [`spawn_tied`] with another death signal (MariaDB shuts down on SIGTERM, ignores SIGINT).
+pub(crate) fn spawn_tied_with(mut command: Command, signal: libc::c_int) -> io::Result<Child> {
     let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(libc::pid_t::MAX);
     let tie = move || {
         // Order matters. The kernel clears the death signal whenever the euid/egid change,
@@ -36,7 +41,7 @@ pub(crate) fn spawn_tied(mut command: Command) -> io::Result<Child> {
         // the opposite order that postmaster would survive its process.
         // Only async-signal-safe calls here: we are between fork and exec.
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no pointers.
-        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong) };
+        let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
