@@ -68,7 +68,7 @@ def test_tunnel_to_a_tcp_resource_carries_bytes(session: sdm.Session) -> None:
             assert chunk, "the echo connection closed early"
             got += chunk
         assert got == b"ping through sdm"
-    # dsn() is for postgres only, and says why.
+    # dsn() is for database resources only, and says why.
     with pytest.raises(sdm.InvalidArgumentError, match="postgres"):
         tunnel.dsn("x")
     tunnel.close()
@@ -171,6 +171,19 @@ def test_dsn_and_sqlalchemy_url_formats(session: sdm.Session) -> None:
             t.sqlalchemy_url("psycopg; drop")
         with pytest.raises(sdm.InvalidArgumentError):
             t.dsn(password="no user")
+
+
+def test_dsn_and_sqlalchemy_url_for_a_mysql_resource(fixture: Fixture, new_account: Any) -> None:
+    fixture.command("mysql-resource shop-mysql 0")
+    _, token = new_account("shop-mysql")
+    with sdm.login(token) as s, s.connect("shop-mysql") as t:
+        base = f"127.0.0.1:{t.port}"
+        assert t.dsn() == f"mysql://{base}"
+        assert t.dsn("shop", user="etl bot", password="p@ss") == f"mysql://etl%20bot:p%40ss@{base}/shop"
+        assert t.sqlalchemy_url(dbname="shop") == f"mysql+pymysql://{base}/shop"
+        assert t.sqlalchemy_url("mysqldb", user="u") == f"mysql+mysqldb://u@{base}"
+        with pytest.raises(sdm.InvalidArgumentError):
+            t.sqlalchemy_url("pymysql; drop")
 
 
 def test_dial_returns_a_connected_socket(session: sdm.Session) -> None:

@@ -125,13 +125,19 @@ class Tunnel:
         does (``postgresql:///dbname?host=/DIR&port=5432``): the socket must be named
         ``.s.PGSQL.PORT``, as it is with ``unix_socket=True``; another name raises
         ``InvalidArgumentError``.
+
+        For a ``mysql`` resource: ``mysql://[user[:password]@]127.0.0.1:PORT[/dbname]``
+        (``mysql://localhost/dbname?unix_socket=PATH`` for a Unix-socket tunnel). With stored
+        credentials any user name and no password will do.
         """
+        if self._resource.kind == "mysql":
+            return self._mysql_url("mysql", dbname, user, password)
         self._require_postgres("dsn")
         return self._url("postgresql", dbname, user, password, {"sslmode": "disable"})
 
     def sqlalchemy_url(
         self,
-        driver: str = "psycopg",
+        driver: Optional[str] = None,
         *,
         dbname: Optional[str] = None,
         user: Optional[str] = None,
@@ -139,22 +145,46 @@ class Tunnel:
     ) -> str:
         """A SQLAlchemy URL for this tunnel, e.g. ``postgresql+psycopg://127.0.0.1:PORT/app``.
 
-        ``driver`` is the SQLAlchemy dialect driver: ``"psycopg"`` (psycopg 3), ``"psycopg2"``,
-        ``"pg8000"``, ``"asyncpg"``, … For libpq-based drivers the URL sets
-        ``sslmode=disable`` (see ``dsn()``).
+        ``driver`` is the SQLAlchemy dialect driver: ``"psycopg"`` (psycopg 3, the default),
+        ``"psycopg2"``, ``"pg8000"``, ``"asyncpg"``, … For libpq-based drivers the URL sets
+        ``sslmode=disable`` (see ``dsn()``). For a ``mysql`` resource: ``"pymysql"`` (the
+        default), ``"mysqldb"``, ``"mysqlconnector"``, ``"asyncmy"``, …, giving
+        ``mysql+pymysql://127.0.0.1:PORT/app``.
         """
-        self._require_postgres("sqlalchemy_url")
+        mysql = self._resource.kind == "mysql"
+        if not mysql:
+            self._require_postgres("sqlalchemy_url")
+        if driver is None:
+            driver = "pymysql" if mysql else "psycopg"
         if not driver or not driver.replace("_", "").isalnum():
             raise InvalidArgumentError(f"invalid SQLAlchemy driver name {driver!r}")
+        if mysql:
+            return self._mysql_url(f"mysql+{driver}", dbname, user, password)
         query = {"sslmode": "disable"} if driver in _LIBPQ_DRIVERS else {}
         return self._url(f"postgresql+{driver}", dbname, user, password, query)
 
     def _require_postgres(self, what: str) -> None:
         if self._resource.kind != "postgres":
             raise InvalidArgumentError(
-                f"{what}() is for postgres resources; {self._resource.name!r} is "
+                f"{what}() is for postgres and mysql resources; {self._resource.name!r} is "
                 f"{self._resource.kind!r}: connect to {self._where()} directly"
             )
+
+    def _mysql_url(
+        self,
+        scheme: str,
+        dbname: Optional[str],
+        user: Optional[str],
+        password: Optional[str],
+    ) -> str:
+        address = self.address
+        if isinstance(address, str):
+            # MySQL drivers name a socket with a query parameter, the host being "localhost".
+            query = {"unix_socket": address}
+            return self._compose(scheme, "localhost", dbname, user, password, query)
+        ip, port = address
+        host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return self._compose(scheme, host, dbname, user, password, {})
 
     def _url(
         self,
@@ -164,15 +194,6 @@ class Tunnel:
         password: Optional[str],
         query: dict[str, str],
     ) -> str:
-        credentials = ""
-        if user is not None:
-            credentials = quote(user, safe="")
-            if password is not None:
-                credentials += ":" + quote(password, safe="")
-            credentials += "@"
-        elif password is not None:
-            raise InvalidArgumentError("a password needs a user")
-        path = "/" + quote(dbname, safe="") if dbname else ""
         address = self.address
         if isinstance(address, str):
             # libpq's convention: host is the socket's directory, port names the file.
@@ -188,6 +209,27 @@ class Tunnel:
         else:
             ip, port = address
             host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return self._compose(scheme, host, dbname, user, password, query)
+
+    def _compose(
+        self,
+        scheme: str,
+        host: str,
+        dbname: Optional[str],
+        user: Optional[str],
+        password: Optional[str],
+        query: dict[str, str],
+    ) -> str:
+        """``scheme://[user[:password]@]host[/dbname][?query]``, each part quoted."""
+        credentials = ""
+        if user is not None:
+            credentials = quote(user, safe="")
+            if password is not None:
+                credentials += ":" + quote(password, safe="")
+            credentials += "@"
+        elif password is not None:
+            raise InvalidArgumentError("a password needs a user")
+        path = "/" + quote(dbname, safe="") if dbname else ""
         suffix = "?" + urlencode(query) if query else ""
         if not host and not path:
             path = "/"
