@@ -445,6 +445,16 @@ pub struct SshLoginArgs {
     /// recorded, and any other is refused afterwards.
     #[arg(long, value_name = "LINE")]
     pub host_key: Option<String>,
+    /// Record what terminal sessions (those with a pty) show, as asciicast v2, in the audit
+    /// trail; `sdm admin audit replay ID` plays them back. `--record-sessions=false` stops.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub record_sessions: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

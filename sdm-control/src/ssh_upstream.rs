@@ -60,6 +60,7 @@ pub(crate) fn settings(
         known_host_keys: resource.ssh_host_key.iter().cloned().collect(),
         private_key,
         certificate: None,
+        record_sessions: resource.ssh_record_sessions,
     })
 }
 

@@ -441,6 +441,11 @@ pub struct SshSettings {
     /// key the server presents, and any other is refused afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// Record what terminal sessions (those with a pty) show, as asciicast v2, in the audit
+    /// trail (`GET /v1/admin/audit/{id}/recording`). `None` in an update keeps the stored
+    /// choice, in a create means no; answers always say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_sessions: Option<bool>,
 }
 
 impl std::fmt::Debug for SshSettings {
@@ -453,6 +458,7 @@ impl std::fmt::Debug for SshSettings {
             )
             .field("certificate_authority", &self.certificate_authority)
             .field("host_key", &self.host_key)
+            .field("record_sessions", &self.record_sessions)
             .finish()
     }
 }

@@ -236,6 +236,9 @@ pub struct SshUpstream {
     /// for this connection (principal: the user name; valid while the lease is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// Record what terminal sessions show (asciicast v2) in the audit trail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_sessions: bool,
 }
 
 impl std::fmt::Debug for SshUpstream {
@@ -245,6 +248,7 @@ impl std::fmt::Debug for SshUpstream {
             .field("known_host_keys", &self.known_host_keys)
             .field("private_key", &"<redacted>")
             .field("certificate", &self.certificate)
+            .field("record_sessions", &self.record_sessions)
             .finish()
     }
 }
@@ -313,6 +317,7 @@ mod tests {
                 known_host_keys: vec!["ssh-ed25519 AAAA".into()],
                 private_key: "-----BEGIN OPENSSH PRIVATE KEY----- loginsecret".into(),
                 certificate: None,
+                record_sessions: true,
             }),
         };
         let text = format!("{up:?}");

@@ -641,11 +641,13 @@ fn server(add: ServerAddArgs) -> Result<NewResource, CliError> {
                 || ssh.key_file.is_some()
                 || ssh.certificate_authority
                 || ssh.host_key.is_some()
+                || ssh.record_sessions.is_some()
             {
                 return Err(CliError::new(
                     Exit::Usage,
                     "a tcp server is passed through as it is: --username, --key-file, \
-                     --certificate-authority and --host-key are for ssh servers",
+                     --certificate-authority, --host-key and --record-sessions are for ssh \
+                     servers",
                 ));
             }
             NewResource::new(add.name, ResourceKind::Tcp, add.hostname).port(add.port)
@@ -670,6 +672,7 @@ fn ssh_settings(username: String, login: SshLoginArgs) -> Result<SshSettings, Cl
         private_key,
         certificate_authority: login.certificate_authority,
         host_key: login.host_key,
+        record_sessions: login.record_sessions,
     })
 }
 
@@ -679,12 +682,13 @@ fn server_changes(update: ServerUpdateArgs) -> Result<ResourceChanges, CliError>
     let changes_login = update.username.is_some()
         || login.key_file.is_some()
         || login.certificate_authority
-        || login.host_key.is_some();
+        || login.host_key.is_some()
+        || login.record_sessions.is_some();
     if !changes_login && !update.forget_host_key {
         return Err(CliError::new(
             Exit::Usage,
             "nothing to change: give --username, --key-file, --certificate-authority, \
-             --host-key or --forget-host-key",
+             --host-key, --record-sessions or --forget-host-key",
         ));
     }
     let ssh = if changes_login {
@@ -718,7 +722,15 @@ fn ssh_login_text(resource: &ResourceDetails) -> String {
         Some(key) => format!("host key {key}"),
         None => "host key recorded on the next connection".into(),
     };
-    format!("logs in as {} with {login}; {host_key}", ssh.username)
+    let recording = if ssh.record_sessions == Some(true) {
+        "; terminal sessions recorded"
+    } else {
+        ""
+    };
+    format!(
+        "logs in as {} with {login}; {host_key}{recording}",
+        ssh.username
+    )
 }
 
 /// The resource with the options every kind takes; a tag given by both `--tags` and `--tag`

@@ -367,6 +367,7 @@ impl ResourceFields {
                 .then(|| self.ssh_private_key.clone()),
             certificate_authority,
             host_key: non_empty(&self.ssh_host_key),
+            record_sessions: None,
         }
     }
 
@@ -692,6 +693,7 @@ mod tests {
                 private_key: None,
                 certificate_authority: true,
                 host_key: None,
+                record_sessions: None,
             })
         );
     }
@@ -758,6 +760,7 @@ mod tests {
                 private_key: None,
                 certificate_authority,
                 host_key: host_key.map(str::to_owned),
+                record_sessions: Some(false),
             }),
             ..stored()
         }

@@ -48,6 +48,7 @@ struct Health {
 fn size_of(event: &AuditEvent) -> usize {
     match event {
         AuditEvent::Query(q) => 64 + q.text.len(),
+        AuditEvent::Recording(l) => 64 + l.line.len(),
         _ => 256,
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sdm_proto::audit::{AuditEvent, AuditQueryEvent};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecordingEvent};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -40,6 +40,22 @@ impl Journal {
             seq,
             at: sdm_proto::unix_now(),
             text,
+        }))
+    }
+
+    /// Writes line `seq` of channel `channel`'s recording (see `recording`); an error means it
+    /// cannot be kept, and what it shows must not reach the client.
+    pub(super) fn record_line(
+        &self,
+        channel: u32,
+        seq: u64,
+        line: String,
+    ) -> Result<(), AuditUnavailable> {
+        self.sink.record(AuditEvent::Recording(AuditRecordingEvent {
+            connection_id: self.connection_id,
+            channel,
+            seq,
+            line,
         }))
     }
 
