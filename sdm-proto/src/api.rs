@@ -727,6 +727,22 @@ pub struct AuditQueryList {
     pub next_after: Option<u64>,
 }
 
+/// `GET /v1/admin/audit/{id}/recording?channel=N&after=S`: one page of a recorded terminal
+/// session (ssh resources that record them), as the lines of an asciicast v2 file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecording {
+    /// The connection's channels that have a recording, in order (one per terminal session).
+    pub channels: Vec<u32>,
+    /// The channel this page is of: the one asked for, or else the first recorded one; `None`
+    /// when the connection has no recording.
+    pub channel: Option<u32>,
+    /// Lines in order, each with its position: line 0 is the asciicast header, then one event
+    /// per line. Joined by newlines, the pages make the `.cast` file.
+    pub lines: Vec<String>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

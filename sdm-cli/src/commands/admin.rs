@@ -12,9 +12,10 @@ use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
 
 use crate::cli::{
-    AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
-    GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind,
-    ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand, SshLoginArgs,
+    AdminArgs, AdminCommand, AuditArgs, AuditCommand, DatasourceAddArgs, DatasourceKind,
+    DatasourcesCommand, GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs,
+    ServerKind, ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand,
+    SshLoginArgs,
 };
 use crate::exit::{CliError, Exit};
 use crate::render::{errln, outln, print_json, print_raw, table, tags, utc};
@@ -500,6 +501,9 @@ fn resources_table(resources: &[ResourceDetails]) -> String {
 
 /// One page of the audit trail, newest first.
 async fn audit(client: &AdminClient, args: AuditArgs, json: bool) -> Result<(), CliError> {
+    if let Some(AuditCommand::Replay(replay)) = args.command {
+        return super::replay::replay(client, replay, json).await;
+    }
     let mut filter = AuditFilter::default();
     if let Some(a) = args.account {
         filter = filter.account(a);
