@@ -111,6 +111,7 @@ fn upstream(sshd: &Sshd, login: &KeyPair, host_key: &KeyPair, known: Vec<String>
             known_host_keys: known,
             private_key: login.private.clone(),
             certificate: None,
+            certificate_valid_before: None,
             record_sessions: false,
         }),
     }
