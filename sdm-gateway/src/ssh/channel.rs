@@ -56,6 +56,7 @@ pub(super) fn join(
     // Answers are rare (one per request) and always awaited; room for a few never blocks.
     let (answer, answers) = mpsc::channel(8);
     let recording = Slot::default();
+    let output_recording = recording.clone();
 
     let upward = {
         let to_resource = to_resource.clone();
@@ -87,68 +88,58 @@ pub(super) fn join(
         }
     };
 
-    let downward = {
-        let recording = recording.clone();
-        async move {
-            let mut bytes = 0u64;
-            let mut exit = None;
-            while let Some((message, _room)) = from_resource.recv().await {
-                if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &message
-                {
-                    // Recorded before the client sees it; if it cannot be, the client does not.
-                    if let Err(why) = recording::record_output(&recording, data) {
-                        tracing::warn!(reason = %why, "a recorded ssh session was closed: the audit trail cannot record it");
-                        exit = Some(format!(
-                            "closed: its recording could not be written ({why})"
-                        ));
-                        let _ = to_client.extended_data_bytes(1, NOT_RECORDED).await;
-                        break;
-                    }
-                }
-                let sent = match message {
-                    ChannelMsg::Data { data } => {
-                        bytes += data.len() as u64;
-                        to_client.data_bytes(data).await.is_ok()
-                    }
-                    ChannelMsg::ExtendedData { data, ext } => {
-                        bytes += data.len() as u64;
-                        to_client.extended_data_bytes(ext, data).await.is_ok()
-                    }
-                    ChannelMsg::Eof => to_client.eof().await.is_ok(),
-                    ChannelMsg::ExitStatus { exit_status } => {
-                        exit = Some(format!("exit status {exit_status}"));
-                        to_client.exit_status(exit_status).await.is_ok()
-                    }
-                    ChannelMsg::ExitSignal {
-                        signal_name,
-                        core_dumped,
-                        error_message,
-                        lang_tag,
-                    } => {
-                        exit = Some(format!("killed by signal {signal_name:?}"));
-                        client
-                            .exit_signal_request(
-                                id,
-                                signal_name,
-                                core_dumped,
-                                error_message,
-                                lang_tag,
-                            )
-                            .await
-                            .is_ok()
-                    }
-                    ChannelMsg::Success => answer.try_send(true).is_ok(),
-                    ChannelMsg::Failure => answer.try_send(false).is_ok(),
-                    ChannelMsg::Close => break,
-                    _ => true,
-                };
-                if !sent {
+    let downward = async move {
+        let mut bytes = 0u64;
+        let mut exit = None;
+        while let Some((message, _room)) = from_resource.recv().await {
+            if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &message {
+                // Recorded before the client sees it; if it cannot be, the client does not.
+                if let Err(why) = recording::record_output(&output_recording, data) {
+                    tracing::warn!(reason = %why, "a recorded ssh session was closed: the audit trail cannot record it");
+                    exit = Some(format!(
+                        "closed: its recording could not be written ({why})"
+                    ));
+                    let _ = to_client.extended_data_bytes(1, NOT_RECORDED).await;
                     break;
                 }
             }
-            let _ = to_client.close().await;
-            (bytes, exit)
+            let sent = match message {
+                ChannelMsg::Data { data } => {
+                    bytes += data.len() as u64;
+                    to_client.data_bytes(data).await.is_ok()
+                }
+                ChannelMsg::ExtendedData { data, ext } => {
+                    bytes += data.len() as u64;
+                    to_client.extended_data_bytes(ext, data).await.is_ok()
+                }
+                ChannelMsg::Eof => to_client.eof().await.is_ok(),
+                ChannelMsg::ExitStatus { exit_status } => {
+                    exit = Some(format!("exit status {exit_status}"));
+                    to_client.exit_status(exit_status).await.is_ok()
+                }
+                ChannelMsg::ExitSignal {
+                    signal_name,
+                    core_dumped,
+                    error_message,
+                    lang_tag,
+                } => {
+                    exit = Some(format!("killed by signal {signal_name:?}"));
+                    client
+                        .exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag)
+                        .await
+                        .is_ok()
+                }
+                ChannelMsg::Success => answer.try_send(true).is_ok(),
+                ChannelMsg::Failure => answer.try_send(false).is_ok(),
+                ChannelMsg::Close => break,
+                _ => true,
+            };
+            if !sent {
+                break;
+            }
         }
+        let _ = to_client.close().await;
+        (bytes, exit)
     };
 
     journal.opened();
