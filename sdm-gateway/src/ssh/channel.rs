@@ -94,7 +94,7 @@ pub(super) fn join(
         while let Some((message, _room)) = from_resource.recv().await {
             if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &message {
                 // Recorded before the client sees it; if it cannot be, the client does not.
-                if let Err(why) = recording::record_output(&output_recording, data) {
+                if let Err(why) = recording::record_output(&output_recording, data).await {
                     tracing::warn!(reason = %why, "a recorded ssh session was closed: the audit trail cannot record it");
                     exit = Some(format!(
                         "closed: its recording could not be written ({why})"

@@ -29,9 +29,14 @@ pub(super) struct Terminal {
 /// and records size changes, and the channel's downward task, which records output.
 pub(super) type Slot = Arc<Mutex<Option<Recording>>>;
 
-/// Records `data` in the slot's recording, if there is one.
-pub(super) fn record_output(slot: &Slot, data: &[u8]) -> Result<(), AuditUnavailable> {
-    match slot.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+/// Records `data` in the slot's recording, if there is one, once the trail has room for it.
+pub(super) async fn record_output(slot: &Slot, data: &[u8]) -> Result<(), AuditUnavailable> {
+    let recording = || slot.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(journal) = recording().as_ref().map(|r| r.journal.clone()) else {
+        return Ok(());
+    };
+    journal.room_for_recording().await?;
+    match recording().as_mut() {
         Some(recording) => recording.output(data),
         None => Ok(()),
     }

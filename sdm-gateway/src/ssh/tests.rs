@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,37 +20,49 @@ use super::{SshConnection, serve};
 use crate::finished::Finished;
 use crate::{AuditSink, AuditUnavailable, Denied, Directory, Upstream};
 
-/// Audit lines as the trail would keep them, and recording lines (channel, seq, line); with
-/// `failing`, a trail that cannot be written.
+/// Audit lines as the trail would keep them, and recording lines (channel, seq, line).
 #[derive(Default)]
-struct Lines(
-    Mutex<Vec<String>>,
-    std::sync::atomic::AtomicBool,
-    Mutex<Vec<(u32, u64, String)>>,
-);
+struct Lines {
+    queries: Mutex<Vec<String>>,
+    recorded: Mutex<Vec<(u32, u64, String)>>,
+    /// Set: a trail that cannot be written.
+    failing: AtomicBool,
+    /// While above 0, asking for room for a recording says no (and counts down).
+    no_room: AtomicU32,
+}
 
 impl AuditSink for Lines {
     fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.failing.load(Ordering::SeqCst) {
             return Err(AuditUnavailable("the disk is full".into()));
         }
         match event {
-            AuditEvent::Query(q) => self.0.lock().unwrap().push(q.text),
-            AuditEvent::Recording(l) => self.2.lock().unwrap().push((l.channel, l.seq, l.line)),
+            AuditEvent::Query(q) => self.queries.lock().unwrap().push(q.text),
+            AuditEvent::Recording(l) => self
+                .recorded
+                .lock()
+                .unwrap()
+                .push((l.channel, l.seq, l.line)),
             _ => {}
         }
         Ok(())
+    }
+
+    fn has_room_for_bulk(&self) -> bool {
+        self.no_room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
     }
 }
 
 impl Lines {
     fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.queries.lock().unwrap().clone()
     }
 
     /// The recording lines written so far, in order.
     fn recorded(&self) -> Vec<(u32, u64, String)> {
-        self.2.lock().unwrap().clone()
+        self.recorded.lock().unwrap().clone()
     }
 }
 
@@ -762,10 +775,7 @@ async fn a_command_the_audit_trail_cannot_record_does_not_run() {
     let gateway = Gateway::start(up, &host_key).await;
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
-    gateway
-        .lines
-        .1
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    gateway.lines.failing.store(true, Ordering::SeqCst);
     let out = gateway.ssh(&[&format!("touch {}", marker.display())]).await;
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -779,10 +789,7 @@ async fn a_command_the_audit_trail_cannot_record_does_not_run() {
     );
 
     // Once the trail takes lines again, the same command runs.
-    gateway
-        .lines
-        .1
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    gateway.lines.failing.store(false, Ordering::SeqCst);
     let out = gateway.ssh(&[&format!("touch {}", marker.display())]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(marker.exists());
@@ -900,10 +907,7 @@ async fn a_terminal_whose_output_cannot_be_recorded_is_closed_before_it_shows_it
     read_until(&mut stdout, &mut seen, "first-2").await;
 
     // The trail fails: what the terminal shows next must not reach the client unrecorded.
-    gateway
-        .lines
-        .1
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    gateway.lines.failing.store(true, Ordering::SeqCst);
     stdin.write_all(b"echo second-$((2+2))\n").await.unwrap();
     let mut rest = Vec::new();
     use tokio::io::AsyncReadExt;
@@ -937,10 +941,7 @@ async fn a_terminal_session_the_trail_cannot_start_recording_does_not_start() {
     let gateway = Gateway::start(up, &host_key).await;
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
-    gateway
-        .lines
-        .1
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    gateway.lines.failing.store(true, Ordering::SeqCst);
     let out = gateway
         .ssh(&["-tt", &format!("touch {}", marker.display())])
         .await;
@@ -950,4 +951,26 @@ async fn a_terminal_session_the_trail_cannot_start_recording_does_not_start() {
         "the command ran although it was not recorded"
     );
     assert!(gateway.lines.recorded().is_empty());
+}
+
+#[tokio::test]
+async fn a_recorded_terminal_waits_for_room_in_the_trail_instead_of_failing() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let mut up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    up.ssh.as_mut().unwrap().record_sessions = true;
+    let gateway = Gateway::start(up, &host_key).await;
+    // The trail says "no room" 100 times (about a second of waiting) before it has some.
+    gateway.lines.no_room.store(100, Ordering::SeqCst);
+    let out = gateway.ssh(&["-tt", "seq 1 3000; exit 5"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("2999\r\n3000"), "{shown:?}");
+    assert_eq!(
+        gateway.lines.no_room.load(Ordering::SeqCst),
+        0,
+        "it did not wait"
+    );
+    let (_, recorded) = played(&gateway.lines.recorded());
+    assert!(recorded.contains("2999\r\n3000"), "{recorded:?}");
 }
