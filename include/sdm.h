@@ -692,6 +692,21 @@ sdm_status sdm_resource_list_kind(const sdm_resource_list *list,
 sdm_status sdm_resource_list_port(const sdm_resource_list *list, size_t index, uint16_t *port_out);
 
 /**
+ * The host key the gateway presents for ssh resource `index`, as a known-hosts key
+ * (`ssh-ed25519 AAAA…`), the same on every gateway: pin it for the tunnel's address (with
+ * `HostKeyAlias`, as `sdm ssh-config` does). `*key_out` is NULL for other kinds. Owned by
+ * `list`: valid until `sdm_resource_list_free`. NULL `list` or `key_out`:
+ * `SDM_STATUS_NULL_ARGUMENT`; `index` out of range: `SDM_STATUS_INVALID_ARGUMENT`.
+ * Thread-safe.
+ *
+ * # Safety
+ * `list` is NULL or live; `key_out` is NULL or writable.
+ */
+sdm_status sdm_resource_list_ssh_host_key(const sdm_resource_list *list,
+                                          size_t index,
+                                          const char **key_out);
+
+/**
  * Whether a live gateway serves resource `index`. NULL `list` or `healthy_out`:
  * `SDM_STATUS_NULL_ARGUMENT`; `index` out of range: `SDM_STATUS_INVALID_ARGUMENT`.
  * Thread-safe.

@@ -168,6 +168,10 @@ type Resource struct {
 	Tags    map[string]string
 	Port    int // the fixed local port tunnels use, 0 when none
 	Healthy bool
+	// SSHHostKey is the host key the gateway presents for an ssh resource ("ssh-ed25519
+	// AAAA…"), the same on every gateway: pin it for the tunnel's address. Empty for other
+	// kinds.
+	SSHHostKey string
 }
 
 // ListResources returns the resources granted to the account, sorted by name.
@@ -183,7 +187,7 @@ func (s *Session) ListResources() ([]Resource, error) {
 		n := C.sdm_resource_list_len(list)
 		out = make([]Resource, 0, int(n))
 		for i := C.size_t(0); i < n; i++ {
-			var id, name, kind *C.char
+			var id, name, kind, hostKey *C.char
 			var port C.uint16_t
 			var healthy C.bool
 			var tags C.size_t
@@ -194,6 +198,7 @@ func (s *Session) ListResources() ([]Resource, error) {
 				C.sdm_resource_list_port(list, i, &port),
 				C.sdm_resource_list_healthy(list, i, &healthy),
 				C.sdm_resource_list_tag_count(list, i, &tags),
+				C.sdm_resource_list_ssh_host_key(list, i, &hostKey),
 			} {
 				if status != C.SDM_STATUS_OK {
 					return fromC(status, nil)
@@ -202,6 +207,9 @@ func (s *Session) ListResources() ([]Resource, error) {
 			r := Resource{
 				ID: C.GoString(id), Name: C.GoString(name), Kind: C.GoString(kind),
 				Port: int(port), Healthy: bool(healthy), Tags: map[string]string{},
+			}
+			if hostKey != nil {
+				r.SSHHostKey = C.GoString(hostKey)
 			}
 			for j := C.size_t(0); j < tags; j++ {
 				var k, v *C.char

@@ -191,7 +191,7 @@ func TestListResources(t *testing.T) {
 	}
 	for i, w := range want {
 		r := rs[i]
-		if r.Name != w.name || r.Kind != w.kind || len(r.ID) != 36 || !r.Healthy || r.Port != 0 || len(r.Tags) != 0 {
+		if r.Name != w.name || r.Kind != w.kind || len(r.ID) != 36 || !r.Healthy || r.Port != 0 || len(r.Tags) != 0 || r.SSHHostKey != "" {
 			t.Errorf("resource %d: %+v, want %s (%s)", i, r, w.name, w.kind)
 		}
 	}

@@ -461,6 +461,16 @@ pub struct SshLoginArgs {
     /// recorded, and any other is refused afterwards.
     #[arg(long, value_name = "LINE")]
     pub host_key: Option<String>,
+    /// Record what terminal sessions (those with a pty) show, as asciicast v2, in the audit
+    /// trail; `sdm admin audit replay ID` plays them back. `--record-sessions=false` stops.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub record_sessions: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -632,7 +642,11 @@ pub enum OnOff {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    /// What to do with one connection's record; without one, list records.
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// Only this account's connections (name or id).
     #[arg(long)]
     pub account: Option<String>,
@@ -648,6 +662,39 @@ pub struct AuditArgs {
     /// The page older than this cursor (printed after a full page).
     #[arg(long, value_name = "CURSOR")]
     pub before: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Play back a recorded terminal session (ssh resources recording them) as it was shown,
+    /// with its timing, escape sequences included.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The connection's audit record id (from `sdm admin audit`).
+    pub id: String,
+    /// Which of the connection's terminal sessions (its SSH channel); default: the first.
+    #[arg(long)]
+    pub channel: Option<u32>,
+    /// Play this many times faster (0.5 plays at half speed).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    pub speed: f64,
+    /// Pauses longer than this many seconds are shortened to it.
+    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_speed)]
+    pub idle_limit: f64,
+    /// Print the asciicast v2 file instead (for `asciinema play` or another player).
+    #[arg(long)]
+    pub cast: bool,
+}
+
+/// A positive, finite number.
+fn parse_speed(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("{text:?} is not a number above 0")),
+    }
 }
 
 /// `--since`: a point in time, or an age relative to now.

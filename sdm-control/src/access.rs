@@ -173,6 +173,7 @@ mod tests {
                 databases: Vec::new(),
                 replication: false,
                 ssh_certificate_authority: false,
+                ssh_record_sessions: false,
                 ssh_host_key: None,
                 created_at: 1,
             }),

@@ -341,6 +341,7 @@ mod tests {
             databases: vec!["reports".into()],
             replication: true,
             ssh_certificate_authority: false,
+            ssh_record_sessions: false,
             ssh_host_key: None,
             created_at: 1,
         };

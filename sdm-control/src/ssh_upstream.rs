@@ -60,6 +60,8 @@ pub(crate) fn settings(
         known_host_keys: resource.ssh_host_key.iter().cloned().collect(),
         private_key,
         certificate: None,
+        certificate_valid_before: None,
+        record_sessions: resource.ssh_record_sessions,
     })
 }
 
@@ -101,6 +103,7 @@ pub(crate) fn sign_for_lease(
         })?;
     ssh.private_key = signed.private_key;
     ssh.certificate = Some(signed.certificate);
+    ssh.certificate_valid_before = Some(lease.expires_at);
     Ok(upstream)
 }
 

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use sdm_proto::api::{
     AccountInfo, AccountKind, AccountList, AdminResource, AdminResourceList, AuditList,
-    AuditQueryList, CreateAccount, CreateGrant, CreateResource, CreatedAccount, GrantInfo,
-    GrantList, Settings, SshCertificateAuthority, UpdateResource, UpdateSettings, routes,
+    AuditQueryList, AuditRecording, CreateAccount, CreateGrant, CreateResource, CreatedAccount,
+    GrantInfo, GrantList, Settings, SshCertificateAuthority, UpdateResource, UpdateSettings,
+    routes,
 };
 use sdm_proto::gateway::{CreateGateway, GatewayDetailsList};
 use sdm_proto::{Token, TokenKind};
@@ -260,6 +261,28 @@ impl AdminClient {
             routes::ADMIN_AUDIT,
             segment(record)?
         );
+        self.api.get(&path).await
+    }
+
+    /// One page of a connection's recorded terminal session: `channel` (`None`: the first
+    /// recorded one), the lines after `after` (`None`: from the header).
+    pub async fn audit_recording(
+        &self,
+        record: &str,
+        channel: Option<u32>,
+        after: Option<u64>,
+    ) -> Result<AuditRecording> {
+        let mut path = format!(
+            "{}/{}/recording?limit=1000",
+            routes::ADMIN_AUDIT,
+            segment(record)?
+        );
+        if let Some(channel) = channel {
+            path.push_str(&format!("&channel={channel}"));
+        }
+        if let Some(after) = after {
+            path.push_str(&format!("&after={after}"));
+        }
         self.api.get(&path).await
     }
 

@@ -37,7 +37,7 @@ pub use report::{
 pub use resource::{
     sdm_resource_list, sdm_resource_list_free, sdm_resource_list_healthy, sdm_resource_list_id,
     sdm_resource_list_kind, sdm_resource_list_len, sdm_resource_list_name, sdm_resource_list_port,
-    sdm_resource_list_tag, sdm_resource_list_tag_count,
+    sdm_resource_list_ssh_host_key, sdm_resource_list_tag, sdm_resource_list_tag_count,
 };
 pub use session::{
     sdm_login, sdm_login_from_env, sdm_login_with_options, sdm_session, sdm_session_account_id,

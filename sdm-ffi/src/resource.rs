@@ -22,6 +22,7 @@ struct Item {
     port: u16,
     healthy: bool,
     tags: Vec<(CString, CString)>,
+    ssh_host_key: Option<CString>,
 }
 
 impl sdm_resource_list {
@@ -39,6 +40,7 @@ impl sdm_resource_list {
                     .iter()
                     .map(|(k, v)| (cstring(k), cstring(v)))
                     .collect(),
+                ssh_host_key: r.ssh_host_key.as_deref().map(cstring),
             })
             .collect();
         sdm_resource_list { items }
@@ -150,6 +152,35 @@ pub unsafe extern "C" fn sdm_resource_list_port(
         let port_out = out(port_out, "port_out")?;
         // SAFETY: checked non-NULL.
         unsafe { write(port_out, item.port) };
+        Ok(())
+    })
+}
+
+/// The host key the gateway presents for ssh resource `index`, as a known-hosts key
+/// (`ssh-ed25519 AAAA…`), the same on every gateway: pin it for the tunnel's address (with
+/// `HostKeyAlias`, as `sdm ssh-config` does). `*key_out` is NULL for other kinds. Owned by
+/// `list`: valid until `sdm_resource_list_free`. NULL `list` or `key_out`:
+/// `SDM_STATUS_NULL_ARGUMENT`; `index` out of range: `SDM_STATUS_INVALID_ARGUMENT`.
+/// Thread-safe.
+///
+/// # Safety
+/// `list` is NULL or live; `key_out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sdm_resource_list_ssh_host_key(
+    list: *const sdm_resource_list,
+    index: usize,
+    key_out: *mut *const c_char,
+) -> sdm_status {
+    call(std::ptr::null_mut(), || {
+        // SAFETY: guaranteed by the caller.
+        let item = unsafe { item(list, index) }?;
+        let key_out = out(key_out, "key_out")?;
+        let key = item
+            .ssh_host_key
+            .as_ref()
+            .map_or(std::ptr::null(), |k| k.as_ptr());
+        // SAFETY: checked non-NULL.
+        unsafe { write(key_out, key) };
         Ok(())
     })
 }

@@ -441,6 +441,11 @@ pub struct SshSettings {
     /// key the server presents, and any other is refused afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_key: Option<String>,
+    /// Record what terminal sessions (those with a pty) show, as asciicast v2, in the audit
+    /// trail (`GET /v1/admin/audit/{id}/recording`). `None` in an update keeps the stored
+    /// choice, in a create means no; answers always say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_sessions: Option<bool>,
 }
 
 impl std::fmt::Debug for SshSettings {
@@ -453,6 +458,7 @@ impl std::fmt::Debug for SshSettings {
             )
             .field("certificate_authority", &self.certificate_authority)
             .field("host_key", &self.host_key)
+            .field("record_sessions", &self.record_sessions)
             .finish()
     }
 }
@@ -717,6 +723,22 @@ pub struct AuditList {
 pub struct AuditQueryList {
     /// One page of queries.
     pub queries: Vec<AuditQuery>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<u64>,
+}
+
+/// `GET /v1/admin/audit/{id}/recording?channel=N&after=S`: one page of a recorded terminal
+/// session (ssh resources that record them), as the lines of an asciicast v2 file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecording {
+    /// The connection's channels that have a recording, in order (one per terminal session).
+    pub channels: Vec<u32>,
+    /// The channel this page is of: the one asked for, or else the first recorded one; `None`
+    /// when the connection has no recording.
+    pub channel: Option<u32>,
+    /// Lines in order, each with its position: line 0 is the asciicast header, then one event
+    /// per line. Joined by newlines, the pages make the `.cast` file.
+    pub lines: Vec<String>,
     /// Pass as `after` for the next page; `None` on the last page.
     pub next_after: Option<u64>,
 }

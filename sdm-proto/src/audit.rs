@@ -205,6 +205,21 @@ pub struct AuditQueryEvent {
     pub text: String,
 }
 
+/// One line of a terminal session's recording (ssh resources that ask for it): an asciicast v2
+/// file, one line per event, so that a recording is written as it happens and fails closed
+/// like queries do.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecordingEvent {
+    /// The record's id.
+    pub connection_id: Uuid,
+    /// The SSH channel recorded (a connection may carry several terminals).
+    pub channel: u32,
+    /// Position within the channel's recording: 0 is the asciicast header, then its events.
+    pub seq: u64,
+    /// The line: the header object, or an event array (`[1.25, "o", "text"]`).
+    pub line: String,
+}
+
 /// One audit event from a gateway.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -216,6 +231,8 @@ pub enum AuditEvent {
     Ended(AuditEnd),
     /// A query sent through a connection (postgres).
     Query(AuditQueryEvent),
+    /// A line of a terminal session's recording (ssh).
+    Recording(AuditRecordingEvent),
 }
 
 impl AuditEvent {
@@ -225,6 +242,7 @@ impl AuditEvent {
             AuditEvent::Started(r) => r.id,
             AuditEvent::Ended(e) => e.id,
             AuditEvent::Query(q) => q.connection_id,
+            AuditEvent::Recording(r) => r.connection_id,
         }
     }
 }

@@ -236,6 +236,13 @@ pub struct SshUpstream {
     /// for this connection (principal: the user name; valid while the lease is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<String>,
+    /// When `certificate` stops being valid (Unix seconds): an answer remembered through a
+    /// control-plane outage cannot log in past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_valid_before: Option<i64>,
+    /// Record what terminal sessions show (asciicast v2) in the audit trail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub record_sessions: bool,
 }
 
 impl std::fmt::Debug for SshUpstream {
@@ -245,6 +252,8 @@ impl std::fmt::Debug for SshUpstream {
             .field("known_host_keys", &self.known_host_keys)
             .field("private_key", &"<redacted>")
             .field("certificate", &self.certificate)
+            .field("certificate_valid_before", &self.certificate_valid_before)
+            .field("record_sessions", &self.record_sessions)
             .finish()
     }
 }
@@ -313,6 +322,8 @@ mod tests {
                 known_host_keys: vec!["ssh-ed25519 AAAA".into()],
                 private_key: "-----BEGIN OPENSSH PRIVATE KEY----- loginsecret".into(),
                 certificate: None,
+                certificate_valid_before: None,
+                record_sessions: true,
             }),
         };
         let text = format!("{up:?}");

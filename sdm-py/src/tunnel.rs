@@ -46,7 +46,7 @@ fn none_to_py(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
 
 #[pymethods]
 impl RawTunnel {
-    /// `(id, name, kind, tags, port, healthy)` of the resource.
+    /// `(id, name, kind, tags, port, healthy, ssh host key)` of the resource.
     #[getter]
     fn resource(&self) -> ResourceTuple {
         self.resource.clone()

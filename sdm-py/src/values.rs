@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sdm_core::{ConnectionState, Resource, Status};
 
-/// `(id, name, kind, tags, port, healthy)`; see `sdm.Resource`.
+/// `(id, name, kind, tags, port, healthy, ssh host key)`; see `sdm.Resource`.
 pub(crate) type ResourceTuple = (
     String,
     String,
@@ -12,6 +12,7 @@ pub(crate) type ResourceTuple = (
     BTreeMap<String, String>,
     Option<u16>,
     bool,
+    Option<String>,
 );
 
 /// `(resource, connected, (host, port) or None, connections, port or None, socket path or
@@ -42,6 +43,7 @@ pub(crate) fn resource(r: &Resource) -> ResourceTuple {
         r.tags.clone(),
         r.port_override,
         r.healthy,
+        r.ssh_host_key.clone(),
     )
 }
 

@@ -214,6 +214,7 @@ async fn fill(path: &Path) -> Uuid {
                 databases: Vec::new(),
                 replication: false,
                 ssh_certificate_authority: false,
+                ssh_record_sessions: false,
                 ssh_host_key: None,
                 created_at: now - 86_400 * 30,
             })

@@ -134,6 +134,38 @@ async fn an_ssh_resource_is_added_with_sdms_ca_and_its_page_gives_the_trusted_ca
     );
     // The edit form shows the choice stored.
     assert!(page.control("ssh_login-ca").contains("checked"));
+    assert!(page.body.contains("<dd>not recorded</dd>"));
+    assert!(!page.control("ssh_record_sessions").contains("checked"));
+
+    // Ticking "Record terminal sessions" is an edit of its own, and the page says so.
+    browser
+        .post_from(
+            "/console/resources/web",
+            "/console/resources/web",
+            &[
+                ("hostname", "10.0.0.5"),
+                ("port", "22"),
+                ("port_override", ""),
+                ("tags", ""),
+                ("pin", ""),
+                ("ssh_username", "deploy"),
+                ("ssh_login", "certificate_authority"),
+                ("ssh_private_key", ""),
+                ("ssh_host_key", ""),
+                ("ssh_record_sessions", "on"),
+            ],
+        )
+        .await
+        .redirects_to("/console/resources/web");
+    let ssh = resource(&t, "web").await.ssh.unwrap();
+    assert_eq!(ssh.record_sessions, Some(true));
+    assert!(ssh.certificate_authority);
+    let page = browser.get("/console/resources/web").await.ok();
+    assert!(
+        page.body
+            .contains("recorded (<code>sdm admin audit replay ID</code>)")
+    );
+    assert!(page.control("ssh_record_sessions").contains("checked"));
 }
 
 #[tokio::test]

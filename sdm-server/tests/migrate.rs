@@ -203,7 +203,7 @@ async fn a_sqlite_installation_moves_to_postgres_and_keeps_working() {
     assert!(out.status.success(), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout).into_owned();
     for part in [
-        "copied 4 accounts, 5 tokens, 2 resources, 3 grants, 1 sessions, 1 gateways, 3 settings, 1 audited connections, 3 audited queries from",
+        "copied 4 accounts, 5 tokens, 2 resources, 3 grants, 1 sessions, 1 gateways, 3 settings, 1 audited connections, 3 audited queries, 0 recording lines from",
         "audited connections",
         &format!(
             "to postgres://{}@127.0.0.1:{}/{store_db}",

@@ -141,6 +141,7 @@ async fn ssh_settings_are_checked_and_the_private_key_never_comes_back() {
             private_key: None,
             certificate_authority: false,
             host_key: Some(HOST_KEY.into()),
+            record_sessions: Some(false),
         })
     );
     for path in [

@@ -157,6 +157,9 @@ static void test_resource_list(sdm_session *session) {
           "healthy %zu", i);
     CHECK(sdm_resource_list_tag_count(list, i, &tags) == SDM_STATUS_OK && tags == 0, "tags %zu",
           i);
+    const char *host_key = (const char *)UNTOUCHED;
+    CHECK(sdm_resource_list_ssh_host_key(list, i, &host_key) == SDM_STATUS_OK && host_key == NULL,
+          "no ssh host key for %s resource %zu", kinds[i], i);
   }
   const char *text = (const char *)UNTOUCHED, *value = (const char *)UNTOUCHED;
   CHECK(sdm_resource_list_name(list, 3, &text) == SDM_STATUS_INVALID_ARGUMENT, "index 3");
@@ -170,6 +173,12 @@ static void test_resource_list(sdm_session *session) {
   CHECK(sdm_resource_list_len(NULL) == 0, "len of NULL");
   uint16_t port;
   CHECK(sdm_resource_list_port(NULL, 0, &port) == SDM_STATUS_NULL_ARGUMENT, "port of NULL");
+  CHECK(sdm_resource_list_ssh_host_key(NULL, 0, &text) == SDM_STATUS_NULL_ARGUMENT,
+        "ssh host key of NULL");
+  CHECK(sdm_resource_list_ssh_host_key(list, 0, NULL) == SDM_STATUS_NULL_ARGUMENT,
+        "ssh host key into NULL");
+  CHECK(sdm_resource_list_ssh_host_key(list, 3, &text) == SDM_STATUS_INVALID_ARGUMENT,
+        "ssh host key of index 3");
   sdm_resource_list_free(list);
   sdm_resource_list_free(NULL);
   CHECK_STATUS(SDM_STATUS_NULL_ARGUMENT, sdm_session_list_resources(session, NULL, &err));

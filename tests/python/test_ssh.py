@@ -124,6 +124,23 @@ def test_paramiko_runs_a_command_with_no_key_and_gets_its_exit_status(
             t.close()
 
 
+def test_the_gateway_host_key_is_given_with_the_resource_to_pin_it(
+        new_account: Any, web: str) -> None:
+    _, token = new_account(web)
+    with sdm.login(token) as session:
+        (listed,) = session.list_resources()
+        assert listed.ssh_host_key is not None and listed.ssh_host_key.startswith("ssh-ed25519 ")
+        with session.connect(web) as tunnel:
+            assert tunnel.resource.ssh_host_key == listed.ssh_host_key
+            # The key the tunnel presents is the one to pin.
+            t = transport(tunnel.host, tunnel.port)
+            try:
+                shown = t.get_remote_server_key()
+                assert f"{shown.get_name()} {shown.get_base64()}" == listed.ssh_host_key
+            finally:
+                t.close()
+
+
 def test_an_interactive_shell_follows_the_terminal_size(new_account: Any, web: str) -> None:
     _, token = new_account(web)
     with sdm.login(token) as session, session.connect(web) as tunnel:

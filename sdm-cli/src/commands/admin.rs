@@ -12,9 +12,10 @@ use sdm_core::{ErrorKind, ResourceKind, Settings};
 use serde_json::json;
 
 use crate::cli::{
-    AdminArgs, AdminCommand, AuditArgs, DatasourceAddArgs, DatasourceKind, DatasourcesCommand,
-    GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs, ServerKind,
-    ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand, SshLoginArgs,
+    AdminArgs, AdminCommand, AuditArgs, AuditCommand, DatasourceAddArgs, DatasourceKind,
+    DatasourcesCommand, GatewaysCommand, OnOff, ResourceOptions, ResourcesCommand, ServerAddArgs,
+    ServerKind, ServerUpdateArgs, ServersCommand, ServicesCommand, SettingsCommand, SshCaCommand,
+    SshLoginArgs,
 };
 use crate::exit::{CliError, Exit};
 use crate::render::{errln, outln, print_json, print_raw, table, tags, utc};
@@ -500,6 +501,9 @@ fn resources_table(resources: &[ResourceDetails]) -> String {
 
 /// One page of the audit trail, newest first.
 async fn audit(client: &AdminClient, args: AuditArgs, json: bool) -> Result<(), CliError> {
+    if let Some(AuditCommand::Replay(replay)) = args.command {
+        return super::replay::replay(client, replay, json).await;
+    }
     let mut filter = AuditFilter::default();
     if let Some(a) = args.account {
         filter = filter.account(a);
@@ -679,11 +683,13 @@ fn server(add: ServerAddArgs) -> Result<NewResource, CliError> {
                 || ssh.key_file.is_some()
                 || ssh.certificate_authority
                 || ssh.host_key.is_some()
+                || ssh.record_sessions.is_some()
             {
                 return Err(CliError::new(
                     Exit::Usage,
                     "a tcp server is passed through as it is: --username, --key-file, \
-                     --certificate-authority and --host-key are for ssh servers",
+                     --certificate-authority, --host-key and --record-sessions are for ssh \
+                     servers",
                 ));
             }
             NewResource::new(add.name, ResourceKind::Tcp, add.hostname).port(add.port)
@@ -708,6 +714,7 @@ fn ssh_settings(username: String, login: SshLoginArgs) -> Result<SshSettings, Cl
         private_key,
         certificate_authority: login.certificate_authority,
         host_key: login.host_key,
+        record_sessions: login.record_sessions,
     })
 }
 
@@ -717,12 +724,13 @@ fn server_changes(update: ServerUpdateArgs) -> Result<ResourceChanges, CliError>
     let changes_login = update.username.is_some()
         || login.key_file.is_some()
         || login.certificate_authority
-        || login.host_key.is_some();
+        || login.host_key.is_some()
+        || login.record_sessions.is_some();
     if !changes_login && !update.forget_host_key {
         return Err(CliError::new(
             Exit::Usage,
             "nothing to change: give --username, --key-file, --certificate-authority, \
-             --host-key or --forget-host-key",
+             --host-key, --record-sessions or --forget-host-key",
         ));
     }
     let ssh = if changes_login {
@@ -756,7 +764,15 @@ fn ssh_login_text(resource: &ResourceDetails) -> String {
         Some(key) => format!("host key {key}"),
         None => "host key recorded on the next connection".into(),
     };
-    format!("logs in as {} with {login}; {host_key}", ssh.username)
+    let recording = if ssh.record_sessions == Some(true) {
+        "; terminal sessions recorded"
+    } else {
+        ""
+    };
+    format!(
+        "logs in as {} with {login}; {host_key}{recording}",
+        ssh.username
+    )
 }
 
 /// The resource with the options every kind takes; a tag given by both `--tags` and `--tag`

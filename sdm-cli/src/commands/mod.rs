@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod probe;
+mod replay;
 pub mod run;
 pub mod service;
 pub mod session;

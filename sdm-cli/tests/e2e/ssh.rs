@@ -194,3 +194,138 @@ fn a_server_whose_host_key_changed_is_refused_and_the_job_is_told() {
         out.stderr
     );
 }
+
+/// A terminal session through the tunnel: OpenSSH with `-tt` (a pty, as a person's shell has)
+/// running `command`; the gateway's host key is not what this test is about.
+fn terminal_session(port: &str, command: &str) -> std::process::Output {
+    std::process::Command::new("ssh")
+        .args(["-tt", "-p", port, "-o", "BatchMode=yes"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR"])
+        .args(["anyuser@127.0.0.1", command])
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// The id of the audit record of `web` whose lines include one ending with `suffix`.
+fn record_with_line(fx: &Fixture, suffix: &str) -> Option<String> {
+    let filter = AuditFilter::default().resource("web");
+    let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
+    records.records.iter().find_map(|record| {
+        let id = record.id.to_string();
+        let queries = fx.block_on(fx.admin.audit_queries(&id, 0)).unwrap();
+        queries
+            .queries
+            .iter()
+            .any(|q| q.text.ends_with(suffix))
+            .then_some(id)
+    })
+}
+
+#[test]
+fn a_recorded_terminal_session_replays_and_recording_can_be_turned_off() {
+    let fx = Fixture::start();
+    let sshd = fx.sshd_trusting_the_ca();
+    add_web(
+        &fx,
+        &sshd,
+        &["--certificate-authority", "--record-sessions"],
+    );
+    let admin = [("SDM_ADMIN_TOKEN", fx.admin_token.as_str())];
+    let job = job(&fx);
+    let port = job.run(&["connect", "web", "--json"]).json()["port"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+
+    let out = terminal_session(&port, "printf 'answer %s\\n' $((6*7)); exit 4");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let mut id = None;
+    assert!(eventually(Duration::from_secs(20), || {
+        id = record_with_line(&fx, ", recorded");
+        id.is_some()
+    }));
+    let id = id.unwrap();
+
+    // Played back as it was shown (fast), and as the asciicast file a player reads.
+    let played = fx
+        .sdm()
+        .run_env(&["admin", "audit", "replay", &id, "--speed", "50"], &admin)
+        .ok()
+        .to_owned();
+    assert!(played.contains("answer 42"), "{played:?}");
+    let cast = fx
+        .sdm()
+        .run_env(&["admin", "audit", "replay", &id, "--cast"], &admin)
+        .ok()
+        .to_owned();
+    let mut lines = cast.lines();
+    let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["version"], 2, "{cast}");
+    assert!(
+        lines.any(|l| l.contains("\"o\"") && l.contains("answer 42")),
+        "{cast}"
+    );
+
+    // A connection with no terminal has nothing to replay, and says so.
+    let plain = std::process::Command::new("ssh")
+        .args([
+            "-p",
+            &port,
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args(["anyuser@127.0.0.1", "echo no-terminal"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(plain.status.success());
+    let mut plain_id = None;
+    assert!(eventually(Duration::from_secs(20), || {
+        plain_id = record_with_line(&fx, ": exec echo no-terminal");
+        plain_id.is_some()
+    }));
+    let out = fx
+        .sdm()
+        .run_env(&["admin", "audit", "replay", &plain_id.unwrap()], &admin);
+    assert!(
+        out.stderr.contains("no recorded terminal session"),
+        "{out:#?}"
+    );
+    assert_ne!(out.code, 0);
+
+    // Turned off, a terminal session leaves its line but no recording.
+    fx.sdm()
+        .run_env(
+            &[
+                "admin",
+                "servers",
+                "update",
+                "web",
+                "--record-sessions=false",
+            ],
+            &admin,
+        )
+        .ok();
+    let out = terminal_session(&port, "echo unrecorded-now");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let mut off_id = None;
+    assert!(eventually(Duration::from_secs(20), || {
+        off_id = record_with_line(&fx, ": exec echo unrecorded-now");
+        off_id.is_some()
+    }));
+    let recording = fx
+        .block_on(fx.admin.audit_recording(&off_id.unwrap(), None, None))
+        .unwrap();
+    assert_eq!(recording.channel, None);
+}

@@ -1,13 +1,14 @@
 //! `GET /v1/admin/audit` (connection records, newest first, filtered and paged),
 //! `GET /v1/admin/audit/{id}` (one record) and `GET /v1/admin/audit/{id}/queries` (the queries
-//! of one connection, in order).
+//! of one connection, in order), `GET /v1/admin/audit/{id}/recording` (its recorded terminal
+//! sessions, asciicast v2).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use sdm_proto::ErrorKind;
-use sdm_proto::api::{AuditList, AuditQueryList, AuditRecord};
+use sdm_proto::api::{AuditList, AuditQueryList, AuditRecord, AuditRecording};
 use uuid::Uuid;
 
 use super::auth::Admin;
@@ -103,6 +104,55 @@ pub(crate) async fn queries(
         .flatten();
     Ok(axum::Json(AuditQueryList {
         queries: rows.into_iter().map(Into::into).collect(),
+        next_after,
+    }))
+}
+
+/// One page of a connection's recorded terminal session: channel `channel` (default: the first
+/// recorded), lines with `seq > after` (default: from the header), `limit` of them.
+pub(crate) async fn recording(
+    State(state): State<Arc<ApiState>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<axum::Json<AuditRecording>, ApiError> {
+    let params = parse_query(query.as_deref())?;
+    let id = record(&state, &id).await?.id;
+    let limit = limit(&params)?;
+    let after = number(&params, "after")?
+        .map(|after| u64::try_from(after).map_err(|_| ApiError::invalid("after must be 0 or more")))
+        .transpose()?;
+    let channels = state.store.recorded_channels(id).await?;
+    let channel = match number(&params, "channel")? {
+        None => channels.first().copied(),
+        Some(asked) => match u32::try_from(asked).ok().filter(|c| channels.contains(c)) {
+            Some(channel) => Some(channel),
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "connection {id} has no recording of channel {asked}; its recorded \
+                     channels: {channels:?}"
+                ))
+                .with_status(axum::http::StatusCode::NOT_FOUND));
+            }
+        },
+    };
+    let Some(channel) = channel else {
+        return Ok(axum::Json(AuditRecording {
+            channels,
+            ..AuditRecording::default()
+        }));
+    };
+    let rows = state
+        .store
+        .list_recording(id, channel, after, limit)
+        .await?;
+    let next_after = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|l| l.seq))
+        .flatten();
+    Ok(axum::Json(AuditRecording {
+        channels,
+        channel: Some(channel),
+        lines: rows.into_iter().map(|l| l.line).collect(),
         next_after,
     }))
 }

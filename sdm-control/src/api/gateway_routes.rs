@@ -356,6 +356,8 @@ fn received(mut event: AuditEvent, gateway: &str) -> AuditEvent {
             }
         }
         AuditEvent::Query(q) => cut(&mut q.text, MAX_QUERY_TEXT),
+        // A line is whole or useless (JSON); the gateway keeps them under the upload's bound.
+        AuditEvent::Recording(_) => {}
     }
     event
 }
@@ -399,6 +401,7 @@ pub(crate) async fn audit(
                 starts = refused.starts,
                 ends = refused.ends,
                 queries = refused.queries,
+                recording_lines = refused.recording_lines,
                 "refused audit events about connections this gateway did not open"
             );
         }

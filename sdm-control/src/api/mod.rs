@@ -237,6 +237,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route(routes::ADMIN_AUDIT, get(audit::list))
         .route("/v1/admin/audit/{id}", get(audit::show))
         .route("/v1/admin/audit/{id}/queries", get(audit::queries))
+        .route("/v1/admin/audit/{id}/recording", get(audit::recording))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::map_response(json_errors))

@@ -27,6 +27,7 @@ fn admin_view(r: ResourceRecord) -> AdminResource {
         private_key: None,
         certificate_authority: r.ssh_certificate_authority,
         host_key: r.ssh_host_key.clone(),
+        record_sessions: Some(r.ssh_record_sessions),
     });
     AdminResource {
         id: r.id,
@@ -192,6 +193,7 @@ pub(crate) async fn create(
         databases: request.databases,
         replication: request.replication,
         ssh_certificate_authority: ssh.as_ref().is_some_and(|s| s.certificate_authority),
+        ssh_record_sessions: ssh.as_ref().is_some_and(|s| s.record_sessions),
         ssh_host_key: ssh.and_then(|s| s.host_key),
         created_at: sdm_proto::unix_now(),
     };
@@ -267,6 +269,7 @@ struct SshLogin {
     private_key_sealed: Option<Vec<u8>>,
     certificate_authority: bool,
     host_key: Option<String>,
+    record_sessions: bool,
 }
 
 fn ssh_not_password() -> ApiError {
@@ -353,11 +356,15 @@ fn ssh_login(
         })?),
         None => stored.and_then(|r| r.ssh_host_key.clone()),
     };
+    let record_sessions = ssh
+        .record_sessions
+        .unwrap_or_else(|| stored.is_some_and(|r| r.ssh_record_sessions));
     Ok(SshLogin {
         username,
         private_key_sealed,
         certificate_authority,
         host_key,
+        record_sessions,
     })
 }
 
@@ -478,6 +485,7 @@ pub(crate) async fn update(
         record.password_sealed = login.private_key_sealed;
         record.ssh_certificate_authority = login.certificate_authority;
         record.ssh_host_key = login.host_key;
+        record.ssh_record_sessions = login.record_sessions;
     }
     if request.clear_ssh_host_key {
         record.ssh_host_key = None;

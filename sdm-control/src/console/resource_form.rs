@@ -88,6 +88,8 @@ pub(crate) struct ResourceFields {
     ssh_host_key: String,
     #[serde(default)]
     clear_ssh_host_key: Option<String>,
+    #[serde(default)]
+    ssh_record_sessions: Option<String>,
 }
 
 /// Messages beside fields, by field name (the form's names: `port`, `tags`, `password`, …);
@@ -158,6 +160,7 @@ pub(crate) struct FormView {
     pub(crate) ssh_login: String,
     pub(crate) ssh_host_key: String,
     pub(crate) clear_ssh_host_key: bool,
+    pub(crate) ssh_record_sessions: bool,
     pub(crate) errors: FieldErrors,
 }
 
@@ -182,6 +185,7 @@ impl FormView {
             ssh_login: LOGIN_WITH_CA.to_owned(),
             ssh_host_key: String::new(),
             clear_ssh_host_key: false,
+            ssh_record_sessions: false,
             errors: FieldErrors::default(),
         }
     }
@@ -213,6 +217,7 @@ impl FormView {
             .to_owned(),
             ssh_host_key: String::new(),
             clear_ssh_host_key: false,
+            ssh_record_sessions: ssh.is_some_and(|s| s.record_sessions == Some(true)),
             errors: FieldErrors::default(),
         }
     }
@@ -237,6 +242,7 @@ impl FormView {
             ssh_login: fields.ssh_login.clone(),
             ssh_host_key: fields.ssh_host_key.clone(),
             clear_ssh_host_key: fields.clear_ssh_host_key.is_some(),
+            ssh_record_sessions: fields.ssh_record_sessions.is_some(),
             errors,
         }
     }
@@ -367,6 +373,7 @@ impl ResourceFields {
                 .then(|| self.ssh_private_key.clone()),
             certificate_authority,
             host_key: non_empty(&self.ssh_host_key),
+            record_sessions: Some(self.ssh_record_sessions.is_some()),
         }
     }
 
@@ -501,7 +508,8 @@ impl ResourceFields {
         let changed = wanted.username != stored.username
             || wanted.private_key.is_some()
             || wanted.certificate_authority != stored.certificate_authority
-            || wanted.host_key.is_some();
+            || wanted.host_key.is_some()
+            || wanted.record_sessions != stored.record_sessions;
         changed.then_some(wanted)
     }
 }
@@ -692,6 +700,7 @@ mod tests {
                 private_key: None,
                 certificate_authority: true,
                 host_key: None,
+                record_sessions: Some(false),
             })
         );
     }
@@ -758,6 +767,7 @@ mod tests {
                 private_key: None,
                 certificate_authority,
                 host_key: host_key.map(str::to_owned),
+                record_sessions: Some(false),
             }),
             ..stored()
         }

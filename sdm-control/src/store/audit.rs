@@ -31,6 +31,8 @@ pub struct AuditRefusals {
     pub ends: u64,
     /// Queries of records that are another gateway's or do not exist.
     pub queries: u64,
+    /// Recording lines of records that are another gateway's or do not exist.
+    pub recording_lines: u64,
 }
 
 impl AuditRefusals {
@@ -39,6 +41,7 @@ impl AuditRefusals {
         self.starts
             .saturating_add(self.ends)
             .saturating_add(self.queries)
+            .saturating_add(self.recording_lines)
     }
 }
 

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
-use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, AuditRecordingEvent};
 use uuid::Uuid;
 
 pub mod audit;
@@ -116,6 +116,8 @@ pub struct ResourceRecord {
     /// (ssh): given by an admin, or recorded on the first connection
     /// ([`Store::record_ssh_host_key`]).
     pub ssh_host_key: Option<String>,
+    /// Whether the gateway records what terminal sessions show (ssh).
+    pub ssh_record_sessions: bool,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -137,6 +139,7 @@ impl std::fmt::Debug for ResourceRecord {
             .field("tls_mode", &self.tls_mode)
             .field("ssh_certificate_authority", &self.ssh_certificate_authority)
             .field("ssh_host_key", &self.ssh_host_key)
+            .field("ssh_record_sessions", &self.ssh_record_sessions)
             .field("created_at", &self.created_at)
             .finish()
     }
@@ -569,6 +572,17 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> Result<Vec<AuditQueryEvent>, StoreError>;
+    /// The channels of a connection that have a recorded terminal session, in order.
+    async fn recorded_channels(&self, connection_id: Uuid) -> Result<Vec<u32>, StoreError>;
+    /// Lines of a channel's recording with `seq > after` (all, with `None`), in order, at most
+    /// `limit`.
+    async fn list_recording(
+        &self,
+        connection_id: Uuid,
+        channel: u32,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecordingEvent>, StoreError>;
 
     // --- settings ---
 

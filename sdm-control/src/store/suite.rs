@@ -134,6 +134,7 @@ fn resource(name: &str) -> ResourceRecord {
         databases: vec!["reports".into(), "staging".into()],
         replication: true,
         ssh_certificate_authority: false,
+        ssh_record_sessions: false,
         ssh_host_key: None,
         created_at: 100,
     }
@@ -487,6 +488,7 @@ pub(crate) async fn resource_updates_keep_name_and_creation_time(f: &Fixture) {
         tls_mode: TlsMode::Require,
         tls_ca_pem: Some("pem".into()),
         ssh_certificate_authority: true,
+        ssh_record_sessions: false,
         ssh_host_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHost".into()),
         ..r.clone()
     };

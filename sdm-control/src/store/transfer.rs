@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use sdm_proto::audit::{AuditQueryEvent, AuditRecord};
+use sdm_proto::audit::{AuditQueryEvent, AuditRecord, AuditRecordingEvent};
 use tokio::sync::mpsc;
 
 use super::{
@@ -44,6 +44,8 @@ pub enum Item {
     Connection(AuditRecord),
     /// An audited query.
     Query(AuditQueryEvent),
+    /// A line of a recorded terminal session.
+    Recording(AuditRecordingEvent),
     /// The revocation counter.
     RevocationEpoch(i64),
     /// The end: everything was sent, this much of each kind. The target commits only after
@@ -72,6 +74,8 @@ pub struct Counts {
     pub connections: u64,
     /// Audited queries.
     pub queries: u64,
+    /// Lines of recorded terminal sessions.
+    pub recording_lines: u64,
 }
 
 impl Counts {
@@ -87,6 +91,7 @@ impl Counts {
             Item::Setting { .. } => self.settings += 1,
             Item::Connection(_) => self.connections += 1,
             Item::Query(_) => self.queries += 1,
+            Item::Recording(_) => self.recording_lines += 1,
             Item::RevocationEpoch(_) | Item::End(_) => {}
         }
     }
@@ -102,7 +107,7 @@ impl fmt::Display for Counts {
         write!(
             f,
             "{} accounts, {} tokens, {} resources, {} grants, {} sessions, {} gateways, \
-             {} settings, {} audited connections, {} audited queries",
+             {} settings, {} audited connections, {} audited queries, {} recording lines",
             self.accounts,
             self.tokens,
             self.resources,
@@ -111,7 +116,8 @@ impl fmt::Display for Counts {
             self.gateways,
             self.settings,
             self.connections,
-            self.queries
+            self.queries,
+            self.recording_lines
         )
     }
 }
@@ -158,7 +164,7 @@ mod tests {
 
     use sdm_proto::ResourceKind;
     use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
-    use sdm_proto::audit::{AuditEvent, AuditQueryEvent};
+    use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecordingEvent};
     use uuid::Uuid;
 
     use super::*;
@@ -177,6 +183,7 @@ mod tests {
         settings: Vec<Option<Vec<u8>>>,
         connections: Vec<AuditRecord>,
         queries: Vec<Vec<AuditQueryEvent>>,
+        recordings: Vec<Vec<AuditRecordingEvent>>,
     }
 
     struct Ids {
@@ -211,8 +218,17 @@ mod tests {
             settings.push(store.get_setting(k).await.unwrap());
         }
         let mut queries = Vec::new();
+        let mut recordings = Vec::new();
         for c in &connections {
             queries.push(store.list_queries(c.id, 0, 10_000).await.unwrap());
+            for channel in store.recorded_channels(c.id).await.unwrap() {
+                recordings.push(
+                    store
+                        .list_recording(c.id, channel, None, 10_000)
+                        .await
+                        .unwrap(),
+                );
+            }
         }
         Everything {
             accounts,
@@ -224,6 +240,7 @@ mod tests {
             settings,
             connections,
             queries,
+            recordings,
         }
     }
 
@@ -312,6 +329,7 @@ mod tests {
                 // The ssh resource logs in with sdm's SSH CA and has a recorded host key; the
                 // others keep a sealed secret (a password; an ssh key lives there too).
                 ssh_certificate_authority: i == 1,
+                ssh_record_sessions: false,
                 ssh_host_key: (i == 1)
                     .then(|| "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey".into()),
                 created_at: 1200,
@@ -401,6 +419,16 @@ mod tests {
                     text: format!("SELECT {seq}"),
                 }));
             }
+            if i % 100 == 0 {
+                for seq in 0..3 {
+                    events.push(AuditEvent::Recording(AuditRecordingEvent {
+                        connection_id: c.id,
+                        channel: (i % 3) as u32,
+                        seq,
+                        line: format!("[{seq}.5, \"o\", \"ünï {i}\\r\\n\"]"),
+                    }));
+                }
+            }
             events.push(AuditEvent::Started(c));
         }
         store.write_audit(events).await.unwrap();
@@ -427,6 +455,7 @@ mod tests {
                 settings: 3,
                 connections: 1500,
                 queries: 2250,
+                recording_lines: 45,
             }
         );
         assert_eq!(target.counts().await.unwrap(), counts);

@@ -44,6 +44,14 @@ pub trait AuditSink: Send + Sync + 'static {
     fn must_close(&self) -> Option<AuditUnavailable> {
         None
     }
+
+    /// Whether bulk events (terminal recordings, which come as fast as a terminal prints) may
+    /// be queued now. False while the queue is half full: a recorded session then waits, so
+    /// that one terminal printing a large file slows down rather than filling the queue that
+    /// every connection's statements need.
+    fn has_room_for_bulk(&self) -> bool {
+        true
+    }
 }
 
 /// Drops every event (for gateways whose owner keeps no audit trail, and for tests).

@@ -48,6 +48,7 @@ struct Health {
 fn size_of(event: &AuditEvent) -> usize {
     match event {
         AuditEvent::Query(q) => 64 + q.text.len(),
+        AuditEvent::Recording(l) => 64 + l.line.len(),
         _ => 256,
     }
 }
@@ -164,6 +165,11 @@ impl AuditSink for AuditQueue {
             ));
         }
         Ok(())
+    }
+
+    fn has_room_for_bulk(&self) -> bool {
+        self.queue.capacity() > QUEUE / 2
+            && self.health.queued_bytes.load(Ordering::Relaxed) < MAX_QUEUED_BYTES / 2
     }
 
     fn must_close(&self) -> Option<AuditUnavailable> {
@@ -442,6 +448,23 @@ mod tests {
             RESERVED_FOR_ENDS as u64,
             "fail-open counts what it loses"
         );
+    }
+
+    #[tokio::test]
+    async fn recordings_wait_once_the_queue_is_half_full_and_statements_still_fit() {
+        let (queue, mut batches) = audit_queue(AuditPolicy::default());
+        let mut taken = 0;
+        while queue.has_room_for_bulk() {
+            queue.record(query(Uuid::nil())).unwrap();
+            taken += 1;
+        }
+        assert_eq!(taken, QUEUE / 2, "room for recordings until half full");
+        queue
+            .record(query(Uuid::nil()))
+            .expect("statements still have room");
+        assert!(queue.admit().is_ok(), "and new connections too");
+        batches.next(QUEUE).await.unwrap();
+        assert!(queue.has_room_for_bulk(), "room again once written");
     }
 
     #[tokio::test]

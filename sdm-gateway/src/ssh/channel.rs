@@ -12,6 +12,7 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, c
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::journal::Journal;
+use super::recording::{self, Slot, Terminal};
 
 /// A connection's backlog each way.
 #[derive(Clone, Default)]
@@ -27,7 +28,15 @@ pub(super) struct Backlogs {
 pub(super) struct Joined {
     pub(super) resource: Arc<ChannelWriteHalf<client::Msg>>,
     pub(super) answers: mpsc::Receiver<bool>,
+    /// The terminal the client asked for, if it did.
+    pub(super) terminal: Option<Terminal>,
+    /// The session's recording, once one started.
+    pub(super) recording: Slot,
 }
+
+/// What the client is told when its terminal's output cannot be recorded.
+const NOT_RECORDED: &[u8] =
+    b"\r\nsdm: the audit trail cannot record this session, so it is closed\r\n";
 
 /// Joins `client_channel` (accepted from the client) and `resource_channel` (opened on the
 /// resource), and carries them until both are closed.
@@ -46,6 +55,8 @@ pub(super) fn join(
     let to_resource = Arc::new(to_resource);
     // Answers are rare (one per request) and always awaited; room for a few never blocks.
     let (answer, answers) = mpsc::channel(8);
+    let recording = Slot::default();
+    let output_recording = recording.clone();
 
     let upward = {
         let to_resource = to_resource.clone();
@@ -81,6 +92,17 @@ pub(super) fn join(
         let mut bytes = 0u64;
         let mut exit = None;
         while let Some((message, _room)) = from_resource.recv().await {
+            if let ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. } = &message {
+                // Recorded before the client sees it; if it cannot be, the client does not.
+                if let Err(why) = recording::record_output(&output_recording, data).await {
+                    tracing::warn!(reason = %why, "a recorded ssh session was closed: the audit trail cannot record it");
+                    exit = Some(format!(
+                        "closed: its recording could not be written ({why})"
+                    ));
+                    let _ = to_client.extended_data_bytes(1, NOT_RECORDED).await;
+                    break;
+                }
+            }
             let sent = match message {
                 ChannelMsg::Data { data } => {
                     bytes += data.len() as u64;
@@ -134,6 +156,8 @@ pub(super) fn join(
     Joined {
         resource: to_resource,
         answers,
+        terminal: None,
+        recording,
     }
 }
 

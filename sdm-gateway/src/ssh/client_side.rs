@@ -5,7 +5,7 @@
 //! refused here and the session goes on.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::channel::{self, Backlogs, Joined};
 use super::journal::{self, Journal};
+use super::recording::{Recording, Terminal};
 use super::resource::Resource;
 use crate::Denied;
 
@@ -30,6 +31,8 @@ pub(super) struct ClientSide {
     pub(super) resource_name: String,
     pub(super) resource: watch::Receiver<LoggedIn>,
     pub(super) journal: Journal,
+    /// Whether terminal sessions are recorded (the resource asks for it).
+    pub(super) record_sessions: bool,
     /// Told once the client has authenticated (its part of the handshake is done).
     pub(super) authenticated: watch::Sender<bool>,
     /// Told once the client is in and the resource logged in.
@@ -124,7 +127,8 @@ impl ClientSide {
     }
 
     /// Writes the line for a channel's request, then forwards it; refused when the line cannot
-    /// be kept.
+    /// be kept. A shell or command on a terminal is recorded when the resource asks for it:
+    /// the recording starts before the request goes on.
     async fn forward_audited(
         &mut self,
         channel: ChannelId,
@@ -132,8 +136,32 @@ impl ClientSide {
         request: Request<'_>,
         session: &mut Session,
     ) -> Result<(), russh::Error> {
-        if !self.audited(channel::named(channel, line)) {
+        let terminal = match (&request, self.channels.get(&channel)) {
+            (Request::Shell | Request::Exec(_), Some(joined)) if self.record_sessions => {
+                joined.terminal.clone()
+            }
+            _ => None,
+        };
+        let line = match terminal {
+            Some(_) => format!("{line}, recorded"),
+            None => line.to_owned(),
+        };
+        if !self.audited(channel::named(channel, &line)) {
             return session.channel_failure(channel);
+        }
+        if let (Some(terminal), Some(joined)) = (terminal, self.channels.get(&channel)) {
+            match Recording::start(self.journal.clone(), u32::from(channel), &terminal, &line) {
+                Ok(recording) => {
+                    *joined
+                        .recording
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(recording);
+                }
+                Err(why) => {
+                    tracing::warn!(resource = %self.resource_name, reason = %why, "a terminal session was refused: the audit trail cannot record it");
+                    return session.channel_failure(channel);
+                }
+            }
         }
         self.forward(channel, request, session).await
     }
@@ -288,6 +316,13 @@ impl server::Handler for ClientSide {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if let Some(joined) = self.channels.get_mut(&channel) {
+            joined.terminal = Some(Terminal {
+                term: term.to_owned(),
+                width: col_width,
+                height: row_height,
+            });
+        }
         let size = (col_width, row_height, pix_width, pix_height);
         self.forward(channel, Request::Pty { term, size, modes }, session)
             .await
@@ -345,6 +380,15 @@ impl server::Handler for ClientSide {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(joined) = self.channels.get(&channel) {
+            if let Some(recording) = joined
+                .recording
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_mut()
+            {
+                // Should this fail, the next output fails too and ends the session.
+                let _ = recording.resize(col_width, row_height);
+            }
             let _ = joined
                 .resource
                 .window_change(col_width, row_height, pix_width, pix_height)

@@ -5,12 +5,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use sdm_proto::audit::{AuditEvent, AuditQueryEvent};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecordingEvent};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::{AuditSink, AuditUnavailable};
+
+/// How long a recorded session waits for room in the audit trail before it is closed.
+const ROOM_WAIT: Duration = Duration::from_secs(30);
+/// How often it looks meanwhile.
+const ROOM_POLL: Duration = Duration::from_millis(10);
 
 /// The audit lines of one connection, numbered in the order they were written.
 #[derive(Clone)]
@@ -41,6 +47,37 @@ impl Journal {
             at: sdm_proto::unix_now(),
             text,
         }))
+    }
+
+    /// Writes line `seq` of channel `channel`'s recording (see `recording`); an error means it
+    /// cannot be kept, and what it shows must not reach the client.
+    pub(super) fn record_line(
+        &self,
+        channel: u32,
+        seq: u64,
+        line: String,
+    ) -> Result<(), AuditUnavailable> {
+        self.sink.record(AuditEvent::Recording(AuditRecordingEvent {
+            connection_id: self.connection_id,
+            channel,
+            seq,
+            line,
+        }))
+    }
+
+    /// Waits until the trail has room for recording lines (see
+    /// [`AuditSink::has_room_for_bulk`]); an error when it has had none for [`ROOM_WAIT`].
+    pub(super) async fn room_for_recording(&self) -> Result<(), AuditUnavailable> {
+        let since = tokio::time::Instant::now();
+        while !self.sink.has_room_for_bulk() {
+            if since.elapsed() >= ROOM_WAIT {
+                return Err(AuditUnavailable(format!(
+                    "the audit trail has had no room for this session's recording for {ROOM_WAIT:?}"
+                )));
+            }
+            tokio::time::sleep(ROOM_POLL).await;
+        }
+        Ok(())
     }
 
     /// A channel opened: its last line is to come.

@@ -29,6 +29,7 @@ use super::{AuditSink, Denied, Directory, Upstream};
 mod channel;
 mod client_side;
 mod journal;
+mod recording;
 mod resource;
 #[cfg(test)]
 mod tests;
@@ -81,6 +82,11 @@ where
         );
     };
     let journal = Journal::new(connection.audit.clone(), connection.connection_id);
+    let record_sessions = connection
+        .upstream
+        .ssh
+        .as_ref()
+        .is_some_and(|ssh| ssh.record_sessions);
 
     // The login to the resource, beside the client's handshake.
     let (resource_tx, resource_rx) = watch::channel(None);
@@ -110,6 +116,7 @@ where
         resource_name: name.clone(),
         resource: resource_rx.clone(),
         journal: journal.clone(),
+        record_sessions,
         authenticated: authenticated_tx,
         ready: ready_tx,
         failure: failure_tx,

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,25 +20,49 @@ use super::{SshConnection, serve};
 use crate::finished::Finished;
 use crate::{AuditSink, AuditUnavailable, Denied, Directory, Upstream};
 
-/// Audit lines as the trail would keep them; with `failing`, a trail that cannot be written.
+/// Audit lines as the trail would keep them, and recording lines (channel, seq, line).
 #[derive(Default)]
-struct Lines(Mutex<Vec<String>>, std::sync::atomic::AtomicBool);
+struct Lines {
+    queries: Mutex<Vec<String>>,
+    recorded: Mutex<Vec<(u32, u64, String)>>,
+    /// Set: a trail that cannot be written.
+    failing: AtomicBool,
+    /// While above 0, asking for room for a recording says no (and counts down).
+    no_room: AtomicU32,
+}
 
 impl AuditSink for Lines {
     fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.failing.load(Ordering::SeqCst) {
             return Err(AuditUnavailable("the disk is full".into()));
         }
-        if let AuditEvent::Query(q) = event {
-            self.0.lock().unwrap().push(q.text);
+        match event {
+            AuditEvent::Query(q) => self.queries.lock().unwrap().push(q.text),
+            AuditEvent::Recording(l) => self
+                .recorded
+                .lock()
+                .unwrap()
+                .push((l.channel, l.seq, l.line)),
+            _ => {}
         }
         Ok(())
+    }
+
+    fn has_room_for_bulk(&self) -> bool {
+        self.no_room
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
     }
 }
 
 impl Lines {
     fn all(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
+        self.queries.lock().unwrap().clone()
+    }
+
+    /// The recording lines written so far, in order.
+    fn recorded(&self) -> Vec<(u32, u64, String)> {
+        self.recorded.lock().unwrap().clone()
     }
 }
 
@@ -99,6 +124,8 @@ fn upstream(sshd: &Sshd, login: &KeyPair, host_key: &KeyPair, known: Vec<String>
             known_host_keys: known,
             private_key: login.private.clone(),
             certificate: None,
+            certificate_valid_before: None,
+            record_sessions: false,
         }),
     }
 }
@@ -748,10 +775,7 @@ async fn a_command_the_audit_trail_cannot_record_does_not_run() {
     let gateway = Gateway::start(up, &host_key).await;
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("ran");
-    gateway
-        .lines
-        .1
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    gateway.lines.failing.store(true, Ordering::SeqCst);
     let out = gateway.ssh(&[&format!("touch {}", marker.display())]).await;
     assert_ne!(out.status.code(), Some(0));
     assert!(
@@ -765,11 +789,188 @@ async fn a_command_the_audit_trail_cannot_record_does_not_run() {
     );
 
     // Once the trail takes lines again, the same command runs.
-    gateway
-        .lines
-        .1
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    gateway.lines.failing.store(false, Ordering::SeqCst);
     let out = gateway.ssh(&[&format!("touch {}", marker.display())]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(marker.exists());
+}
+
+/// What a recording shows: its header and the text of its output events, in order.
+fn played(lines: &[(u32, u64, String)]) -> (serde_json::Value, String) {
+    let header = serde_json::from_str(&lines[0].2).unwrap();
+    let mut shown = String::new();
+    for (i, (_, seq, line)) in lines.iter().enumerate().skip(1) {
+        assert_eq!(*seq, i as u64, "lines are numbered in order");
+        let event: serde_json::Value = serde_json::from_str(line).unwrap();
+        if event[1] == "o" {
+            shown.push_str(event[2].as_str().unwrap());
+        }
+    }
+    (header, shown)
+}
+
+/// Reads `from` until `text` has been seen (bounded: 30 s).
+async fn read_until(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    seen: &mut Vec<u8>,
+    text: &str,
+) {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(seen).contains(text) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, from.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{text:?} not seen in {:?}", text_of(seen)))
+            .unwrap();
+        assert!(n > 0, "ended before {text:?}: {:?}", text_of(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn a_terminal_session_is_recorded_as_asciicast_and_a_plain_command_is_not() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let mut up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    up.ssh.as_mut().unwrap().record_sessions = true;
+    let gateway = Gateway::start(up, &host_key).await;
+
+    // Without a terminal nothing is recorded (scp, rsync, commands of scripts).
+    let out = gateway.ssh(&["echo plain"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(gateway.lines.recorded().is_empty());
+    let audit = gateway.lines.all();
+    assert!(audit[0].ends_with(": exec echo plain"), "{audit:?}");
+
+    // An interactive shell on a terminal, typed into as a person would.
+    let mut command = gateway.options("ssh");
+    command
+        .args(["-tt", "anyuser@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut ssh = command.spawn().unwrap();
+    let mut stdin = ssh.stdin.take().unwrap();
+    let mut stdout = ssh.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    use tokio::io::AsyncWriteExt;
+    stdin
+        .write_all("echo \"sum $((6*7)) ünïcode\"\nexit 3\n".as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut stdout, &mut seen, "sum 42 ünïcode").await;
+    let status = tokio::time::timeout(Duration::from_secs(30), ssh.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+
+    let recorded = gateway.lines.recorded();
+    let (header, shown) = played(&recorded);
+    assert_eq!(header["version"], 2);
+    assert!(header["width"].as_u64().is_some(), "{header}");
+    assert!(shown.contains("sum 42 ünïcode"), "{shown:?}");
+    let audit = gateway.lines.all();
+    let shell = audit
+        .iter()
+        .find(|line| line.ends_with(": shell, recorded"))
+        .unwrap_or_else(|| panic!("{audit:?}"));
+    let channel = format!("channel {}:", recorded[0].0);
+    assert!(shell.starts_with(&channel), "{shell} is not {channel}");
+    assert!(recorded.iter().all(|(c, _, _)| *c == recorded[0].0));
+}
+
+#[tokio::test]
+async fn a_terminal_whose_output_cannot_be_recorded_is_closed_before_it_shows_it() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let mut up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    up.ssh.as_mut().unwrap().record_sessions = true;
+    let gateway = Gateway::start(up, &host_key).await;
+
+    let mut command = gateway.options("ssh");
+    command
+        .args(["-tt", "anyuser@127.0.0.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut ssh = command.spawn().unwrap();
+    let mut stdin = ssh.stdin.take().unwrap();
+    let mut stdout = ssh.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    use tokio::io::AsyncWriteExt;
+    stdin.write_all(b"echo first-$((1+1))\n").await.unwrap();
+    read_until(&mut stdout, &mut seen, "first-2").await;
+
+    // The trail fails: what the terminal shows next must not reach the client unrecorded.
+    gateway.lines.failing.store(true, Ordering::SeqCst);
+    stdin.write_all(b"echo second-$((2+2))\n").await.unwrap();
+    let mut rest = Vec::new();
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(30), stdout.read_to_end(&mut rest))
+        .await
+        .expect("the session was not closed")
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(30), ssh.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let shown = text_of(&[seen, rest].concat());
+    assert!(!shown.contains("second"), "shown unrecorded: {shown:?}");
+    let told = format!("{shown}{}", text(&output.stderr));
+    assert!(
+        told.contains("the audit trail cannot record this session"),
+        "{told:?}"
+    );
+    assert_ne!(output.status.code(), Some(0));
+    let (_, recorded) = played(&gateway.lines.recorded());
+    assert!(recorded.contains("first-2"), "{recorded:?}");
+    assert!(!recorded.contains("second"), "{recorded:?}");
+}
+
+#[tokio::test]
+async fn a_terminal_session_the_trail_cannot_start_recording_does_not_start() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let mut up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    up.ssh.as_mut().unwrap().record_sessions = true;
+    let gateway = Gateway::start(up, &host_key).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    gateway.lines.failing.store(true, Ordering::SeqCst);
+    let out = gateway
+        .ssh(&["-tt", &format!("touch {}", marker.display())])
+        .await;
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !marker.exists(),
+        "the command ran although it was not recorded"
+    );
+    assert!(gateway.lines.recorded().is_empty());
+}
+
+#[tokio::test]
+async fn a_recorded_terminal_waits_for_room_in_the_trail_instead_of_failing() {
+    let login = keygen("ed25519").unwrap();
+    let (sshd, host_key) = server_for(&login);
+    let mut up = upstream(&sshd, &login, &host_key, vec![sshd.host_key().into()]);
+    up.ssh.as_mut().unwrap().record_sessions = true;
+    let gateway = Gateway::start(up, &host_key).await;
+    // The trail says "no room" 100 times (about a second of waiting) before it has some.
+    gateway.lines.no_room.store(100, Ordering::SeqCst);
+    let out = gateway.ssh(&["-tt", "seq 1 3000; exit 5"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("2999\r\n3000"), "{shown:?}");
+    assert_eq!(
+        gateway.lines.no_room.load(Ordering::SeqCst),
+        0,
+        "it did not wait"
+    );
+    let (_, recorded) = played(&gateway.lines.recorded());
+    assert!(recorded.contains("2999\r\n3000"), "{recorded:?}");
 }

@@ -21,8 +21,8 @@ __all__ = [
     "refresh_log_level",
 ]
 
-# (id, name, kind, tags, port, healthy)
-_RawResource = Tuple[str, str, str, Dict[str, str], Optional[int], bool]
+# (id, name, kind, tags, port, healthy, ssh_host_key)
+_RawResource = Tuple[str, str, str, Dict[str, str], Optional[int], bool, Optional[str]]
 # (resource, connected, (host, port) or None, connections, port or None, socket path or None)
 _RawStatusRow = Tuple[
     _RawResource, bool, Optional[Tuple[str, int]], int, Optional[int], Optional[str]

@@ -8,8 +8,9 @@ from typing import Dict, Mapping, Optional, Tuple
 
 __all__ = ["Resource", "ResourceStatus", "Status"]
 
-# What the native module returns for a resource: (id, name, kind, tags, port, healthy).
-_RawResource = Tuple[str, str, str, Dict[str, str], Optional[int], bool]
+# What the native module returns for a resource: (id, name, kind, tags, port, healthy,
+# ssh_host_key).
+_RawResource = Tuple[str, str, str, Dict[str, str], Optional[int], bool, Optional[str]]
 
 
 @dataclass(frozen=True, repr=False)
@@ -24,6 +25,9 @@ class Resource:
         tags: free-form tags (read-only).
         port: the local port its tunnels listen on when an admin fixed one, else ``None``.
         healthy: whether a live gateway serves it.
+        ssh_host_key: for an ssh resource, the host key the gateway presents
+            (``"ssh-ed25519 AAAA…"``), the same on every gateway: pin it for the tunnel's
+            address (paramiko: ``client.get_host_keys().add(...)``); ``None`` for other kinds.
     """
 
     id: str
@@ -32,6 +36,7 @@ class Resource:
     tags: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     port: Optional[int] = None
     healthy: bool = True
+    ssh_host_key: Optional[str] = None
 
     def __post_init__(self) -> None:
         # Frozen all the way down: a read-only copy of the tags.
@@ -43,13 +48,17 @@ class Resource:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Resource):
             return NotImplemented
-        return (self.id, self.name, self.kind, dict(self.tags), self.port, self.healthy) == (
-            other.id,
-            other.name,
-            other.kind,
-            dict(other.tags),
-            other.port,
-            other.healthy,
+        return self._fields() == other._fields()
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.id,
+            self.name,
+            self.kind,
+            dict(self.tags),
+            self.port,
+            self.healthy,
+            self.ssh_host_key,
         )
 
     def __repr__(self) -> str:
@@ -63,12 +72,20 @@ class Resource:
         return f"Resource({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (Resource, (self.id, self.name, self.kind, dict(self.tags), self.port, self.healthy))
+        return (Resource, self._fields())
 
     @classmethod
     def _from_raw(cls, raw: _RawResource) -> Resource:
-        id_, name, kind, tags, port, healthy = raw
-        return cls(id=id_, name=name, kind=kind, tags=tags, port=port, healthy=healthy)
+        id_, name, kind, tags, port, healthy, ssh_host_key = raw
+        return cls(
+            id=id_,
+            name=name,
+            kind=kind,
+            tags=tags,
+            port=port,
+            healthy=healthy,
+            ssh_host_key=ssh_host_key,
+        )
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,17 @@ impl RemoteDirectory {
         {
             return None;
         }
+        // A login certificate sdm's CA signed for an earlier lease cannot log in once it has
+        // expired: the job is better told that no control plane answers (which signs anew)
+        // than that the server refused the gateway.
+        let now = sdm_proto::unix_now();
+        let ssh = last.upstream.ssh.as_ref();
+        if ssh
+            .and_then(|s| s.certificate_valid_before)
+            .is_some_and(|t| t <= now)
+        {
+            return None;
+        }
         last.expires_at = last.expires_at.max(lease.expires_at);
         Some(last.upstream.clone())
     }
@@ -395,6 +406,34 @@ mod tests {
         d.forget(&lease);
         assert!(d.cached(lease.id).is_none());
         assert!(d.last_answer(&lease).is_none());
+    }
+
+    #[test]
+    fn a_last_answer_whose_ssh_certificate_expired_is_not_served() {
+        let d = directory();
+        let first = lease();
+        let mut ssh_up = up();
+        ssh_up.ssh = Some(sdm_proto::gateway::SshUpstream {
+            host_key: String::new(),
+            known_host_keys: Vec::new(),
+            private_key: "key".into(),
+            certificate: Some("cert".into()),
+            certificate_valid_before: Some(first.expires_at),
+            record_sessions: false,
+        });
+        d.remember(&first, &ssh_up, d.generation.load(Ordering::SeqCst));
+        let renewed = Lease {
+            id: Uuid::new_v4(),
+            expires_at: first.expires_at + 600,
+            ..first.clone()
+        };
+        // Still valid: served.
+        assert!(d.last_answer(&renewed).is_some());
+        // Expired (the first lease's end has passed): not served.
+        let expired = sdm_proto::unix_now() - 1;
+        ssh_up.ssh.as_mut().unwrap().certificate_valid_before = Some(expired);
+        d.remember(&first, &ssh_up, d.generation.load(Ordering::SeqCst));
+        assert!(d.last_answer(&renewed).is_none());
     }
 
     #[test]

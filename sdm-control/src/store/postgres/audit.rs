@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::ClientWrapper;
-use sdm_proto::audit::{AuditEnd, AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
+use sdm_proto::audit::{
+    AuditEnd, AuditEvent, AuditQueryEvent, AuditRecord, AuditRecordingEvent, Outcome,
+};
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
-use super::rows::{CONNECTION_COLUMNS, Context, col, connection_row, count_at, signed};
+use super::rows::{CONNECTION_COLUMNS, Context, col, connection_row, count_at, invalid, signed};
 use crate::store::audit::{Writer, interrupted_error};
 use crate::store::{AuditFilter, AuditRefusals, StoreError};
 
@@ -82,6 +84,13 @@ fn admissible<'a>(
                     refused.queries += 1;
                 }
             }
+            AuditEvent::Recording(l) => {
+                if writer.may_change(owners.get(&l.connection_id).map(String::as_str)) {
+                    kept.push(event);
+                } else {
+                    refused.recording_lines += 1;
+                }
+            }
         }
     }
     (kept, refused)
@@ -99,6 +108,7 @@ pub(super) async fn write(
     let mut order: Vec<Uuid> = Vec::new();
     let mut folded: HashMap<Uuid, Fold<'_>> = HashMap::new();
     let mut queries: Vec<&AuditQueryEvent> = Vec::new();
+    let mut lines: Vec<&AuditRecordingEvent> = Vec::new();
     for event in events {
         match event {
             AuditEvent::Started(c) => {
@@ -118,6 +128,7 @@ pub(super) async fn write(
                 }
             },
             AuditEvent::Query(q) => queries.push(q),
+            AuditEvent::Recording(l) => lines.push(l),
         }
     }
     let mut records = Vec::new();
@@ -138,6 +149,9 @@ pub(super) async fn write(
     }
     if !queries.is_empty() {
         write_queries(tx, &queries, gateway).await?;
+    }
+    if !lines.is_empty() {
+        write_recording(tx, &lines, gateway).await?;
     }
     Ok(refused)
 }
@@ -186,7 +200,9 @@ pub(super) async fn prune(
                  SELECT id FROM audit_connections
                  WHERE started_at < $1 AND ended_at IS NOT NULL AND ended_at < $1 LIMIT $2),
              queries AS (
-                 DELETE FROM audit_queries WHERE connection_id IN (SELECT id FROM doomed))
+                 DELETE FROM audit_queries WHERE connection_id IN (SELECT id FROM doomed)),
+             recordings AS (
+                 DELETE FROM audit_recordings WHERE connection_id IN (SELECT id FROM doomed))
              DELETE FROM audit_connections WHERE id IN (SELECT id FROM doomed)",
         )
         .await
@@ -328,6 +344,35 @@ async fn write_queries(
     Ok(())
 }
 
+/// Adds recording lines as [`write_queries`] adds queries.
+async fn write_recording(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lines: &[&AuditRecordingEvent],
+    gateway: Option<&str>,
+) -> Result<(), StoreError> {
+    let context = "record a terminal session";
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_recordings (connection_id, channel, seq, line)
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[], $4::text[])
+                 AS u (connection_id, channel, seq, line)
+             WHERE $5::text IS NULL
+                OR EXISTS (SELECT 1 FROM audit_connections c
+                           WHERE c.id = u.connection_id AND c.gateway = $5)
+             ON CONFLICT (connection_id, channel, seq) DO NOTHING",
+        )
+        .await
+        .context(context)?;
+    let ids: Vec<Uuid> = lines.iter().map(|l| l.connection_id).collect();
+    let channels: Vec<i64> = lines.iter().map(|l| i64::from(l.channel)).collect();
+    let seqs: Vec<i64> = lines.iter().map(|l| signed(l.seq)).collect();
+    let texts: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+    tx.execute(&stmt, &[&ids, &channels, &seqs, &texts, &gateway])
+        .await
+        .context(context)?;
+    Ok(())
+}
+
 pub(super) async fn list_connections(
     client: &ClientWrapper,
     filter: &AuditFilter,
@@ -427,6 +472,69 @@ pub(super) async fn list_queries(
                 seq: count_at(row, 0)?,
                 at: col(row, 1)?,
                 text: col(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn recorded_channels(
+    client: &ClientWrapper,
+    connection_id: Uuid,
+) -> Result<Vec<u32>, StoreError> {
+    let context = "list recorded channels";
+    let stmt = client
+        .prepare_cached(
+            "SELECT DISTINCT channel FROM audit_recordings WHERE connection_id = $1 ORDER BY channel",
+        )
+        .await
+        .context(context)?;
+    client
+        .query(&stmt, &[&connection_id])
+        .await
+        .context(context)?
+        .iter()
+        .map(|row| {
+            let channel: i64 = col(row, 0)?;
+            u32::try_from(channel).map_err(|_| invalid(format!("channel {channel} out of range")))
+        })
+        .collect()
+}
+
+pub(super) async fn list_recording(
+    client: &ClientWrapper,
+    connection_id: Uuid,
+    channel: u32,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<Vec<AuditRecordingEvent>, StoreError> {
+    let context = "read a terminal session's recording";
+    let stmt = client
+        .prepare_cached(
+            "SELECT seq, line FROM audit_recordings
+             WHERE connection_id = $1 AND channel = $2 AND ($3::bigint IS NULL OR seq > $3)
+             ORDER BY seq LIMIT $4",
+        )
+        .await
+        .context(context)?;
+    client
+        .query(
+            &stmt,
+            &[
+                &connection_id,
+                &i64::from(channel),
+                &after.map(signed),
+                &i64::from(limit),
+            ],
+        )
+        .await
+        .context(context)?
+        .iter()
+        .map(|row| {
+            Ok(AuditRecordingEvent {
+                connection_id,
+                channel,
+                seq: count_at(row, 0)?,
+                line: col(row, 1)?,
             })
         })
         .collect()

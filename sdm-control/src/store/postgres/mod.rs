@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use sdm_proto::api::{AccountKind, AccountStatus};
-use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, AuditRecordingEvent};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql};
@@ -88,6 +88,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         8,
         include_str!("../migrations/postgres/0008_ssh_resources.sql"),
+    ),
+    (
+        9,
+        include_str!("../migrations/postgres/0009_session_recordings.sql"),
     ),
 ];
 
@@ -693,9 +697,9 @@ impl Store for PostgresStore {
                                             username, database, password_sealed, created_at,
                                             tls_mode, tls_ca_pem, databases, replication,
                                             port_assigned, ssh_certificate_authority,
-                                            ssh_host_key)
+                                            ssh_host_key, ssh_record_sessions)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                             $16, $17, $18)",
+                             $16, $17, $18, $19)",
                 )
                 .await
                 .context("create a resource")?;
@@ -720,6 +724,7 @@ impl Store for PostgresStore {
                     &resource.port_assigned,
                     &resource.ssh_certificate_authority,
                     &resource.ssh_host_key,
+                    &resource.ssh_record_sessions,
                 ],
             )
             .await
@@ -812,7 +817,8 @@ impl Store for PostgresStore {
                             port_override = $5, tags = $6, username = $7, database = $8,
                             password_sealed = $9, tls_mode = $10, tls_ca_pem = $11,
                             databases = $12, replication = $13, port_assigned = $14,
-                            ssh_certificate_authority = $15, ssh_host_key = $16
+                            ssh_certificate_authority = $15, ssh_host_key = $16,
+                            ssh_record_sessions = $17
                      WHERE r.id = $1
                      RETURNING {RESOURCE_COLUMNS}"
                 ),
@@ -833,6 +839,7 @@ impl Store for PostgresStore {
                     &resource.port_assigned,
                     &resource.ssh_certificate_authority,
                     &resource.ssh_host_key,
+                    &resource.ssh_record_sessions,
                 ],
             )
             .await?
@@ -1189,6 +1196,28 @@ impl Store for PostgresStore {
         self.call("list queries", async {
             let client = self.client().await?;
             audit::list_queries(&client, connection_id, after, limit).await
+        })
+        .await
+    }
+
+    async fn recorded_channels(&self, connection_id: Uuid) -> Result<Vec<u32>, StoreError> {
+        self.call("list recorded channels", async {
+            let client = self.client().await?;
+            audit::recorded_channels(&client, connection_id).await
+        })
+        .await
+    }
+
+    async fn list_recording(
+        &self,
+        connection_id: Uuid,
+        channel: u32,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecordingEvent>, StoreError> {
+        self.call("read a terminal session's recording", async {
+            let client = self.client().await?;
+            audit::list_recording(&client, connection_id, channel, after, limit).await
         })
         .await
     }

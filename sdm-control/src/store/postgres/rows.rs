@@ -99,7 +99,8 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRecord, StoreError> {
 
 pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
      r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication, r.port_assigned, r.ssh_certificate_authority, r.ssh_host_key";
+     r.databases, r.replication, r.port_assigned, r.ssh_certificate_authority, r.ssh_host_key, \
+     r.ssh_record_sessions";
 
 pub(super) fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
     let kind: &str = col(row, 2)?;
@@ -122,6 +123,7 @@ pub(super) fn resource_row(row: &Row) -> Result<ResourceRecord, StoreError> {
         port_assigned: col(row, 15)?,
         ssh_certificate_authority: col(row, 16)?,
         ssh_host_key: col(row, 17)?,
+        ssh_record_sessions: col(row, 18)?,
     })
 }
 

@@ -24,7 +24,7 @@ async fn existing(tx: &Tx<'_>) -> Result<Counts, StoreError> {
                     (SELECT COUNT(*) FROM resources), (SELECT COUNT(*) FROM grants),
                     (SELECT COUNT(*) FROM sessions), (SELECT COUNT(*) FROM gateways),
                     (SELECT COUNT(*) FROM settings), (SELECT COUNT(*) FROM audit_connections),
-                    (SELECT COUNT(*) FROM audit_queries)",
+                    (SELECT COUNT(*) FROM audit_queries), (SELECT COUNT(*) FROM audit_recordings)",
             &[],
         )
         .await
@@ -39,6 +39,7 @@ async fn existing(tx: &Tx<'_>) -> Result<Counts, StoreError> {
         settings: count_at(&row, 6)?,
         connections: count_at(&row, 7)?,
         queries: count_at(&row, 8)?,
+        recording_lines: count_at(&row, 9)?,
     })
 }
 
@@ -57,7 +58,7 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
             "COPY resources (id, name, kind, hostname, port, port_override, tags, username,
                              database, password_sealed, created_at, tls_mode, tls_ca_pem,
                              databases, replication, port_assigned,
-                             ssh_certificate_authority, ssh_host_key)
+                             ssh_certificate_authority, ssh_host_key, ssh_record_sessions)
              FROM STDIN BINARY",
             &[
                 Type::UUID,
@@ -78,6 +79,7 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
                 Type::BOOL,
                 Type::BOOL,
                 Type::TEXT,
+                Type::BOOL,
             ],
         ),
         Item::Grant(_) => (
@@ -133,6 +135,10 @@ fn copy_target(item: &Item) -> Option<(&'static str, &'static [Type])> {
         ),
         Item::Query(_) => (
             "COPY audit_queries (connection_id, seq, at, text) FROM STDIN BINARY",
+            &[Type::UUID, Type::INT8, Type::INT8, Type::TEXT],
+        ),
+        Item::Recording(_) => (
+            "COPY audit_recordings (connection_id, channel, seq, line) FROM STDIN BINARY",
             &[Type::UUID, Type::INT8, Type::INT8, Type::TEXT],
         ),
         Item::RevocationEpoch(_) | Item::End(_) => return None,
@@ -208,6 +214,7 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                         &r.port_assigned,
                         &r.ssh_certificate_authority,
                         &r.ssh_host_key,
+                        &r.ssh_record_sessions,
                     ])
                     .await
             }
@@ -268,6 +275,17 @@ async fn write_run(tx: &Tx<'_>, run: &[Item]) -> Result<(), StoreError> {
                     .write(&[&q.connection_id, &signed(q.seq), &q.at, &q.text])
                     .await
             }
+            Item::Recording(l) => {
+                writer
+                    .as_mut()
+                    .write(&[
+                        &l.connection_id,
+                        &i64::from(l.channel),
+                        &signed(l.seq),
+                        &l.line,
+                    ])
+                    .await
+            }
             Item::RevocationEpoch(_) | Item::End(_) => Ok(()),
         };
         written.context(context)?;
@@ -299,7 +317,7 @@ impl PostgresStore {
             }
             tx.batch_execute(
                 "TRUNCATE accounts, tokens, resources, grants, sessions, gateways, settings,
-                          audit_connections, audit_queries",
+                          audit_connections, audit_queries, audit_recordings",
             )
             .await
             .context("empty the database")?;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
-use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, Outcome};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, AuditRecordingEvent, Outcome};
 use uuid::Uuid;
 
 use super::rows::{CONNECTION_COLUMNS, Context, connection_row, count_at, json, signed};
@@ -47,6 +47,12 @@ pub(super) fn write(
             "INSERT OR IGNORE INTO audit_queries (connection_id, seq, at, text) VALUES (?1, ?2, ?3, ?4)",
         )
         .context("record a query")?;
+    let mut recording = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO audit_recordings (connection_id, channel, seq, line)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .context("record a terminal session")?;
     let mut refused = AuditRefusals::default();
     // Who owns each record this batch touches, as far as known: read once, then kept current.
     let mut owners: HashMap<Uuid, Option<String>> = HashMap::new();
@@ -111,19 +117,9 @@ pub(super) fn write(
                 }
             }
             AuditEvent::Query(q) => {
-                if writer.gateway().is_some() {
-                    let owner = match owners.get(&q.connection_id) {
-                        Some(owner) => owner.clone(),
-                        None => {
-                            let owner = owner_of(tx, q.connection_id)?;
-                            owners.insert(q.connection_id, owner.clone());
-                            owner
-                        }
-                    };
-                    if !writer.may_change(owner.as_deref()) {
-                        refused.queries += 1;
-                        continue;
-                    }
+                if !may_add_to(tx, writer, &mut owners, q.connection_id)? {
+                    refused.queries += 1;
+                    continue;
                 }
                 query
                     .execute(params![
@@ -134,9 +130,45 @@ pub(super) fn write(
                     ])
                     .context("record a query")?;
             }
+            AuditEvent::Recording(l) => {
+                if !may_add_to(tx, writer, &mut owners, l.connection_id)? {
+                    refused.recording_lines += 1;
+                    continue;
+                }
+                recording
+                    .execute(params![
+                        l.connection_id.to_string(),
+                        l.channel,
+                        signed(l.seq),
+                        l.line
+                    ])
+                    .context("record a terminal session")?;
+            }
         }
     }
     Ok(refused)
+}
+
+/// Whether `writer` may add queries or recording lines to record `id` (a gateway only to its
+/// own); `owners` remembers what was read.
+fn may_add_to(
+    tx: &Transaction<'_>,
+    writer: Writer<'_>,
+    owners: &mut HashMap<Uuid, Option<String>>,
+    id: Uuid,
+) -> Result<bool, StoreError> {
+    if writer.gateway().is_none() {
+        return Ok(true);
+    }
+    let owner = match owners.get(&id) {
+        Some(owner) => owner.clone(),
+        None => {
+            let owner = owner_of(tx, id)?;
+            owners.insert(id, owner.clone());
+            owner
+        }
+    };
+    Ok(writer.may_change(owner.as_deref()))
 }
 
 /// Closes the records `gateway` left open as [`Outcome::Interrupted`].
@@ -179,6 +211,11 @@ pub(super) fn prune(
     .context(context)?;
     tx.execute(
         "DELETE FROM audit_queries WHERE connection_id IN (SELECT id FROM doomed_audit)",
+        [],
+    )
+    .context(context)?;
+    tx.execute(
+        "DELETE FROM audit_recordings WHERE connection_id IN (SELECT id FROM doomed_audit)",
         [],
     )
     .context(context)?;
@@ -281,4 +318,56 @@ pub(super) fn list_queries(
         .context("list queries")?;
     rows.collect::<rusqlite::Result<Vec<_>>>()
         .context("list queries")
+}
+
+pub(super) fn recorded_channels(
+    conn: &Connection,
+    connection_id: Uuid,
+) -> Result<Vec<u32>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT DISTINCT channel FROM audit_recordings WHERE connection_id = ?1 ORDER BY channel",
+        )
+        .context("list recorded channels")?;
+    let rows = stmt
+        .query_map([connection_id.to_string()], |row| row.get(0))
+        .context("list recorded channels")?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .context("list recorded channels")
+}
+
+pub(super) fn list_recording(
+    conn: &Connection,
+    connection_id: Uuid,
+    channel: u32,
+    after: Option<u64>,
+    limit: u32,
+) -> Result<Vec<AuditRecordingEvent>, StoreError> {
+    let context = "read a terminal session's recording";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, line FROM audit_recordings
+             WHERE connection_id = ?1 AND channel = ?2 AND (?3 IS NULL OR seq > ?3)
+             ORDER BY seq LIMIT ?4",
+        )
+        .context(context)?;
+    let rows = stmt
+        .query_map(
+            params![
+                connection_id.to_string(),
+                channel,
+                after.map(signed),
+                i64::from(limit)
+            ],
+            |row| {
+                Ok(AuditRecordingEvent {
+                    connection_id,
+                    channel,
+                    seq: count_at(row, 0)?,
+                    line: row.get(1)?,
+                })
+            },
+        )
+        .context(context)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().context(context)
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sdm_proto::api::{AccountKind, AccountStatus};
-use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord};
+use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, AuditRecordingEvent};
 use uuid::Uuid;
 
 use crate::store::audit::Writer;
@@ -74,6 +74,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         9,
         include_str!("../migrations/sqlite/0009_ssh_resources.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_session_recordings.sql"),
     ),
 ];
 
@@ -570,9 +574,10 @@ impl Store for SqliteStore {
                 "INSERT INTO resources (id, name, kind, hostname, port, port_override, tags,
                                         username, database, password_sealed, created_at,
                                         tls_mode, tls_ca_pem, databases, replication,
-                                        port_assigned, ssh_certificate_authority, ssh_host_key)
+                                        port_assigned, ssh_certificate_authority, ssh_host_key,
+                                        ssh_record_sessions)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                         ?17, ?18)",
+                         ?17, ?18, ?19)",
                 params![
                     resource.id.to_string(),
                     resource.name,
@@ -591,7 +596,8 @@ impl Store for SqliteStore {
                     resource.replication,
                     resource.port_assigned,
                     resource.ssh_certificate_authority,
-                    resource.ssh_host_key
+                    resource.ssh_host_key,
+                    resource.ssh_record_sessions
                 ],
             )
             .map_err(|e| {
@@ -673,7 +679,7 @@ impl Store for SqliteStore {
                             tags = ?6, username = ?7, database = ?8, password_sealed = ?9,
                             tls_mode = ?10, tls_ca_pem = ?11, databases = ?12, replication = ?13,
                             port_assigned = ?14, ssh_certificate_authority = ?15,
-                            ssh_host_key = ?16
+                            ssh_host_key = ?16, ssh_record_sessions = ?17
                      WHERE id = ?1",
                     params![
                         resource.id.to_string(),
@@ -691,7 +697,8 @@ impl Store for SqliteStore {
                         resource.replication,
                         resource.port_assigned,
                         resource.ssh_certificate_authority,
-                        resource.ssh_host_key
+                        resource.ssh_host_key,
+                        resource.ssh_record_sessions
                     ],
                 )
                 .context("update a resource")?;
@@ -1002,6 +1009,22 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<AuditQueryEvent>, StoreError> {
         self.run(move |conn| audit::list_queries(conn, connection_id, after, limit))
+            .await
+    }
+
+    async fn recorded_channels(&self, connection_id: Uuid) -> Result<Vec<u32>, StoreError> {
+        self.run(move |conn| audit::recorded_channels(conn, connection_id))
+            .await
+    }
+
+    async fn list_recording(
+        &self,
+        connection_id: Uuid,
+        channel: u32,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecordingEvent>, StoreError> {
+        self.run(move |conn| audit::list_recording(conn, connection_id, channel, after, limit))
             .await
     }
 

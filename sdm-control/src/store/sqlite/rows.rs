@@ -101,7 +101,8 @@ pub(super) fn token_row(row: &Row<'_>) -> rusqlite::Result<TokenRecord> {
 
 pub(super) const RESOURCE_COLUMNS: &str = "r.id, r.name, r.kind, r.hostname, r.port, r.port_override, \
      r.tags, r.username, r.database, r.password_sealed, r.created_at, r.tls_mode, r.tls_ca_pem, \
-     r.databases, r.replication, r.port_assigned, r.ssh_certificate_authority, r.ssh_host_key";
+     r.databases, r.replication, r.port_assigned, r.ssh_certificate_authority, r.ssh_host_key, \
+     r.ssh_record_sessions";
 
 pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
     let kind: String = row.get(2)?;
@@ -124,6 +125,7 @@ pub(super) fn resource_row(row: &Row<'_>) -> rusqlite::Result<ResourceRecord> {
         port_assigned: row.get(15)?,
         ssh_certificate_authority: row.get(16)?,
         ssh_host_key: row.get(17)?,
+        ssh_record_sessions: row.get(18)?,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::sync::PoisonError;
 
 use rusqlite::{Connection, Row};
-use sdm_proto::audit::AuditQueryEvent;
+use sdm_proto::audit::{AuditQueryEvent, AuditRecordingEvent};
 
 use super::SqliteStore;
 use super::rows::{
@@ -149,6 +149,21 @@ impl SqliteStore {
                     seq: count_at(r, 1)?,
                     at: r.get(2)?,
                     text: r.get(3)?,
+                }))
+            },
+        )?;
+        table(
+            &tx,
+            &mut out,
+            "read recorded terminal sessions",
+            "SELECT connection_id, channel, seq, line FROM audit_recordings
+             ORDER BY connection_id, channel, seq",
+            |r| {
+                Ok(Item::Recording(AuditRecordingEvent {
+                    connection_id: uuid_at(r, 0)?,
+                    channel: r.get(1)?,
+                    seq: count_at(r, 2)?,
+                    line: r.get(3)?,
                 }))
             },
         )?;

@@ -1,7 +1,7 @@
 //! The store suite's checks of who may change an audit record: only the gateway that opened
 //! the connection, and, for records it left open when its process stopped, its next start.
 
-use sdm_proto::audit::{AuditEvent, AuditRecord, Outcome};
+use sdm_proto::audit::{AuditEvent, AuditRecord, AuditRecordingEvent, Outcome};
 use uuid::Uuid;
 
 use super::{Fixture, connection, end, ended, query};
@@ -48,12 +48,14 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
                 AuditEvent::Started(forged),
                 AuditEvent::Ended(end(&theirs, 1001, "ok")),
                 AuditEvent::Query(query(&theirs, 2, "DROP TABLE audit")),
+                AuditEvent::Recording(recording_line(&theirs, 1, "forged")),
                 AuditEvent::Query(query(&theirs, 1, "SELECT 'nothing to see'")),
                 AuditEvent::Ended(end(&connection(account, resource, 1), 5, "ok")),
                 AuditEvent::Query(query(&connection(account, resource, 1), 1, "orphan")),
                 AuditEvent::Started(claims_a.clone()),
                 AuditEvent::Started(mine.clone()),
                 AuditEvent::Query(query(&mine, 1, "BEGIN")),
+                AuditEvent::Recording(recording_line(&mine, 0, "header")),
                 AuditEvent::Ended(mine_end.clone()),
             ],
         )
@@ -65,9 +67,15 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
             starts: 2,
             ends: 2,
             queries: 3,
+            recording_lines: 1,
         }
     );
-    assert_eq!(refused.total(), 7);
+    assert_eq!(refused.total(), 8);
+    assert!(store.recorded_channels(theirs.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.list_recording(mine.id, 7, None, 10).await.unwrap(),
+        vec![recording_line(&mine, 0, "header")]
+    );
     assert_eq!(
         store.get_connection(theirs.id).await.unwrap(),
         Some(theirs.clone())
@@ -185,4 +193,13 @@ pub(crate) async fn records_a_stopped_gateway_left_open_are_interrupted(f: &Fixt
         store.get_connection(open.id).await.unwrap(),
         Some(ended(&open, &real_end))
     );
+}
+
+fn recording_line(c: &AuditRecord, seq: u64, line: &str) -> AuditRecordingEvent {
+    AuditRecordingEvent {
+        connection_id: c.id,
+        channel: 7,
+        seq,
+        line: line.into(),
+    }
 }

@@ -1,7 +1,7 @@
 //! The store suite's check of the audit retention: records that ended before the cut are
-//! removed in bounded batches with their queries; open and newer records stay.
+//! removed in bounded batches with their queries and recordings; open and newer records stay.
 
-use sdm_proto::audit::AuditEvent;
+use sdm_proto::audit::{AuditEvent, AuditRecordingEvent};
 use uuid::Uuid;
 
 use super::{Fixture, connection, end, ended, query};
@@ -22,6 +22,7 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
     for c in &old {
         events.push(AuditEvent::Started(c.clone()));
         events.push(AuditEvent::Query(query(c, 1, "SELECT 'old'")));
+        events.push(AuditEvent::Recording(line(c, "old")));
         events.push(AuditEvent::Ended(end(c, c.started_at + 10, "ok")));
     }
     let late_end = end(&ended_late, 2100, "ok");
@@ -31,6 +32,7 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
         AuditEvent::Ended(late_end.clone()),
         AuditEvent::Started(recent.clone()),
         AuditEvent::Query(query(&recent, 1, "SELECT 'recent'")),
+        AuditEvent::Recording(line(&recent, "recent")),
         AuditEvent::Ended(recent_end.clone()),
     ]);
     store.write_audit(events).await.unwrap();
@@ -43,6 +45,14 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
     for c in &old {
         assert_eq!(store.get_connection(c.id).await.unwrap(), None);
         assert!(store.list_queries(c.id, 0, 10).await.unwrap().is_empty());
+        assert!(store.recorded_channels(c.id).await.unwrap().is_empty());
+        assert!(
+            store
+                .list_recording(c.id, 1, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     let left: Vec<Uuid> = store
         .list_connections(AuditFilter {
@@ -60,4 +70,18 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
         Some(ended(&recent, &recent_end))
     );
     assert_eq!(store.list_queries(recent.id, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.recorded_channels(recent.id).await.unwrap(), [1]);
+    assert_eq!(
+        store.list_recording(recent.id, 1, None, 10).await.unwrap(),
+        [line(&recent, "recent")]
+    );
+}
+
+fn line(c: &sdm_proto::audit::AuditRecord, text: &str) -> AuditRecordingEvent {
+    AuditRecordingEvent {
+        connection_id: c.id,
+        channel: 1,
+        seq: 0,
+        line: text.into(),
+    }
 }
