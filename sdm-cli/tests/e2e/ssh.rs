@@ -302,7 +302,7 @@ fn a_recorded_terminal_session_replays_and_recording_can_be_turned_off() {
         out.stderr.contains("no recorded terminal session"),
         "{out:#?}"
     );
-    assert_ne!(out.code, 0);
+    assert_eq!(out.code, 6, "not found");
 
     // Turned off, a terminal session leaves its line but no recording.
     fx.sdm()
