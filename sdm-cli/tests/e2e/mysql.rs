@@ -5,24 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sdm_core::admin::AuditFilter;
 use sdm_testkit::MariaDb;
 
 use crate::support::{Fixture, eventually, free_port};
-
-/// The statements of every connection to `resource`, from the audit trail.
-fn audit_lines(fx: &Fixture, resource: &str) -> Vec<String> {
-    let filter = AuditFilter::default().resource(resource);
-    let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
-    let mut lines = Vec::new();
-    for record in &records.records {
-        let queries = fx
-            .block_on(fx.admin.audit_queries(&record.id.to_string(), 0))
-            .unwrap();
-        lines.extend(queries.queries.into_iter().map(|q| q.text));
-    }
-    lines
-}
 
 /// The job's `mariadb` client on the tunnel: any user name, no password; `extra` may name a
 /// database.
@@ -106,13 +91,14 @@ fn a_mysql_datasource_added_by_the_cli_is_reached_with_no_password_and_audited()
 
     // The audit trail holds the statement, and never the password.
     assert!(
-        eventually(Duration::from_secs(20), || audit_lines(&fx, "shop-db")
+        eventually(Duration::from_secs(20), || fx
+            .audit_lines("shop-db")
             .iter()
             .any(|l| l.ends_with("'audited-marker'"))),
         "{:?}",
-        audit_lines(&fx, "shop-db")
+        fx.audit_lines("shop-db")
     );
-    assert!(!audit_lines(&fx, "shop-db").concat().contains("Sh0p-secret"));
+    assert!(!fx.audit_lines("shop-db").concat().contains("Sh0p-secret"));
     // Nor anywhere in the server's data directory (the database file, keys, logs).
     let mut dirs = vec![fx.dir.path().join("data")];
     let mut files = 0;

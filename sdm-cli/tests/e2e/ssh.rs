@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use sdm_core::admin::AuditFilter;
 use sdm_testkit::sshd::{Sshd, SshdConfig, keygen};
 
 use crate::support::{Fixture, Sdm, eventually};
@@ -52,20 +51,6 @@ fn job(fx: &Fixture) -> Sdm {
     let job = fx.sdm();
     job.login(&token);
     job
-}
-
-/// The audit lines of every connection to `web` (ssh-keyscan makes connections too).
-fn audit_lines(fx: &Fixture) -> Vec<String> {
-    let filter = AuditFilter::default().resource("web");
-    let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
-    let mut lines = Vec::new();
-    for record in &records.records {
-        let queries = fx
-            .block_on(fx.admin.audit_queries(&record.id.to_string(), 0))
-            .unwrap();
-        lines.extend(queries.queries.into_iter().map(|q| q.text));
-    }
-    lines
 }
 
 #[test]
@@ -130,11 +115,12 @@ fn a_stored_key_logs_in_ssh_config_pins_the_gateway_and_the_audit_names_the_comm
     assert!(scanned.contains(&shown), "{scanned} does not hold {shown}");
 
     assert!(
-        eventually(Duration::from_secs(20), || audit_lines(&fx)
+        eventually(Duration::from_secs(20), || fx
+            .audit_lines("web")
             .iter()
             .any(|l| l.ends_with(": exec echo via ssh-config; exit 7"))),
         "{:?}",
-        audit_lines(&fx)
+        fx.audit_lines("web")
     );
 }
 
@@ -216,17 +202,10 @@ fn terminal_session(port: &str, command: &str) -> std::process::Output {
 
 /// The id of the audit record of `web` whose lines include one ending with `suffix`.
 fn record_with_line(fx: &Fixture, suffix: &str) -> Option<String> {
-    let filter = AuditFilter::default().resource("web");
-    let records = fx.block_on(fx.admin.audit(&filter)).unwrap();
-    records.records.iter().find_map(|record| {
-        let id = record.id.to_string();
-        let queries = fx.block_on(fx.admin.audit_queries(&id, 0)).unwrap();
-        queries
-            .queries
-            .iter()
-            .any(|q| q.text.ends_with(suffix))
-            .then_some(id)
-    })
+    fx.audit_by_connection("web")
+        .into_iter()
+        .find(|(_, lines)| lines.iter().any(|l| l.ends_with(suffix)))
+        .map(|(id, _)| id)
 }
 
 #[test]

@@ -111,6 +111,30 @@ impl Fixture {
         self.block_on(self.admin.create_resource(&r)).unwrap()
     }
 
+    /// Each connection to `resource` in the audit trail (newest first): its record id and its
+    /// lines (statements, or an SSH connection's channel lines).
+    pub fn audit_by_connection(&self, resource: &str) -> Vec<(String, Vec<String>)> {
+        let filter = sdm_core::admin::AuditFilter::default().resource(resource);
+        let records = self.block_on(self.admin.audit(&filter)).unwrap();
+        records
+            .records
+            .iter()
+            .map(|record| {
+                let id = record.id.to_string();
+                let queries = self.block_on(self.admin.audit_queries(&id, 0)).unwrap();
+                (id, queries.queries.into_iter().map(|q| q.text).collect())
+            })
+            .collect()
+    }
+
+    /// The lines of every connection to `resource` in the audit trail.
+    pub fn audit_lines(&self, resource: &str) -> Vec<String> {
+        self.audit_by_connection(resource)
+            .into_iter()
+            .flat_map(|(_, lines)| lines)
+            .collect()
+    }
+
     /// A real sshd that trusts this installation's SSH CA (as `sdm admin ssh-ca public-key`
     /// prints it), and nothing else.
     pub fn sshd_trusting_the_ca(&self) -> sdm_testkit::Sshd {

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use sdm_proto::audit::AuditEvent;
 
+#[cfg(test)]
+pub(crate) mod collect;
 mod queue;
 mod writer;
 

@@ -296,43 +296,9 @@ impl Tap for ServerTap {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::AuditUnavailable;
+    use crate::audit::collect::Collect;
     use crate::mysql::packet::encode;
-
-    /// Keeps the statements recorded; refuses once `room` is used up.
-    struct Collect {
-        texts: Mutex<Vec<String>>,
-        room: usize,
-    }
-
-    impl Collect {
-        fn new(room: usize) -> Arc<Collect> {
-            Arc::new(Collect {
-                texts: Mutex::new(Vec::new()),
-                room,
-            })
-        }
-
-        fn texts(&self) -> Vec<String> {
-            self.texts.lock().unwrap().clone()
-        }
-    }
-
-    impl AuditSink for Collect {
-        fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-            let mut texts = self.texts.lock().unwrap();
-            if texts.len() == self.room {
-                return Err(AuditUnavailable("full".into()));
-            }
-            if let AuditEvent::Query(q) = event {
-                texts.push(q.text);
-            }
-            Ok(())
-        }
-    }
 
     fn command(code: u8, body: &[u8]) -> Vec<u8> {
         encode(0, &[&[code], body].concat())

@@ -400,46 +400,12 @@ impl Tap for ServerTap {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use proptest::prelude::*;
 
     use super::*;
-    use crate::AuditUnavailable;
+    use crate::audit::collect::Collect;
     use crate::postgres::message::message;
     use crate::postgres::statement::MAX_STATEMENT;
-
-    /// Keeps the statements recorded; refuses once `room` is used up.
-    struct Collect {
-        texts: Mutex<Vec<String>>,
-        room: usize,
-    }
-
-    impl Collect {
-        fn new(room: usize) -> Arc<Collect> {
-            Arc::new(Collect {
-                texts: Mutex::new(Vec::new()),
-                room,
-            })
-        }
-
-        fn texts(&self) -> Vec<String> {
-            self.texts.lock().unwrap().clone()
-        }
-    }
-
-    impl AuditSink for Collect {
-        fn record(&self, event: AuditEvent) -> Result<(), AuditUnavailable> {
-            let mut texts = self.texts.lock().unwrap();
-            if texts.len() == self.room {
-                return Err(AuditUnavailable("full".into()));
-            }
-            if let AuditEvent::Query(q) = event {
-                texts.push(q.text);
-            }
-            Ok(())
-        }
-    }
 
     fn call(oid: u32, text_arg: &[u8]) -> Vec<u8> {
         let mut body = oid.to_be_bytes().to_vec();
