@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the benchmark drives (Debian/Ubuntu): the peers (OpenSSH server, stunnel), iperf3,
-# OpenSSL's CLI, PostgreSQL (server, client, pgbench), and matplotlib in target/bench-venv for the
+# OpenSSL's CLI, PostgreSQL (server, client, pgbench), MariaDB and sysbench, and matplotlib in target/bench-venv for the
 # chart. Needs root for apt-get; as another user it only reports what is missing. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(iperf3 stunnel4 openssh-server openssh-client openssl postgresql postgresql-client
-  python3-venv procps)
+  mariadb-server mariadb-client sysbench python3-venv procps)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Optional
 
 from . import paths as P
+from . import maria as MARIA
 from . import pg as PG
 from .probes import IdleConnections, ttfb
 from .ssh_rows import SshRows, run_true, scp_up
@@ -49,7 +50,7 @@ class Config:
         e = os.environ
         self.smoke = e.get("SMOKE", "0") == "1"
         s = self.smoke
-        self.sections = e.get("SECTIONS", "A B C D E F").split()
+        self.sections = e.get("SECTIONS", "A B C D E F G").split()
         self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds relay").split()
         if "direct" not in self.paths:
             self.paths.insert(0, "direct")
@@ -60,7 +61,12 @@ class Config:
             "C": env_int("REPEATS_C", base),
             "E": env_int("REPEATS_E", 3 if s else 10),
             "F": env_int("REPEATS_F", base),
+            "G": env_int("REPEATS_G", base),
         }
+        self.sb_tables = env_int("SB_TABLES", 2 if s else 10)
+        self.sb_table_size = env_int("SB_TABLE_SIZE", 1000 if s else 100000)
+        self.sb_threads = env_int("SB_THREADS", 8)
+        self.sb_duration = env_int("SB_DURATION", 1 if s else 15)
         self.bulk_ssh = e.get("BULK_SSH", "32M" if s else "1G")
         self.ssh_runs = env_int("SSH_RUNS", 20 if s else 500)
         self.ssh_runs_max_s = env_int("SSH_RUNS_MAX_S", 60 if s else 300)
@@ -133,7 +139,8 @@ class Run:
         return out
 
     def check_tools(self) -> None:
-        need = {"iperf3": "A", "openssl": "BCD", "ssh": "ABCD", "ssh-keygen": "ABCD"}
+        need = {"iperf3": "A", "openssl": "BCD", "ssh": "ABCDG", "ssh-keygen": "ABCDG",
+                "sysbench": "G", "mariadbd": "G", "mariadb-install-db": "G"}
         missing = [t for t, secs in need.items()
                    if shutil.which(t) is None and any(s in self.cfg.sections for s in secs)]
         for b in ("sdm", "sdm-server"):
@@ -385,6 +392,39 @@ class Run:
                 rows.stop()
             procs.stop()
             self.collect_logs(state, "F")
+
+    def sec_G(self) -> None:
+        """sysbench oltp_read_only through each path against one throwaway MariaDB."""
+        cfg = self.cfg
+        server = MARIA.Server(os.path.join(self.tmp, "maria"), cfg.pg_user, self.logs,
+                              cfg.sb_tables, cfg.sb_table_size)
+        try:
+            log(f"MariaDB: install, sysbench prepare ({cfg.sb_tables} × {cfg.sb_table_size} rows)")
+            server.start()
+            login = server.login()
+            target = P.Target(server.port, kind="mysql", pg_login=login)
+            insts = [(p, self.start(p, target, f"G-{p.name}")) for p in self.section_paths("G")]
+            insts = [(p, i) for p, i in insts if i]
+            for rep in range(1, cfg.repeats["G"] + 1):
+                for path, inst in self.order(rep, insts):
+                    if self.remaining() < 0:
+                        break
+                    # With stored credentials the job names any user and sends no password.
+                    client = ({"username": "job", "database": login["database"]}
+                              if path.name == "sdm_creds" else login)
+                    data = MARIA.sysbench(inst.ports[0], client, ["run"], cfg.sb_tables,
+                                          cfg.sb_table_size, cfg.sb_threads, cfg.sb_duration,
+                                          os.path.join(self.logs, f"G-{path.name}-{rep}.txt"))
+                    if "error" in data:
+                        self.fail(f"G {path.name} rep {rep}: {data['error']}")
+                    self.emit({"section": "G", "workload": "oltp_read_only", "path": path.name,
+                               "rep": rep, **data})
+                    log(f"G {rep} {path.name}: {data.get('tps', 0):.0f} TPS")
+                    time.sleep(cfg.pause)
+            for path, inst in insts:
+                self.stop(path, inst)
+        finally:
+            server.stop()
 
     def sec_D(self) -> None:
         """Memory: client- and gateway-side RSS idle and with idle connections open."""

@@ -22,7 +22,7 @@ from .procs import BenchError, Procs, free_port, listening, run, wait_until
 
 @dataclass
 class Target:
-    """What a path must reach: `kind` "tcp" (raw bytes) or "postgres"; `tunnels` is how many
+    """What a path must reach: `kind` "tcp" (raw bytes), "postgres" or "mysql"; `tunnels` is how many
     separate tunnels (local ports) to open to it (only sdm supports more than one)."""
     port: int
     kind: str = "tcp"
@@ -41,7 +41,7 @@ class Path:
     name = ""
     label = ""
     #: sections this path takes part in
-    sections = "ABCD"
+    sections = "ABCDG"
 
     def __init__(self, work: str, bins: dict):
         self.work = work
@@ -190,12 +190,13 @@ class Sdm(Path):
         service = run([sdm, "admin", "services", "create", "bench"], 30, env=admin_env).strip()
         names = [f"r{i}" for i in range(target.tunnels)]
         for name in names:
-            if target.kind == "tcp":
+            if target.kind == "tcp" or (target.kind == "mysql" and not self.creds):
+                # A mysql resource without stored credentials is passed through as it is.
                 run([sdm, "admin", "servers", "add", "tcp", name, "--hostname", "127.0.0.1",
                      "--port", str(target.port)], 30, env=admin_env)
             elif self.creds:
                 login = target.pg_login or {}
-                run([sdm, "admin", "datasources", "add", "postgres", name,
+                run([sdm, "admin", "datasources", "add", target.kind, name,
                      "--hostname", "127.0.0.1", "--port", str(target.port),
                      "--database", login["database"], "--username", login["username"],
                      "--password-stdin"], 30, env=admin_env, input=login["password"] + "\n")
@@ -245,7 +246,7 @@ class SdmCreds(Sdm):
     """sdm with credentials stored at the resource: the gateway logs in to PostgreSQL itself."""
     name = "sdm_creds"
     label = "sdm, stored credentials (gateway logs in)"
-    sections = "C"
+    sections = "CG"
     creds = True
 
 
@@ -255,7 +256,7 @@ class Relay(Path):
     read against what is left once the hops themselves are paid."""
     name = "relay"
     label = "2 plain relays (no TLS; floor)"
-    sections = "ABC"
+    sections = "ABCG"
 
     def start(self, target: Target, state: str) -> Instance:
         procs = Procs(state)

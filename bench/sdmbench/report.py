@@ -61,6 +61,7 @@ def summarize(recs: list[dict]) -> dict:
         "pg_tpcb": series(recs, "C", "tps", "tpcb"),
         "pg_connect": series(recs, "C", "tps", "connect"),
         "import_total": series(recs, "E", "total_ms"),
+        "mysql_ro": series(recs, "G", "tps"),
         "conn_cpu_client": series(recs, "B", "client_cpu_ms_per_conn"),
         "conn_cpu_gateway": series(recs, "B", "gateway_cpu_ms_per_conn"),
     }
@@ -306,6 +307,17 @@ def render(run_dir: str) -> str:
                                     "total_ms", "direct_query_ms")) + f" | {len(e)} |")
         L.append("")
     L += ssh_section(recs, cfg)
+    if s.get("mysql_ro"):
+        L.append(f"## G. sysbench oltp_read_only against MariaDB ({cfg.get('sb_tables')} tables × "
+                 f"{cfg.get('sb_table_size')} rows, {cfg.get('sb_threads')} threads, "
+                 f"{cfg.get('sb_duration')} s)")
+        L.append("")
+        L += metric_table(s, "mysql_ro", labels, "TPS", 0, True)
+        L.append("")
+        L.append("`sdm` passes MySQL through as TCP (the client logs in itself); `sdm_creds` is a "
+                 "mysql resource with stored credentials: the gateway logs in, the client sends "
+                 "no password, and every statement prepared is audited.")
+        L.append("")
     L.append("## Machine, load, parameters")
     L.append("")
     L.append("| item | value |")
@@ -318,7 +330,8 @@ def render(run_dir: str) -> str:
         L.append(f"| load average section {sec} (before → after) | {lb} → {la} "
                  f"({m.get('seconds', '?')} s) |")
     keys = ("repeats", "bulk", "bulk_ssh", "ssh_runs", "lat_conns", "mem_conns", "mem_tunnels", "mem_gateway_conns",
-            "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_settings")
+            "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_settings", "sb_tables",
+            "sb_table_size", "sb_threads", "sb_duration")
     L.append("| parameters | " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + " |")
     if meta.get("never_quiet"):
         L.append("| note | the machine never got quiet before the run (load averages above) |")

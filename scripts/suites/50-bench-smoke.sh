@@ -30,6 +30,7 @@ seen = {(r.get("section"), r.get("path")) for r in recs if "error" not in r}
 want = [(s, p) for s in "AB" for p in ("direct", "ssh", "stunnel", "sdm", "relay")]
 want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")]
 want += [("D", p) for p in ("ssh", "stunnel", "sdm")]
+want += [("G", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")]
 missing = [w for w in want if w not in seen]
 if missing:
     sys.exit(f"no results for {missing}")
