@@ -308,6 +308,42 @@ async fn prepared_statements_run_and_are_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_mysql_async_driver_queries_and_prepares_through_the_gateway() {
+    use mysql_async::prelude::Queryable;
+
+    let db = server();
+    let gateway = Gateway::start(upstream(db.port(), "native", "n-secret")).await;
+    // Any user, no password: the gateway logs in with the stored credentials.
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(gateway.port)
+        .user(Some("rust-job"))
+        .db_name(Some("app"));
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    conn.query_drop("INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    // A parameter makes the driver prepare the statement (binary protocol).
+    let sum: Option<i64> = conn
+        .exec_first("SELECT CAST(SUM(n) AS SIGNED) FROM t WHERE n >= ?", (2,))
+        .await
+        .unwrap();
+    assert_eq!(sum, Some(5));
+    let rows: Vec<(i64, String)> = conn
+        .query("SELECT seq, REPEAT('x', seq % 50) FROM seq_1_to_5000")
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5000);
+    assert!(rows.iter().all(|(n, s)| s.len() as i64 == n % 50));
+    conn.disconnect().await.unwrap();
+    let lines = gateway.lines.all();
+    assert!(
+        lines.contains(&"SELECT CAST(SUM(n) AS SIGNED) FROM t WHERE n >= ?".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_query_from_a_second_connection_through_the_tunnel_works() {
     let db = server();
     let gateway = Gateway::start(upstream(db.port(), "native", "n-secret")).await;
