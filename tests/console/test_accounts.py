@@ -43,6 +43,8 @@ def test_closing_the_token_dialog_takes_the_token_out_of_the_page(
     assert token.startswith("sdm_svc_")
     dialog.get_by_role("button", name="Close").click()
     expect(page.get_by_role("dialog")).to_have_count(0)
+    # The closed dialog is removed by the close event, a moment after it closes.
+    expect(page.locator("#new-token")).to_have_count(0)
     assert token not in page.content()
     # Back in history, the page is fetched again (never cached) and holds no token.
     page.goto("/console/users")
