@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sdmbench.report import load, memory_rows, ordered, summarize  # noqa: E402
 
 COLORS = {"direct": "#9e9e9e", "ssh": "#4c78a8", "stunnel": "#f58518", "sdm": "#2ca02c",
-          "sdm_creds": "#98df8a", "relay": "#d0d0d0"}
+          "sdm_creds": "#98df8a", "sdm_tcp": "#c5e8b7", "relay": "#d0d0d0"}
 
 
 def bars(ax, s, metric, title, ylabel, paths=None, scale=1.0):

@@ -16,6 +16,7 @@ import time
 from typing import Callable, Optional
 
 from . import paths as P
+from . import jobs as JOBS
 from . import maria as MARIA
 from . import pg as PG
 from .probes import IdleConnections, ttfb
@@ -50,8 +51,8 @@ class Config:
         e = os.environ
         self.smoke = e.get("SMOKE", "0") == "1"
         s = self.smoke
-        self.sections = e.get("SECTIONS", "A B C D E F G").split()
-        self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds relay").split()
+        self.sections = e.get("SECTIONS", "A B C D E F G H").split()
+        self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds sdm_tcp relay").split()
         if "direct" not in self.paths:
             self.paths.insert(0, "direct")
         base = env_int("REPEATS", 1 if s else 3)
@@ -62,7 +63,11 @@ class Config:
             "E": env_int("REPEATS_E", 3 if s else 10),
             "F": env_int("REPEATS_F", base),
             "G": env_int("REPEATS_G", base),
+            "H": env_int("REPEATS_H", base),
         }
+        self.h_clients = env_int("H_CLIENTS", 8)
+        self.h_duration = env_int("H_DURATION", 1 if s else 15)
+        self.h_langs = e.get("H_LANGS", " ".join(JOBS.LANGS)).split()
         self.sb_tables = env_int("SB_TABLES", 2 if s else 10)
         self.sb_table_size = env_int("SB_TABLE_SIZE", 1000 if s else 100000)
         self.sb_threads = env_int("SB_THREADS", 8)
@@ -325,6 +330,8 @@ class Run:
             sdm = [(p, i) for p, i in insts if p.name == "sdm"]
             if sdm:
                 self.sec_E(sdm[0][1])
+        if "H" in cfg.sections:
+            self.sec_H(insts)
         for path, inst in insts:
             self.stop(path, inst)
         self.cluster.stop()
@@ -356,6 +363,47 @@ class Run:
             data["process_wall_ms"] = wall
             self.emit({"section": "E", "path": "sdm", "rep": rep, **data})
             log(f"E {rep}: import→first row {data['total_ms']:.1f} ms")
+
+    def sec_H(self, insts: list[tuple[P.Path, P.Instance]]) -> None:
+        """The same select-only job in Rust, Python and Go: direct, through `ssh -L`, through
+        the `sdm` agent, and with the tunnel opened in-process through the library."""
+        cfg = self.cfg
+        by_name = {p.name: i for p, i in insts}
+        rows: list[tuple[str, Optional[P.Instance]]] = [("direct", None)]
+        rows += [(n, by_name[n]) for n in ("ssh", "sdm") if n in by_name]
+        if "sdm" in by_name:
+            rows.append(("inproc", by_name["sdm"]))
+        jobs = JOBS.Jobs(self.bins, cfg.py_venv, self.tmp)
+        for lang, why in jobs.skipped.items():
+            if lang in cfg.h_langs:
+                log(f"H {lang} skipped: {why}")
+                self.emit({"section": "H", "lang": lang, "skipped": why})
+        langs = [lang for lang in cfg.h_langs if lang in jobs.argv]
+        base_env = P.clean_env()
+        for rep in range(1, cfg.repeats["H"] + 1):
+            for lang in langs:
+                for row, inst in self.order(rep, rows):
+                    if self.remaining() < 0:
+                        return
+                    port = self.cluster.port if inst is None else inst.ports[0]
+                    env = dict(base_env)
+                    client = gateway = []
+                    if inst is not None:
+                        gateway = inst.procs.role("gateway")
+                        if row == "inproc":
+                            env["SDM_SERVICE_TOKEN"] = inst.facts["service_token"]
+                        else:
+                            client = inst.procs.role("client")
+                    argv = jobs.command(lang, JOBS.where(row, port), cfg.h_clients,
+                                        cfg.h_duration, JOBS.accounts(cfg.pg_scale))
+                    data = jobs.run(lang, argv, env, cfg.h_duration,
+                                    os.path.join(self.logs, f"H-{lang}-{row}-{rep}.txt"),
+                                    client, gateway)
+                    if "error" in data:
+                        self.fail(f"H {lang} {row} rep {rep}: {data['error']}")
+                    self.emit({"section": "H", "lang": lang, "path": row, "rep": rep, **data})
+                    log(f"H {rep} {lang} {row}: {data.get('tps', 0):.0f} TPS")
+                    time.sleep(cfg.pause)
 
     def sec_F(self) -> None:
         """SSH sessions: scp up and `ssh HOST true` in a loop, direct and through sdm."""
@@ -514,8 +562,8 @@ class Run:
         log(f"run {self.id}: sections {' '.join(cfg.sections)}, paths {' '.join(cfg.paths)}"
             f"{' (smoke)' if cfg.smoke else ''}; output {self.out}")
         for sec in cfg.sections:
-            if sec == "E":
-                continue  # runs inside C (it needs the cluster and the sdm tunnel)
+            if sec in ("E", "H"):
+                continue  # run inside C (they need the cluster and the tunnels)
             if self.remaining() < 0:
                 log(f"MAX_TOTAL_S reached; skipping section {sec}")
                 continue

@@ -168,6 +168,8 @@ class Sdm(Path):
     name = "sdm"
     label = "sdm (agent → gateway, TLS 1.3)"
     creds = False
+    #: every kind carried as plain TCP: no protocol handling and no statement audit
+    passthrough = False
 
     def start(self, target: Target, state: str) -> Instance:
         procs = Procs(state)
@@ -190,7 +192,8 @@ class Sdm(Path):
         service = run([sdm, "admin", "services", "create", "bench"], 30, env=admin_env).strip()
         names = [f"r{i}" for i in range(target.tunnels)]
         for name in names:
-            if target.kind == "tcp" or (target.kind == "mysql" and not self.creds):
+            if (target.kind == "tcp" or self.passthrough
+                    or (target.kind == "mysql" and not self.creds)):
                 # A mysql resource without stored credentials is passed through as it is.
                 run([sdm, "admin", "servers", "add", "tcp", name, "--hostname", "127.0.0.1",
                      "--port", str(target.port)], 30, env=admin_env)
@@ -250,6 +253,15 @@ class SdmCreds(Sdm):
     creds = True
 
 
+class SdmTcp(Sdm):
+    """sdm with PostgreSQL carried as a tcp resource: the same tunnel without the gateway's
+    PostgreSQL handling, so without the audit trail of every statement."""
+    name = "sdm_tcp"
+    label = "sdm, PostgreSQL as plain TCP (no statement audit)"
+    sections = "C"
+    passthrough = True
+
+
 class Relay(Path):
     """Two plain TCP relays in a row (`sdm-load relay`: sdm's pump, one thread each), no TLS:
     not a peer but the floor of a tunnel with a hop on each side, so that each target can be
@@ -273,13 +285,14 @@ class Relay(Path):
         return Instance([lport], procs, {"gateway_port": gport})
 
 
-ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds, Relay]
+ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds, SdmTcp, Relay]
 
 
 def clean_env() -> dict:
-    """The environment without sdm settings of whoever runs the bench."""
+    """The environment without sdm settings of whoever runs the bench, except the two a run may
+    set on purpose: SDM_LOG, and SDM_RUNTIME_THREADS for section H's in-process jobs."""
     return {k: v for k, v in os.environ.items()
-            if not k.startswith("SDM_") or k in ("SDM_LOG",)}
+            if not k.startswith("SDM_") or k in ("SDM_LOG", "SDM_RUNTIME_THREADS")}
 
 
 def api_post(url: str, token: str, cafile: str, body: dict) -> dict:

@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Optional
 
 PEERS = ("ssh", "stunnel")
-ORDER = ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")
+ORDER = ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "sdm_tcp", "relay")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
@@ -188,6 +188,53 @@ def ssh_section(recs: list[dict], cfg: dict) -> list[str]:
     return L
 
 
+JOB_ROWS = {"direct": "direct TCP", "ssh": "`ssh -L`", "sdm": "sdm agent (`sdm connect`)",
+            "inproc": "sdm in-process (the library)"}
+JOB_TUNNEL = {"rust": "`Session::dial` (no local socket)",
+              "python": "`sdm.login().connect()` (a listener in the process)",
+              "go": "`Session.DialContext` as pgx's DialFunc (a socket pair in the process)"}
+
+
+def job_section(recs: list[dict], cfg: dict) -> list[str]:
+    """Section H: one table per language, the job's rows side by side."""
+    done = [r for r in recs if r.get("section") == "H" and "tps" in r and "error" not in r]
+    skipped = [r for r in recs if r.get("section") == "H" and "skipped" in r]
+    if not done and not skipped:
+        return []
+    L = [f"## H. The same job in Rust, Python and Go, through each path and in-process "
+         f"({cfg.get('h_clients')} connections running pgbench's select-only statement, "
+         f"{cfg.get('h_duration')} s)", ""]
+    for lang in ("rust", "python", "go"):
+        mine = [r for r in done if r["lang"] == lang]
+        if not mine:
+            continue
+        by = {}
+        for r in mine:
+            by.setdefault(r["path"], []).append(r)
+        tps = {p: med([r["tps"] for r in rs]) for p, rs in by.items()}
+        L.append(f"**{lang}** (in-process: {JOB_TUNNEL[lang]})")
+        L.append("")
+        L.append("| path | TPS median | min–max | × direct | × ssh | client-side CPU µs/txn "
+                 "(job + tunnel client) | gateway-side CPU µs/txn | runs |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for p in [p for p in JOB_ROWS if p in by]:
+            rs = by[p]
+            vals = [r["tps"] for r in rs]
+            ratio = lambda base: (f"{tps[p] / tps[base]:.2f}×"  # noqa: E731
+                                  if tps.get(base) else "–")
+            L.append(f"| {JOB_ROWS[p]} | {fmt(tps[p])} | {fmt(min(vals))}–{fmt(max(vals))} | "
+                     f"{ratio('direct')} | {ratio('ssh')} | "
+                     f"{fmt(med([r.get('client_side_cpu_us_per_txn') for r in rs]), 1)} | "
+                     f"{fmt(med([r.get('gateway_cpu_us_per_txn') for r in rs]), 1)} | "
+                     f"{len(rs)} |")
+        L.append("")
+    for r in skipped:
+        L.append(f"- {r['lang']} skipped: {r['skipped']}")
+    if skipped:
+        L.append("")
+    return L
+
+
 def render(run_dir: str) -> str:
     chart(run_dir)
     recs, meta = load(run_dir)
@@ -307,6 +354,7 @@ def render(run_dir: str) -> str:
                                     "total_ms", "direct_query_ms")) + f" | {len(e)} |")
         L.append("")
     L += ssh_section(recs, cfg)
+    L += job_section(recs, cfg)
     if s.get("mysql_ro"):
         L.append(f"## G. sysbench oltp_read_only against MariaDB ({cfg.get('sb_tables')} tables × "
                  f"{cfg.get('sb_table_size')} rows, {cfg.get('sb_threads')} threads, "
@@ -331,7 +379,7 @@ def render(run_dir: str) -> str:
                  f"({m.get('seconds', '?')} s) |")
     keys = ("repeats", "bulk", "bulk_ssh", "ssh_runs", "lat_conns", "mem_conns", "mem_tunnels", "mem_gateway_conns",
             "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_settings", "sb_tables",
-            "sb_table_size", "sb_threads", "sb_duration")
+            "sb_table_size", "sb_threads", "sb_duration", "h_clients", "h_duration")
     L.append("| parameters | " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + " |")
     if meta.get("never_quiet"):
         L.append("| note | the machine never got quiet before the run (load averages above) |")

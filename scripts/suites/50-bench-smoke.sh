@@ -28,10 +28,14 @@ import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1] + "/results.jsonl") if l.strip()]
 seen = {(r.get("section"), r.get("path")) for r in recs if "error" not in r}
 want = [(s, p) for s in "AB" for p in ("direct", "ssh", "stunnel", "sdm", "relay")]
-want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")]
+want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "sdm_tcp", "relay")]
 want += [("D", p) for p in ("ssh", "stunnel", "sdm")]
 want += [("G", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")]
 missing = [w for w in want if w not in seen]
+# Section H: the job in each language on every row, in-process included.
+jobs = {(r.get("lang"), r.get("path")) for r in recs if r.get("section") == "H" and "tps" in r and "error" not in r}
+missing += [("H", l, p) for l in ("rust", "python", "go") for p in ("direct", "ssh", "sdm", "inproc")
+            if (l, p) not in jobs]
 if missing:
     sys.exit(f"no results for {missing}")
 workloads = {r.get("workload") for r in recs if r.get("section") == "C"}

@@ -7,6 +7,9 @@
 //! sdm-load idle  --resource NAME --count N --gateway-pid PID   token in SDM_TOKEN
 //! sdm-load echo  --port PORT --seconds S                 a TCP echo upstream
 //! sdm-load relay --listen PORT --to PORT --seconds S     a plain TCP relay (bench/run.sh)
+//! sdm-load job   (--port PORT | --resource NAME) --clients N --seconds S --accounts N
+//!                --user U --dbname D                     select-only PostgreSQL job (section H);
+//!                                                        --resource: in-process, token in SDM_SERVICE_TOKEN
 //! ```
 
 use std::time::{Duration, Instant};
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 mod api;
 mod echo;
 mod idle;
+mod job;
 mod relay;
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -29,7 +33,7 @@ impl Args {
         let mut it = std::env::args().skip(1);
         let mode = it
             .next()
-            .ok_or("usage: sdm-load api|idle|echo|relay --name value …")?;
+            .ok_or("usage: sdm-load api|idle|echo|relay|job --name value …")?;
         let mut pairs = Vec::new();
         while let Some(name) = it.next() {
             let name = name
@@ -88,7 +92,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn main() {
     let started = Instant::now();
     let result = Args::parse().and_then(|args| {
-        // The relay runs on one thread, as ssh's event loop does; the loads on two.
+        // The relay runs on one thread, as ssh's event loop does; the loads, and the job as
+        // `#[tokio::main]` would on this 2-CPU machine, on two.
         let runtime = if args.mode == "relay" {
             tokio::runtime::Builder::new_current_thread()
         } else {
@@ -104,6 +109,7 @@ fn main() {
                 "idle" => idle::run(&args).await,
                 "echo" => echo::run(&args).await,
                 "relay" => relay::run(&args).await,
+                "job" => job::run(&args).await,
                 other => Err(format!("unknown mode {other:?}").into()),
             }
         })
