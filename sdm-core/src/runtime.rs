@@ -62,8 +62,26 @@ pub fn runtime() -> Result<&'static Runtime> {
     }
 }
 
+/// One thread by default: a connection's sockets are then always served by the thread that
+/// was woken for them, with no hand-off between threads (the agent runs the same way, and
+/// docs/BENCHMARKS.md has the measurements). `SDM_RUNTIME_THREADS` (1 to 64) gives more, for a
+/// process that moves more encrypted data than one core seals.
 fn worker_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+    threads_from(std::env::var("SDM_RUNTIME_THREADS").ok().as_deref())
+}
+
+fn threads_from(setting: Option<&str>) -> usize {
+    match setting.map(|s| s.trim().parse::<usize>()) {
+        Some(Ok(n)) if (1..=64).contains(&n) => n,
+        Some(_) => {
+            tracing::warn!(
+                value = setting.unwrap_or_default(),
+                "SDM_RUNTIME_THREADS must be a number from 1 to 64; using 1"
+            );
+            1
+        }
+        None => 1,
+    }
 }
 
 /// Runs `future` to completion on the process-wide runtime, blocking this thread (with SIGPIPE
@@ -80,4 +98,19 @@ pub fn block_on<F: Future>(future: F) -> Result<F::Output> {
     let runtime = runtime()?;
     let _sigpipe = sigpipe::CallerGuard::hold();
     Ok(runtime.block_on(future))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::threads_from;
+
+    #[test]
+    fn one_thread_unless_a_valid_count_is_set() {
+        assert_eq!(threads_from(None), 1);
+        assert_eq!(threads_from(Some("3")), 3);
+        assert_eq!(threads_from(Some(" 64 ")), 64);
+        for bad in ["0", "65", "-1", "two", ""] {
+            assert_eq!(threads_from(Some(bad)), 1, "{bad:?}");
+        }
+    }
 }

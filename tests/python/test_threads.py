@@ -1,5 +1,6 @@
-"""Threads: the GIL is released while sdm waits, Ctrl-C interrupts a waiting call, and many
-threads open tunnels and query at once without deadlock."""
+"""Threads: the GIL is released while sdm waits, Ctrl-C interrupts a waiting call, many
+threads open tunnels and query at once without deadlock, and the tunnels run on one thread of
+sdm's unless SDM_RUNTIME_THREADS asks for more."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import psycopg
+import pytest
 
 import sdm
 from conftest import Fixture, SilentServer
@@ -107,3 +109,38 @@ def test_ctrl_c_interrupts_a_blocking_call(fixture: Fixture, silent_server: Sile
             proc.wait(timeout=30)
     assert out.strip() == "KeyboardInterrupt", (out, err)
     assert proc.returncode == 0
+
+
+RUNTIME_THREADS = textwrap.dedent(
+    """
+    import os, sys, sdm
+    with sdm.login(sys.argv[1]) as session:
+        with session.dial("server-echo") as s:
+            s.settimeout(30)
+            s.sendall(b"x")
+            assert s.recv(1) == b"x"
+        names = []
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        print(names.count("sdm-io"), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("setting, threads", [(None, 1), ("3", 3), ("many", 1)])
+def test_tunnels_run_on_one_sdm_thread_unless_more_are_asked_for(
+    fixture: Fixture, setting: Optional[str], threads: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SDM_RUNTIME_THREADS"}
+    if setting is not None:
+        env["SDM_RUNTIME_THREADS"] = setting
+    out = subprocess.run(
+        [sys.executable, "-c", RUNTIME_THREADS, fixture["token"]],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(threads), (out.stdout, out.stderr)

@@ -61,8 +61,15 @@ async fn ten_thousand_cycles_leave_no_trace() {
     for _ in 0..10_000 {
         cycle(addr).await;
     }
-    // Connections close asynchronously on both sides of the gateway: wait for them.
-    let settled = eventually(Duration::from_secs(30), async || open_fds() <= fds + 4).await;
+    // Connections close asynchronously on both sides of the gateway: wait for them. Those that
+    // came back to the warm pool are kept, up to 4 × its target of 2, each a descriptor on both
+    // sides of this in-process gateway, and more of them when the machine is busy: a bounded
+    // number, where a leak would grow with the 10,000 cycles.
+    const POOL_MAY_KEEP: usize = 2 * 4 * 2;
+    let settled = eventually(Duration::from_secs(30), async || {
+        open_fds() <= fds + 4 + POOL_MAY_KEEP
+    })
+    .await;
     let (fds_after, rss_after) = (open_fds(), rss_kib());
     println!("fds {fds} -> {fds_after}, RSS {rss} KiB -> {rss_after} KiB");
     assert!(settled, "file descriptors grew from {fds} to {fds_after}");
