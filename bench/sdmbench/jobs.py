@@ -94,7 +94,10 @@ class Jobs:
         except (ValueError, IndexError):
             return {"error": (err.strip().splitlines() or ["no output"])[-1][:300]}
         n = data.get("transactions") or 0
-        per = (lambda s: round(s * 1e6 / n, 2) if n else None)
+
+        def per(seconds: float) -> Optional[float]:
+            return round(seconds * 1e6 / n, 2) if n else None
+
         data["tunnel_client_cpu_s"] = round(c1 - c0, 3)
         data["gateway_cpu_s"] = round(g1 - g0, 3)
         data["tunnel_client_cpu_us_per_txn"] = per(c1 - c0) if client else None

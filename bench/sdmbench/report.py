@@ -202,8 +202,8 @@ def job_section(recs: list[dict], cfg: dict) -> list[str]:
     if not done and not skipped:
         return []
     L = [f"## H. The same job in Rust, Python and Go, through each path and in-process "
-         f"({cfg.get('h_clients')} connections running pgbench's select-only statement, "
-         f"{cfg.get('h_duration')} s)", ""]
+         f"(pgbench's select-only statement on {cfg.get('h_clients')} connections, Python on "
+         f"{cfg.get('h_py_clients')}; {cfg.get('h_duration')} s)", ""]
     for lang in ("rust", "python", "go"):
         mine = [r for r in done if r["lang"] == lang]
         if not mine:
@@ -379,7 +379,7 @@ def render(run_dir: str) -> str:
                  f"({m.get('seconds', '?')} s) |")
     keys = ("repeats", "bulk", "bulk_ssh", "ssh_runs", "lat_conns", "mem_conns", "mem_tunnels", "mem_gateway_conns",
             "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_settings", "sb_tables",
-            "sb_table_size", "sb_threads", "sb_duration", "h_clients", "h_duration")
+            "sb_table_size", "sb_threads", "sb_duration", "h_clients", "h_py_clients", "h_duration")
     L.append("| parameters | " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + " |")
     if meta.get("never_quiet"):
         L.append("| note | the machine never got quiet before the run (load averages above) |")
