@@ -18,6 +18,7 @@ pub mod runtime;
 mod session;
 mod session_core;
 mod sigpipe;
+mod sock_diag;
 mod status;
 mod tls;
 mod tunnel;

@@ -274,10 +274,18 @@ fn bind_error(addr: &str, resource: &str, e: io::Error) -> Error {
     Error::new(kind, message).with_source(e)
 }
 
-/// The OS user owning the other end of a loopback TCP connection, from /proc/net/tcp{,6}:
-/// the client's socket is the one whose local address is our peer and whose remote address is
-/// our local address.
+/// The OS user owning the other end of a loopback TCP connection: the client's socket is the
+/// one whose local address is our peer and whose remote address is our local address. Asked of
+/// the kernel for that one socket; read from /proc/net/tcp{,6} only where the kernel does not
+/// answer such questions.
 fn tcp_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    match crate::sock_diag::tcp_socket_owner(peer, local) {
+        Ok(owner) => owner,
+        Err(_) => tcp_peer_uid_from_table(peer, local),
+    }
+}
+
+fn tcp_peer_uid_from_table(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     let (table, peer_hex, local_hex) = match (peer, local) {
         (SocketAddr::V4(p), SocketAddr::V4(l)) => ("/proc/net/tcp", v4_hex(p), v4_hex(l)),
         (SocketAddr::V6(p), SocketAddr::V6(l)) => ("/proc/net/tcp6", v6_hex(p), v6_hex(l)),
