@@ -21,6 +21,7 @@ use super::{
 mod accounts_page;
 mod audit_owners;
 mod audit_retention;
+mod audit_statements;
 mod port_overrides;
 mod sessions;
 mod ssh_host_keys;
@@ -31,6 +32,7 @@ pub(crate) use audit_owners::{
     records_a_stopped_gateway_left_open_are_interrupted,
 };
 pub(crate) use audit_retention::audit_records_past_the_retention_go_with_their_queries;
+pub(crate) use audit_statements::many_statements_page_in_order_across_batches_and_repeats;
 pub(crate) use port_overrides::{
     concurrent_creations_and_switching_on_never_share_a_port,
     port_overrides_assign_unique_ports_and_keep_explicit_ones,
@@ -76,6 +78,7 @@ macro_rules! store_suite {
             a_gateway_changes_only_its_own_audit_records,
             records_a_stopped_gateway_left_open_are_interrupted,
             audit_records_past_the_retention_go_with_their_queries,
+            many_statements_page_in_order_across_batches_and_repeats,
             port_overrides_assign_unique_ports_and_keep_explicit_ones,
             concurrent_creations_and_switching_on_never_share_a_port,
             ssh_host_keys_are_recorded_once_even_by_racing_writers,

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 use sdm_proto::audit::{AuditEvent, AuditQueryEvent, AuditRecord, AuditRecordingEvent, Outcome};
 use uuid::Uuid;
 
+use super::query_blocks;
 use super::rows::{CONNECTION_COLUMNS, Context, connection_row, count_at, json, signed};
 use crate::store::audit::{Writer, interrupted_error};
 use crate::store::{AuditFilter, AuditRefusals, StoreError};
@@ -42,11 +43,6 @@ pub(super) fn write(
              WHERE id = ?1 AND (?8 IS NULL OR gateway = ?8)",
         )
         .context("record a connection's end")?;
-    let mut query = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO audit_queries (connection_id, seq, at, text) VALUES (?1, ?2, ?3, ?4)",
-        )
-        .context("record a query")?;
     let mut recording = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO audit_recordings (connection_id, channel, seq, line)
@@ -54,6 +50,9 @@ pub(super) fn write(
         )
         .context("record a terminal session")?;
     let mut refused = AuditRefusals::default();
+    // Each connection's statements in this batch, written as blocks once all are known.
+    let mut statements: Vec<(Uuid, Vec<&AuditQueryEvent>)> = Vec::new();
+    let mut statements_of: HashMap<Uuid, usize> = HashMap::new();
     // Who owns each record this batch touches, as far as known: read once, then kept current.
     let mut owners: HashMap<Uuid, Option<String>> = HashMap::new();
     for event in events {
@@ -121,14 +120,11 @@ pub(super) fn write(
                     refused.queries += 1;
                     continue;
                 }
-                query
-                    .execute(params![
-                        q.connection_id.to_string(),
-                        signed(q.seq),
-                        q.at,
-                        q.text
-                    ])
-                    .context("record a query")?;
+                let at = *statements_of.entry(q.connection_id).or_insert_with(|| {
+                    statements.push((q.connection_id, Vec::new()));
+                    statements.len() - 1
+                });
+                statements[at].1.push(q);
             }
             AuditEvent::Recording(l) => {
                 if !may_add_to(tx, writer, &mut owners, l.connection_id)? {
@@ -146,7 +142,43 @@ pub(super) fn write(
             }
         }
     }
+    write_statements(tx, statements)?;
     Ok(refused)
+}
+
+/// Writes each connection's statements as blocks. A statement already recorded (the same
+/// connection and position, as when an upload is repeated after a lost answer) is kept as it
+/// was: the first of its copies is what [`list_queries`] returns.
+fn write_statements(
+    tx: &Transaction<'_>,
+    statements: Vec<(Uuid, Vec<&AuditQueryEvent>)>,
+) -> Result<(), StoreError> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let mut insert = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO audit_query_blocks (connection_id, first_seq, last_seq, body)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .context("record a query")?;
+    for (id, mut run) in statements {
+        // In order already when they come from a queue; a gateway's upload is not trusted to be.
+        run.sort_by_key(|q| q.seq);
+        run.dedup_by_key(|q| q.seq);
+        let id = id.to_string();
+        for block in query_blocks::encode(&run) {
+            insert
+                .execute(params![
+                    id,
+                    signed(block.first_seq),
+                    signed(block.last_seq),
+                    block.body
+                ])
+                .context("record a query")?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `writer` may add queries or recording lines to record `id` (a gateway only to its
@@ -211,6 +243,11 @@ pub(super) fn prune(
     .context(context)?;
     tx.execute(
         "DELETE FROM audit_queries WHERE connection_id IN (SELECT id FROM doomed_audit)",
+        [],
+    )
+    .context(context)?;
+    tx.execute(
+        "DELETE FROM audit_query_blocks WHERE connection_id IN (SELECT id FROM doomed_audit)",
         [],
     )
     .context(context)?;
@@ -291,33 +328,69 @@ pub(super) fn get_connection(
     .context("read an audit record")
 }
 
+/// A connection's statements after position `after`, at most `limit`, in order: from the blocks
+/// and from the rows written one by one before them (schema version 11), merged.
 pub(super) fn list_queries(
     conn: &Connection,
     connection_id: Uuid,
     after: u64,
     limit: u32,
 ) -> Result<Vec<AuditQueryEvent>, StoreError> {
+    let context = "list queries";
+    let limit = limit as usize;
+    let id = connection_id.to_string();
     let mut stmt = conn
         .prepare_cached(
             "SELECT seq, at, text FROM audit_queries
              WHERE connection_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
         )
-        .context("list queries")?;
+        .context(context)?;
     let rows = stmt
-        .query_map(
-            params![connection_id.to_string(), signed(after), i64::from(limit)],
-            |row| {
-                Ok(AuditQueryEvent {
-                    connection_id,
-                    seq: count_at(row, 0)?,
-                    at: row.get(1)?,
-                    text: row.get(2)?,
-                })
-            },
+        .query_map(params![id, signed(after), limit as i64], |row| {
+            Ok(AuditQueryEvent {
+                connection_id,
+                seq: count_at(row, 0)?,
+                at: row.get(1)?,
+                text: row.get(2)?,
+            })
+        })
+        .context(context)?;
+    let mut found = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .context(context)?;
+
+    // Blocks in order of position; one that repeats positions (a repeated upload) adds only
+    // what the ones before it did not hold.
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT body FROM audit_query_blocks
+             WHERE connection_id = ?1 AND last_seq > ?2 ORDER BY first_seq, last_seq",
         )
-        .context("list queries")?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .context("list queries")
+        .context(context)?;
+    let mut blocks = stmt.query(params![id, signed(after)]).context(context)?;
+    let mut from_blocks: Vec<AuditQueryEvent> = Vec::new();
+    let mut last = after;
+    while from_blocks.len() < limit
+        && let Some(row) = blocks.next().context(context)?
+    {
+        let body: Vec<u8> = row.get(0).context(context)?;
+        let statements = query_blocks::decode(connection_id, &body)
+            .map_err(|e| StoreError::backend(context, e))?;
+        for q in statements {
+            if q.seq > last && from_blocks.len() < limit {
+                last = q.seq;
+                from_blocks.push(q);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(from_blocks);
+    }
+    found.extend(from_blocks);
+    found.sort_by_key(|q| q.seq);
+    found.dedup_by_key(|q| q.seq);
+    found.truncate(limit);
+    Ok(found)
 }
 
 pub(super) fn recorded_channels(
@@ -370,4 +443,148 @@ pub(super) fn list_recording(
         )
         .context(context)?;
     rows.collect::<rusqlite::Result<Vec<_>>>().context(context)
+}
+
+#[cfg(test)]
+mod tests {
+    use sdm_proto::audit::AuditEnd;
+
+    use super::super::{FILE, MIGRATIONS, SqliteStore};
+    use super::*;
+    use crate::store::Store;
+    use crate::store::transfer::Item;
+
+    fn statement(connection_id: Uuid, seq: u64) -> AuditQueryEvent {
+        AuditQueryEvent {
+            connection_id,
+            seq,
+            at: 1000 + i64::try_from(seq).unwrap(),
+            text: format!("SELECT {seq}"),
+        }
+    }
+
+    /// A database written by a version before blocks: its statements are read, exported and
+    /// removed with the ones written as blocks since, each once and in order.
+    #[tokio::test]
+    async fn statements_written_before_blocks_are_read_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE);
+        let id = Uuid::new_v4();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .unwrap();
+            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 11) {
+                conn.execute_batch(sql).unwrap();
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+                    [version],
+                )
+                .unwrap();
+            }
+            // Statements 1 to 3, one row each, as version 10 wrote them.
+            for seq in 1..=3u64 {
+                let q = statement(id, seq);
+                conn.execute(
+                    "INSERT INTO audit_queries (connection_id, seq, at, text) VALUES (?1, ?2, ?3, ?4)",
+                    params![id.to_string(), signed(seq), q.at, q.text],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let record = AuditRecord {
+            id,
+            account_id: Uuid::new_v4(),
+            account_name: "etl".into(),
+            resource_id: Uuid::new_v4(),
+            resource_name: "pg".into(),
+            gateway: "embedded".into(),
+            session_id: Uuid::new_v4(),
+            lease_id: Uuid::new_v4(),
+            labels: Default::default(),
+            client_addr: "127.0.0.1:50000".into(),
+            started_at: 1000,
+            ended_at: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            outcome: "open".into(),
+            error: None,
+            query_count: 0,
+        };
+        // The connection's start, statement 3 again (written across the upgrade), then 4 to 6.
+        let mut events = vec![AuditEvent::Started(record)];
+        events.extend((3..=6).map(|seq| AuditEvent::Query(statement(id, seq))));
+        store.write_audit(events).await.unwrap();
+        let all: Vec<_> = (1..=6).map(|seq| statement(id, seq)).collect();
+        assert_eq!(store.list_queries(id, 0, 100).await.unwrap(), all);
+        assert_eq!(store.list_queries(id, 2, 2).await.unwrap(), all[2..4]);
+        assert_eq!(store.list_queries(id, 3, 100).await.unwrap(), all[3..]);
+
+        let mut exported = Vec::new();
+        let exporter = store.clone();
+        tokio::task::spawn_blocking(move || {
+            exporter
+                .export(&mut |chunk| {
+                    exported.extend(chunk.into_iter().filter_map(|item| match item {
+                        Item::Query(q) => Some(q),
+                        _ => None,
+                    }));
+                    true
+                })
+                .unwrap();
+            assert_eq!(exported, all, "each statement exported once, in order");
+        })
+        .await
+        .unwrap();
+
+        store
+            .write_audit(vec![AuditEvent::Ended(AuditEnd {
+                id,
+                ended_at: 1010,
+                bytes_up: 0,
+                bytes_down: 0,
+                outcome: "ok".into(),
+                error: None,
+                query_count: 6,
+            })])
+            .await
+            .unwrap();
+        assert_eq!(store.prune_audit(2000, 100).await.unwrap(), 1);
+        assert_eq!(store.list_queries(id, 0, 100).await.unwrap(), vec![]);
+        let conn = store.conn.lock().unwrap();
+        let left: i64 = conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM audit_queries) + (SELECT COUNT(*) FROM audit_query_blocks)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "no statement outlives its record");
+    }
+
+    /// A damaged block is an error for the reader, not a panic and not a silent gap.
+    #[tokio::test]
+    async fn a_damaged_block_is_reported() {
+        let store = SqliteStore::open_in_memory().unwrap();
+        let id = Uuid::new_v4();
+        store
+            .conn
+            .lock()
+            .unwrap()
+            .execute(
+                "INSERT INTO audit_query_blocks (connection_id, first_seq, last_seq, body)
+                 VALUES (?1, 1, 2, x'01ffff')",
+                [id.to_string()],
+            )
+            .unwrap();
+        let err = store.list_queries(id, 0, 10).await.unwrap_err();
+        let why = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("damaged")),
+            "{err}: {why:?}"
+        );
+    }
 }

@@ -31,6 +31,7 @@ use crate::store::{
 mod audit;
 pub mod backup;
 mod port_overrides;
+mod query_blocks;
 mod rows;
 mod sessions;
 mod transfer;
@@ -78,6 +79,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../migrations/sqlite/0010_session_recordings.sql"),
+    ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_query_blocks.sql"),
     ),
 ];
 

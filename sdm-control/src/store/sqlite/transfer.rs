@@ -3,7 +3,7 @@
 use std::sync::PoisonError;
 
 use rusqlite::{Connection, Row};
-use sdm_proto::audit::{AuditQueryEvent, AuditRecordingEvent};
+use sdm_proto::audit::AuditRecordingEvent;
 
 use super::SqliteStore;
 use super::rows::{
@@ -59,6 +59,41 @@ fn table(
     let mut rows = stmt.query([]).context(context)?;
     while let Some(row) = rows.next().context(context)? {
         out.push(make(row).context(context)?)?;
+    }
+    Ok(())
+}
+
+/// Every audited statement, a connection at a time, each once, as
+/// [`list_queries`](super::audit::list_queries) reads them: from the blocks and the rows written
+/// before them.
+fn statements(conn: &Connection, out: &mut Chunks<'_>) -> Result<(), StoreError> {
+    const PAGE: u32 = 4096;
+    let context = "read audited queries";
+    let mut stmt = conn
+        .prepare(
+            "SELECT connection_id FROM audit_queries
+             UNION SELECT connection_id FROM audit_query_blocks ORDER BY 1",
+        )
+        .context(context)?;
+    let ids = stmt
+        .query_map([], |r| uuid_at(r, 0))
+        .context(context)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .context(context)?;
+    for id in ids {
+        let mut after = 0;
+        loop {
+            let page = super::audit::list_queries(conn, id, after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let full = page.len() == PAGE as usize;
+            for q in page {
+                out.push(Item::Query(q))?;
+            }
+            if !full {
+                break;
+            }
+        }
     }
     Ok(())
 }
@@ -138,20 +173,7 @@ impl SqliteStore {
             &format!("SELECT {CONNECTION_COLUMNS} FROM audit_connections ORDER BY started_at, id"),
             |r| connection_row(r).map(Item::Connection),
         )?;
-        table(
-            &tx,
-            &mut out,
-            "read audited queries",
-            "SELECT connection_id, seq, at, text FROM audit_queries ORDER BY connection_id, seq",
-            |r| {
-                Ok(Item::Query(AuditQueryEvent {
-                    connection_id: uuid_at(r, 0)?,
-                    seq: count_at(r, 1)?,
-                    at: r.get(2)?,
-                    text: r.get(3)?,
-                }))
-            },
-        )?;
+        statements(&tx, &mut out)?;
         table(
             &tx,
             &mut out,
