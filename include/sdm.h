@@ -318,9 +318,9 @@ sdm_status sdm_connect_options_set_private_unix_socket(sdm_connect_options *opti
 
 /**
  * With `enabled`, the tunnel refuses local connections from other OS users (Linux: a TCP
- * peer's user is looked up in `/proc/net/tcp`, a Unix-socket peer's from its credentials).
- * A refused PostgreSQL client reads why as a server error; the refusal is logged. Default
- * off for the library (the lookup costs a read of `/proc/net/tcp` per connection).
+ * peer's user is asked of the kernel by its four-tuple, a Unix-socket peer's read from its
+ * credentials). A refused PostgreSQL client reads why as a server error; the refusal is
+ * logged. Default off for the library (the check costs a netlink query per connection).
  *
  * NULL `options`: `SDM_STATUS_NULL_ARGUMENT`. Thread-safe.
  *

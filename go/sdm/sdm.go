@@ -226,8 +226,8 @@ func (s *Session) ListResources() ([]Resource, error) {
 }
 
 // ConnectOptions configures ConnectWith. The zero value is what Connect uses: TCP on
-// 127.0.0.1, and every local OS user may connect (SameUserOnly costs a read of /proc/net/tcp
-// per local connection, so it is asked for, not the default).
+// 127.0.0.1, and every local OS user may connect (SameUserOnly costs a question to the kernel
+// about each local connection's peer socket, so it is asked for, not the default).
 type ConnectOptions struct {
 	// Bind is the local IP address to listen on; empty means 127.0.0.1. Anything but loopback
 	// exposes the resource to other machines.

@@ -49,8 +49,8 @@ pub struct ConnectOptions {
     /// temporary directory, removed when the tunnel closes. A postgres resource's socket is
     /// named `.s.PGSQL.5432` in it, so libpq takes the directory as `host` and 5432 as `port`.
     pub private_unix_socket: bool,
-    /// Refuse local connections from other OS users (Linux; TCP peers are looked up in
-    /// `/proc/net/tcp`, Unix-socket peers by their credentials).
+    /// Refuse local connections from other OS users (Linux; a TCP peer's owner is asked of the
+    /// kernel by its four-tuple, a Unix-socket peer's from its credentials).
     pub same_user_only: bool,
 }
 

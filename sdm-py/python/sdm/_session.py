@@ -292,7 +292,7 @@ class Session(_SessionBase):
           is named ``.s.PGSQL.5432``, so ``dsn()`` and libpq reach it. A path (``str`` or
           ``os.PathLike``) puts the socket there instead (its directory must be 0700).
         * ``same_user_only=True`` refuses connections from other OS users (Linux; a TCP peer
-          is looked up in ``/proc/net/tcp``); a refused PostgreSQL client reads why, and the
+          is asked of the kernel by its four-tuple); a refused PostgreSQL client reads why, and the
           refusal is logged to the ``sdm`` logger.
         """
         args = self._config.connect_args(port, unix_socket, same_user_only)
@@ -548,8 +548,8 @@ def login(
         warm_connections: gateway connections each tunnel keeps ready (default 2; 0 turns
             it off).
         same_user_only: the default of ``connect(same_user_only=)``: refuse other OS users'
-            connections to this session's tunnels. Off by default: the check reads
-            ``/proc/net/tcp`` for every local connection.
+            connections to this session's tunnels. Off by default: the check asks the
+            kernel about every local connection's peer socket.
         unix_socket: the default of ``connect(unix_socket=)``: tunnels listen on a private
             Unix socket instead of a TCP port (owner-only at no cost; ``host``/``port`` are then
             ``None`` and drivers take ``dsn()`` or ``unix_socket``). Off by default, because
