@@ -90,6 +90,9 @@ class Config:
         self.pg_clients = env_int("PG_CLIENTS", 8)
         self.pg_threads = env_int("PG_THREADS", 2)
         self.pg_duration = env_int("PG_DURATION", 1 if s else 15)
+        # pgbench -R: a fixed rate (transactions per second, all clients together), so that CPU
+        # per transaction compares paths doing the same work; 0 runs as fast as each path goes.
+        self.pg_rate = env_int("PG_RATE", 0)
         self.pg_user = e.get("PG_OS_USER", "sdmbench")
         self.pg_settings = {"shared_buffers": e.get("PG_SHARED_BUFFERS", "128MB" if s else "256MB"),
                             "synchronous_commit": e.get("PG_SYNC_COMMIT", "off")}
@@ -321,8 +324,15 @@ class Run:
                     if self.remaining() < 0:
                         break
                     f = os.path.join(self.logs, f"C-{w}-{path.name}-{rep}.txt")
-                    data = PG.pgbench(self.cluster.bin, inst.ports[0], WORKLOADS[w],
+                    rate = ["-R", str(cfg.pg_rate)] if cfg.pg_rate > 0 else []
+                    before = {r: cpu_seconds(inst.procs.role(r)) for r in ("client", "gateway")}
+                    data = PG.pgbench(self.cluster.bin, inst.ports[0], WORKLOADS[w] + rate,
                                       cfg.pg_clients, cfg.pg_threads, cfg.pg_duration, f)
+                    txns = data.get("transactions") or 0
+                    for r in ("client", "gateway"):
+                        if inst.procs.role(r) and txns:
+                            spent = cpu_seconds(inst.procs.role(r)) - before[r]
+                            data[f"{r}_cpu_us_per_txn"] = round(spent * 1e6 / txns, 2)
                     if "error" in data or data.get("failed"):
                         self.fail(f"C {w} {path.name} rep {rep}: {data.get('error', 'failed txns')}")
                     self.emit({"section": "C", "workload": w, "path": path.name, "rep": rep,

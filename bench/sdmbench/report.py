@@ -65,6 +65,9 @@ def summarize(recs: list[dict]) -> dict:
         "conn_cpu_client": series(recs, "B", "client_cpu_ms_per_conn"),
         "conn_cpu_gateway": series(recs, "B", "gateway_cpu_ms_per_conn"),
     }
+    for w in ("select", "tpcb", "connect"):
+        for r in ("client", "gateway"):
+            metrics[f"pg_{w}_cpu_{r}"] = series(recs, "C", f"{r}_cpu_us_per_txn", w)
     out: dict = {}
     for m, by_path in metrics.items():
         out[m] = {p: (med(v), min(v), max(v), len(v)) for p, v in by_path.items() if v}
@@ -316,8 +319,9 @@ def render(run_dir: str) -> str:
         L.append("Negotiated: " + "; ".join(f"{p}: " + ", ".join(f"{k}={v}" for k, v in f.items())
                                             for p, f in meta["negotiated"].items()))
         L.append("")
+    rate = f" -R {cfg.get('pg_rate')}" if cfg.get("pg_rate") else ""
     L.append(f"## C. pgbench (scale {cfg.get('pg_scale')}, -c {cfg.get('pg_clients')} "
-             f"-j {cfg.get('pg_threads')} -T {cfg.get('pg_duration')})")
+             f"-j {cfg.get('pg_threads')} -T {cfg.get('pg_duration')}{rate})")
     L.append("")
     for metric, title in (("pg_select", "select-only (-S)"), ("pg_tpcb", "TPC-B-like (default)"),
                           ("pg_connect", "new connection per transaction (-C -S)")):
@@ -325,6 +329,15 @@ def render(run_dir: str) -> str:
         L.append("")
         L += metric_table(s, metric, labels, "TPS", 0, True)
         L.append("")
+        cpu = {r: s.get(f"{metric}_cpu_{r}", {}) for r in ("client", "gateway")}
+        if any(cpu.values()):
+            L.append("CPU per transaction (µs, median over runs; clock ticks of 10 ms summed over "
+                     "the run; client = the tunnel's client side, gateway = sshd, stunnel or "
+                     "sdm-server with its audit writer): " + "; ".join(
+                         f"{labels.get(p, p)}: client {fmt(cpu['client'].get(p, (None,))[0], 1)}"
+                         f", gateway {fmt(cpu['gateway'].get(p, (None,))[0], 1)}"
+                         for p in ordered(set(cpu["client"]) | set(cpu["gateway"]))))
+            L.append("")
     L.append("## D. Memory (RSS, MiB; client = tunnel client side, gateway = gateway side)")
     L.append("")
     L.append("| path | tunnels | client idle | gateway idle | conns | client | gateway | "
@@ -378,7 +391,7 @@ def render(run_dir: str) -> str:
         L.append(f"| load average section {sec} (before → after) | {lb} → {la} "
                  f"({m.get('seconds', '?')} s) |")
     keys = ("repeats", "bulk", "bulk_ssh", "ssh_runs", "lat_conns", "mem_conns", "mem_tunnels", "mem_gateway_conns",
-            "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_settings", "sb_tables",
+            "pg_scale", "pg_clients", "pg_threads", "pg_duration", "pg_rate", "pg_settings", "sb_tables",
             "sb_table_size", "sb_threads", "sb_duration", "h_clients", "h_py_clients", "h_duration")
     L.append("| parameters | " + ", ".join(f"{k}={cfg.get(k)}" for k in keys) + " |")
     if meta.get("never_quiet"):
