@@ -678,7 +678,7 @@ pub(crate) async fn revocation_epoch_moves_on_exactly_the_revoking_events(f: &Fi
     step("deleting what is gone", 0).await;
 }
 
-fn connection(account_id: Uuid, resource_id: Uuid, started_at: i64) -> AuditRecord {
+pub(crate) fn connection(account_id: Uuid, resource_id: Uuid, started_at: i64) -> AuditRecord {
     AuditRecord {
         id: Uuid::new_v4(),
         account_id,

@@ -146,9 +146,9 @@ pub(super) fn write(
     Ok(refused)
 }
 
-/// Writes each connection's statements as blocks. A statement already recorded (the same
-/// connection and position, as when an upload is repeated after a lost answer) is kept as it
-/// was: the first of its copies is what [`list_queries`] returns.
+/// Writes each connection's statements as blocks. A statement written again (the same
+/// connection and position, as when an upload is repeated after a lost answer) may be stored
+/// twice; [`list_queries`] returns each position once.
 fn write_statements(
     tx: &Transaction<'_>,
     statements: Vec<(Uuid, Vec<&AuditQueryEvent>)>,
@@ -449,9 +449,11 @@ pub(super) fn list_recording(
 mod tests {
     use sdm_proto::audit::AuditEnd;
 
-    use super::super::{FILE, MIGRATIONS, SqliteStore};
+    use super::super::tests::database_before;
+    use super::super::{FILE, SqliteStore};
     use super::*;
     use crate::store::Store;
+    use crate::store::suite::connection;
     use crate::store::transfer::Item;
 
     fn statement(connection_id: Uuid, seq: u64) -> AuditQueryEvent {
@@ -469,21 +471,10 @@ mod tests {
     async fn statements_written_before_blocks_are_read_with_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let id = Uuid::new_v4();
+        let record = connection(Uuid::new_v4(), Uuid::new_v4(), 1000);
+        let id = record.id;
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-            )
-            .unwrap();
-            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 11) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-                    [version],
-                )
-                .unwrap();
-            }
+            let conn = database_before(&path, 11);
             // Statements 1 to 3, one row each, as version 10 wrote them.
             for seq in 1..=3u64 {
                 let q = statement(id, seq);
@@ -495,25 +486,6 @@ mod tests {
             }
         }
         let store = SqliteStore::open(&path).unwrap();
-        let record = AuditRecord {
-            id,
-            account_id: Uuid::new_v4(),
-            account_name: "etl".into(),
-            resource_id: Uuid::new_v4(),
-            resource_name: "pg".into(),
-            gateway: "embedded".into(),
-            session_id: Uuid::new_v4(),
-            lease_id: Uuid::new_v4(),
-            labels: Default::default(),
-            client_addr: "127.0.0.1:50000".into(),
-            started_at: 1000,
-            ended_at: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            outcome: "open".into(),
-            error: None,
-            query_count: 0,
-        };
         // The connection's start, statement 3 again (written across the upgrade), then 4 to 6.
         let mut events = vec![AuditEvent::Started(record)];
         events.extend((3..=6).map(|seq| AuditEvent::Query(statement(id, seq))));

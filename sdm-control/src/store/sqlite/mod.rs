@@ -1124,6 +1124,24 @@ mod tests {
         );
     }
 
+    /// A database at `path` as the versions before `version` left it, for tests of upgrades.
+    pub(super) fn database_before(path: &Path, version: i64) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < version) {
+            conn.execute_batch(sql).unwrap();
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
+                [v],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
     /// An in-memory database; both handles share its one connection, as one process does.
     async fn fixture() -> Fixture {
         let store = Arc::new(SqliteStore::open_in_memory().unwrap());
@@ -1144,19 +1162,7 @@ mod tests {
         let path = dir.path().join(FILE);
         let (open, ended) = (Uuid::new_v4(), Uuid::new_v4());
         {
-            let conn = Connection::open(&path).unwrap();
-            conn.execute_batch(
-                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-            )
-            .unwrap();
-            for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 6) {
-                conn.execute_batch(sql).unwrap();
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)",
-                    [version],
-                )
-                .unwrap();
-            }
+            let conn = database_before(&path, 6);
             conn.execute(
                 "INSERT INTO sessions (id, account_id, created_at, ended_at)
                  VALUES (?1, ?3, 10, NULL), (?2, ?3, 11, 12)",
