@@ -43,14 +43,18 @@ pub(crate) fn tcp_socket_owner(
         tv_usec: 0,
     };
     // SAFETY: setsockopt(2) with a pointer to a live timeval and its size.
-    unsafe {
+    let set = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVTIMEO,
             (&timeout as *const libc::timeval).cast(),
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
+        )
+    };
+    // Unbounded, a lost answer would hold the accept forever: read the table instead.
+    if set != 0 {
+        return Err(io::Error::last_os_error());
     }
     // SAFETY: send(2) of a live buffer with its length.
     let sent = unsafe { libc::send(fd.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };

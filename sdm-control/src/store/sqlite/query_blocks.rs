@@ -1,13 +1,13 @@
 //! Audited statements kept in blocks: one row holds a run of one connection's statements, in
 //! order. A row per statement cost the audit writer a B-tree insert and its share of WAL pages
 //! each, which at 12,000 statements a second was most of what the audit trail cost the gateway
-//! (docs/BENCHMARKS.md, "The audit trail in blocks"); a block costs that once for dozens.
+//! (docs/BENCHMARKS.md, "Lever: the audit trail in blocks"); a block costs that once for dozens.
 //!
 //! Texts are front-coded: a statement names which of the eight before it in the block shares the
 //! longest prefix with it, and keeps only the rest. A job repeats its statements (a prepared one
 //! exactly; pgbench's differ only in their numbers), so each is stored about once. This costs a
 //! few comparisons per statement; deflate, tried first, stored pgbench's statements in 7.5 bytes
-//! instead of about 12 but cost more than the SQLite writes it saved (its 300 KiB of state is
+//! instead of about 13 but cost more than the SQLite writes it saved (its 300 KiB of state is
 //! zeroed for every block).
 //!
 //! A body is one format byte, `FRONT_CODED`, then a varint count, then per statement: the varint
