@@ -264,12 +264,12 @@ async fn fill(path: &Path) -> Uuid {
         }
         if events.len() >= BATCH {
             store
-                .write_audit(std::mem::take(&mut events))
+                .write_audit(std::mem::take(&mut events).into())
                 .await
                 .unwrap();
         }
     }
-    store.write_audit(events).await.unwrap();
+    store.write_audit(events.into()).await.unwrap();
     detail.unwrap()
 }
 

@@ -12,6 +12,7 @@
 //! caller, so backends only store and check.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use sdm_proto::ResourceKind;
 use sdm_proto::api::{AccountKind, AccountStatus, TlsMode};
@@ -540,8 +541,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a batch of audit events in one transaction, as this process's own gateways
     /// report them. A start for a record that exists already changes nothing (records are
-    /// changed only by their ends); an end for a record nobody wrote changes nothing.
-    async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError>;
+    /// changed only by their ends); an end for a record nobody wrote changes nothing. The
+    /// batch is shared so that a writer that must retry it keeps it without a copy.
+    async fn write_audit(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError>;
     /// Writes a batch of audit events from the gateway named `gateway` (authenticated) in one
     /// transaction, applying only what it may report: starts of records that do not exist yet
     /// (their `gateway` must already name it), and ends and queries of records whose gateway it

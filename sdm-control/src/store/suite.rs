@@ -761,30 +761,36 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
     let e4a = end(&c4, 1003, "closed");
     let e4b = end(&c4, 1004, "ok");
     store
-        .write_audit(vec![
-            AuditEvent::Started(c1.clone()),
-            AuditEvent::Query(query(&c1, 1, "SELECT 1")),
-            AuditEvent::Started(c2.clone()),
-            AuditEvent::Ended(e1.clone()),
-            AuditEvent::Query(query(&c1, 2, "SELECT 'ünïcode', E'\\n'")),
-            AuditEvent::Started(c3.clone()),
-            AuditEvent::Started(c4.clone()),
-            AuditEvent::Ended(e4a),
-            AuditEvent::Ended(e4b.clone()),
-            // An end for a connection nobody recorded changes nothing.
-            AuditEvent::Ended(end(&connection(etl, pg, 1), 5, "ok")),
-        ])
+        .write_audit(
+            vec![
+                AuditEvent::Started(c1.clone()),
+                AuditEvent::Query(query(&c1, 1, "SELECT 1")),
+                AuditEvent::Started(c2.clone()),
+                AuditEvent::Ended(e1.clone()),
+                AuditEvent::Query(query(&c1, 2, "SELECT 'ünïcode', E'\\n'")),
+                AuditEvent::Started(c3.clone()),
+                AuditEvent::Started(c4.clone()),
+                AuditEvent::Ended(e4a),
+                AuditEvent::Ended(e4b.clone()),
+                // An end for a connection nobody recorded changes nothing.
+                AuditEvent::Ended(end(&connection(etl, pg, 1), 5, "ok")),
+            ]
+            .into(),
+        )
         .await
         .unwrap();
-    f.b.write_audit(vec![
-        AuditEvent::Ended(e2.clone()),
-        // A query already recorded keeps its first text.
-        AuditEvent::Query(query(&c1, 2, "replaced?")),
-        AuditEvent::Query(query(&c2, 1, "BEGIN")),
-    ])
+    f.b.write_audit(
+        vec![
+            AuditEvent::Ended(e2.clone()),
+            // A query already recorded keeps its first text.
+            AuditEvent::Query(query(&c1, 2, "replaced?")),
+            AuditEvent::Query(query(&c2, 1, "BEGIN")),
+        ]
+        .into(),
+    )
     .await
     .unwrap();
-    f.b.write_audit(Vec::new()).await.unwrap();
+    f.b.write_audit(Vec::new().into()).await.unwrap();
 
     assert_eq!(
         store.get_connection(c1.id).await.unwrap(),
@@ -801,7 +807,7 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
     );
     assert_eq!(store.get_connection(Uuid::new_v4()).await.unwrap(), None);
     store
-        .write_audit(vec![AuditEvent::Started(c4.clone())])
+        .write_audit(vec![AuditEvent::Started(c4.clone())].into())
         .await
         .unwrap();
     assert_eq!(

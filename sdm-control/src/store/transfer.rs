@@ -431,7 +431,7 @@ mod tests {
             }
             events.push(AuditEvent::Started(c));
         }
-        store.write_audit(events).await.unwrap();
+        store.write_audit(events.into()).await.unwrap();
         ids
     }
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use sdm_proto::audit::AuditEvent;
@@ -26,8 +27,11 @@ const ROOM_TO_START: usize = 256 * 1024;
 /// Under sustained traffic, a batch is handed out at most this often, so that each carries many
 /// events: a write costs about as much for one event as for hundreds (a SQLite commit rewrites
 /// the same pages, an upload is a round trip), and a PostgreSQL query audit would otherwise be
-/// written once per query. An event after a quiet spell is handed out at once.
-const MIN_INTERVAL: Duration = Duration::from_millis(25);
+/// written once per query. An event after a quiet spell is handed out at once. At 25 ms the
+/// store's writer took 8 % of an embedded gateway's CPU under pgbench, at 100 ms 3 %
+/// (docs/BENCHMARKS.md, "Lever: larger audit batches"); what a killed process had not written
+/// yet is this long at most, when the writer keeps up.
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Whether the writer is keeping up, shared by a queue and its writing end.
 #[derive(Debug, Default)]
@@ -67,6 +71,7 @@ pub(super) struct AuditBatches {
     rx: mpsc::Receiver<AuditEvent>,
     health: Arc<Health>,
     last_batch: Option<Instant>,
+    last_len: usize,
 }
 
 /// A queue and the batches it hands to its writing task, counting nowhere.
@@ -90,6 +95,7 @@ pub(super) fn counted_audit_queue(
         rx,
         health: health.clone(),
         last_batch: None,
+        last_len: 0,
     };
     (
         AuditQueue {
@@ -185,6 +191,13 @@ impl AuditSink for AuditQueue {
 /// costs one row written instead of an insert and an update (a job that connects per
 /// transaction starts and ends most of its connections within one batch).
 fn fold_ends(batch: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    // Long-lived connections' batches are statements only: nothing to fold, nothing to move.
+    if !batch
+        .iter()
+        .any(|e| matches!(e, AuditEvent::Started(c) if c.ended_at.is_none()))
+    {
+        return batch;
+    }
     let mut out = Vec::with_capacity(batch.len());
     // Where each connection that started in this batch, and has not ended yet, sits in `out`.
     let mut open: HashMap<Uuid, usize> = HashMap::new();
@@ -210,7 +223,9 @@ impl AuditBatches {
     /// The next events, in order, at most `max`; `None` once every [`AuditQueue`] is dropped and
     /// everything queued was handed out.
     pub(super) async fn next(&mut self, max: usize) -> Option<Vec<AuditEvent>> {
-        let mut batch = Vec::with_capacity(max.min(256));
+        // Sized like the batch before: growing a small one, or touching a large fresh one,
+        // cost more than the events' own handling.
+        let mut batch = Vec::with_capacity(self.last_len.max(16).min(max));
         if self.rx.recv_many(&mut batch, max).await == 0 {
             return None;
         }
@@ -219,14 +234,19 @@ impl AuditBatches {
             && Instant::now() < next
         {
             tokio::time::sleep_until(next).await;
+            // What came meanwhile, taken in runs: one at a time, each event would give its
+            // slot back under the channel's lock.
+            let mut now = Context::from_waker(Waker::noop());
             while batch.len() < max {
-                match self.rx.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
+                let room = max - batch.len();
+                match self.rx.poll_recv_many(&mut now, &mut batch, room) {
+                    Poll::Ready(n) if n > 0 => {}
+                    _ => break,
                 }
             }
         }
         self.last_batch = Some(Instant::now());
+        self.last_len = batch.len();
         let size: usize = batch.iter().map(size_of).sum();
         self.health.queued_bytes.fetch_sub(size, Ordering::Relaxed);
         self.health.metrics.audit_queued(-(batch.len() as i64));
@@ -377,6 +397,38 @@ mod tests {
                 started(b),
                 AuditEvent::Ended(ended(c, "ok")),
             ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_sustained_traffic_a_batch_waits_its_interval_and_takes_what_came_meanwhile() {
+        let (queue, mut batches) = audit_queue(AuditPolicy::default());
+        let event = |seq| {
+            AuditEvent::Query(AuditQueryEvent {
+                connection_id: Uuid::nil(),
+                seq,
+                at: 1,
+                text: "SELECT 1".into(),
+            })
+        };
+        queue.record(event(1)).unwrap();
+        let first = Instant::now();
+        assert_eq!(batches.next(100).await, Some(vec![event(1)]), "at once");
+        queue.record(event(2)).unwrap();
+        let waiting = tokio::spawn(async move { (batches.next(100).await, Instant::now()) });
+        // The writer now holds event 2 and waits out the interval.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        for seq in 3..=40 {
+            queue.record(event(seq)).unwrap();
+        }
+        let (batch, at) = waiting.await.unwrap();
+        assert_eq!(batch, Some((2..=40).map(event).collect::<Vec<_>>()));
+        assert!(
+            at - first >= MIN_INTERVAL,
+            "handed out after {:?}",
+            at - first
         );
     }
 

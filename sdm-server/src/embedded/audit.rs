@@ -29,7 +29,8 @@ pub(crate) fn store_audit_writer(
 struct StoreWriter(Arc<dyn Store>);
 
 impl AuditWriter for StoreWriter {
-    type Batch = Vec<AuditEvent>;
+    /// Shared with the store's blocking task, so that a batch kept for a retry is not copied.
+    type Batch = Arc<[AuditEvent]>;
 
     const RETRY: Retry = Retry {
         first_wait: Duration::from_millis(100),
@@ -37,11 +38,11 @@ impl AuditWriter for StoreWriter {
         attempts_while_closing: 5,
     };
 
-    fn prepare(&self, events: Vec<AuditEvent>) -> Vec<(usize, Vec<AuditEvent>)> {
-        vec![(events.len(), events)]
+    fn prepare(&self, events: Vec<AuditEvent>) -> Vec<(usize, Arc<[AuditEvent]>)> {
+        vec![(events.len(), events.into())]
     }
 
-    async fn write(&self, batch: &Vec<AuditEvent>) -> Result<(), WriteError> {
+    async fn write(&self, batch: &Arc<[AuditEvent]>) -> Result<(), WriteError> {
         self.0.write_audit(batch.clone()).await.map_err(|e| {
             WriteError::Failed(format!("writing to the store failed: {}", one_line(&e)))
         })

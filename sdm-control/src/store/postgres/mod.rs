@@ -24,6 +24,7 @@
 //! [`SqliteStore`]: crate::store::SqliteStore
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
@@ -1130,7 +1131,7 @@ impl Store for PostgresStore {
         col(&row, 0)
     }
 
-    async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+    async fn write_audit(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
         self.call("write the audit trail", async {
             let mut client = self.client().await?;
             let tx = client.transaction().await.context("start a transaction")?;

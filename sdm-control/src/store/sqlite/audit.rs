@@ -489,7 +489,7 @@ mod tests {
         // The connection's start, statement 3 again (written across the upgrade), then 4 to 6.
         let mut events = vec![AuditEvent::Started(record)];
         events.extend((3..=6).map(|seq| AuditEvent::Query(statement(id, seq))));
-        store.write_audit(events).await.unwrap();
+        store.write_audit(events.into()).await.unwrap();
         let all: Vec<_> = (1..=6).map(|seq| statement(id, seq)).collect();
         assert_eq!(store.list_queries(id, 0, 100).await.unwrap(), all);
         assert_eq!(store.list_queries(id, 2, 2).await.unwrap(), all[2..4]);
@@ -513,15 +513,18 @@ mod tests {
         .unwrap();
 
         store
-            .write_audit(vec![AuditEvent::Ended(AuditEnd {
-                id,
-                ended_at: 1010,
-                bytes_up: 0,
-                bytes_down: 0,
-                outcome: "ok".into(),
-                error: None,
-                query_count: 6,
-            })])
+            .write_audit(
+                vec![AuditEvent::Ended(AuditEnd {
+                    id,
+                    ended_at: 1010,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    outcome: "ok".into(),
+                    error: None,
+                    query_count: 6,
+                })]
+                .into(),
+            )
             .await
             .unwrap();
         assert_eq!(store.prune_audit(2000, 100).await.unwrap(), 1);

@@ -279,10 +279,10 @@ fn revoke_tokens_tx(tx: &Transaction<'_>, account_id: Uuid, now: i64) -> Result<
 }
 
 fn read_epoch(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT epoch FROM revocation_epoch WHERE id = 1", [], |r| {
-        r.get(0)
-    })
-    .context("read the revocation epoch")
+    // Cached: it is read after every write, an audit batch's included.
+    conn.prepare_cached("SELECT epoch FROM revocation_epoch WHERE id = 1")
+        .and_then(|mut read| read.query_row([], |r| r.get(0)))
+        .context("read the revocation epoch")
 }
 
 /// Reads the epoch into `mirror` (unknown when the read fails) and returns the read.
@@ -971,7 +971,7 @@ impl Store for SqliteStore {
         Some(self.epoch.load(Ordering::Acquire)).filter(|e| *e != UNKNOWN_EPOCH)
     }
 
-    async fn write_audit(&self, events: Vec<AuditEvent>) -> Result<(), StoreError> {
+    async fn write_audit(&self, events: Arc<[AuditEvent]>) -> Result<(), StoreError> {
         self.transaction(move |tx| audit::write(tx, Writer::Local, &events))
             .await
             .map(|_| ())

@@ -72,7 +72,12 @@ fn encode_one(run: &[&AuditQueryEvent]) -> Block {
         // The nearest of the last few statements that shares the longest prefix with this one.
         let (mut back, mut shared) = (0, 0);
         for k in 1..=LOOK_BACK.min(i) {
-            let n = common_prefix(run[i - k].text.as_bytes(), text);
+            let before = run[i - k].text.as_bytes();
+            // Only one that also holds the byte after the best prefix so far can do better.
+            if before.get(shared) != text.get(shared) {
+                continue;
+            }
+            let n = common_prefix(before, text);
             if n > shared {
                 (back, shared) = (k, n);
                 if n == text.len() {
@@ -94,12 +99,18 @@ fn encode_one(run: &[&AuditQueryEvent]) -> Block {
     }
 }
 
-/// How many bytes `a` and `b` share at their start (eight at a time first: this runs up to
-/// eight times per statement).
+/// How many bytes `a` and `b` share at their start, eight at a time: the first differing
+/// byte of a word is its lowest set byte of `x ^ y`.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut i = 0;
-    while i + 8 <= n && a[i..i + 8] == b[i..i + 8] {
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let word = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let differ = word(x) ^ word(y);
+        if differ != 0 {
+            return i + (differ.trailing_zeros() / 8) as usize;
+        }
         i += 8;
     }
     while i < n && a[i] == b[i] {
@@ -293,6 +304,28 @@ mod tests {
             assert!(
                 per_statement <= most,
                 "{per_statement} bytes a statement for {text} bytes of text"
+            );
+        }
+    }
+
+    #[test]
+    fn shared_prefixes_are_counted_to_the_byte_across_words() {
+        let base = "SELECT abalance FROM pgbench_accounts WHERE aid = 123456;".as_bytes();
+        for len in 0..=base.len() {
+            for differ in 0..len {
+                let mut other = base[..len].to_vec();
+                other[differ] ^= 0x20;
+                assert_eq!(
+                    common_prefix(base, &other),
+                    differ,
+                    "{len} bytes, byte {differ}"
+                );
+                assert_eq!(common_prefix(&other, base), differ);
+            }
+            assert_eq!(
+                common_prefix(base, &base[..len]),
+                len,
+                "a prefix of {len} bytes"
             );
         }
     }

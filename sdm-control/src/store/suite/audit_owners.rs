@@ -117,7 +117,7 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
     // Neither A's old start nor the control plane's own writer reopens the ended record.
     store.write_gateway_audit("gw-a", first).await.unwrap();
     store
-        .write_audit(vec![AuditEvent::Started(theirs.clone())])
+        .write_audit(vec![AuditEvent::Started(theirs.clone())].into())
         .await
         .unwrap();
     assert_eq!(
@@ -148,13 +148,16 @@ pub(crate) async fn records_a_stopped_gateway_left_open_are_interrupted(f: &Fixt
     );
     let done_end = end(&done, 150, "ok");
     store
-        .write_audit(vec![
-            AuditEvent::Started(open.clone()),
-            AuditEvent::Started(done.clone()),
-            AuditEvent::Ended(done_end.clone()),
-            AuditEvent::Started(later.clone()),
-            AuditEvent::Started(elsewhere.clone()),
-        ])
+        .write_audit(
+            vec![
+                AuditEvent::Started(open.clone()),
+                AuditEvent::Started(done.clone()),
+                AuditEvent::Ended(done_end.clone()),
+                AuditEvent::Started(later.clone()),
+                AuditEvent::Started(elsewhere.clone()),
+            ]
+            .into(),
+        )
         .await
         .unwrap();
     assert_eq!(f.b.interrupt_connections("gw-a", 500).await.unwrap(), 2);

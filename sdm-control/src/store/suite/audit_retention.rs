@@ -35,7 +35,7 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
         AuditEvent::Recording(line(&recent, "recent")),
         AuditEvent::Ended(recent_end.clone()),
     ]);
-    store.write_audit(events).await.unwrap();
+    store.write_audit(events.into()).await.unwrap();
 
     // Bounded batches, from either handle; a second run finds nothing more.
     assert_eq!(store.prune_audit(2000, 2).await.unwrap(), 2);

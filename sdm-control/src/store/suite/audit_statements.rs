@@ -29,11 +29,11 @@ pub(crate) async fn many_statements_page_in_order_across_batches_and_repeats(f: 
     first.extend(events(0..1100));
     // The other connection's statement in the middle of the batch.
     first.insert(600, AuditEvent::Query(query(&quiet, 1, "BEGIN")));
-    f.a.write_audit(first).await.unwrap();
+    f.a.write_audit(first.into()).await.unwrap();
     // A batch repeated in part (an upload sent again after its answer was lost, with more).
-    f.b.write_audit(events(1050..1200)).await.unwrap();
-    f.a.write_audit(events(1200..1201)).await.unwrap();
-    f.a.write_audit(events(1201..1300)).await.unwrap();
+    f.b.write_audit(events(1050..1200).into()).await.unwrap();
+    f.a.write_audit(events(1200..1201).into()).await.unwrap();
+    f.a.write_audit(events(1201..1300).into()).await.unwrap();
 
     for page in [1u32, 7, 100, 512, 513, 2000] {
         let mut read = Vec::new();

@@ -144,11 +144,14 @@ pub(crate) async fn expired_sessions_end_and_old_ended_ones_are_removed(f: &Fixt
     let mut closed = connection(a.id, Uuid::new_v4(), 950);
     closed.session_id = idle_used.id;
     store
-        .write_audit(vec![
-            AuditEvent::Started(open.clone()),
-            AuditEvent::Started(closed.clone()),
-            AuditEvent::Ended(end(&closed, 960, "ok")),
-        ])
+        .write_audit(
+            vec![
+                AuditEvent::Started(open.clone()),
+                AuditEvent::Started(closed.clone()),
+                AuditEvent::Ended(end(&closed, 960, "ok")),
+            ]
+            .into(),
+        )
         .await
         .unwrap();
     let epoch = store.revocation_epoch().await.unwrap();
