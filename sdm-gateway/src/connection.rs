@@ -394,25 +394,27 @@ impl Record {
         peer: SocketAddr,
     ) -> Result<Record, AuditUnavailable> {
         let id = Uuid::new_v4();
-        config.audit.record(AuditEvent::Started(AuditRecord {
-            id,
-            account_id: lease.account_id,
-            account_name: upstream.account_name.clone(),
-            resource_id: lease.resource_id,
-            resource_name: upstream.resource_name.clone(),
-            gateway: config.name.clone(),
-            session_id: lease.session_id,
-            lease_id: lease.id,
-            labels: upstream.labels.clone(),
-            client_addr: peer.to_string(),
-            started_at: sdm_proto::unix_now(),
-            ended_at: None,
-            bytes_up: 0,
-            bytes_down: 0,
-            outcome: Outcome::Open,
-            error: None,
-            query_count: 0,
-        }))?;
+        config
+            .audit
+            .record(AuditEvent::Started(Box::new(AuditRecord {
+                id,
+                account_id: lease.account_id,
+                account_name: upstream.account_name.clone(),
+                resource_id: lease.resource_id,
+                resource_name: upstream.resource_name.clone(),
+                gateway: config.name.clone(),
+                session_id: lease.session_id,
+                lease_id: lease.id,
+                labels: upstream.labels.clone(),
+                client_addr: peer.to_string(),
+                started_at: sdm_proto::unix_now(),
+                ended_at: None,
+                bytes_up: 0,
+                bytes_down: 0,
+                outcome: Outcome::Open,
+                error: None,
+                query_count: 0,
+            })))?;
         config.metrics.connection_opened(&upstream.resource_name);
         Ok(Record {
             id,
@@ -453,25 +455,27 @@ impl Record {
 /// it was refused.
 fn record_refusal(config: &GatewayConfig, lease: &Lease, peer: SocketAddr, denied: &Denied) {
     let now = sdm_proto::unix_now();
-    let recorded = config.audit.record(AuditEvent::Started(AuditRecord {
-        id: Uuid::new_v4(),
-        account_id: lease.account_id,
-        account_name: String::new(),
-        resource_id: lease.resource_id,
-        resource_name: String::new(),
-        gateway: config.name.clone(),
-        session_id: lease.session_id,
-        lease_id: lease.id,
-        labels: Default::default(),
-        client_addr: peer.to_string(),
-        started_at: now,
-        ended_at: Some(now),
-        bytes_up: 0,
-        bytes_down: 0,
-        outcome: Outcome::Error(denied.kind),
-        error: Some(denied.message.clone()),
-        query_count: 0,
-    }));
+    let recorded = config
+        .audit
+        .record(AuditEvent::Started(Box::new(AuditRecord {
+            id: Uuid::new_v4(),
+            account_id: lease.account_id,
+            account_name: String::new(),
+            resource_id: lease.resource_id,
+            resource_name: String::new(),
+            gateway: config.name.clone(),
+            session_id: lease.session_id,
+            lease_id: lease.id,
+            labels: Default::default(),
+            client_addr: peer.to_string(),
+            started_at: now,
+            ended_at: Some(now),
+            bytes_up: 0,
+            bytes_down: 0,
+            outcome: Outcome::Error(denied.kind),
+            error: Some(denied.message.clone()),
+            query_count: 0,
+        })));
     if let Err(why) = recorded {
         tracing::warn!(%peer, account = %lease.account_id, reason = %denied.message, "a refused connection could not be recorded: {why}");
     }

@@ -235,7 +235,7 @@ async fn fill(path: &Path) -> Uuid {
         } else {
             1
         };
-        events.push(AuditEvent::Started(AuditRecord {
+        events.push(AuditEvent::Started(Box::new(AuditRecord {
             id,
             account_id: account.id,
             account_name: account.name.clone(),
@@ -253,7 +253,7 @@ async fn fill(path: &Path) -> Uuid {
             outcome: "ok".into(),
             error: None,
             query_count: queries,
-        }));
+        })));
         for seq in 1..=queries {
             events.push(AuditEvent::Query(AuditQueryEvent {
                 connection_id: id,

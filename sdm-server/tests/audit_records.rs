@@ -178,13 +178,13 @@ async fn another_gateway_cannot_alter_the_records(sdm: Installation) {
         .token;
     let mut events = Vec::new();
     for r in &before {
-        events.push(AuditEvent::Started(AuditRecord {
+        events.push(AuditEvent::Started(Box::new(AuditRecord {
             account_name: "somebody-else".into(),
             ended_at: Some(r.started_at + 1),
             outcome: "ok".into(),
             bytes_up: 1,
             ..r.clone()
-        }));
+        })));
         events.push(AuditEvent::Ended(AuditEnd {
             id: r.id,
             ended_at: r.started_at + 1,
@@ -203,13 +203,13 @@ async fn another_gateway_cannot_alter_the_records(sdm: Installation) {
     }
     // And on a connection of its own, which it may.
     let own = Uuid::new_v4();
-    events.push(AuditEvent::Started(AuditRecord {
+    events.push(AuditEvent::Started(Box::new(AuditRecord {
         id: own,
         gateway: "gw-b".into(),
         ended_at: None,
         outcome: "open".into(),
         ..before[0].clone()
-    }));
+    })));
     events.push(AuditEvent::Ended(AuditEnd {
         id: own,
         ended_at: before[0].started_at + 2,

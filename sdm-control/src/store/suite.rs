@@ -763,13 +763,13 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
     store
         .write_audit(
             vec![
-                AuditEvent::Started(c1.clone()),
+                AuditEvent::Started(Box::new(c1.clone())),
                 AuditEvent::Query(query(&c1, 1, "SELECT 1")),
-                AuditEvent::Started(c2.clone()),
+                AuditEvent::Started(Box::new(c2.clone())),
                 AuditEvent::Ended(e1.clone()),
                 AuditEvent::Query(query(&c1, 2, "SELECT 'ünïcode', E'\\n'")),
-                AuditEvent::Started(c3.clone()),
-                AuditEvent::Started(c4.clone()),
+                AuditEvent::Started(Box::new(c3.clone())),
+                AuditEvent::Started(Box::new(c4.clone())),
                 AuditEvent::Ended(e4a),
                 AuditEvent::Ended(e4b.clone()),
                 // An end for a connection nobody recorded changes nothing.
@@ -807,7 +807,7 @@ pub(crate) async fn audit_batches_fold_page_and_filter(f: &Fixture) {
     );
     assert_eq!(store.get_connection(Uuid::new_v4()).await.unwrap(), None);
     store
-        .write_audit(vec![AuditEvent::Started(c4.clone())].into())
+        .write_audit(vec![AuditEvent::Started(Box::new(c4.clone()))].into())
         .await
         .unwrap();
     assert_eq!(

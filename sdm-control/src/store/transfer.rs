@@ -429,7 +429,7 @@ mod tests {
                     }));
                 }
             }
-            events.push(AuditEvent::Started(c));
+            events.push(AuditEvent::Started(Box::new(c)));
         }
         store.write_audit(events.into()).await.unwrap();
         ids

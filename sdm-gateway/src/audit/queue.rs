@@ -323,7 +323,7 @@ mod tests {
     use super::*;
 
     fn started(id: Uuid) -> AuditEvent {
-        AuditEvent::Started(AuditRecord {
+        AuditEvent::Started(Box::new(AuditRecord {
             id,
             account_id: Uuid::nil(),
             account_name: "etl".into(),
@@ -341,7 +341,7 @@ mod tests {
             outcome: "open".into(),
             error: None,
             query_count: 0,
-        })
+        }))
     }
 
     fn ended(id: Uuid, outcome: &str) -> AuditEnd {
@@ -362,6 +362,16 @@ mod tests {
             seq: 1,
             at: 101,
             text: "SELECT 1".into(),
+        })
+    }
+
+    /// Statement `seq` of one connection.
+    fn statement(seq: u64, text: &str) -> AuditEvent {
+        AuditEvent::Query(AuditQueryEvent {
+            connection_id: Uuid::nil(),
+            seq,
+            at: 1,
+            text: text.into(),
         })
     }
 
@@ -403,14 +413,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn under_sustained_traffic_a_batch_waits_its_interval_and_takes_what_came_meanwhile() {
         let (queue, mut batches) = audit_queue(AuditPolicy::default());
-        let event = |seq| {
-            AuditEvent::Query(AuditQueryEvent {
-                connection_id: Uuid::nil(),
-                seq,
-                at: 1,
-                text: "SELECT 1".into(),
-            })
-        };
+        let event = |seq| statement(seq, "SELECT 1");
         queue.record(event(1)).unwrap();
         let first = Instant::now();
         assert_eq!(batches.next(100).await, Some(vec![event(1)]), "at once");
@@ -522,14 +525,7 @@ mod tests {
     #[tokio::test]
     async fn queued_statement_text_is_bounded_and_given_back_as_it_is_written() {
         let (queue, mut batches) = audit_queue(AuditPolicy::default());
-        let big = |seq| {
-            AuditEvent::Query(AuditQueryEvent {
-                connection_id: Uuid::nil(),
-                seq,
-                at: 1,
-                text: "x".repeat(64 * 1024),
-            })
-        };
+        let big = |seq| statement(seq, &"x".repeat(64 * 1024));
         let mut taken = 0;
         while queue.record(big(taken)).is_ok() {
             taken += 1;

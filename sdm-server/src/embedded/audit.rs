@@ -71,7 +71,7 @@ mod tests {
         );
         let id = Uuid::new_v4();
         writer
-            .record(AuditEvent::Started(AuditRecord {
+            .record(AuditEvent::Started(Box::new(AuditRecord {
                 id,
                 account_id: Uuid::new_v4(),
                 account_name: "etl".into(),
@@ -89,7 +89,7 @@ mod tests {
                 outcome: Outcome::Open,
                 error: None,
                 query_count: 0,
-            }))
+            })))
             .unwrap();
         // Rounds a little apart, so that later ones arrive while a write was just made.
         let mut seq = 0;

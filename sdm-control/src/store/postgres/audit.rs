@@ -112,10 +112,7 @@ pub(super) async fn write(
     for event in events {
         match event {
             AuditEvent::Started(c) => {
-                if folded
-                    .insert(c.id, Fold::Record(Box::new(c.clone())))
-                    .is_none()
-                {
+                if folded.insert(c.id, Fold::Record(c.clone())).is_none() {
                     order.push(c.id);
                 }
             }

@@ -487,7 +487,7 @@ mod tests {
         }
         let store = SqliteStore::open(&path).unwrap();
         // The connection's start, statement 3 again (written across the upgrade), then 4 to 6.
-        let mut events = vec![AuditEvent::Started(record)];
+        let mut events = vec![AuditEvent::Started(Box::new(record))];
         events.extend((3..=6).map(|seq| AuditEvent::Query(statement(id, seq))));
         store.write_audit(events.into()).await.unwrap();
         let all: Vec<_> = (1..=6).map(|seq| statement(id, seq)).collect();

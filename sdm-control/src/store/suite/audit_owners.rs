@@ -17,7 +17,7 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
     let mut theirs = connection(account, resource, 1000);
     theirs.gateway = "gw-a".into();
     let first = vec![
-        AuditEvent::Started(theirs.clone()),
+        AuditEvent::Started(Box::new(theirs.clone())),
         AuditEvent::Query(query(&theirs, 1, "SELECT 1")),
     ];
     assert_eq!(
@@ -45,15 +45,15 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
         f.b.write_gateway_audit(
             "gw-b",
             vec![
-                AuditEvent::Started(forged),
+                AuditEvent::Started(Box::new(forged)),
                 AuditEvent::Ended(end(&theirs, 1001, "ok")),
                 AuditEvent::Query(query(&theirs, 2, "DROP TABLE audit")),
                 AuditEvent::Recording(recording_line(&theirs, 1, "forged")),
                 AuditEvent::Query(query(&theirs, 1, "SELECT 'nothing to see'")),
                 AuditEvent::Ended(end(&connection(account, resource, 1), 5, "ok")),
                 AuditEvent::Query(query(&connection(account, resource, 1), 1, "orphan")),
-                AuditEvent::Started(claims_a.clone()),
-                AuditEvent::Started(mine.clone()),
+                AuditEvent::Started(Box::new(claims_a.clone())),
+                AuditEvent::Started(Box::new(mine.clone())),
                 AuditEvent::Query(query(&mine, 1, "BEGIN")),
                 AuditEvent::Recording(recording_line(&mine, 0, "header")),
                 AuditEvent::Ended(mine_end.clone()),
@@ -117,7 +117,7 @@ pub(crate) async fn a_gateway_changes_only_its_own_audit_records(f: &Fixture) {
     // Neither A's old start nor the control plane's own writer reopens the ended record.
     store.write_gateway_audit("gw-a", first).await.unwrap();
     store
-        .write_audit(vec![AuditEvent::Started(theirs.clone())].into())
+        .write_audit(vec![AuditEvent::Started(Box::new(theirs.clone()))].into())
         .await
         .unwrap();
     assert_eq!(
@@ -150,11 +150,11 @@ pub(crate) async fn records_a_stopped_gateway_left_open_are_interrupted(f: &Fixt
     store
         .write_audit(
             vec![
-                AuditEvent::Started(open.clone()),
-                AuditEvent::Started(done.clone()),
+                AuditEvent::Started(Box::new(open.clone())),
+                AuditEvent::Started(Box::new(done.clone())),
                 AuditEvent::Ended(done_end.clone()),
-                AuditEvent::Started(later.clone()),
-                AuditEvent::Started(elsewhere.clone()),
+                AuditEvent::Started(Box::new(later.clone())),
+                AuditEvent::Started(Box::new(elsewhere.clone())),
             ]
             .into(),
         )

@@ -18,9 +18,9 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
     // Started before the cut, ended after it: kept.
     let ended_late = connection(account, resource, 1500);
     let recent = connection(account, resource, 2500);
-    let mut events = vec![AuditEvent::Started(still_open.clone())];
+    let mut events = vec![AuditEvent::Started(Box::new(still_open.clone()))];
     for c in &old {
-        events.push(AuditEvent::Started(c.clone()));
+        events.push(AuditEvent::Started(Box::new(c.clone())));
         events.push(AuditEvent::Query(query(c, 1, "SELECT 'old'")));
         events.push(AuditEvent::Recording(line(c, "old")));
         events.push(AuditEvent::Ended(end(c, c.started_at + 10, "ok")));
@@ -28,9 +28,9 @@ pub(crate) async fn audit_records_past_the_retention_go_with_their_queries(f: &F
     let late_end = end(&ended_late, 2100, "ok");
     let recent_end = end(&recent, 2600, "ok");
     events.extend([
-        AuditEvent::Started(ended_late.clone()),
+        AuditEvent::Started(Box::new(ended_late.clone())),
         AuditEvent::Ended(late_end.clone()),
-        AuditEvent::Started(recent.clone()),
+        AuditEvent::Started(Box::new(recent.clone())),
         AuditEvent::Query(query(&recent, 1, "SELECT 'recent'")),
         AuditEvent::Recording(line(&recent, "recent")),
         AuditEvent::Ended(recent_end.clone()),

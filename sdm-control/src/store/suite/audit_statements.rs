@@ -23,8 +23,8 @@ pub(crate) async fn many_statements_page_in_order_across_batches_and_repeats(f: 
         all[range].iter().cloned().map(AuditEvent::Query).collect()
     };
     let mut first = vec![
-        AuditEvent::Started(busy.clone()),
-        AuditEvent::Started(quiet.clone()),
+        AuditEvent::Started(Box::new(busy.clone())),
+        AuditEvent::Started(Box::new(quiet.clone())),
     ];
     first.extend(events(0..1100));
     // The other connection's statement in the middle of the batch.

@@ -146,8 +146,8 @@ pub(crate) async fn expired_sessions_end_and_old_ended_ones_are_removed(f: &Fixt
     store
         .write_audit(
             vec![
-                AuditEvent::Started(open.clone()),
-                AuditEvent::Started(closed.clone()),
+                AuditEvent::Started(Box::new(open.clone())),
+                AuditEvent::Started(Box::new(closed.clone())),
                 AuditEvent::Ended(end(&closed, 960, "ok")),
             ]
             .into(),
