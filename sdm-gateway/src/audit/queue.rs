@@ -28,9 +28,10 @@ const ROOM_TO_START: usize = 256 * 1024;
 /// events: a write costs about as much for one event as for hundreds (a SQLite commit rewrites
 /// the same pages, an upload is a round trip), and a PostgreSQL query audit would otherwise be
 /// written once per query. An event after a quiet spell is handed out at once. At 25 ms the
-/// store's writer took 8 % of an embedded gateway's CPU under pgbench, at 100 ms 3 %
-/// (docs/BENCHMARKS.md, "Lever: larger audit batches"); what a killed process had not written
-/// yet is this long at most, when the writer keeps up.
+/// store's writer took 8 % of an embedded gateway's CPU at 12,000 statements a second; at
+/// 100 ms, with each batch's handling made cheaper, 2.5 % (docs/BENCHMARKS.md, "Lever: larger
+/// audit batches"). What a killed process had not written yet spans this long at most, when
+/// the writer keeps up.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Whether the writer is keeping up, shared by a queue and its writing end.
