@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Dict, List
 
 from conftest import Airflow
@@ -39,15 +40,22 @@ def test_a_dag_runs_through_sdm(airflow: Airflow, installation: Installation) ->
     assert done.returncode == 0, output
     assert "sdm_example: 10 orders, total 55, rows 10, largest 10" in output, output
 
-    # Every connection of both tasks is in the audit trail with the task's labels.
-    tasks: Dict[str, int] = {}
-    for record in audit_records(installation):
-        labels = record["labels"]
-        if labels.get("dag_id") == "sdm_example":
-            assert labels["team"] == "data" and labels["try_number"] == "1"
-            assert labels["run_id"], labels
-            tasks.setdefault(labels["task_id"], 0)
-            tasks[labels["task_id"]] += 1
+    # Every connection of both tasks is in the audit trail with the task's labels. The gateway
+    # writes its trail in batches (at most 100 ms apart under traffic): wait, bounded.
+    deadline = time.monotonic() + 20
+    while True:
+        tasks: Dict[str, int] = {}
+        for record in audit_records(installation):
+            labels = record["labels"]
+            if labels.get("dag_id") == "sdm_example":
+                assert labels["team"] == "data" and labels["try_number"] == "1"
+                assert labels["run_id"], labels
+                tasks.setdefault(labels["task_id"], 0)
+                tasks[labels["task_id"]] += 1
+        complete = set(tasks) == {"load", "summarise"} and tasks["summarise"] >= 3
+        if complete or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert set(tasks) == {"load", "summarise"}, tasks
     assert tasks["summarise"] >= 3  # get_records, get_df and the engine's connection
 

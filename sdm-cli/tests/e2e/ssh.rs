@@ -233,13 +233,20 @@ fn a_recorded_terminal_session_replays_and_recording_can_be_turned_off() {
     }));
     let id = id.unwrap();
 
-    // Played back as it was shown (fast), and as the asciicast file a player reads.
-    let played = fx
-        .sdm()
-        .run_env(&["admin", "audit", "replay", &id, "--speed", "50"], &admin)
-        .ok()
-        .to_owned();
-    assert!(played.contains("answer 42"), "{played:?}");
+    // Played back as it was shown (fast), and as the asciicast file a player reads. The
+    // command's line is written when it starts; its output follows in the gateway's next
+    // audit batches (at most 100 ms apart under traffic), so wait for it.
+    let mut played = String::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let out = fx
+                .sdm()
+                .run_env(&["admin", "audit", "replay", &id, "--speed", "50"], &admin);
+            played = out.stdout;
+            out.code == 0 && played.contains("answer 42")
+        }),
+        "{played:?}"
+    );
     let cast = fx
         .sdm()
         .run_env(&["admin", "audit", "replay", &id, "--cast"], &admin)
