@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod frames;
+mod spare;
 pub use frames::{Framed, MAX_FRAME};
 
 /// Per direction, a connection reads into a small buffer: most connections carry small
@@ -15,7 +16,8 @@ pub use frames::{Framed, MAX_FRAME};
 /// fills the buffer means a bulk transfer: the buffer then grows (×4 at a time) up to
 /// [`MAX_BUFFER`], large enough for full TLS records and few syscalls per megabyte. A small
 /// buffer is given back whenever its direction has nothing to read, so an idle connection
-/// holds none (allocating 4 KiB again costs far less than the wake-up that brings data).
+/// holds none; the thread keeps a few for the next reads (`spare.rs`), so that a connection
+/// trading small messages does not allocate and zero one per message.
 ///
 /// The larger sizes leave room for a frame header ([`Framed`]): a full buffer, framed, then
 /// still fills whole 16 KiB TLS records, where four bytes more would need a record of their own.
@@ -64,6 +66,12 @@ pub struct Pump {
     held: bool,
 }
 
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.give_back_small_buffer();
+    }
+}
+
 /// Which half of a pump failed.
 #[derive(Debug)]
 pub enum PumpError {
@@ -108,12 +116,15 @@ impl Pump {
         self.done
     }
 
-    /// Before a read into an empty buffer: allocates the first buffer, or a larger one when
-    /// the last read filled it. Never called with bytes pending, so nothing is copied.
+    /// Before a read into an empty buffer: takes a first-size buffer (a spare one if the thread
+    /// has it), or allocates a larger one when the last read filled it. Never called with bytes pending, so nothing is copied.
     fn grow(&mut self) {
-        let want = if self.buf.is_empty() {
-            FIRST_BUFFER
-        } else if self.full
+        if self.buf.is_empty() {
+            self.buf = spare::take();
+            self.full = false;
+            return;
+        }
+        let want = if self.full
             && let Some(&larger) = SIZES.iter().find(|&&size| size > self.buf.len())
         {
             larger
@@ -122,6 +133,14 @@ impl Pump {
         };
         self.buf = vec![0u8; want].into_boxed_slice();
         self.full = false;
+    }
+
+    /// Gives a first-size buffer back to the thread's spares (larger ones are kept while the
+    /// transfer that grew them lasts).
+    fn give_back_small_buffer(&mut self) {
+        if self.buf.len() == FIRST_BUFFER {
+            spare::give_back(std::mem::take(&mut self.buf));
+        }
     }
 
     /// Moves bytes until the reader is exhausted (then, with `shutdown`, closes the writer's
@@ -144,9 +163,7 @@ impl Pump {
                 let mut rb = ReadBuf::new(&mut self.buf);
                 match reader.as_mut().poll_read(cx, &mut rb) {
                     Poll::Pending => {
-                        if self.buf.len() == FIRST_BUFFER {
-                            self.buf = Box::default();
-                        }
+                        self.give_back_small_buffer();
                         if self.need_flush {
                             ready!(writer.as_mut().poll_flush(cx)).map_err(PumpError::Write)?;
                             self.need_flush = false;
@@ -342,6 +359,62 @@ mod tests {
         let mut out = [0u8; 8];
         sink.read_exact(&mut out).await.unwrap();
         assert_eq!(&out, b"SELECT 1");
+    }
+
+    /// Keeps every chunk it is shown.
+    #[derive(Default)]
+    struct Seen(Vec<u8>);
+
+    impl Tap for Seen {
+        fn observe(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// Polls `pump` once from `reader` to `writer`; true if it waits.
+    fn poll_once(
+        pump: &mut Pump,
+        reader: &mut tokio::io::DuplexStream,
+        writer: &mut tokio::io::DuplexStream,
+        tap: &mut dyn Tap,
+    ) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        pump.poll_pump(&mut cx, Pin::new(reader), Pin::new(writer), tap, true)
+            .is_pending()
+    }
+
+    #[tokio::test]
+    async fn a_spare_buffer_shows_the_next_connection_only_its_own_bytes() {
+        // One connection moves a secret and goes idle: its buffer becomes the thread's spare.
+        let (mut source, mut reader) = duplex(1024);
+        let (mut writer, _sink) = duplex(1024);
+        let mut first = Pump::new();
+        source
+            .write_all(b"password=hunter2 and more")
+            .await
+            .unwrap();
+        assert!(poll_once(&mut first, &mut reader, &mut writer, &mut NoTap));
+        let spares = spare::kept();
+        assert!(spares >= 1, "the idle direction's buffer was kept");
+
+        // The next connection on this thread reads two bytes into that buffer.
+        let (mut source, mut reader) = duplex(1024);
+        let (mut writer, mut sink) = duplex(1024);
+        let mut next = Pump::new();
+        let mut seen = Seen::default();
+        source.write_all(b"hi").await.unwrap();
+        source.shutdown().await.unwrap();
+        assert!(
+            !poll_once(&mut next, &mut reader, &mut writer, &mut seen),
+            "done"
+        );
+        assert_eq!(spare::kept(), spares - 1, "it took the spare buffer");
+        assert_eq!(seen.0, b"hi", "the tap saw only this connection's bytes");
+        drop(writer);
+        let mut out = Vec::new();
+        sink.read_to_end(&mut out).await.unwrap();
+        assert_eq!(out, b"hi", "only this connection's bytes were written");
     }
 
     #[tokio::test]

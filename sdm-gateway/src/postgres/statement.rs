@@ -51,8 +51,12 @@ impl TextCapture {
     /// The text: whole, or its two ends with a marker between them. Bytes that are not UTF-8
     /// become U+FFFD.
     pub(crate) fn finish(self) -> String {
-        self.into_kept()
-            .render(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        match self.into_kept() {
+            // The usual case keeps the bytes it collected, without a second copy.
+            Kept::Whole(bytes) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            ends => ends.render(|bytes| String::from_utf8_lossy(bytes).into_owned()),
+        }
     }
 }
 
@@ -131,6 +135,21 @@ mod tests {
                 "the marker says what is missing"
             );
         }
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_become_replacement_characters() {
+        // A multi-byte character split between pieces is still one character.
+        assert_eq!(capture("SELECT 'é'".as_bytes(), 1), "SELECT 'é'");
+        assert_eq!(
+            capture(b"SELECT '\xff\xfe' -- \xc3", 3),
+            "SELECT '\u{FFFD}\u{FFFD}' -- \u{FFFD}"
+        );
+        let mut long = b"\xff".to_vec();
+        long.extend(std::iter::repeat_n(b'x', MAX_STATEMENT));
+        long.extend_from_slice(b"\xfe!");
+        let got = capture(&long, 4096);
+        assert!(got.starts_with("\u{FFFD}xxx") && got.ends_with("xx\u{FFFD}!"));
     }
 
     proptest::proptest! {
