@@ -10,6 +10,10 @@ root=$PWD
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Free space first: a full disk shows up later as a linker's bus error.
+step "disk"
+df -h .
+
 step "system packages"
 "$root/scripts/install-deps.sh"
 
@@ -32,4 +36,5 @@ for suite in scripts/suites/*.sh; do
   "$suite"
 done
 
+du -sh target
 step "all test suites passed"
