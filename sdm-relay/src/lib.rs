@@ -132,6 +132,7 @@ impl Pump {
         } else {
             return;
         };
+        self.give_back_small_buffer();
         self.buf = vec![0u8; want].into_boxed_slice();
         self.full = false;
     }
@@ -339,18 +340,7 @@ mod tests {
         let mut pump = Pump::new();
         let (mut source, mut reader) = duplex(1024);
         let (mut writer, mut sink) = duplex(1024);
-        let mut poll = |pump: &mut Pump| {
-            let waker = std::task::Waker::noop();
-            let mut cx = Context::from_waker(waker);
-            pump.poll_pump(
-                &mut cx,
-                Pin::new(&mut reader),
-                Pin::new(&mut writer),
-                &mut NoTap,
-                true,
-            )
-            .is_pending()
-        };
+        let mut poll = |pump: &mut Pump| poll_once(pump, &mut reader, &mut writer, &mut NoTap);
         assert!(poll(&mut pump), "nothing to read yet");
         assert!(pump.buf.is_empty(), "idle: no buffer held");
         source.write_all(b"SELECT 1").await.unwrap();
@@ -427,6 +417,23 @@ mod tests {
         assert!(out == bytes, "bytes changed on the way");
         assert_eq!(pump.moved, bytes.len() as u64);
         assert_eq!(pump.buf.len(), MAX_BUFFER);
+    }
+
+    #[tokio::test]
+    async fn a_direction_that_grows_gives_its_small_buffer_back() {
+        spare::give_back(vec![0u8; FIRST_BUFFER].into_boxed_slice());
+        let spares = spare::kept();
+        let mut pump = Pump::new();
+        pump_all(&mut pump, vec![7u8; 3 * FIRST_BUFFER]).await;
+        assert!(
+            pump.buf.len() > FIRST_BUFFER,
+            "the transfer grew the buffer"
+        );
+        assert_eq!(
+            spare::kept(),
+            spares,
+            "the spare it started with went back when it grew"
+        );
     }
 
     #[tokio::test]
