@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sdm_proto::audit::{AuditEnd, AuditEvent, AuditRecord, Outcome};
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{ErrorKind, Lease, ResourceKind};
-use sdm_relay::{Framed, ReadAhead};
+use sdm_relay::Framed;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -38,7 +38,7 @@ const LEASE_SKEW_SECS: i64 = 30;
 /// The client's connection, framed while a stream runs if the client asked for it. Boxed so
 /// that moving it between the phases of a connection's task moves a pointer, not the TLS state
 /// (over a kilobyte, and the task would keep a slot for each move).
-type Client = Box<Framed<Prefixed<TlsStream<ReadAhead<TcpStream>>>>>;
+type Client = Box<Framed<Prefixed<TlsStream<TcpStream>>>>;
 
 /// What every connection of one gateway uses.
 #[derive(Clone, Copy)]
@@ -499,7 +499,7 @@ fn unrecordable(
 /// TLS, then the HELLO (and an OPEN right behind it).
 async fn greet(socket: TcpStream, acceptor: &TlsAcceptor) -> Result<(Client, Greeted), String> {
     let mut tls = acceptor
-        .accept(ReadAhead::new(socket))
+        .accept(socket)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
     let mut buf = Vec::with_capacity(512);

@@ -8,10 +8,8 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod frames;
-mod read_ahead;
 mod spare;
 pub use frames::{Framed, MAX_FRAME};
-pub use read_ahead::ReadAhead;
 
 /// Per direction, a connection reads into a small buffer: most connections carry small
 /// messages (queries, rows) or sit idle, and a gateway holds thousands of them. A read that

@@ -6,7 +6,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sdm_proto::api::GatewayInfo;
-use sdm_relay::ReadAhead;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -120,7 +119,7 @@ impl Connector {
             tune_socket(&tcp);
             let mut tls = self
                 .tls
-                .connect(server_name, ReadAhead::new(tcp))
+                .connect(server_name, tcp)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {}", describe_io(&e)))?;
             // HELLO and OPEN go out in one TLS record. Only a connection that waits for READY

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use sdm_proto::handshake::{self, Reply};
-use sdm_relay::{Framed, ReadAhead};
+use sdm_relay::Framed;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -45,7 +45,7 @@ pub(crate) type OnReached = Box<dyn FnOnce() + Send + Sync>;
 /// The TLS connection, with the bytes read past the last handshake reply in front of it, and
 /// an OPEN byte still to write in front of the stream's first bytes.
 struct Buffered {
-    tls: TlsStream<ReadAhead<TcpStream>>,
+    tls: TlsStream<TcpStream>,
     buf: Vec<u8>,
     pos: usize,
     open_pending: bool,
@@ -77,7 +77,7 @@ impl std::fmt::Debug for GatewayStream {
 impl GatewayStream {
     /// A stream whose HELLO has been sent; the READY reply is still to come.
     pub(crate) fn after_hello(
-        tls: TlsStream<ReadAhead<TcpStream>>,
+        tls: TlsStream<TcpStream>,
         gateway: String,
         lease_id: Uuid,
     ) -> GatewayStream {
@@ -154,11 +154,9 @@ impl GatewayStream {
         let raw = self.io.get_mut();
         // Idle connections carry nothing until OPEN, so anything readable means the peer
         // closed or misbehaved; only "would block" is healthy.
-        let socket = &mut raw.tls.get_mut().0;
         raw.pos < raw.buf.len()
-            || socket.buffered() > 0
             || !matches!(
-                Pin::new(socket.get_mut()).poll_peek(&mut cx, &mut buf),
+                Pin::new(&mut raw.tls.get_mut().0).poll_peek(&mut cx, &mut buf),
                 Poll::Pending
             )
     }
