@@ -117,8 +117,8 @@ impl Pump {
     }
 
     /// Before a read into an empty buffer: takes a first-size buffer (a spare one if the thread
-    /// has it), or allocates a larger one when the last read filled it. Never called with bytes
-    /// pending, so nothing is copied.
+    /// has it), or allocates a larger one when the last read filled it (a first-size buffer it
+    /// replaces goes back to the spares). Never called with bytes pending, so nothing is copied.
     fn grow(&mut self) {
         if self.buf.is_empty() {
             self.buf = spare::take();
