@@ -9,11 +9,10 @@ use sdm_proto::audit::{AuditEnd, AuditEvent, AuditRecord, Outcome};
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{ErrorKind, Lease, ResourceKind};
 use sdm_relay::Framed;
+use sdm_relay::tls::TlsStream;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 use uuid::Uuid;
 
 use super::mysql;
@@ -46,7 +45,8 @@ pub(super) struct Shared<'a> {
     pub(super) config: &'a GatewayConfig,
     pub(super) open_connections: &'a Arc<OpenConnections>,
     pub(super) leases: &'a VerifiedLeases,
-    pub(super) acceptor: &'a TlsAcceptor,
+    /// The gateway's TLS configuration, secrets extractable (see `sdm_relay::tls`).
+    pub(super) tls: &'a Arc<rustls::ServerConfig>,
 }
 
 pub(super) async fn handle(
@@ -84,7 +84,7 @@ async fn serve(
     let greeting = tokio::select! {
         greeting = tokio::time::timeout(
             config.handshake_timeout,
-            Box::pin(greet(socket, shared.acceptor)),
+            Box::pin(greet(socket, shared.tls)),
         ) => greeting,
         _ = shutdown.wait_for(|stop| *stop) => return,
     };
@@ -497,9 +497,11 @@ fn unrecordable(
 }
 
 /// TLS, then the HELLO (and an OPEN right behind it).
-async fn greet(socket: TcpStream, acceptor: &TlsAcceptor) -> Result<(Client, Greeted), String> {
-    let mut tls = acceptor
-        .accept(socket)
+async fn greet(
+    socket: TcpStream,
+    tls: &Arc<rustls::ServerConfig>,
+) -> Result<(Client, Greeted), String> {
+    let mut tls = sdm_relay::tls::accept(tls.clone(), socket)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
     let mut buf = Vec::with_capacity(512);

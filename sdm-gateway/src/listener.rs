@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 
 use sdm_proto::ErrorKind;
 
@@ -31,7 +30,12 @@ pub(super) async fn serve(
     leases: Arc<VerifiedLeases>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(config.tls.clone());
+    // The record layer is sdm_relay's own: rustls hands it the traffic secrets.
+    let tls = {
+        let mut tls = (*config.tls).clone();
+        tls.enable_secret_extraction = true;
+        Arc::new(tls)
+    };
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -61,7 +65,7 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        let (config, acceptor, shutdown) = (config.clone(), acceptor.clone(), shutdown.clone());
+        let (config, tls, shutdown) = (config.clone(), tls.clone(), shutdown.clone());
         let (open_connections, leases) = (open_connections.clone(), leases.clone());
         workers.spawn(async move {
             let socket = match TcpStream::from_std(socket) {
@@ -75,7 +79,7 @@ pub(super) async fn serve(
                 config: &config,
                 open_connections: &open_connections,
                 leases: &leases,
-                acceptor: &acceptor,
+                tls: &tls,
             };
             connection::handle(socket, peer, shared, shutdown).await;
             drop(permit);

@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod frames;
 mod spare;
+pub mod tls;
 pub use frames::{Framed, MAX_FRAME};
 
 /// Per direction, a connection reads into a small buffer: most connections carry small

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use sdm_proto::api::GatewayInfo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
 use super::stream::GatewayStream;
 use crate::error::{Error, ErrorKind, Result, describe_io};
@@ -24,7 +23,8 @@ const COOLDOWN: Duration = Duration::from_secs(5);
 /// different gateway, which spreads the load); a gateway that failed recently goes to the end of
 /// the line until its cooldown has passed.
 pub(crate) struct Connector {
-    tls: TlsConnector,
+    /// Secrets extractable: the record layer is `sdm_relay::tls`.
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     failed: Mutex<HashMap<String, Instant>>,
 }
@@ -33,8 +33,10 @@ impl Connector {
     pub(crate) fn new(ca_fingerprint: [u8; 32], connect_timeout: Duration) -> Result<Connector> {
         let config = tls::client_config(ca_fingerprint, tls::ALPN_GATEWAY)
             .map_err(|e| Error::internal(format!("TLS setup failed: {e}")))?;
+        let mut config = (*config).clone();
+        config.enable_secret_extraction = true;
         Ok(Connector {
-            tls: TlsConnector::from(config),
+            tls: Arc::new(config),
             connect_timeout,
             failed: Mutex::new(HashMap::new()),
         })
@@ -117,9 +119,7 @@ impl Connector {
                 .await
                 .map_err(|e| describe_io(&e))?;
             tune_socket(&tcp);
-            let mut tls = self
-                .tls
-                .connect(server_name, tcp)
+            let mut tls = sdm_relay::tls::connect(self.tls.clone(), server_name, tcp)
                 .await
                 .map_err(|e| format!("TLS handshake failed: {}", describe_io(&e)))?;
             // HELLO and OPEN go out in one TLS record. Only a connection that waits for READY

@@ -7,9 +7,9 @@ use std::task::{Context, Poll, ready};
 
 use sdm_proto::handshake::{self, Reply};
 use sdm_relay::Framed;
+use sdm_relay::tls::TlsStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use uuid::Uuid;
 
 use crate::error::{Error, ErrorKind};
@@ -155,8 +155,9 @@ impl GatewayStream {
         // Idle connections carry nothing until OPEN, so anything readable means the peer
         // closed or misbehaved; only "would block" is healthy.
         raw.pos < raw.buf.len()
+            || raw.tls.has_buffered_input()
             || !matches!(
-                Pin::new(&mut raw.tls.get_mut().0).poll_peek(&mut cx, &mut buf),
+                Pin::new(raw.tls.get_mut()).poll_peek(&mut cx, &mut buf),
                 Poll::Pending
             )
     }
