@@ -6,8 +6,10 @@
 //! AEAD directly. What that saves, per record: rustls's buffered connection copies received
 //! plaintext into a buffer of its own and allocates a vector for every record it seals; here a
 //! record is opened in place in the buffer it was read into and sealed in place in the one
-//! buffer of outgoing records. The buffers are sized by use, as the pump's are, and none is held
-//! while the connection is idle.
+//! buffer of outgoing records. The buffers are sized by use, as the pump's are: the outgoing one
+//! goes once its records are written, the incoming one when nothing waits after a message (a
+//! bulk transfer keeps its larger one until its reads are message-sized again), so a connection
+//! idle between messages holds none.
 //!
 //! What rustls's record layer did, this module does, and its tests show it (`tls::tests`,
 //! `record::tests`):

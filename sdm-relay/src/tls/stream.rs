@@ -95,6 +95,8 @@ pub struct TlsStream<S> {
     filled: usize,
     /// The last read filled the buffer: a bulk transfer, the next buffer is larger.
     in_full: bool,
+    /// The last read was a message's worth (less than a first-size buffer), not bulk.
+    in_small: bool,
     /// The peer's close_notify arrived: the end of what it sends.
     read_closed: bool,
     /// Reading failed; every later read fails the same way.
@@ -144,6 +146,7 @@ impl<S> TlsStream<S> {
             read_at: 0,
             filled: 0,
             in_full: false,
+            in_small: true,
             read_closed: false,
             read_error: None,
             out: Vec::new(),
@@ -280,7 +283,7 @@ impl<S> TlsStream<S> {
             let &[kind, a, b, c, ref rest @ ..] = messages else {
                 return Err(invalid("a TLS handshake message split across records"));
             };
-            let len = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+            let len = (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c);
             if rest.len() < len {
                 return Err(invalid("a TLS handshake message split across records"));
             }
@@ -412,8 +415,9 @@ impl<S: AsyncRead + Unpin> TlsStream<S> {
         let mut rb = ReadBuf::new(space);
         match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
             Poll::Pending => {
-                if self.filled == 0 {
-                    // Idle: the buffer goes back (an idle connection holds none).
+                // Nothing waiting after messages: the buffer goes back (an idle connection holds
+                // none). A bulk transfer that outran its sender keeps its larger buffer.
+                if self.filled == 0 && (self.in_small || self.inbuf.len() == FIRST_BUFFER) {
                     self.give_back_inbuf();
                 }
                 Poll::Pending
@@ -431,6 +435,7 @@ impl<S: AsyncRead + Unpin> TlsStream<S> {
                 }
                 self.filled += n;
                 self.in_full = n == room;
+                self.in_small = n < FIRST_BUFFER;
                 Poll::Ready(Ok(()))
             }
         }
