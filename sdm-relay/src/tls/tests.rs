@@ -62,6 +62,22 @@ async fn our_pair() -> (TlsStream<TcpStream>, TlsStream<TcpStream>) {
     (client.unwrap(), server.unwrap())
 }
 
+/// Our client connected to rustls's server (tokio-rustls) over loopback TCP.
+async fn ours_to_rustls(
+    client_config: &Arc<ClientConfig>,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) -> (
+    TlsStream<TcpStream>,
+    tokio_rustls::server::TlsStream<TcpStream>,
+) {
+    let (c, s) = tcp_pair().await;
+    let (ours, theirs) = tokio::join!(
+        connect(client_config.clone(), localhost(), c),
+        acceptor.accept(s)
+    );
+    (ours.unwrap(), theirs.unwrap())
+}
+
 /// `len` bytes that differ from their neighbours, so that a byte moved or lost shows.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
@@ -121,28 +137,18 @@ async fn it_interoperates_with_rustls_as_client_and_as_server() {
     let data = pattern(200_000);
 
     // Our client, rustls's server.
-    let (c, s) = tcp_pair().await;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
-    let (ours, theirs) = tokio::join!(
-        connect(client_config.clone(), localhost(), c),
-        acceptor.accept(s)
-    );
-    let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
-    let (_, echoed) = tokio::join!(send_in_pieces(&mut ours, &data, SIZES), async {
+    let (mut ours, mut theirs) = ours_to_rustls(&client_config, &acceptor).await;
+    tokio::join!(send_in_pieces(&mut ours, &data, SIZES), async {
+        // rustls's server echoes what it received.
         let got = read_to_end(&mut theirs).await.unwrap();
         send_in_pieces(&mut theirs, &got, &[1000]).await;
     });
-    let _ = echoed;
     assert!(read_to_end(&mut ours).await.unwrap() == data);
 
     // The tickets rustls's server sent after the handshake were kept: the next connection
     // resumes.
-    let (c, s) = tcp_pair().await;
-    let (ours, theirs) = tokio::join!(
-        connect(client_config.clone(), localhost(), c),
-        acceptor.accept(s)
-    );
-    let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
+    let (mut ours, mut theirs) = ours_to_rustls(&client_config, &acceptor).await;
     assert_eq!(
         theirs.get_ref().1.handshake_kind(),
         Some(HandshakeKind::Resumed)
@@ -173,13 +179,8 @@ async fn key_updates_either_way_keep_the_stream_intact() {
     let data = pattern(400_000);
 
     // Ours replaces its sending key every 3 records; rustls checks every KeyUpdate it gets.
-    let (c, s) = tcp_pair().await;
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
-    let (ours, theirs) = tokio::join!(
-        connect(client_config.clone(), localhost(), c),
-        acceptor.accept(s)
-    );
-    let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
+    let (mut ours, mut theirs) = ours_to_rustls(&client_config, &acceptor).await;
     ours.update_keys_after(3);
     let (_, received) = tokio::join!(
         send_in_pieces(&mut ours, &data, SIZES),
@@ -188,12 +189,7 @@ async fn key_updates_either_way_keep_the_stream_intact() {
     assert!(received.unwrap() == data);
 
     // rustls replaces its sending key between writes (and asks for ours to be replaced too).
-    let (c, s) = tcp_pair().await;
-    let (ours, theirs) = tokio::join!(
-        connect(client_config.clone(), localhost(), c),
-        acceptor.accept(s)
-    );
-    let (mut ours, mut theirs) = (ours.unwrap(), theirs.unwrap());
+    let (mut ours, mut theirs) = ours_to_rustls(&client_config, &acceptor).await;
     let (_, received) = tokio::join!(
         async {
             for chunk in data.chunks(50_000) {
