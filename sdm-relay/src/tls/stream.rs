@@ -86,7 +86,9 @@ pub struct TlsStream<S> {
     rx: Keys,
     tx: Keys,
     /// Records sealed under one key before it is replaced (the suite's confidentiality limit).
-    tx_limit: u64,
+    records_per_key: u64,
+    /// Keys replaced so far, both directions.
+    key_updates: u64,
     /// What was read: plaintext opened and not yet handed out (`plain`, in front of `read_at`),
     /// then records not yet opened (`read_at..filled`). Empty while there is nothing.
     inbuf: Box<[u8]>,
@@ -113,6 +115,7 @@ impl<S> std::fmt::Debug for TlsStream<S> {
         f.debug_struct("TlsStream")
             .field("rx_seq", &self.rx.seq())
             .field("tx_seq", &self.tx.seq())
+            .field("key_updates", &self.key_updates)
             .field("read_closed", &self.read_closed)
             .field("write_closed", &self.write_closed)
             .finish_non_exhaustive()
@@ -132,7 +135,7 @@ impl<S> TlsStream<S> {
         if kernel.protocol_version() != ProtocolVersion::TLSv1_3 {
             return Err(invalid("the peer did not negotiate TLS 1.3"));
         }
-        let tx_limit = kernel.confidentiality_limit();
+        let records_per_key = kernel.confidentiality_limit();
         let (rx_seq, rx) = secrets.rx;
         let (tx_seq, tx) = secrets.tx;
         let mut stream = TlsStream {
@@ -140,7 +143,8 @@ impl<S> TlsStream<S> {
             rx: Keys::new(rx_seq, rx)?,
             tx: Keys::new(tx_seq, tx)?,
             kernel,
-            tx_limit,
+            records_per_key,
+            key_updates: 0,
             inbuf: Box::default(),
             plain: 0..0,
             read_at: 0,
@@ -181,11 +185,16 @@ impl<S> TlsStream<S> {
         !self.plain.is_empty() || self.read_at < self.filled
     }
 
-    /// Replaces the sending key after `records` more records instead of at the suite's limit
-    /// (tests drive key updates with it).
+    /// Replaces the sending key every `records` records instead of at the suite's limit (tests
+    /// drive key updates with it).
     #[doc(hidden)]
-    pub fn update_keys_after(&mut self, records: u64) {
-        self.tx_limit = self.tx.seq().saturating_add(records);
+    pub fn update_keys_every(&mut self, records: u64) {
+        self.records_per_key = records.min(self.kernel.confidentiality_limit());
+    }
+
+    /// Keys replaced so far, sending and receiving.
+    pub fn key_updates(&self) -> u64 {
+        self.key_updates
     }
 
     /// Bytes of buffers held now.
@@ -204,7 +213,7 @@ impl<S> TlsStream<S> {
             .update_tx_secret()
             .map_err(|e| invalid(format!("TLS key update: {e}")))?;
         self.tx = Keys::new(seq, secrets)?;
-        self.tx_limit = self.kernel.confidentiality_limit();
+        self.key_updates += 1;
         Ok(())
     }
 
@@ -213,7 +222,8 @@ impl<S> TlsStream<S> {
         self.out
             .reserve(len + len.div_ceil(MAX_PLAINTEXT) * OVERHEAD);
         while len > 0 {
-            if self.tx.seq() >= self.tx_limit {
+            // Counted from the key's first record (the handshake's tickets included).
+            if self.tx.seq() >= self.records_per_key {
                 self.update_tx_key(UPDATE_NOT_REQUESTED)?;
             }
             let n = len.min(MAX_PLAINTEXT);
@@ -302,6 +312,7 @@ impl<S> TlsStream<S> {
                         .update_rx_secret()
                         .map_err(|e| invalid(format!("TLS key update: {e}")))?;
                     self.rx = Keys::new(seq, secrets)?;
+                    self.key_updates += 1;
                     if request == UPDATE_REQUESTED && !self.write_closed {
                         self.update_tx_key(UPDATE_NOT_REQUESTED)?;
                     }

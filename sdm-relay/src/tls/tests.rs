@@ -181,12 +181,14 @@ async fn key_updates_either_way_keep_the_stream_intact() {
     // Ours replaces its sending key every 3 records; rustls checks every KeyUpdate it gets.
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
     let (mut ours, mut theirs) = ours_to_rustls(&client_config, &acceptor).await;
-    ours.update_keys_after(3);
+    ours.update_keys_every(3);
     let (_, received) = tokio::join!(
         send_in_pieces(&mut ours, &data, SIZES),
         read_to_end(&mut theirs)
     );
     assert!(received.unwrap() == data);
+    // At least 25 full records went: a new key after every third.
+    assert!(ours.key_updates() >= 8, "{ours:?}");
 
     // rustls replaces its sending key between writes (and asks for ours to be replaced too).
     let (mut ours, mut theirs) = ours_to_rustls(&client_config, &acceptor).await;
@@ -209,11 +211,13 @@ async fn key_updates_either_way_keep_the_stream_intact() {
         },
     );
     assert!(received == data);
+    // Eight updates received, each answered when rustls asked for it.
+    assert!(ours.key_updates() >= 8, "{ours:?}");
 
     // Ours to ours, every record under a new key, both ways.
     let (mut client, mut server) = our_pair().await;
-    client.update_keys_after(1);
-    server.update_keys_after(1);
+    client.update_keys_every(1);
+    server.update_keys_every(1);
     let (echo, received) = tokio::join!(
         async {
             send_in_pieces(&mut client, &data, &[1, 20_000]).await;
@@ -226,6 +230,9 @@ async fn key_updates_either_way_keep_the_stream_intact() {
         },
     );
     assert!(received == data && echo == data);
+    // Over 40 records each way, each sent and received under a key of its own.
+    assert!(client.key_updates() >= 80, "{client:?}");
+    assert!(server.key_updates() >= 80, "{server:?}");
 }
 
 #[tokio::test]
