@@ -44,22 +44,20 @@ pub(super) enum Kernel {
 }
 
 impl Kernel {
-    fn update_tx_secret(
-        &mut self,
-    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
+    /// The sending direction's next keys (rustls's key schedule).
+    fn next_tx_keys(&mut self) -> io::Result<Keys> {
+        next_keys(match self {
             Kernel::Client(c) => c.update_tx_secret(),
             Kernel::Server(s) => s.update_tx_secret(),
-        }
+        })
     }
 
-    fn update_rx_secret(
-        &mut self,
-    ) -> Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error> {
-        match self {
+    /// The receiving direction's next keys.
+    fn next_rx_keys(&mut self) -> io::Result<Keys> {
+        next_keys(match self {
             Kernel::Client(c) => c.update_rx_secret(),
             Kernel::Server(s) => s.update_rx_secret(),
-        }
+        })
     }
 
     fn protocol_version(&self) -> ProtocolVersion {
@@ -76,6 +74,13 @@ impl Kernel {
         };
         suite.tls13().map_or(0, |s| s.common.confidentiality_limit)
     }
+}
+
+fn next_keys(
+    updated: Result<(u64, rustls::ConnectionTrafficSecrets), rustls::Error>,
+) -> io::Result<Keys> {
+    let (seq, secrets) = updated.map_err(|e| invalid(format!("TLS key update: {e}")))?;
+    Keys::new(seq, secrets)
 }
 
 /// A TLS 1.3 stream over `S` whose records sdm seals and opens itself; see the module
@@ -208,11 +213,7 @@ impl<S> TlsStream<S> {
         self.tx.seal(&mut self.out, HANDSHAKE, 5, |out| {
             out.extend_from_slice(&[KEY_UPDATE, 0, 0, 1, request])
         })?;
-        let (seq, secrets) = self
-            .kernel
-            .update_tx_secret()
-            .map_err(|e| invalid(format!("TLS key update: {e}")))?;
-        self.tx = Keys::new(seq, secrets)?;
+        self.tx = self.kernel.next_tx_keys()?;
         self.key_updates += 1;
         Ok(())
     }
@@ -307,11 +308,7 @@ impl<S> TlsStream<S> {
                             "a TLS KeyUpdate not at the end of its record (unexpected_message)",
                         ));
                     }
-                    let (seq, secrets) = self
-                        .kernel
-                        .update_rx_secret()
-                        .map_err(|e| invalid(format!("TLS key update: {e}")))?;
-                    self.rx = Keys::new(seq, secrets)?;
+                    self.rx = self.kernel.next_rx_keys()?;
                     self.key_updates += 1;
                     if request == UPDATE_REQUESTED && !self.write_closed {
                         self.update_tx_key(UPDATE_NOT_REQUESTED)?;

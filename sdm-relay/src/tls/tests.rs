@@ -481,3 +481,37 @@ async fn an_idle_stream_holds_no_buffer() {
     assert!(idle.is_err(), "nothing was sent");
     assert_eq!(server.buffered_bytes(), 0);
 }
+
+/// Moves bytes from `from` to `to` one at a time until `from` ends.
+async fn trickle(mut from: ReadHalf<DuplexStream>, mut to: WriteHalf<DuplexStream>) {
+    let mut byte = [0u8; 1];
+    while let Ok(1) = from.read(&mut byte).await {
+        if to.write_all(&byte).await.is_err() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    let _ = to.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handshake_split_at_every_byte_completes_and_the_stream_works() {
+    let (server_config, client_config) = configs();
+    let (client_io, client_far) = tokio::io::duplex(1 << 16);
+    let (server_io, server_far) = tokio::io::duplex(1 << 16);
+    let (from_client, to_client) = tokio::io::split(client_far);
+    let (from_server, to_server) = tokio::io::split(server_far);
+    tokio::spawn(trickle(from_client, to_server));
+    tokio::spawn(trickle(from_server, to_client));
+    let (client, server) = tokio::join!(
+        connect(client_config, localhost(), client_io),
+        accept(server_config, server_io)
+    );
+    let (mut client, mut server) = (client.unwrap(), server.unwrap());
+    let data = pattern(40_000);
+    let (_, received) = tokio::join!(
+        send_in_pieces(&mut client, &data, SIZES),
+        read_to_end(&mut server)
+    );
+    assert!(received.unwrap() == data);
+}
