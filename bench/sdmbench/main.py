@@ -52,7 +52,7 @@ class Config:
         self.smoke = e.get("SMOKE", "0") == "1"
         s = self.smoke
         self.sections = e.get("SECTIONS", "A B C D E F G H").split()
-        self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds sdm_tcp relay").split()
+        self.paths = e.get("PATHS", "direct ssh stunnel sdm sdm_creds sdm_tcp relay tls_relay").split()
         if "direct" not in self.paths:
             self.paths.insert(0, "direct")
         base = env_int("REPEATS", 1 if s else 3)
@@ -157,7 +157,7 @@ class Run:
         for b in ("sdm", "sdm-server"):
             if any(p.name.startswith("sdm") for p in self.paths) and not os.access(self.bins[b], os.X_OK):
                 missing.append(self.bins[b] + " (cargo build --release -p sdm-server -p sdm-cli)")
-        if any(p.name == "relay" for p in self.paths) and not os.access(self.bins["sdm-load"], os.X_OK):
+        if any(p.name in ("relay", "tls_relay") for p in self.paths) and not os.access(self.bins["sdm-load"], os.X_OK):
             missing.append(self.bins["sdm-load"] + " (cargo build --release -p sdm-load)")
         if missing:
             raise BenchError("missing: " + ", ".join(missing) + " (run bench/setup.sh)")

@@ -285,7 +285,34 @@ class Relay(Path):
         return Instance([lport], procs, {"gateway_port": gport})
 
 
-ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds, SdmTcp, Relay]
+class TlsRelay(Path):
+    """The two relays of `relay` joined by TLS 1.3 with sdm's record layer (`sdm-load relay
+    --tls-out/--tls-in`, sdm_proto's gateway configurations), still without lease, framing or
+    audit: what sdm's records and cipher cost on their own, so that sdm can be read against the
+    floor of an encrypted tunnel as well as of a plain one."""
+    name = "tls_relay"
+    label = "2 relays joined by sdm's TLS records (encrypted floor)"
+    sections = "ABC"
+
+    def start(self, target: Target, state: str) -> Instance:
+        procs = Procs(state)
+        gport, lport = free_port(), free_port()
+        load = self.bins["sdm-load"]
+        bound = ["--seconds", str(4 * 3600)]  # outlives any run; stopped with the path
+        gw = procs.start("gateway", "tls-relay-server",
+                         [load, "relay", "--listen", str(gport), "--to", str(target.port),
+                          "--tls-in", state, *bound])
+        wait_until("TLS relay server listening", lambda: listening(gport), 10, gw.alive)
+        cl = procs.start("client", "tls-relay-client",
+                         [load, "relay", "--listen", str(lport), "--to", str(gport),
+                          "--tls-out", state, *bound])
+        wait_until("TLS relay client listening", lambda: listening(lport), 10, cl.alive)
+        procs.commands.append("sdm-load relay --listen PORT --to PORT --tls-in|--tls-out DIR "
+                              "(twice, chained)")
+        return Instance([lport], procs, {"gateway_port": gport})
+
+
+ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds, SdmTcp, Relay, TlsRelay]
 
 
 def clean_env() -> dict:

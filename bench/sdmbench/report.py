@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Optional
 
 PEERS = ("ssh", "stunnel")
-ORDER = ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "sdm_tcp", "relay")
+ORDER = ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "sdm_tcp", "relay", "tls_relay")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 

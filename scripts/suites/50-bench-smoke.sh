@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark's smoke mode (bench/, SMOKE=1): every path (direct TCP, ssh -L, stunnel, sdm, sdm
-# with stored credentials, two plain relays) through each of its sections once, with tiny sizes,
-# in about a minute. It fails on breakage only (a path that does not start, a connection or
-# query that fails, a section without results), never on the numbers. Bounded to 4 minutes
-# including setup. Then bench/controlplane.sh once, for a second per load (about 30 s).
+# with stored credentials, two plain relays, two relays joined by sdm's TLS records) through each
+# of its sections once, with tiny sizes, in about a minute. It fails on breakage only (a path that
+# does not start, a connection or query that fails, a section without results), never on the
+# numbers. Bounded to 4 minutes including setup. Then bench/controlplane.sh once, for a second per
+# load (about 30 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,8 +28,8 @@ python3 - "$run" <<'PY' || fail "bench smoke results are incomplete ($run)"
 import json, sys
 recs = [json.loads(l) for l in open(sys.argv[1] + "/results.jsonl") if l.strip()]
 seen = {(r.get("section"), r.get("path")) for r in recs if "error" not in r}
-want = [(s, p) for s in "AB" for p in ("direct", "ssh", "stunnel", "sdm", "relay")]
-want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "sdm_tcp", "relay")]
+want = [(s, p) for s in "AB" for p in ("direct", "ssh", "stunnel", "sdm", "relay", "tls_relay")]
+want += [("C", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "sdm_tcp", "relay", "tls_relay")]
 want += [("D", p) for p in ("ssh", "stunnel", "sdm")]
 want += [("G", p) for p in ("direct", "ssh", "stunnel", "sdm", "sdm_creds", "relay")]
 missing = [w for w in want if w not in seen]

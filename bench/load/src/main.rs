@@ -7,6 +7,7 @@
 //! sdm-load idle  --resource NAME --count N --gateway-pid PID   token in SDM_TOKEN
 //! sdm-load echo  --port PORT --seconds S                 a TCP echo upstream
 //! sdm-load relay --listen PORT --to PORT --seconds S     a plain TCP relay (bench/run.sh)
+//!                [--tls-in DIR] [--tls-out DIR]          … accepting or connecting with TLS
 //! sdm-load job   (--port PORT | --resource NAME) --clients N --seconds S --accounts N
 //!                --user U --dbname D                     select-only PostgreSQL job (section H);
 //!                                                        --resource: in-process, token in SDM_SERVICE_TOKEN
