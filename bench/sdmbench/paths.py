@@ -269,23 +269,30 @@ class Relay(Path):
     name = "relay"
     label = "2 plain relays (no TLS; floor)"
     sections = "ABCG"
+    #: what joins the two relays: nothing, or TLS (`--tls-in` on the gateway side's relay,
+    #: `--tls-out` on the client side's, with the state directory for the CA between them)
+    tls = False
 
     def start(self, target: Target, state: str) -> Instance:
         procs = Procs(state)
         gport, lport = free_port(), free_port()
         load = self.bins["sdm-load"]
         bound = ["--seconds", str(4 * 3600)]  # outlives any run; stopped with the path
-        gw = procs.start("gateway", "relay-server",
-                         [load, "relay", "--listen", str(gport), "--to", str(target.port), *bound])
-        wait_until("relay server listening", lambda: listening(gport), 10, gw.alive)
-        cl = procs.start("client", "relay-client",
-                         [load, "relay", "--listen", str(lport), "--to", str(gport), *bound])
-        wait_until("relay client listening", lambda: listening(lport), 10, cl.alive)
-        procs.commands.append("sdm-load relay --listen PORT --to PORT (twice, chained)")
+        tls_in, tls_out = (["--tls-in", state], ["--tls-out", state]) if self.tls else ([], [])
+        gw = procs.start("gateway", f"{self.name}-server",
+                         [load, "relay", "--listen", str(gport), "--to", str(target.port),
+                          *tls_in, *bound])
+        wait_until(f"{self.name} server listening", lambda: listening(gport), 10, gw.alive)
+        cl = procs.start("client", f"{self.name}-client",
+                         [load, "relay", "--listen", str(lport), "--to", str(gport),
+                          *tls_out, *bound])
+        wait_until(f"{self.name} client listening", lambda: listening(lport), 10, cl.alive)
+        joined = " --tls-in|--tls-out DIR" if self.tls else ""
+        procs.commands.append(f"sdm-load relay --listen PORT --to PORT{joined} (twice, chained)")
         return Instance([lport], procs, {"gateway_port": gport})
 
 
-class TlsRelay(Path):
+class TlsRelay(Relay):
     """The two relays of `relay` joined by TLS 1.3 with sdm's record layer (`sdm-load relay
     --tls-out/--tls-in`, sdm_proto's gateway configurations), still without lease, framing or
     audit: what sdm's records and cipher cost on their own, so that sdm can be read against the
@@ -293,23 +300,7 @@ class TlsRelay(Path):
     name = "tls_relay"
     label = "2 relays joined by sdm's TLS records (encrypted floor)"
     sections = "ABC"
-
-    def start(self, target: Target, state: str) -> Instance:
-        procs = Procs(state)
-        gport, lport = free_port(), free_port()
-        load = self.bins["sdm-load"]
-        bound = ["--seconds", str(4 * 3600)]  # outlives any run; stopped with the path
-        gw = procs.start("gateway", "tls-relay-server",
-                         [load, "relay", "--listen", str(gport), "--to", str(target.port),
-                          "--tls-in", state, *bound])
-        wait_until("TLS relay server listening", lambda: listening(gport), 10, gw.alive)
-        cl = procs.start("client", "tls-relay-client",
-                         [load, "relay", "--listen", str(lport), "--to", str(gport),
-                          "--tls-out", state, *bound])
-        wait_until("TLS relay client listening", lambda: listening(lport), 10, cl.alive)
-        procs.commands.append("sdm-load relay --listen PORT --to PORT --tls-in|--tls-out DIR "
-                              "(twice, chained)")
-        return Instance([lport], procs, {"gateway_port": gport})
+    tls = True
 
 
 ALL = [Direct, SshAesGcm, Stunnel, Sdm, SdmCreds, SdmTcp, Relay, TlsRelay]
