@@ -25,9 +25,10 @@
 //!   the sending key is replaced before the suite's confidentiality limit (2^24 records for
 //!   AES-GCM), through rustls's key schedule;
 //! - NewSessionTicket: a client stores the server's tickets through rustls, so later connections
-//!   resume.
-//!
-//! A fatal error is not answered with an alert: the connection is dropped.
+//!   resume;
+//! - a record or message refused is answered with a fatal alert that says why (bad_record_mac,
+//!   unexpected_message, record_overflow, decode_error; RFC 8446 §6.2), and nothing is written
+//!   after it; a cut connection and the peer's own alerts get no answer.
 
 mod handshake;
 mod record;

@@ -113,15 +113,23 @@ impl Keys {
         let plaintext = self
             .key
             .open_in_place(self.nonce(), Aad::from(header), body)
-            .map_err(|_| invalid("a TLS record failed its integrity check (bad_record_mac)"))?;
+            .map_err(|_| {
+                refused(
+                    BAD_RECORD_MAC,
+                    "a TLS record failed its integrity check (bad_record_mac)",
+                )
+            })?;
         self.seq += 1;
         // Zero padding follows the content type, which is never zero.
-        let at = plaintext
-            .iter()
-            .rposition(|&b| b != 0)
-            .ok_or_else(|| invalid("a TLS record carries no content type"))?;
+        let at = plaintext.iter().rposition(|&b| b != 0).ok_or_else(|| {
+            refused(
+                UNEXPECTED_MESSAGE,
+                "a TLS record carries no content type (unexpected_message)",
+            )
+        })?;
         if at > MAX_PLAINTEXT {
-            return Err(invalid(
+            return Err(refused(
+                RECORD_OVERFLOW,
                 "a TLS record's plaintext is too long (record_overflow)",
             ));
         }
@@ -133,23 +141,64 @@ impl Keys {
 /// every record after the handshake is application data, and no body exceeds 2^14 + 256.
 pub(super) fn body_len(header: [u8; HEADER]) -> io::Result<usize> {
     if header[0] != APPLICATION_DATA {
-        return Err(invalid(format!(
-            "unexpected TLS record type {} after the handshake (unexpected_message)",
-            header[0]
-        )));
+        return Err(refused(
+            UNEXPECTED_MESSAGE,
+            format!(
+                "unexpected TLS record type {} after the handshake (unexpected_message)",
+                header[0]
+            ),
+        ));
     }
     let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
     if len > MAX_CIPHERTEXT {
-        return Err(invalid("a TLS record is too long (record_overflow)"));
+        return Err(refused(
+            RECORD_OVERFLOW,
+            "a TLS record is too long (record_overflow)",
+        ));
     }
     if len < 1 + TAG {
-        return Err(invalid("a TLS record is too short to be protected"));
+        return Err(refused(
+            BAD_RECORD_MAC,
+            "a TLS record is too short to be protected (bad_record_mac)",
+        ));
     }
     Ok(len)
 }
 
 pub(super) fn invalid(message: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.into())
+}
+
+/// Alert descriptions (RFC 8446 §6) that say why a record or message was refused.
+pub(super) const UNEXPECTED_MESSAGE: u8 = 10;
+pub(super) const BAD_RECORD_MAC: u8 = 20;
+pub(super) const RECORD_OVERFLOW: u8 = 22;
+pub(super) const DECODE_ERROR: u8 = 50;
+
+/// Something the peer sent was refused: the stream fails, and the peer is told why with a
+/// fatal `alert`.
+#[derive(Debug)]
+pub(super) struct Refused {
+    alert: u8,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+pub(super) fn refused(alert: u8, message: impl Into<String>) -> io::Error {
+    let message = message.into();
+    io::Error::new(io::ErrorKind::InvalidData, Refused { alert, message })
+}
+
+/// The alert that answers `error`, when it refused something the peer sent.
+pub(super) fn alert_for(error: &io::Error) -> Option<u8> {
+    error.get_ref()?.downcast_ref::<Refused>().map(|r| r.alert)
 }
 
 #[cfg(test)]

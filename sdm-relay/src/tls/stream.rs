@@ -13,8 +13,8 @@ use rustls::{ExtractedSecrets, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::record::{
-    self, ALERT, APPLICATION_DATA, HANDSHAKE, HEADER, Keys, MAX_CIPHERTEXT, MAX_PLAINTEXT,
-    OVERHEAD, invalid,
+    self, ALERT, APPLICATION_DATA, DECODE_ERROR, HANDSHAKE, HEADER, Keys, MAX_CIPHERTEXT,
+    MAX_PLAINTEXT, OVERHEAD, UNEXPECTED_MESSAGE, invalid, refused,
 };
 use crate::{FIRST_BUFFER, spare};
 
@@ -33,6 +33,8 @@ const KEY_UPDATE: u8 = 24;
 const NEW_SESSION_TICKET: u8 = 4;
 const UPDATE_NOT_REQUESTED: u8 = 0;
 const UPDATE_REQUESTED: u8 = 1;
+const WARNING: u8 = 1;
+const FATAL: u8 = 2;
 const CLOSE_NOTIFY: u8 = 0;
 const USER_CANCELED: u8 = 90;
 
@@ -265,9 +267,10 @@ impl<S> TlsStream<S> {
                 self.post_handshake(&messages)?;
             }
             other => {
-                return Err(invalid(format!(
-                    "unexpected TLS content type {other} (unexpected_message)"
-                )));
+                return Err(refused(
+                    UNEXPECTED_MESSAGE,
+                    format!("unexpected TLS content type {other} (unexpected_message)"),
+                ));
             }
         }
         Ok(())
@@ -283,7 +286,10 @@ impl<S> TlsStream<S> {
             [_, description] => Err(invalid(format!(
                 "the peer sent TLS alert {description} and closed the connection"
             ))),
-            _ => Err(invalid("a malformed TLS alert (decode_error)")),
+            _ => Err(refused(
+                DECODE_ERROR,
+                "a malformed TLS alert (decode_error)",
+            )),
         }
     }
 
@@ -292,11 +298,11 @@ impl<S> TlsStream<S> {
     fn post_handshake(&mut self, mut messages: &[u8]) -> io::Result<()> {
         while !messages.is_empty() {
             let &[kind, a, b, c, ref rest @ ..] = messages else {
-                return Err(invalid("a TLS handshake message split across records"));
+                return Err(split_message());
             };
             let len = (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c);
             if rest.len() < len {
-                return Err(invalid("a TLS handshake message split across records"));
+                return Err(split_message());
             }
             let (body, rest) = rest.split_at(len);
             messages = rest;
@@ -304,7 +310,8 @@ impl<S> TlsStream<S> {
                 (KEY_UPDATE, &[request @ (UPDATE_NOT_REQUESTED | UPDATE_REQUESTED)]) => {
                     // A new key starts with the next record (RFC 8446 §4.6.3).
                     if !messages.is_empty() {
-                        return Err(invalid(
+                        return Err(refused(
+                            UNEXPECTED_MESSAGE,
                             "a TLS KeyUpdate not at the end of its record (unexpected_message)",
                         ));
                     }
@@ -315,17 +322,29 @@ impl<S> TlsStream<S> {
                     }
                 }
                 (NEW_SESSION_TICKET, ticket) => match &mut self.kernel {
-                    Kernel::Client(client) => client
-                        .handle_new_session_ticket(ticket)
-                        .map_err(|e| invalid(format!("TLS session ticket: {e}")))?,
+                    Kernel::Client(client) => {
+                        client.handle_new_session_ticket(ticket).map_err(|e| {
+                            refused(
+                                DECODE_ERROR,
+                                format!("TLS session ticket: {e} (decode_error)"),
+                            )
+                        })?
+                    }
                     Kernel::Server(_) => {
-                        return Err(invalid("a client sent a TLS session ticket"));
+                        return Err(refused(
+                            UNEXPECTED_MESSAGE,
+                            "a client sent a TLS session ticket (unexpected_message)",
+                        ));
                     }
                 },
                 _ => {
-                    return Err(invalid(format!(
-                        "unexpected TLS handshake message {kind} after the handshake"
-                    )));
+                    return Err(refused(
+                        UNEXPECTED_MESSAGE,
+                        format!(
+                            "unexpected TLS handshake message {kind} after the handshake \
+                             (unexpected_message)"
+                        ),
+                    ));
                 }
             }
         }
@@ -466,6 +485,35 @@ impl<S: AsyncWrite + Unpin> TlsStream<S> {
     }
 }
 
+impl<S: AsyncWrite + Unpin> TlsStream<S> {
+    /// Tells the peer why something it sent was refused, with a fatal alert (RFC 8446 §6.2)
+    /// written as far as the connection takes it now (a flush or shutdown sends the rest);
+    /// nothing is written after it. A cut connection and the peer's own alerts get no answer.
+    fn answer_refusal(&mut self, cx: &mut Context<'_>, error: &io::Error) {
+        let Some(description) = record::alert_for(error) else {
+            return;
+        };
+        if self.write_closed {
+            return;
+        }
+        self.write_closed = true;
+        let sealed = self.tx.seal(&mut self.out, ALERT, 2, |out| {
+            out.extend_from_slice(&[FATAL, description])
+        });
+        if sealed.is_ok() {
+            let _ = self.poll_write_out(cx);
+        }
+    }
+}
+
+/// rustls, the only peer, never splits a message after the handshake across records.
+fn split_message() -> io::Error {
+    refused(
+        UNEXPECTED_MESSAGE,
+        "a TLS handshake message split across records (unexpected_message)",
+    )
+}
+
 /// Appends `n` bytes of `bufs`, starting `skip` bytes in, to `out`.
 fn gather(bufs: &[IoSlice<'_>], mut skip: usize, mut n: usize, out: &mut Vec<u8>) {
     for buf in bufs {
@@ -483,7 +531,7 @@ fn gather(bufs: &[IoSlice<'_>], mut skip: usize, mut n: usize, out: &mut Vec<u8>
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for TlsStream<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -508,6 +556,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TlsStream<S> {
                 // It stays: the stream cannot be read past a record it refused. What was read
                 // before it is handed out first.
                 this.read_error = Some((e.kind(), e.to_string()));
+                this.answer_refusal(cx, &e);
                 if out.filled().len() > before {
                     return Poll::Ready(Ok(()));
                 }
@@ -537,7 +586,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if this.write_closed {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
-                "the TLS stream was shut down for writing",
+                "the TLS stream is closed for writing (shut down, or a fatal alert was sent)",
             )));
         }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
@@ -568,7 +617,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
         if !this.write_closed {
             ready!(this.poll_write_out(cx))?;
             this.tx.seal(&mut this.out, ALERT, 2, |out| {
-                out.extend_from_slice(&[1, CLOSE_NOTIFY])
+                out.extend_from_slice(&[WARNING, CLOSE_NOTIFY])
             })?;
             this.write_closed = true;
         }

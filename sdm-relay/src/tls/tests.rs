@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::{ClientConfig, HandshakeKind, ServerConfig};
 use sdm_proto::server_tls::{ALPN_GATEWAY, Leaf, LeafResolver};
@@ -11,6 +12,7 @@ use tokio::io::{
 };
 use tokio::net::{TcpListener, TcpStream};
 
+use super::record::{BAD_RECORD_MAC, RECORD_OVERFLOW, UNEXPECTED_MESSAGE};
 use super::{TlsStream, accept, connect};
 
 /// A CA, a leaf it issued for `localhost`, and the gateway's server and client configurations
@@ -455,6 +457,73 @@ async fn garbage_after_the_handshake_is_refused_without_a_panic() {
             "{garbage:?}: {error}"
         );
     }
+}
+
+#[tokio::test]
+async fn what_is_refused_is_answered_with_a_fatal_alert_and_nothing_after_it() {
+    // What the client sends, how it is spoiled on the wire, and the alert that must come back.
+    type Spoil = fn(Vec<u8>) -> Vec<u8>;
+    fn change_a_byte(mut record: Vec<u8>) -> Vec<u8> {
+        record[10] ^= 0x40;
+        record
+    }
+    fn change_the_outer_type(mut record: Vec<u8>) -> Vec<u8> {
+        record[0] = 21;
+        record
+    }
+    let cases: [(&str, Spoil, u8); 5] = [
+        ("a changed byte", change_a_byte, BAD_RECORD_MAC),
+        (
+            "a changed outer type",
+            change_the_outer_type,
+            UNEXPECTED_MESSAGE,
+        ),
+        (
+            "HTTP",
+            |_| b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            UNEXPECTED_MESSAGE,
+        ),
+        (
+            "a length over 2^14 + 256",
+            |_| vec![23, 3, 3, 0xff, 0xff, 0],
+            RECORD_OVERFLOW,
+        ),
+        (
+            "shorter than its tag",
+            |_| vec![23, 3, 3, 0, 3, 1, 2, 3],
+            BAD_RECORD_MAC,
+        ),
+    ];
+    for (what, spoil, alert) in cases {
+        let mut wire = on_a_wire().await;
+        let record = wire.client_sends(b"spoiled in transit").await;
+        wire.deliver(&spoil(record)).await;
+        assert!(wire.server_reads().await.is_err(), "{what}");
+        // The client hears why, sealed under the key it expects.
+        let mut buf = [0u8; 64];
+        let heard = tokio::time::timeout(Duration::from_secs(20), wire.client.read(&mut buf))
+            .await
+            .expect("the client heard nothing")
+            .unwrap_err();
+        assert!(
+            heard.to_string().contains(&format!("TLS alert {alert} ")),
+            "{what}: {heard}"
+        );
+        // The server writes nothing after its alert.
+        let more = wire.server.write(b"more").await.unwrap_err();
+        assert_eq!(more.kind(), io::ErrorKind::BrokenPipe, "{what}: {more}");
+    }
+
+    // A connection cut short is not answered: nobody is there to hear it.
+    let mut wire = on_a_wire().await;
+    wire.to_server.shutdown().await.unwrap();
+    let cut = wire.server_reads().await.unwrap_err();
+    assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof, "{cut}");
+    wire.server.write_all(b"still open").await.unwrap();
+    wire.server.flush().await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = wire.client.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"still open");
 }
 
 #[tokio::test]
