@@ -483,9 +483,7 @@ impl<S: AsyncWrite + Unpin> TlsStream<S> {
         self.written = 0;
         Poll::Ready(Ok(()))
     }
-}
 
-impl<S: AsyncWrite + Unpin> TlsStream<S> {
     /// Tells the peer why something it sent was refused, with a fatal alert (RFC 8446 §6.2)
     /// written as far as the connection takes it now (a flush or shutdown sends the rest);
     /// nothing is written after it. A cut connection and the peer's own alerts get no answer.
