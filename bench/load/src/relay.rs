@@ -90,7 +90,7 @@ async fn carry(local: TcpStream, to: u16, sides: &Sides) -> std::io::Result<()> 
     }
 }
 
-async fn carry_to<L>(mut local: L, upstream: TcpStream, sides: &Sides) -> std::io::Result<()>
+async fn carry_to<L>(mut local: L, mut upstream: TcpStream, sides: &Sides) -> std::io::Result<()>
 where
     L: AsyncRead + AsyncWrite + Unpin,
 {
@@ -103,7 +103,6 @@ where
             sdm_relay::relay(&mut local, &mut upstream).await?;
         }
         None => {
-            let mut upstream = upstream;
             sdm_relay::relay(&mut local, &mut upstream).await?;
         }
     }

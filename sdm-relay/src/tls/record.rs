@@ -113,24 +113,17 @@ impl Keys {
         let plaintext = self
             .key
             .open_in_place(self.nonce(), Aad::from(header), body)
-            .map_err(|_| {
-                refused(
-                    BAD_RECORD_MAC,
-                    "a TLS record failed its integrity check (bad_record_mac)",
-                )
-            })?;
+            .map_err(|_| refused(BAD_RECORD_MAC, "a TLS record failed its integrity check"))?;
         self.seq += 1;
         // Zero padding follows the content type, which is never zero.
-        let at = plaintext.iter().rposition(|&b| b != 0).ok_or_else(|| {
-            refused(
-                UNEXPECTED_MESSAGE,
-                "a TLS record carries no content type (unexpected_message)",
-            )
-        })?;
+        let at = plaintext
+            .iter()
+            .rposition(|&b| b != 0)
+            .ok_or_else(|| refused(UNEXPECTED_MESSAGE, "a TLS record carries no content type"))?;
         if at > MAX_PLAINTEXT {
             return Err(refused(
                 RECORD_OVERFLOW,
-                "a TLS record's plaintext is too long (record_overflow)",
+                "a TLS record's plaintext is too long",
             ));
         }
         Ok((plaintext[at], at))
@@ -144,22 +137,19 @@ pub(super) fn body_len(header: [u8; HEADER]) -> io::Result<usize> {
         return Err(refused(
             UNEXPECTED_MESSAGE,
             format!(
-                "unexpected TLS record type {} after the handshake (unexpected_message)",
+                "unexpected TLS record type {} after the handshake",
                 header[0]
             ),
         ));
     }
     let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
     if len > MAX_CIPHERTEXT {
-        return Err(refused(
-            RECORD_OVERFLOW,
-            "a TLS record is too long (record_overflow)",
-        ));
+        return Err(refused(RECORD_OVERFLOW, "a TLS record is too long"));
     }
     if len < 1 + TAG {
         return Err(refused(
             BAD_RECORD_MAC,
-            "a TLS record is too short to be protected (bad_record_mac)",
+            "a TLS record is too short to be protected",
         ));
     }
     Ok(len)
@@ -185,7 +175,14 @@ pub(super) struct Refused {
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
+        let name = match self.alert {
+            UNEXPECTED_MESSAGE => "unexpected_message",
+            BAD_RECORD_MAC => "bad_record_mac",
+            RECORD_OVERFLOW => "record_overflow",
+            DECODE_ERROR => "decode_error",
+            _ => "alert",
+        };
+        write!(f, "{} ({name})", self.message)
     }
 }
 

@@ -269,7 +269,7 @@ impl<S> TlsStream<S> {
             other => {
                 return Err(refused(
                     UNEXPECTED_MESSAGE,
-                    format!("unexpected TLS content type {other} (unexpected_message)"),
+                    format!("unexpected TLS content type {other}"),
                 ));
             }
         }
@@ -286,10 +286,7 @@ impl<S> TlsStream<S> {
             [_, description] => Err(invalid(format!(
                 "the peer sent TLS alert {description} and closed the connection"
             ))),
-            _ => Err(refused(
-                DECODE_ERROR,
-                "a malformed TLS alert (decode_error)",
-            )),
+            _ => Err(refused(DECODE_ERROR, "a malformed TLS alert")),
         }
     }
 
@@ -312,7 +309,7 @@ impl<S> TlsStream<S> {
                     if !messages.is_empty() {
                         return Err(refused(
                             UNEXPECTED_MESSAGE,
-                            "a TLS KeyUpdate not at the end of its record (unexpected_message)",
+                            "a TLS KeyUpdate not at the end of its record",
                         ));
                     }
                     self.rx = self.kernel.next_rx_keys()?;
@@ -322,28 +319,20 @@ impl<S> TlsStream<S> {
                     }
                 }
                 (NEW_SESSION_TICKET, ticket) => match &mut self.kernel {
-                    Kernel::Client(client) => {
-                        client.handle_new_session_ticket(ticket).map_err(|e| {
-                            refused(
-                                DECODE_ERROR,
-                                format!("TLS session ticket: {e} (decode_error)"),
-                            )
-                        })?
-                    }
+                    Kernel::Client(client) => client
+                        .handle_new_session_ticket(ticket)
+                        .map_err(|e| refused(DECODE_ERROR, format!("TLS session ticket: {e}")))?,
                     Kernel::Server(_) => {
                         return Err(refused(
                             UNEXPECTED_MESSAGE,
-                            "a client sent a TLS session ticket (unexpected_message)",
+                            "a client sent a TLS session ticket",
                         ));
                     }
                 },
                 _ => {
                     return Err(refused(
                         UNEXPECTED_MESSAGE,
-                        format!(
-                            "unexpected TLS handshake message {kind} after the handshake \
-                             (unexpected_message)"
-                        ),
+                        format!("unexpected TLS handshake message {kind} after the handshake"),
                     ));
                 }
             }
@@ -508,7 +497,7 @@ impl<S: AsyncWrite + Unpin> TlsStream<S> {
 fn split_message() -> io::Error {
     refused(
         UNEXPECTED_MESSAGE,
-        "a TLS handshake message split across records (unexpected_message)",
+        "a TLS handshake message split across records",
     )
 }
 
