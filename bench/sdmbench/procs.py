@@ -135,6 +135,28 @@ def cpu_seconds(procs: Iterable[Proc]) -> float:
     return ticks / CLK_TCK
 
 
+def context_switches(procs: Iterable[Proc]) -> int:
+    """Voluntary and involuntary context switches of every thread of the live processes and
+    their descendants: how often they slept and were woken, or were put off a CPU. Threads that
+    ended are not counted (a tunnel's threads outlive the runs measured)."""
+    switches = 0
+    for pid in tree(procs):
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        key, _, value = line.partition(":")
+                        if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+                            switches += int(value)
+            except (OSError, IndexError, ValueError):
+                pass
+    return switches
+
+
 def memory(procs: Iterable[Proc]) -> dict:
     """RSS and PSS (KiB) summed over the processes and their descendants."""
     rss = pss = n = 0

@@ -68,6 +68,7 @@ def summarize(recs: list[dict]) -> dict:
     for w in ("select", "tpcb", "connect"):
         for r in ("client", "gateway"):
             metrics[f"pg_{w}_cpu_{r}"] = series(recs, "C", f"{r}_cpu_us_per_txn", w)
+            metrics[f"pg_{w}_switches_{r}"] = series(recs, "C", f"{r}_switches_per_txn", w)
     out: dict = {}
     for m, by_path in metrics.items():
         out[m] = {p: (med(v), min(v), max(v), len(v)) for p, v in by_path.items() if v}
@@ -337,6 +338,15 @@ def render(run_dir: str) -> str:
                          f"{labels.get(p, p)}: client {fmt(cpu['client'].get(p, (None,))[0], 1)}"
                          f", gateway {fmt(cpu['gateway'].get(p, (None,))[0], 1)}"
                          for p in ordered(set(cpu["client"]) | set(cpu["gateway"]))))
+            L.append("")
+        switches = {r: s.get(f"{metric}_switches_{r}", {}) for r in ("client", "gateway")}
+        if any(switches.values()):
+            L.append("Context switches per transaction (median over runs; voluntary and "
+                     "involuntary, summed over the same processes' threads): " + "; ".join(
+                         f"{labels.get(p, p)}: client "
+                         f"{fmt(switches['client'].get(p, (None,))[0], 2)}, gateway "
+                         f"{fmt(switches['gateway'].get(p, (None,))[0], 2)}"
+                         for p in ordered(set(switches["client"]) | set(switches["gateway"]))))
             L.append("")
     L.append("## D. Memory (RSS, MiB; client = tunnel client side, gateway = gateway side)")
     L.append("")

@@ -42,6 +42,13 @@ if missing:
 workloads = {r.get("workload") for r in recs if r.get("section") == "C"}
 if workloads != {"select", "tpcb", "connect"}:
     sys.exit(f"pgbench workloads run: {workloads}")
+# Section C counts both sides' context switches per transaction (docs/BENCHMARKS.md reads them).
+counted = [r for r in recs if r.get("section") == "C" and r.get("workload") == "select"
+           and r.get("path") in ("sdm", "relay") and "error" not in r]
+unswitched = [(r["path"], side) for r in counted for side in ("client", "gateway")
+              if not r.get(f"{side}_switches_per_txn", 0) > 0]
+if len(counted) < 2 or unswitched:
+    sys.exit(f"section C counted no context switches for {unswitched or 'sdm and relay'}")
 tunnels = [r for r in recs if r.get("section") == "D" and r.get("path") == "sdm" and r.get("tunnels", 1) > 1]
 if not tunnels:
     sys.exit("no sdm multi-tunnel memory record")
