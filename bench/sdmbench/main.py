@@ -21,8 +21,8 @@ from . import maria as MARIA
 from . import pg as PG
 from .probes import IdleConnections, ttfb
 from .ssh_rows import SshRows, run_true, scp_up
-from .procs import (BenchError, Procs, context_switches, cpu_seconds, free_port, listening, memory,
-                    run, wait_until)
+from .procs import (BenchError, Procs, SwitchCount, cpu_seconds, free_port, listening, memory, run,
+                    wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
@@ -328,16 +328,16 @@ class Run:
                     rate = ["-R", str(cfg.pg_rate)] if cfg.pg_rate > 0 else []
                     roles = ("client", "gateway")
                     before = {r: cpu_seconds(inst.procs.role(r)) for r in roles}
-                    switched = {r: context_switches(inst.procs.role(r)) for r in roles}
+                    switches = {r: SwitchCount(inst.procs.role(r)) for r in roles}
                     data = PG.pgbench(self.cluster.bin, inst.ports[0], WORKLOADS[w] + rate,
                                       cfg.pg_clients, cfg.pg_threads, cfg.pg_duration, f)
+                    switched = {r: count.stop() for r, count in switches.items()}
                     txns = data.get("transactions") or 0
                     for r in roles:
                         if inst.procs.role(r) and txns:
                             spent = cpu_seconds(inst.procs.role(r)) - before[r]
                             data[f"{r}_cpu_us_per_txn"] = round(spent * 1e6 / txns, 2)
-                            switches = context_switches(inst.procs.role(r)) - switched[r]
-                            data[f"{r}_switches_per_txn"] = round(switches / txns, 3)
+                            data[f"{r}_switches_per_txn"] = round(switched[r] / txns, 3)
                     if "error" in data or data.get("failed"):
                         self.fail(f"C {w} {path.name} rep {rep}: {data.get('error', 'failed txns')}")
                     self.emit({"section": "C", "workload": w, "path": path.name, "rep": rep,

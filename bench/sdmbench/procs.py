@@ -12,6 +12,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
@@ -135,11 +136,10 @@ def cpu_seconds(procs: Iterable[Proc]) -> float:
     return ticks / CLK_TCK
 
 
-def context_switches(procs: Iterable[Proc]) -> int:
-    """Voluntary and involuntary context switches of every thread of the live processes and
-    their descendants: how often they slept and were woken, or were put off a CPU. Threads that
-    ended are not counted (a tunnel's threads outlive the runs measured)."""
-    switches = 0
+def _switches_by_thread(procs: Iterable[Proc]) -> dict[int, int]:
+    """Voluntary plus involuntary context switches of each live thread of the processes and
+    their descendants."""
+    counts: dict[int, int] = {}
     for pid in tree(procs):
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -148,13 +148,44 @@ def context_switches(procs: Iterable[Proc]) -> int:
         for tid in tids:
             try:
                 with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    n = 0
                     for line in f:
                         key, _, value = line.partition(":")
                         if key in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
-                            switches += int(value)
-            except (OSError, IndexError, ValueError):
+                            n += int(value)
+                counts[int(tid)] = n
+            except (OSError, ValueError):
                 pass
-    return switches
+    return counts
+
+
+class SwitchCount:
+    """Counts the context switches (how often a thread slept and was woken, or was put off a
+    CPU) of a path side's threads while something runs. `/proc` forgets a thread when it ends,
+    and some peers end a thread or process with each connection (stunnel, sshd), so the threads
+    are looked at once a second meanwhile, each counted up to the last look that found it; one
+    that lives less than a second can be missed (stunnel's, one per connection, under -C)."""
+
+    PERIOD = 1.0
+
+    def __init__(self, procs: list[Proc]):
+        self.procs = procs
+        self.first = _switches_by_thread(procs)
+        self.last = dict(self.first)
+        self.done = threading.Event()
+        self.looking = threading.Thread(target=self._look, daemon=True)
+        self.looking.start()
+
+    def _look(self) -> None:
+        while not self.done.wait(self.PERIOD):
+            self.last.update(_switches_by_thread(self.procs))
+
+    def stop(self) -> int:
+        """Switches since the count began."""
+        self.done.set()
+        self.looking.join()
+        self.last.update(_switches_by_thread(self.procs))
+        return sum(n - self.first.get(tid, 0) for tid, n in self.last.items())
 
 
 def memory(procs: Iterable[Proc]) -> dict:

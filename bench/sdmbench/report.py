@@ -342,7 +342,8 @@ def render(run_dir: str) -> str:
         switches = {r: s.get(f"{metric}_switches_{r}", {}) for r in ("client", "gateway")}
         if any(switches.values()):
             L.append("Context switches per transaction (median over runs; voluntary and "
-                     "involuntary, summed over the same processes' threads): " + "; ".join(
+                     "involuntary, summed over the same processes' threads, looked at once a "
+                     "second, so threads living less than that may be missed): " + "; ".join(
                          f"{labels.get(p, p)}: client "
                          f"{fmt(switches['client'].get(p, (None,))[0], 2)}, gateway "
                          f"{fmt(switches['gateway'].get(p, (None,))[0], 2)}"
