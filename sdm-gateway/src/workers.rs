@@ -6,13 +6,16 @@
 //! for it. On a shared multi-threaded runtime the thread that sees the event and the thread
 //! that runs the task often differ, and every message then costs a cross-thread wake-up (under
 //! pgbench select-only, `futex` was 69 % of the gateway's system-call time). Connections are
-//! handed out round-robin; the control plane keeps the main runtime.
+//! handed out round-robin; the control plane keeps the main runtime. The threads are scheduled
+//! as relaying threads (`SCHED_BATCH` unless `SDM_SCHED_POLICY=normal`): their wake-ups do not
+//! preempt the thread running on a CPU (`sdm_relay::scheduling`).
 
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
+use sdm_relay::scheduling::Policy;
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
@@ -29,13 +32,17 @@ struct Worker {
 }
 
 impl Workers {
-    /// One thread per CPU this process may use.
+    /// One thread per CPU this process may use, scheduled as `SDM_SCHED_POLICY` says.
     pub(super) fn start() -> io::Result<Workers> {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Workers::start_n(count)
+        let policy = Policy::from_env().unwrap_or_else(|why| {
+            tracing::warn!("{why}; the gateway's threads are scheduled as \"batch\"");
+            Policy::Batch
+        });
+        Workers::start_n(count, policy)
     }
 
-    fn start_n(count: usize) -> io::Result<Workers> {
+    fn start_n(count: usize, policy: Policy) -> io::Result<Workers> {
         let mut workers = Vec::with_capacity(count);
         for i in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().build()?;
@@ -44,6 +51,9 @@ impl Workers {
             let thread = std::thread::Builder::new()
                 .name(format!("sdm-gateway-{i}"))
                 .spawn(move || {
+                    if let Err(e) = policy.apply_to_this_thread() {
+                        tracing::warn!(error = %e, ?policy, "cannot set the scheduling policy of a gateway thread");
+                    }
                     // Runs the connections spawned onto `handle` until told to stop; dropping
                     // the runtime then drops whatever is left.
                     let _ = runtime.block_on(stopped);
@@ -92,7 +102,7 @@ mod tests {
 
     #[test]
     fn tasks_run_on_the_worker_threads_round_robin() {
-        let workers = Workers::start_n(2).unwrap();
+        let workers = Workers::start_n(2, Policy::Batch).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..4 {
             let tx = tx.clone();
@@ -114,9 +124,29 @@ mod tests {
         );
     }
 
+    /// The scheduling policy of the thread running a task on `workers`.
+    #[cfg(target_os = "linux")]
+    fn policy_of_a_task(workers: &Workers) -> libc::c_int {
+        let (tx, rx) = std::sync::mpsc::channel();
+        workers.spawn(async move {
+            // SAFETY: pid 0 is the calling thread.
+            tx.send(unsafe { libc::sched_getscheduler(0) }).unwrap();
+        });
+        rx.recv().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn connections_run_on_threads_scheduled_as_asked() {
+        let batch = Workers::start_n(1, Policy::Batch).unwrap();
+        assert_eq!(policy_of_a_task(&batch), libc::SCHED_BATCH);
+        let normal = Workers::start_n(1, Policy::Normal).unwrap();
+        assert_eq!(policy_of_a_task(&normal), libc::SCHED_OTHER);
+    }
+
     #[test]
     fn dropping_the_workers_stops_their_threads_and_drops_pending_tasks() {
-        let workers = Workers::start_n(1).unwrap();
+        let workers = Workers::start_n(1, Policy::Normal).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         workers.spawn(async move {
             std::future::pending::<()>().await;

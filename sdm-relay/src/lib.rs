@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 mod frames;
+pub mod scheduling;
 mod spare;
 pub mod tls;
 pub use frames::{Framed, MAX_FRAME};

@@ -37,6 +37,8 @@ fn the_agent_outlives_login_and_stops_on_logout() {
         pid.to_string(),
         "the agent leads a session of its own"
     );
+    // Field 41, the scheduling policy: SCHED_BATCH (3), so that relaying never preempts the job.
+    assert_eq!(fields[38], "3", "the agent is scheduled as a relay");
 
     // Directory 0700, socket and pid file 0600.
     let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
