@@ -52,7 +52,7 @@ impl Workers {
                 .name(format!("sdm-gateway-{i}"))
                 .spawn(move || {
                     if let Err(e) = policy.apply_to_this_thread() {
-                        tracing::warn!(error = %e, ?policy, "cannot set the scheduling policy of a gateway thread");
+                        tracing::warn!(error = %e, ?policy, "cannot set a gateway thread's policy");
                     }
                     // Runs the connections spawned onto `handle` until told to stop; dropping
                     // the runtime then drops whatever is left.

@@ -6,8 +6,9 @@
 //! `SCHED_BATCH` says exactly this. The thread keeps its fair share of the CPU, and an idle CPU
 //! still runs it at once; only its wake-ups no longer preempt the thread that is running. On a
 //! busy two-core machine, the gateway's worker threads and the agent under `SCHED_BATCH`
-//! switched context about a fifth less often per pgbench transaction and spent a fifth less
-//! CPU on it (docs/BENCHMARKS.md, "Lever: relaying threads that do not preempt").
+//! switched context up to a fifth less often per pgbench transaction, spent about a sixth less
+//! CPU on it and carried about 9 % more transactions (docs/BENCHMARKS.md, "Lever: relaying
+//! threads that do not preempt").
 //!
 //! `SDM_SCHED_POLICY=normal` keeps the kernel's default instead. Threads a relaying thread
 //! starts (a blocking pool's) inherit the policy, so it is set only in processes that relay

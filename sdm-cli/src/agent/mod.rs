@@ -75,8 +75,8 @@ pub fn run(
     result
 }
 
-/// Schedules this thread as `SDM_SCHED_POLICY` says (`SCHED_BATCH` by default); what it
-/// starts later is scheduled normally.
+/// Schedules this thread, and the threads it starts later, as `SDM_SCHED_POLICY` says
+/// (`SCHED_BATCH` by default).
 fn schedule_as_relay() {
     let policy = Policy::from_env().unwrap_or_else(|why| {
         tracing::warn!("{why}; the agent is scheduled as \"batch\"");
