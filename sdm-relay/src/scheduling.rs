@@ -5,14 +5,14 @@
 //! tunnel's other side, which is about to produce the next message anyway. Linux's
 //! `SCHED_BATCH` says exactly this. The thread keeps its fair share of the CPU, and an idle CPU
 //! still runs it at once; only its wake-ups no longer preempt the thread that is running. On a
-//! busy two-core machine, the gateway's worker threads and the agent under `SCHED_BATCH`
-//! switched context up to a fifth less often per pgbench transaction, spent about a sixth less
-//! CPU on it and carried about 9 % more transactions (docs/BENCHMARKS.md, "Lever: relaying
-//! threads that do not preempt").
+//! busy two-core machine, the gateway's connection threads under `SCHED_BATCH` switched context
+//! about a fifth less often per pgbench transaction and carried about 9 % more transactions
+//! (docs/BENCHMARKS.md, "Lever: relaying threads that do not preempt").
 //!
 //! `SDM_SCHED_POLICY=normal` keeps the kernel's default instead. Threads a relaying thread
-//! starts (a blocking pool's) inherit the policy, so it is set only in processes that relay
-//! and start no other programs: the gateway's connection threads and the `sdm` agent. The
+//! starts (a blocking pool's) inherit the policy, so it is set only where a process relays and
+//! starts no other programs: the gateway's connection threads. The `sdm` agent keeps the
+//! default (it sits beside the client that a new connection's first byte waits on), and the
 //! library in a job's own process leaves the job's scheduling alone.
 
 use std::io;

@@ -11,7 +11,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sdm_relay::scheduling::Policy;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{SignalKind, signal};
@@ -54,8 +53,10 @@ pub fn run(
     // it; with two workers most messages also woke the other thread. Measured through a gateway
     // (medians of 3 interleaved runs): pgbench select-only 14,146 → 14,663 TPS, a new
     // connection's first byte 0.826 → 0.734 ms. One thread still moves over 1 GB/s of TLS.
-    // It relays, so its wake-ups do not preempt the job (`sdm_relay::scheduling`).
-    schedule_as_relay();
+    // Unlike the gateway's threads it keeps the default scheduling policy: as `SCHED_BATCH`
+    // (`sdm_relay::scheduling`) it waited behind the client that had just woken it, and a new
+    // connection's first byte took 12 % longer, for no throughput a gateway as `SCHED_BATCH`
+    // did not already give (docs/BENCHMARKS.md, "Lever: relaying threads that do not preempt").
     let runtime = tokio::runtime::Builder::new_current_thread()
         .thread_name("sdm-agent")
         .enable_all()
@@ -73,18 +74,6 @@ pub fn run(
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-/// Schedules this thread, and the threads it starts later, as `SDM_SCHED_POLICY` says
-/// (`SCHED_BATCH` by default).
-fn schedule_as_relay() {
-    let policy = Policy::from_env().unwrap_or_else(|why| {
-        tracing::warn!("{why}; the agent is scheduled as \"batch\"");
-        Policy::Batch
-    });
-    if let Err(e) = policy.apply_to_this_thread() {
-        tracing::warn!(error = %e, ?policy, "cannot set the agent's scheduling policy");
-    }
 }
 
 /// [`run`] inside the runtime: the lock, then the socket.
