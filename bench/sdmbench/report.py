@@ -239,6 +239,18 @@ def job_section(recs: list[dict], cfg: dict) -> list[str]:
     return L
 
 
+def per_side(s: dict, metric: str, what: str, labels: dict, digits: int, intro: str) -> list[str]:
+    """A paragraph (and its blank line) giving each path's median `what` on its client and
+    gateway sides, or nothing when no path has one."""
+    sides = {r: s.get(f"{metric}_{what}_{r}", {}) for r in ("client", "gateway")}
+    if not any(sides.values()):
+        return []
+    return [intro + ": " + "; ".join(
+        f"{labels.get(p, p)}: client {fmt(sides['client'].get(p, (None,))[0], digits)}, "
+        f"gateway {fmt(sides['gateway'].get(p, (None,))[0], digits)}"
+        for p in ordered(set(sides["client"]) | set(sides["gateway"]))), ""]
+
+
 def render(run_dir: str) -> str:
     chart(run_dir)
     recs, meta = load(run_dir)
@@ -330,25 +342,14 @@ def render(run_dir: str) -> str:
         L.append("")
         L += metric_table(s, metric, labels, "TPS", 0, True)
         L.append("")
-        cpu = {r: s.get(f"{metric}_cpu_{r}", {}) for r in ("client", "gateway")}
-        if any(cpu.values()):
-            L.append("CPU per transaction (µs, median over runs; clock ticks of 10 ms summed over "
-                     "the run; client = the tunnel's client side, gateway = sshd, stunnel or "
-                     "sdm-server with its audit writer): " + "; ".join(
-                         f"{labels.get(p, p)}: client {fmt(cpu['client'].get(p, (None,))[0], 1)}"
-                         f", gateway {fmt(cpu['gateway'].get(p, (None,))[0], 1)}"
-                         for p in ordered(set(cpu["client"]) | set(cpu["gateway"]))))
-            L.append("")
-        switches = {r: s.get(f"{metric}_switches_{r}", {}) for r in ("client", "gateway")}
-        if any(switches.values()):
-            L.append("Context switches per transaction (median over runs; voluntary and "
-                     "involuntary, summed over the same processes' threads, looked at once a "
-                     "second, so threads living less than that may be missed): " + "; ".join(
-                         f"{labels.get(p, p)}: client "
-                         f"{fmt(switches['client'].get(p, (None,))[0], 2)}, gateway "
-                         f"{fmt(switches['gateway'].get(p, (None,))[0], 2)}"
-                         for p in ordered(set(switches["client"]) | set(switches["gateway"]))))
-            L.append("")
+        L += per_side(s, metric, "cpu", labels, 1,
+                      "CPU per transaction (µs, median over runs; clock ticks of 10 ms summed over "
+                      "the run; client = the tunnel's client side, gateway = sshd, stunnel or "
+                      "sdm-server with its audit writer)")
+        L += per_side(s, metric, "switches", labels, 2,
+                      "Context switches per transaction (median over runs; voluntary and "
+                      "involuntary, summed over the same processes' threads, looked at once a "
+                      "second, so threads living less than that may be missed)")
     L.append("## D. Memory (RSS, MiB; client = tunnel client side, gateway = gateway side)")
     L.append("")
     L.append("| path | tunnels | client idle | gateway idle | conns | client | gateway | "
