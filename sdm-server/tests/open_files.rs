@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -40,16 +40,7 @@ struct Running {
 /// `sdm-server serve` on free loopback ports, started with the open-file limits `soft` and
 /// `hard`.
 fn serve(data_dir: &std::path::Path, soft: u64, hard: u64) -> Running {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sdm-server"));
-    command
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .env_remove("SDM_SECRET_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut command = common::serve_command(data_dir);
     let limit = libc::rlimit {
         rlim_cur: soft,
         rlim_max: hard,

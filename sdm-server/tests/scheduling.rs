@@ -2,8 +2,10 @@
 //! the kernel's default with `SDM_SCHED_POLICY=normal`, and batch with a warning that names the
 //! variable for any other value (docs/OPERATIONS.md, "Sizing").
 
+mod common;
+
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -12,17 +14,8 @@ const SCHED_BATCH: &str = "3";
 
 /// `sdm-server serve` on free loopback ports, with `SDM_SCHED_POLICY` set to `policy` if given.
 fn serve(data_dir: &std::path::Path, policy: Option<&str>) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sdm-server"));
-    command
-        .args(["serve", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
-        .env_remove("RUST_LOG")
-        .env_remove("SDM_SECRET_KEY")
-        .env_remove("SDM_SCHED_POLICY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut command = common::serve_command(data_dir);
+    command.env_remove("SDM_SCHED_POLICY");
     if let Some(policy) = policy {
         command.env("SDM_SCHED_POLICY", policy);
     }

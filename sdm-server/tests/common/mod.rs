@@ -23,6 +23,22 @@ use tokio_rustls::TlsConnector;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The `sdm-server serve` binary on free loopback ports with its data in `data_dir`, standard
+/// error piped and nothing of the caller's environment that changes what it logs or keys.
+pub fn serve_command(data_dir: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sdm-server"));
+    command
+        .args(["serve", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+        .env_remove("RUST_LOG")
+        .env_remove("SDM_SECRET_KEY")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
 /// A server started on loopback with free ports in a temporary data directory.
 pub struct TestServer {
     pub server: RunningServer,
