@@ -244,15 +244,16 @@ class Run:
             for path, inst in self.order(rep, insts):
                 if self.remaining() < 0:
                     return
-                procs = inst.procs.role("client") + inst.procs.role("gateway")
-                c0 = cpu_seconds(procs)
+                sides = {r: inst.procs.role(r) for r in ("client", "gateway")}
+                procs = sides["client"] + sides["gateway"]
+                c0 = {r: cpu_seconds(ps) for r, ps in sides.items()}
                 f = os.path.join(self.logs, f"A-{path.name}-{rep}.json")
                 try:
                     out = run(["iperf3", "-c", "127.0.0.1", "-p", str(inst.ports[0]), "-n",
                                self.cfg.bulk, "-J", "--connect-timeout", "5000"], 300, check=False)
                 except BenchError as e:
                     out = json.dumps({"error": str(e)})
-                c1 = cpu_seconds(procs)
+                c1 = {r: cpu_seconds(ps) for r, ps in sides.items()}
                 with open(f, "w") as fh:
                     fh.write(out)
                 data = parse_iperf(out)
@@ -261,8 +262,12 @@ class Run:
                     if not server.alive():
                         return
                 gib = (data.get("bytes") or 0) / (1 << 30)
-                data["tunnel_cpu_s"] = round(c1 - c0, 3)
-                data["cpu_s_per_gib"] = round((c1 - c0) / gib, 3) if gib and procs else None
+                used = {r: c1[r] - c0[r] for r in sides}
+                data["tunnel_cpu_s"] = round(sum(used.values()), 3)
+                data["cpu_s_per_gib"] = round(sum(used.values()) / gib, 3) if gib and procs else None
+                # Each side apart too: the targets ask for each side's CPU against ssh's.
+                for r, ps in sides.items():
+                    data[f"{r}_cpu_s_per_gib"] = round(used[r] / gib, 3) if gib and ps else None
                 self.emit({"section": "A", "path": path.name, "rep": rep, **data})
                 log(f"A {rep} {path.name}: {data.get('sender_MBps', 0):.0f} MB/s")
                 time.sleep(self.cfg.pause)

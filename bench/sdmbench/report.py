@@ -65,6 +65,8 @@ def summarize(recs: list[dict]) -> dict:
         "conn_cpu_client": series(recs, "B", "client_cpu_ms_per_conn"),
         "conn_cpu_gateway": series(recs, "B", "gateway_cpu_ms_per_conn"),
     }
+    for r in ("client", "gateway"):
+        metrics[f"bulk_cpu_{r}"] = series(recs, "A", f"{r}_cpu_s_per_gib")
     for w in ("select", "tpcb", "connect"):
         for r in ("client", "gateway"):
             metrics[f"pg_{w}_cpu_{r}"] = series(recs, "C", f"{r}_cpu_us_per_txn", w)
@@ -313,6 +315,7 @@ def render(run_dir: str) -> str:
     L.append("Tunnel CPU: user+system seconds of the path's own processes (client and gateway, "
              "with descendants) per GiB moved; on this machine that CPU is taken from iperf3.")
     L.append("")
+    L += per_side(s, "bulk", "cpu", labels, 2, "Tunnel CPU s/GiB by side (median)")
     L.append(f"## B. New connection → first echoed byte ({cfg.get('lat_conns', '?')} sequential "
              "connections per run, after warm-ups)")
     L.append("")

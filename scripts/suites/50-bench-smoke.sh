@@ -49,6 +49,13 @@ unswitched = [(r["path"], side) for r in counted for side in ("client", "gateway
               if not r.get(f"{side}_switches_per_txn", 0) > 0]
 if len(counted) < 2 or unswitched:
     sys.exit(f"section C counted no context switches for {unswitched or 'sdm and relay'}")
+# Section A measures each side's CPU per GiB apart (the targets compare each side with ssh's).
+bulk = [r for r in recs if r.get("section") == "A" and r.get("path") in ("ssh", "sdm")
+        and "error" not in r]
+unmeasured = [(r["path"], side) for r in bulk for side in ("client", "gateway")
+              if r.get(f"{side}_cpu_s_per_gib") is None]
+if len(bulk) < 2 or unmeasured:
+    sys.exit(f"section A has no CPU per GiB for {unmeasured or 'ssh and sdm'}")
 tunnels = [r for r in recs if r.get("section") == "D" and r.get("path") == "sdm" and r.get("tunnels", 1) > 1]
 if not tunnels:
     sys.exit("no sdm multi-tunnel memory record")
