@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::resource::{Resource, ResourceKind};
+use crate::sock_diag::SockDiag;
 
 /// Where a tunnel listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +65,9 @@ impl std::fmt::Display for ListenAddr {
 }
 
 pub(crate) enum LocalListener {
-    Tcp(TcpListener),
+    /// The socket, and where the owners of the connections it accepts are asked (opened at the
+    /// first connection, kept while it answers).
+    Tcp(TcpListener, Mutex<Option<SockDiag>>),
     /// The socket, its path, and whether its directory is ours to remove with it.
     Unix(UnixListener, PathBuf, bool),
 }
@@ -77,7 +81,7 @@ impl LocalListener {
     pub(crate) async fn bind_tcp(addr: SocketAddr, resource: &str) -> Result<LocalListener> {
         TcpListener::bind(addr)
             .await
-            .map(LocalListener::Tcp)
+            .map(|l| LocalListener::Tcp(l, Mutex::new(None)))
             .map_err(|e| bind_error(&addr.to_string(), resource, e))
     }
 
@@ -144,7 +148,7 @@ impl LocalListener {
 
     pub(crate) fn addr(&self) -> Result<ListenAddr> {
         match self {
-            LocalListener::Tcp(l) => l
+            LocalListener::Tcp(l, _) => l
                 .local_addr()
                 .map(ListenAddr::Tcp)
                 .map_err(|e| Error::internal(format!("listener has no address: {e}"))),
@@ -158,12 +162,12 @@ impl LocalListener {
         want_uid: bool,
     ) -> io::Result<(LocalStream, String, Option<u32>)> {
         match self {
-            LocalListener::Tcp(l) => {
+            LocalListener::Tcp(l, diag) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 let uid = if want_uid {
                     let local = s.local_addr()?;
-                    tcp_peer_uid(peer, local)
+                    tcp_peer_uid(diag, peer, local)
                 } else {
                     None
                 };
@@ -276,12 +280,27 @@ fn bind_error(addr: &str, resource: &str, e: io::Error) -> Error {
 
 /// The OS user owning the other end of a loopback TCP connection: the client's socket is the
 /// one whose local address is our peer and whose remote address is our local address. Asked of
-/// the kernel for that one socket; read from /proc/net/tcp{,6} only where the kernel does not
-/// answer such questions.
-fn tcp_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    match crate::sock_diag::tcp_socket_owner(peer, local) {
+/// the kernel for that one socket, on the listener's netlink socket `diag`; read from
+/// /proc/net/tcp{,6} only where the kernel does not answer such questions. A socket that failed
+/// once is closed, and the next connection opens another.
+fn tcp_peer_uid(
+    diag: &Mutex<Option<SockDiag>>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<u32> {
+    // A lock poisoned by a panic while asking still holds a socket that answers by sequence
+    // number, or none.
+    let mut diag = diag.lock().unwrap_or_else(PoisonError::into_inner);
+    let asked = match diag.as_mut() {
+        Some(open) => open.owner(peer, local),
+        None => SockDiag::open().and_then(|opened| diag.insert(opened).owner(peer, local)),
+    };
+    match asked {
         Ok(owner) => owner,
-        Err(_) => tcp_peer_uid_from_table(peer, local),
+        Err(_) => {
+            *diag = None;
+            tcp_peer_uid_from_table(peer, local)
+        }
     }
 }
 
