@@ -9,6 +9,7 @@ use sdm_proto::audit::{AuditEnd, AuditEvent, AuditRecord, Outcome};
 use sdm_proto::handshake::{self, Reply};
 use sdm_proto::{ErrorKind, Lease, ResourceKind};
 use sdm_relay::Framed;
+use sdm_relay::scheduling::InFlight;
 use sdm_relay::tls::TlsStream;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -193,6 +194,7 @@ impl Stream<'_> {
         } = *self;
         let config = shared.config;
         let asked = Instant::now();
+        let _in_flight = InFlight::count();
         let upstream = match config.directory.authorize(lease, lease_bytes).await {
             Ok(upstream) => upstream,
             Err(denied) => {

@@ -7,15 +7,16 @@
 //! that runs the task often differ, and every message then costs a cross-thread wake-up (under
 //! pgbench select-only, `futex` was 69 % of the gateway's system-call time). Connections are
 //! handed out round-robin; the control plane keeps the main runtime. The threads are scheduled
-//! as relaying threads (`SCHED_BATCH` unless `SDM_SCHED_POLICY=normal`): their wake-ups do not
-//! preempt the thread running on a CPU (`sdm_relay::scheduling`).
+//! as relaying threads: `SCHED_BATCH`, whose wake-ups do not preempt the thread running on a
+//! CPU, while a thread is busy, unless `SDM_SCHED_POLICY` fixes the policy
+//! (`sdm_relay::scheduling`).
 
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
-use sdm_relay::scheduling::Policy;
+use sdm_relay::scheduling::{self, Policy};
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
 
@@ -36,8 +37,8 @@ impl Workers {
     pub(super) fn start() -> io::Result<Workers> {
         let count = std::thread::available_parallelism().map_or(1, |n| n.get());
         let policy = Policy::from_env().unwrap_or_else(|why| {
-            tracing::warn!("{why}; the gateway's threads are scheduled as \"batch\"");
-            Policy::Batch
+            tracing::warn!("{why}; the gateway's threads are scheduled as \"auto\"");
+            Policy::Auto
         });
         Workers::start_n(count, policy)
     }
@@ -56,7 +57,16 @@ impl Workers {
                     }
                     // Runs the connections spawned onto `handle` until told to stop; dropping
                     // the runtime then drops whatever is left.
-                    let _ = runtime.block_on(stopped);
+                    runtime.block_on(async {
+                        if policy == Policy::Auto {
+                            tokio::select! {
+                                _ = stopped => {}
+                                () = scheduling::follow_load() => {}
+                            }
+                        } else {
+                            let _ = stopped.await;
+                        }
+                    });
                 })?;
             workers.push(Worker {
                 handle,
@@ -142,6 +152,39 @@ mod tests {
         assert_eq!(policy_of_a_task(&batch), libc::SCHED_BATCH);
         let normal = Workers::start_n(1, Policy::Normal).unwrap();
         assert_eq!(policy_of_a_task(&normal), libc::SCHED_OTHER);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_auto_thread_turns_batch_while_busy_and_back_when_not() {
+        let workers = Workers::start_n(1, Policy::Auto).unwrap();
+        assert_eq!(policy_of_a_task(&workers), libc::SCHED_OTHER, "idle");
+        // Streams in flight until told to end.
+        let mut ends = Vec::new();
+        for _ in 0..scheduling::BUSY {
+            let (end, ended) = oneshot::channel::<()>();
+            workers.spawn(async move {
+                let _in_flight = scheduling::InFlight::count();
+                let _ = ended.await;
+            });
+            ends.push(end);
+        }
+        let becomes = |policy| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                if policy_of_a_task(&workers) == policy {
+                    return true;
+                }
+                std::thread::sleep(scheduling::LOOK_EVERY / 4);
+            }
+            false
+        };
+        assert!(becomes(libc::SCHED_BATCH), "busy: batch");
+        ends.clear();
+        assert!(
+            becomes(libc::SCHED_OTHER),
+            "idle again: the kernel's default"
+        );
     }
 
     #[test]

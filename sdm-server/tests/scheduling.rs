@@ -1,12 +1,23 @@
-//! The gateway's connection threads in a running `sdm-server`: `SCHED_BATCH` by default,
-//! the kernel's default with `SDM_SCHED_POLICY=normal`, and batch with a warning that names the
-//! variable for any other value (docs/OPERATIONS.md, "Sizing").
+//! The gateway's connection threads in a running `sdm-server`: by default the kernel's
+//! default while idle and `SCHED_BATCH` while streams keep a thread busy; `SCHED_BATCH` or the
+//! kernel's default always with `SDM_SCHED_POLICY=batch` or `normal`; the default, with a
+//! warning that names the variable, for any other value (docs/OPERATIONS.md, "Sizing").
 
 mod common;
+mod processes;
+mod support;
 
 use std::io::Read;
 use std::process::Child;
 use std::time::{Duration, Instant};
+
+use sdm_relay::scheduling::BUSY;
+use sdm_testkit::EchoServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use processes::control_plane;
+use support::eventually;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SCHED_OTHER: &str = "0";
@@ -64,11 +75,13 @@ fn stop(mut child: Child) -> String {
 }
 
 #[test]
-fn the_gateways_threads_are_batch_unless_told_otherwise() {
+fn the_gateways_threads_are_scheduled_as_told_and_idle_ones_as_the_kernels_default() {
     for (policy, expected) in [
-        (None, SCHED_BATCH),
+        (None, SCHED_OTHER),
+        (Some("auto"), SCHED_OTHER),
+        (Some("batch"), SCHED_BATCH),
         (Some("normal"), SCHED_OTHER),
-        (Some("fifo"), SCHED_BATCH),
+        (Some("fifo"), SCHED_OTHER),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let server = serve(dir.path(), policy);
@@ -80,9 +93,73 @@ fn the_gateways_threads_are_batch_unless_told_otherwise() {
         );
         if policy == Some("fifo") {
             assert!(
-                stderr.contains(r#"SDM_SCHED_POLICY must be "batch" or "normal", not "fifo""#),
+                stderr.contains(
+                    r#"SDM_SCHED_POLICY must be "auto", "batch" or "normal", not "fifo""#
+                ),
                 "the bad value is named:\n{stderr}"
             );
         }
     }
+}
+
+/// How many of `pid`'s gateway threads are `SCHED_BATCH`, and how many there are.
+fn batch_gateway_threads(pid: u32) -> (usize, usize) {
+    let policies = gateway_thread_policies(pid);
+    let batch = policies.iter().filter(|p| *p == SCHED_BATCH).count();
+    (batch, policies.len())
+}
+
+/// Streams through a real tunnel make a gateway thread batch once it carries [`BUSY`] of them,
+/// and it goes back to the kernel's default when they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_thread_is_batch_only_while_streams_keep_it_busy() {
+    let cp = control_plane().await;
+    let pid = cp.proc.id();
+    let echo = EchoServer::start().unwrap();
+    cp.echo_resource("echo", &echo, None).await;
+    let (_, session) = cp.session("etl", &["echo"]).await;
+    let tunnel = session.connect("echo").await.unwrap();
+    let local = tunnel.local_addr().tcp().unwrap();
+    let (batch, threads) = batch_gateway_threads(pid);
+    assert_eq!(batch, 0, "idle, of {threads} gateway threads");
+
+    // One stream at a time: a job waiting on each answer keeps the default.
+    let mut one = TcpStream::connect(local).await.unwrap();
+    echoes(&mut one).await;
+    tokio::time::sleep(LOOKS).await;
+    assert_eq!(batch_gateway_threads(pid).0, 0, "one stream in flight");
+
+    // More streams than threads can carry one each: some thread carries `BUSY`.
+    let mut streams = vec![one];
+    while streams.len() < threads * (BUSY - 1) + 1 {
+        let mut stream = TcpStream::connect(local).await.unwrap();
+        echoes(&mut stream).await;
+        streams.push(stream);
+    }
+    assert!(
+        eventually(WAIT, async || batch_gateway_threads(pid).0 >= 1).await,
+        "{} streams in flight: {:?} gateway threads batch",
+        streams.len(),
+        batch_gateway_threads(pid)
+    );
+    drop(streams);
+    assert!(
+        eventually(WAIT, async || batch_gateway_threads(pid).0 == 0).await,
+        "the streams ended: {:?} gateway threads batch",
+        batch_gateway_threads(pid)
+    );
+}
+
+/// Long enough for a few of the gateway's looks at its threads' streams.
+const LOOKS: Duration = Duration::from_millis(500);
+
+/// A stream that answers: what is written comes back.
+async fn echoes(stream: &mut TcpStream) {
+    stream.write_all(b"ping").await.unwrap();
+    let mut answer = [0u8; 4];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&answer, b"ping");
 }

@@ -126,6 +126,11 @@ impl Proc {
         self.seen.join("\n")
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn signal(&self, signal: i32) {
         let pid = i32::try_from(self.child.id()).unwrap();
         // SAFETY: sending a signal to our own child process.
