@@ -53,7 +53,7 @@ pub fn run(
     // it; with two workers most messages also woke the other thread. Measured through a gateway
     // (medians of 3 interleaved runs): pgbench select-only 14,146 → 14,663 TPS, a new
     // connection's first byte 0.826 → 0.734 ms. One thread still moves over 1 GB/s of TLS.
-    // Unlike the gateway's threads it keeps the default scheduling policy: as `SCHED_BATCH`
+    // Unlike a busy gateway's threads it keeps the default scheduling policy: as `SCHED_BATCH`
     // (`sdm_relay::scheduling`) it waited behind the client that had just woken it, and a new
     // connection's first byte took 12 % longer, for no throughput a gateway as `SCHED_BATCH`
     // did not already give (docs/BENCHMARKS.md, "Lever: relaying threads that do not preempt").
