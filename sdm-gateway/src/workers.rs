@@ -55,18 +55,12 @@ impl Workers {
                     if let Err(e) = policy.apply_to_this_thread() {
                         tracing::warn!(error = %e, ?policy, "cannot set a gateway thread's policy");
                     }
+                    if policy == Policy::Auto {
+                        drop(runtime.spawn(scheduling::follow_load()));
+                    }
                     // Runs the connections spawned onto `handle` until told to stop; dropping
                     // the runtime then drops whatever is left.
-                    runtime.block_on(async {
-                        if policy == Policy::Auto {
-                            tokio::select! {
-                                _ = stopped => {}
-                                () = scheduling::follow_load() => {}
-                            }
-                        } else {
-                            let _ = stopped.await;
-                        }
-                    });
+                    let _ = runtime.block_on(stopped);
                 })?;
             workers.push(Worker {
                 handle,

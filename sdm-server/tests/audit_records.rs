@@ -23,8 +23,7 @@ use sdm_proto::gateway::{
     AuditEnd, AuditEvent, AuditQueryEvent, AuditUpload, GatewayRegistration, RegisterGateway,
 };
 use sdm_testkit::{EchoServer, PgCluster};
-use support::{Installation, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{Installation, echoes_on, eventually};
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
@@ -55,20 +54,6 @@ async fn held(tunnel: &Tunnel) -> TcpStream {
         .unwrap();
     assert!(echoes_on(&mut s).await, "no echo through the tunnel");
     s
-}
-
-/// Whether `s` still carries an echo.
-async fn echoes_on(s: &mut TcpStream) -> bool {
-    let attempt = async {
-        s.write_all(b"ping").await.ok()?;
-        let mut back = [0u8; 4];
-        s.read_exact(&mut back).await.ok()?;
-        (&back == b"ping").then_some(())
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(10), attempt).await,
-        Ok(Some(()))
-    )
 }
 
 /// Every audit record of `resource`, newest first.

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 
 use sdm_relay::scheduling::BUSY;
 use sdm_testkit::EchoServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use processes::control_plane;
-use support::eventually;
+use support::{echoes_on, eventually};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SCHED_OTHER: &str = "0";
@@ -125,7 +124,7 @@ async fn a_gateway_thread_is_batch_only_while_streams_keep_it_busy() {
 
     // One stream at a time: a job waiting on each answer keeps the default.
     let mut one = TcpStream::connect(local).await.unwrap();
-    echoes(&mut one).await;
+    assert!(echoes_on(&mut one).await, "no echo through the tunnel");
     tokio::time::sleep(LOOKS).await;
     assert_eq!(batch_gateway_threads(pid).0, 0, "one stream in flight");
 
@@ -133,7 +132,7 @@ async fn a_gateway_thread_is_batch_only_while_streams_keep_it_busy() {
     let mut streams = vec![one];
     while streams.len() < threads * (BUSY - 1) + 1 {
         let mut stream = TcpStream::connect(local).await.unwrap();
-        echoes(&mut stream).await;
+        assert!(echoes_on(&mut stream).await, "no echo through the tunnel");
         streams.push(stream);
     }
     assert!(
@@ -152,14 +151,3 @@ async fn a_gateway_thread_is_batch_only_while_streams_keep_it_busy() {
 
 /// Long enough for a few of the gateway's looks at its threads' streams.
 const LOOKS: Duration = Duration::from_millis(500);
-
-/// A stream that answers: what is written comes back.
-async fn echoes(stream: &mut TcpStream) {
-    stream.write_all(b"ping").await.unwrap();
-    let mut answer = [0u8; 4];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&answer, b"ping");
-}

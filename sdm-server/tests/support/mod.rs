@@ -11,6 +11,8 @@ use sdm_core::admin::{AdminClient, Credentials, NewResource, ResourceDetails};
 use sdm_core::{ResourceKind, Session, Tunnel};
 use sdm_server::{RunningServer, Server, ServerBuilder};
 use sdm_testkit::{PgCluster, PgConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 pub struct Installation {
     pub server: RunningServer,
@@ -69,6 +71,20 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Whether `s` still carries an echo.
+pub async fn echoes_on(s: &mut TcpStream) -> bool {
+    let attempt = async {
+        s.write_all(b"ping").await.ok()?;
+        let mut back = [0u8; 4];
+        s.read_exact(&mut back).await.ok()?;
+        (&back == b"ping").then_some(())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), attempt).await,
+        Ok(Some(()))
+    )
 }
 
 /// A cluster started with `config` (off the async runtime), with role `app` (password
