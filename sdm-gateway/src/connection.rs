@@ -50,14 +50,17 @@ pub(super) struct Shared<'a> {
     pub(super) tls: &'a Arc<rustls::ServerConfig>,
 }
 
+/// Serves a client's connection; `placed` counts it as busy on its thread until its handshake
+/// is done (see `workers`).
 pub(super) async fn handle(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Shared<'_>,
     shutdown: watch::Receiver<bool>,
+    placed: InFlight,
 ) {
     let _ = socket.set_nodelay(true);
-    serve(socket, peer, shared, shutdown).await;
+    serve(socket, peer, shared, shutdown, placed).await;
 }
 
 /// Runs `phase` unless the gateway is shutting down first (then false): a connection that is
@@ -78,6 +81,7 @@ async fn serve(
     peer: SocketAddr,
     shared: Shared<'_>,
     mut shutdown: watch::Receiver<bool>,
+    placed: InFlight,
 ) {
     let config = shared.config;
     // Each phase's future is boxed and freed when the phase ends, so that a connection's task
@@ -108,6 +112,8 @@ async fn serve(
         Ok(lease) => lease,
         Err(denied) => return refuse(&mut client, peer, denied).await,
     };
+    // Handshake done: from here on, only a stream makes the connection busy.
+    drop(placed);
     let ready = if greeted.framed {
         Reply::ReadyFramed
     } else {

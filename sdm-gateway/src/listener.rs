@@ -67,7 +67,7 @@ pub(super) async fn serve(
         };
         let (config, tls, shutdown) = (config.clone(), tls.clone(), shutdown.clone());
         let (open_connections, leases) = (open_connections.clone(), leases.clone());
-        workers.spawn(async move {
+        workers.spawn(|placed| async move {
             let socket = match TcpStream::from_std(socket) {
                 Ok(s) => s,
                 Err(e) => {
@@ -81,7 +81,7 @@ pub(super) async fn serve(
                 leases: &leases,
                 tls: &tls,
             };
-            connection::handle(socket, peer, shared, shutdown).await;
+            connection::handle(socket, peer, shared, shutdown, placed).await;
             drop(permit);
         });
     }

@@ -24,8 +24,9 @@
 //! `sdm` agent keeps the default (it sits beside the client that a new connection's first byte
 //! waits on), and the library in a job's own process leaves the job's scheduling alone.
 
-use std::cell::Cell;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::MissedTickBehavior;
@@ -33,7 +34,8 @@ use tokio::time::MissedTickBehavior;
 /// The environment variable that chooses the [`Policy`].
 pub const POLICY_VARIABLE: &str = "SDM_SCHED_POLICY";
 
-/// Streams in flight on a thread from which [`Policy::Auto`] schedules it as batch.
+/// Streams in flight on a thread from which it is busy ([`Load::is_busy`]): [`Policy::Auto`]
+/// schedules it as batch.
 pub const BUSY: usize = 2;
 
 /// How often [`follow_load`] looks at the streams in flight.
@@ -108,27 +110,54 @@ impl Kernel {
 }
 
 thread_local! {
-    /// Streams in flight on this thread: [`InFlight`]s alive.
-    static IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    /// The streams in flight on this thread.
+    static HERE: Load = Load::default();
 }
 
-/// One stream in flight on the calling thread, for [`follow_load`], from its request to its
-/// end. Must be dropped on the thread that counted it, as a task of a single-threaded runtime is.
+/// How many streams are in flight on one thread: each [`InFlight`] counted on it and not yet
+/// dropped. Read by the thread itself ([`follow_load`]) and by whoever chooses a thread for a
+/// new connection.
+#[derive(Debug, Clone, Default)]
+pub struct Load(Arc<AtomicUsize>);
+
+impl Load {
+    /// The calling thread's.
+    pub fn here() -> Load {
+        HERE.with(Load::clone)
+    }
+
+    /// Streams in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Whether this many streams are in flight that the thread is [`BUSY`].
+    pub fn is_busy(&self) -> bool {
+        self.in_flight() >= BUSY
+    }
+
+    /// Counts one more stream in flight on this load's thread, from any thread.
+    pub fn count(&self) -> InFlight {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.0.clone())
+    }
+}
+
+/// One stream in flight on a thread, from its request to its end, counted while this is held.
 #[derive(Debug)]
 #[must_use = "the stream counts only while this is held"]
-pub struct InFlight(());
+pub struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
     /// Counts a stream on the calling thread.
     pub fn count() -> InFlight {
-        IN_FLIGHT.with(|n| n.set(n.get().saturating_add(1)));
-        InFlight(())
+        Load::here().count()
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        IN_FLIGHT.with(|n| n.set(n.get().saturating_sub(1)));
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -143,7 +172,7 @@ pub async fn follow_load() {
     let mut now = Kernel::Normal;
     loop {
         looks.tick().await;
-        let wanted = if IN_FLIGHT.with(Cell::get) >= BUSY {
+        let wanted = if HERE.with(Load::is_busy) {
             Kernel::Batch
         } else {
             Kernel::Normal
