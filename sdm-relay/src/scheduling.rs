@@ -131,7 +131,7 @@ impl Load {
         self.0.load(Ordering::Relaxed)
     }
 
-    /// Whether this many streams are in flight that the thread is [`BUSY`].
+    /// Whether at least [`BUSY`] streams are in flight.
     pub fn is_busy(&self) -> bool {
         self.in_flight() >= BUSY
     }
