@@ -8,14 +8,14 @@
 //! pgbench select-only, `futex` was 69 % of the gateway's system-call time). The control plane
 //! keeps the main runtime.
 //!
-//! A new connection goes to the first thread that is not busy (fewer than
-//! [`scheduling::BUSY`] streams in flight), else to the least busy one. Spreading connections
-//! pays only when they work at the same time: a job that opens one connection after another
-//! would otherwise wake a different, idle thread for each, and each new connection's first byte
-//! came about 0.035 ms later and cost the gateway a quarter more CPU than on one thread
-//! (docs/BENCHMARKS.md, "Lever: one thread until it is busy"). The threads are scheduled as
-//! relaying threads: `SCHED_BATCH`, whose wake-ups do not preempt the thread running on a CPU,
-//! while a thread is busy, unless `SDM_SCHED_POLICY` fixes the policy
+//! A new connection goes to the first thread that is not full (fewer than [`FULL`] streams and
+//! handshakes in flight), else to the least busy one. Spreading connections pays only when they
+//! work at the same time: a job that opens one connection after another would otherwise wake a
+//! different, idle thread for each, and each new connection's first byte came about 0.035 ms
+//! later and cost the gateway a quarter more CPU than on one thread (docs/BENCHMARKS.md, "Lever:
+//! one thread until it is busy" and "Lever: one thread until it is full"). The threads are
+//! scheduled as relaying threads: `SCHED_BATCH`, whose wake-ups do not preempt the thread
+//! running on a CPU, while a thread is busy, unless `SDM_SCHED_POLICY` fixes the policy
 //! (`sdm_relay::scheduling`).
 
 use std::future::Future;
@@ -25,6 +25,13 @@ use std::thread::JoinHandle;
 use sdm_relay::scheduling::{self, InFlight, Load, Policy};
 use tokio::runtime::{Builder, Handle};
 use tokio::sync::oneshot;
+
+/// A thread takes new connections while fewer than this many streams and handshakes are in
+/// flight on it: one more than [`scheduling::BUSY`], because a job that opens connections one
+/// after another has two in flight there whenever its agent's pool refills (the stream starting
+/// and the one before it ending), and the refill, which carries the job's later streams, belongs
+/// on the same thread.
+const FULL: usize = scheduling::BUSY + 1;
 
 /// Threads carrying connections.
 pub(super) struct Workers {
@@ -84,10 +91,10 @@ impl Workers {
         Ok(Workers { workers })
     }
 
-    /// Runs a new connection's task on the first thread that is not busy, else on the least
-    /// busy one. The task is given its place on that thread, counted as a stream in flight there
-    /// until it drops it (when its handshake is done), so that connections accepted one after
-    /// another are placed knowing of each other. Sockets the task opens or adopts
+    /// Runs a new connection's task on the first thread that is not [full](FULL), else on the
+    /// least busy one. The task is given its place on that thread, counted as a stream in flight
+    /// there until it drops it (when its handshake is done), so that connections accepted one
+    /// after another are placed knowing of each other. Sockets the task opens or adopts
     /// (`TcpStream::from_std`) are driven by that thread.
     pub(super) fn spawn<F>(&self, task: impl FnOnce(InFlight) -> F)
     where
@@ -96,7 +103,7 @@ impl Workers {
         let worker = self
             .workers
             .iter()
-            .find(|w| !w.load.is_busy())
+            .find(|w| w.load.in_flight() < FULL)
             .or_else(|| self.workers.iter().min_by_key(|w| w.load.in_flight()));
         if let Some(worker) = worker {
             drop(worker.handle.spawn(task(worker.load.count())));
@@ -123,8 +130,8 @@ impl Drop for Workers {
 mod tests {
     use super::*;
 
-    /// Places a connection that keeps its place (as one carrying a stream does) until `end`
-    /// is sent or dropped; the name of the thread it runs on.
+    /// Places a connection that keeps its place (as one carrying a stream does) until the
+    /// sender it pushes onto `ends` is sent or dropped; the name of the thread it runs on.
     fn place_busy(workers: &Workers, ends: &mut Vec<oneshot::Sender<()>>) -> String {
         let (end, ended) = oneshot::channel::<()>();
         ends.push(end);
@@ -139,11 +146,13 @@ mod tests {
     }
 
     #[test]
-    fn connections_go_to_the_first_thread_until_it_is_busy_then_to_the_least_busy() {
+    fn connections_go_to_the_first_thread_until_it_is_full_then_to_the_least_busy() {
         let workers = Workers::start_n(3, Policy::Normal).unwrap();
         let mut ends = Vec::new();
-        let placed: Vec<String> = (0..8).map(|_| place_busy(&workers, &mut ends)).collect();
-        let expected = [0, 0, 1, 1, 2, 2, 0, 1].map(|i| format!("sdm-gateway-{i}"));
+        let placed: Vec<String> = (0..11).map(|_| place_busy(&workers, &mut ends)).collect();
+        // The third: a thread carrying one stream that starts and one that ends still takes the
+        // pool's refill.
+        let expected = [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 1].map(|i| format!("sdm-gateway-{i}"));
         assert_eq!(placed, expected);
 
         // Connections that are done with their handshake and idle leave the first thread free.
@@ -190,7 +199,7 @@ mod tests {
             rx.recv().unwrap();
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..4 {
+        for _ in 0..2 * FULL {
             let tx = tx.clone();
             workers.spawn(|placed| async move {
                 tx.send(std::thread::current().name().map(str::to_owned))
@@ -199,17 +208,13 @@ mod tests {
             });
         }
         drop(release);
-        let mut names: Vec<String> = (0..4).map(|_| rx.recv().unwrap().unwrap()).collect();
+        let mut names: Vec<String> = (0..2 * FULL).map(|_| rx.recv().unwrap().unwrap()).collect();
         names.sort();
-        assert_eq!(
-            names,
-            [
-                "sdm-gateway-0",
-                "sdm-gateway-0",
-                "sdm-gateway-1",
-                "sdm-gateway-1"
-            ]
-        );
+        let expected: Vec<String> = ["sdm-gateway-0", "sdm-gateway-1"]
+            .iter()
+            .flat_map(|name| std::iter::repeat_n(name.to_string(), FULL))
+            .collect();
+        assert_eq!(names, expected);
     }
 
     /// The scheduling policy of the thread running a task on `workers`.
