@@ -140,21 +140,13 @@ async fn flood_logins(data_dir: &Path, api: SocketAddr, token: &str, n: usize) {
     }
 }
 
-/// Writes through the tunnel and reads the echo; whether that worked within a bound.
+/// Connects through the tunnel and writes and reads an echo; whether that worked within a bound.
 async fn echoes(tunnel: &Tunnel) -> bool {
-    let attempt = async {
-        let mut s = TcpStream::connect(tunnel.local_addr().tcp().unwrap())
-            .await
-            .ok()?;
-        s.write_all(b"still here").await.ok()?;
-        let mut back = [0u8; 10];
-        s.read_exact(&mut back).await.ok()?;
-        (&back == b"still here").then_some(())
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(10), attempt).await,
-        Ok(Some(()))
-    )
+    let connect = TcpStream::connect(tunnel.local_addr().tcp().unwrap());
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok(mut s)) => support::echoes_on(&mut s).await,
+        _ => false,
+    }
 }
 
 /// Whether the peer closed `stream` within [`WAIT`].
