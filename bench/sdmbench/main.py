@@ -21,8 +21,8 @@ from . import maria as MARIA
 from . import pg as PG
 from .probes import IdleConnections, ttfb
 from .ssh_rows import SshRows, run_true, scp_up
-from .procs import (BenchError, Procs, SwitchCount, cpu_seconds, free_port, listening, memory, run,
-                    wait_until)
+from .procs import (BenchError, MachineCpu, Procs, SwitchCount, cpu_seconds, free_port, listening,
+                    memory, run, wait_until)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
@@ -334,8 +334,13 @@ class Run:
                     roles = ("client", "gateway")
                     before = {r: cpu_seconds(inst.procs.role(r)) for r in roles}
                     switches = {r: SwitchCount(inst.procs.role(r)) for r in roles}
+                    postgres = self.cluster.procs.role("infra")
+                    machine = MachineCpu(postgres)
+                    postgres_switches = SwitchCount(postgres)
                     data = PG.pgbench(self.cluster.bin, inst.ports[0], WORKLOADS[w] + rate,
                                       cfg.pg_clients, cfg.pg_threads, cfg.pg_duration, f)
+                    everywhere = machine.spent()
+                    switched_postgres = postgres_switches.stop()
                     switched = {r: count.stop() for r, count in switches.items()}
                     txns = data.get("transactions") or 0
                     for r in roles:
@@ -343,6 +348,12 @@ class Run:
                             spent = cpu_seconds(inst.procs.role(r)) - before[r]
                             data[f"{r}_cpu_us_per_txn"] = round(spent * 1e6 / txns, 2)
                             data[f"{r}_switches_per_txn"] = round(switched[r] / txns, 3)
+                    if txns:
+                        for key, what in (("machine_busy", "busy"), ("machine_idle", "idle"),
+                                          ("interrupts", "interrupts"),
+                                          ("postgres", "others"), ("pgbench", "children")):
+                            data[f"{key}_cpu_us_per_txn"] = round(everywhere[what] * 1e6 / txns, 2)
+                        data["postgres_switches_per_txn"] = round(switched_postgres / txns, 3)
                     if "error" in data or data.get("failed"):
                         self.fail(f"C {w} {path.name} rep {rep}: {data.get('error', 'failed txns')}")
                     self.emit({"section": "C", "workload": w, "path": path.name, "rep": rep,

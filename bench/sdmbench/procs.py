@@ -136,6 +136,40 @@ def cpu_seconds(procs: Iterable[Proc]) -> float:
     return ticks / CLK_TCK
 
 
+class MachineCpu:
+    """Where all of the machine's CPU went while something ran, beside the path's own processes:
+    the whole machine (`/proc/stat`: busy, idle, and of busy the time in interrupts, where
+    loopback's receive path runs, also charged to the process it interrupted), the children this
+    process waited for meanwhile (pgbench), and `others` (PostgreSQL)."""
+
+    def __init__(self, others: list[Proc]):
+        self.others = others
+        self.machine = _machine_ticks()
+        self.children = _children_seconds()
+        self.other = cpu_seconds(others)
+
+    def spent(self) -> dict[str, float]:
+        """Seconds of CPU (summed over CPUs) since the count began."""
+        machine = _machine_ticks()
+        spent = {k: (machine[k] - self.machine[k]) / CLK_TCK for k in machine}
+        spent["children"] = _children_seconds() - self.children
+        spent["others"] = cpu_seconds(self.others) - self.other
+        return spent
+
+
+def _machine_ticks() -> dict[str, int]:
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return {"busy": user + nice + system + irq + softirq + steal,
+            "interrupts": irq + softirq,
+            "idle": idle + iowait}
+
+
+def _children_seconds() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def _switches_by_thread(procs: Iterable[Proc]) -> dict[int, int]:
     """Voluntary plus involuntary context switches of each live thread of the processes and
     their descendants."""

@@ -71,6 +71,9 @@ def summarize(recs: list[dict]) -> dict:
         for r in ("client", "gateway"):
             metrics[f"pg_{w}_cpu_{r}"] = series(recs, "C", f"{r}_cpu_us_per_txn", w)
             metrics[f"pg_{w}_switches_{r}"] = series(recs, "C", f"{r}_switches_per_txn", w)
+        for k in MACHINE:
+            metrics[f"pg_{w}_{k}"] = series(recs, "C", f"{k}_cpu_us_per_txn", w)
+        metrics[f"pg_{w}_postgres_switches"] = series(recs, "C", "postgres_switches_per_txn", w)
     out: dict = {}
     for m, by_path in metrics.items():
         out[m] = {p: (med(v), min(v), max(v), len(v)) for p, v in by_path.items() if v}
@@ -253,6 +256,39 @@ def per_side(s: dict, metric: str, what: str, labels: dict, digits: int, intro: 
         for p in ordered(set(sides["client"]) | set(sides["gateway"]))), ""]
 
 
+# Section C's whole-machine accounting, per transaction (see procs.MachineCpu).
+MACHINE = ("machine_busy", "machine_idle", "interrupts", "postgres", "pgbench")
+
+
+def whole_machine(s: dict, metric: str, labels: dict) -> list[str]:
+    """A table (and its blank line) of where each path's transaction spent the whole machine's
+    CPU, or nothing when the run did not count it."""
+    def at(key: str, p: str) -> Optional[float]:
+        return s.get(f"{metric}_{key}", {}).get(p, (None,))[0]
+
+    paths = ordered(s.get(f"{metric}_machine_busy", {}))
+    if not paths:
+        return []
+    L = ["The whole machine per transaction (µs summed over its CPUs, medians over runs; "
+         "`/proc/stat`). Busy plus idle is all the machine's CPUs' time per transaction, so a "
+         "path's throughput gap to another is their difference, split by where it went. The rest "
+         "is busy time outside the path's two sides, PostgreSQL and pgbench: kernel threads and "
+         "this harness. Time in interrupts, where loopback's receive path runs, is also in the "
+         "columns of the processes it interrupted. PostgreSQL's context switches are looked at "
+         "once a second, like the sides'.", "",
+         "| path | busy | client | gateway | PostgreSQL | pgbench | the rest | in interrupts | idle "
+         "| PostgreSQL's switches |", "|---" * 10 + "|"]
+    for p in paths:
+        parts = [at(f"cpu_{r}", p) or 0 for r in ("client", "gateway")]
+        parts += [at(k, p) for k in ("postgres", "pgbench")]
+        busy = at("machine_busy", p)
+        rest = busy - sum(parts) if busy is not None and None not in parts else None
+        cells = [busy, *parts, rest, at("interrupts", p), at("machine_idle", p)]
+        L.append(f"| {labels.get(p, p)} | " + " | ".join(fmt(c, 1) for c in cells)
+                 + f" | {fmt(at('postgres_switches', p), 2)} |")
+    return L + [""]
+
+
 def render(run_dir: str) -> str:
     chart(run_dir)
     recs, meta = load(run_dir)
@@ -357,6 +393,7 @@ def render(run_dir: str) -> str:
                       "Context switches per transaction (median over runs; voluntary and "
                       "involuntary, summed over the same processes' threads, looked at once a "
                       "second, so threads living less than that may be missed)")
+        L += whole_machine(s, metric, labels)
     L.append("## D. Memory (RSS, MiB; client = tunnel client side, gateway = gateway side)")
     L.append("")
     L.append("| path | tunnels | client idle | gateway idle | conns | client | gateway | "

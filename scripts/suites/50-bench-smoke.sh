@@ -49,6 +49,15 @@ unswitched = [(r["path"], side) for r in counted for side in ("client", "gateway
               if not r.get(f"{side}_switches_per_txn", 0) > 0]
 if len(counted) < 2 or unswitched:
     sys.exit(f"section C counted no context switches for {unswitched or 'sdm and relay'}")
+# And where the whole machine's CPU went per transaction (docs/BENCHMARKS.md splits the gap so).
+unaccounted = [(r["path"], key) for r in counted
+               for key in ("machine_busy_cpu_us_per_txn", "postgres_cpu_us_per_txn",
+                           "pgbench_cpu_us_per_txn", "postgres_switches_per_txn")
+               if not r.get(key, 0) > 0]
+if unaccounted:
+    sys.exit(f"section C did not account the whole machine: {unaccounted}")
+if "The whole machine per transaction" not in open(sys.argv[1] + "/REPORT.md").read():
+    sys.exit("REPORT.md has no table of the whole machine's CPU per transaction")
 # Section A measures each side's CPU per GiB apart (the targets compare each side with ssh's).
 bulk = [r for r in recs if r.get("section") == "A" and r.get("path") in ("ssh", "sdm")
         and "error" not in r]
