@@ -69,6 +69,32 @@ def test_each_connection_has_its_own_tunnel(session: sdm.Session, pg: Dict[str, 
     assert not connected(session)
 
 
+def gssencmode(conn: Any) -> str:
+    """The GSSAPI encryption mode libpq connected a psycopg connection with."""
+    (option,) = [o for o in conn.pgconn.info if o.keyword == b"gssencmode"]
+    return bytes(option.val or b"").decode()
+
+
+def test_psycopg_connections_leave_kerberos_alone(
+    session: sdm.Session, pg: Dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "prefer" probes Kerberos on every connect, and a worker forked while a parent thread is
+    # inside that probe hangs in its own first connect (sdm-py/README.md, fork). It is the default
+    # of a libpq built with Kerberos (Debian's libpq5, for one); psycopg-binary's libpq defaults to
+    # "disable", so the environment stands in for such a libpq here.
+    monkeypatch.setenv("PGGSSENCMODE", "prefer")
+    with session.connect_db(PG, **login_args(pg)) as conn:
+        assert gssencmode(conn) == "disable"
+    with session.connect_db(PG, gssencmode="prefer", **login_args(pg)) as conn:
+        assert gssencmode(conn) == "prefer", "the caller's own choice wins"
+    with session.creator(PG, **login_args(pg)) as creator:
+        conn = creator()
+        try:
+            assert gssencmode(conn) == "disable"
+        finally:
+            conn.close()
+
+
 def test_pg8000_connection_closes_its_tunnel(session: sdm.Session, pg: Dict[str, Any]) -> None:
     conn = session.connect_db(PG, "pg8000", **login_args(pg))
     assert isinstance(conn, pg8000.dbapi.Connection)

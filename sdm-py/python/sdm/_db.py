@@ -83,8 +83,14 @@ class _Target:
     options: Mapping[str, Any]
 
     def psycopg_args(self, tunnel: Tunnel) -> Dict[str, Any]:
-        # The hop to the tunnel is local and the tunnel itself is TLS: no TLS negotiation.
+        # The hop to the tunnel is local and the tunnel itself is TLS: no TLS negotiation, and
+        # no GSSAPI encryption either. Leaving the latter at libpq's "prefer" would also probe
+        # Kerberos for credentials on every connect, and that probe is not fork-safe: a worker
+        # forked while a parent thread is inside it inherits Kerberos's lock and hangs in its
+        # first connect.
         args: Dict[str, Any] = {"host": tunnel.host, "port": tunnel.port, "sslmode": "disable"}
+        if _libpq_knows_gssencmode():
+            args["gssencmode"] = "disable"
         args.update(_present(dbname=self.dbname, user=self.user, password=self.password))
         args.update(self.options)
         return args
@@ -102,6 +108,15 @@ class _Target:
         args.update(_present(database=self.dbname, user=self.user, password=self.password))
         args.update(self.options)
         return args
+
+
+def _libpq_knows_gssencmode() -> bool:
+    """Whether psycopg's libpq takes ``gssencmode`` (version 12 on; older ones refuse it)."""
+    try:
+        version: int = importlib.import_module("psycopg").pq.version()
+    except (ImportError, AttributeError):
+        return False
+    return version >= 120000
 
 
 def _present(**values: Optional[str]) -> Dict[str, str]:
